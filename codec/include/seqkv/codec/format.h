@@ -1,0 +1,82 @@
+// The encoded-chunk container (docs/format.md is the normative description).
+//
+// EncodeChunk frames a codec's sections behind a versioned, checksummed
+// header. DecodeChunk validates every length, count and checksum before it
+// reads anything, and returns a clear error (never a crash, never wrong
+// data) on truncated, corrupt or hostile input: a corrupt chunk is a miss.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "seqkv/codec/chunk.h"
+#include "seqkv/codec/codec.h"
+#include "seqkv/codec/status.h"
+
+namespace seqkv {
+
+inline constexpr uint32_t kChunkMagic = 0x564B5153;  // "SQKV" little-endian
+inline constexpr uint16_t kFormatVersion = 1;
+inline constexpr uint32_t kMaxSections = 255;
+inline constexpr uint32_t kMaxSpecBytes = 1024;
+
+// Header flags. A decoder rejects chunks with flags it does not know.
+enum ChunkFlags : uint32_t {
+  kFlagNone = 0,
+  kFlagNeedsParent = 1u << 0,   // decoding needs the parent chunk (sequential codec)
+  kFlagNeedsModel = 1u << 1,    // decoding needs the model's weights
+  kFlagNeedsProfile = 1u << 2,  // decoding needs a codec profile
+};
+inline constexpr uint32_t kKnownFlags = kFlagNeedsParent | kFlagNeedsModel | kFlagNeedsProfile;
+
+// How the header stores token ids (the encoder picks the smallest).
+enum class TokenCoding : uint8_t {
+  kRaw32 = 0,     // uint32 little-endian each
+  kBitPacked = 1, // u8 width, then ids packed LSB-first at that width
+  kZstd = 2,      // zstd frame of the kRaw32 bytes
+};
+
+struct SectionInfo {
+  uint32_t type = 0;
+  uint64_t offset = 0;  // from the start of the chunk
+  uint64_t length = 0;
+  uint64_t checksum = 0;  // XXH3-64 of the payload
+};
+
+struct ChunkHeader {
+  uint16_t version = 0;
+  CodecId codec_id{};
+  uint32_t flags = 0;
+  KvShape shape;
+  DType dtype = DType::kBF16;
+  RopeParams rope;
+  uint64_t first_position = 0;
+  std::string codec_spec;
+  TokenCoding token_coding = TokenCoding::kRaw32;
+  std::vector<int32_t> tokens;
+  std::vector<SectionInfo> sections;
+  uint64_t header_bytes = 0;
+  uint64_t total_bytes = 0;  // header + all sections == size of the chunk
+};
+
+// Encodes chunk with codec. InvalidArgument if the chunk is invalid.
+Result<std::vector<uint8_t>> EncodeChunk(const Chunk& chunk, const Codec& codec, uint32_t flags = 0);
+
+// Parses and validates the header: magic, version, header checksum, bounds,
+// flags, token ids, and that the section table exactly covers `bytes`.
+// Does not verify the section checksums.
+Result<ChunkHeader> ParseChunkHeader(std::span<const uint8_t> bytes);
+
+// Full decode: header, every section checksum, then the codec named by the
+// header (from the default registry). A token-only chunk returns a status for
+// which IsRecomputeNeeded() is true; use DecodeTokens for its ids.
+Result<Chunk> DecodeChunk(std::span<const uint8_t> bytes);
+
+// Header-only decode: the chunk with tokens, shape and position, no K/V.
+Result<Chunk> DecodeTokens(std::span<const uint8_t> bytes);
+
+bool IsRecomputeNeeded(const Status& status);
+
+}  // namespace seqkv

@@ -1,0 +1,79 @@
+// Round-trip measurement of codecs on KV dumps, used by `seqkvctl codec`.
+#pragma once
+
+#include <iosfwd>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "seqkv/codec/codec.h"
+
+namespace seqkv::ctl {
+
+struct QualityMetrics {
+  double kl_nats = 0;         // mean KL(original || reconstructed) of next-token distributions
+  double top1_agreement = 0;  // fraction of positions with the same argmax
+  double delta_ce_bits = 0;   // reconstructed minus original cross-entropy, bits/token
+};
+
+struct RoundTripMetrics {
+  std::string codec;  // canonical spec
+  std::string file;
+  uint32_t tokens = 0;
+  uint64_t raw_bytes = 0;      // K + V as stored in the dump
+  uint64_t encoded_bytes = 0;  // the whole container, headers included
+  double bits_per_element = 0; // encoded bits / (K and V elements)
+  double bits_per_token = 0;   // encoded bits / tokens
+  double ratio = 0;            // raw / encoded
+  double encode_mb_s = 0;      // raw MB (1e6 bytes) per second, one core
+  double decode_mb_s = 0;
+  double k_rel_mse = 0, v_rel_mse = 0;  // sum((x - x')^2) / sum(x^2)
+  double k_max_err = 0, v_max_err = 0;
+  bool bit_exact = false;
+  bool recompute_needed = false;  // token-only tier
+  std::optional<QualityMetrics> quality;
+};
+
+// Encodes and decodes chunk with codec; *recon receives the reconstruction
+// (untouched when recompute is needed).
+Result<RoundTripMetrics> RoundTrip(const Chunk& chunk, const Codec& codec, Chunk* recon);
+
+struct EvalOptions {
+  std::string in_dir;
+  std::vector<std::string> codecs;
+  bool quality = false;
+  std::string model_dir;
+  int prefix = 768;
+  bool per_file = false;
+};
+
+// Mean over files for one codec.
+struct EvalRow {
+  std::string codec;
+  double bits_per_element = 0, bits_per_token = 0, ratio = 0;
+  double k_rel_mse = 0, v_rel_mse = 0, k_max_err = 0, v_max_err = 0;
+  double encode_mb_s = 0, decode_mb_s = 0;
+  bool recompute_needed = false;
+  bool has_quality = false;
+  double kl_nats = 0, top1_agreement = 0, delta_ce_bits = 0;
+};
+
+struct EvalResult {
+  std::vector<std::string> files;
+  std::vector<RoundTripMetrics> per_file;  // file-major
+  std::vector<EvalRow> summary;            // one per codec, in the order given
+};
+
+// Runs every codec on every *.safetensors of opts.in_dir (sorted). Progress
+// lines go to *progress. With opts.quality, runs the Python quality tool
+// (python/seqkv_quality) once over all reconstructions.
+Result<EvalResult> RunEval(const EvalOptions& opts, std::ostream* progress);
+
+// "raw,turboquant:bits=3,outliers=16,kivi:bits=2" -> specs; an item with '='
+// but no ':' continues the previous spec. ';' always separates.
+Result<std::vector<std::string>> SplitCodecList(const std::string& list);
+
+nlohmann::json EvalRowJson(const EvalRow& row);
+
+}  // namespace seqkv::ctl
