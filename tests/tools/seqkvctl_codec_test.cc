@@ -1,0 +1,126 @@
+// End-to-end tests of `seqkvctl codec ...`: the real binary on real dumps.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "seqkv/codec/format.h"
+#include "seqkv/codec/safetensors.h"
+#include "util/test_util.h"
+
+namespace seqkv {
+namespace {
+
+using json = nlohmann::json;
+
+struct Run {
+  int exit_code = -1;
+  std::string out;
+};
+
+// Runs seqkvctl with args; stdout captured, stderr to a file we ignore.
+Run Ctl(const std::string& args) {
+  std::string cmd = std::string(SEQKVCTL_PATH) + " " + args + " 2>/dev/null";
+  Run r;
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+  int status = pclose(p);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+class SeqkvctlCodecTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dump_ = test::DevDump("doc03.safetensors");
+    ASSERT_FALSE(dump_.empty()) << "../shared/kvdata/dev is missing";
+    dir_ = test::TempDir("ctl");
+  }
+  std::string dump_, dir_;
+};
+
+TEST_F(SeqkvctlCodecTest, RoundTripJsonHasTheDocumentedFields) {
+  Run r = Ctl("codec roundtrip --codec lossless --json --in " + dump_ + " --out " + dir_ + "/r.safetensors");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  json j = json::parse(r.out);
+  for (const char* f : {"bits_per_element", "ratio", "k_rel_mse", "v_rel_mse", "encode_mb_s", "decode_mb_s"}) {
+    EXPECT_TRUE(j.contains(f)) << f;
+  }
+  EXPECT_EQ(j["k_rel_mse"].get<double>(), 0.0);
+  EXPECT_TRUE(j["bit_exact"].get<bool>());
+  EXPECT_GT(j["ratio"].get<double>(), 1.3);
+  // The reconstruction keeps the input's tensors, shapes, dtype and metadata.
+  auto in = ReadSafetensors(dump_);
+  auto out = ReadSafetensors(dir_ + "/r.safetensors");
+  ASSERT_TRUE(in.ok() && out.ok());
+  for (const char* t : {"tokens", "k", "v", "logprob"}) {
+    EXPECT_EQ(out->tensors.at(t).data, in->tensors.at(t).data) << t;
+    EXPECT_EQ(out->tensors.at(t).shape, in->tensors.at(t).shape) << t;
+    EXPECT_EQ(out->tensors.at(t).dtype, in->tensors.at(t).dtype) << t;
+  }
+  EXPECT_EQ(out->metadata.at("model"), in->metadata.at("model"));
+}
+
+TEST_F(SeqkvctlCodecTest, EncodeWritesExactlyTheContainerAndDecodeReadsItBack) {
+  std::string chunk = dir_ + "/c.bin";
+  Run e = Ctl("codec encode --codec lossless --json --in " + dump_ + " --out " + chunk);
+  ASSERT_EQ(e.exit_code, 0);
+  json j = json::parse(e.out);
+  EXPECT_EQ(j["bytes"].get<uint64_t>(), std::filesystem::file_size(chunk));
+  auto bytes = ReadFileBytes(chunk);
+  ASSERT_TRUE(bytes.ok());
+  EXPECT_TRUE(ParseChunkHeader(*bytes).ok());
+  Run d = Ctl("codec decode --in " + chunk + " --out " + dir_ + "/d.safetensors");
+  ASSERT_EQ(d.exit_code, 0);
+  auto a = ReadKvDump(dump_);
+  auto b = ReadKvDump(dir_ + "/d.safetensors");
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->chunk.k, b->chunk.k);
+  EXPECT_EQ(a->chunk.v, b->chunk.v);
+  EXPECT_EQ(a->chunk.tokens, b->chunk.tokens);
+}
+
+TEST_F(SeqkvctlCodecTest, CorruptChunkFileIsAClearErrorAndWritesNothing) {
+  std::string chunk = dir_ + "/c.bin";
+  ASSERT_EQ(Ctl("codec encode --codec raw --in " + dump_ + " --out " + chunk).exit_code, 0);
+  auto bytes = ReadFileBytes(chunk);
+  ASSERT_TRUE(bytes.ok());
+  (*bytes)[bytes->size() / 2] ^= 0x40;
+  ASSERT_TRUE(WriteFileBytes(chunk, *bytes).ok());
+  Run d = Ctl("codec decode --in " + chunk + " --out " + dir_ + "/d.safetensors");
+  EXPECT_NE(d.exit_code, 0);
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/d.safetensors"));
+}
+
+TEST_F(SeqkvctlCodecTest, TokenTierReportsRecompute) {
+  Run r = Ctl("codec roundtrip --codec tokens --json --in " + dump_);
+  ASSERT_EQ(r.exit_code, 0);
+  json j = json::parse(r.out);
+  EXPECT_TRUE(j["recompute_needed"].get<bool>());
+  EXPECT_LT(j["bits_per_token"].get<double>(), 16.0);
+}
+
+TEST_F(SeqkvctlCodecTest, EvalOverAFolder) {
+  std::string dir = test::SharedDir() + "/kvdata/dev";
+  Run r = Ctl("codec eval --json --in " + dir + " --codecs 'raw;lossless;tokens'");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  json j = json::parse(r.out);
+  EXPECT_EQ(j["files"].size(), 8u);
+  ASSERT_EQ(j["codecs"].size(), 3u);
+  EXPECT_NEAR(j["codecs"][0]["bits_per_element"].get<double>(), 16.0, 0.05);
+  EXPECT_LT(j["codecs"][1]["bits_per_element"].get<double>(), 11.5);
+}
+
+TEST_F(SeqkvctlCodecTest, BadInputIsAClearError) {
+  EXPECT_EQ(Ctl("codec roundtrip --codec nosuch --in " + dump_).exit_code, 2);
+  EXPECT_EQ(Ctl("codec roundtrip --codec raw --in /nonexistent.safetensors").exit_code, 2);
+  EXPECT_NE(Ctl("codec eval --in " + dir_ + " --codecs raw").exit_code, 0);  // empty folder
+  EXPECT_NE(Ctl("codec eval --in " + dir_ + " --codecs raw --quality").exit_code, 0);  // no --model
+}
+
+}  // namespace
+}  // namespace seqkv
