@@ -14,15 +14,15 @@ namespace {
 
 using json = nlohmann::json;
 
-struct Run {
+struct CtlRun {
   int exit_code = -1;
   std::string out;
 };
 
 // Runs seqkvctl with args; stdout captured, stderr to a file we ignore.
-Run Ctl(const std::string& args) {
+CtlRun Ctl(const std::string& args) {
   std::string cmd = std::string(SEQKVCTL_PATH) + " " + args + " 2>/dev/null";
-  Run r;
+  CtlRun r;
   FILE* p = popen(cmd.c_str(), "r");
   if (!p) return r;
   char buf[4096];
@@ -44,7 +44,7 @@ class SeqkvctlCodecTest : public ::testing::Test {
 };
 
 TEST_F(SeqkvctlCodecTest, RoundTripJsonHasTheDocumentedFields) {
-  Run r = Ctl("codec roundtrip --codec lossless --json --in " + dump_ + " --out " + dir_ + "/r.safetensors");
+  CtlRun r = Ctl("codec roundtrip --codec lossless --json --in " + dump_ + " --out " + dir_ + "/r.safetensors");
   ASSERT_EQ(r.exit_code, 0) << r.out;
   json j = json::parse(r.out);
   for (const char* f : {"bits_per_element", "ratio", "k_rel_mse", "v_rel_mse", "encode_mb_s", "decode_mb_s"}) {
@@ -67,14 +67,14 @@ TEST_F(SeqkvctlCodecTest, RoundTripJsonHasTheDocumentedFields) {
 
 TEST_F(SeqkvctlCodecTest, EncodeWritesExactlyTheContainerAndDecodeReadsItBack) {
   std::string chunk = dir_ + "/c.bin";
-  Run e = Ctl("codec encode --codec lossless --json --in " + dump_ + " --out " + chunk);
+  CtlRun e = Ctl("codec encode --codec lossless --json --in " + dump_ + " --out " + chunk);
   ASSERT_EQ(e.exit_code, 0);
   json j = json::parse(e.out);
   EXPECT_EQ(j["bytes"].get<uint64_t>(), std::filesystem::file_size(chunk));
   auto bytes = ReadFileBytes(chunk);
   ASSERT_TRUE(bytes.ok());
   EXPECT_TRUE(ParseChunkHeader(*bytes).ok());
-  Run d = Ctl("codec decode --in " + chunk + " --out " + dir_ + "/d.safetensors");
+  CtlRun d = Ctl("codec decode --in " + chunk + " --out " + dir_ + "/d.safetensors");
   ASSERT_EQ(d.exit_code, 0);
   auto a = ReadKvDump(dump_);
   auto b = ReadKvDump(dir_ + "/d.safetensors");
@@ -91,13 +91,13 @@ TEST_F(SeqkvctlCodecTest, CorruptChunkFileIsAClearErrorAndWritesNothing) {
   ASSERT_TRUE(bytes.ok());
   (*bytes)[bytes->size() / 2] ^= 0x40;
   ASSERT_TRUE(WriteFileBytes(chunk, *bytes).ok());
-  Run d = Ctl("codec decode --in " + chunk + " --out " + dir_ + "/d.safetensors");
+  CtlRun d = Ctl("codec decode --in " + chunk + " --out " + dir_ + "/d.safetensors");
   EXPECT_NE(d.exit_code, 0);
   EXPECT_FALSE(std::filesystem::exists(dir_ + "/d.safetensors"));
 }
 
 TEST_F(SeqkvctlCodecTest, TokenTierReportsRecompute) {
-  Run r = Ctl("codec roundtrip --codec tokens --json --in " + dump_);
+  CtlRun r = Ctl("codec roundtrip --codec tokens --json --in " + dump_);
   ASSERT_EQ(r.exit_code, 0);
   json j = json::parse(r.out);
   EXPECT_TRUE(j["recompute_needed"].get<bool>());
@@ -106,13 +106,30 @@ TEST_F(SeqkvctlCodecTest, TokenTierReportsRecompute) {
 
 TEST_F(SeqkvctlCodecTest, EvalOverAFolder) {
   std::string dir = test::SharedDir() + "/kvdata/dev";
-  Run r = Ctl("codec eval --json --in " + dir + " --codecs 'raw;lossless;tokens'");
+  CtlRun r = Ctl("codec eval --json --in " + dir + " --codecs 'raw;lossless;tokens'");
   ASSERT_EQ(r.exit_code, 0) << r.out;
   json j = json::parse(r.out);
   EXPECT_EQ(j["files"].size(), 8u);
   ASSERT_EQ(j["codecs"].size(), 3u);
   EXPECT_NEAR(j["codecs"][0]["bits_per_element"].get<double>(), 16.0, 0.05);
   EXPECT_LT(j["codecs"][1]["bits_per_element"].get<double>(), 11.5);
+}
+
+// The C++ CLI drives the Python quality tool: a lossless cache must give KL 0
+// and agreement 1; a 1-bit TurboQuant cache must not.
+TEST_F(SeqkvctlCodecTest, EvalQualityThroughTheModel) {
+  std::filesystem::create_symlink(dump_, dir_ + "/doc03.safetensors");
+  std::string model = test::SharedDir() + "/models/tinyllama-12m";
+  CtlRun r = Ctl("codec eval --json --quality --model " + model + " --in " + dir_ +
+              " --codecs 'lossless;turboquant:bits=1;tokens'");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  json j = json::parse(r.out);
+  ASSERT_EQ(j["codecs"].size(), 3u);
+  EXPECT_EQ(j["codecs"][0]["kl_nats"].get<double>(), 0.0);
+  EXPECT_EQ(j["codecs"][0]["top1_agreement"].get<double>(), 1.0);
+  EXPECT_GT(j["codecs"][1]["kl_nats"].get<double>(), 0.01);
+  EXPECT_LT(j["codecs"][1]["top1_agreement"].get<double>(), 0.99);
+  EXPECT_FALSE(j["codecs"][2].contains("kl_nats"));  // token tier: recompute, no KV to judge
 }
 
 TEST_F(SeqkvctlCodecTest, BadInputIsAClearError) {

@@ -83,11 +83,13 @@ std::string Cell(double v, const char* fmt) {
 }
 
 void PrintTable(const std::vector<EvalRow>& rows, bool quality) {
-  std::printf("%-34s %9s %8s %11s %11s", "codec", "bits/el", "ratio", "K relMSE", "V relMSE");
+  int w = 5;
+  for (const EvalRow& r : rows) w = std::max(w, static_cast<int>(r.codec.size()));
+  std::printf("%-*s %9s %8s %11s %11s", w, "codec", "bits/el", "ratio", "K relMSE", "V relMSE");
   if (quality) std::printf(" %10s %7s %9s", "KL nats", "top-1", "dCE bits");
   std::printf(" %9s %9s\n", "enc MB/s", "dec MB/s");
   for (const EvalRow& r : rows) {
-    std::printf("%-34s %9.4f %8.3f", r.codec.c_str(), r.bits_per_element, r.ratio);
+    std::printf("%-*s %9.4f %8.3f", w, r.codec.c_str(), r.bits_per_element, r.ratio);
     if (r.recompute_needed) {
       std::printf(" %23s", ("recompute (" + Cell(r.bits_per_token, "%.2f") + " b/tok)").c_str());
       if (quality) std::printf(" %10s %7s %9s", "-", "-", "-");

@@ -70,7 +70,10 @@ std::string ShellQuote(const std::string& s) {
 Result<std::vector<QualityMetrics>> RunQuality(const std::vector<std::pair<std::string, std::string>>& pairs,
                                                const EvalOptions& opts, const std::string& work_dir) {
   json manifest = json::array();
-  for (const auto& [o, r] : pairs) manifest.push_back({{"orig", o}, {"recon", r}});
+  // Absolute paths: the tool resolves relative ones against the manifest's folder.
+  for (const auto& [o, r] : pairs) {
+    manifest.push_back({{"orig", fs::absolute(o).string()}, {"recon", fs::absolute(r).string()}});
+  }
   std::string manifest_path = work_dir + "/manifest.json";
   {
     std::ofstream out(manifest_path);
@@ -78,7 +81,7 @@ Result<std::vector<QualityMetrics>> RunQuality(const std::vector<std::pair<std::
     if (!out) return Unavailable("cannot write " + manifest_path);
   }
   std::string cmd = "PYTHONPATH=" + ShellQuote(PythonPath()) + " " + ShellQuote(PythonExe()) +
-                    " -m seqkv_quality compare --json --model " + ShellQuote(opts.model_dir) + " --prefix " +
+                    " -m seqkv_quality compare --json --model " + ShellQuote(fs::absolute(opts.model_dir).string()) + " --prefix " +
                     std::to_string(opts.prefix) + " --manifest " + ShellQuote(manifest_path);
   FILE* pipe = popen(cmd.c_str(), "r");
   if (!pipe) return Unavailable("cannot run the quality tool: " + cmd);
