@@ -12,5 +12,12 @@ Result<std::unique_ptr<Codec>> MakeLosslessCodec(const CodecSpec& spec);
 Result<std::unique_ptr<Codec>> MakeTurboQuantCodec(const CodecSpec& spec);
 Result<std::unique_ptr<Codec>> MakeKiviCodec(const CodecSpec& spec);
 Result<std::unique_ptr<Codec>> MakeTokensCodec(const CodecSpec& spec);
+// seq (CodecId::kSeq): dispatches on the spec's keys to the two below.
+Result<std::unique_ptr<Codec>> MakeSeqCodec(const CodecSpec& spec);
+// seq:lossless (seq_lossless_codec.cc).
+Result<std::unique_ptr<Codec>> MakeSeqLosslessCodec(const CodecSpec& spec);
+// seq's lossy modes (bits=, kl=, ...). seq_lossy_default.cc holds a weak
+// placeholder answering Unimplemented until the real one lands.
+Result<std::unique_ptr<Codec>> MakeSeqLossyCodec(const CodecSpec& spec);
 
 }  // namespace seqkv::internal

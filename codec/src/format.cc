@@ -43,7 +43,11 @@ Result<std::vector<uint8_t>> EncodeChunk(const Chunk& chunk, const Codec& codec,
   if (spec.size() > kMaxSpecBytes) return InvalidArgument("codec spec longer than 1024 bytes");
 
   TokenCoding token_coding;
-  std::vector<uint8_t> token_bytes = internal::EncodeTokenIds(chunk.tokens, &token_coding);
+  // Ids are the payload of a token-only chunk: code them as small as we can.
+  // Beside KV they are noise in the size, so there the fast coding wins.
+  std::vector<uint8_t> token_bytes = internal::EncodeTokenIds(
+      chunk.tokens, codec.StoresKv() ? internal::TokenEffort::kFast : internal::TokenEffort::kSmallest,
+      &token_coding);
 
   uint64_t payload_bytes = 0;
   for (const Section& s : sections) payload_bytes += s.data.size();
@@ -143,7 +147,7 @@ Result<ChunkHeader> ParseChunkHeader(std::span<const uint8_t> bytes) {
   uint8_t section_count = r.U8();
   uint32_t token_bytes = r.U32();
   if (spec_len == 0 || spec_len > kMaxSpecBytes) return DataLoss("chunk codec spec length invalid");
-  if (token_coding > static_cast<uint8_t>(TokenCoding::kZstd)) return DataLoss("chunk token coding unknown");
+  if (token_coding > static_cast<uint8_t>(kLastTokenCoding)) return DataLoss("chunk token coding unknown");
   h.token_coding = static_cast<TokenCoding>(token_coding);
   uint64_t expected_header = kFixedHeaderBytes + uint64_t{spec_len} + token_bytes +
                              uint64_t{section_count} * kSectionEntryBytes + 8;
@@ -197,18 +201,22 @@ Result<Chunk> DecodeTokens(std::span<const uint8_t> bytes) {
   return ChunkFromHeader(h);
 }
 
-Result<Chunk> DecodeChunk(std::span<const uint8_t> bytes) {
+Result<ChunkHeader> VerifyChunk(std::span<const uint8_t> bytes) {
   SEQKV_ASSIGN_OR_RETURN(ChunkHeader h, ParseChunkHeader(bytes));
-  std::vector<SectionView> views;
-  views.reserve(h.sections.size());
   for (size_t i = 0; i < h.sections.size(); ++i) {
     const SectionInfo& s = h.sections[i];
-    auto data = bytes.subspan(s.offset, s.length);
-    if (internal::Xxh3(data) != s.checksum) {
+    if (internal::Xxh3(bytes.subspan(s.offset, s.length)) != s.checksum) {
       return DataLoss("chunk section " + std::to_string(i) + " checksum mismatch");
     }
-    views.push_back({s.type, data});
   }
+  return h;
+}
+
+Result<Chunk> DecodeChunk(std::span<const uint8_t> bytes) {
+  SEQKV_ASSIGN_OR_RETURN(ChunkHeader h, VerifyChunk(bytes));
+  std::vector<SectionView> views;
+  views.reserve(h.sections.size());
+  for (const SectionInfo& s : h.sections) views.push_back({s.type, bytes.subspan(s.offset, s.length)});
   auto codec = MakeCodec(h.codec_spec);
   if (!codec.ok()) return DataLoss("chunk codec '" + h.codec_spec + "': " + codec.status().message());
   if ((*codec)->id() != h.codec_id) return DataLoss("chunk codec id does not match its spec");

@@ -132,6 +132,7 @@ CodecRegistry& CodecRegistry::Default() {
     s = r->Register("turboquant", CodecId::kTurboQuant, internal::MakeTurboQuantCodec);
     s = r->Register("kivi", CodecId::kKivi, internal::MakeKiviCodec);
     s = r->Register("tokens", CodecId::kTokens, internal::MakeTokensCodec);
+    s = r->Register("seq", CodecId::kSeq, internal::MakeSeqCodec);
     (void)s;
     return r;
   }();

@@ -6,6 +6,7 @@
 #include <bit>
 
 #include "seqkv/codec/bitpack.h"
+#include "token_model.h"
 
 namespace seqkv::internal {
 
@@ -45,14 +46,21 @@ std::vector<uint8_t> EncodeTokenIdsWith(std::span<const int32_t> ids, TokenCodin
       out.resize(n);
       return out;
     }
+    case TokenCoding::kContextMixed: {
+      auto cm = EncodeTokensCm(ids);
+      return cm.ok() ? std::move(cm).value() : std::vector<uint8_t>();
+    }
   }
   return Raw32(ids);
 }
 
-std::vector<uint8_t> EncodeTokenIds(std::span<const int32_t> ids, TokenCoding* coding) {
+std::vector<uint8_t> EncodeTokenIds(std::span<const int32_t> ids, TokenEffort effort, TokenCoding* coding) {
   TokenCoding best = TokenCoding::kRaw32;
   std::vector<uint8_t> best_bytes = EncodeTokenIdsWith(ids, best);
-  for (TokenCoding c : {TokenCoding::kBitPacked, TokenCoding::kZstd}) {
+  const bool any_negative = std::any_of(ids.begin(), ids.end(), [](int32_t id) { return id < 0; });
+  for (TokenCoding c : {TokenCoding::kBitPacked, TokenCoding::kZstd, TokenCoding::kContextMixed}) {
+    if (c == TokenCoding::kContextMixed && any_negative) continue;  // cannot code negative ids
+    if (effort == TokenEffort::kFast && c != TokenCoding::kBitPacked) continue;
     std::vector<uint8_t> bytes = EncodeTokenIdsWith(ids, c);
     if (bytes.size() < best_bytes.size()) {
       best = c;
@@ -102,6 +110,8 @@ Result<std::vector<int32_t>> DecodeTokenIds(TokenCoding coding, std::span<const 
       SEQKV_RETURN_IF_ERROR(from_raw(raw));
       return ids;
     }
+    case TokenCoding::kContextMixed:
+      return DecodeTokensCm(bytes, count);
   }
   return DataLoss("token ids: unknown coding " + std::to_string(int(coding)));
 }

@@ -10,6 +10,7 @@
 #include <xxhash.h>
 
 #include "seqkv/codec/codec.h"
+#include "seqkv/codec/safetensors.h"
 #include "util/test_util.h"
 
 namespace seqkv {
@@ -73,6 +74,24 @@ TEST(FormatTest, TokenTierSaysRecomputeAndKeepsTokens) {
   ASSERT_TRUE(tokens.ok());
   EXPECT_EQ(tokens->tokens, c.tokens);
   EXPECT_LT(bytes.size(), 64u + 16 + 8 + c.tokens.size() * 2);  // ids coded below 16 bits each
+}
+
+// Beside KV the ids are noise in the size: they get the fast coding, so
+// parsing a header stays cheap on the store's hot path. A token-only chunk's
+// ids are its payload and get the smallest coding.
+TEST(FormatTest, TokenCodingEffortFollowsTheCodec) {
+  std::string path = test::DevDump("doc00.safetensors");
+  ASSERT_FALSE(path.empty());
+  auto dump = ReadKvDump(path);
+  ASSERT_TRUE(dump.ok());
+  auto kv = ParseChunkHeader(Encode(dump->chunk, "raw"));
+  ASSERT_TRUE(kv.ok());
+  EXPECT_EQ(kv->token_coding, TokenCoding::kBitPacked);
+  auto tokens_only = Encode(dump->chunk, "tokens");
+  auto tok = ParseChunkHeader(tokens_only);
+  ASSERT_TRUE(tok.ok());
+  EXPECT_EQ(tok->token_coding, TokenCoding::kContextMixed);
+  EXPECT_LT(tokens_only.size() * 8.0 / 1024, 11.0);  // whole chunk, header included
 }
 
 TEST(FormatTest, EveryTruncationIsDataLoss) {

@@ -39,6 +39,7 @@ std::string SourceDir() {
 }
 
 std::string SharedDir() {
+  if (const char* env = std::getenv("SEQKV_SHARED_DIR")) return env;
   std::filesystem::path p = std::filesystem::path(SourceDir()) / ".." / "shared";
   if (std::filesystem::exists(p)) return std::filesystem::weakly_canonical(p).string();
   return "";

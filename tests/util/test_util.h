@@ -14,7 +14,7 @@ Chunk RandomChunk(const KvShape& shape, DType dtype, uint64_t seed);
 
 // Root of the source tree (SEQKV_SOURCE_DIR, set by CTest).
 std::string SourceDir();
-// ../shared next to the source tree; empty if it does not exist.
+// $SEQKV_SHARED_DIR, else ../shared next to the source tree; empty if it does not exist.
 std::string SharedDir();
 // A dev KV dump from ../shared/kvdata/dev (e.g. "doc00.safetensors").
 std::string DevDump(const std::string& name);

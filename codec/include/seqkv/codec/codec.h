@@ -31,6 +31,7 @@ enum class CodecId : uint16_t {
   kTurboQuant = 3,
   kKivi = 4,
   kTokens = 5,
+  kSeq = 6,  // seq:lossless and (later) seq's lossy modes
 };
 
 struct Section {

@@ -36,7 +36,9 @@ enum class TokenCoding : uint8_t {
   kRaw32 = 0,     // uint32 little-endian each
   kBitPacked = 1, // u8 width, then ids packed LSB-first at that width
   kZstd = 2,      // zstd frame of the kRaw32 bytes
+  kContextMixed = 3,  // adaptive context mixing + binary rANS (token_model.h)
 };
+inline constexpr TokenCoding kLastTokenCoding = TokenCoding::kContextMixed;
 
 struct SectionInfo {
   uint32_t type = 0;
@@ -68,6 +70,10 @@ Result<std::vector<uint8_t>> EncodeChunk(const Chunk& chunk, const Codec& codec,
 // flags, token ids, and that the section table exactly covers `bytes`.
 // Does not verify the section checksums.
 Result<ChunkHeader> ParseChunkHeader(std::span<const uint8_t> bytes);
+
+// ParseChunkHeader plus every section checksum, without running the codec:
+// what a store checks before it makes a chunk visible or serves it.
+Result<ChunkHeader> VerifyChunk(std::span<const uint8_t> bytes);
 
 // Full decode: header, every section checksum, then the codec named by the
 // header (from the default registry). A token-only chunk returns a status for
