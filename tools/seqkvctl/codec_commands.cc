@@ -108,6 +108,36 @@ void PrintTable(const std::vector<EvalRow>& rows, bool quality) {
   }
 }
 
+// Options shared by roundtrip and encode.
+struct DumpCodecArgs {
+  std::string spec = "lossless";
+  std::string in;
+  std::string out;
+  bool json = false;
+};
+
+std::shared_ptr<DumpCodecArgs> AddDumpCodecOptions(CLI::App* cmd, const char* out_help, bool out_required) {
+  auto args = std::make_shared<DumpCodecArgs>();
+  cmd->add_option("--codec", args->spec, "Codec spec, e.g. turboquant:bits=3")->capture_default_str();
+  cmd->add_option("--in", args->in, "Input KV dump (.safetensors)")->required();
+  auto* out = cmd->add_option("--out", args->out, out_help);
+  if (out_required) out->required();
+  cmd->add_flag("--json", args->json, "Print one JSON object");
+  return args;
+}
+
+struct DumpAndCodec {
+  KvDump dump;
+  std::unique_ptr<Codec> codec;
+};
+
+Result<DumpAndCodec> LoadDumpAndCodec(const DumpCodecArgs& args) {
+  DumpAndCodec out;
+  SEQKV_ASSIGN_OR_RETURN(out.dump, ReadKvDump(args.in));
+  SEQKV_ASSIGN_OR_RETURN(out.codec, MakeCodec(args.spec));
+  return out;
+}
+
 }  // namespace
 
 void RegisterCodecCommands(CLI::App& app, int* exit_code) {
@@ -117,32 +147,23 @@ void RegisterCodecCommands(CLI::App& app, int* exit_code) {
   // codec roundtrip
   {
     auto* cmd = codec->add_subcommand("roundtrip", "Encode and decode a KV dump; print size, error and speed");
-    auto spec = std::make_shared<std::string>("lossless");
-    auto in = std::make_shared<std::string>();
-    auto out = std::make_shared<std::string>();
-    auto as_json = std::make_shared<bool>(false);
-    cmd->add_option("--codec", *spec, "Codec spec, e.g. turboquant:bits=3")->capture_default_str();
-    cmd->add_option("--in", *in, "Input KV dump (.safetensors)")->required();
-    cmd->add_option("--out", *out, "Write the reconstruction here (same format)");
-    cmd->add_flag("--json", *as_json, "Print one JSON object");
+    auto args = AddDumpCodecOptions(cmd, "Write the reconstruction here (same format)", false);
     cmd->callback([=] {
-      auto dump = ReadKvDump(*in);
-      if (!dump.ok()) { *exit_code = Fail(dump.status()); return; }
-      auto codec_ptr = MakeCodec(*spec);
-      if (!codec_ptr.ok()) { *exit_code = Fail(codec_ptr.status()); return; }
+      auto loaded = LoadDumpAndCodec(*args);
+      if (!loaded.ok()) { *exit_code = Fail(loaded.status()); return; }
       Chunk recon;
-      auto m = RoundTrip(dump->chunk, **codec_ptr, &recon);
+      auto m = RoundTrip(loaded->dump.chunk, *loaded->codec, &recon);
       if (!m.ok()) { *exit_code = Fail(m.status()); return; }
-      m->file = fs::path(*in).filename().string();
-      if (!out->empty()) {
+      m->file = fs::path(args->in).filename().string();
+      if (!args->out.empty()) {
         if (m->recompute_needed) {
-          *exit_code = Fail(FailedPrecondition("recompute needed: " + *spec + " keeps token ids only, nothing to write"));
+          *exit_code = Fail(FailedPrecondition("recompute needed: " + args->spec + " keeps token ids only, nothing to write"));
           return;
         }
-        Status s = WriteSafetensors(*out, KvDumpToSafetensors(recon, dump->file));
+        Status s = WriteSafetensors(args->out, KvDumpToSafetensors(recon, loaded->dump.file));
         if (!s.ok()) { *exit_code = Fail(s); return; }
       }
-      if (*as_json) {
+      if (args->json) {
         std::cout << MetricsJson(*m).dump() << "\n";
       } else {
         PrintHuman(*m);
@@ -153,29 +174,21 @@ void RegisterCodecCommands(CLI::App& app, int* exit_code) {
   // codec encode
   {
     auto* cmd = codec->add_subcommand("encode", "Encode a KV dump into one chunk file (the container, nothing else)");
-    auto spec = std::make_shared<std::string>("lossless");
-    auto in = std::make_shared<std::string>();
-    auto out = std::make_shared<std::string>();
-    auto as_json = std::make_shared<bool>(false);
-    cmd->add_option("--codec", *spec, "Codec spec")->capture_default_str();
-    cmd->add_option("--in", *in, "Input KV dump (.safetensors)")->required();
-    cmd->add_option("--out", *out, "Output chunk file")->required();
-    cmd->add_flag("--json", *as_json, "Print one JSON object");
+    auto args = AddDumpCodecOptions(cmd, "Output chunk file", true);
     cmd->callback([=] {
-      auto dump = ReadKvDump(*in);
-      if (!dump.ok()) { *exit_code = Fail(dump.status()); return; }
-      auto codec_ptr = MakeCodec(*spec);
-      if (!codec_ptr.ok()) { *exit_code = Fail(codec_ptr.status()); return; }
-      auto bytes = EncodeChunk(dump->chunk, **codec_ptr);
+      auto loaded = LoadDumpAndCodec(*args);
+      if (!loaded.ok()) { *exit_code = Fail(loaded.status()); return; }
+      const Chunk& chunk = loaded->dump.chunk;
+      auto bytes = EncodeChunk(chunk, *loaded->codec);
       if (!bytes.ok()) { *exit_code = Fail(bytes.status()); return; }
-      Status s = WriteFileBytes(*out, *bytes);
+      Status s = WriteFileBytes(args->out, *bytes);
       if (!s.ok()) { *exit_code = Fail(s); return; }
-      double bpe = bytes->size() * 8.0 / (2.0 * dump->chunk.shape.elements());
-      if (*as_json) {
-        std::cout << json{{"codec", (*codec_ptr)->Spec()}, {"bytes", bytes->size()}, {"bits_per_element", bpe}}.dump() << "\n";
+      double bpe = bytes->size() * 8.0 / (2.0 * chunk.shape.elements());
+      if (args->json) {
+        std::cout << json{{"codec", loaded->codec->Spec()}, {"bytes", bytes->size()}, {"bits_per_element", bpe}}.dump() << "\n";
       } else {
-        std::printf("wrote %s: %zu bytes, %.4f bits/element (%s)\n", out->c_str(), bytes->size(), bpe,
-                    (*codec_ptr)->Spec().c_str());
+        std::printf("wrote %s: %zu bytes, %.4f bits/element (%s)\n", args->out.c_str(), bytes->size(), bpe,
+                    loaded->codec->Spec().c_str());
       }
     });
   }
