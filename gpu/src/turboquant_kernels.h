@@ -1,0 +1,65 @@
+// Private to gpu/: the TurboQuant kernels' launch interface. Included by the
+// host code (g++, C++20) and by the .cu (nvcc, C++17), so it uses plain types
+// only. Launchers return cudaError_t and take the stream last.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace seqkv::gpu::internal {
+
+inline constexpr int kTqMaxSignWords = 16;  // d' <= 1024
+inline constexpr int kTqThreadsPerBlock = 256;
+
+// Per-item device status codes (0 = OK), merged by CollectStatuses.
+enum TqDeviceStatus : int32_t {
+  kTqOk = 0,
+  kTqBadStoredNorm = 1,    // DATA_LOSS
+  kTqBlockOutOfRange = 2,  // OUT_OF_RANGE
+  kTqNonFiniteInput = 3,   // INVALID_ARGUMENT
+  kTqNormOverflow = 4,     // INVALID_ARGUMENT
+};
+
+// One chunk of a batch, as the kernels see it. Built on the host.
+struct TqDesc {
+  // [0] = K, [1] = V.
+  const uint8_t* norms[2];
+  const uint8_t* codes[2];
+  // Decode: bf16 destinations; encode: bf16 sources (both contiguous layout).
+  void* tensors[2];
+  uint8_t* out_norms[2];  // encode
+  uint8_t* out_codes[2];  // encode
+  void* const* layer_caches;  // decode, paged
+  const int32_t* block_table; // decode, paged
+  uint64_t outer_tokens;      // token dimension of the contiguous tensors
+  uint64_t token_offset;
+  uint32_t layers, heads, tokens, head_dim;
+  uint32_t padded;     // d' = 32 * E
+  uint32_t bits;       // 1..4
+  uint32_t status_index;
+  uint32_t first_tile; // prefix sum of tiles within the launch group
+  float inv_sqrt_padded;  // float(1 / sqrt(d'))
+  float sqrt_padded;      // float(sqrt(d'))
+  float centroids[16];
+  float thresholds[16];
+  uint64_t sign_words[kTqMaxSignWords];  // bit i set: coordinate i gets -1
+};
+
+struct TqLaunchGroup {
+  const TqDesc* descs;   // device
+  uint32_t count;
+  uint32_t total_tiles;
+  int elems_per_lane;    // E = d' / 32
+  int bits;              // all items of a group share E and bits
+};
+
+// Vectors per tile (one block of kTqThreadsPerBlock threads) for d' = 32 E.
+int TqVectorsPerTile(int elems_per_lane, bool decode);
+
+cudaError_t LaunchTqDecodeContiguous(const TqLaunchGroup& group, int32_t* statuses, cudaStream_t stream);
+cudaError_t LaunchTqDecodePaged(const TqLaunchGroup& group, uint32_t block_size, uint32_t num_blocks,
+                                int32_t* statuses, cudaStream_t stream);
+cudaError_t LaunchTqEncode(const TqLaunchGroup& group, int32_t* statuses, cudaStream_t stream);
+
+}  // namespace seqkv::gpu::internal
