@@ -61,7 +61,7 @@ Status StoreImpl::Recover() {
   visitor.on_namespace = [&](const Key128& id, const NamespaceFields& fields) {
     Result<DType> dtype = ParseDType(fields.kv_dtype);
     if (!dtype.ok() || NamespaceId(fields) != id) {
-      spdlog::warn("store: skipping namespace record {} (fields do not match its id)", id.ToHex());
+      spdlog::warn("event=namespace_record_skipped namespace={} reason=\"fields do not match its id\"", id.ToHex());
       return;
     }
     index_.AddNamespace(id, fields, *dtype);
@@ -69,7 +69,7 @@ Status StoreImpl::Recover() {
   };
   visitor.on_chunk = [&](ChunkRecord record) { records.push_back(std::move(record)); };
   visitor.on_corrupt = [&](const ChunkAddress& address, const Status& status) {
-    spdlog::warn("store: dropping unreadable record {}/{}: {}", address.ns.ToHex(), address.key.ToHex(),
+    spdlog::warn("event=record_dropped namespace={} key={} error=\"{}\"", address.ns.ToHex(), address.key.ToHex(),
                  status.ToString());
     if (address.key != Key128{}) corrupt.push_back(address);
   };
@@ -98,15 +98,15 @@ Status StoreImpl::Recover() {
     index_.Insert(std::move(record), parent, /*pending=*/false);
   }
   if (!orphans.empty()) {
-    spdlog::warn("store: erasing {} orphaned or unreadable chunk records", orphans.size());
+    spdlog::warn("event=orphans_erased count={}", orphans.size());
     SEQKV_RETURN_IF_ERROR(disk_->Erase(orphans).WithContext("store recovery: erase orphans"));
   }
   // The budget may have shrunk since the last run.
   if (index_.totals(kDiskIndex).physical_bytes > options_.disk_budget_bytes) {
     Status s = MakeDiskRoomLocked(0);
-    if (!s.ok()) spdlog::warn("store: over the disk budget after recovery: {}", s.ToString());
+    if (!s.ok()) spdlog::warn("event=over_disk_budget_after_recovery error=\"{}\"", s.ToString());
   }
-  spdlog::info("store: opened {} with {} namespaces, {} chunks, {} bytes", options_.data_dir, namespaces,
+  spdlog::info("event=store_opened data_dir={} namespaces={} chunks={} bytes={}", options_.data_dir, namespaces,
                index_.totals(kDiskIndex).chunks, index_.totals(kDiskIndex).physical_bytes);
   PublishLocked();
   return Status::Ok();

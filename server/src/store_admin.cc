@@ -72,7 +72,7 @@ Result<EvictResult> StoreImpl::EvictLocked(TierIndex tier, const Key128* ns, Eno
     Status s = disk_->Erase(erased);
     if (!s.ok()) {
       // The chunks are gone from the index; they come back on restart.
-      spdlog::error("store: erasing {} evicted chunks: {}", erased.size(), s.ToString());
+      spdlog::error("event=evicted_erase_failed count={} error=\"{}\"", erased.size(), s.ToString());
       return s.WithContext("evict");
     }
   }
@@ -101,7 +101,7 @@ void StoreImpl::CacheInDramLocked(Node* node, const ChunkBytes& bytes) {
   index_.SetInDram(node, true);
   auto fits = [&](const EvictResult&) { return index_.totals(kDramIndex).physical_bytes <= budget; };
   Status s = EvictLocked(kDramIndex, nullptr, fits).status();
-  if (!s.ok()) spdlog::warn("store: dram eviction: {}", s.ToString());
+  if (!s.ok()) spdlog::warn("event=dram_eviction_failed error=\"{}\"", s.ToString());
 }
 
 Result<DeleteResult> StoreImpl::Delete(const Key128& ns, const Key128& key, const DeleteOptions& options) {

@@ -141,7 +141,7 @@ Result<PutResult> StoreImpl::Put(const Key128& ns, const std::optional<Key128>& 
       if (options.pin) index_.AddPin(existing, +1);
       index_.Touch(existing);
       Status s = disk_->UpdateRecord(existing->record, /*durable=*/options.pin);
-      if (!s.ok()) spdlog::warn("store: updating record {}: {}", key.ToHex(), s.ToString());
+      if (!s.ok()) spdlog::warn("event=record_update_failed key={} error=\"{}\"", key.ToHex(), s.ToString());
       counters_.puts += 1;
       counters_.dedup_puts += 1;
       PublishLocked();
@@ -241,13 +241,13 @@ Status StoreImpl::DropCorruptLocked(Lock& lock, const Key128& ns, const Key128& 
                                     const Status& cause) {
   counters_.checksum_failures += 1;
   metrics_->AddChecksumFailures(1);
-  spdlog::error("store: chunk {}/{} failed verification, dropping it and its descendants: {}", ns.ToHex(),
+  spdlog::error("event=chunk_corrupt_dropped namespace={} key={} error=\"{}\"", ns.ToHex(),
                 key.ToHex(), cause.ToString());
   std::vector<Node*> subtree;
   if (SettledSubtreeLocked(lock, ns, key, &subtree) && subtree.back()->generation == generation) {
     DeleteResult dropped;
     Status s = EraseLocked(subtree, &dropped);
-    if (!s.ok()) spdlog::error("store: erasing corrupt chunk: {}", s.ToString());
+    if (!s.ok()) spdlog::error("event=corrupt_erase_failed error=\"{}\"", s.ToString());
   }
   PublishLocked();
   return DataLoss("chunk " + key.ToHex() +
