@@ -18,45 +18,11 @@
 namespace seqkv {
 namespace {
 
-std::vector<float> Floats(const Chunk& c, const std::vector<uint8_t>& tensor) {
-  std::vector<float> out(c.shape.elements());
-  ToFloat(c.dtype, tensor.data(), out.size(), out.data());
-  return out;
-}
-
-double RelativeMse(const std::vector<float>& a, const std::vector<float>& b) {
-  double err = 0, ref = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    err += (double{a[i]} - b[i]) * (double{a[i]} - b[i]);
-    ref += double{a[i]} * a[i];
-  }
-  return ref > 0 ? err / ref : err;
-}
-
-std::unique_ptr<Codec> Make(const std::string& spec) {
-  auto codec = MakeCodec(spec);
-  EXPECT_TRUE(codec.ok()) << spec << ": " << codec.status().ToString();
-  return codec.ok() ? std::move(codec).value() : nullptr;
-}
-
-struct RoundTrip {
-  Chunk decoded;
-  size_t bytes = 0;
-};
-
-RoundTrip EncodeDecode(const std::string& spec, const Chunk& chunk) {
-  RoundTrip out;
-  auto codec = Make(spec);
-  if (!codec) return out;
-  auto bytes = EncodeChunk(chunk, *codec);
-  EXPECT_TRUE(bytes.ok()) << bytes.status().ToString();
-  if (!bytes.ok()) return out;
-  out.bytes = bytes->size();
-  auto decoded = DecodeChunk(*bytes);
-  EXPECT_TRUE(decoded.ok()) << decoded.status().ToString();
-  if (decoded.ok()) out.decoded = std::move(decoded).value();
-  return out;
-}
+using test::EncodeDecode;
+using test::Floats;
+using test::Make;
+using test::RelativeMse;
+using test::RoundTrip;
 
 // The largest |x - x_hat| allowed for a group with range [lo, hi]: half a step
 // of the fp16-rounded scale, whose rounding (and that of the min) can stretch
@@ -273,7 +239,7 @@ TEST(KiviTest, TruncatedOrCorruptSectionsAreDataLoss) {
 
 TEST(KiviTest, RealDumpRelativeMse) {
   const std::string path = test::DevDump("doc00.safetensors");
-  if (path.empty() || !std::filesystem::exists(path)) GTEST_SKIP() << "no " << path;
+  ASSERT_TRUE(!path.empty() && std::filesystem::exists(path)) << "missing " << path;
   auto dump = ReadKvDump(path);
   ASSERT_TRUE(dump.ok()) << dump.status().ToString();
   const Chunk& chunk = dump->chunk;

@@ -213,7 +213,7 @@ DumpResult MeasureDump(const std::string& name) {
 }
 
 TEST(SeqLosslessTest, Doc00BelowTarget) {
-  if (test::SharedDir().empty()) GTEST_SKIP() << "no ../shared/kvdata";
+  ASSERT_FALSE(test::SharedDir().empty()) << "../shared/kvdata is missing";
   DumpResult r = MeasureDump("doc00.safetensors");
   std::printf("doc00: %.3f bits/element (container), encode %.1f MB/s, decode %.1f MB/s (one core)\n", r.bits,
               r.elements * 2 / r.encode_s / 1e6, r.elements * 2 / r.decode_s / 1e6);
@@ -240,7 +240,7 @@ Chunk Slice(const Chunk& c, uint32_t t0, uint32_t n) {
 // All 8 dev dumps with per-layer, K-vs-V breakdown. Slow (~1 min), so it
 // only runs with SEQKV_MEASURE=1 in the environment.
 TEST(SeqLosslessTest, MeasuresAllDevDumps) {
-  if (test::SharedDir().empty()) GTEST_SKIP() << "no ../shared/kvdata";
+  ASSERT_FALSE(test::SharedDir().empty()) << "../shared/kvdata is missing";
   if (!std::getenv("SEQKV_MEASURE")) GTEST_SKIP() << "set SEQKV_MEASURE=1";
   double sum_bits = 0, enc = 0, dec = 0;
   uint64_t elements = 0;

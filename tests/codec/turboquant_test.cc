@@ -23,27 +23,18 @@
 namespace seqkv {
 namespace {
 
+using test::EncodeDecode;
+using test::Floats;
+using test::Make;
+using test::RelativeMse;
+using test::RoundTrip;
+
 using internal::GaussianCodebook;
 using internal::RandomizedHadamard;
 
 // D_mse = E||x - x_hat||^2 for ||x|| = 1 from the paper (Table/Thm. 1), B = 1..4.
 constexpr double kPaperMse[] = {0.36, 0.117, 0.03, 0.009};
 
-std::vector<float> Floats(const Chunk& c, const std::vector<uint8_t>& tensor) {
-  std::vector<float> out(c.shape.elements());
-  ToFloat(c.dtype, tensor.data(), out.size(), out.data());
-  return out;
-}
-
-// sum (a - b)^2 / sum a^2.
-double RelativeMse(const std::vector<float>& a, const std::vector<float>& b) {
-  double err = 0, ref = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    err += (double{a[i]} - b[i]) * (double{a[i]} - b[i]);
-    ref += double{a[i]} * a[i];
-  }
-  return ref > 0 ? err / ref : err;
-}
 
 // [1, 1, tokens, d] fp32 chunk whose K and V rows are random unit vectors.
 Chunk UnitVectors(uint32_t d, uint32_t tokens, uint64_t seed) {
@@ -65,30 +56,6 @@ Chunk UnitVectors(uint32_t d, uint32_t tokens, uint64_t seed) {
   return c;
 }
 
-std::unique_ptr<Codec> Make(const std::string& spec) {
-  auto codec = MakeCodec(spec);
-  EXPECT_TRUE(codec.ok()) << spec << ": " << codec.status().ToString();
-  return codec.ok() ? std::move(codec).value() : nullptr;
-}
-
-struct RoundTrip {
-  Chunk decoded;
-  size_t bytes = 0;
-};
-
-RoundTrip EncodeDecode(const std::string& spec, const Chunk& chunk) {
-  RoundTrip out;
-  auto codec = Make(spec);
-  if (!codec) return out;
-  auto bytes = EncodeChunk(chunk, *codec);
-  EXPECT_TRUE(bytes.ok()) << bytes.status().ToString();
-  if (!bytes.ok()) return out;
-  out.bytes = bytes->size();
-  auto decoded = DecodeChunk(*bytes);
-  EXPECT_TRUE(decoded.ok()) << decoded.status().ToString();
-  if (decoded.ok()) out.decoded = std::move(decoded).value();
-  return out;
-}
 
 // Bits of all sections the codec writes for chunk (no container header).
 double SectionBits(const std::string& spec, const Chunk& chunk) {
@@ -437,7 +404,7 @@ TEST(TurboQuantTest, ZeroVectorsAndBadInputs) {
 
 TEST(TurboQuantTest, RealDumpRelativeMse) {
   const std::string path = test::DevDump("doc00.safetensors");
-  if (path.empty() || !std::filesystem::exists(path)) GTEST_SKIP() << "no " << path;
+  ASSERT_TRUE(!path.empty() && std::filesystem::exists(path)) << "missing " << path;
   auto dump = ReadKvDump(path);
   ASSERT_TRUE(dump.ok()) << dump.status().ToString();
   const Chunk& chunk = dump->chunk;

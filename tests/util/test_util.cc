@@ -5,7 +5,10 @@
 #include <filesystem>
 #include <random>
 
+#include <gtest/gtest.h>
+
 #include "seqkv/codec/dtype.h"
+#include "seqkv/codec/format.h"
 
 namespace seqkv::test {
 
@@ -31,6 +34,41 @@ Chunk RandomChunk(const KvShape& shape, DType dtype, uint64_t seed) {
     FromFloat(dtype, values.data(), values.size(), tensor->data());
   }
   return c;
+}
+
+std::vector<float> Floats(const Chunk& c, const std::vector<uint8_t>& tensor) {
+  std::vector<float> out(c.shape.elements());
+  ToFloat(c.dtype, tensor.data(), out.size(), out.data());
+  return out;
+}
+
+double RelativeMse(const std::vector<float>& a, const std::vector<float>& b) {
+  double err = 0, ref = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    err += (double{a[i]} - b[i]) * (double{a[i]} - b[i]);
+    ref += double{a[i]} * a[i];
+  }
+  return ref > 0 ? err / ref : err;
+}
+
+std::unique_ptr<Codec> Make(const std::string& spec) {
+  auto codec = MakeCodec(spec);
+  EXPECT_TRUE(codec.ok()) << spec << ": " << codec.status().ToString();
+  return codec.ok() ? std::move(codec).value() : nullptr;
+}
+
+RoundTrip EncodeDecode(const std::string& spec, const Chunk& chunk) {
+  RoundTrip out;
+  auto codec = Make(spec);
+  if (!codec) return out;
+  auto bytes = EncodeChunk(chunk, *codec);
+  EXPECT_TRUE(bytes.ok()) << bytes.status().ToString();
+  if (!bytes.ok()) return out;
+  out.bytes = bytes->size();
+  auto decoded = DecodeChunk(*bytes);
+  EXPECT_TRUE(decoded.ok()) << decoded.status().ToString();
+  if (decoded.ok()) out.decoded = std::move(decoded).value();
+  return out;
 }
 
 std::string SourceDir() {

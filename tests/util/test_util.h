@@ -2,9 +2,12 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "seqkv/codec/chunk.h"
+#include "seqkv/codec/codec.h"
 
 namespace seqkv::test {
 
@@ -18,6 +21,21 @@ std::string SourceDir();
 std::string SharedDir();
 // A dev KV dump from ../shared/kvdata/dev (e.g. "doc00.safetensors").
 std::string DevDump(const std::string& name);
+// The elements of one of c's tensors (c.k or c.v) as floats.
+std::vector<float> Floats(const Chunk& c, const std::vector<uint8_t>& tensor);
+// sum((a - b)^2) / sum(a^2) (plain sum of squares when a is all zero).
+double RelativeMse(const std::vector<float>& a, const std::vector<float>& b);
+
+// MakeCodec(spec), failing the test (and returning null) on error.
+std::unique_ptr<Codec> Make(const std::string& spec);
+
+struct RoundTrip {
+  Chunk decoded;
+  size_t bytes = 0;  // encoded size; 0 if encoding failed
+};
+// EncodeChunk then DecodeChunk with spec, failing the test on any error.
+RoundTrip EncodeDecode(const std::string& spec, const Chunk& chunk);
+
 // A fresh empty temporary directory, removed by the OS eventually.
 std::string TempDir(const std::string& tag);
 
