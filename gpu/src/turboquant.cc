@@ -438,28 +438,31 @@ void TurboQuantGpu::Free(void* p) const {
 #endif
 }
 
-Status TurboQuantGpu::CopyIn(void* dst, const void* host_src, uint64_t bytes) const {
-  if (backend_ == Backend::kCpu) {
-    if (bytes) std::memcpy(dst, host_src, bytes);
+namespace {
+
+// One copy between host and the backend's memory: memcpy on the CPU backend.
+Status CopyBytes(Backend backend, void* dst, const void* src, uint64_t bytes, bool to_device) {
+  if (backend == Backend::kCpu) {
+    if (bytes) std::memcpy(dst, src, bytes);
     return Status::Ok();
   }
 #ifdef SEQKV_WITH_CUDA
-  return FromCuda(cudaMemcpy(dst, host_src, bytes, cudaMemcpyHostToDevice), "copy in");
+  return FromCuda(cudaMemcpy(dst, src, bytes, to_device ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToHost),
+                  to_device ? "copy in" : "copy out");
 #else
+  (void)to_device;
   return Internal("turboquant gpu: built without CUDA");
 #endif
 }
 
+}  // namespace
+
+Status TurboQuantGpu::CopyIn(void* dst, const void* host_src, uint64_t bytes) const {
+  return CopyBytes(backend_, dst, host_src, bytes, /*to_device=*/true);
+}
+
 Status TurboQuantGpu::CopyOut(void* host_dst, const void* src, uint64_t bytes) const {
-  if (backend_ == Backend::kCpu) {
-    if (bytes) std::memcpy(host_dst, src, bytes);
-    return Status::Ok();
-  }
-#ifdef SEQKV_WITH_CUDA
-  return FromCuda(cudaMemcpy(host_dst, src, bytes, cudaMemcpyDeviceToHost), "copy out");
-#else
-  return Internal("turboquant gpu: built without CUDA");
-#endif
+  return CopyBytes(backend_, host_dst, src, bytes, /*to_device=*/false);
 }
 
 Status TurboQuantGpu::Fill(void* dst, uint8_t value, uint64_t bytes) const {

@@ -413,26 +413,14 @@ TEST(TurboQuantTest, RealDumpRelativeMse) {
   for (const char* spec : {"turboquant:bits=1", "turboquant:bits=2", "turboquant:bits=3", "turboquant:bits=4",
                            "turboquant:bits=2.5", "turboquant:bits=3.5"}) {
     auto codec = Make(spec);
-    // Best of three runs, for a rough throughput figure.
-    Result<std::vector<uint8_t>> bytes = Internal("not run");
-    Result<Chunk> decoded = Internal("not run");
-    double encode_s = 1e9, decode_s = 1e9;
-    for (int run = 0; run < 3; ++run) {
-      auto t0 = std::chrono::steady_clock::now();
-      bytes = EncodeChunk(chunk, *codec);
-      auto t1 = std::chrono::steady_clock::now();
-      ASSERT_TRUE(bytes.ok()) << bytes.status().ToString();
-      decoded = DecodeChunk(*bytes);
-      auto t2 = std::chrono::steady_clock::now();
-      ASSERT_TRUE(decoded.ok()) << decoded.status().ToString();
-      encode_s = std::min(encode_s, std::chrono::duration<double>(t1 - t0).count());
-      decode_s = std::min(decode_s, std::chrono::duration<double>(t2 - t1).count());
-    }
-    const double rel_k = RelativeMse(k, Floats(*decoded, decoded->k));
-    const double rel_v = RelativeMse(v, Floats(*decoded, decoded->v));
-    const double bpe = bytes->size() * 8.0 / (2.0 * chunk.shape.elements());
+    ASSERT_NE(codec, nullptr);
+    const test::TimedRoundTrip rt = test::BestOfRuns(*codec, chunk, 3);
+    ASSERT_TRUE(rt.ok) << spec;
+    const double rel_k = RelativeMse(k, Floats(rt.decoded, rt.decoded.k));
+    const double rel_v = RelativeMse(v, Floats(rt.decoded, rt.decoded.v));
+    const double bpe = rt.bytes.size() * 8.0 / (2.0 * chunk.shape.elements());
     std::printf("%-22s %.3f bits/elem  rel MSE K %.5f V %.5f  encode %.0f MB/s decode %.0f MB/s\n", spec, bpe,
-                rel_k, rel_v, raw_mb / encode_s, raw_mb / decode_s);
+                rel_k, rel_v, raw_mb / rt.encode_s, raw_mb / rt.decode_s);
     const double b = std::atof(std::strchr(spec, '=') + 1);
     if (b == std::floor(b)) {
       // The rotation makes the relative error close to D_mse whatever the data.

@@ -1,5 +1,7 @@
 #include "util/test_util.h"
 
+#include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -68,6 +70,28 @@ RoundTrip EncodeDecode(const std::string& spec, const Chunk& chunk) {
   auto decoded = DecodeChunk(*bytes);
   EXPECT_TRUE(decoded.ok()) << decoded.status().ToString();
   if (decoded.ok()) out.decoded = std::move(decoded).value();
+  return out;
+}
+
+TimedRoundTrip BestOfRuns(const Codec& codec, const Chunk& chunk, int runs) {
+  TimedRoundTrip out;
+  out.encode_s = out.decode_s = 1e9;
+  for (int run = 0; run < runs; ++run) {
+    auto t0 = std::chrono::steady_clock::now();
+    auto bytes = EncodeChunk(chunk, codec);
+    auto t1 = std::chrono::steady_clock::now();
+    EXPECT_TRUE(bytes.ok()) << bytes.status().ToString();
+    if (!bytes.ok()) return out;
+    auto decoded = DecodeChunk(*bytes);
+    auto t2 = std::chrono::steady_clock::now();
+    EXPECT_TRUE(decoded.ok()) << decoded.status().ToString();
+    if (!decoded.ok()) return out;
+    out.encode_s = std::min(out.encode_s, std::chrono::duration<double>(t1 - t0).count());
+    out.decode_s = std::min(out.decode_s, std::chrono::duration<double>(t2 - t1).count());
+    out.bytes = std::move(bytes).value();
+    out.decoded = std::move(decoded).value();
+  }
+  out.ok = runs > 0;
   return out;
 }
 

@@ -36,6 +36,17 @@ struct RoundTrip {
 // EncodeChunk then DecodeChunk with spec, failing the test on any error.
 RoundTrip EncodeDecode(const std::string& spec, const Chunk& chunk);
 
+// Encodes and decodes `chunk` `runs` times and keeps the fastest times, for
+// a rough throughput figure printed by tests on real dumps. ok is false (and
+// the test has failed) on any error.
+struct TimedRoundTrip {
+  bool ok = false;
+  std::vector<uint8_t> bytes;
+  Chunk decoded;
+  double encode_s = 0, decode_s = 0;
+};
+TimedRoundTrip BestOfRuns(const Codec& codec, const Chunk& chunk, int runs);
+
 // A fresh empty temporary directory, removed by the OS eventually.
 std::string TempDir(const std::string& tag);
 
