@@ -16,8 +16,7 @@ Result<std::unique_ptr<Codec>> MakeTokensCodec(const CodecSpec& spec);
 Result<std::unique_ptr<Codec>> MakeSeqCodec(const CodecSpec& spec);
 // seq:lossless (seq_lossless_codec.cc).
 Result<std::unique_ptr<Codec>> MakeSeqLosslessCodec(const CodecSpec& spec);
-// seq's lossy modes (bits=, kl=, ...). seq_lossy_default.cc holds a weak
-// placeholder answering Unimplemented until the real one lands.
+// seq's lossy modes (bits=, kl=, delta=; seq_lossy_codec.cc).
 Result<std::unique_ptr<Codec>> MakeSeqLossyCodec(const CodecSpec& spec);
 
 }  // namespace seqkv::internal

@@ -36,6 +36,7 @@ constexpr std::string_view kRecomputePrefix = "recompute needed";
 Result<std::vector<uint8_t>> EncodeChunk(const Chunk& chunk, const Codec& codec, uint32_t flags) {
   SEQKV_RETURN_IF_ERROR(chunk.Validate());
   if ((flags & ~kKnownFlags) != 0) return InvalidArgument("unknown chunk flags");
+  flags |= codec.ChunkFlags();
   std::vector<Section> sections;
   if (codec.StoresKv()) SEQKV_RETURN_IF_ERROR(codec.Encode(chunk, &sections));
   if (sections.size() > kMaxSections) return Internal("codec produced too many sections");
@@ -218,11 +219,17 @@ Result<Chunk> DecodeChunk(std::span<const uint8_t> bytes) {
   views.reserve(h.sections.size());
   for (const SectionInfo& s : h.sections) views.push_back({s.type, bytes.subspan(s.offset, s.length)});
   auto codec = MakeCodec(h.codec_spec);
-  if (!codec.ok()) return DataLoss("chunk codec '" + h.codec_spec + "': " + codec.status().message());
+  if (!codec.ok()) {
+    // A profile or model that is not loaded is the caller's to fix, not corruption.
+    if (codec.status().code() == StatusCode::kFailedPrecondition) {
+      return FailedPrecondition("chunk codec '" + h.codec_spec + "': " + codec.status().message());
+    }
+    return DataLoss("chunk codec '" + h.codec_spec + "': " + codec.status().message());
+  }
   if ((*codec)->id() != h.codec_id) return DataLoss("chunk codec id does not match its spec");
-  if (h.flags != 0) {
-    return FailedPrecondition("chunk needs context this decoder was not given (flags " +
-                              std::to_string(h.flags) + ")");
+  // Profile and model are resolved by the codec (SeqResources); a parent is not.
+  if ((h.flags & kFlagNeedsParent) != 0) {
+    return FailedPrecondition("chunk needs its parent chunk, which this decoder was not given");
   }
   if (!(*codec)->StoresKv()) {
     return FailedPrecondition(std::string(kRecomputePrefix) + ": token-only chunk (" + h.codec_spec +

@@ -1,9 +1,8 @@
 // seq: the sequential codec family (docs/format.md, "seq"). One registry
 // entry, one codec id (6); the spec's keys pick the mode:
 //   lossless=1          -> seq:lossless (seq_lossless_codec.cc)
-//   anything else       -> the lossy modes (MakeSeqLossyCodec), which are
-//                          built elsewhere; until they land the default
-//                          (seq_lossy_default.cc) answers Unimplemented.
+//   anything else       -> the lossy modes (seq_lossy_codec.cc): bits=, kl=,
+//                          delta= with a codec profile (seq_profile.h).
 #include "builtin_codecs.h"
 
 namespace seqkv::internal {

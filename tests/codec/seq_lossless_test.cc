@@ -43,14 +43,11 @@ TEST(SeqLosslessTest, SpecDispatch) {
   EXPECT_TRUE(MakeCodec("seq:lossless=1").ok());
   EXPECT_EQ(MakeCodec("seq:lossless=2").status().code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(MakeCodec("seq:lossless,bits=3").status().code(), StatusCode::kInvalidArgument);
-  // Lossy modes come from another file; until then they are Unimplemented
-  // (or, once built, anything but a crash).
+  // Without a loaded profile the lossy modes say how to get one.
   auto lossy = MakeCodec("seq:bits=3");
-  if (!lossy.ok()) {
-    EXPECT_TRUE(lossy.status().code() == StatusCode::kUnimplemented ||
-                lossy.status().code() == StatusCode::kInvalidArgument)
-        << lossy.status().ToString();
-  }
+  ASSERT_FALSE(lossy.ok());
+  EXPECT_EQ(lossy.status().code(), StatusCode::kInvalidArgument) << lossy.status().ToString();
+  EXPECT_NE(lossy.status().message().find("--profile"), std::string::npos) << lossy.status().ToString();
 }
 
 // The predictions' math must be accurate enough to predict (it need not

@@ -14,7 +14,9 @@
 #include "codec_eval.h"
 #include "commands.h"
 #include "seqkv/codec/format.h"
+#include "seqkv/codec/kv_model.h"
 #include "seqkv/codec/safetensors.h"
+#include "seqkv/codec/seq_profile.h"
 
 namespace seqkv::ctl {
 
@@ -52,7 +54,25 @@ json MetricsJson(const RoundTripMetrics& m) {
     j["top1_agreement"] = m.quality->top1_agreement;
     j["delta_ce_bits"] = m.quality->delta_ce_bits;
   }
+  if (m.seq) {
+    j["seq"] = {{"delta0", m.seq->delta0},
+                {"proxy_kl", m.seq->proxy},
+                {"lossless_fallback", m.seq->lossless_fallback},
+                {"guardrail_raised", m.seq->guardrail_raised},
+                {"layer0_corrections", m.seq->layer0_corrections},
+                {"layer_bits_per_element", m.seq->layer_bits}};
+  }
   return j;
+}
+
+std::string LayerBitsText(const std::vector<double>& bits) {
+  std::string s;
+  char buf[32];
+  for (size_t l = 0; l < bits.size(); ++l) {
+    std::snprintf(buf, sizeof buf, "%sL%zu %.3f", l ? "  " : "", l, bits[l]);
+    s += buf;
+  }
+  return s;
 }
 
 void PrintHuman(const RoundTripMetrics& m) {
@@ -69,6 +89,17 @@ void PrintHuman(const RoundTripMetrics& m) {
   std::printf("K rel MSE        %.6g  (max err %.4g)\n", m.k_rel_mse, m.k_max_err);
   std::printf("V rel MSE        %.6g  (max err %.4g)\n", m.v_rel_mse, m.v_max_err);
   std::printf("bit-exact        %s\n", m.bit_exact ? "yes" : "no");
+  if (m.seq) {
+    if (m.seq->lossless_fallback) {
+      std::printf("seq              budget not reachable lossily: coded seq:lossless (fallback)\n");
+    } else {
+      std::printf("seq step         %.5g%s\n", m.seq->delta0, m.seq->guardrail_raised ? "  (raised by the kl budget)" : "");
+      std::printf("seq proxy KL     %.6f nats (estimate)\n", m.seq->proxy);
+      std::printf("seq layer 0      %s (%llu corrections)\n", m.seq->layer0_corrections || !m.seq->layer_bits.empty() ? "coded" : "-",
+                  (unsigned long long)m.seq->layer0_corrections);
+      std::printf("bits per layer   %s\n", LayerBitsText(m.seq->layer_bits).c_str());
+    }
+  }
   if (m.quality) {
     std::printf("KL               %.6f nats\n", m.quality->kl_nats);
     std::printf("top-1 agreement  %.4f\n", m.quality->top1_agreement);
@@ -105,6 +136,11 @@ void PrintTable(const std::vector<EvalRow>& rows, bool quality) {
       }
     }
     std::printf(" %9.1f %9.1f\n", r.encode_mb_s, r.decode_mb_s);
+    if (r.has_seq) {
+      std::printf("%-*s   bits per layer: %s; proxy KL %.5f; fallbacks %llu, guardrail raised %llu\n", w, "",
+                  LayerBitsText(r.layer_bits).c_str(), r.proxy, (unsigned long long)r.lossless_fallbacks,
+                  (unsigned long long)r.guardrail_raised);
+    }
   }
 }
 
@@ -114,7 +150,16 @@ struct DumpCodecArgs {
   std::string in;
   std::string out;
   bool json = false;
+  std::vector<std::string> profiles;
+  std::string model_dir;
 };
+
+// --profile and --model: side information for codecs that need it (seq's
+// lossy modes); ignored by the others.
+void AddSideInfoOptions(CLI::App* cmd, std::vector<std::string>* profiles, std::string* model_dir) {
+  cmd->add_option("--profile", *profiles, "Codec profile file (from `codec calibrate`); repeatable");
+  cmd->add_option("--model", *model_dir, "Model folder (Hugging Face Llama checkpoint) for codecs that use it");
+}
 
 std::shared_ptr<DumpCodecArgs> AddDumpCodecOptions(CLI::App* cmd, const char* out_help, bool out_required) {
   auto args = std::make_shared<DumpCodecArgs>();
@@ -123,6 +168,7 @@ std::shared_ptr<DumpCodecArgs> AddDumpCodecOptions(CLI::App* cmd, const char* ou
   auto* out = cmd->add_option("--out", args->out, out_help);
   if (out_required) out->required();
   cmd->add_flag("--json", args->json, "Print one JSON object");
+  AddSideInfoOptions(cmd, &args->profiles, &args->model_dir);
   return args;
 }
 
@@ -133,6 +179,7 @@ struct DumpAndCodec {
 
 Result<DumpAndCodec> LoadDumpAndCodec(const DumpCodecArgs& args) {
   DumpAndCodec out;
+  SEQKV_RETURN_IF_ERROR(LoadSideInfo(args.profiles, args.model_dir, args.json));
   SEQKV_ASSIGN_OR_RETURN(out.dump, ReadKvDump(args.in));
   SEQKV_ASSIGN_OR_RETURN(out.codec, MakeCodec(args.spec));
   return out;
@@ -202,7 +249,12 @@ void RegisterCodecCommands(CLI::App& app, int* exit_code) {
     cmd->add_option("--in", *in, "Input chunk file")->required();
     cmd->add_option("--out", *out, "Output KV dump (.safetensors)")->required();
     cmd->add_flag("--json", *as_json, "Print one JSON object");
+    auto profiles = std::make_shared<std::vector<std::string>>();
+    auto model_dir = std::make_shared<std::string>();
+    AddSideInfoOptions(cmd, profiles.get(), model_dir.get());
     cmd->callback([=] {
+      Status side = LoadSideInfo(*profiles, *model_dir, *as_json);
+      if (!side.ok()) { *exit_code = Fail(side); return; }
       auto bytes = ReadFileBytes(*in);
       if (!bytes.ok()) { *exit_code = Fail(bytes.status()); return; }
       auto chunk = DecodeChunk(*bytes);
@@ -236,15 +288,20 @@ void RegisterCodecCommands(CLI::App& app, int* exit_code) {
     auto opts = std::make_shared<EvalOptions>();
     auto codecs = std::make_shared<std::string>("raw,lossless");
     auto as_json = std::make_shared<bool>(false);
-    cmd->add_option("--in", opts->in_dir, "Folder of KV dumps (.safetensors)")->required();
+    cmd->add_option("--in", opts->inputs, "KV dumps (.safetensors): folders and/or files")->required();
+    auto profiles = std::make_shared<std::vector<std::string>>();
     cmd->add_option("--codecs", *codecs, "Comma-separated codec specs; separate specs with ';' if a spec has commas")
         ->capture_default_str();
     cmd->add_flag("--quality", opts->quality, "Also measure model-level quality (KL, top-1, delta CE)");
-    cmd->add_option("--model", opts->model_dir, "Model folder (Hugging Face Llama checkpoint) for --quality");
+    cmd->add_option("--model", opts->model_dir,
+                    "Model folder (Hugging Face Llama checkpoint): for --quality and for codecs that use it");
+    cmd->add_option("--profile", *profiles, "Codec profile file (from `codec calibrate`); repeatable");
     cmd->add_option("--prefix", opts->prefix, "Positions used as the cache for --quality")->capture_default_str();
     cmd->add_flag("--json", *as_json, "Print one JSON object");
     cmd->add_flag("--per-file", opts->per_file, "Also list every file");
     cmd->callback([=] {
+      Status side = LoadSideInfo(*profiles, opts->model_dir, *as_json);
+      if (!side.ok()) { *exit_code = Fail(side); return; }
       auto specs = SplitCodecList(*codecs);
       if (!specs.ok()) { *exit_code = Fail(specs.status()); return; }
       opts->codecs = *specs;
@@ -255,7 +312,7 @@ void RegisterCodecCommands(CLI::App& app, int* exit_code) {
       auto result = RunEval(*opts, &std::cerr);
       if (!result.ok()) { *exit_code = Fail(result.status()); return; }
       if (*as_json) {
-        json j = {{"in", opts->in_dir}, {"files", result->files}, {"quality", opts->quality}};
+        json j = {{"in", opts->inputs}, {"files", result->files}, {"quality", opts->quality}};
         json rows = json::array();
         for (const EvalRow& r : result->summary) rows.push_back(EvalRowJson(r));
         j["codecs"] = rows;
@@ -266,9 +323,141 @@ void RegisterCodecCommands(CLI::App& app, int* exit_code) {
         }
         std::cout << j.dump(1) << "\n";
       } else {
-        std::printf("%zu files in %s%s\n", result->files.size(), opts->in_dir.c_str(),
+        std::printf("%zu files%s\n", result->files.size(),
                     opts->quality ? (", quality with " + opts->model_dir).c_str() : "");
         PrintTable(result->summary, opts->quality);
+      }
+    });
+  }
+
+  // codec calibrate
+  {
+    auto* cmd = codec->add_subcommand(
+        "calibrate", "Fit a seq codec profile (predictors, KLT bases, sensitivity-weighted steps) on sample dumps");
+    struct Args {
+      std::vector<std::string> inputs;
+      std::string out, model_dir, sensitivity, inputs_mode = "auto";
+      bool no_sensitivity = false, post_rope = false, json = false;
+      double ridge = 1e-3, proxy_scale = 1.0;
+    };
+    auto a = std::make_shared<Args>();
+    cmd->add_option("--in", a->inputs, "Sample KV dumps (.safetensors): folders and/or files")->required();
+    cmd->add_option("--out", a->out, "Profile file to write")->required();
+    cmd->add_option("--model", a->model_dir,
+                    "Model folder: layer 0 is then computed from the model, and sensitivities are measured "
+                    "with it (python3 -m seqkv_quality sensitivity) unless --sensitivity is given");
+    cmd->add_option("--sensitivity", a->sensitivity, "Sensitivities measured earlier (seqkv-sensitivity/1 JSON)");
+    cmd->add_flag("--no-sensitivity", a->no_sensitivity, "Plain MSE step allocation (kl= is then unavailable)");
+    cmd->add_option("--inputs", a->inputs_mode,
+                    "Predictor inputs: all (every kv head of the previous layer), same (own head), mean, "
+                    "auto (all while 2*kv_heads*head_dim <= 1024, else same)")
+        ->capture_default_str();
+    cmd->add_flag("--post-rope", a->post_rope, "Code keys after RoPE (default: before)");
+    cmd->add_option("--ridge", a->ridge, "Ridge penalty of the predictors")->capture_default_str();
+    cmd->add_option("--proxy-scale", a->proxy_scale, "KL per unit of the sensitivity proxy (measured KL / proxy)")
+        ->capture_default_str();
+    cmd->add_flag("--json", a->json, "Print one JSON object");
+    cmd->callback([=] {
+      auto files = CollectDumps(a->inputs);
+      if (!files.ok()) { *exit_code = Fail(files.status()); return; }
+      std::vector<Chunk> chunks;
+      for (const std::string& f : *files) {
+        auto dump = ReadKvDump(f);
+        if (!dump.ok()) { *exit_code = Fail(dump.status().WithContext(f)); return; }
+        chunks.push_back(std::move(dump->chunk));
+      }
+      const KvShape& shape = chunks[0].shape;
+      SeqCalibrateOptions o;
+      o.pre_rope_keys = !a->post_rope;
+      o.ridge = a->ridge;
+      o.proxy_scale = a->proxy_scale;
+      if (a->inputs_mode == "auto") {
+        o.inputs = 2 * shape.kv_heads * shape.head_dim <= 1024 ? SeqInputs::kAllHeads : SeqInputs::kSameHead;
+      } else {
+        auto in = ParseSeqInputs(a->inputs_mode);
+        if (!in.ok()) { *exit_code = Fail(in.status()); return; }
+        o.inputs = *in;
+      }
+      std::shared_ptr<const KvModel> model;
+      if (!a->model_dir.empty()) {
+        auto m = KvModel::Load(a->model_dir);
+        if (!m.ok()) { *exit_code = Fail(m.status()); return; }
+        model = *m;
+      }
+      std::string sens_source = "none (plain MSE)";
+      if (!a->sensitivity.empty() && a->no_sensitivity) {
+        *exit_code = Fail(InvalidArgument("--sensitivity and --no-sensitivity exclude each other"));
+        return;
+      }
+      std::string sens_text;
+      if (!a->sensitivity.empty()) {
+        auto bytes = ReadFileBytes(a->sensitivity);
+        if (!bytes.ok()) { *exit_code = Fail(bytes.status()); return; }
+        sens_text.assign(bytes->begin(), bytes->end());
+        sens_source = a->sensitivity;
+      } else if (model && !a->no_sensitivity) {
+        std::fprintf(stderr, "measuring sensitivities with the model on %zu dumps (python3 -m seqkv_quality sensitivity)\n",
+                     files->size());
+        auto text = RunSensitivityTool(*files, a->model_dir);
+        if (!text.ok()) { *exit_code = Fail(text.status()); return; }
+        sens_text = *text;
+        sens_source = "measured with " + a->model_dir;
+      } else if (!a->no_sensitivity) {
+        std::fprintf(stderr, "note: no --model or --sensitivity: plain MSE steps; seq:kl= will be unavailable\n");
+      }
+      if (!sens_text.empty()) {
+        auto sens = ParseSensitivityJson(sens_text, shape.layers, shape.kv_heads, shape.head_dim);
+        if (!sens.ok()) { *exit_code = Fail(sens.status()); return; }
+        o.sensitivity = *sens;
+      }
+      std::fprintf(stderr, "fitting predictors (%s inputs) and KLT bases on %zu dumps\n",
+                   std::string(SeqInputsName(o.inputs)).c_str(), chunks.size());
+      SeqCalibrateReport report;
+      auto profile = CalibrateSeqProfile(chunks, o, model.get(), &report);
+      if (!profile.ok()) { *exit_code = Fail(profile.status()); return; }
+      Status st = profile->Save(a->out);
+      if (!st.ok()) { *exit_code = Fail(st); return; }
+      const SeqProfile::Size size = profile->SizeBytes();
+      const uint32_t L = profile->layers, H = profile->kv_heads;
+      std::vector<double> k_res(L, 0), v_res(L, 0), k_gain(L, 0), v_gain(L, 0);
+      for (uint32_t l = 0; l < L; ++l) {
+        for (uint32_t h = 0; h < H; ++h) {
+          k_res[l] += report.residual_energy[(l * 2 + 0) * H + h] / H;
+          v_res[l] += report.residual_energy[(l * 2 + 1) * H + h] / H;
+          k_gain[l] += report.klt_gain_bits[(l * 2 + 0) * H + h] / H;
+          v_gain[l] += report.klt_gain_bits[(l * 2 + 1) * H + h] / H;
+        }
+      }
+      if (a->json) {
+        std::cout << json{{"profile", a->out},
+                          {"id", profile->Id()},
+                          {"files", *files},
+                          {"tokens", profile->calib_tokens},
+                          {"inputs", std::string(SeqInputsName(profile->inputs))},
+                          {"pre_rope_keys", profile->pre_rope_keys},
+                          {"layer0_from_model", profile->layer0_from_model},
+                          {"sensitivity", sens_source},
+                          {"bytes", {{"total", size.total}, {"predictor", size.predictor}, {"basis", size.basis},
+                                     {"steps", size.steps}}},
+                          {"residual_energy_k", k_res},
+                          {"residual_energy_v", v_res},
+                          {"klt_gain_bits_k", k_gain},
+                          {"klt_gain_bits_v", v_gain},
+                          {"seconds", report.seconds}}
+                         .dump()
+                  << "\n";
+      } else {
+        std::printf("wrote %s: profile %s, %.2f MB (predictors %.2f, bases %.2f, steps %.3f)\n", a->out.c_str(),
+                    profile->Id().c_str(), size.total / 1e6, size.predictor / 1e6, size.basis / 1e6, size.steps / 1e6);
+        std::printf("fitted on %u tokens of %zu dumps in %.1f s; inputs %s; keys %s RoPE; layer 0 %s; "
+                    "sensitivities: %s\n",
+                    profile->calib_tokens, files->size(), report.seconds,
+                    std::string(SeqInputsName(profile->inputs)).c_str(), profile->pre_rope_keys ? "before" : "after",
+                    profile->layer0_from_model ? "from the model" : "coded", sens_source.c_str());
+        std::printf("layer  K resid  V resid  K KLT bits  V KLT bits\n");
+        for (uint32_t l = 0; l < L; ++l) {
+          std::printf("%5u  %7.3f  %7.3f  %10.3f  %10.3f\n", l, k_res[l], v_res[l], k_gain[l], v_gain[l]);
+        }
       }
     });
   }

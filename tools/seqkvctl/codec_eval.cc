@@ -12,7 +12,9 @@
 
 #include "seqkv/codec/dtype.h"
 #include "seqkv/codec/format.h"
+#include "seqkv/codec/kv_model.h"
 #include "seqkv/codec/safetensors.h"
+#include "seqkv/codec/seq_profile.h"
 
 namespace seqkv::ctl {
 
@@ -129,6 +131,18 @@ Result<RoundTripMetrics> RoundTrip(const Chunk& chunk, const Codec& codec, Chunk
   m.bits_per_token = bytes.size() * 8.0 / chunk.shape.tokens;
   m.ratio = double(m.raw_bytes) / double(bytes.size());
   m.encode_mb_s = m.raw_bytes / 1e6 / std::max(Seconds(t0, t1), 1e-9);
+  if (dynamic_cast<const SeqLossyEncoder*>(&codec) != nullptr) {
+    const SeqEncodeInfo& info = SeqLastEncodeInfo();
+    RoundTripMetrics::Seq seq;
+    seq.delta0 = info.delta0;
+    seq.proxy = info.proxy;
+    seq.lossless_fallback = info.lossless_fallback;
+    seq.guardrail_raised = info.guardrail_raised;
+    seq.layer0_corrections = info.layer0_corrections;
+    const double per_layer = 2.0 * chunk.shape.kv_heads * chunk.shape.tokens * chunk.shape.head_dim;
+    for (uint64_t b : info.layer_bytes) seq.layer_bits.push_back(8.0 * b / per_layer);
+    m.seq = seq;
+  }
   auto t2 = Clock::now();
   auto decoded = DecodeChunk(bytes);
   auto t3 = Clock::now();
@@ -182,15 +196,66 @@ Result<std::vector<std::string>> SplitCodecList(const std::string& list) {
   return specs;
 }
 
+Result<std::vector<std::string>> CollectDumps(const std::vector<std::string>& inputs) {
+  std::vector<std::string> files;
+  std::error_code ec;
+  for (const std::string& in : inputs) {
+    if (fs::is_directory(in, ec)) {
+      std::vector<std::string> found;
+      for (const auto& entry : fs::directory_iterator(in)) {
+        if (entry.path().extension() == ".safetensors") found.push_back(entry.path().string());
+      }
+      if (found.empty()) return NotFound("no .safetensors files in " + in);
+      std::sort(found.begin(), found.end());
+      files.insert(files.end(), found.begin(), found.end());
+    } else if (fs::is_regular_file(in, ec)) {
+      files.push_back(in);
+    } else {
+      return NotFound(in + " is neither a folder nor a file");
+    }
+  }
+  if (files.empty()) return InvalidArgument("no input dumps given");
+  return files;
+}
+
+Result<std::string> RunSensitivityTool(const std::vector<std::string>& files, const std::string& model_dir) {
+  std::random_device rd;
+  const std::string out = (fs::temp_directory_path() / ("seqkv-sens-" + std::to_string(rd()) + ".json")).string();
+  std::string cmd = "PYTHONPATH=" + ShellQuote(PythonPath()) + " " + ShellQuote(PythonExe()) +
+                    " -m seqkv_quality sensitivity --model " + ShellQuote(fs::absolute(model_dir).string()) +
+                    " --out " + ShellQuote(out);
+  for (const std::string& f : files) cmd += " " + ShellQuote(fs::absolute(f).string());
+  const int rc = std::system(cmd.c_str());
+  if (rc != 0) {
+    std::error_code ec;
+    fs::remove(out, ec);
+    return Unavailable("sensitivity tool failed (exit " + std::to_string(rc) + "): " + cmd +
+                       " (set SEQKV_PYTHON to a python3 with torch, or pass --sensitivity FILE / --no-sensitivity)");
+  }
+  SEQKV_ASSIGN_OR_RETURN(std::vector<uint8_t> bytes, ReadFileBytes(out));
+  std::error_code ec;
+  fs::remove(out, ec);
+  return std::string(bytes.begin(), bytes.end());
+}
+
+Status LoadSideInfo(const std::vector<std::string>& profiles, const std::string& model_dir, bool quiet) {
+  for (const std::string& path : profiles) {
+    SEQKV_ASSIGN_OR_RETURN(SeqProfile p, SeqProfile::Load(path));
+    auto shared = std::make_shared<const SeqProfile>(std::move(p));
+    if (!quiet) std::fprintf(stderr, "profile %s: %s\n", path.c_str(), shared->Id().c_str());
+    SeqResources::Default().AddProfile(std::move(shared));
+  }
+  if (!model_dir.empty()) {
+    SEQKV_ASSIGN_OR_RETURN(auto model, KvModel::Load(model_dir));
+    SeqResources::Default().AddModel(std::move(model));
+  }
+  return Status::Ok();
+}
+
 Result<EvalResult> RunEval(const EvalOptions& opts, std::ostream* progress) {
   EvalResult result;
   std::error_code ec;
-  if (!fs::is_directory(opts.in_dir, ec)) return NotFound(opts.in_dir + " is not a folder");
-  for (const auto& entry : fs::directory_iterator(opts.in_dir)) {
-    if (entry.path().extension() == ".safetensors") result.files.push_back(entry.path().string());
-  }
-  std::sort(result.files.begin(), result.files.end());
-  if (result.files.empty()) return NotFound("no .safetensors files in " + opts.in_dir);
+  SEQKV_ASSIGN_OR_RETURN(result.files, CollectDumps(opts.inputs));
 
   std::vector<std::unique_ptr<Codec>> codecs;
   for (const std::string& s : opts.codecs) {
@@ -252,6 +317,14 @@ Result<EvalResult> RunEval(const EvalOptions& opts, std::ostream* progress) {
       row.encode_mb_s += m.encode_mb_s;
       row.decode_mb_s += m.decode_mb_s;
       row.recompute_needed = m.recompute_needed;
+      if (m.seq) {
+        row.has_seq = true;
+        row.proxy += m.seq->proxy;
+        row.lossless_fallbacks += m.seq->lossless_fallback ? 1 : 0;
+        row.guardrail_raised += m.seq->guardrail_raised ? 1 : 0;
+        if (row.layer_bits.size() < m.seq->layer_bits.size()) row.layer_bits.resize(m.seq->layer_bits.size(), 0.0);
+        for (size_t l = 0; l < m.seq->layer_bits.size(); ++l) row.layer_bits[l] += m.seq->layer_bits[l];
+      }
       if (m.quality) {
         ++nq;
         row.kl_nats += m.quality->kl_nats;
@@ -262,6 +335,10 @@ Result<EvalResult> RunEval(const EvalOptions& opts, std::ostream* progress) {
     for (double* v : {&row.bits_per_element, &row.bits_per_token, &row.ratio, &row.k_rel_mse, &row.v_rel_mse,
                       &row.encode_mb_s, &row.decode_mb_s}) {
       *v /= double(n);
+    }
+    if (row.has_seq) {
+      row.proxy /= double(n);
+      for (double& b : row.layer_bits) b /= double(n);
     }
     if (nq > 0) {
       row.has_quality = true;
@@ -287,6 +364,12 @@ nlohmann::json EvalRowJson(const EvalRow& r) {
     j["k_max_err"] = r.k_max_err;
     j["v_max_err"] = r.v_max_err;
     j["decode_mb_s"] = r.decode_mb_s;
+  }
+  if (r.has_seq) {
+    j["seq"] = {{"proxy_kl", r.proxy},
+                {"layer_bits_per_element", r.layer_bits},
+                {"lossless_fallbacks", r.lossless_fallbacks},
+                {"guardrail_raised", r.guardrail_raised}};
   }
   if (r.has_quality) {
     j["kl_nats"] = r.kl_nats;

@@ -33,6 +33,14 @@ struct RoundTripMetrics {
   bool bit_exact = false;
   bool recompute_needed = false;  // token-only tier
   std::optional<QualityMetrics> quality;
+  // Lossy seq codec only: what the encoder decided.
+  struct Seq {
+    double delta0 = 0, proxy = 0;
+    bool lossless_fallback = false, guardrail_raised = false;
+    uint64_t layer0_corrections = 0;
+    std::vector<double> layer_bits;  // bits per element of each layer
+  };
+  std::optional<Seq> seq;
 };
 
 // Encodes and decodes chunk with codec; *recon receives the reconstruction
@@ -40,7 +48,7 @@ struct RoundTripMetrics {
 Result<RoundTripMetrics> RoundTrip(const Chunk& chunk, const Codec& codec, Chunk* recon);
 
 struct EvalOptions {
-  std::string in_dir;
+  std::vector<std::string> inputs;  // folders (every *.safetensors) and/or files
   std::vector<std::string> codecs;
   bool quality = false;
   std::string model_dir;
@@ -57,6 +65,10 @@ struct EvalRow {
   bool recompute_needed = false;
   bool has_quality = false;
   double kl_nats = 0, top1_agreement = 0, delta_ce_bits = 0;
+  bool has_seq = false;  // lossy seq: means over files
+  double proxy = 0;
+  uint64_t lossless_fallbacks = 0, guardrail_raised = 0;
+  std::vector<double> layer_bits;
 };
 
 struct EvalResult {
@@ -65,7 +77,11 @@ struct EvalResult {
   std::vector<EvalRow> summary;            // one per codec, in the order given
 };
 
-// Runs every codec on every *.safetensors of opts.in_dir (sorted). Progress
+// Collects the dumps named by inputs: files as given, folders' *.safetensors
+// sorted.
+Result<std::vector<std::string>> CollectDumps(const std::vector<std::string>& inputs);
+
+// Runs every codec on every dump of opts.inputs. Progress
 // lines go to *progress. With opts.quality, runs the Python quality tool
 // (python/seqkv_quality) once over all reconstructions.
 Result<EvalResult> RunEval(const EvalOptions& opts, std::ostream* progress);
@@ -75,5 +91,12 @@ Result<EvalResult> RunEval(const EvalOptions& opts, std::ostream* progress);
 Result<std::vector<std::string>> SplitCodecList(const std::string& list);
 
 nlohmann::json EvalRowJson(const EvalRow& row);
+
+// Runs `python3 -m seqkv_quality sensitivity` over dumps (its progress goes to
+// stderr) and returns the JSON text it wrote.
+Result<std::string> RunSensitivityTool(const std::vector<std::string>& files, const std::string& model_dir);
+
+// Registers codec side information (SeqResources): profiles and a model.
+Status LoadSideInfo(const std::vector<std::string>& profiles, const std::string& model_dir, bool quiet);
 
 }  // namespace seqkv::ctl

@@ -65,6 +65,9 @@ class Codec {
   virtual std::string Spec() const = 0;
   // False for the token-only tier: chunks carry token ids only.
   virtual bool StoresKv() const { return true; }
+  // Header flags (format.h ChunkFlags) every chunk of this codec carries:
+  // what its decoder needs besides the chunk (a profile, the model).
+  virtual uint32_t ChunkFlags() const { return 0; }
 
   // Encodes chunk.k and chunk.v (chunk is valid: Chunk::Validate passed).
   virtual Status Encode(const Chunk& chunk, std::vector<Section>* sections) const = 0;

@@ -1,0 +1,168 @@
+// Codec profiles of the sequential lossy codec (seq:bits=, seq:kl=, seq:delta=)
+// and the process-wide registry of the side information codecs may use.
+//
+// A profile is what `calibrate` learns once per model from sample chunks and
+// every encoder and decoder of that model shares: per group g = (layer, K/V,
+// kv_head), a linear predictor from the previous layer's reconstruction, a
+// KLT basis, per-component step scales (from measured model-level
+// sensitivities) and the group's sensitivity for the guardrail's KL proxy.
+// It is serialized (docs/format.md, "seq profile"), versioned and
+// checksummed; its id (XXH3-64 of the file) is written into the spec of every
+// chunk that needs it, so a chunk decodes only with the exact profile.
+//
+// Profiles are immutable values once built; share them as
+// std::shared_ptr<const SeqProfile>.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "seqkv/codec/chunk.h"
+#include "seqkv/codec/codec.h"
+#include "seqkv/codec/status.h"
+
+namespace seqkv {
+
+class KvModel;
+
+inline constexpr uint32_t kSeqProfileMagic = 0x504B5153;  // "SQKP" little-endian
+inline constexpr uint16_t kSeqProfileVersion = 1;
+
+// Which previous-layer values feed a group's predictor.
+enum class SeqInputs : uint8_t {
+  kMean = 0,      // none: the predictor is a per-component mean (bias only)
+  kSameHead = 1,  // the same kv_head's K and V in the previous layer (2d + 1 inputs)
+  kAllHeads = 2,  // every kv_head's K and V in the previous layer (2Hd + 1 inputs)
+};
+std::string_view SeqInputsName(SeqInputs inputs);  // "mean", "same", "all"
+Result<SeqInputs> ParseSeqInputs(std::string_view name);
+
+struct SeqProfile {
+  uint32_t layers = 0;
+  uint32_t kv_heads = 0;
+  uint32_t head_dim = 0;
+  bool pre_rope_keys = true;      // keys are coded before RoPE
+  bool layer0_from_model = false; // layer 0 is computed from the model (needs model_id's model)
+  SeqInputs inputs = SeqInputs::kAllHeads;
+  std::array<uint8_t, 16> model_id{};  // KvModel::id() of the calibration model (zero: none)
+  float proxy_scale = 1.0f;            // KL per unit of the raw proxy (fitted; 1 = unfitted)
+  bool has_sensitivity = false;        // sensitivity[] measured (else all 1: plain MSE)
+  uint32_t calib_tokens = 0;           // tokens the profile was fitted on (information only)
+
+  // Per group g = (layer * 2 + kv) * kv_heads + head, kv 0 = K, 1 = V:
+  std::vector<float> predictor;   // [G][features()][head_dim]; row features()-1 is the bias
+  std::vector<float> basis;       // [G][head_dim][head_dim]; row i = KLT component i
+  std::vector<float> step_scale;  // [G][head_dim]: step of component i = delta0 * mult * scale
+  std::vector<float> sensitivity; // [G]: nats of KL per unit of per-token squared error
+
+  uint32_t groups() const { return layers * 2 * kv_heads; }
+  // Predictor inputs per group, bias included.
+  uint32_t features() const;
+  // Checks sizes and values (finite, positive scales); InvalidArgument otherwise.
+  Status Validate() const;
+
+  // Content id: XXH3-64 of Serialize(), as 16 lowercase hex digits.
+  std::string Id() const;
+
+  std::vector<uint8_t> Serialize() const;
+  static Result<SeqProfile> Parse(std::span<const uint8_t> bytes);  // DataLoss on anything wrong
+  static Result<SeqProfile> Load(const std::string& path);
+  Status Save(const std::string& path) const;
+
+  // Bytes of each part as stored.
+  struct Size {
+    uint64_t predictor = 0, basis = 0, steps = 0, total = 0;
+  };
+  Size SizeBytes() const;
+};
+
+// What calibration is told.
+struct SeqCalibrateOptions {
+  bool pre_rope_keys = true;
+  SeqInputs inputs = SeqInputs::kAllHeads;
+  double ridge = 1e-3;  // relative to the mean diagonal of X^T X
+  // Per-group sensitivities [layers][2][kv_heads] flattened as the groups are
+  // (nats per unit of per-token squared error); empty = plain MSE allocation.
+  std::vector<double> sensitivity;
+  double proxy_scale = 1.0;
+};
+
+// Per-group numbers calibration measured (for reports).
+struct SeqCalibrateReport {
+  std::vector<double> residual_energy;  // [G] held-in residual / raw energy after prediction
+  std::vector<double> klt_gain_bits;    // [G] 0.5*log2(arith/geo mean of component variances)
+  double seconds = 0;
+};
+
+// Fits a profile on chunks (all of one model's shape, rotary style and dtype).
+// With a model, layer 0 is marked as computed from it and the model's id is
+// recorded; the model must match the chunks' shape.
+Result<SeqProfile> CalibrateSeqProfile(const std::vector<Chunk>& chunks, const SeqCalibrateOptions& options,
+                                       const KvModel* model, SeqCalibrateReport* report = nullptr);
+
+// Reads the JSON of `python3 -m seqkv_quality sensitivity` (format
+// "seqkv-sensitivity/1") into the group order above; checks the shape.
+Result<std::vector<double>> ParseSensitivityJson(const std::string& text, uint32_t layers,
+                                                 uint32_t kv_heads, uint32_t head_dim);
+
+// Process-wide side information for codecs: profiles by id and models by id.
+// Codecs look up what a chunk names here. Thread-safe.
+class SeqResources {
+ public:
+  static SeqResources& Default();
+
+  void AddProfile(std::shared_ptr<const SeqProfile> profile);
+  void AddModel(std::shared_ptr<const KvModel> model);
+  // NotFound with a hint when missing.
+  Result<std::shared_ptr<const SeqProfile>> Profile(const std::string& id) const;
+  Result<std::shared_ptr<const KvModel>> Model(const std::array<uint8_t, 16>& id) const;
+  // The only registered profile, or InvalidArgument if none or several.
+  Result<std::shared_ptr<const SeqProfile>> OnlyProfile() const;
+  void Clear();
+
+ private:
+  SeqResources() = default;
+  struct Impl;
+  std::shared_ptr<Impl> impl_ = MakeImpl();
+  static std::shared_ptr<Impl> MakeImpl();
+};
+
+// Counters of the lossy seq encoder in this process (all chunks, all specs).
+struct SeqEncodeCounters {
+  uint64_t chunks = 0;            // lossy-mode encodes
+  uint64_t guardrail_raised = 0;  // the kl budget forced a finer step than bits= asked for
+  uint64_t lossless_fallback = 0; // the budget could not be met lossily: coded seq:lossless
+};
+SeqEncodeCounters GetSeqEncodeCounters();
+
+// What one lossy seq encode did (for reports and tests).
+struct SeqEncodeInfo {
+  bool lossless_fallback = false;  // coded as seq:lossless (budget unreachable lossily)
+  bool guardrail_raised = false;   // kl= forced a finer step than bits= asked for
+  bool layer0_from_model = false;  // layer 0 came from the model (plus a correction)
+  uint64_t layer0_corrections = 0; // layer-0 elements the model did not reproduce exactly
+  double delta0 = 0;               // global step
+  double proxy = 0;                // estimated KL (the guardrail's proxy)
+  double estimated_bits = 0;       // rate control's estimate for the final step
+  uint32_t trials = 0;             // trial encodes of rate control
+  std::vector<uint64_t> layer_bytes;  // coded bytes per layer (sections only)
+};
+
+// The report of the last lossy seq encode on this thread (what EncodeChunk
+// did through Codec::Encode), for tools that want per-layer numbers.
+const SeqEncodeInfo& SeqLastEncodeInfo();
+
+// Implemented by the lossy seq codec (dynamic_cast a Codec to it).
+class SeqLossyEncoder {
+ public:
+  virtual ~SeqLossyEncoder() = default;
+  // Encode plus a report; recon (optional) receives the decoder's output.
+  virtual Status EncodeWithInfo(const Chunk& chunk, std::vector<Section>* sections, SeqEncodeInfo* info,
+                                Chunk* recon) const = 0;
+  virtual const SeqProfile& profile() const = 0;
+};
+
+}  // namespace seqkv

@@ -1,0 +1,535 @@
+// seq's lossy modes: seq:bits=B, seq:kl=D, seq:delta=X (docs/format.md,
+// "seq lossy"). Closed-loop predictive transform coding with a codec profile
+// (seq_profile.h); layer 0 from the model when the profile says so.
+//
+// Spec keys:
+//   profile=ID    the profile (default: the only one loaded)
+//   bits=B        rate control: average bits per element of the chunk
+//   kl=D          quality budget: the largest step whose KL proxy is <= D;
+//                 with bits=, the budget raises the rate when bits= would
+//                 exceed it (the guardrail)
+//   delta=X       a fixed global step (constant slope across chunks)
+//   deadzone=R    rounding offset (encoder only; 0.5 = round to nearest)
+//   krate=, vrate=  extra bits for keys / values (steps x 2^-rate)
+//   fallback=lossless|none  what kl= does when the budget cannot be met
+//                 below maxbits (default lossless: seq:lossless inside)
+//   maxbits=M     bits per element above which kl= falls back (default 8)
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+
+#include "builtin_codecs.h"
+#include "bytes.h"
+#include "engine_rope.h"
+#include "seq_lossy_core.h"
+#include "seqkv/codec/dtype.h"
+#include "seqkv/codec/format.h"
+#include "seqkv/codec/kv_model.h"
+#include "seqkv/codec/seq_profile.h"
+
+namespace seqkv {
+
+namespace {
+
+std::atomic<uint64_t> g_chunks{0}, g_raised{0}, g_fallback{0};
+thread_local SeqEncodeInfo g_last_info;
+
+}  // namespace
+
+const SeqEncodeInfo& SeqLastEncodeInfo() { return g_last_info; }
+
+SeqEncodeCounters GetSeqEncodeCounters() {
+  return {g_chunks.load(), g_raised.load(), g_fallback.load()};
+}
+
+namespace internal {
+
+namespace {
+
+constexpr uint32_t kParamsSection = 1;
+constexpr uint32_t kLayer0Section = 2;
+constexpr uint32_t kLayerSectionBase = 16;      // + layer
+constexpr uint32_t kLosslessSectionBase = 1000;  // + seq:lossless section type
+constexpr uint8_t kModeLossy = 0, kModeLossless = 1;
+constexpr double kMinDelta = 1e-5, kMaxDelta = 1e3;
+
+std::string FormatDouble(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%.9g", v);
+  return buf;
+}
+
+uint8_t RateCode(double bits) {
+  const double c = std::nearbyint(128.0 - 16.0 * bits);
+  return static_cast<uint8_t>(std::clamp(c, 0.0, 255.0));
+}
+
+// Length-prefixed list of streams: u32 n, n x u32 length, the streams.
+std::vector<uint8_t> PackStreams(const std::vector<std::vector<uint8_t>>& streams) {
+  std::vector<uint8_t> out;
+  ByteWriter w(&out);
+  w.U32(static_cast<uint32_t>(streams.size()));
+  for (const auto& s : streams) w.U32(static_cast<uint32_t>(s.size()));
+  for (const auto& s : streams) w.Bytes(s);
+  return out;
+}
+
+Result<std::vector<std::span<const uint8_t>>> UnpackStreams(std::span<const uint8_t> data, uint32_t expected) {
+  ByteReader r(data);
+  const uint32_t n = r.U32();
+  if (!r.ok() || n != expected) return DataLoss("seq: wrong number of group streams");
+  std::vector<uint32_t> lengths(n);
+  for (auto& len : lengths) len = r.U32();
+  if (!r.ok()) return DataLoss("seq: truncated stream table");
+  std::vector<std::span<const uint8_t>> out;
+  for (uint32_t len : lengths) {
+    auto s = r.Bytes(len);
+    if (!r.ok()) return DataLoss("seq: group stream exceeds its section");
+    out.push_back(s);
+  }
+  if (r.remaining() != 0) return DataLoss("seq: trailing bytes in layer section");
+  return out;
+}
+
+class SeqLossyCodec final : public Codec, public SeqLossyEncoder {
+ public:
+  struct Options {
+    double bits = 0, kl = 0, delta = 0, deadzone = 0.5, krate = 0, vrate = 0, maxbits = 8;
+    bool fallback_lossless = true;
+  };
+
+  SeqLossyCodec(std::shared_ptr<const SeqProfile> profile, std::string profile_id,
+                std::shared_ptr<const KvModel> model, Options opts, std::unique_ptr<Codec> lossless)
+      : profile_(std::move(profile)), profile_id_(std::move(profile_id)), model_(std::move(model)),
+        opts_(opts), lossless_(std::move(lossless)) {}
+
+  CodecId id() const override { return CodecId::kSeq; }
+  const SeqProfile& profile() const override { return *profile_; }
+
+  std::string Spec() const override {
+    CodecSpec s;
+    s.name = "seq";
+    if (opts_.bits > 0) s.params["bits"] = FormatDouble(opts_.bits);
+    if (opts_.kl > 0) s.params["kl"] = FormatDouble(opts_.kl);
+    if (opts_.delta > 0) s.params["delta"] = FormatDouble(opts_.delta);
+    s.params["deadzone"] = FormatDouble(opts_.deadzone);
+    if (opts_.krate != 0) s.params["krate"] = FormatDouble(opts_.krate);
+    if (opts_.vrate != 0) s.params["vrate"] = FormatDouble(opts_.vrate);
+    if (opts_.kl > 0) {
+      s.params["fallback"] = opts_.fallback_lossless ? "lossless" : "none";
+      s.params["maxbits"] = FormatDouble(opts_.maxbits);
+    }
+    s.params["profile"] = profile_id_;
+    return s.ToString();
+  }
+
+  uint32_t ChunkFlags() const override {
+    return kFlagNeedsProfile | (profile_->layer0_from_model ? kFlagNeedsModel : 0u);
+  }
+
+  Status Encode(const Chunk& chunk, std::vector<Section>* sections) const override {
+    return EncodeWithInfo(chunk, sections, &g_last_info, nullptr);
+  }
+
+  Status EncodeWithInfo(const Chunk& chunk, std::vector<Section>* sections, SeqEncodeInfo* info,
+                        Chunk* recon) const override;
+
+  Status Decode(std::span<const SectionView> sections, Chunk* chunk) const override;
+
+ private:
+  Status CheckShape(const Chunk& chunk) const {
+    const SeqProfile& p = *profile_;
+    if (chunk.shape.layers != p.layers || chunk.shape.kv_heads != p.kv_heads || chunk.shape.head_dim != p.head_dim) {
+      return InvalidArgument("seq: chunk shape [" + std::to_string(chunk.shape.layers) + " layers, " +
+                             std::to_string(chunk.shape.kv_heads) + " kv heads, head_dim " +
+                             std::to_string(chunk.shape.head_dim) + "] does not match profile " + profile_id_);
+    }
+    if (chunk.shape.layers + kLayerSectionBase > kMaxSections) return InvalidArgument("seq: too many layers");
+    return Status::Ok();
+  }
+
+  bool Layer0Exact(const Chunk& chunk) const {
+    return profile_->layer0_from_model && model_ != nullptr &&
+           (chunk.dtype == DType::kBF16 || chunk.dtype == DType::kFP16);
+  }
+
+  // The model's layer 0 in the chunk's dtype: k bits (after RoPE) and v bits, [H][T][d] each.
+  Status ModelLayer0Bits(const Chunk& chunk, std::vector<uint16_t>* k, std::vector<uint16_t>* v) const {
+    const KvShape& s = chunk.shape;
+    const size_t n = size_t{s.kv_heads} * s.tokens * s.head_dim;
+    std::vector<float> kf(n), vf(n);
+    SEQKV_RETURN_IF_ERROR(model_->Layer0(chunk.tokens, kf.data(), vf.data()));
+    if (chunk.rope.style != RopeStyle::kNone) {
+      const RopeTable table = MakeRopeTable(chunk.rope, s.head_dim, chunk.first_position, s.tokens);
+      for (uint32_t h = 0; h < s.kv_heads; ++h) {
+        ApplyRope(table, chunk.rope.style, kf.data() + size_t{h} * s.tokens * s.head_dim);
+      }
+    }
+    k->resize(n);
+    v->resize(n);
+    FromFloat(chunk.dtype, kf.data(), n, reinterpret_cast<uint8_t*>(k->data()));
+    FromFloat(chunk.dtype, vf.data(), n, reinterpret_cast<uint8_t*>(v->data()));
+    return Status::Ok();
+  }
+
+  void WriteOutput(const SeqLoopResult& loop, uint32_t first_layer, Chunk* out) const;
+
+  std::shared_ptr<const SeqProfile> profile_;
+  std::string profile_id_;
+  std::shared_ptr<const KvModel> model_;
+  Options opts_;
+  std::unique_ptr<Codec> lossless_;
+};
+
+uint16_t Load16(const std::vector<uint8_t>& bytes, size_t i) {
+  return static_cast<uint16_t>(bytes[2 * i] | (bytes[2 * i + 1] << 8));
+}
+
+void SeqLossyCodec::WriteOutput(const SeqLoopResult& loop, uint32_t first_layer, Chunk* out) const {
+  const KvShape& s = out->shape;
+  const size_t per_head = size_t{s.tokens} * s.head_dim;
+  const size_t per_layer = s.kv_heads * per_head;
+  const size_t esize = DTypeSize(out->dtype);
+  RopeTable table;
+  const bool rope = profile_->pre_rope_keys && out->rope.style != RopeStyle::kNone;
+  if (rope) table = MakeRopeTable(out->rope, s.head_dim, out->first_position, s.tokens);
+  std::vector<float> buf(per_head);
+  for (uint32_t l = first_layer; l < s.layers; ++l) {
+    for (uint32_t kv = 0; kv < 2; ++kv) {
+      for (uint32_t h = 0; h < s.kv_heads; ++h) {
+        const float* src = loop.xhat.data() + (size_t{l} * 2 * s.kv_heads + kv * s.kv_heads + h) * per_head;
+        std::copy(src, src + per_head, buf.begin());
+        if (kv == 0 && rope) ApplyRope(table, out->rope.style, buf.data());
+        uint8_t* dst = (kv == 0 ? out->k.data() : out->v.data()) + (l * per_layer + h * per_head) * esize;
+        FromFloat(out->dtype, buf.data(), per_head, dst);
+      }
+    }
+  }
+}
+
+Status SeqLossyCodec::EncodeWithInfo(const Chunk& chunk, std::vector<Section>* sections, SeqEncodeInfo* info,
+                                     Chunk* recon) const {
+  SEQKV_RETURN_IF_ERROR(CheckShape(chunk));
+  const SeqProfile& p = *profile_;
+  if (p.layer0_from_model && model_ == nullptr) {
+    return FailedPrecondition("seq: profile " + profile_id_ + " computes layer 0 from model " +
+                              ModelIdHex(p.model_id) + ", which is not loaded (pass --model DIR)");
+  }
+  const KvShape& s = chunk.shape;
+  const uint32_t T = s.tokens, H = s.kv_heads, d = s.head_dim, L = s.layers;
+  const size_t per_group = size_t{T} * d;
+  const size_t per_layer = 2 * H * per_group;
+  const double elements = 2.0 * double(s.elements());
+  *info = SeqEncodeInfo{};
+  g_chunks.fetch_add(1, std::memory_order_relaxed);
+
+  const std::vector<float> x = SeqCodingDomain(chunk, p.pre_rope_keys);
+
+  // Layer 0 from the model: the correction is the difference of the element bit
+  // patterns (almost all zero), coded like symbols.
+  SeqLoopParams params;
+  params.rho = static_cast<float>(opts_.deadzone);
+  params.layer0_exact = Layer0Exact(chunk);
+  std::vector<uint8_t> layer0_section;
+  double layer0_bits = 0;
+  if (params.layer0_exact) {
+    std::vector<uint16_t> mk, mv;
+    SEQKV_RETURN_IF_ERROR(ModelLayer0Bits(chunk, &mk, &mv));
+    std::vector<std::vector<uint8_t>> streams;
+    std::vector<int32_t> corr(per_group);
+    for (uint32_t kv = 0; kv < 2; ++kv) {
+      const std::vector<uint8_t>& orig = kv == 0 ? chunk.k : chunk.v;
+      const std::vector<uint16_t>& model = kv == 0 ? mk : mv;
+      for (uint32_t h = 0; h < H; ++h) {
+        for (size_t i = 0; i < per_group; ++i) {
+          const size_t idx = size_t{h} * per_group + i;  // layer 0
+          corr[i] = int32_t{Load16(orig, idx)} - int32_t{model[idx]};
+          if (corr[i] != 0) ++info->layer0_corrections;
+        }
+        streams.push_back(SeqEncodeGroup(corr.data(), T, d));
+      }
+    }
+    layer0_section = PackStreams(streams);
+    layer0_bits = 8.0 * layer0_section.size();
+    info->layer0_from_model = true;
+  }
+  const float* layer0 = params.layer0_exact ? x.data() : nullptr;
+  const uint32_t first = params.layer0_exact ? 1 : 0;
+
+  params.mult_code.assign(p.groups(), 128);
+  for (uint32_t l = 0; l < L; ++l) {
+    for (uint32_t h = 0; h < H; ++h) {
+      params.mult_code[SeqGroup(l, 0, h, H)] = RateCode(opts_.krate);
+      params.mult_code[SeqGroup(l, 1, h, H)] = RateCode(opts_.vrate);
+    }
+  }
+
+  SeqLoopResult loop;
+  auto trial = [&](double delta0, double* bits, double* proxy) {
+    params.delta0 = static_cast<float>(delta0);
+    SeqEncodeLoop(p, T, x.data(), layer0, params, &loop);
+    ++info->trials;
+    double b = layer0_bits + 8.0 * (16 + p.groups()) + 64.0 * (L - first);
+    for (uint32_t g = SeqGroup(first, 0, 0, H); g < p.groups(); ++g) {
+      b += SeqEstimateGroupBits(loop.q.data() + size_t{g} * per_group, T, d);
+    }
+    *bits = b / elements;
+    *proxy = SeqProxy(p, loop.sse, T);
+  };
+
+  double delta0 = opts_.delta, bits = 0, proxy = 0;
+  bool lossless = false;
+  if (opts_.bits > 0) {
+    // Bisection on log(delta0): bits fall as the step grows.
+    double lo = std::log(kMinDelta), hi = std::log(kMaxDelta), best_err = INFINITY;
+    for (int it = 0; it < 40; ++it) {
+      const double mid = 0.5 * (lo + hi), dl = std::exp(mid);
+      double b, pr;
+      trial(dl, &b, &pr);
+      if (std::fabs(b - opts_.bits) < best_err) {
+        best_err = std::fabs(b - opts_.bits);
+        delta0 = dl;
+      }
+      if (std::fabs(b - opts_.bits) <= 0.005 * opts_.bits) break;
+      (b > opts_.bits ? lo : hi) = mid;
+    }
+    trial(delta0, &bits, &proxy);
+  }
+  if (opts_.kl > 0 && (opts_.bits == 0 || proxy > opts_.kl)) {
+    // The largest step whose proxy is within the budget.
+    double lo = std::log(kMinDelta), hi = std::log(opts_.bits > 0 ? delta0 : kMaxDelta);
+    double found = 0;
+    double b, pr;
+    trial(std::exp(hi), &b, &pr);
+    if (pr <= opts_.kl) {
+      found = std::exp(hi);
+    } else {
+      for (int it = 0; it < 40; ++it) {
+        const double mid = 0.5 * (lo + hi);
+        trial(std::exp(mid), &b, &pr);
+        if (pr <= opts_.kl) {
+          found = std::exp(mid);
+          lo = mid;
+          if (pr >= 0.98 * opts_.kl) break;
+        } else {
+          hi = mid;
+        }
+      }
+    }
+    if (found == 0) {
+      lossless = true;
+    } else {
+      if (opts_.bits > 0) info->guardrail_raised = true;
+      delta0 = found;
+      trial(delta0, &bits, &proxy);
+      if (bits > opts_.maxbits) lossless = true;
+    }
+    if (lossless && !opts_.fallback_lossless) {
+      return FailedPrecondition("seq: the kl budget " + FormatDouble(opts_.kl) +
+                                " cannot be met below maxbits=" + FormatDouble(opts_.maxbits) +
+                                " and fallback=none");
+    }
+  }
+  if (opts_.delta > 0) trial(delta0, &bits, &proxy);
+
+  if (lossless) {
+    g_fallback.fetch_add(1, std::memory_order_relaxed);
+    info->lossless_fallback = true;
+    info->guardrail_raised = false;
+    std::vector<uint8_t> params_bytes;
+    ByteWriter w(&params_bytes);
+    w.U8(kModeLossless);
+    sections->push_back({kParamsSection, std::move(params_bytes)});
+    std::vector<Section> inner;
+    SEQKV_RETURN_IF_ERROR(lossless_->Encode(chunk, &inner));
+    for (Section& sec : inner) sections->push_back({kLosslessSectionBase + sec.type, std::move(sec.data)});
+    if (recon) *recon = chunk;
+    return Status::Ok();
+  }
+  if (info->guardrail_raised) g_raised.fetch_add(1, std::memory_order_relaxed);
+
+  info->delta0 = params.delta0;
+  info->proxy = proxy;
+  info->estimated_bits = bits;
+  info->layer_bytes.assign(L, 0);
+
+  std::vector<uint8_t> params_bytes;
+  ByteWriter w(&params_bytes);
+  w.U8(kModeLossy);
+  w.U8(params.layer0_exact ? 1 : 0);
+  w.U16(0);
+  uint32_t dbits, pbits;
+  const float pf = static_cast<float>(proxy);
+  std::memcpy(&dbits, &params.delta0, 4);
+  std::memcpy(&pbits, &pf, 4);
+  w.U32(dbits);
+  w.U32(pbits);
+  w.U32(p.groups());
+  w.Bytes(params.mult_code);
+  sections->push_back({kParamsSection, std::move(params_bytes)});
+  if (params.layer0_exact) {
+    info->layer_bytes[0] = layer0_section.size();
+    sections->push_back({kLayer0Section, std::move(layer0_section)});
+  }
+  for (uint32_t l = first; l < L; ++l) {
+    std::vector<std::vector<uint8_t>> streams;
+    for (uint32_t kv = 0; kv < 2; ++kv) {
+      for (uint32_t h = 0; h < H; ++h) {
+        streams.push_back(SeqEncodeGroup(loop.q.data() + size_t{SeqGroup(l, kv, h, H)} * per_group, T, d));
+      }
+    }
+    std::vector<uint8_t> packed = PackStreams(streams);
+    info->layer_bytes[l] = packed.size();
+    sections->push_back({kLayerSectionBase + l, std::move(packed)});
+  }
+  if (recon) {
+    *recon = chunk;
+    WriteOutput(loop, first, recon);
+  }
+  (void)per_layer;
+  return Status::Ok();
+}
+
+Status SeqLossyCodec::Decode(std::span<const SectionView> sections, Chunk* chunk) const {
+  if (sections.empty() || sections[0].type != kParamsSection) return DataLoss("seq: missing parameters section");
+  ByteReader r(sections[0].data);
+  const uint8_t mode = r.U8();
+  if (!r.ok()) return DataLoss("seq: truncated parameters");
+  if (mode == kModeLossless) {
+    if (r.remaining() != 0) return DataLoss("seq: trailing bytes in parameters");
+    std::vector<SectionView> inner;
+    for (size_t i = 1; i < sections.size(); ++i) {
+      if (sections[i].type <= kLosslessSectionBase) return DataLoss("seq: unexpected section in lossless mode");
+      inner.push_back({sections[i].type - kLosslessSectionBase, sections[i].data});
+    }
+    return lossless_->Decode(inner, chunk);
+  }
+  if (mode != kModeLossy) return DataLoss("seq: unknown mode");
+  const Status shape = CheckShape(*chunk);
+  if (!shape.ok()) return DataLoss(std::string(shape.message()));
+  const SeqProfile& p = *profile_;
+  const KvShape& s = chunk->shape;
+  const uint32_t T = s.tokens, H = s.kv_heads, d = s.head_dim, L = s.layers;
+  const size_t per_group = size_t{T} * d;
+
+  SeqLoopParams params;
+  const uint8_t layer0_mode = r.U8();
+  r.U16();
+  uint32_t dbits = r.U32();
+  r.U32();  // the encoder's proxy (information)
+  std::memcpy(&params.delta0, &dbits, 4);
+  const uint32_t groups = r.U32();
+  if (!r.ok() || groups != p.groups()) return DataLoss("seq: bad parameters");
+  auto codes = r.Bytes(groups);
+  if (!r.ok() || r.remaining() != 0) return DataLoss("seq: bad parameters");
+  params.mult_code.assign(codes.begin(), codes.end());
+  if (layer0_mode > 1 || !(params.delta0 > 0) || !std::isfinite(params.delta0)) {
+    return DataLoss("seq: bad parameters");
+  }
+  params.layer0_exact = layer0_mode == 1;
+  if (params.layer0_exact && model_ == nullptr) {
+    return FailedPrecondition("seq: chunk needs the model " + ModelIdHex(p.model_id) + " (pass --model DIR)");
+  }
+  if (params.layer0_exact && chunk->dtype != DType::kBF16 && chunk->dtype != DType::kFP16) {
+    return DataLoss("seq: layer 0 from the model needs a 16-bit dtype");
+  }
+  const uint32_t first = params.layer0_exact ? 1 : 0;
+  const size_t expected = 1 + (params.layer0_exact ? 1 : 0) + (L - first);
+  if (sections.size() != expected) return DataLoss("seq: wrong number of sections");
+
+  chunk->k.assign(chunk->TensorBytes(), 0);
+  chunk->v.assign(chunk->TensorBytes(), 0);
+  size_t next = 1;
+  std::vector<float> layer0;
+  if (params.layer0_exact) {
+    if (sections[next].type != kLayer0Section) return DataLoss("seq: missing layer-0 section");
+    SEQKV_ASSIGN_OR_RETURN(auto streams, UnpackStreams(sections[next].data, 2 * H));
+    ++next;
+    std::vector<uint16_t> mk, mv;
+    SEQKV_RETURN_IF_ERROR(ModelLayer0Bits(*chunk, &mk, &mv));
+    std::vector<int32_t> corr(per_group);
+    for (uint32_t kv = 0; kv < 2; ++kv) {
+      std::vector<uint8_t>& out = kv == 0 ? chunk->k : chunk->v;
+      const std::vector<uint16_t>& model = kv == 0 ? mk : mv;
+      for (uint32_t h = 0; h < H; ++h) {
+        SEQKV_RETURN_IF_ERROR(SeqDecodeGroup(streams[kv * H + h], T, d, corr.data()));
+        for (size_t i = 0; i < per_group; ++i) {
+          const size_t idx = size_t{h} * per_group + i;
+          const int32_t v = int32_t{model[idx]} + corr[i];
+          if (v < 0 || v > 0xFFFF) return DataLoss("seq: layer-0 correction out of range");
+          out[2 * idx] = static_cast<uint8_t>(v);
+          out[2 * idx + 1] = static_cast<uint8_t>(v >> 8);
+        }
+      }
+    }
+    layer0 = SeqCodingDomainLayer(*chunk, 0, p.pre_rope_keys);
+  }
+  SeqLoopResult loop;
+  loop.q.assign(size_t{p.groups()} * per_group, 0);
+  for (uint32_t l = first; l < L; ++l, ++next) {
+    if (sections[next].type != kLayerSectionBase + l) return DataLoss("seq: unexpected section type");
+    SEQKV_ASSIGN_OR_RETURN(auto streams, UnpackStreams(sections[next].data, 2 * H));
+    for (uint32_t kv = 0; kv < 2; ++kv) {
+      for (uint32_t h = 0; h < H; ++h) {
+        SEQKV_RETURN_IF_ERROR(SeqDecodeGroup(streams[kv * H + h], T, d,
+                                             loop.q.data() + size_t{SeqGroup(l, kv, h, H)} * per_group));
+      }
+    }
+  }
+  SeqDecodeLoop(p, T, params.layer0_exact ? layer0.data() : nullptr, params, &loop);
+  WriteOutput(loop, first, chunk);
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Codec>> MakeSeqLossyCodec(const CodecSpec& spec) {
+  SEQKV_RETURN_IF_ERROR(SpecCheckKeys(
+      spec, {"profile", "bits", "kl", "delta", "deadzone", "krate", "vrate", "fallback", "maxbits", "lossless"}));
+  SeqLossyCodec::Options o;
+  SEQKV_ASSIGN_OR_RETURN(o.bits, SpecDouble(spec, "bits", 0, 0, 16));
+  SEQKV_ASSIGN_OR_RETURN(o.kl, SpecDouble(spec, "kl", 0, 0, 100));
+  SEQKV_ASSIGN_OR_RETURN(o.delta, SpecDouble(spec, "delta", 0, 0, kMaxDelta));
+  SEQKV_ASSIGN_OR_RETURN(o.deadzone, SpecDouble(spec, "deadzone", 0.5, 0, 0.5));
+  SEQKV_ASSIGN_OR_RETURN(o.krate, SpecDouble(spec, "krate", 0, -7, 7));
+  SEQKV_ASSIGN_OR_RETURN(o.vrate, SpecDouble(spec, "vrate", 0, -7, 7));
+  SEQKV_ASSIGN_OR_RETURN(o.maxbits, SpecDouble(spec, "maxbits", 8, 0.01, 16));
+  auto fb = spec.params.find("fallback");
+  if (fb != spec.params.end()) {
+    if (fb->second != "lossless" && fb->second != "none") {
+      return InvalidArgument("seq: fallback must be lossless or none");
+    }
+    o.fallback_lossless = fb->second == "lossless";
+  }
+  if (o.delta > 0 && (o.bits > 0 || o.kl > 0)) return InvalidArgument("seq: delta= excludes bits= and kl=");
+  if (o.delta > 0 && o.delta < kMinDelta) return InvalidArgument("seq: delta must be >= 1e-5");
+  if (o.bits == 0 && o.kl == 0 && o.delta == 0) {
+    return InvalidArgument("seq: give bits=B (a rate), kl=D (a quality budget), delta=X (a step) or lossless");
+  }
+  std::shared_ptr<const SeqProfile> profile;
+  auto pid = spec.params.find("profile");
+  if (pid != spec.params.end()) {
+    SEQKV_ASSIGN_OR_RETURN(profile, SeqResources::Default().Profile(pid->second));
+  } else {
+    SEQKV_ASSIGN_OR_RETURN(profile, SeqResources::Default().OnlyProfile());
+  }
+  if (o.kl > 0 && !profile->has_sensitivity) {
+    return FailedPrecondition("seq: kl= needs a profile calibrated with sensitivities (--sensitivity FILE)");
+  }
+  std::shared_ptr<const KvModel> model;
+  if (profile->layer0_from_model) {
+    auto m = SeqResources::Default().Model(profile->model_id);
+    if (m.ok()) model = *m;  // without it, Encode and the Decode of a chunk that needs it fail clearly
+  }
+  CodecSpec lossless_spec;
+  lossless_spec.name = "seq";
+  lossless_spec.params = {{"lossless", "1"}};
+  SEQKV_ASSIGN_OR_RETURN(auto lossless, MakeSeqLosslessCodec(lossless_spec));
+  return std::unique_ptr<Codec>(
+      new SeqLossyCodec(profile, profile->Id(), std::move(model), o, std::move(lossless)));
+}
+
+}  // namespace internal
+
+}  // namespace seqkv

@@ -1,0 +1,489 @@
+#include "seq_lossy_core.h"
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+
+#include "bytes.h"
+#include "engine_rope.h"
+#include "rans.h"
+#include "seq_lossless_rope.h"
+#include "seqkv/codec/dtype.h"
+
+namespace seqkv::internal {
+
+std::string ModelIdHex(const std::array<uint8_t, 16>& id) {
+  std::string s;
+  char buf[3];
+  for (uint8_t b : id) {
+    std::snprintf(buf, sizeof(buf), "%02x", b);
+    s += buf;
+  }
+  return s;
+}
+
+std::vector<float> SeqCodingDomainLayer(const Chunk& chunk, uint32_t layer, bool pre_rope) {
+  const KvShape& s = chunk.shape;
+  const size_t per_head = size_t{s.tokens} * s.head_dim;
+  const size_t per_layer = s.kv_heads * per_head;
+  const size_t esize = DTypeSize(chunk.dtype);
+  std::vector<float> out(2 * per_layer);
+  ToFloat(chunk.dtype, chunk.k.data() + layer * per_layer * esize, per_layer, out.data());
+  ToFloat(chunk.dtype, chunk.v.data() + layer * per_layer * esize, per_layer, out.data() + per_layer);
+  if (pre_rope && chunk.rope.style != RopeStyle::kNone) {
+    const RopeTable table = MakeRopeTable(chunk.rope, s.head_dim, chunk.first_position, s.tokens);
+    for (uint32_t h = 0; h < s.kv_heads; ++h) UndoRope(table, chunk.rope.style, out.data() + h * per_head);
+  }
+  return out;
+}
+
+std::vector<float> SeqCodingDomain(const Chunk& chunk, bool pre_rope) {
+  const KvShape& s = chunk.shape;
+  const size_t per_layer2 = 2 * size_t{s.kv_heads} * s.tokens * s.head_dim;
+  std::vector<float> out(s.layers * per_layer2);
+  for (uint32_t l = 0; l < s.layers; ++l) {
+    std::vector<float> layer = SeqCodingDomainLayer(chunk, l, pre_rope);
+    std::copy(layer.begin(), layer.end(), out.begin() + l * per_layer2);
+  }
+  return out;
+}
+
+// ============================================================ entropy coding
+
+namespace {
+
+constexpr int kScaleBits = 15;
+constexpr uint32_t kTotal = 1u << kScaleBits;
+constexpr int kSymbols = 16;          // magnitudes 0..14, 15 = escape
+constexpr int kEscape = kSymbols - 1;
+constexpr int kContexts = 3;
+constexpr uint32_t kHalf = kTotal / 2;
+
+// An adaptive distribution over kSymbols with coding frequencies p[s] + 1
+// that always sum to 2^15. Update: every p[k] gives p[k] >> rate to the coded
+// symbol (integer, exact, order-independent).
+struct AdaptiveModel {
+  uint16_t p[kSymbols];
+  uint32_t n = 0;
+
+  AdaptiveModel() {
+    const uint32_t budget = kTotal - kSymbols;
+    for (int s = 0; s < kSymbols; ++s) p[s] = static_cast<uint16_t>(budget / kSymbols);
+    p[0] = static_cast<uint16_t>(p[0] + budget % kSymbols);
+  }
+  int Rate() const { return n < 16 ? 2 : n < 64 ? 3 : n < 256 ? 4 : 5; }
+  void Update(int s) {
+    const int rate = Rate();
+    uint32_t moved = 0;
+    for (int k = 0; k < kSymbols; ++k) {
+      const uint16_t d = static_cast<uint16_t>(p[k] >> rate);
+      p[k] = static_cast<uint16_t>(p[k] - d);
+      moved += d;
+    }
+    p[s] = static_cast<uint16_t>(p[s] + moved);
+    ++n;
+  }
+  uint32_t Start(int s) const {
+    uint32_t c = 0;
+    for (int k = 0; k < s; ++k) c += p[k] + 1u;
+    return c;
+  }
+  uint32_t Freq(int s) const { return p[s] + 1u; }
+};
+
+struct Op {
+  uint32_t start;
+  uint32_t freq;
+  uint8_t lane;
+};
+
+int Context(int32_t prev) { return prev == 0 ? 0 : ((prev == 1 || prev == -1) ? 1 : 2); }
+
+// Runs the models over the coded components in decode order; emit(lane,
+// start, freq) for every rANS symbol.
+template <typename Emit>
+void ModelSymbols(const int32_t* q, uint32_t tokens, uint32_t dim, const std::vector<uint32_t>& coded,
+                  uint32_t lanes, Emit&& emit) {
+  const size_t nc = coded.size();
+  std::vector<AdaptiveModel> models(nc * kContexts);
+  std::vector<int32_t> prev(nc, 0);
+  for (uint32_t t = 0; t < tokens; ++t) {
+    const int32_t* row = q + size_t{t} * dim;
+    for (size_t c = 0; c < nc; ++c) {
+      const uint8_t lane = static_cast<uint8_t>(c % lanes);
+      const int32_t v = row[coded[c]];
+      const uint32_t mag = static_cast<uint32_t>(v < 0 ? -int64_t{v} : v);
+      AdaptiveModel& m = models[c * kContexts + Context(prev[c])];
+      const int s = mag >= kEscape ? kEscape : static_cast<int>(mag);
+      emit(lane, m.Start(s), m.Freq(s));
+      m.Update(s);
+      if (mag >= kEscape) {  // Exp-Golomb 0 of mag - 15, in uniform bits
+        const uint32_t e = mag - kEscape + 1;
+        const int k = std::bit_width(e) - 1;
+        for (int b = 0; b < k; ++b) emit(lane, 0, kHalf);
+        emit(lane, kHalf, kHalf);
+        for (int b = k - 1; b >= 0; --b) emit(lane, ((e >> b) & 1) ? kHalf : 0, kHalf);
+      }
+      if (mag != 0) emit(lane, v < 0 ? kHalf : 0, kHalf);
+      prev[c] = v;
+    }
+  }
+}
+
+std::vector<uint32_t> CodedComponents(const int32_t* q, uint32_t tokens, uint32_t dim, std::vector<uint8_t>* bitmap) {
+  std::vector<uint8_t> any(dim, 0);
+  for (size_t i = 0; i < size_t{tokens} * dim; ++i) {
+    if (q[i] != 0) any[i % dim] = 1;
+  }
+  std::vector<uint32_t> coded;
+  if (bitmap) bitmap->assign((dim + 7) / 8, 0);
+  for (uint32_t i = 0; i < dim; ++i) {
+    if (!any[i]) continue;
+    coded.push_back(i);
+    if (bitmap) (*bitmap)[i / 8] |= static_cast<uint8_t>(1u << (i % 8));
+  }
+  return coded;
+}
+
+const std::vector<float>& CostTable() {
+  static const std::vector<float> table = [] {
+    std::vector<float> t(kTotal + 1, 0.0f);
+    for (uint32_t f = 1; f <= kTotal; ++f) t[f] = static_cast<float>(std::log2(double(kTotal) / f));
+    return t;
+  }();
+  return table;
+}
+
+}  // namespace
+
+std::vector<uint8_t> SeqEncodeGroup(const int32_t* q, uint32_t tokens, uint32_t dim) {
+  std::vector<uint8_t> out;
+  std::vector<uint32_t> coded = CodedComponents(q, tokens, dim, &out);
+  const uint32_t lanes = std::min<uint32_t>(kSeqMaxLanes, static_cast<uint32_t>(coded.size()));
+  out.push_back(static_cast<uint8_t>(lanes));
+  if (lanes == 0) return out;
+  std::vector<Op> ops;
+  ops.reserve(size_t{tokens} * coded.size() * 2);
+  ModelSymbols(q, tokens, dim, coded, lanes,
+               [&](uint8_t lane, uint32_t start, uint32_t freq) { ops.push_back({start, freq, lane}); });
+  uint32_t state[kSeqMaxLanes];
+  for (uint32_t l = 0; l < lanes; ++l) state[l] = kRansLow;
+  std::vector<uint16_t> words;
+  words.reserve(ops.size() / 4 + 16);
+  for (size_t i = ops.size(); i-- > 0;) {
+    const Op& op = ops[i];
+    uint32_t& x = state[op.lane];
+    if (x >= (uint64_t{op.freq} << (32 - kScaleBits))) {
+      words.push_back(static_cast<uint16_t>(x));
+      x >>= 16;
+    }
+    x = ((x / op.freq) << kScaleBits) + (x % op.freq) + op.start;
+  }
+  ByteWriter w(&out);
+  for (uint32_t l = 0; l < lanes; ++l) w.U32(state[l]);
+  for (size_t i = words.size(); i-- > 0;) w.U16(words[i]);
+  return out;
+}
+
+double SeqEstimateGroupBits(const int32_t* q, uint32_t tokens, uint32_t dim) {
+  std::vector<uint32_t> coded = CodedComponents(q, tokens, dim, nullptr);
+  double bits = 8.0 * ((dim + 7) / 8 + 1);
+  if (coded.empty()) return bits;
+  const uint32_t lanes = std::min<uint32_t>(kSeqMaxLanes, static_cast<uint32_t>(coded.size()));
+  bits += 32.0 * lanes;
+  const std::vector<float>& cost = CostTable();
+  float acc = 0;  // per-row partial sums keep float error small
+  ModelSymbols(q, tokens, dim, coded, lanes, [&](uint8_t, uint32_t, uint32_t freq) { acc += cost[freq]; });
+  return bits + acc;
+}
+
+Status SeqDecodeGroup(std::span<const uint8_t> stream, uint32_t tokens, uint32_t dim, int32_t* q) {
+  std::fill(q, q + size_t{tokens} * dim, 0);
+  const size_t bitmap_bytes = (dim + 7) / 8;
+  if (stream.size() < bitmap_bytes + 1) return DataLoss("seq: group stream truncated");
+  std::vector<uint32_t> coded;
+  for (uint32_t i = 0; i < dim; ++i) {
+    if (stream[i / 8] & (1u << (i % 8))) coded.push_back(i);
+  }
+  for (uint32_t i = dim; i < bitmap_bytes * 8; ++i) {
+    if (stream[i / 8] & (1u << (i % 8))) return DataLoss("seq: bad component bitmap");
+  }
+  const uint32_t lanes = stream[bitmap_bytes];
+  if (lanes != std::min<uint32_t>(kSeqMaxLanes, static_cast<uint32_t>(coded.size()))) {
+    return DataLoss("seq: bad lane count");
+  }
+  if (lanes == 0) {
+    if (stream.size() != bitmap_bytes + 1) return DataLoss("seq: trailing bytes in group stream");
+    return Status::Ok();
+  }
+  ByteReader r(stream.subspan(bitmap_bytes + 1));
+  uint32_t state[kSeqMaxLanes];
+  for (uint32_t l = 0; l < lanes; ++l) {
+    state[l] = r.U32();
+    if (!r.ok() || state[l] < kRansLow) return DataLoss("seq: bad rANS state");
+  }
+  if (r.remaining() % 2 != 0) return DataLoss("seq: odd rANS word bytes");
+  bool ok = true;
+  // Pops one symbol: returns the slot; the caller finds the symbol and calls
+  // Advance with its start and frequency.
+  auto advance = [&](uint32_t lane, uint32_t start, uint32_t freq) {
+    uint32_t& x = state[lane];
+    const uint32_t slot = x & (kTotal - 1);
+    x = freq * (x >> kScaleBits) + slot - start;
+    if (x < kRansLow) {
+      const uint16_t word = r.U16();
+      if (!r.ok()) {
+        ok = false;
+        x = kRansLow;
+        return;
+      }
+      x = (x << 16) | word;
+    }
+  };
+  auto bit = [&](uint32_t lane) {
+    const int b = (state[lane] & (kTotal - 1)) >= kHalf ? 1 : 0;
+    advance(lane, b ? kHalf : 0, kHalf);
+    return b;
+  };
+  const size_t nc = coded.size();
+  std::vector<AdaptiveModel> models(nc * kContexts);
+  std::vector<int32_t> prev(nc, 0);
+  for (uint32_t t = 0; t < tokens && ok; ++t) {
+    int32_t* row = q + size_t{t} * dim;
+    for (size_t c = 0; c < nc && ok; ++c) {
+      const uint32_t lane = static_cast<uint32_t>(c % lanes);
+      AdaptiveModel& m = models[c * kContexts + Context(prev[c])];
+      const uint32_t slot = state[lane] & (kTotal - 1);
+      int s = 0;
+      uint32_t start = 0;
+      for (; s < kEscape; ++s) {
+        const uint32_t f = m.Freq(s);
+        if (slot < start + f) break;
+        start += f;
+      }
+      advance(lane, start, m.Freq(s));
+      m.Update(s);
+      uint32_t mag = static_cast<uint32_t>(s);
+      if (s == kEscape) {
+        int k = 0;
+        while (ok && bit(lane) == 0) {
+          if (++k > 24) {
+            ok = false;
+            break;
+          }
+        }
+        uint32_t e = 1;
+        for (int b = 0; b < k && ok; ++b) e = (e << 1) | static_cast<uint32_t>(bit(lane));
+        mag = e - 1 + kEscape;
+        if (mag > static_cast<uint32_t>(kSeqMaxMagnitude)) ok = false;
+      }
+      int32_t v = static_cast<int32_t>(mag);
+      if (mag != 0 && ok && bit(lane)) v = -v;
+      row[coded[c]] = v;
+      prev[c] = v;
+    }
+  }
+  if (!ok) return DataLoss("seq: group stream truncated or corrupt");
+  if (r.remaining() != 0) return DataLoss("seq: trailing bytes in group stream");
+  for (uint32_t l = 0; l < lanes; ++l) {
+    if (state[l] != kRansLow) return DataLoss("seq: rANS final state mismatch (corrupt stream)");
+  }
+  return Status::Ok();
+}
+
+// ============================================================ closed loop
+
+double SeqMultiplier(uint8_t code) {
+  // 2^((code - 128) / 16) from + and * only.
+  static const double kRoot = std::sqrt(std::sqrt(std::sqrt(std::sqrt(2.0))));
+  const int e = static_cast<int>(code) - 128;
+  const int whole = e >= 0 ? e / 16 : -((-e + 15) / 16);
+  const int frac = e - 16 * whole;  // 0..15
+  double m = 1;
+  for (int i = 0; i < frac; ++i) m *= kRoot;
+  return std::ldexp(m, whole);
+}
+
+std::vector<float> SeqSteps(const SeqProfile& p, const SeqLoopParams& params) {
+  const uint32_t g_count = p.groups(), d = p.head_dim;
+  std::vector<float> steps(size_t{g_count} * d);
+  for (uint32_t g = 0; g < g_count; ++g) {
+    const double mult = params.mult_code.empty() ? 1.0 : SeqMultiplier(params.mult_code[g]);
+    const double base = double{params.delta0} * mult;
+    for (uint32_t i = 0; i < d; ++i) {
+      steps[size_t{g} * d + i] = static_cast<float>(base * double{p.step_scale[size_t{g} * d + i]});
+    }
+  }
+  return steps;
+}
+
+namespace {
+
+// Features of the previous layer for every token: [T][F], F = profile.features().
+// For same-head inputs, one block per head: [H][T][2d+1].
+std::vector<float> Features(const SeqProfile& p, uint32_t tokens, const float* prev /*[2][H][T][d]*/) {
+  const uint32_t H = p.kv_heads, d = p.head_dim, F = p.features();
+  if (p.inputs == SeqInputs::kAllHeads) {
+    std::vector<float> f(size_t{tokens} * F);
+    for (uint32_t t = 0; t < tokens; ++t) {
+      float* row = f.data() + size_t{t} * F;
+      for (uint32_t kv = 0; kv < 2; ++kv) {
+        for (uint32_t h = 0; h < H; ++h) {
+          const float* src = prev + ((size_t{kv} * H + h) * tokens + t) * d;
+          std::copy(src, src + d, row + (kv * H + h) * d);
+        }
+      }
+      row[F - 1] = 1.0f;
+    }
+    return f;
+  }
+  if (p.inputs == SeqInputs::kSameHead) {
+    std::vector<float> f(size_t{H} * tokens * F);
+    for (uint32_t h = 0; h < H; ++h) {
+      for (uint32_t t = 0; t < tokens; ++t) {
+        float* row = f.data() + (size_t{h} * tokens + t) * F;
+        for (uint32_t kv = 0; kv < 2; ++kv) {
+          const float* src = prev + ((size_t{kv} * H + h) * tokens + t) * d;
+          std::copy(src, src + d, row + kv * d);
+        }
+        row[F - 1] = 1.0f;
+      }
+    }
+    return f;
+  }
+  return {};
+}
+
+// pred[T][d] = features . W (f ascending; bias row last), or the bias alone
+// when there is no previous layer or the inputs are the mean.
+void Predict(const SeqProfile& p, uint32_t g, uint32_t head, uint32_t tokens, const std::vector<float>& feats,
+             float* pred) {
+  const uint32_t d = p.head_dim, F = p.features();
+  const float* w = p.predictor.data() + size_t{g} * F * d;
+  const float* bias = w + size_t{F - 1} * d;
+  if (feats.empty()) {
+    for (uint32_t t = 0; t < tokens; ++t) {
+      float* out = pred + size_t{t} * d;
+      for (uint32_t j = 0; j < d; ++j) out[j] = 0.0f + 1.0f * bias[j];
+    }
+    return;
+  }
+  const float* base = p.inputs == SeqInputs::kSameHead ? feats.data() + size_t{head} * tokens * F : feats.data();
+  for (uint32_t t = 0; t < tokens; ++t) {
+    const float* x = base + size_t{t} * F;
+    float* out = pred + size_t{t} * d;
+    for (uint32_t j = 0; j < d; ++j) out[j] = 0.0f;
+    for (uint32_t f = 0; f < F; ++f) {
+      const float a = x[f];
+      const float* wr = w + size_t{f} * d;
+      for (uint32_t j = 0; j < d; ++j) out[j] += a * wr[j];
+    }
+  }
+}
+
+// xhat[t][j] = pred[t][j] + sum over i with q != 0, ascending, of (q * step_i) * U[i][j].
+void Reconstruct(const float* basis, const float* steps, uint32_t tokens, uint32_t d, const int32_t* q,
+                 const float* pred, float* xhat, float* acc) {
+  for (uint32_t t = 0; t < tokens; ++t) {
+    const int32_t* qr = q + size_t{t} * d;
+    for (uint32_t j = 0; j < d; ++j) acc[j] = 0.0f;
+    for (uint32_t i = 0; i < d; ++i) {
+      if (qr[i] == 0) continue;
+      const float y = static_cast<float>(qr[i]) * steps[i];
+      const float* u = basis + size_t{i} * d;
+      for (uint32_t j = 0; j < d; ++j) acc[j] += y * u[j];
+    }
+    const float* pr = pred + size_t{t} * d;
+    float* xr = xhat + size_t{t} * d;
+    for (uint32_t j = 0; j < d; ++j) xr[j] = pr[j] + acc[j];
+  }
+}
+
+void Loop(const SeqProfile& p, uint32_t tokens, const float* x, const float* layer0, const SeqLoopParams& params,
+          bool encode, SeqLoopResult* out) {
+  const uint32_t L = p.layers, H = p.kv_heads, d = p.head_dim;
+  const size_t per_group = size_t{tokens} * d;
+  const size_t per_layer = 2 * H * per_group;
+  const std::vector<float> steps = SeqSteps(p, params);
+  out->xhat.assign(L * per_layer, 0.0f);
+  if (encode) {
+    out->q.assign(size_t{p.groups()} * per_group, 0);
+    out->sse.assign(p.groups(), 0.0);
+  }
+  std::vector<float> pred(per_group), acc(d), c(d), basis_t(size_t{d} * d);
+  uint32_t first = 0;
+  if (params.layer0_exact) {
+    std::copy(layer0, layer0 + per_layer, out->xhat.begin());
+    first = 1;
+  }
+  for (uint32_t l = first; l < L; ++l) {
+    std::vector<float> feats;
+    if (l > 0 && p.inputs != SeqInputs::kMean) feats = Features(p, tokens, out->xhat.data() + (l - 1) * per_layer);
+    for (uint32_t kv = 0; kv < 2; ++kv) {
+      for (uint32_t h = 0; h < H; ++h) {
+        const uint32_t g = SeqGroup(l, kv, h, H);
+        Predict(p, g, h, tokens, feats, pred.data());
+        const float* basis = p.basis.data() + size_t{g} * d * d;
+        const float* st = steps.data() + size_t{g} * d;
+        int32_t* q = out->q.data() + size_t{g} * per_group;
+        float* xhat = out->xhat.data() + l * per_layer + (size_t{kv} * H + h) * per_group;
+        if (encode) {
+          for (uint32_t i = 0; i < d; ++i) {
+            for (uint32_t j = 0; j < d; ++j) basis_t[size_t{j} * d + i] = basis[size_t{i} * d + j];
+          }
+          const float* xs = x + l * per_layer + (size_t{kv} * H + h) * per_group;
+          for (uint32_t t = 0; t < tokens; ++t) {
+            const float* xr = xs + size_t{t} * d;
+            const float* pr = pred.data() + size_t{t} * d;
+            // c = U r, accumulated over j ascending (vectorizes over i).
+            for (uint32_t i = 0; i < d; ++i) c[i] = 0.0f;
+            for (uint32_t j = 0; j < d; ++j) {
+              const float rj = xr[j] - pr[j];
+              const float* ut = basis_t.data() + size_t{j} * d;
+              for (uint32_t i = 0; i < d; ++i) c[i] += rj * ut[i];
+            }
+            int32_t* qr = q + size_t{t} * d;
+            for (uint32_t i = 0; i < d; ++i) {
+              const float a = std::fabs(c[i]) / st[i] + params.rho;
+              const float m = std::floor(std::min(a, static_cast<float>(kSeqMaxMagnitude)));
+              const int32_t v = static_cast<int32_t>(m);
+              qr[i] = c[i] < 0 ? -v : v;
+            }
+          }
+        }
+        Reconstruct(basis, st, tokens, d, q, pred.data(), xhat, acc.data());
+        if (encode) {
+          const float* xs = x + l * per_layer + (size_t{kv} * H + h) * per_group;
+          double sse = 0;
+          for (size_t i = 0; i < per_group; ++i) {
+            const double e = double{xs[i]} - double{xhat[i]};
+            sse += e * e;
+          }
+          out->sse[g] = sse;
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void SeqEncodeLoop(const SeqProfile& profile, uint32_t tokens, const float* x, const float* layer0,
+                   const SeqLoopParams& params, SeqLoopResult* out) {
+  Loop(profile, tokens, x, layer0, params, true, out);
+}
+
+void SeqDecodeLoop(const SeqProfile& profile, uint32_t tokens, const float* layer0, const SeqLoopParams& params,
+                   SeqLoopResult* out) {
+  Loop(profile, tokens, nullptr, layer0, params, false, out);
+}
+
+double SeqProxy(const SeqProfile& p, const std::vector<double>& sse, uint32_t tokens) {
+  double sum = 0;
+  for (uint32_t g = 0; g < p.groups(); ++g) sum += double{p.sensitivity[g]} * sse[g];
+  return double{p.proxy_scale} * sum / std::max<uint32_t>(tokens, 1);
+}
+
+}  // namespace seqkv::internal

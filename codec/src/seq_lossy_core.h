@@ -1,0 +1,81 @@
+// The sequential lossy codec's arithmetic, shared by the codec
+// (seq_lossy_codec.cc) and calibration (seq_calibrate.cc). Normative
+// description: docs/format.md, "seq lossy"; design: docs/seq_codec_design.md.
+//
+// Everything that affects decoded values is float32 in a fixed order (the
+// library is built with -ffp-contract=off), so encoder and decoder on any
+// machine reconstruct the same floats bit for bit.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "seqkv/codec/chunk.h"
+#include "seqkv/codec/seq_profile.h"
+#include "seqkv/codec/status.h"
+
+namespace seqkv::internal {
+
+std::string ModelIdHex(const std::array<uint8_t, 16>& id);
+
+// Index of group (layer, kv, head).
+inline uint32_t SeqGroup(uint32_t layer, uint32_t kv, uint32_t head, uint32_t kv_heads) {
+  return (layer * 2 + kv) * kv_heads + head;
+}
+
+// The coding domain of a chunk: float32 X[layer][kv][head][token][dim], keys
+// with RoPE undone when pre_rope (deterministic, engine_rope.h).
+std::vector<float> SeqCodingDomain(const Chunk& chunk, bool pre_rope);
+// The same for one layer only: X[kv][head][token][dim].
+std::vector<float> SeqCodingDomainLayer(const Chunk& chunk, uint32_t layer, bool pre_rope);
+
+// ---- entropy coding of one group's symbols q[token][dim] (int32) ----------
+// Stream: zero-flag bitmap (ceil(dim/8) bytes, bit i set = component i has a
+// non-zero symbol), u8 lanes, then if lanes > 0 an interleaved rANS stream
+// ([lanes x u32 state][u16 words]) of the coded components' symbols in token-
+// major order, coded component c on lane c % lanes, each component with its
+// own adaptive models (one per context = min(|q| of the previous token, 2)).
+inline constexpr uint32_t kSeqMaxLanes = 8;
+inline constexpr int32_t kSeqMaxMagnitude = 1 << 24;
+
+std::vector<uint8_t> SeqEncodeGroup(const int32_t* q, uint32_t tokens, uint32_t dim);
+// Ideal code length in bits of SeqEncodeGroup's output under its own models
+// (no rANS overhead): what rate control uses.
+double SeqEstimateGroupBits(const int32_t* q, uint32_t tokens, uint32_t dim);
+Status SeqDecodeGroup(std::span<const uint8_t> stream, uint32_t tokens, uint32_t dim, int32_t* q);
+
+// ---- the closed loop ------------------------------------------------------
+struct SeqLoopParams {
+  float delta0 = 1.0f;
+  std::vector<uint8_t> mult_code;  // [G]; step multiplier 2^((code - 128) / 16)
+  float rho = 0.5f;                // rounding offset (encoder only)
+  bool layer0_exact = false;       // layer 0 is given exactly (model + correction)
+};
+
+// Step multiplier of a code, deterministic.
+double SeqMultiplier(uint8_t code);
+// Steps [G][dim] as float32.
+std::vector<float> SeqSteps(const SeqProfile& profile, const SeqLoopParams& params);
+
+struct SeqLoopResult {
+  std::vector<int32_t> q;     // [G][T][dim] symbols (groups of an exact layer 0: unused)
+  std::vector<float> xhat;    // [L][2][H][T][dim] reconstruction, coding domain
+  std::vector<double> sse;    // [G] squared error vs x (encoder only)
+};
+
+// Encoder: quantizes x (coding domain) layer by layer, predicting each layer
+// from the reconstruction of the one below. layer0 (coding domain of the
+// exact layer 0, [2][H][T][dim]) is used when params.layer0_exact.
+void SeqEncodeLoop(const SeqProfile& profile, uint32_t tokens, const float* x, const float* layer0,
+                   const SeqLoopParams& params, SeqLoopResult* out);
+// Decoder: rebuilds xhat from the symbols in out->q (filled by the caller).
+void SeqDecodeLoop(const SeqProfile& profile, uint32_t tokens, const float* layer0, const SeqLoopParams& params,
+                   SeqLoopResult* out);
+
+// KL proxy of a reconstruction: proxy_scale * sum_g sensitivity_g * SSE_g / T.
+double SeqProxy(const SeqProfile& profile, const std::vector<double>& sse, uint32_t tokens);
+
+}  // namespace seqkv::internal

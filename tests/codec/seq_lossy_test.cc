@@ -1,0 +1,466 @@
+// Tests of seq's lossy modes (codec/src/seq_lossy_*.cc, seq_profile.cc,
+// seq_calibrate.cc): the group entropy coder, profiles, calibration, rate
+// control, the guardrail and its fallback, layer 0 from the model, and that
+// the decoder rebuilds exactly what the encoder reconstructed.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <random>
+
+#include "../../codec/src/seq_lossy_core.h"
+#include "seqkv/codec/dtype.h"
+#include "seqkv/codec/format.h"
+#include "seqkv/codec/kv_model.h"
+#include "seqkv/codec/safetensors.h"
+#include "seqkv/codec/seq_profile.h"
+#include "util/test_util.h"
+
+namespace seqkv {
+namespace {
+
+// ------------------------------------------------------------ group coder
+
+std::vector<int32_t> RandomSymbols(uint32_t tokens, uint32_t dim, double zero_p, double scale, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> u(0, 1);
+  std::vector<int32_t> q(size_t{tokens} * dim, 0);
+  for (uint32_t t = 0; t < tokens; ++t) {
+    for (uint32_t i = 0; i < dim; ++i) {
+      if (i % 5 == 3) continue;  // some components stay all zero
+      if (u(rng) < zero_p) continue;
+      const double mag = 1 + std::floor(-std::log(1 - u(rng)) * scale * (1 + i % 3));
+      q[size_t{t} * dim + i] = static_cast<int32_t>(u(rng) < 0.5 ? -mag : mag);
+    }
+  }
+  return q;
+}
+
+TEST(SeqGroupCoderTest, RoundTripsEveryKindOfSymbol) {
+  struct Case { uint32_t tokens, dim; double zero_p, scale; };
+  for (const Case& c : {Case{1, 1, 0.5, 1}, Case{7, 3, 0.0, 2}, Case{256, 64, 0.7, 1.5}, Case{100, 33, 0.2, 40},
+                        Case{64, 8, 0.9, 0.3}, Case{300, 16, 0.0, 5000}}) {
+    std::vector<int32_t> q = RandomSymbols(c.tokens, c.dim, c.zero_p, c.scale, c.tokens * 31 + c.dim);
+    if (c.tokens > 10) q[5] = (1 << 24) - 1;  // near the largest magnitude
+    if (c.tokens > 10) q[6] = -(1 << 24);
+    std::vector<uint8_t> stream = internal::SeqEncodeGroup(q.data(), c.tokens, c.dim);
+    std::vector<int32_t> back(q.size(), 7);
+    Status st = internal::SeqDecodeGroup(stream, c.tokens, c.dim, back.data());
+    ASSERT_TRUE(st.ok()) << st.ToString();
+    EXPECT_EQ(back, q) << c.tokens << "x" << c.dim;
+    // The estimate is the coded size up to the rANS state flush.
+    const double est = internal::SeqEstimateGroupBits(q.data(), c.tokens, c.dim);
+    EXPECT_NEAR(est, 8.0 * stream.size(), 0.02 * 8.0 * stream.size() + 64) << c.tokens << "x" << c.dim;
+  }
+  // All zero: a bitmap and a zero lane count, nothing else.
+  std::vector<int32_t> zeros(64 * 10, 0);
+  std::vector<uint8_t> stream = internal::SeqEncodeGroup(zeros.data(), 10, 64);
+  EXPECT_EQ(stream.size(), 9u);
+  std::vector<int32_t> back(zeros.size(), 3);
+  ASSERT_TRUE(internal::SeqDecodeGroup(stream, 10, 64, back.data()).ok());
+  EXPECT_EQ(back, zeros);
+}
+
+TEST(SeqGroupCoderTest, CorruptOrTruncatedStreamsAreErrorsNotCrashes) {
+  const uint32_t tokens = 128, dim = 32;
+  std::vector<int32_t> q = RandomSymbols(tokens, dim, 0.5, 2, 5);
+  std::vector<uint8_t> stream = internal::SeqEncodeGroup(q.data(), tokens, dim);
+  std::vector<int32_t> back(q.size());
+  for (size_t cut : {size_t{0}, size_t{3}, stream.size() / 2, stream.size() - 2, stream.size() - 1}) {
+    std::span<const uint8_t> part(stream.data(), cut);
+    EXPECT_EQ(internal::SeqDecodeGroup(part, tokens, dim, back.data()).code(), StatusCode::kDataLoss) << cut;
+  }
+  std::vector<uint8_t> longer = stream;
+  longer.push_back(0);
+  longer.push_back(0);
+  EXPECT_EQ(internal::SeqDecodeGroup(longer, tokens, dim, back.data()).code(), StatusCode::kDataLoss);
+  std::mt19937_64 rng(9);
+  int detected = 0;
+  const int trials = 200;
+  for (int i = 0; i < trials; ++i) {
+    std::vector<uint8_t> bad = stream;
+    bad[rng() % bad.size()] ^= static_cast<uint8_t>(1 + rng() % 255);
+    Status st = internal::SeqDecodeGroup(bad, tokens, dim, back.data());
+    if (!st.ok()) {
+      EXPECT_EQ(st.code(), StatusCode::kDataLoss);
+      ++detected;
+    }
+  }
+  // The container's checksums catch the rest; the coder alone catches most.
+  EXPECT_GT(detected, trials * 9 / 10);
+}
+
+TEST(SeqLossyCoreTest, StepMultipliersArePowersOfTwoSixteenths) {
+  EXPECT_EQ(internal::SeqMultiplier(128), 1.0);
+  EXPECT_EQ(internal::SeqMultiplier(144), 2.0);
+  EXPECT_EQ(internal::SeqMultiplier(112), 0.5);
+  EXPECT_NEAR(internal::SeqMultiplier(136), std::sqrt(2.0), 4e-15);
+  EXPECT_NEAR(internal::SeqMultiplier(120), 1 / std::sqrt(2.0), 4e-15);
+}
+
+// ------------------------------------------------------------ helpers
+
+// Tokens [start, start + n) of a chunk, positions kept.
+Chunk Slice(const Chunk& c, uint32_t start, uint32_t n) {
+  Chunk out = c;
+  out.shape.tokens = n;
+  out.first_position = c.first_position + start;
+  out.tokens.assign(c.tokens.begin() + start, c.tokens.begin() + start + n);
+  const size_t es = DTypeSize(c.dtype), d = c.shape.head_dim;
+  out.k.clear();
+  out.v.clear();
+  for (uint32_t l = 0; l < c.shape.layers; ++l) {
+    for (uint32_t h = 0; h < c.shape.kv_heads; ++h) {
+      const size_t base = ((size_t{l} * c.shape.kv_heads + h) * c.shape.tokens + start) * d * es;
+      out.k.insert(out.k.end(), c.k.begin() + base, c.k.begin() + base + n * d * es);
+      out.v.insert(out.v.end(), c.v.begin() + base, c.v.begin() + base + n * d * es);
+    }
+  }
+  return out;
+}
+
+Chunk LoadDev(const std::string& name) {
+  auto dump = ReadKvDump(test::DevDump(name));
+  EXPECT_TRUE(dump.ok()) << dump.status().ToString();
+  return dump.ok() ? dump->chunk : Chunk{};
+}
+
+std::string ModelDir() { return test::SharedDir() + "/models/tinyllama-12m"; }
+
+std::unique_ptr<Codec> MakeOrFail(const std::string& spec) {
+  auto c = MakeCodec(spec);
+  EXPECT_TRUE(c.ok()) << spec << ": " << c.status().ToString();
+  return c.ok() ? std::move(c).value() : nullptr;
+}
+
+// Encodes with info and reconstruction, frames the sections as EncodeChunk
+// does, decodes, and checks the decoder rebuilt the encoder's reconstruction.
+struct Coded {
+  std::vector<uint8_t> bytes;
+  SeqEncodeInfo info;
+  Chunk recon;
+  Chunk decoded;
+  double bits_per_element = 0;
+};
+
+Coded EncodeAndCheck(const Codec& codec, const Chunk& chunk) {
+  Coded out;
+  const auto* enc = dynamic_cast<const SeqLossyEncoder*>(&codec);
+  EXPECT_NE(enc, nullptr);
+  if (enc == nullptr) return out;
+  std::vector<Section> sections;
+  Status st = enc->EncodeWithInfo(chunk, &sections, &out.info, &out.recon);
+  EXPECT_TRUE(st.ok()) << st.ToString();
+  auto bytes = EncodeChunk(chunk, codec);
+  EXPECT_TRUE(bytes.ok()) << bytes.status().ToString();
+  if (!bytes.ok()) return out;
+  out.bytes = *bytes;
+  out.bits_per_element = 8.0 * bytes->size() / (2.0 * chunk.shape.elements());
+  auto back = DecodeChunk(*bytes);
+  EXPECT_TRUE(back.ok()) << back.status().ToString();
+  if (!back.ok()) return out;
+  out.decoded = *back;
+  EXPECT_EQ(out.decoded.k, out.recon.k) << "decoder K differs from the encoder's reconstruction";
+  EXPECT_EQ(out.decoded.v, out.recon.v) << "decoder V differs from the encoder's reconstruction";
+  return out;
+}
+
+// ------------------------------------------------------------ synthetic
+
+class SeqLossySyntheticTest : public ::testing::TestWithParam<std::tuple<std::string, DType>> {
+ protected:
+  void TearDown() override { SeqResources::Default().Clear(); }
+};
+
+TEST_P(SeqLossySyntheticTest, CalibratesEncodesAndDecodesExactlyWhatTheEncoderSaw) {
+  const auto [inputs, dtype] = GetParam();
+  const KvShape shape{3, 3, 150, 16};
+  std::vector<Chunk> cal = {test::RandomChunk(shape, dtype, 1), test::RandomChunk(shape, dtype, 2)};
+  for (Chunk& c : cal) c.rope = {RopeStyle::kInterleaved, 500.0, 16};
+  SeqCalibrateOptions o;
+  o.inputs = *ParseSeqInputs(inputs);
+  o.sensitivity.assign(3 * 2 * 3, 0.0);
+  for (size_t g = 0; g < o.sensitivity.size(); ++g) o.sensitivity[g] = 0.5 + 0.25 * (g % 4);
+  SeqCalibrateReport report;
+  auto profile = CalibrateSeqProfile(cal, o, nullptr, &report);
+  ASSERT_TRUE(profile.ok()) << profile.status().ToString();
+  EXPECT_FALSE(profile->layer0_from_model);
+  EXPECT_TRUE(profile->has_sensitivity);
+  SeqResources::Default().AddProfile(std::make_shared<const SeqProfile>(*profile));
+
+  Chunk test_chunk = test::RandomChunk({3, 3, 77, 16}, dtype, 3);
+  test_chunk.rope = cal[0].rope;
+  test_chunk.first_position = 1000;
+  double prev_mse = INFINITY;
+  for (const char* bits : {"1", "3", "6"}) {
+    auto codec = MakeOrFail(std::string("seq:bits=") + bits);
+    ASSERT_TRUE(codec);
+    EXPECT_EQ(codec->ChunkFlags(), kFlagNeedsProfile);
+    Coded c = EncodeAndCheck(*codec, test_chunk);
+    ASSERT_FALSE(c.bytes.empty());
+    EXPECT_EQ(c.decoded.tokens, test_chunk.tokens);
+    const double mse = test::RelativeMse(test::Floats(test_chunk, test_chunk.k), test::Floats(c.decoded, c.decoded.k)) +
+                       test::RelativeMse(test::Floats(test_chunk, test_chunk.v), test::Floats(c.decoded, c.decoded.v));
+    EXPECT_LT(mse, prev_mse) << bits;
+    prev_mse = mse;
+  }
+  EXPECT_LT(prev_mse, 0.01);
+}
+
+INSTANTIATE_TEST_SUITE_P(Inputs, SeqLossySyntheticTest,
+                         ::testing::Combine(::testing::Values("all", "same", "mean"),
+                                            ::testing::Values(DType::kBF16, DType::kFP16, DType::kFP32)));
+
+TEST(SeqProfileTest, SerializesWithAChecksumAndRejectsDamage) {
+  const KvShape shape{2, 2, 80, 8};
+  std::vector<Chunk> cal = {test::RandomChunk(shape, DType::kBF16, 4)};
+  SeqCalibrateOptions o;
+  o.inputs = SeqInputs::kSameHead;
+  auto p = CalibrateSeqProfile(cal, o, nullptr);
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  std::vector<uint8_t> bytes = p->Serialize();
+  auto back = SeqProfile::Parse(bytes);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->Id(), p->Id());
+  EXPECT_EQ(back->Serialize(), bytes);
+  EXPECT_EQ(p->Id().size(), 16u);
+  EXPECT_EQ(p->SizeBytes().total, bytes.size());
+  for (size_t i : {size_t{0}, size_t{5}, size_t{40}, bytes.size() / 2, bytes.size() - 1}) {
+    std::vector<uint8_t> bad = bytes;
+    bad[i] ^= 0x10;
+    EXPECT_EQ(SeqProfile::Parse(bad).status().code(), StatusCode::kDataLoss) << i;
+  }
+  EXPECT_EQ(SeqProfile::Parse(std::span<const uint8_t>(bytes.data(), bytes.size() - 9)).status().code(),
+            StatusCode::kDataLoss);
+  const std::string dir = test::TempDir("seqprofile");
+  ASSERT_TRUE(p->Save(dir + "/p.sqkp").ok());
+  auto loaded = SeqProfile::Load(dir + "/p.sqkp");
+  ASSERT_TRUE(loaded.ok());
+  EXPECT_EQ(loaded->Id(), p->Id());
+  EXPECT_EQ(SeqProfile::Load(dir + "/missing.sqkp").status().code(), StatusCode::kNotFound);
+}
+
+TEST(SeqProfileTest, CalibrationRejectsBadInput) {
+  EXPECT_EQ(CalibrateSeqProfile({}, {}, nullptr).status().code(), StatusCode::kInvalidArgument);
+  Chunk a = test::RandomChunk({2, 2, 200, 8}, DType::kBF16, 1);
+  Chunk b = test::RandomChunk({2, 2, 200, 16}, DType::kBF16, 1);
+  EXPECT_EQ(CalibrateSeqProfile({a, b}, {}, nullptr).status().code(), StatusCode::kInvalidArgument);
+  Chunk tiny = test::RandomChunk({2, 2, 10, 8}, DType::kBF16, 1);  // 10 tokens < 2 x 33 inputs
+  auto st = CalibrateSeqProfile({tiny}, {}, nullptr).status();
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("too few"), std::string::npos) << st.ToString();
+  SeqCalibrateOptions o;
+  o.sensitivity = {1.0, 2.0};  // wrong count
+  EXPECT_EQ(CalibrateSeqProfile({a}, o, nullptr).status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST(SeqProfileTest, SensitivityJsonIsCheckedAgainstTheShape) {
+  const std::string good = R"({"format": "seqkv-sensitivity/1", "layers": 2, "kv_heads": 1, "head_dim": 4,
+    "key_domain": "pre_rope", "sensitivity": [[[1.0],[2.0]],[[3.0],[4.5]]]})";
+  auto s = ParseSensitivityJson(good, 2, 1, 4);
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  EXPECT_EQ(*s, (std::vector<double>{1.0, 2.0, 3.0, 4.5}));
+  EXPECT_FALSE(ParseSensitivityJson(good, 2, 2, 4).ok());
+  EXPECT_FALSE(ParseSensitivityJson("not json", 2, 1, 4).ok());
+  std::string negative = good;
+  negative.replace(negative.find("4.5"), 3, "-1.");
+  EXPECT_FALSE(ParseSensitivityJson(negative, 2, 1, 4).ok());
+}
+
+TEST(SeqLossySpecTest, ClearErrors) {
+  SeqResources::Default().Clear();
+  auto none = MakeCodec("seq:bits=2");
+  ASSERT_FALSE(none.ok());
+  EXPECT_NE(none.status().message().find("--profile"), std::string::npos);
+  auto missing = MakeCodec("seq:bits=2,profile=0123456789abcdef");
+  EXPECT_EQ(missing.status().code(), StatusCode::kFailedPrecondition);
+
+  const KvShape shape{2, 2, 100, 8};
+  SeqCalibrateOptions o;
+  o.inputs = SeqInputs::kSameHead;
+  auto p = CalibrateSeqProfile({test::RandomChunk(shape, DType::kBF16, 1)}, o, nullptr);
+  ASSERT_TRUE(p.ok());
+  SeqResources::Default().AddProfile(std::make_shared<const SeqProfile>(*p));
+  EXPECT_EQ(MakeCodec("seq:deadzone=0.4").status().code(), StatusCode::kInvalidArgument);  // no mode
+  EXPECT_EQ(MakeCodec("seq:bits=2,delta=0.1").status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(MakeCodec("seq:bits=20").status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(MakeCodec("seq:bits=2,fallback=maybe").status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(MakeCodec("seq:bits=2,colour=red").status().code(), StatusCode::kInvalidArgument);
+  // kl= needs sensitivities in the profile.
+  EXPECT_EQ(MakeCodec("seq:kl=0.01").status().code(), StatusCode::kFailedPrecondition);
+  // A chunk of another shape is refused at encode and its bytes name the profile.
+  auto codec = MakeOrFail("seq:delta=0.1");
+  ASSERT_TRUE(codec);
+  EXPECT_EQ(codec->Spec(), "seq:deadzone=0.5,delta=0.1,profile=" + p->Id());
+  EXPECT_EQ(EncodeChunk(test::RandomChunk({3, 2, 10, 8}, DType::kBF16, 1), *codec).status().code(),
+            StatusCode::kInvalidArgument);
+  auto bytes = EncodeChunk(test::RandomChunk(shape, DType::kBF16, 2), *codec);
+  ASSERT_TRUE(bytes.ok());
+  ASSERT_TRUE(DecodeChunk(*bytes).ok());
+  // Without the profile the chunk is not corrupt: the caller must load it.
+  SeqResources::Default().Clear();
+  auto out = DecodeChunk(*bytes);
+  ASSERT_FALSE(out.ok());
+  EXPECT_EQ(out.status().code(), StatusCode::kFailedPrecondition) << out.status().ToString();
+  EXPECT_NE(out.status().message().find(p->Id()), std::string::npos);
+}
+
+TEST(SeqLossyGuardrailTest, BudgetRaisesTheRateOrFallsBackToLossless) {
+  SeqResources::Default().Clear();
+  const KvShape shape{3, 2, 120, 16};
+  std::vector<Chunk> cal = {test::RandomChunk(shape, DType::kBF16, 11), test::RandomChunk(shape, DType::kBF16, 12)};
+  SeqCalibrateOptions o;
+  o.inputs = SeqInputs::kAllHeads;
+  o.sensitivity.assign(3 * 2 * 2, 1e-3);
+  auto p = CalibrateSeqProfile(cal, o, nullptr);
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  SeqResources::Default().AddProfile(std::make_shared<const SeqProfile>(*p));
+  const Chunk chunk = test::RandomChunk(shape, DType::kBF16, 13);
+
+  auto at2 = MakeOrFail("seq:bits=2");
+  ASSERT_TRUE(at2);
+  Coded base = EncodeAndCheck(*at2, chunk);
+  ASSERT_GT(base.info.proxy, 0);
+  EXPECT_NEAR(base.bits_per_element, 2.0, 0.2);  // small chunk: the container header counts
+
+  // kl= alone: the largest step within the budget.
+  const double budget = base.info.proxy / 4;
+  auto kl = MakeOrFail("seq:kl=" + std::to_string(budget));
+  ASSERT_TRUE(kl);
+  Coded k = EncodeAndCheck(*kl, chunk);
+  EXPECT_LE(k.info.proxy, budget);
+  EXPECT_GE(k.info.proxy, 0.9 * budget);
+  EXPECT_GT(k.bits_per_element, base.bits_per_element);
+  EXPECT_FALSE(k.info.guardrail_raised);
+
+  // bits= with a budget it would exceed: the guardrail raises the rate, and counts it.
+  const SeqEncodeCounters before = GetSeqEncodeCounters();
+  auto both = MakeOrFail("seq:bits=2,kl=" + std::to_string(budget));
+  ASSERT_TRUE(both);
+  Coded b = EncodeAndCheck(*both, chunk);
+  EXPECT_TRUE(b.info.guardrail_raised);
+  EXPECT_LE(b.info.proxy, budget);
+  EXPECT_GE(GetSeqEncodeCounters().guardrail_raised, before.guardrail_raised + 1);
+  // A loose budget leaves bits= alone.
+  auto loose = MakeOrFail("seq:bits=2,kl=" + std::to_string(base.info.proxy * 4));
+  Coded l = EncodeAndCheck(*loose, chunk);
+  EXPECT_FALSE(l.info.guardrail_raised);
+  EXPECT_NEAR(l.bits_per_element, base.bits_per_element, 0.02);
+
+  // A budget that needs more than maxbits: coded losslessly, bit-exact, counted.
+  auto strict = MakeOrFail("seq:kl=" + std::to_string(budget) + ",maxbits=1");
+  ASSERT_TRUE(strict);
+  Coded s = EncodeAndCheck(*strict, chunk);
+  EXPECT_TRUE(s.info.lossless_fallback);
+  EXPECT_EQ(s.decoded.k, chunk.k);
+  EXPECT_EQ(s.decoded.v, chunk.v);
+  EXPECT_GE(GetSeqEncodeCounters().lossless_fallback, before.lossless_fallback + 1);
+  auto refuse = MakeOrFail("seq:kl=" + std::to_string(budget) + ",maxbits=1,fallback=none");
+  ASSERT_TRUE(refuse);
+  EXPECT_EQ(EncodeChunk(chunk, *refuse).status().code(), StatusCode::kFailedPrecondition);
+  SeqResources::Default().Clear();
+}
+
+// ------------------------------------------------------------ real dumps
+
+class SeqLossyDevTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    auto model = KvModel::Load(ModelDir());
+    ASSERT_TRUE(model.ok()) << model.status().ToString();
+    model_ = *model;
+    std::vector<Chunk> cal = {Slice(LoadDev("doc00.safetensors"), 0, 512),
+                              Slice(LoadDev("doc05.safetensors"), 256, 512)};
+    SeqCalibrateOptions o;
+    // Sensitivities shaped like the measured ones: layer 4's keys ~10x.
+    for (uint32_t l = 0; l < 6; ++l) {
+      for (uint32_t kv = 0; kv < 2; ++kv) {
+        for (uint32_t h = 0; h < 2; ++h) o.sensitivity.push_back(kv == 0 ? (l == 4 ? 5e-3 : 5e-4) : 3e-3);
+      }
+    }
+    auto p = CalibrateSeqProfile(cal, o, model_.get());
+    ASSERT_TRUE(p.ok()) << p.status().ToString();
+    profile_ = std::make_shared<const SeqProfile>(*p);
+  }
+  static void TearDownTestSuite() {
+    profile_.reset();
+    model_.reset();
+  }
+  void SetUp() override {
+    SeqResources::Default().Clear();
+    SeqResources::Default().AddProfile(profile_);
+    SeqResources::Default().AddModel(model_);
+  }
+  void TearDown() override { SeqResources::Default().Clear(); }
+
+  static std::shared_ptr<const KvModel> model_;
+  static std::shared_ptr<const SeqProfile> profile_;
+};
+std::shared_ptr<const KvModel> SeqLossyDevTest::model_;
+std::shared_ptr<const SeqProfile> SeqLossyDevTest::profile_;
+
+TEST_F(SeqLossyDevTest, RateControlHitsTheTargetAndLayerZeroIsExact) {
+  ASSERT_TRUE(profile_->layer0_from_model);
+  const Chunk chunk = Slice(LoadDev("doc04.safetensors"), 300, 256);
+  double prev_err = INFINITY;
+  for (double target : {1.0, 2.0, 3.0}) {
+    auto codec = MakeOrFail("seq:bits=" + std::to_string(target));
+    ASSERT_TRUE(codec);
+    EXPECT_EQ(codec->ChunkFlags(), kFlagNeedsProfile | kFlagNeedsModel);
+    Coded c = EncodeAndCheck(*codec, chunk);
+    ASSERT_FALSE(c.bytes.empty());
+    EXPECT_NEAR(c.bits_per_element, target, 0.03 * target) << "coded size off the target";
+    EXPECT_TRUE(c.info.layer0_from_model);
+    // Layer 0 comes back bit-exact.
+    const size_t layer0_bytes = chunk.k.size() / chunk.shape.layers;
+    EXPECT_TRUE(std::equal(chunk.k.begin(), chunk.k.begin() + layer0_bytes, c.decoded.k.begin()));
+    EXPECT_TRUE(std::equal(chunk.v.begin(), chunk.v.begin() + layer0_bytes, c.decoded.v.begin()));
+    const double err = test::RelativeMse(test::Floats(chunk, chunk.v), test::Floats(c.decoded, c.decoded.v));
+    EXPECT_LT(err, prev_err) << target;
+    prev_err = err;
+    std::printf("seq:bits=%.0f on doc04[300:556]: %.4f bits/element, V rel MSE %.5f, proxy %.5f, %u trials, "
+                "layer-0 corrections %llu\n",
+                target, c.bits_per_element, err, c.info.proxy, c.info.trials,
+                static_cast<unsigned long long>(c.info.layer0_corrections));
+  }
+  EXPECT_LT(prev_err, 0.05);
+}
+
+TEST_F(SeqLossyDevTest, ChunksThatNeedTheModelSaySoAndFailClearlyWithoutIt) {
+  const Chunk chunk = Slice(LoadDev("doc02.safetensors"), 0, 128);
+  auto codec = MakeOrFail("seq:bits=2");
+  ASSERT_TRUE(codec);
+  auto bytes = EncodeChunk(chunk, *codec);
+  ASSERT_TRUE(bytes.ok()) << bytes.status().ToString();
+  auto header = ParseChunkHeader(*bytes);
+  ASSERT_TRUE(header.ok());
+  EXPECT_EQ(header->flags, kFlagNeedsProfile | kFlagNeedsModel);
+  SeqResources::Default().Clear();
+  SeqResources::Default().AddProfile(profile_);
+  auto out = DecodeChunk(*bytes);
+  ASSERT_FALSE(out.ok());
+  EXPECT_EQ(out.status().code(), StatusCode::kFailedPrecondition) << out.status().ToString();
+  EXPECT_NE(out.status().message().find("--model"), std::string::npos) << out.status().ToString();
+  // And the encoder refuses rather than silently coding without it.
+  auto no_model = MakeOrFail("seq:bits=2");
+  ASSERT_TRUE(no_model);
+  EXPECT_EQ(EncodeChunk(chunk, *no_model).status().code(), StatusCode::kFailedPrecondition);
+}
+
+TEST_F(SeqLossyDevTest, Fp32ChunksCodeLayerZeroToo) {
+  Chunk chunk = Slice(LoadDev("doc06.safetensors"), 0, 128);
+  std::vector<float> k = test::Floats(chunk, chunk.k), v = test::Floats(chunk, chunk.v);
+  chunk.dtype = DType::kFP32;
+  chunk.k.resize(k.size() * 4);
+  chunk.v.resize(v.size() * 4);
+  FromFloat(DType::kFP32, k.data(), k.size(), chunk.k.data());
+  FromFloat(DType::kFP32, v.data(), v.size(), chunk.v.data());
+  auto codec = MakeOrFail("seq:bits=2");
+  ASSERT_TRUE(codec);
+  Coded c = EncodeAndCheck(*codec, chunk);
+  EXPECT_FALSE(c.info.layer0_from_model);
+  EXPECT_NEAR(c.bits_per_element, 2.0, 0.1);
+}
+
+}  // namespace
+}  // namespace seqkv
