@@ -33,12 +33,25 @@ constexpr std::string_view kRecomputePrefix = "recompute needed";
 
 }  // namespace
 
-Result<std::vector<uint8_t>> EncodeChunk(const Chunk& chunk, const Codec& codec, uint32_t flags) {
+namespace {
+
+Result<std::vector<uint8_t>> EncodeChunkImpl(const Chunk& chunk, const Codec& codec, uint32_t flags,
+                                             const ChunkContext* parent, ChunkContext* next) {
   SEQKV_RETURN_IF_ERROR(chunk.Validate());
   if ((flags & ~kKnownFlags) != 0) return InvalidArgument("unknown chunk flags");
   flags |= codec.ChunkFlags();
+  const bool continues = parent != nullptr && codec.StoresKv() && codec.CanContinue(*parent);
+  if (continues) flags |= kFlagNeedsParent;
   std::vector<Section> sections;
-  if (codec.StoresKv()) SEQKV_RETURN_IF_ERROR(codec.Encode(chunk, &sections));
+  if (codec.StoresKv()) {
+    if (parent != nullptr || next != nullptr) {
+      SEQKV_RETURN_IF_ERROR(codec.EncodeContinuing(chunk, continues ? parent : nullptr, &sections, next));
+    } else {
+      SEQKV_RETURN_IF_ERROR(codec.Encode(chunk, &sections));
+    }
+  } else if (next != nullptr) {
+    *next = ChunkContext{};
+  }
   if (sections.size() > kMaxSections) return Internal("codec produced too many sections");
   std::string spec = codec.Spec();
   if (spec.size() > kMaxSpecBytes) return InvalidArgument("codec spec longer than 1024 bytes");
@@ -88,7 +101,19 @@ Result<std::vector<uint8_t>> EncodeChunk(const Chunk& chunk, const Codec& codec,
   w.U64(internal::Xxh3(std::span<const uint8_t>(out.data(), out.size())));
   if (out.size() != header_size) return Internal("chunk header size mismatch");
   for (const Section& s : sections) w.Bytes(s.data);
+  if (next != nullptr) next->chunk_hash = internal::Xxh3(out);
   return out;
+}
+
+}  // namespace
+
+Result<std::vector<uint8_t>> EncodeChunk(const Chunk& chunk, const Codec& codec, uint32_t flags) {
+  return EncodeChunkImpl(chunk, codec, flags, nullptr, nullptr);
+}
+
+Result<std::vector<uint8_t>> EncodeChunk(const Chunk& chunk, const Codec& codec, const ChunkContext* parent,
+                                         ChunkContext* next) {
+  return EncodeChunkImpl(chunk, codec, 0, parent, next);
 }
 
 Result<ChunkHeader> ParseChunkHeader(std::span<const uint8_t> bytes) {
@@ -213,7 +238,9 @@ Result<ChunkHeader> VerifyChunk(std::span<const uint8_t> bytes) {
   return h;
 }
 
-Result<Chunk> DecodeChunk(std::span<const uint8_t> bytes) {
+Result<Chunk> DecodeChunk(std::span<const uint8_t> bytes) { return DecodeChunk(bytes, nullptr, nullptr); }
+
+Result<Chunk> DecodeChunk(std::span<const uint8_t> bytes, const ChunkContext* parent, ChunkContext* next) {
   SEQKV_ASSIGN_OR_RETURN(ChunkHeader h, VerifyChunk(bytes));
   std::vector<SectionView> views;
   views.reserve(h.sections.size());
@@ -228,15 +255,24 @@ Result<Chunk> DecodeChunk(std::span<const uint8_t> bytes) {
   }
   if ((*codec)->id() != h.codec_id) return DataLoss("chunk codec id does not match its spec");
   // Profile and model are resolved by the codec (SeqResources); a parent is not.
-  if ((h.flags & kFlagNeedsParent) != 0) {
-    return FailedPrecondition("chunk needs its parent chunk, which this decoder was not given");
+  const bool continues = (h.flags & kFlagNeedsParent) != 0;
+  if (continues && parent == nullptr) {
+    return FailedPrecondition("chunk continues a parent chunk: decode it with the parent's context");
+  }
+  if (continues && !(*codec)->CanContinue(*parent)) {
+    return FailedPrecondition("chunk continues a parent chunk, and the context given is not one this codec can use");
   }
   if (!(*codec)->StoresKv()) {
     return FailedPrecondition(std::string(kRecomputePrefix) + ": token-only chunk (" + h.codec_spec +
                               "), recompute its KV from the token ids");
   }
   Chunk chunk = ChunkFromHeader(h);
-  SEQKV_RETURN_IF_ERROR((*codec)->Decode(views, &chunk));
+  if (continues || next != nullptr) {
+    SEQKV_RETURN_IF_ERROR((*codec)->DecodeContinuing(views, continues ? parent : nullptr, &chunk, next));
+    if (next != nullptr) next->chunk_hash = internal::Xxh3(bytes);
+  } else {
+    SEQKV_RETURN_IF_ERROR((*codec)->Decode(views, &chunk));
+  }
   if (chunk.k.size() != chunk.TensorBytes() || chunk.v.size() != chunk.TensorBytes()) {
     return Internal("codec " + h.codec_spec + " decoded tensors of the wrong size");
   }

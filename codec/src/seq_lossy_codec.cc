@@ -129,13 +129,31 @@ class SeqLossyCodec final : public Codec, public SeqLossyEncoder {
   }
 
   Status Encode(const Chunk& chunk, std::vector<Section>* sections) const override {
-    return EncodeWithInfo(chunk, sections, &g_last_info, nullptr);
+    return EncodeImpl(chunk, nullptr, sections, &g_last_info, nullptr, nullptr);
   }
 
   Status EncodeWithInfo(const Chunk& chunk, std::vector<Section>* sections, SeqEncodeInfo* info,
-                        Chunk* recon) const override;
+                        Chunk* recon) const override {
+    return EncodeImpl(chunk, nullptr, sections, info, recon, nullptr);
+  }
 
-  Status Decode(std::span<const SectionView> sections, Chunk* chunk) const override;
+  Status Decode(std::span<const SectionView> sections, Chunk* chunk) const override {
+    return DecodeImpl(sections, nullptr, chunk, nullptr);
+  }
+
+  // Parent-conditioned chunks: every group's entropy coder starts from the
+  // models (and last symbols) its parent chunk ended with.
+  bool CanContinue(const ChunkContext& parent) const override {
+    return parent.state != nullptr && parent.codec_key == ContextKey();
+  }
+  Status EncodeContinuing(const Chunk& chunk, const ChunkContext* parent, std::vector<Section>* sections,
+                          ChunkContext* next) const override {
+    return EncodeImpl(chunk, parent, sections, &g_last_info, nullptr, next);
+  }
+  Status DecodeContinuing(std::span<const SectionView> sections, const ChunkContext* parent, Chunk* chunk,
+                          ChunkContext* next) const override {
+    return DecodeImpl(sections, parent, chunk, next);
+  }
 
  private:
   Status CheckShape(const Chunk& chunk) const {
@@ -175,6 +193,25 @@ class SeqLossyCodec final : public Codec, public SeqLossyEncoder {
 
   void WriteOutput(const SeqLoopResult& loop, uint32_t first_layer, Chunk* out) const;
 
+  std::string ContextKey() const { return "seq/" + profile_id_; }
+  // Coder states [G] to start from: the parent's, or fresh.
+  std::vector<SeqGroupState> StartStates(const ChunkContext* parent) const {
+    if (parent != nullptr && CanContinue(*parent)) {
+      return *static_cast<const std::vector<SeqGroupState>*>(parent->state.get());
+    }
+    return std::vector<SeqGroupState>(profile_->groups(), SeqGroupState(profile_->head_dim));
+  }
+  void SetNext(ChunkContext* next, std::vector<SeqGroupState> states) const {
+    if (next == nullptr) return;
+    *next = ChunkContext{};
+    next->codec_key = ContextKey();
+    next->state = std::make_shared<const std::vector<SeqGroupState>>(std::move(states));
+  }
+  Status EncodeImpl(const Chunk& chunk, const ChunkContext* parent, std::vector<Section>* sections,
+                    SeqEncodeInfo* info, Chunk* recon, ChunkContext* next) const;
+  Status DecodeImpl(std::span<const SectionView> sections, const ChunkContext* parent, Chunk* chunk,
+                    ChunkContext* next) const;
+
   std::shared_ptr<const SeqProfile> profile_;
   std::string profile_id_;
   std::shared_ptr<const KvModel> model_;
@@ -208,8 +245,8 @@ void SeqLossyCodec::WriteOutput(const SeqLoopResult& loop, uint32_t first_layer,
   }
 }
 
-Status SeqLossyCodec::EncodeWithInfo(const Chunk& chunk, std::vector<Section>* sections, SeqEncodeInfo* info,
-                                     Chunk* recon) const {
+Status SeqLossyCodec::EncodeImpl(const Chunk& chunk, const ChunkContext* parent, std::vector<Section>* sections,
+                                 SeqEncodeInfo* info, Chunk* recon, ChunkContext* next) const {
   SEQKV_RETURN_IF_ERROR(CheckShape(chunk));
   const SeqProfile& p = *profile_;
   if (p.layer0_from_model && model_ == nullptr) {
@@ -225,6 +262,8 @@ Status SeqLossyCodec::EncodeWithInfo(const Chunk& chunk, std::vector<Section>* s
   g_chunks.fetch_add(1, std::memory_order_relaxed);
 
   const std::vector<float> x = SeqCodingDomain(chunk, p.pre_rope_keys);
+  const bool continues = parent != nullptr && CanContinue(*parent);
+  std::vector<SeqGroupState> states = StartStates(continues ? parent : nullptr);
 
   // Layer 0 from the model: the correction is the difference of the element bit
   // patterns (almost all zero), coded like symbols.
@@ -247,7 +286,7 @@ Status SeqLossyCodec::EncodeWithInfo(const Chunk& chunk, std::vector<Section>* s
           corr[i] = int32_t{Load16(orig, idx)} - int32_t{model[idx]};
           if (corr[i] != 0) ++info->layer0_corrections;
         }
-        streams.push_back(SeqEncodeGroup(corr.data(), T, d));
+        streams.push_back(SeqEncodeGroup(corr.data(), T, d, &states[SeqGroup(0, kv, h, H)]));
       }
     }
     layer0_section = PackStreams(streams);
@@ -272,57 +311,89 @@ Status SeqLossyCodec::EncodeWithInfo(const Chunk& chunk, std::vector<Section>* s
     ++info->trials;
     double b = layer0_bits + 8.0 * (16 + p.groups()) + 64.0 * (L - first);
     for (uint32_t g = SeqGroup(first, 0, 0, H); g < p.groups(); ++g) {
-      b += SeqEstimateGroupBits(loop.q.data() + size_t{g} * per_group, T, d);
+      b += SeqEstimateGroupBits(loop.q.data() + size_t{g} * per_group, T, d, &states[g]);
     }
     *bits = b / elements;
     *proxy = SeqProxy(p, loop.sse, T);
   };
 
-  double delta0 = opts_.delta, bits = 0, proxy = 0;
+  // Rate control: a safeguarded secant search on log(delta0) (the bits fall
+  // about 1.44 per unit of log step, the proxy grows about 2 per unit), inside
+  // a bracket that bisection takes over when the secant steps out of it.
+  // Typically 3-6 trial encodes.
+  SeqLoopResult chosen;
+  double chosen_delta = opts_.delta, bits = 0, proxy = 0;
+  auto keep = [&](double dl, double b, double pr) {
+    chosen = loop;
+    chosen_delta = dl;
+    bits = b;
+    proxy = pr;
+  };
   bool lossless = false;
   if (opts_.bits > 0) {
-    // Bisection on log(delta0): bits fall as the step grows.
-    double lo = std::log(kMinDelta), hi = std::log(kMaxDelta), best_err = INFINITY;
-    for (int it = 0; it < 40; ++it) {
-      const double mid = 0.5 * (lo + hi), dl = std::exp(mid);
+    const double target = opts_.bits;
+    double lo = std::log(kMinDelta), hi = std::log(kMaxDelta), x = std::log(0.3), slope = -1.44;
+    double prev_x = NAN, prev_b = NAN, best_err = INFINITY;
+    for (int it = 0; it < 30; ++it) {
       double b, pr;
-      trial(dl, &b, &pr);
-      if (std::fabs(b - opts_.bits) < best_err) {
-        best_err = std::fabs(b - opts_.bits);
-        delta0 = dl;
+      trial(std::exp(x), &b, &pr);
+      const double err = std::fabs(b - target);
+      if (err < best_err) {
+        best_err = err;
+        keep(std::exp(x), b, pr);
       }
-      if (std::fabs(b - opts_.bits) <= 0.005 * opts_.bits) break;
-      (b > opts_.bits ? lo : hi) = mid;
+      if (err <= 0.005 * target) break;
+      (b > target ? lo : hi) = x;
+      if (!std::isnan(prev_x) && x != prev_x) {
+        const double sl = (b - prev_b) / (x - prev_x);
+        if (sl < -0.05 && sl > -20) slope = sl;
+      }
+      prev_x = x;
+      prev_b = b;
+      double nx = x + (target - b) / slope;
+      if (!(nx > lo && nx < hi)) nx = 0.5 * (lo + hi);
+      if (hi - lo < 1e-6) break;
+      x = nx;
     }
-    trial(delta0, &bits, &proxy);
   }
   if (opts_.kl > 0 && (opts_.bits == 0 || proxy > opts_.kl)) {
-    // The largest step whose proxy is within the budget.
-    double lo = std::log(kMinDelta), hi = std::log(opts_.bits > 0 ? delta0 : kMaxDelta);
-    double found = 0;
-    double b, pr;
-    trial(std::exp(hi), &b, &pr);
-    if (pr <= opts_.kl) {
-      found = std::exp(hi);
-    } else {
-      for (int it = 0; it < 40; ++it) {
-        const double mid = 0.5 * (lo + hi);
-        trial(std::exp(mid), &b, &pr);
-        if (pr <= opts_.kl) {
-          found = std::exp(mid);
-          lo = mid;
-          if (pr >= 0.98 * opts_.kl) break;
-        } else {
-          hi = mid;
-        }
-      }
+    // The largest step whose proxy is within the budget (aim 1.5% under it).
+    const double aim = std::log(0.985 * opts_.kl);
+    double lo = std::log(kMinDelta), hi = std::log(kMaxDelta), x = std::log(0.3), slope = 2.0;
+    if (opts_.bits > 0) {
+      hi = std::log(chosen_delta);
+      x = hi + (aim - std::log(std::max(proxy, 1e-300))) / slope;
     }
-    if (found == 0) {
+    double prev_x = NAN, prev_f = NAN, best_x = -INFINITY;
+    bool found = false;
+    for (int it = 0; it < 30; ++it) {
+      x = std::clamp(x, lo, hi);
+      double b, pr;
+      trial(std::exp(x), &b, &pr);
+      const bool ok = pr <= opts_.kl;
+      if (ok && x > best_x) {
+        best_x = x;
+        found = true;
+        keep(std::exp(x), b, pr);
+      }
+      if (ok && pr >= 0.97 * opts_.kl) break;
+      (ok ? lo : hi) = x;
+      const double f = std::log(std::max(pr, 1e-300));
+      if (!std::isnan(prev_x) && x != prev_x) {
+        const double sl = (f - prev_f) / (x - prev_x);
+        if (sl > 0.1 && sl < 20) slope = sl;
+      }
+      prev_x = x;
+      prev_f = f;
+      double nx = x + (aim - f) / slope;
+      if (!(nx > lo && nx < hi)) nx = 0.5 * (lo + hi);
+      if (hi - lo < 1e-4) break;
+      x = nx;
+    }
+    if (!found) {
       lossless = true;
     } else {
       if (opts_.bits > 0) info->guardrail_raised = true;
-      delta0 = found;
-      trial(delta0, &bits, &proxy);
       if (bits > opts_.maxbits) lossless = true;
     }
     if (lossless && !opts_.fallback_lossless) {
@@ -331,7 +402,12 @@ Status SeqLossyCodec::EncodeWithInfo(const Chunk& chunk, std::vector<Section>* s
                                 " and fallback=none");
     }
   }
-  if (opts_.delta > 0) trial(delta0, &bits, &proxy);
+  if (opts_.delta > 0) {
+    double b, pr;
+    trial(opts_.delta, &b, &pr);
+    keep(opts_.delta, b, pr);
+  }
+  params.delta0 = static_cast<float>(chosen_delta);
 
   if (lossless) {
     g_fallback.fetch_add(1, std::memory_order_relaxed);
@@ -345,6 +421,7 @@ Status SeqLossyCodec::EncodeWithInfo(const Chunk& chunk, std::vector<Section>* s
     SEQKV_RETURN_IF_ERROR(lossless_->Encode(chunk, &inner));
     for (Section& sec : inner) sections->push_back({kLosslessSectionBase + sec.type, std::move(sec.data)});
     if (recon) *recon = chunk;
+    if (next != nullptr) *next = ChunkContext{};  // the child starts fresh
     return Status::Ok();
   }
   if (info->guardrail_raised) g_raised.fetch_add(1, std::memory_order_relaxed);
@@ -365,6 +442,7 @@ Status SeqLossyCodec::EncodeWithInfo(const Chunk& chunk, std::vector<Section>* s
   std::memcpy(&pbits, &pf, 4);
   w.U32(dbits);
   w.U32(pbits);
+  w.U64(continues ? parent->chunk_hash : 0);
   w.U32(p.groups());
   w.Bytes(params.mult_code);
   sections->push_back({kParamsSection, std::move(params_bytes)});
@@ -376,7 +454,8 @@ Status SeqLossyCodec::EncodeWithInfo(const Chunk& chunk, std::vector<Section>* s
     std::vector<std::vector<uint8_t>> streams;
     for (uint32_t kv = 0; kv < 2; ++kv) {
       for (uint32_t h = 0; h < H; ++h) {
-        streams.push_back(SeqEncodeGroup(loop.q.data() + size_t{SeqGroup(l, kv, h, H)} * per_group, T, d));
+        const uint32_t g = SeqGroup(l, kv, h, H);
+        streams.push_back(SeqEncodeGroup(chosen.q.data() + size_t{g} * per_group, T, d, &states[g]));
       }
     }
     std::vector<uint8_t> packed = PackStreams(streams);
@@ -385,13 +464,15 @@ Status SeqLossyCodec::EncodeWithInfo(const Chunk& chunk, std::vector<Section>* s
   }
   if (recon) {
     *recon = chunk;
-    WriteOutput(loop, first, recon);
+    WriteOutput(chosen, first, recon);
   }
+  SetNext(next, std::move(states));
   (void)per_layer;
   return Status::Ok();
 }
 
-Status SeqLossyCodec::Decode(std::span<const SectionView> sections, Chunk* chunk) const {
+Status SeqLossyCodec::DecodeImpl(std::span<const SectionView> sections, const ChunkContext* parent, Chunk* chunk,
+                                 ChunkContext* next) const {
   if (sections.empty() || sections[0].type != kParamsSection) return DataLoss("seq: missing parameters section");
   ByteReader r(sections[0].data);
   const uint8_t mode = r.U8();
@@ -403,6 +484,7 @@ Status SeqLossyCodec::Decode(std::span<const SectionView> sections, Chunk* chunk
       if (sections[i].type <= kLosslessSectionBase) return DataLoss("seq: unexpected section in lossless mode");
       inner.push_back({sections[i].type - kLosslessSectionBase, sections[i].data});
     }
+    if (next != nullptr) *next = ChunkContext{};
     return lossless_->Decode(inner, chunk);
   }
   if (mode != kModeLossy) return DataLoss("seq: unknown mode");
@@ -418,6 +500,7 @@ Status SeqLossyCodec::Decode(std::span<const SectionView> sections, Chunk* chunk
   r.U16();
   uint32_t dbits = r.U32();
   r.U32();  // the encoder's proxy (information)
+  const uint64_t parent_hash = r.U64();
   std::memcpy(&params.delta0, &dbits, 4);
   const uint32_t groups = r.U32();
   if (!r.ok() || groups != p.groups()) return DataLoss("seq: bad parameters");
@@ -428,6 +511,13 @@ Status SeqLossyCodec::Decode(std::span<const SectionView> sections, Chunk* chunk
     return DataLoss("seq: bad parameters");
   }
   params.layer0_exact = layer0_mode == 1;
+  if (parent_hash != 0 && (parent == nullptr || !CanContinue(*parent))) {
+    return FailedPrecondition("seq: chunk continues a parent chunk; decode it with its parent's context");
+  }
+  if (parent_hash != 0 && parent->chunk_hash != parent_hash) {
+    return FailedPrecondition("seq: chunk continues another parent chunk than the one given");
+  }
+  std::vector<SeqGroupState> states = StartStates(parent_hash != 0 ? parent : nullptr);
   if (params.layer0_exact && model_ == nullptr) {
     return FailedPrecondition("seq: chunk needs the model " + ModelIdHex(p.model_id) + " (pass --model DIR)");
   }
@@ -440,12 +530,12 @@ Status SeqLossyCodec::Decode(std::span<const SectionView> sections, Chunk* chunk
 
   chunk->k.assign(chunk->TensorBytes(), 0);
   chunk->v.assign(chunk->TensorBytes(), 0);
-  size_t next = 1;
+  size_t at = 1;
   std::vector<float> layer0;
   if (params.layer0_exact) {
-    if (sections[next].type != kLayer0Section) return DataLoss("seq: missing layer-0 section");
-    SEQKV_ASSIGN_OR_RETURN(auto streams, UnpackStreams(sections[next].data, 2 * H));
-    ++next;
+    if (sections[at].type != kLayer0Section) return DataLoss("seq: missing layer-0 section");
+    SEQKV_ASSIGN_OR_RETURN(auto streams, UnpackStreams(sections[at].data, 2 * H));
+    ++at;
     std::vector<uint16_t> mk, mv;
     SEQKV_RETURN_IF_ERROR(ModelLayer0Bits(*chunk, &mk, &mv));
     std::vector<int32_t> corr(per_group);
@@ -453,7 +543,7 @@ Status SeqLossyCodec::Decode(std::span<const SectionView> sections, Chunk* chunk
       std::vector<uint8_t>& out = kv == 0 ? chunk->k : chunk->v;
       const std::vector<uint16_t>& model = kv == 0 ? mk : mv;
       for (uint32_t h = 0; h < H; ++h) {
-        SEQKV_RETURN_IF_ERROR(SeqDecodeGroup(streams[kv * H + h], T, d, corr.data()));
+        SEQKV_RETURN_IF_ERROR(SeqDecodeGroup(streams[kv * H + h], T, d, corr.data(), &states[SeqGroup(0, kv, h, H)]));
         for (size_t i = 0; i < per_group; ++i) {
           const size_t idx = size_t{h} * per_group + i;
           const int32_t v = int32_t{model[idx]} + corr[i];
@@ -467,18 +557,20 @@ Status SeqLossyCodec::Decode(std::span<const SectionView> sections, Chunk* chunk
   }
   SeqLoopResult loop;
   loop.q.assign(size_t{p.groups()} * per_group, 0);
-  for (uint32_t l = first; l < L; ++l, ++next) {
-    if (sections[next].type != kLayerSectionBase + l) return DataLoss("seq: unexpected section type");
-    SEQKV_ASSIGN_OR_RETURN(auto streams, UnpackStreams(sections[next].data, 2 * H));
+  for (uint32_t l = first; l < L; ++l, ++at) {
+    if (sections[at].type != kLayerSectionBase + l) return DataLoss("seq: unexpected section type");
+    SEQKV_ASSIGN_OR_RETURN(auto streams, UnpackStreams(sections[at].data, 2 * H));
     for (uint32_t kv = 0; kv < 2; ++kv) {
       for (uint32_t h = 0; h < H; ++h) {
-        SEQKV_RETURN_IF_ERROR(SeqDecodeGroup(streams[kv * H + h], T, d,
-                                             loop.q.data() + size_t{SeqGroup(l, kv, h, H)} * per_group));
+        const uint32_t g = SeqGroup(l, kv, h, H);
+        SEQKV_RETURN_IF_ERROR(SeqDecodeGroup(streams[kv * H + h], T, d, loop.q.data() + size_t{g} * per_group,
+                                             &states[g]));
       }
     }
   }
   SeqDecodeLoop(p, T, params.layer0_exact ? layer0.data() : nullptr, params, &loop);
   WriteOutput(loop, first, chunk);
+  SetNext(next, std::move(states));
   return Status::Ok();
 }
 

@@ -52,46 +52,33 @@ std::vector<float> SeqCodingDomain(const Chunk& chunk, bool pre_rope) {
 
 // ============================================================ entropy coding
 
+SeqAdaptiveModel::SeqAdaptiveModel() {
+  const uint32_t budget = (1u << 15) - kSeqSymbols;
+  for (int s = 0; s < kSeqSymbols; ++s) p[s] = static_cast<uint16_t>(budget / kSeqSymbols);
+  p[0] = static_cast<uint16_t>(p[0] + budget % kSeqSymbols);
+}
+
+void SeqAdaptiveModel::Update(int s) {
+  const int rate = Rate();
+  uint32_t moved = 0;
+  for (int k = 0; k < kSeqSymbols; ++k) {
+    const uint16_t d = static_cast<uint16_t>(p[k] >> rate);
+    p[k] = static_cast<uint16_t>(p[k] - d);
+    moved += d;
+  }
+  p[s] = static_cast<uint16_t>(p[s] + moved);
+  ++n;
+}
+
 namespace {
 
 constexpr int kScaleBits = 15;
 constexpr uint32_t kTotal = 1u << kScaleBits;
-constexpr int kSymbols = 16;          // magnitudes 0..14, 15 = escape
+constexpr int kSymbols = kSeqSymbols;
 constexpr int kEscape = kSymbols - 1;
-constexpr int kContexts = 3;
+constexpr int kContexts = kSeqContexts;
 constexpr uint32_t kHalf = kTotal / 2;
-
-// An adaptive distribution over kSymbols with coding frequencies p[s] + 1
-// that always sum to 2^15. Update: every p[k] gives p[k] >> rate to the coded
-// symbol (integer, exact, order-independent).
-struct AdaptiveModel {
-  uint16_t p[kSymbols];
-  uint32_t n = 0;
-
-  AdaptiveModel() {
-    const uint32_t budget = kTotal - kSymbols;
-    for (int s = 0; s < kSymbols; ++s) p[s] = static_cast<uint16_t>(budget / kSymbols);
-    p[0] = static_cast<uint16_t>(p[0] + budget % kSymbols);
-  }
-  int Rate() const { return n < 16 ? 2 : n < 64 ? 3 : n < 256 ? 4 : 5; }
-  void Update(int s) {
-    const int rate = Rate();
-    uint32_t moved = 0;
-    for (int k = 0; k < kSymbols; ++k) {
-      const uint16_t d = static_cast<uint16_t>(p[k] >> rate);
-      p[k] = static_cast<uint16_t>(p[k] - d);
-      moved += d;
-    }
-    p[s] = static_cast<uint16_t>(p[s] + moved);
-    ++n;
-  }
-  uint32_t Start(int s) const {
-    uint32_t c = 0;
-    for (int k = 0; k < s; ++k) c += p[k] + 1u;
-    return c;
-  }
-  uint32_t Freq(int s) const { return p[s] + 1u; }
-};
+using AdaptiveModel = SeqAdaptiveModel;
 
 struct Op {
   uint32_t start;
@@ -103,19 +90,22 @@ int Context(int32_t prev) { return prev == 0 ? 0 : ((prev == 1 || prev == -1) ? 
 
 // Runs the models over the coded components in decode order; emit(lane,
 // start, freq) for every rANS symbol.
+// Runs the models over the coded components in decode order; emit(lane,
+// start, freq) for every rANS symbol. The models and last symbols of every
+// component live in *st (components that are all zero in this chunk end with
+// prev = 0 and untouched models).
 template <typename Emit>
 void ModelSymbols(const int32_t* q, uint32_t tokens, uint32_t dim, const std::vector<uint32_t>& coded,
-                  uint32_t lanes, Emit&& emit) {
+                  uint32_t lanes, SeqGroupState* st, Emit&& emit) {
   const size_t nc = coded.size();
-  std::vector<AdaptiveModel> models(nc * kContexts);
-  std::vector<int32_t> prev(nc, 0);
   for (uint32_t t = 0; t < tokens; ++t) {
     const int32_t* row = q + size_t{t} * dim;
     for (size_t c = 0; c < nc; ++c) {
+      const uint32_t i = coded[c];
       const uint8_t lane = static_cast<uint8_t>(c % lanes);
-      const int32_t v = row[coded[c]];
+      const int32_t v = row[i];
       const uint32_t mag = static_cast<uint32_t>(v < 0 ? -int64_t{v} : v);
-      AdaptiveModel& m = models[c * kContexts + Context(prev[c])];
+      AdaptiveModel& m = st->models[size_t{i} * kContexts + Context(st->prev[i])];
       const int s = mag >= kEscape ? kEscape : static_cast<int>(mag);
       emit(lane, m.Start(s), m.Freq(s));
       m.Update(s);
@@ -127,9 +117,21 @@ void ModelSymbols(const int32_t* q, uint32_t tokens, uint32_t dim, const std::ve
         for (int b = k - 1; b >= 0; --b) emit(lane, ((e >> b) & 1) ? kHalf : 0, kHalf);
       }
       if (mag != 0) emit(lane, v < 0 ? kHalf : 0, kHalf);
-      prev[c] = v;
+      st->prev[i] = v;
     }
   }
+  if (tokens > 0) {
+    std::vector<uint8_t> is_coded(dim, 0);
+    for (uint32_t i : coded) is_coded[i] = 1;
+    for (uint32_t i = 0; i < dim; ++i) {
+      if (!is_coded[i]) st->prev[i] = 0;
+    }
+  }
+}
+
+SeqGroupState StartState(const SeqGroupState* state, uint32_t dim) {
+  if (state != nullptr && state->prev.size() == dim) return *state;
+  return SeqGroupState(dim);
 }
 
 std::vector<uint32_t> CodedComponents(const int32_t* q, uint32_t tokens, uint32_t dim, std::vector<uint8_t>* bitmap) {
@@ -158,23 +160,25 @@ const std::vector<float>& CostTable() {
 
 }  // namespace
 
-std::vector<uint8_t> SeqEncodeGroup(const int32_t* q, uint32_t tokens, uint32_t dim) {
+std::vector<uint8_t> SeqEncodeGroup(const int32_t* q, uint32_t tokens, uint32_t dim, SeqGroupState* state) {
   std::vector<uint8_t> out;
   std::vector<uint32_t> coded = CodedComponents(q, tokens, dim, &out);
   const uint32_t lanes = std::min<uint32_t>(kSeqMaxLanes, static_cast<uint32_t>(coded.size()));
   out.push_back(static_cast<uint8_t>(lanes));
-  if (lanes == 0) return out;
+  SeqGroupState st = StartState(state, dim);
   std::vector<Op> ops;
   ops.reserve(size_t{tokens} * coded.size() * 2);
-  ModelSymbols(q, tokens, dim, coded, lanes,
+  ModelSymbols(q, tokens, dim, coded, std::max<uint32_t>(lanes, 1), &st,
                [&](uint8_t lane, uint32_t start, uint32_t freq) { ops.push_back({start, freq, lane}); });
-  uint32_t state[kSeqMaxLanes];
-  for (uint32_t l = 0; l < lanes; ++l) state[l] = kRansLow;
+  if (state != nullptr) *state = std::move(st);
+  if (lanes == 0) return out;
+  uint32_t x_state[kSeqMaxLanes];
+  for (uint32_t l = 0; l < lanes; ++l) x_state[l] = kRansLow;
   std::vector<uint16_t> words;
   words.reserve(ops.size() / 4 + 16);
   for (size_t i = ops.size(); i-- > 0;) {
     const Op& op = ops[i];
-    uint32_t& x = state[op.lane];
+    uint32_t& x = x_state[op.lane];
     if (x >= (uint64_t{op.freq} << (32 - kScaleBits))) {
       words.push_back(static_cast<uint16_t>(x));
       x >>= 16;
@@ -182,24 +186,26 @@ std::vector<uint8_t> SeqEncodeGroup(const int32_t* q, uint32_t tokens, uint32_t 
     x = ((x / op.freq) << kScaleBits) + (x % op.freq) + op.start;
   }
   ByteWriter w(&out);
-  for (uint32_t l = 0; l < lanes; ++l) w.U32(state[l]);
+  for (uint32_t l = 0; l < lanes; ++l) w.U32(x_state[l]);
   for (size_t i = words.size(); i-- > 0;) w.U16(words[i]);
   return out;
 }
 
-double SeqEstimateGroupBits(const int32_t* q, uint32_t tokens, uint32_t dim) {
+double SeqEstimateGroupBits(const int32_t* q, uint32_t tokens, uint32_t dim, const SeqGroupState* state) {
   std::vector<uint32_t> coded = CodedComponents(q, tokens, dim, nullptr);
   double bits = 8.0 * ((dim + 7) / 8 + 1);
   if (coded.empty()) return bits;
   const uint32_t lanes = std::min<uint32_t>(kSeqMaxLanes, static_cast<uint32_t>(coded.size()));
   bits += 32.0 * lanes;
   const std::vector<float>& cost = CostTable();
-  float acc = 0;  // per-row partial sums keep float error small
-  ModelSymbols(q, tokens, dim, coded, lanes, [&](uint8_t, uint32_t, uint32_t freq) { acc += cost[freq]; });
+  SeqGroupState st = StartState(state, dim);
+  double acc = 0;
+  ModelSymbols(q, tokens, dim, coded, lanes, &st, [&](uint8_t, uint32_t, uint32_t freq) { acc += cost[freq]; });
   return bits + acc;
 }
 
-Status SeqDecodeGroup(std::span<const uint8_t> stream, uint32_t tokens, uint32_t dim, int32_t* q) {
+Status SeqDecodeGroup(std::span<const uint8_t> stream, uint32_t tokens, uint32_t dim, int32_t* q,
+                      SeqGroupState* state) {
   std::fill(q, q + size_t{tokens} * dim, 0);
   const size_t bitmap_bytes = (dim + 7) / 8;
   if (stream.size() < bitmap_bytes + 1) return DataLoss("seq: group stream truncated");
@@ -214,22 +220,27 @@ Status SeqDecodeGroup(std::span<const uint8_t> stream, uint32_t tokens, uint32_t
   if (lanes != std::min<uint32_t>(kSeqMaxLanes, static_cast<uint32_t>(coded.size()))) {
     return DataLoss("seq: bad lane count");
   }
+  SeqGroupState st = StartState(state, dim);
   if (lanes == 0) {
     if (stream.size() != bitmap_bytes + 1) return DataLoss("seq: trailing bytes in group stream");
+    if (state != nullptr && tokens > 0) {
+      std::fill(st.prev.begin(), st.prev.end(), 0);
+      *state = std::move(st);
+    }
     return Status::Ok();
   }
   ByteReader r(stream.subspan(bitmap_bytes + 1));
-  uint32_t state[kSeqMaxLanes];
+  uint32_t x_state[kSeqMaxLanes];
   for (uint32_t l = 0; l < lanes; ++l) {
-    state[l] = r.U32();
-    if (!r.ok() || state[l] < kRansLow) return DataLoss("seq: bad rANS state");
+    x_state[l] = r.U32();
+    if (!r.ok() || x_state[l] < kRansLow) return DataLoss("seq: bad rANS state");
   }
   if (r.remaining() % 2 != 0) return DataLoss("seq: odd rANS word bytes");
   bool ok = true;
   // Pops one symbol: returns the slot; the caller finds the symbol and calls
   // Advance with its start and frequency.
   auto advance = [&](uint32_t lane, uint32_t start, uint32_t freq) {
-    uint32_t& x = state[lane];
+    uint32_t& x = x_state[lane];
     const uint32_t slot = x & (kTotal - 1);
     x = freq * (x >> kScaleBits) + slot - start;
     if (x < kRansLow) {
@@ -243,19 +254,18 @@ Status SeqDecodeGroup(std::span<const uint8_t> stream, uint32_t tokens, uint32_t
     }
   };
   auto bit = [&](uint32_t lane) {
-    const int b = (state[lane] & (kTotal - 1)) >= kHalf ? 1 : 0;
+    const int b = (x_state[lane] & (kTotal - 1)) >= kHalf ? 1 : 0;
     advance(lane, b ? kHalf : 0, kHalf);
     return b;
   };
   const size_t nc = coded.size();
-  std::vector<AdaptiveModel> models(nc * kContexts);
-  std::vector<int32_t> prev(nc, 0);
   for (uint32_t t = 0; t < tokens && ok; ++t) {
     int32_t* row = q + size_t{t} * dim;
     for (size_t c = 0; c < nc && ok; ++c) {
+      const uint32_t i = coded[c];
       const uint32_t lane = static_cast<uint32_t>(c % lanes);
-      AdaptiveModel& m = models[c * kContexts + Context(prev[c])];
-      const uint32_t slot = state[lane] & (kTotal - 1);
+      AdaptiveModel& m = st.models[size_t{i} * kContexts + Context(st.prev[i])];
+      const uint32_t slot = x_state[lane] & (kTotal - 1);
       int s = 0;
       uint32_t start = 0;
       for (; s < kEscape; ++s) {
@@ -281,14 +291,22 @@ Status SeqDecodeGroup(std::span<const uint8_t> stream, uint32_t tokens, uint32_t
       }
       int32_t v = static_cast<int32_t>(mag);
       if (mag != 0 && ok && bit(lane)) v = -v;
-      row[coded[c]] = v;
-      prev[c] = v;
+      row[i] = v;
+      st.prev[i] = v;
     }
   }
   if (!ok) return DataLoss("seq: group stream truncated or corrupt");
   if (r.remaining() != 0) return DataLoss("seq: trailing bytes in group stream");
   for (uint32_t l = 0; l < lanes; ++l) {
-    if (state[l] != kRansLow) return DataLoss("seq: rANS final state mismatch (corrupt stream)");
+    if (x_state[l] != kRansLow) return DataLoss("seq: rANS final state mismatch (corrupt stream)");
+  }
+  if (state != nullptr) {
+    std::vector<uint8_t> is_coded(dim, 0);
+    for (uint32_t i : coded) is_coded[i] = 1;
+    for (uint32_t i = 0; i < dim; ++i) {
+      if (!is_coded[i] && tokens > 0) st.prev[i] = 0;
+    }
+    *state = std::move(st);
   }
   return Status::Ok();
 }

@@ -40,12 +40,43 @@ std::vector<float> SeqCodingDomainLayer(const Chunk& chunk, uint32_t layer, bool
 // own adaptive models (one per context = min(|q| of the previous token, 2)).
 inline constexpr uint32_t kSeqMaxLanes = 8;
 inline constexpr int32_t kSeqMaxMagnitude = 1 << 24;
+inline constexpr int kSeqSymbols = 16;  // magnitudes 0..14, 15 = escape
+inline constexpr int kSeqContexts = 3;  // previous token's |q|: 0, 1, >= 2
 
-std::vector<uint8_t> SeqEncodeGroup(const int32_t* q, uint32_t tokens, uint32_t dim);
+// An adaptive distribution over kSeqSymbols with coding frequencies p[s] + 1
+// that always sum to 2^15. After coding s, every p[k] gives p[k] >> rate to
+// p[s] (integer, exact); the rate grows with the count n.
+struct SeqAdaptiveModel {
+  uint16_t p[kSeqSymbols];
+  uint32_t n = 0;
+  SeqAdaptiveModel();
+  int Rate() const { return n < 16 ? 2 : n < 64 ? 3 : n < 256 ? 4 : 5; }
+  void Update(int s);
+  uint32_t Start(int s) const {
+    uint32_t c = 0;
+    for (int k = 0; k < s; ++k) c += p[k] + 1u;
+    return c;
+  }
+  uint32_t Freq(int s) const { return p[s] + 1u; }
+};
+
+// The coder's state for one group: per component its models and the last
+// token's symbol. A fresh state starts every chunk, or a parent-conditioned
+// chunk starts from the state its parent ended with.
+struct SeqGroupState {
+  explicit SeqGroupState(uint32_t dim = 0) : models(size_t{dim} * kSeqContexts), prev(dim, 0) {}
+  std::vector<SeqAdaptiveModel> models;  // [dim][kSeqContexts]
+  std::vector<int32_t> prev;             // [dim]
+};
+
+// `state` (optional, dim components) is where the models start and, on
+// return, where they ended.
+std::vector<uint8_t> SeqEncodeGroup(const int32_t* q, uint32_t tokens, uint32_t dim, SeqGroupState* state = nullptr);
 // Ideal code length in bits of SeqEncodeGroup's output under its own models
-// (no rANS overhead): what rate control uses.
-double SeqEstimateGroupBits(const int32_t* q, uint32_t tokens, uint32_t dim);
-Status SeqDecodeGroup(std::span<const uint8_t> stream, uint32_t tokens, uint32_t dim, int32_t* q);
+// (no rANS overhead): what rate control uses. `state` is read only.
+double SeqEstimateGroupBits(const int32_t* q, uint32_t tokens, uint32_t dim, const SeqGroupState* state = nullptr);
+Status SeqDecodeGroup(std::span<const uint8_t> stream, uint32_t tokens, uint32_t dim, int32_t* q,
+                      SeqGroupState* state = nullptr);
 
 // ---- the closed loop ------------------------------------------------------
 struct SeqLoopParams {

@@ -337,7 +337,7 @@ void RegisterCodecCommands(CLI::App& app, int* exit_code) {
     struct Args {
       std::vector<std::string> inputs;
       std::string out, model_dir, sensitivity, inputs_mode = "auto";
-      bool no_sensitivity = false, post_rope = false, json = false;
+      bool no_sensitivity = false, post_rope = false, json = false, no_fit_proxy = false;
       double ridge = 1e-3, proxy_scale = 1.0;
     };
     auto a = std::make_shared<Args>();
@@ -354,8 +354,11 @@ void RegisterCodecCommands(CLI::App& app, int* exit_code) {
         ->capture_default_str();
     cmd->add_flag("--post-rope", a->post_rope, "Code keys after RoPE (default: before)");
     cmd->add_option("--ridge", a->ridge, "Ridge penalty of the predictors")->capture_default_str();
-    cmd->add_option("--proxy-scale", a->proxy_scale, "KL per unit of the sensitivity proxy (measured KL / proxy)")
+    cmd->add_option("--proxy-scale", a->proxy_scale,
+                    "KL per unit of the sensitivity proxy; with --model it is measured instead (encodes of the "
+                    "sample dumps at two steps, scored by the quality tool) unless --no-fit-proxy")
         ->capture_default_str();
+    cmd->add_flag("--no-fit-proxy", a->no_fit_proxy, "Keep --proxy-scale as given");
     cmd->add_flag("--json", a->json, "Print one JSON object");
     cmd->callback([=] {
       auto files = CollectDumps(a->inputs);
@@ -415,6 +418,43 @@ void RegisterCodecCommands(CLI::App& app, int* exit_code) {
       SeqCalibrateReport report;
       auto profile = CalibrateSeqProfile(chunks, o, model.get(), &report);
       if (!profile.ok()) { *exit_code = Fail(profile.status()); return; }
+      json proxy_fit = nullptr;
+      if (model && profile->has_sensitivity && !a->no_fit_proxy) {
+        // The guardrail's calibration: measured KL / proxy on the sample dumps' own encodes.
+        std::fprintf(stderr, "fitting the KL proxy: encodes at two steps, scored with the model\n");
+        auto unscaled = std::make_shared<const SeqProfile>(*profile);
+        SeqResources::Default().AddProfile(unscaled);
+        SeqResources::Default().AddModel(model);
+        EvalOptions eo;
+        eo.inputs = *files;
+        eo.quality = true;
+        eo.model_dir = a->model_dir;
+        for (const char* delta : {"0.2", "0.8"}) {
+          eo.codecs.push_back(std::string("seq:delta=") + delta + ",profile=" + unscaled->Id());
+        }
+        auto fit = RunEval(eo, &std::cerr);
+        if (!fit.ok()) { *exit_code = Fail(fit.status().WithContext("proxy fit")); return; }
+        double kl = 0, proxy = 0, log_sum = 0, log_sq = 0;
+        int n = 0;
+        for (const RoundTripMetrics& m : fit->per_file) {
+          if (!m.seq || !m.quality || m.seq->proxy <= 0 || m.quality->kl_nats <= 0) continue;
+          kl += m.quality->kl_nats;
+          proxy += m.seq->proxy;
+          const double r = std::log(m.quality->kl_nats / m.seq->proxy);
+          log_sum += r;
+          log_sq += r * r;
+          ++n;
+        }
+        if (n == 0 || !(proxy > 0)) {
+          *exit_code = Fail(Internal("proxy fit: no usable encodes"));
+          return;
+        }
+        const double mean = log_sum / n;
+        profile->proxy_scale = static_cast<float>(profile->proxy_scale * kl / proxy);
+        proxy_fit = {{"scale", profile->proxy_scale},
+                     {"points", n},
+                     {"geo_std", std::exp(std::sqrt(std::max(0.0, log_sq / n - mean * mean)))}};
+      }
       Status st = profile->Save(a->out);
       if (!st.ok()) { *exit_code = Fail(st); return; }
       const SeqProfile::Size size = profile->SizeBytes();
@@ -443,6 +483,8 @@ void RegisterCodecCommands(CLI::App& app, int* exit_code) {
                           {"residual_energy_v", v_res},
                           {"klt_gain_bits_k", k_gain},
                           {"klt_gain_bits_v", v_gain},
+                          {"proxy_scale", profile->proxy_scale},
+                          {"proxy_fit", proxy_fit},
                           {"seconds", report.seconds}}
                          .dump()
                   << "\n";
@@ -454,6 +496,10 @@ void RegisterCodecCommands(CLI::App& app, int* exit_code) {
                     profile->calib_tokens, files->size(), report.seconds,
                     std::string(SeqInputsName(profile->inputs)).c_str(), profile->pre_rope_keys ? "before" : "after",
                     profile->layer0_from_model ? "from the model" : "coded", sens_source.c_str());
+        if (!proxy_fit.is_null()) {
+          std::printf("KL proxy scale %.4g (measured KL / proxy over %d encodes; spread x%.2f)\n",
+                      profile->proxy_scale, proxy_fit["points"].get<int>(), proxy_fit["geo_std"].get<double>());
+        }
         std::printf("layer  K resid  V resid  K KLT bits  V KLT bits\n");
         for (uint32_t l = 0; l < L; ++l) {
           std::printf("%5u  %7.3f  %7.3f  %10.3f  %10.3f\n", l, k_res[l], v_res[l], k_gain[l], v_gain[l]);

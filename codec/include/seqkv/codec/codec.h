@@ -55,6 +55,15 @@ struct CodecSpec {
 
 Result<CodecSpec> ParseCodecSpec(std::string_view text);
 
+// What a codec carries from one chunk to the chunk that continues it (the
+// next chunk of the same token sequence), for parent-conditioned coding.
+// Produced by EncodeChunk / DecodeChunk (format.h); opaque to callers.
+struct ChunkContext {
+  uint64_t chunk_hash = 0;            // XXH3-64 of the encoded chunk it came from
+  std::string codec_key;              // codec-defined compatibility key
+  std::shared_ptr<const void> state;  // codec-defined; null: nothing to carry
+};
+
 class Codec {
  public:
   virtual ~Codec() = default;
@@ -76,6 +85,27 @@ class Codec {
   // verified. Must still validate every length it reads (a checksum is not
   // an authentication) and return DataLoss on inconsistent sections.
   virtual Status Decode(std::span<const SectionView> sections, Chunk* chunk) const = 0;
+
+  // Parent-conditioned coding (optional). CanContinue: whether this codec can
+  // code a chunk in the context of `parent`. The *Continuing calls code with
+  // the parent's context (null: a fresh start) and set *next (if non-null)
+  // to the context a following chunk may use. The defaults ignore contexts.
+  virtual bool CanContinue(const ChunkContext& parent) const {
+    (void)parent;
+    return false;
+  }
+  virtual Status EncodeContinuing(const Chunk& chunk, const ChunkContext* parent, std::vector<Section>* sections,
+                                  ChunkContext* next) const {
+    (void)parent;
+    if (next != nullptr) *next = ChunkContext{};
+    return Encode(chunk, sections);
+  }
+  virtual Status DecodeContinuing(std::span<const SectionView> sections, const ChunkContext* parent, Chunk* chunk,
+                                  ChunkContext* next) const {
+    (void)parent;
+    if (next != nullptr) *next = ChunkContext{};
+    return Decode(sections, chunk);
+  }
 };
 
 using CodecFactory = std::function<Result<std::unique_ptr<Codec>>(const CodecSpec&)>;

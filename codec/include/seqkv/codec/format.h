@@ -66,6 +66,14 @@ struct ChunkHeader {
 // Encodes chunk with codec. InvalidArgument if the chunk is invalid.
 Result<std::vector<uint8_t>> EncodeChunk(const Chunk& chunk, const Codec& codec, uint32_t flags = 0);
 
+// Parent-conditioned encode: when `parent` (the context of the chunk this one
+// continues) is given and the codec can use it, the chunk is coded in that
+// context and carries kFlagNeedsParent; decoding it then needs the same
+// parent context. *next (optional) receives the context for a chunk that
+// continues this one. A codec that cannot continue codes a plain chunk.
+Result<std::vector<uint8_t>> EncodeChunk(const Chunk& chunk, const Codec& codec, const ChunkContext* parent,
+                                         ChunkContext* next);
+
 // Parses and validates the header: magic, version, header checksum, bounds,
 // flags, token ids, and that the section table exactly covers `bytes`.
 // Does not verify the section checksums.
@@ -79,6 +87,12 @@ Result<ChunkHeader> VerifyChunk(std::span<const uint8_t> bytes);
 // header (from the default registry). A token-only chunk returns a status for
 // which IsRecomputeNeeded() is true; use DecodeTokens for its ids.
 Result<Chunk> DecodeChunk(std::span<const uint8_t> bytes);
+
+// Decode with the parent's context (from DecodeChunk or EncodeChunk of the
+// parent chunk), needed when the chunk carries kFlagNeedsParent: without it,
+// FailedPrecondition; with another chunk's context, FailedPrecondition.
+// *next (optional) receives this chunk's context for its child.
+Result<Chunk> DecodeChunk(std::span<const uint8_t> bytes, const ChunkContext* parent, ChunkContext* next);
 
 // Header-only decode: the chunk with tokens, shape and position, no K/V.
 Result<Chunk> DecodeTokens(std::span<const uint8_t> bytes);
