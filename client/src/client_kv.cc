@@ -128,7 +128,12 @@ Result<std::vector<uint8_t>> Client::EncodeKv(const NamespaceFields& fields, con
 }
 
 Result<Chunk> Client::DecodeKv(std::span<const uint8_t> encoded, std::span<const int32_t> expected_tokens) {
-  SEQKV_ASSIGN_OR_RETURN(Chunk chunk, DecodeChunk(encoded));
+  return DecodeKv(encoded, expected_tokens, nullptr, nullptr);
+}
+
+Result<Chunk> Client::DecodeKv(std::span<const uint8_t> encoded, std::span<const int32_t> expected_tokens,
+                               const ChunkContext* parent, ChunkContext* next) {
+  SEQKV_ASSIGN_OR_RETURN(Chunk chunk, DecodeChunk(encoded, parent, next));
   if (!expected_tokens.empty() &&
       (chunk.tokens.size() != expected_tokens.size() ||
        !std::equal(chunk.tokens.begin(), chunk.tokens.end(), expected_tokens.begin()))) {
@@ -190,9 +195,15 @@ Result<PutPrefixResult> Client::PutPrefix(const NamespaceFields& fields, const K
     return Status::Ok();
   };
   encoded.reserve(result.chunks - start);
+  ChunkContext context;  // of the chunk before, when parent-conditioned
   for (uint32_t i = start; i < result.chunks; ++i) {
     SEQKV_ASSIGN_OR_RETURN(Chunk chunk, SliceKv(kv, i * fields.chunk_tokens, fields.chunk_tokens));
-    SEQKV_ASSIGN_OR_RETURN(std::vector<uint8_t> bytes, EncodeChunk(chunk, *codec));
+    ChunkContext next;
+    const bool chain = options.parent_conditioned;
+    SEQKV_ASSIGN_OR_RETURN(std::vector<uint8_t> bytes,
+                           EncodeChunk(chunk, *codec, chain && i > start ? &context : nullptr,
+                                       chain ? &next : nullptr));
+    context = std::move(next);
     result.sent_bytes += bytes.size();
     result.raw_bytes += chunk.k.size() + chunk.v.size();
     batch_bytes += bytes.size();
@@ -228,11 +239,15 @@ Result<GetPrefixResult> Client::GetPrefix(const NamespaceFields& fields, std::sp
   SEQKV_ASSIGN_OR_RETURN(auto items, BatchGet(ns, keys));
   std::vector<Chunk> chunks;
   chunks.reserve(items.size());
+  ChunkContext context;  // of the chunk before (parent-conditioned chunks need it)
   for (size_t i = 0; i < items.size(); ++i) {
-    // A chunk evicted (or found corrupt) since the Lookup ends the prefix.
+    // A chunk evicted (or found corrupt, or coded after another parent) since
+    // the Lookup ends the prefix.
     if (!items[i].ok()) break;
     auto expected = tokens.subspan(i * fields.chunk_tokens, fields.chunk_tokens);
-    Result<Chunk> chunk = DecodeKv(*items[i], expected);
+    ChunkContext next;
+    Result<Chunk> chunk = DecodeKv(*items[i], expected, i > 0 ? &context : nullptr, &next);
+    context = std::move(next);
     if (!chunk.ok()) break;
     chunks.push_back(std::move(chunk).value());
   }

@@ -7,6 +7,8 @@
 #include <chrono>
 
 #include "rpc/rpc_server.h"
+#include "seqkv/codec/format.h"
+#include "seqkv/codec/seq_profile.h"
 #include "seqkv/server/store.h"
 #include "util/test_util.h"
 
@@ -154,6 +156,58 @@ TEST_F(ClientTest, PutPrefixSkipsWhatIsStoredAndGetPrefixReassembles) {
   got = client_->GetPrefix(other, seq.tokens);
   ASSERT_TRUE(got.ok()) << got.status().ToString();
   EXPECT_EQ(got->chunks, 0u);
+}
+
+TEST_F(ClientTest, ParentConditionedChunksRoundTripThroughTheStore) {
+  // A seq profile for the test shape, fitted on synthetic KV.
+  Chunk cal = Sequence(200, 21);
+  auto profile = CalibrateSeqProfile({cal}, SeqCalibrateOptions{}, nullptr);
+  ASSERT_TRUE(profile.ok()) << profile.status().ToString();
+  SeqResources::Default().AddProfile(std::make_shared<const SeqProfile>(*profile));
+  NamespaceFields ns = TestFields("seq:delta=0.3,profile=" + profile->Id());
+  Chunk seq = Sequence(8 * 5, 22);
+  auto put = client_->PutPrefix(ns, KvView::Of(seq));
+  ASSERT_TRUE(put.ok()) << put.status().ToString();
+  EXPECT_EQ(put->stored, 5u);
+
+  // What the client sent: chunk 0 fresh, each later one after its parent.
+  std::vector<Chunk> expected;
+  ChunkContext ctx, dctx;
+  auto codec = MakeCodec(ns.codec_spec);
+  ASSERT_TRUE(codec.ok());
+  for (uint32_t i = 0; i < 5; ++i) {
+    auto part = SliceKv(KvView::Of(seq), 8 * i, 8);
+    ASSERT_TRUE(part.ok());
+    ChunkContext next;
+    auto bytes = EncodeChunk(*part, **codec, i ? &ctx : nullptr, &next);
+    ASSERT_TRUE(bytes.ok());
+    EXPECT_EQ((ParseChunkHeader(*bytes)->flags & kFlagNeedsParent) != 0, i > 0);
+    ChunkContext dnext;
+    auto back = DecodeChunk(*bytes, i ? &dctx : nullptr, &dnext);
+    ASSERT_TRUE(back.ok()) << back.status().ToString();
+    expected.push_back(*back);
+    ctx = next;
+    dctx = dnext;
+  }
+  auto got = client_->GetPrefix(ns, seq.tokens);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  ASSERT_EQ(got->chunks, 5u);
+  auto joined = ConcatChunks(expected);
+  ASSERT_TRUE(joined.ok());
+  EXPECT_EQ(got->kv.k, joined->k);
+  EXPECT_EQ(got->kv.v, joined->v);
+
+  // A longer sequence over the stored prefix: the new chunks start fresh after the stored ones.
+  Chunk longer = Sequence(8 * 7, 22);
+  for (size_t i = 0; i < seq.tokens.size(); ++i) ASSERT_EQ(longer.tokens[i], seq.tokens[i]);
+  put = client_->PutPrefix(ns, KvView::Of(longer));
+  ASSERT_TRUE(put.ok()) << put.status().ToString();
+  EXPECT_EQ(put->already_present, 5u);
+  EXPECT_EQ(put->stored, 2u);
+  got = client_->GetPrefix(ns, longer.tokens);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->chunks, 7u);
+  SeqResources::Default().Clear();
 }
 
 TEST_F(ClientTest, BatchCallsReturnOneStatusPerItem) {
