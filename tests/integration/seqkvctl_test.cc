@@ -97,6 +97,39 @@ TEST_F(SeqkvctlTest, PutGetStatsRoundTrip) {
   EXPECT_EQ(missing["chunks"], 0);
 }
 
+// The sequential codec from the command line: calibrate a profile, code with
+// it, store parent-conditioned chunks and read them back.
+TEST_F(SeqkvctlTest, SeqProfileFromCalibrateToTheStore) {
+  const std::string dir = TempDir("seqkvctl-seq");
+  const std::string profile = dir + "/tiny.sqkp";
+  json cal = Ctl("codec calibrate --json --no-sensitivity --model " + model_ + " --out " + profile + " --in " +
+                 DevDump("doc00.safetensors") + " " + DevDump("doc05.safetensors"));
+  EXPECT_EQ(cal["layer0_from_model"], true);
+  EXPECT_EQ(cal["tokens"], 2048);
+  ASSERT_TRUE(std::filesystem::exists(profile));
+  const std::string doc = DevDump("doc02.safetensors");
+  json rt = Ctl("codec roundtrip --json --codec seq:bits=2 --profile " + profile + " --model " + model_ + " --in " + doc);
+  EXPECT_NEAR(rt["bits_per_element"].get<double>(), 2.0, 0.05);
+  EXPECT_EQ(rt["seq"]["layer_bits_per_element"].size(), 6u);
+  EXPECT_EQ(rt["codec"], "seq:bits=2,deadzone=0.5,profile=" + cal["id"].get<std::string>());
+  // Without the profile: a clear usage error, exit code 2.
+  int code = 0;
+  RunCommand(std::string(SEQKVCTL_BIN) + " codec roundtrip --codec seq:bits=2 --in " + doc, &code);
+  EXPECT_EQ(code, 2);
+
+  // --profile before the dump positionals takes one value.
+  const std::string ns = " --model " + model_ + " --codec seq:bits=2 --profile " + profile + " ";
+  json put = Ctl("kv put --json" + ns + doc);
+  EXPECT_EQ(put["stored"], 4);
+  const std::string out = dir + "/back.safetensors";
+  json got = Ctl("kv get --json" + ns + "--out " + out + " " + doc);
+  EXPECT_EQ(got["tokens"], 1024);
+  json again = Ctl("codec eval --json --quality --model " + model_ + " --profile " + profile + " --in " + doc +
+                   " --codecs seq:bits=2");
+  ASSERT_EQ(again["codecs"].size(), 1u);
+  EXPECT_LT(again["codecs"][0]["kl_nats"].get<double>(), 0.05);
+}
+
 TEST_F(SeqkvctlTest, UnreachableServerIsAnError) {
   int code = 0;
   RunCommand(std::string(SEQKVCTL_BIN) + " --server 127.0.0.1:1 stats", &code);

@@ -157,7 +157,10 @@ struct DumpCodecArgs {
 // --profile and --model: side information for codecs that need it (seq's
 // lossy modes); ignored by the others.
 void AddSideInfoOptions(CLI::App* cmd, std::vector<std::string>* profiles, std::string* model_dir) {
-  cmd->add_option("--profile", *profiles, "Codec profile file (from `codec calibrate`); repeatable");
+  cmd->add_option("--profile", *profiles, "Codec profile file (from `codec calibrate`); repeatable")
+      ->expected(1)
+      ->allow_extra_args(false)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   cmd->add_option("--model", *model_dir, "Model folder (Hugging Face Llama checkpoint) for codecs that use it");
 }
 
@@ -295,7 +298,10 @@ void RegisterCodecCommands(CLI::App& app, int* exit_code) {
     cmd->add_flag("--quality", opts->quality, "Also measure model-level quality (KL, top-1, delta CE)");
     cmd->add_option("--model", opts->model_dir,
                     "Model folder (Hugging Face Llama checkpoint): for --quality and for codecs that use it");
-    cmd->add_option("--profile", *profiles, "Codec profile file (from `codec calibrate`); repeatable");
+    cmd->add_option("--profile", *profiles, "Codec profile file (from `codec calibrate`); repeatable")
+      ->expected(1)
+      ->allow_extra_args(false)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
     cmd->add_option("--prefix", opts->prefix, "Positions used as the cache for --quality")->capture_default_str();
     cmd->add_flag("--json", *as_json, "Print one JSON object");
     cmd->add_flag("--per-file", opts->per_file, "Also list every file");

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <iostream>
 
+#include "codec_eval.h"
 #include "seqkv/codec/safetensors.h"
 
 namespace seqkv::ctl {
@@ -41,10 +42,17 @@ void NamespaceFlags::AddTo(CLI::App* command) {
   command->add_option("--chunk-tokens", chunk_tokens, "tokens per chunk")->default_str("256");
   command->add_option("--tp-rank", tp_rank, "tensor-parallel rank")->default_str("0");
   command->add_option("--tp-size", tp_size, "tensor-parallel size")->default_str("1");
+  command->add_option("--profile", profiles,
+                      "codec profile (from `codec calibrate`) for seq codecs; the model is then loaded too")
+      ->expected(1)
+      ->allow_extra_args(false)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
 }
 
 Result<NamespaceFields> NamespaceFlags::Resolve(std::string_view dtype) const {
   namespace fs = std::filesystem;
+  // Side information first: the codec spec is checked against what is loaded.
+  if (!profiles.empty()) SEQKV_RETURN_IF_ERROR(LoadSideInfo(profiles, model_dir, /*quiet=*/true));
   fs::path config = fs::path(model_dir) / "config.json";
   Result<std::vector<uint8_t>> bytes = ReadFileBytes(config.string());
   if (!bytes.ok()) return bytes.status().WithContext("reading " + config.string());

@@ -41,6 +41,7 @@ struct NamespaceFlags {
   uint32_t chunk_tokens = kDefaultChunkTokens;
   uint32_t tp_rank = 0;
   uint32_t tp_size = 1;
+  std::vector<std::string> profiles;  // seq codec profiles (side information)
 
   void AddTo(CLI::App* command);
   // The canonical namespace for KV of `dtype` ("bf16", ...).
