@@ -17,9 +17,23 @@ if [ -x "$root/scripts/demo_store.sh" ] && [ -n "$(find "$root/build" -name seqk
   bash "$root/scripts/demo_store.sh" "$root/build"
 fi
 
-echo "== codec evaluation on $shared/kvdata/dev =="
+dev="$shared/kvdata/dev"
+model="$shared/models/tinyllama-12m"
+mkdir -p "$root/seqkv-data"
+profile="$root/seqkv-data/tinyllama-12m.sqkp"
+echo "== sequential codec: calibrate a profile on doc00-03 (prose), write $profile =="
+if [ "${QUALITY:-1}" = 0 ]; then
+  sens=(--no-sensitivity)  # sensitivities and the KL-proxy fit run the model
+else
+  sens=()
+fi
+"$ctl" codec calibrate --in "$dev"/doc0{0,1,2,3}.safetensors --model "$model" --out "$profile" "${sens[@]}"
+
+echo "== codec evaluation on doc04-07 (jargon, Python code: held out from calibration) =="
 quality=()
-[ "${QUALITY:-1}" = 0 ] || quality=(--quality --model "$shared/models/tinyllama-12m")
-"$ctl" codec eval --in "$shared/kvdata/dev" \
-  --codecs "raw;lossless;turboquant:bits=4;turboquant:bits=3;turboquant:bits=2;kivi:bits=4;kivi:bits=2;tokens" \
+[ "${QUALITY:-1}" = 0 ] || quality=(--quality)
+seq_codecs="seq:bits=2;seq:bits=1"
+[ "${QUALITY:-1}" = 0 ] || seq_codecs="seq:kl=0.002;seq:kl=0.02;$seq_codecs"
+"$ctl" codec eval --in "$dev"/doc0{4,5,6,7}.safetensors --profile "$profile" --model "$model" \
+  --codecs "raw;lossless;seq:lossless;$seq_codecs;turboquant:bits=4;turboquant:bits=3;turboquant:bits=2;kivi:bits=4;kivi:bits=2;tokens" \
   "${quality[@]}"

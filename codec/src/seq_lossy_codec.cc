@@ -11,12 +11,14 @@
 //   delta=X       a fixed global step (constant slope across chunks)
 //   deadzone=R    rounding offset (encoder only; 0.5 = round to nearest)
 //   krate=, vrate=  extra bits for keys / values (steps x 2^-rate)
+//   lrate=a_b_...   extra bits per layer (one value per layer), added to those
 //   fallback=lossless|none  what kl= does when the budget cannot be met
 //                 below maxbits (default lossless: seq:lossless inside)
 //   maxbits=M     bits per element above which kl= falls back (default 8)
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 
 #include "builtin_codecs.h"
@@ -96,6 +98,7 @@ class SeqLossyCodec final : public Codec, public SeqLossyEncoder {
  public:
   struct Options {
     double bits = 0, kl = 0, delta = 0, deadzone = 0.5, krate = 0, vrate = 0, maxbits = 8;
+    std::vector<double> lrate;  // per layer, empty = 0
     bool fallback_lossless = true;
   };
 
@@ -116,6 +119,11 @@ class SeqLossyCodec final : public Codec, public SeqLossyEncoder {
     s.params["deadzone"] = FormatDouble(opts_.deadzone);
     if (opts_.krate != 0) s.params["krate"] = FormatDouble(opts_.krate);
     if (opts_.vrate != 0) s.params["vrate"] = FormatDouble(opts_.vrate);
+    if (!opts_.lrate.empty()) {
+      std::string l;
+      for (size_t i = 0; i < opts_.lrate.size(); ++i) l += (i ? "_" : "") + FormatDouble(opts_.lrate[i]);
+      s.params["lrate"] = l;
+    }
     if (opts_.kl > 0) {
       s.params["fallback"] = opts_.fallback_lossless ? "lossless" : "none";
       s.params["maxbits"] = FormatDouble(opts_.maxbits);
@@ -299,8 +307,9 @@ Status SeqLossyCodec::EncodeImpl(const Chunk& chunk, const ChunkContext* parent,
   params.mult_code.assign(p.groups(), 128);
   for (uint32_t l = 0; l < L; ++l) {
     for (uint32_t h = 0; h < H; ++h) {
-      params.mult_code[SeqGroup(l, 0, h, H)] = RateCode(opts_.krate);
-      params.mult_code[SeqGroup(l, 1, h, H)] = RateCode(opts_.vrate);
+      const double lr = opts_.lrate.empty() ? 0.0 : opts_.lrate[l];
+      params.mult_code[SeqGroup(l, 0, h, H)] = RateCode(opts_.krate + lr);
+      params.mult_code[SeqGroup(l, 1, h, H)] = RateCode(opts_.vrate + lr);
     }
   }
 
@@ -578,7 +587,8 @@ Status SeqLossyCodec::DecodeImpl(std::span<const SectionView> sections, const Ch
 
 Result<std::unique_ptr<Codec>> MakeSeqLossyCodec(const CodecSpec& spec) {
   SEQKV_RETURN_IF_ERROR(SpecCheckKeys(
-      spec, {"profile", "bits", "kl", "delta", "deadzone", "krate", "vrate", "fallback", "maxbits", "lossless"}));
+      spec,
+      {"profile", "bits", "kl", "delta", "deadzone", "krate", "vrate", "lrate", "fallback", "maxbits", "lossless"}));
   SeqLossyCodec::Options o;
   SEQKV_ASSIGN_OR_RETURN(o.bits, SpecDouble(spec, "bits", 0, 0, 16));
   SEQKV_ASSIGN_OR_RETURN(o.kl, SpecDouble(spec, "kl", 0, 0, 100));
@@ -605,6 +615,32 @@ Result<std::unique_ptr<Codec>> MakeSeqLossyCodec(const CodecSpec& spec) {
     SEQKV_ASSIGN_OR_RETURN(profile, SeqResources::Default().Profile(pid->second));
   } else {
     SEQKV_ASSIGN_OR_RETURN(profile, SeqResources::Default().OnlyProfile());
+  }
+  auto lr = spec.params.find("lrate");
+  if (lr != spec.params.end()) {
+    std::string item;
+    auto flush = [&]() -> Status {
+      char* end = nullptr;
+      const double v = std::strtod(item.c_str(), &end);
+      if (item.empty() || end != item.c_str() + item.size() || !(v >= -7 && v <= 7)) {
+        return InvalidArgument("seq: lrate takes one number in [-7, 7] per layer, separated by '_'");
+      }
+      o.lrate.push_back(v);
+      item.clear();
+      return Status::Ok();
+    };
+    for (char c : lr->second) {
+      if (c == '_') {
+        SEQKV_RETURN_IF_ERROR(flush());
+      } else {
+        item += c;
+      }
+    }
+    SEQKV_RETURN_IF_ERROR(flush());
+    if (o.lrate.size() != profile->layers) {
+      return InvalidArgument("seq: lrate has " + std::to_string(o.lrate.size()) + " values, the profile " +
+                             std::to_string(profile->layers) + " layers");
+    }
   }
   if (o.kl > 0 && !profile->has_sensitivity) {
     return FailedPrecondition("seq: kl= needs a profile calibrated with sensitivities (--sensitivity FILE)");

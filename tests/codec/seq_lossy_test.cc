@@ -286,6 +286,23 @@ TEST(SeqLossySpecTest, ClearErrors) {
   EXPECT_EQ(MakeCodec("seq:bits=20").status().code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(MakeCodec("seq:bits=2,fallback=maybe").status().code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(MakeCodec("seq:bits=2,colour=red").status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(MakeCodec("seq:bits=2,lrate=1_2_3").status().code(), StatusCode::kInvalidArgument);  // 2 layers
+  EXPECT_EQ(MakeCodec("seq:bits=2,lrate=1_x").status().code(), StatusCode::kInvalidArgument);
+  {
+    // Rates per layer and per K/V: finer steps where asked, in the canonical spec.
+    auto plain = MakeOrFail("seq:delta=0.2");
+    auto tuned = MakeOrFail("seq:delta=0.2,krate=1,lrate=0_2");
+    ASSERT_TRUE(plain && tuned);
+    EXPECT_EQ(tuned->Spec(), "seq:deadzone=0.5,delta=0.2,krate=1,lrate=0_2,profile=" + p->Id());
+    const Chunk c = test::RandomChunk(shape, DType::kBF16, 5);
+    auto a = EncodeChunk(c, *plain), b = EncodeChunk(c, *tuned);
+    ASSERT_TRUE(a.ok() && b.ok());
+    EXPECT_GT(b->size(), a->size());
+    const SeqEncodeInfo& info = SeqLastEncodeInfo();
+    ASSERT_EQ(info.layer_bytes.size(), 2u);
+    auto back = DecodeChunk(*b);
+    ASSERT_TRUE(back.ok()) << back.status().ToString();
+  }
   // kl= needs sensitivities in the profile.
   EXPECT_EQ(MakeCodec("seq:kl=0.01").status().code(), StatusCode::kFailedPrecondition);
   // A chunk of another shape is refused at encode and its bytes name the profile.
