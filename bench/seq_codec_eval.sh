@@ -6,6 +6,8 @@
 #   SPLIT=a      calibrate doc00-03 (prose, dictionary), score doc04-07 (jargon, code)  [default]
 #   SPLIT=b      the reverse
 #   SPLIT=mixed  calibrate doc00,02,05,06, score doc01,03,04,07 (both content types on both sides)
+#   INPUTS=all|same|mean  predictor inputs (default: calibrate's auto = all for this model); `same`
+#                is the form that scales to production shapes
 #
 # Steps (all timed, all printed): measure sensitivities on the calibration
 # dumps (python3 -m seqkv_quality sensitivity), `seqkvctl codec calibrate`
@@ -33,12 +35,12 @@ esac
 files() { for i in $1; do printf '%s/doc%02d.safetensors ' "$DEV" "$i"; done; }
 [ -x "$CTL" ] || { echo "build first: scripts/build.sh" >&2; exit 2; }
 
-echo "== split $SPLIT: calibrate on [$CAL], score on [$TEST]; $(date -u +%FT%TZ) on $(nproc) cores" >&2
+echo "== split $SPLIT, inputs ${INPUTS:-auto}: calibrate on [$CAL], score on [$TEST]; $(date -u +%FT%TZ) on $(nproc) cores" >&2
 t0=$(date +%s)
 PYTHONPATH=$ROOT/python "$PY" -m seqkv_quality sensitivity --model "$MODEL" --out "$OUT/sens.json" $(files "$CAL")
 t1=$(date +%s)
 "$CTL" codec calibrate --in $(files "$CAL") --out "$OUT/profile.sqkp" --model "$MODEL" \
-  --sensitivity "$OUT/sens.json" --json > "$OUT/calibrate.json"
+  --sensitivity "$OUT/sens.json" --inputs "${INPUTS:-auto}" --json > "$OUT/calibrate.json"
 t2=$(date +%s)
 ID=$(PYTHONPATH= "$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$OUT/calibrate.json")
 P=",profile=$ID"

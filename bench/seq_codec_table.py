@@ -46,7 +46,7 @@ def main() -> int:
     ev = json.loads((out / "eval.json").read_text())
     rows = ev["codecs"]
     files = [Path(f).name for f in ev["files"]]
-    print(f"### Split {args.split}: calibrated on {', '.join(Path(f).name for f in cal['files'])}; "
+    print(f"### Split {args.split}, predictor inputs `{cal['inputs']}`: calibrated on {', '.join(Path(f).name for f in cal['files'])}; "
           f"scored on {', '.join(files)}\n")
     print("| codec | bits/element | mean KL (nats) | top-1 | encode MB/s | decode MB/s |")
     print("| --- | --- | --- | --- | --- | --- |")
