@@ -339,6 +339,15 @@ std::vector<float> SeqSteps(const SeqProfile& p, const SeqLoopParams& params) {
 
 namespace {
 
+// The dense loops below vectorize over the output index, which leaves every
+// element's arithmetic (and so the result) unchanged; on x86-64 an AVX2
+// clone is picked at load time when the CPU has it (no FMA: -ffp-contract=off).
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define SEQKV_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define SEQKV_VECTOR_CLONES
+#endif
+
 // Features of the previous layer for every token: [T][F], F = profile.features().
 // For same-head inputs, one block per head: [H][T][2d+1].
 std::vector<float> Features(const SeqProfile& p, uint32_t tokens, const float* prev /*[2][H][T][d]*/) {
@@ -376,8 +385,8 @@ std::vector<float> Features(const SeqProfile& p, uint32_t tokens, const float* p
 
 // pred[T][d] = features . W (f ascending; bias row last), or the bias alone
 // when there is no previous layer or the inputs are the mean.
-void Predict(const SeqProfile& p, uint32_t g, uint32_t head, uint32_t tokens, const std::vector<float>& feats,
-             float* pred) {
+SEQKV_VECTOR_CLONES void Predict(const SeqProfile& p, uint32_t g, uint32_t head, uint32_t tokens,
+                                 const std::vector<float>& feats, float* pred) {
   const uint32_t d = p.head_dim, F = p.features();
   const float* w = p.predictor.data() + size_t{g} * F * d;
   const float* bias = w + size_t{F - 1} * d;
@@ -391,30 +400,31 @@ void Predict(const SeqProfile& p, uint32_t g, uint32_t head, uint32_t tokens, co
   const float* base = p.inputs == SeqInputs::kSameHead ? feats.data() + size_t{head} * tokens * F : feats.data();
   for (uint32_t t = 0; t < tokens; ++t) {
     const float* x = base + size_t{t} * F;
-    float* out = pred + size_t{t} * d;
+    float* __restrict out = pred + size_t{t} * d;
     for (uint32_t j = 0; j < d; ++j) out[j] = 0.0f;
     for (uint32_t f = 0; f < F; ++f) {
       const float a = x[f];
-      const float* wr = w + size_t{f} * d;
+      const float* __restrict wr = w + size_t{f} * d;
       for (uint32_t j = 0; j < d; ++j) out[j] += a * wr[j];
     }
   }
 }
 
 // xhat[t][j] = pred[t][j] + sum over i with q != 0, ascending, of (q * step_i) * U[i][j].
-void Reconstruct(const float* basis, const float* steps, uint32_t tokens, uint32_t d, const int32_t* q,
-                 const float* pred, float* xhat, float* acc) {
+SEQKV_VECTOR_CLONES void Reconstruct(const float* basis, const float* steps, uint32_t tokens, uint32_t d,
+                                     const int32_t* q, const float* pred, float* xhat, float* acc) {
   for (uint32_t t = 0; t < tokens; ++t) {
     const int32_t* qr = q + size_t{t} * d;
-    for (uint32_t j = 0; j < d; ++j) acc[j] = 0.0f;
+    float* __restrict a = acc;
+    for (uint32_t j = 0; j < d; ++j) a[j] = 0.0f;
     for (uint32_t i = 0; i < d; ++i) {
       if (qr[i] == 0) continue;
       const float y = static_cast<float>(qr[i]) * steps[i];
-      const float* u = basis + size_t{i} * d;
-      for (uint32_t j = 0; j < d; ++j) acc[j] += y * u[j];
+      const float* __restrict u = basis + size_t{i} * d;
+      for (uint32_t j = 0; j < d; ++j) a[j] += y * u[j];
     }
-    const float* pr = pred + size_t{t} * d;
-    float* xr = xhat + size_t{t} * d;
+    const float* __restrict pr = pred + size_t{t} * d;
+    float* __restrict xr = xhat + size_t{t} * d;
     for (uint32_t j = 0; j < d; ++j) xr[j] = pr[j] + acc[j];
   }
 }
