@@ -1,6 +1,8 @@
 // Building blocks of the context-mixing models (token ids, seq:lossless):
-// adaptive bit counters, a logistic mixer, and the integer squash/stretch
-// pair. Everything is integer arithmetic, so encoder and decoder compute the
+// adaptive bit counters, a logistic mixer, the integer squash/stretch pair,
+// a bounded hash table for sparse statistics, and a binary arithmetic coder
+// for streams too short to amortize rANS's 32-bit final state. Everything is
+// integer arithmetic, so encoder and decoder compute the
 // same probabilities on every machine (a float here would make the
 // bitstream depend on the compiler).
 //
@@ -10,6 +12,7 @@
 
 #include <array>
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "rans.h"
@@ -94,6 +97,67 @@ inline uint64_t HashMix(uint64_t a, uint64_t b) {
   return h ^ (h >> 32);
 }
 
+// The splitmix64 finalizer: a bijective 64-bit mix.
+inline uint64_t Mix64(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+// A map from 64-bit keys (hashes; 0 is stored as 1) to small values, by open
+// addressing: at most half full while it can grow to max_slots, then filled
+// to 3/4, after which it refuses new keys (FindOrInsert answers nullptr and
+// full() turns true). Memory is bounded by max_slots whatever the input.
+template <class Value>
+class KeyTable {
+ public:
+  explicit KeyTable(size_t max_slots) : max_slots_(max_slots), slots_(256) {}
+  const Value* Find(uint64_t key) const {
+    key |= key == 0;
+    for (size_t i = key & (slots_.size() - 1);; i = (i + 1) & (slots_.size() - 1)) {
+      if (slots_[i].key == key) return &slots_[i].value;
+      if (slots_[i].key == 0) return nullptr;
+    }
+  }
+  Value* FindOrInsert(uint64_t key) {
+    key |= key == 0;
+    if ((used_ + 1) * 2 > slots_.size() && slots_.size() < max_slots_) Grow();
+    if ((used_ + 1) * 4 > slots_.size() * 3) {
+      Value* v = const_cast<Value*>(Find(key));
+      full_ |= v == nullptr;
+      return v;
+    }
+    size_t i = key & (slots_.size() - 1);
+    while (slots_[i].key != 0 && slots_[i].key != key) i = (i + 1) & (slots_.size() - 1);
+    if (slots_[i].key == 0) {
+      slots_[i].key = key;
+      ++used_;
+    }
+    return &slots_[i].value;
+  }
+  bool full() const { return full_; }
+
+ private:
+  struct Slot {
+    uint64_t key = 0;
+    Value value{};
+  };
+  void Grow() {
+    std::vector<Slot> old(slots_.size() * 2);
+    old.swap(slots_);
+    for (const Slot& s : old) {
+      if (s.key == 0) continue;
+      size_t i = s.key & (slots_.size() - 1);
+      while (slots_[i].key != 0) i = (i + 1) & (slots_.size() - 1);
+      slots_[i] = s;
+    }
+  }
+  size_t max_slots_;
+  size_t used_ = 0;
+  bool full_ = false;
+  std::vector<Slot> slots_;
+};
+
 // Logistic mixing of up to kMaxInputs stretched predictions with one weight
 // vector per selector value. Weights are 16.16 fixed point.
 class Mixer {
@@ -161,6 +225,92 @@ class Apm {
   int w_ = 0;
 };
 
+// Binary arithmetic coding (carry-less, 32-bit range, byte output), used by
+// token coding 4. Against BinaryRansEncoder it saves the final state (about
+// 40 bits a stream) and codes 16-bit probabilities at full precision; a
+// 1024-id chunk is about 1,000 bytes, so that is 0.04 bits per id.
+//
+// Stream: the bytes the encoder shifted out, then one flush byte. The decoder
+// reads 4 bytes ahead (zeros past the end). A valid stream leaves the
+// decoder having read exactly size + 3 bytes, with its code value equal to
+// the flush value (the flush byte then three zeros); anything else is
+// DataLoss. docs/format.md, "Token coding 4", is normative.
+class BinaryArithEncoder {
+ public:
+  // Codes `bit` with P(1) = p1 / 2^16 (clamped to [1, 2^16 - 1]).
+  void Put(int bit, uint32_t p1) {
+    const uint32_t xmid = Mid(x1_, x2_, p1);
+    if (bit) {
+      x2_ = xmid;
+    } else {
+      x1_ = xmid + 1;
+    }
+    while (((x1_ ^ x2_) & 0xFF000000u) == 0) {
+      out_.push_back(static_cast<uint8_t>(x2_ >> 24));
+      x1_ <<= 8;
+      x2_ = (x2_ << 8) | 255;
+    }
+  }
+  std::vector<uint8_t> Finish() {
+    out_.push_back(static_cast<uint8_t>(FlushByte(x1_)));
+    return std::move(out_);
+  }
+
+  // The split point: P(1) of the range [x1, x2] goes to [x1, xmid].
+  static uint32_t Mid(uint32_t x1, uint32_t x2, uint32_t p1) {
+    p1 = p1 < 1 ? 1 : (p1 > 65535 ? 65535 : p1);
+    return x1 + static_cast<uint32_t>((uint64_t{x2 - x1} * p1) >> 16);
+  }
+  // The top byte of the smallest value in [x1, x2] whose low 24 bits are 0
+  // (it exists: x1 and x2 differ in their top byte after every Put).
+  static uint32_t FlushByte(uint32_t x1) { return (x1 >> 24) + ((x1 & 0xFFFFFFu) != 0); }
+
+ private:
+  uint32_t x1_ = 0, x2_ = 0xFFFFFFFFu;
+  std::vector<uint8_t> out_;
+};
+
+class BinaryArithDecoder {
+ public:
+  explicit BinaryArithDecoder(std::span<const uint8_t> bytes) : bytes_(bytes) {
+    for (int i = 0; i < 4; ++i) x_ = (x_ << 8) | Next();
+  }
+  // Decodes one bit with P(1) = p1 / 2^16. Once the stream is overrun it
+  // returns 0 (bounded work) and ok() is false.
+  int Get(uint32_t p1) {
+    if (!ok_) return 0;
+    const uint32_t xmid = BinaryArithEncoder::Mid(x1_, x2_, p1);
+    const int bit = x_ <= xmid;
+    if (bit) {
+      x2_ = xmid;
+    } else {
+      x1_ = xmid + 1;
+    }
+    while (((x1_ ^ x2_) & 0xFF000000u) == 0) {
+      x1_ <<= 8;
+      x2_ = (x2_ << 8) | 255;
+      x_ = (x_ << 8) | Next();
+    }
+    if (read_ > bytes_.size() + 3) ok_ = false;
+    return ok_ ? bit : 0;
+  }
+  bool ok() const { return ok_; }
+  // OK if the stream was consumed exactly and ends with the encoder's flush.
+  bool Finished() const {
+    return ok_ && read_ == bytes_.size() + 3 && x_ == BinaryArithEncoder::FlushByte(x1_) << 24;
+  }
+
+ private:
+  uint32_t Next() {
+    const size_t i = read_++;
+    return i < bytes_.size() ? bytes_[i] : 0;
+  }
+  std::span<const uint8_t> bytes_;
+  size_t read_ = 0;
+  uint32_t x1_ = 0, x2_ = 0xFFFFFFFFu, x_ = 0;
+  bool ok_ = true;
+};
+
 // Adapters that let one model template drive both directions: Bit(bit, p12)
 // codes a decision with 12-bit P(1) and returns it (the decoder ignores the
 // bit it is given).
@@ -176,6 +326,21 @@ struct CmDecodeSide {
   explicit CmDecodeSide(std::span<const uint8_t> bytes) : dec(bytes) {}
   BinaryRansDecoder dec;
   int Bit(int, int p12) { return dec.Get(static_cast<uint32_t>(p12) << 4); }
+};
+
+// The same with 16-bit P(1) and the arithmetic coder.
+struct ArithEncodeSide {
+  BinaryArithEncoder enc;
+  int Bit(int bit, uint32_t p16) {
+    enc.Put(bit, p16);
+    return bit;
+  }
+};
+
+struct ArithDecodeSide {
+  explicit ArithDecodeSide(std::span<const uint8_t> bytes) : dec(bytes) {}
+  BinaryArithDecoder dec;
+  int Bit(int, uint32_t p16) { return dec.Get(p16); }
 };
 
 }  // namespace seqkv::internal

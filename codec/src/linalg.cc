@@ -62,6 +62,15 @@ void AccumulateProducts(const float* x, int rows, int cols, const float* y, int 
   }
 }
 
+// Rows p and q of a Jacobi rotation: (x, y) <- (c x - s y, s x + c y), per entry.
+void RotatePair(double* __restrict x, double* __restrict y, size_t n, double c, double s) {
+  for (size_t k = 0; k < n; ++k) {
+    const double xk = x[k], yk = y[k];
+    x[k] = c * xk - s * yk;
+    y[k] = s * xk + c * yk;
+  }
+}
+
 }  // namespace
 
 Status CholeskySolveRidge(int n, std::vector<double> a, int m, const std::vector<double>& b, double ridge_rel,
@@ -216,11 +225,7 @@ void SymmetricEigen(int n, std::vector<double> a, std::vector<double>* eigenvalu
         const double c = 1.0 / std::sqrt(t * t + 1), s = t * c;
         double* __restrict rp = &m[p * ld];
         double* __restrict rq = &m[q * ld];
-        for (size_t k = 0; k < nn; ++k) {
-          const double akp = rp[k], akq = rq[k];
-          rp[k] = c * akp - s * akq;
-          rq[k] = s * akp + c * akq;
-        }
+        RotatePair(rp, rq, nn, c, s);
         rp[p] = app - t * apq;
         rq[q] = aqq + t * apq;
         rp[q] = rq[p] = 0;
@@ -229,13 +234,7 @@ void SymmetricEigen(int n, std::vector<double> a, std::vector<double>* eigenvalu
           m[k * ld + p] = rp[k];
           m[k * ld + q] = rq[k];
         }
-        double* __restrict vp = &vt[p * nn];
-        double* __restrict vq = &vt[q * nn];
-        for (size_t k = 0; k < nn; ++k) {
-          const double vkp = vp[k], vkq = vq[k];
-          vp[k] = c * vkp - s * vkq;
-          vq[k] = s * vkp + c * vkq;
-        }
+        RotatePair(&vt[p * nn], &vt[q * nn], nn, c, s);
       }
     }
   }

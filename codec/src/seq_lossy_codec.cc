@@ -227,6 +227,27 @@ class SeqLossyCodec final : public Codec, public SeqLossyEncoder {
   std::unique_ptr<Codec> lossless_;
 };
 
+// A safeguarded secant search for f(x) = target on [lo, hi]: secant steps
+// with the slope clamped to (min_slope, max_slope), bisection whenever a step
+// leaves the bracket that the evaluations so far have established.
+struct SecantSearch {
+  double lo, hi, slope, min_slope, max_slope;
+  double prev_x = NAN, prev_f = NAN;
+
+  // Records f(x); root_above says the solution lies above x. The next x.
+  double Next(double x, double f, double target, bool root_above) {
+    (root_above ? lo : hi) = x;
+    if (!std::isnan(prev_x) && x != prev_x) {
+      const double sl = (f - prev_f) / (x - prev_x);
+      if (sl > min_slope && sl < max_slope) slope = sl;
+    }
+    prev_x = x;
+    prev_f = f;
+    const double nx = x + (target - f) / slope;
+    return nx > lo && nx < hi ? nx : 0.5 * (lo + hi);
+  }
+};
+
 uint16_t Load16(const std::vector<uint8_t>& bytes, size_t i) {
   return static_cast<uint16_t>(bytes[2 * i] | (bytes[2 * i + 1] << 8));
 }
@@ -341,8 +362,8 @@ Status SeqLossyCodec::EncodeImpl(const Chunk& chunk, const ChunkContext* parent,
   bool lossless = false;
   if (opts_.bits > 0) {
     const double target = opts_.bits;
-    double lo = std::log(kMinDelta), hi = std::log(kMaxDelta), x = std::log(0.3), slope = -1.44;
-    double prev_x = NAN, prev_b = NAN, best_err = INFINITY;
+    SecantSearch search{std::log(kMinDelta), std::log(kMaxDelta), -1.44, -20, -0.05};
+    double x = std::log(0.3), best_err = INFINITY;
     for (int it = 0; it < 30; ++it) {
       double b, pr;
       trial(std::exp(x), &b, &pr);
@@ -352,31 +373,24 @@ Status SeqLossyCodec::EncodeImpl(const Chunk& chunk, const ChunkContext* parent,
         keep(std::exp(x), b, pr);
       }
       if (err <= 0.005 * target) break;
-      (b > target ? lo : hi) = x;
-      if (!std::isnan(prev_x) && x != prev_x) {
-        const double sl = (b - prev_b) / (x - prev_x);
-        if (sl < -0.05 && sl > -20) slope = sl;
-      }
-      prev_x = x;
-      prev_b = b;
-      double nx = x + (target - b) / slope;
-      if (!(nx > lo && nx < hi)) nx = 0.5 * (lo + hi);
-      if (hi - lo < 1e-6) break;
+      const double nx = search.Next(x, b, target, b > target);
+      if (search.hi - search.lo < 1e-6) break;
       x = nx;
     }
   }
   if (opts_.kl > 0 && (opts_.bits == 0 || proxy > opts_.kl)) {
     // The largest step whose proxy is within the budget (aim 1.5% under it).
     const double aim = std::log(0.985 * opts_.kl);
-    double lo = std::log(kMinDelta), hi = std::log(kMaxDelta), x = std::log(0.3), slope = 2.0;
+    SecantSearch search{std::log(kMinDelta), std::log(kMaxDelta), 2.0, 0.1, 20};
+    double x = std::log(0.3);
     if (opts_.bits > 0) {
-      hi = std::log(chosen_delta);
-      x = hi + (aim - std::log(std::max(proxy, 1e-300))) / slope;
+      search.hi = std::log(chosen_delta);
+      x = search.hi + (aim - std::log(std::max(proxy, 1e-300))) / search.slope;
     }
-    double prev_x = NAN, prev_f = NAN, best_x = -INFINITY;
+    double best_x = -INFINITY;
     bool found = false;
     for (int it = 0; it < 30; ++it) {
-      x = std::clamp(x, lo, hi);
+      x = std::clamp(x, search.lo, search.hi);
       double b, pr;
       trial(std::exp(x), &b, &pr);
       const bool ok = pr <= opts_.kl;
@@ -386,17 +400,8 @@ Status SeqLossyCodec::EncodeImpl(const Chunk& chunk, const ChunkContext* parent,
         keep(std::exp(x), b, pr);
       }
       if (ok && pr >= 0.97 * opts_.kl) break;
-      (ok ? lo : hi) = x;
-      const double f = std::log(std::max(pr, 1e-300));
-      if (!std::isnan(prev_x) && x != prev_x) {
-        const double sl = (f - prev_f) / (x - prev_x);
-        if (sl > 0.1 && sl < 20) slope = sl;
-      }
-      prev_x = x;
-      prev_f = f;
-      double nx = x + (aim - f) / slope;
-      if (!(nx > lo && nx < hi)) nx = 0.5 * (lo + hi);
-      if (hi - lo < 1e-4) break;
+      const double nx = search.Next(x, std::log(std::max(pr, 1e-300)), aim, ok);
+      if (search.hi - search.lo < 1e-4) break;
       x = nx;
     }
     if (!found) {

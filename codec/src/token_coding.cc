@@ -50,6 +50,12 @@ std::vector<uint8_t> EncodeTokenIdsWith(std::span<const int32_t> ids, TokenCodin
       auto cm = EncodeTokensCm(ids);
       return cm.ok() ? std::move(cm).value() : std::vector<uint8_t>();
     }
+    default:  // coding 4 (format.h may not name it yet)
+      if (coding == kTokenCodingCountMixed) {
+        auto mixed = EncodeTokensCountMixed(ids);
+        return mixed.ok() ? std::move(mixed).value() : std::vector<uint8_t>();
+      }
+      break;
   }
   return Raw32(ids);
 }
@@ -58,10 +64,14 @@ std::vector<uint8_t> EncodeTokenIds(std::span<const int32_t> ids, TokenEffort ef
   TokenCoding best = TokenCoding::kRaw32;
   std::vector<uint8_t> best_bytes = EncodeTokenIdsWith(ids, best);
   const bool any_negative = std::any_of(ids.begin(), ids.end(), [](int32_t id) { return id < 0; });
-  for (TokenCoding c : {TokenCoding::kBitPacked, TokenCoding::kZstd, TokenCoding::kContextMixed}) {
-    if (c == TokenCoding::kContextMixed && any_negative) continue;  // cannot code negative ids
+  for (TokenCoding c :
+       {TokenCoding::kBitPacked, TokenCoding::kZstd, TokenCoding::kContextMixed, kTokenCodingCountMixed}) {
+    const bool context_coded = c == TokenCoding::kContextMixed || c == kTokenCodingCountMixed;
+    if (context_coded && any_negative) continue;  // cannot code negative ids
+    if (c == kTokenCodingCountMixed && !kTokenCodingCountMixedEnabled) continue;
     if (effort == TokenEffort::kFast && c != TokenCoding::kBitPacked) continue;
     std::vector<uint8_t> bytes = EncodeTokenIdsWith(ids, c);
+    if (context_coded && bytes.empty()) continue;  // the model declined these ids
     if (bytes.size() < best_bytes.size()) {
       best = c;
       best_bytes = std::move(bytes);
@@ -73,6 +83,9 @@ std::vector<uint8_t> EncodeTokenIds(std::span<const int32_t> ids, TokenEffort ef
 
 Result<std::vector<int32_t>> DecodeTokenIds(TokenCoding coding, std::span<const uint8_t> bytes,
                                             uint32_t count) {
+  // The context-mixing decoders size their own buffers.
+  if (coding == TokenCoding::kContextMixed) return DecodeTokensCm(bytes, count);
+  if (coding == kTokenCodingCountMixed) return DecodeTokensCountMixed(bytes, count);
   std::vector<int32_t> ids(count);
   auto from_raw = [&](std::span<const uint8_t> raw) -> Status {
     if (raw.size() != size_t{count} * 4) {
@@ -110,8 +123,8 @@ Result<std::vector<int32_t>> DecodeTokenIds(TokenCoding coding, std::span<const 
       SEQKV_RETURN_IF_ERROR(from_raw(raw));
       return ids;
     }
-    case TokenCoding::kContextMixed:
-      return DecodeTokensCm(bytes, count);
+    default:
+      break;
   }
   return DataLoss("token ids: unknown coding " + std::to_string(int(coding)));
 }

@@ -9,16 +9,12 @@
 #include <random>
 #include <vector>
 
+#include "util/test_util.h"
+
 namespace seqkv::internal {
 namespace {
 
-std::vector<float> RandomFloats(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, 1.0f);
-  std::vector<float> out(n);
-  for (float& f : out) f = dist(rng);
-  return out;
-}
+using test::RandomFloats;
 
 // Distance in float ulps (same sign assumed near the values tested).
 int64_t UlpDistance(float a, float b) {

@@ -90,7 +90,7 @@ TEST(FormatTest, TokenCodingEffortFollowsTheCodec) {
   auto tokens_only = Encode(dump->chunk, "tokens");
   auto tok = ParseChunkHeader(tokens_only);
   ASSERT_TRUE(tok.ok());
-  EXPECT_EQ(tok->token_coding, TokenCoding::kContextMixed);
+  EXPECT_EQ(tok->token_coding, TokenCoding::kCountMixed);
   EXPECT_LT(tokens_only.size() * 8.0 / 1024, 11.0);  // whole chunk, header included
 }
 

@@ -10,16 +10,12 @@
 #include <random>
 #include <vector>
 
+#include "util/test_util.h"
+
 namespace seqkv::internal {
 namespace {
 
-std::vector<float> RandomFloats(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, 1.0f);
-  std::vector<float> out(n);
-  for (float& f : out) f = dist(rng);
-  return out;
-}
+using test::RandomFloats;
 
 std::vector<double> RandomSymmetric(int n, uint32_t seed) {
   std::mt19937 rng(seed);

@@ -95,6 +95,14 @@ TimedRoundTrip BestOfRuns(const Codec& codec, const Chunk& chunk, int runs) {
   return out;
 }
 
+std::vector<float> RandomFloats(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  std::vector<float> out(n);
+  for (float& f : out) f = dist(rng);
+  return out;
+}
+
 std::string SourceDir() {
   const char* env = std::getenv("SEQKV_SOURCE_DIR");
   return env ? env : ".";

@@ -15,6 +15,9 @@ namespace seqkv::test {
 // deterministic), tokens 0..T-1 scaled by `seed`.
 Chunk RandomChunk(const KvShape& shape, DType dtype, uint64_t seed);
 
+// n standard-normal floats from std::mt19937(seed) (the same on every run).
+std::vector<float> RandomFloats(size_t n, uint32_t seed);
+
 // Root of the source tree (SEQKV_SOURCE_DIR, set by CTest).
 std::string SourceDir();
 // $SEQKV_SHARED_DIR, else ../shared next to the source tree; empty if it does not exist.

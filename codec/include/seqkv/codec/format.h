@@ -37,8 +37,9 @@ enum class TokenCoding : uint8_t {
   kBitPacked = 1, // u8 width, then ids packed LSB-first at that width
   kZstd = 2,      // zstd frame of the kRaw32 bytes
   kContextMixed = 3,  // adaptive context mixing + binary rANS (token_model.h)
+  kCountMixed = 4,    // mixed Kneser-Ney counts + binary arithmetic coding (token_model.h)
 };
-inline constexpr TokenCoding kLastTokenCoding = TokenCoding::kContextMixed;
+inline constexpr TokenCoding kLastTokenCoding = TokenCoding::kCountMixed;
 
 struct SectionInfo {
   uint32_t type = 0;
