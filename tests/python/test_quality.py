@@ -26,19 +26,8 @@ from seqkv_quality.selfcheck import (TOL_FULL_VS_CACHED_KL, TOL_KV_EXCESS_REL,
 
 torch.set_num_threads(2)
 
-REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO / ".." / "shared"
-MODEL_DIR = SHARED / "models" / "tinyllama-12m"
-DUMP = SHARED / "kvdata" / "dev" / "doc00.safetensors"
-PYTHON = os.environ.get("SEQKV_PYTHON", "/usr/bin/python3")
+from conftest import DUMP, MODEL_DIR, PYTHON, REPO, SHARED  # noqa: E402,F401
 
-
-@pytest.fixture(scope="module")
-def model() -> LlamaModel:
-    if not (MODEL_DIR / "config.json").exists() or not DUMP.exists():
-        pytest.fail(f"{SHARED.resolve()} lacks the reference model or dumps; every seqkv checkout "
-                    "needs ../shared (see shared/README.md)")
-    return LlamaModel.load(MODEL_DIR)
 
 
 @pytest.fixture(scope="module")

@@ -25,20 +25,10 @@ from seqkv_quality.sensitivity import SENSITIVITY_FORMAT, measure_sensitivity  #
 
 torch.set_num_threads(1)
 
-REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO / ".." / "shared"
-MODEL_DIR = SHARED / "models" / "tinyllama-12m"
-DUMP = SHARED / "kvdata" / "dev" / "doc00.safetensors"
-PYTHON = os.environ.get("SEQKV_PYTHON", "/usr/bin/python3")
+from conftest import DUMP, MODEL_DIR, PYTHON, REPO, SHARED  # noqa: E402,F401
 KEYS = ["format", "model", "layers", "kv_heads", "head_dim", "key_domain", "cache_tokens",
         "rel_noise", "seed", "files", "sensitivity", "kl_mean", "seconds"]
 
-
-@pytest.fixture(scope="module")
-def model() -> LlamaModel:
-    if not (MODEL_DIR / "config.json").exists() or not DUMP.exists():
-        pytest.fail(f"{SHARED.resolve()} lacks the reference model or dumps")
-    return LlamaModel.load(MODEL_DIR)
 
 
 @pytest.fixture(scope="module")
