@@ -129,7 +129,8 @@ def _rope_inv_freq(cfg: LlamaConfig) -> torch.Tensor:
     raise QualityError(f"rope_scaling type {kind!r} is not supported (plain, linear, llama3 are)")
 
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """cat(-x2, x1) over the last dimension: the rotate-half RoPE's partner term."""
     half = x.shape[-1] // 2
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
@@ -261,7 +262,7 @@ class LlamaModel:
         """x: [heads, N, head_dim]; rotate-half convention, pairs (i, i + head_dim/2)."""
         freqs = positions.to(torch.float32)[:, None] * self.inv_freq[None, :]
         emb = torch.cat((freqs, freqs), dim=-1)
-        return x * emb.cos() + _rotate_half(x) * emb.sin()
+        return x * emb.cos() + rotate_half(x) * emb.sin()
 
     @torch.no_grad()
     def forward(self, tokens: torch.Tensor, past_k: torch.Tensor | None = None,

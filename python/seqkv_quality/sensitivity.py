@@ -35,6 +35,7 @@ import torch
 from .dump import KvDump, check_fits_model, check_prefix
 from .errors import QualityError
 from .metrics import QualityEvaluator, distribution_metrics
+from .model import rotate_half
 
 SENSITIVITY_FORMAT = "seqkv-sensitivity/1"
 DEFAULT_REL_NOISE = 0.05
@@ -90,11 +91,6 @@ def _rope_cos_sin(evaluator: QualityEvaluator, n: int, first_position: int
     return emb.cos(), emb.sin()
 
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-
-
 def measure_sensitivity(evaluator: QualityEvaluator, dumps: Sequence[KvDump],
                         rel_noise: float = DEFAULT_REL_NOISE, seed: int = DEFAULT_SEED,
                         layers: Sequence[int] | None = None,
@@ -133,12 +129,12 @@ def measure_sensitivity(evaluator: QualityEvaluator, dumps: Sequence[KvDump],
                     stored = x[layer, head].clone()
                     # RMS in the coding domain; for keys RoPE(-p) applied first (it preserves norms,
                     # but rounding should not decide which domain was measured).
-                    coded = stored * cos - _rotate_half(stored) * sin if kv == 0 else stored
+                    coded = stored * cos - rotate_half(stored) * sin if kv == 0 else stored
                     sigma = rel_noise * float(coded.double().pow(2).mean().sqrt())
                     noise = sigma * torch.randn(stored.shape,
                                                 generator=group_generator(seed, fi, layer, kv,
                                                                           head))
-                    x[layer, head] = stored + (noise * cos + _rotate_half(noise) * sin
+                    x[layer, head] = stored + (noise * cos + rotate_half(noise) * sin
                                                if kv == 0 else noise)
                     run = evaluator.cached_run(dump, k, v)
                     x[layer, head] = stored
