@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # On the GPU machine, in one go: build codec/ + gpu/ + the bench, run the
-# tests (scripts/gpu/check.sh), the TurboQuant GPU test verbosely, then the
-# bench, whose table is printed last.
+# tests (scripts/gpu/check.sh), the TurboQuant GPU test verbosely, the bench,
+# then the prefill-recompute comparison, whose end-to-end table is printed last.
 # Usage (device run, carrying .debs and .shared): bash bench/gpu/run.sh $OUT
+# SEQKV_GPU_PROFILE=1 also profiles one paged decode and one encode launch with
+# ncu (--clock-control none) into $OUT/ncu.txt.
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 out="${1:-/tmp}"
@@ -17,3 +19,15 @@ export SEQKV_SOURCE_DIR="$root"
 if [ ! -x "$build/turboquant_bench" ]; then echo "bench not built"; exit 1; fi
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,temperature.gpu,power.draw --format=csv,noheader || true
 "$build/turboquant_bench" 2>&1 | tee "$out/bench.log"
+if [ -n "${SEQKV_GPU_PROFILE:-}" ]; then
+  ncu_bin="$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -1)"
+  if [ -n "$ncu_bin" ]; then
+    "$ncu_bin" --clock-control none -k regex:"TqDecodeKernel|TqEncodeKernel" --launch-count 3 --set full \
+      "$build/turboquant_bench" --profile >"$out/ncu.txt" 2>&1 || echo "ncu failed (see ncu.txt)"
+    grep -E "TqDecodeKernel|TqEncodeKernel|Duration|Memory Throughput|DRAM Throughput|Compute \(SM\)|Issue Slots Busy|Achieved Occupancy|Registers Per" "$out/ncu.txt" | head -40
+  else
+    echo "no ncu on this machine"
+  fi
+fi
+nvidia-smi --query-gpu=clocks.sm,clocks.mem,temperature.gpu,power.draw --format=csv,noheader || true
+PYTHONUNBUFFERED=1 python3 "$root/bench/gpu/prefill_recompute.py" --decode-log "$out/bench.log" 2>&1 | tee "$out/prefill.log"

@@ -96,8 +96,14 @@ void Measure(const std::string& name, cudaStream_t stream, F&& f, double out_byt
   rows.push_back({name, ms, single, out_bytes / 1e9, moved_bytes / 1e9, moved_bytes / 1e9 / copy_gbps * 1e3});
 }
 
+// What RunShape measures. kAll: encode, decode contiguous, decode paged (and
+// paged from sections at an odd offset when `unaligned`); kPagedOnly: encode
+// once untimed, then decode paged (the end-to-end rows); kProfile: one encode
+// and one paged decode call, untimed (for ncu).
+enum class Mode { kAll, kPagedOnly, kProfile };
+
 void RunShape(const char* name, KvShape chunk_shape, uint32_t chunks, int bits, double copy_gbps,
-              cudaStream_t stream, const TurboQuantGpu& tq) {
+              cudaStream_t stream, const TurboQuantGpu& tq, Mode mode = Mode::kAll, bool unaligned = false) {
   const uint32_t L = chunk_shape.layers, H = chunk_shape.kv_heads, D = chunk_shape.head_dim, T = chunk_shape.tokens;
   const uint64_t total_tokens = uint64_t{chunks} * T;
   const uint64_t tensor_bytes = uint64_t{L} * H * total_tokens * D * 2;  // one of K, V (whole sequence)
@@ -124,7 +130,9 @@ void RunShape(const char* name, KvShape chunk_shape, uint32_t chunks, int bits, 
       CHECK_CUDA(cudaMemcpy(src[kv] + o, host.data(), slab, cudaMemcpyHostToDevice));
     }
   }
-  auto* sections = static_cast<uint8_t*>(DeviceAlloc(section_bytes * chunks));
+  // 16 spare bytes: the unaligned row places every chunk's sections 5 bytes
+  // further, as a chunk header of odd length would.
+  auto* sections = static_cast<uint8_t*>(DeviceAlloc(section_bytes * chunks + 16));
 
   // Encode every chunk from the contiguous sequence.
   std::vector<TurboQuantEncodeItem> enc(chunks);
@@ -149,13 +157,17 @@ void RunShape(const char* name, KvShape chunk_shape, uint32_t chunks, int bits, 
   void* eworkspace = DeviceAlloc(ews);
   std::vector<Status> statuses;
   const std::string tag = std::string(name) + " b" + std::to_string(bits);
-  Measure(tag + " encode", stream, [&] { CHECK_OK(tq.Encode(eargs, eworkspace, ews, stream, &statuses)); },
-          2.0 * tensor_bytes, 2.0 * tensor_bytes + double(section_bytes) * chunks, copy_gbps);
+  if (mode == Mode::kAll) {
+    Measure(tag + " encode", stream, [&] { CHECK_OK(tq.Encode(eargs, eworkspace, ews, stream, &statuses)); },
+            2.0 * tensor_bytes, 2.0 * tensor_bytes + double(section_bytes) * chunks, copy_gbps);
+  } else {
+    CHECK_OK(tq.Encode(eargs, eworkspace, ews, stream, &statuses));
+  }
   CHECK_OK(tq.CollectStatuses(eworkspace, stream, &statuses));
   for (const Status& s : statuses) CHECK_OK(s);
 
   // Sanity: chunk 1's sections equal the CPU reference's.
-  {
+  if (mode != Mode::kProfile) {
     Chunk ch;
     ch.shape = chunk_shape;
     ch.dtype = DType::kBF16;
@@ -209,14 +221,21 @@ void RunShape(const char* name, KvShape chunk_shape, uint32_t chunks, int bits, 
   const uint64_t dws = tq.WorkspaceBytes(cargs);
   void* dworkspace = DeviceAlloc(dws);
   const double moved = 2.0 * tensor_bytes + double(section_bytes) * chunks;
-  Measure(tag + " decode contiguous", stream,
-          [&] { CHECK_OK(tq.Decode(cargs, dworkspace, dws, stream, &statuses)); }, 2.0 * tensor_bytes, moved,
-          copy_gbps);
+  if (mode == Mode::kAll) {
+    Measure(tag + " decode contiguous", stream,
+            [&] { CHECK_OK(tq.Decode(cargs, dworkspace, dws, stream, &statuses)); }, 2.0 * tensor_bytes, moved,
+            copy_gbps);
+  } else {
+    CHECK_OK(tq.Decode(cargs, dworkspace, dws, stream, &statuses));
+  }
   CHECK_OK(tq.CollectStatuses(dworkspace, stream, &statuses));
   for (const Status& s : statuses) CHECK_OK(s);
 
-  // Spot check: the contiguous output of chunk 1 equals the CPU decode of its sections.
-  {
+  // Spot check: the contiguous output of chunk 1 equals the CPU decode of its
+  // sections (kept for the paged check below).
+  const uint64_t row = uint64_t{D} * 2;
+  std::vector<uint8_t> cpu_k, cpu_v;
+  if (mode != Mode::kProfile) {
     std::vector<uint8_t> sec(section_bytes);
     CHECK_CUDA(cudaMemcpy(sec.data(), sections + section_bytes, section_bytes, cudaMemcpyDeviceToHost));
     TurboQuantDecodeItem it = dec[1];
@@ -224,8 +243,8 @@ void RunShape(const char* name, KvShape chunk_shape, uint32_t chunks, int bits, 
     it.k_codes = sec.data() + norm_bytes;
     it.v_norms = sec.data() + norm_bytes + code_bytes;
     it.v_codes = sec.data() + 2 * norm_bytes + code_bytes;
-    const uint64_t row = uint64_t{D} * 2;
-    std::vector<uint8_t> cpu_k(uint64_t{L} * H * 2 * T * row), cpu_v(cpu_k.size());
+    cpu_k.assign(uint64_t{L} * H * 2 * T * row, 0);
+    cpu_v.assign(cpu_k.size(), 0);
     it.k_out = cpu_k.data();
     it.v_out = cpu_v.data();
     it.out_tokens = 2 * T;
@@ -275,10 +294,64 @@ void RunShape(const char* name, KvShape chunk_shape, uint32_t chunks, int bits, 
   pargs.num_blocks = num_blocks;
   pargs.items = dec;
   CHECK_OK(tq.CanImplement(pargs));
-  Measure(tag + " decode paged", stream, [&] { CHECK_OK(tq.Decode(pargs, dworkspace, dws, stream, &statuses)); },
-          2.0 * tensor_bytes, moved, copy_gbps);
+  if (mode == Mode::kProfile) {
+    CHECK_OK(tq.Decode(pargs, dworkspace, dws, stream, &statuses));
+  } else {
+    Measure(tag + " decode paged", stream,
+            [&] { CHECK_OK(tq.Decode(pargs, dworkspace, dws, stream, &statuses)); }, 2.0 * tensor_bytes, moved,
+            copy_gbps);
+  }
   CHECK_OK(tq.CollectStatuses(dworkspace, stream, &statuses));
   for (const Status& s : statuses) CHECK_OK(s);
+  // Spot check: chunk 1's rows in the paged cache (first and last layer)
+  // equal the CPU reference.
+  auto check_paged = [&](const char* what) {
+    uint64_t diff = 0, rows = 0;
+    std::vector<uint8_t> got(row);
+    for (uint32_t l : {0u, L - 1}) {
+      for (uint32_t t = 0; t < T; ++t) {
+        const uint64_t s = T + t;  // chunk 1's sequence position
+        const uint64_t blk = static_cast<uint64_t>(table[s / block_size]);
+        for (int kv = 0; kv < 2; ++kv) {
+          const std::vector<uint8_t>& ref = kv ? cpu_v : cpu_k;
+          for (uint32_t h = 0; h < H; ++h) {
+            const uint64_t at = (((blk * 2 + kv) * block_size + s % block_size) * H + h) * row;
+            CHECK_CUDA(cudaMemcpy(got.data(), static_cast<uint8_t*>(layers[l]) + at, row, cudaMemcpyDeviceToHost));
+            diff += std::memcmp(got.data(), &ref[((uint64_t{l} * H + h) * 2 * T + T + t) * row], row) != 0;
+            ++rows;
+          }
+        }
+      }
+    }
+    std::printf("%s: chunk 1 GPU decode %s vs CPU reference: %llu of %llu rows differ\n", tag.c_str(), what,
+                static_cast<unsigned long long>(diff), static_cast<unsigned long long>(rows));
+    if (diff != 0) std::exit(1);
+  };
+  if (mode != Mode::kProfile) check_paged("paged");
+  if (unaligned) {
+    // Sections 5 bytes past an aligned address (norms odd, codes unaligned):
+    // what a chunk blob with an odd-length header gives.
+    auto* moved_sections = static_cast<uint8_t*>(DeviceAlloc(section_bytes * chunks + 16));
+    CHECK_CUDA(cudaMemcpy(moved_sections + 5, sections, section_bytes * chunks, cudaMemcpyDeviceToDevice));
+    std::vector<TurboQuantDecodeItem> shifted = dec;
+    for (TurboQuantDecodeItem& it : shifted) {
+      const int64_t delta = (moved_sections + 5) - sections;
+      it.k_norms += delta;
+      it.k_codes += delta;
+      it.v_norms += delta;
+      it.v_codes += delta;
+    }
+    for (void* p : layers) CHECK_CUDA(cudaMemset(p, 0xFF, layer_bytes));
+    TurboQuantDecodeArgs uargs = pargs;
+    uargs.items = shifted;
+    Measure(tag + " decode paged +5B", stream,
+            [&] { CHECK_OK(tq.Decode(uargs, dworkspace, dws, stream, &statuses)); }, 2.0 * tensor_bytes, moved,
+            copy_gbps);
+    CHECK_OK(tq.CollectStatuses(dworkspace, stream, &statuses));
+    for (const Status& s : statuses) CHECK_OK(s);
+    check_paged("paged +5B");
+    CHECK_CUDA(cudaFree(moved_sections));
+  }
 
   for (void* p : layers) CHECK_CUDA(cudaFree(p));
   CHECK_CUDA(cudaFree(layers_dev));
@@ -292,7 +365,11 @@ void RunShape(const char* name, KvShape chunk_shape, uint32_t chunks, int bits, 
 
 }  // namespace
 
-int main() {
+// Usage: turboquant_bench            the table (and the E2E lines that
+//                                     bench/gpu/prefill_recompute.py reads)
+//        turboquant_bench --profile  one Llama-3-8B encode and paged decode, untimed (for ncu)
+int main(int argc, char** argv) {
+  const bool profile = argc > 1 && std::strcmp(argv[1], "--profile") == 0;
   auto tq = TurboQuantGpu::CreateFor(Backend::kCuda);
   CHECK_OK(tq.status());
   cudaDeviceProp prop;
@@ -300,6 +377,12 @@ int main() {
   std::printf("device: %s, %d SMs, L2 %d MB\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20);
   cudaStream_t stream;
   CHECK_CUDA(cudaStreamCreate(&stream));
+  const KvShape llama = {32, 8, 256, 128};
+  if (profile) {
+    RunShape("llama3-8b", llama, 96, 4, 1.0, stream, *tq, Mode::kProfile);
+    CHECK_CUDA(cudaStreamDestroy(stream));
+    return 0;
+  }
 
   // Ceiling: device-to-device copy of 2 GiB, bytes read + written.
   const uint64_t copy_bytes = uint64_t{2} << 30;
@@ -310,16 +393,28 @@ int main() {
     CHECK_CUDA(cudaMemcpyAsync(b, a, copy_bytes, cudaMemcpyDeviceToDevice, stream));
   });
   const double copy_gbps = 2.0 * copy_bytes / 1e9 / (copy_ms / 1e3);
-  CHECK_CUDA(cudaFree(a));
-  CHECK_CUDA(cudaFree(b));
   std::printf("cudaMemcpy D2D: %.3f ms for 2 GiB -> %.0f GB/s (read + write)\n", copy_ms, copy_gbps);
 
   // Llama-3-8B: 32 layers, 8 KV heads, head_dim 128; 96 chunks of 256 tokens
   // (3.2 GB of decoded bf16 K+V). TinyLlama-like dev shape: 6 layers, 2 heads,
   // head_dim 64; 4096 chunks of 256 tokens (3.2 GB).
   for (int bits : {4, 2}) {
-    RunShape("llama3-8b", {32, 8, 256, 128}, 96, bits, copy_gbps, stream, *tq);
+    RunShape("llama3-8b", llama, 96, bits, copy_gbps, stream, *tq, Mode::kAll, /*unaligned=*/bits == 4);
     RunShape("tinyllama", {6, 2, 256, 64}, 4096, bits, copy_gbps, stream, *tq);
+  }
+
+  // End to end: an 8K-token Llama-3-8B context (32 chunks of 256 tokens, 1 GiB
+  // of bf16 K+V) decoded into the paged cache, and the plain bf16 copy of the
+  // same 1 GiB (the floor for any codec).
+  const size_t first_e2e = rows.size();
+  const uint64_t context_bytes = uint64_t{1} << 30;
+  Measure("e2e-8k bf16 copy", stream, [&] {
+    CHECK_CUDA(cudaMemcpyAsync(b, a, context_bytes, cudaMemcpyDeviceToDevice, stream));
+  }, double(context_bytes), 2.0 * context_bytes, copy_gbps);
+  CHECK_CUDA(cudaFree(a));
+  CHECK_CUDA(cudaFree(b));
+  for (int bits : {4, 3, 2}) {
+    RunShape("e2e-8k", llama, 32, bits, copy_gbps, stream, *tq, Mode::kPagedOnly);
   }
 
   std::printf("\n%-30s %8s %8s %9s %10s %9s %8s %9s\n", "API call", "ms", "1-call", "out GB/s", "moved GB/s",
@@ -332,6 +427,10 @@ int main() {
   std::printf("ms: back-to-back calls, per call (median of %d samples of 8); 1-call: one call on an idle stream\n",
               kRepeats);
   std::printf("ceiling: cudaMemcpy D2D %.0f GB/s; floor = (bytes read + written) / ceiling\n", copy_gbps);
+  // Machine-readable lines for bench/gpu/prefill_recompute.py: name, ms, 1-call ms, floor ms.
+  for (size_t i = first_e2e; i < rows.size(); ++i) {
+    std::printf("E2E\t%s\t%.4f\t%.4f\t%.4f\n", rows[i].name.c_str(), rows[i].ms, rows[i].single_ms, rows[i].floor_ms);
+  }
   CHECK_CUDA(cudaStreamDestroy(stream));
   return 0;
 }

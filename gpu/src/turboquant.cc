@@ -8,6 +8,7 @@
 #include <cstring>
 #include <map>
 #include <string>
+#include <tuple>
 #include <utility>
 
 #include "seqkv/codec/codec.h"
@@ -115,38 +116,47 @@ int32_t* StatusArray(void* workspace, size_t items) {
                                     AlignUp(items * sizeof(internal::TqDesc)));
 }
 
-// Codec constants of one item (the codebook, signs, scales).
-void FillCodecConstants(const KvShape& shape, const TurboQuantParams& params, internal::TqDesc* d) {
+// The item's shape and group key (d', bits, seed).
+void FillItemShape(const KvShape& shape, const TurboQuantParams& params, internal::TqDesc* d) {
   d->layers = shape.layers;
   d->heads = shape.kv_heads;
   d->tokens = shape.tokens;
   d->head_dim = shape.head_dim;
   d->padded = PaddedDim(shape.head_dim);
   d->bits = static_cast<uint32_t>(params.bits);
-  d->sqrt_padded = static_cast<float>(std::sqrt(static_cast<double>(d->padded)));
-  d->inv_sqrt_padded = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d->padded)));
-  const seqkv::internal::GaussianCodebook& book = seqkv::internal::StandardNormalCodebook(params.bits);
-  std::fill(std::begin(d->centroids), std::end(d->centroids), 0.0f);
-  std::fill(std::begin(d->thresholds), std::end(d->thresholds), 0.0f);
-  for (int i = 0; i < (1 << params.bits); ++i) d->centroids[i] = book.centroids[i];
-  for (int i = 0; i + 1 < (1 << params.bits); ++i) d->thresholds[i] = book.thresholds[i];
-  // Part 0's signs (no split): SplitMix64 from `seed`, one output per 64 coordinates.
-  uint64_t state = params.seed;
-  std::fill(std::begin(d->sign_words), std::end(d->sign_words), 0);
-  for (uint32_t w = 0; w < d->padded / 64 + (d->padded % 64 ? 1 : 0); ++w) {
-    d->sign_words[w] = seqkv::internal::SplitMix64(&state);
-  }
-  if (d->padded < 64) d->sign_words[0] &= (uint64_t{1} << d->padded) - 1;
+  d->seed = params.seed;
 }
 
-// Sorts descriptors into (E, bits) groups, assigns tiles, uploads them and
-// launches `launch` per group.
+// What a launch group shares: the codebook, the signs, the scales.
+internal::TqGroupConsts MakeGroupConsts(uint32_t padded, int bits, uint32_t seed) {
+  internal::TqGroupConsts c{};
+  c.padded = padded;
+  c.bits = static_cast<uint32_t>(bits);
+  c.sqrt_padded = static_cast<float>(std::sqrt(static_cast<double>(padded)));
+  c.inv_sqrt_padded = static_cast<float>(1.0 / std::sqrt(static_cast<double>(padded)));
+  const seqkv::internal::GaussianCodebook& book = seqkv::internal::StandardNormalCodebook(bits);
+  for (int i = 0; i < (1 << bits); ++i) c.centroids[i] = book.centroids[i];
+  for (int i = 0; i + 1 < (1 << bits); ++i) c.thresholds[i] = book.thresholds[i];
+  // Part 0's signs (no split): SplitMix64 from `seed`, one output per 64 coordinates.
+  uint64_t state = seed;
+  for (uint32_t w = 0; w < (padded + 63) / 64; ++w) c.sign_words[w] = seqkv::internal::SplitMix64(&state);
+  if (padded < 64) c.sign_words[0] &= (uint64_t{1} << padded) - 1;
+  for (uint32_t i = 0; i < padded && i < static_cast<uint32_t>(internal::kTqLaneCoords); ++i) {
+    const bool negative = (c.sign_words[i / 64] >> (i % 64)) & 1;
+    c.signed_inv_sqrt[i] = negative ? -c.inv_sqrt_padded : c.inv_sqrt_padded;
+    c.sign_masks[i] = negative ? 0x80000000u : 0u;
+  }
+  return c;
+}
+
+// Sorts descriptors into (d', bits, seed) groups, assigns tiles, uploads them
+// and launches `launch` per group.
 template <typename Launch>
-Status UploadAndLaunch(std::vector<internal::TqDesc>& descs, bool decode, void* workspace, cudaStream_t stream,
-                       size_t items, Launch&& launch) {
-  std::stable_sort(descs.begin(), descs.end(), [](const internal::TqDesc& a, const internal::TqDesc& b) {
-    return std::make_pair(a.padded, a.bits) < std::make_pair(b.padded, b.bits);
-  });
+Status UploadAndLaunch(std::vector<internal::TqDesc>& descs, void* workspace, cudaStream_t stream, size_t items,
+                       Launch&& launch) {
+  auto key = [](const internal::TqDesc& d) { return std::make_tuple(d.padded, d.bits, d.seed); };
+  std::stable_sort(descs.begin(), descs.end(),
+                   [&](const internal::TqDesc& a, const internal::TqDesc& b) { return key(a) < key(b); });
   struct Group {
     size_t begin, end;
     uint32_t tiles;
@@ -155,8 +165,8 @@ Status UploadAndLaunch(std::vector<internal::TqDesc>& descs, bool decode, void* 
   for (size_t i = 0; i < descs.size();) {
     size_t j = i;
     uint32_t tiles = 0;
-    const int per_tile = internal::TqVectorsPerTile(static_cast<int>(descs[i].padded / 32), decode);
-    while (j < descs.size() && descs[j].padded == descs[i].padded && descs[j].bits == descs[i].bits) {
+    const int per_tile = internal::TqVectorsPerTile(static_cast<int>(descs[i].padded / 32));
+    while (j < descs.size() && key(descs[j]) == key(descs[i])) {
       descs[j].first_tile = tiles;
       const uint64_t vectors = 2 * uint64_t{descs[j].layers} * descs[j].heads * descs[j].tokens;
       tiles += static_cast<uint32_t>((vectors + per_tile - 1) / per_tile);
@@ -174,12 +184,14 @@ Status UploadAndLaunch(std::vector<internal::TqDesc>& descs, bool decode, void* 
   }
   SEQKV_CUDA_RETURN(cudaMemsetAsync(statuses, 0, items * sizeof(int32_t), stream), "status reset");
   for (const Group& g : groups) {
+    const internal::TqDesc& first = descs[g.begin];
     internal::TqLaunchGroup lg;
     lg.descs = device_descs + g.begin;
     lg.count = static_cast<uint32_t>(g.end - g.begin);
     lg.total_tiles = g.tiles;
-    lg.elems_per_lane = static_cast<int>(descs[g.begin].padded / 32);
-    lg.bits = static_cast<int>(descs[g.begin].bits);
+    lg.elems_per_lane = static_cast<int>(first.padded / 32);
+    lg.bits = static_cast<int>(first.bits);
+    lg.consts = MakeGroupConsts(first.padded, lg.bits, first.seed);
     SEQKV_CUDA_RETURN(launch(lg, statuses), "kernel launch");
   }
   return Status::Ok();
@@ -305,7 +317,7 @@ Status TurboQuantGpu::Decode(const TurboQuantDecodeArgs& args, void* workspace, 
     if (!(*statuses)[i].ok()) continue;
     const TurboQuantDecodeItem& item = args.items[i];
     internal::TqDesc d{};
-    FillCodecConstants(item.shape, item.params, &d);
+    FillItemShape(item.shape, item.params, &d);
     d.norms[0] = item.k_norms;
     d.norms[1] = item.v_norms;
     d.codes[0] = item.k_codes;
@@ -321,7 +333,7 @@ Status TurboQuantGpu::Decode(const TurboQuantDecodeArgs& args, void* workspace, 
   }
   auto s = static_cast<cudaStream_t>(stream);
   const bool paged = args.destination == KvDestination::kPaged;
-  return UploadAndLaunch(descs, true, workspace, s, args.items.size(),
+  return UploadAndLaunch(descs, workspace, s, args.items.size(),
                          [&](const internal::TqLaunchGroup& g, int32_t* st) {
                            return paged ? internal::LaunchTqDecodePaged(g, args.block_size, args.num_blocks, st, s)
                                         : internal::LaunchTqDecodeContiguous(g, st, s);
@@ -353,7 +365,7 @@ Status TurboQuantGpu::Encode(const TurboQuantEncodeArgs& args, void* workspace, 
     if (!(*statuses)[i].ok()) continue;
     const TurboQuantEncodeItem& item = args.items[i];
     internal::TqDesc d{};
-    FillCodecConstants(item.shape, item.params, &d);
+    FillItemShape(item.shape, item.params, &d);
     d.tensors[0] = const_cast<void*>(item.k_in);
     d.tensors[1] = const_cast<void*>(item.v_in);
     d.out_norms[0] = item.k_norms;
@@ -366,7 +378,7 @@ Status TurboQuantGpu::Encode(const TurboQuantEncodeArgs& args, void* workspace, 
     descs.push_back(d);
   }
   auto s = static_cast<cudaStream_t>(stream);
-  return UploadAndLaunch(descs, false, workspace, s, args.items.size(),
+  return UploadAndLaunch(descs, workspace, s, args.items.size(),
                          [&](const internal::TqLaunchGroup& g, int32_t* st) {
                            return internal::LaunchTqEncode(g, st, s);
                          });

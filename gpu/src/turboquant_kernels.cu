@@ -1,17 +1,25 @@
 // TurboQuant decode/encode kernels (CUDA C++17, sm_90).
 //
-// A group of G lanes per head vector (decode; encode uses the whole warp):
-// lane q of the group holds coordinates [q*E, q*E + E) of the padded vector
-// (d' = G E). The Walsh–Hadamard butterflies for h < E run in registers,
-// those for h >= E through __shfl_xor_sync with lane mask h / E.
-// Every float operation is the CPU reference's (codec/src/turboquant_codec.cc,
-// hadamard.cc), in the same order per element, written with explicit _rn
-// intrinsics so nvcc cannot contract a multiply and an add into an FMA: the
-// results are bit-identical to the reference.
+// Lane layout: a vector of d' (padded) coordinates is held by G lanes of E
+// coordinates each, E = min(d', kTqLaneCoords), G = d' / E; lane q of a group
+// holds coordinates [q E, q E + E). At d' <= 128 (every model we serve) that is
+// one lane per vector: the Walsh–Hadamard butterflies run in registers with no
+// shuffle; above it the stages h >= E go through __shfl_xor_sync.
 //
-// A block (8 warps) handles one tile of one item: TqVectorsPerTile vectors,
-// enumerated so that consecutive lane groups and warps write consecutive memory:
-//   contiguous: (kv, layer, head, token)   paged: (kv, layer, token, head).
+// Exactness: every float operation is the CPU reference's
+// (codec/src/turboquant_codec.cc, hadamard.cc), in the same order per element,
+// with explicit _rn intrinsics (and --fmad=false) so nothing is contracted into
+// an FMA. Two rewrites are exact and used for speed: the sign flip (a multiply
+// by -1) commutes with round-to-nearest, so decode multiplies by the signed
+// constant +-1/sqrt(d') and encode flips the sign bit of the input; and the
+// bf16 rounding is the hardware's cvt.rn.bf16x2.f32 (round to nearest even, as
+// the reference; the values are never NaN).
+//
+// Memory access: a warp handles 32 / G vectors per pass. Its lanes compute in
+// registers, then stage the bf16 rows in shared memory (rows padded by 16 B so
+// 16-byte accesses are conflict-free) and the warp copies them out (decode) or
+// in (encode) as consecutive 16-byte pieces: each store instruction writes
+// whole 128-byte lines instead of one 16-byte piece of 32 lines.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -24,15 +32,35 @@ namespace seqkv::gpu::internal {
 
 namespace {
 
-constexpr int kWarps = kTqThreadsPerBlock / 32;
 constexpr unsigned kFull = 0xFFFFFFFFu;
-// Rounds of kWarps * VectorsPerWarp vectors per block: amortizes the block's
-// set-up (item search, codebook) over enough work (measured: 1 round ran at
-// 14-22% of the memory floor on the H200).
-constexpr int kTileIters = 8;
-constexpr int kDecodePasses = 2;
+constexpr int kWarps = kTqThreadsPerBlock / 32;
+// Passes (of 32 / G vectors) per warp per tile: amortizes the block's set-up
+// (item search, codebook) over enough work.
+constexpr int kPasses = 8;
 
-__host__ __device__ constexpr int VectorsPerWarp(int e) { return e >= 16 ? 1 : 16 / e; }
+template <int P>
+struct Layout {
+  static constexpr int E = P < kTqLaneCoords ? P : kTqLaneCoords;  // coordinates per lane
+  static constexpr int G = P / E;                                  // lanes per vector
+  static constexpr int kVecs = 32 / G;                             // vectors per warp pass
+  static constexpr int kPartBytes = 2 * E + 16;                    // one lane's bf16 + 16 B pad
+  static constexpr int kRowBytes = G * kPartBytes;
+  static constexpr int kWarpBytes = kVecs * kRowBytes;
+  static constexpr int kCols = P / 8;             // 16-byte columns of a row
+  static constexpr int kPartCols = E / 8;
+  // Code prefetch slots (decode): one per lane, padded to an odd number of
+  // 16-byte units so the lanes' 16-byte reads are conflict-free.
+  template <int B>
+  static constexpr int kLaneCodeBytes = E * B / 8;
+  template <int B>
+  static constexpr bool kPrefetchCodes = kLaneCodeBytes<B> % 16 == 0;
+  template <int B>
+  static constexpr int kSlotBytes =
+      !kPrefetchCodes<B> ? 16 : (kLaneCodeBytes<B> / 16) % 2 == 1 ? kLaneCodeBytes<B> : kLaneCodeBytes<B> + 16;
+  // Registers: E floats dominate; 3 blocks of 128 threads leave 170 per thread.
+  static constexpr int kMinBlocks = E >= 128 ? 3 : E >= 64 ? 4 : 6;
+  static_assert(kVecs * kCols % 32 == 0, "whole copy rounds");
+};
 
 __device__ __forceinline__ uint32_t FindItem(const TqDesc* descs, uint32_t count, uint32_t tile) {
   uint32_t lo = 0, hi = count;  // last item with first_tile <= tile
@@ -43,17 +71,9 @@ __device__ __forceinline__ uint32_t FindItem(const TqDesc* descs, uint32_t count
   return lo;
 }
 
-__device__ __forceinline__ uint16_t FloatToBf16Bits(float f) {
-  const uint32_t bits = __float_as_uint(f);
-  if ((bits & 0x7F800000u) == 0x7F800000u && (bits & 0x007FFFFFu) != 0) {
-    return static_cast<uint16_t>((bits >> 16) | 0x0040u);
-  }
-  return static_cast<uint16_t>((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
-}
-
-// x <- H x (unnormalized butterflies) over the warp's d' = 32 E coordinates.
-template <int E, int G = 32>
-__device__ __forceinline__ void Butterflies(float (&x)[E], int lane) {
+// x <- H x (unnormalized butterflies) over the group's d' = G E coordinates.
+template <int E, int G>
+__device__ __forceinline__ void Butterflies(float (&x)[E], int q) {
 #pragma unroll
   for (int h = 1; h < E; h <<= 1) {
 #pragma unroll
@@ -67,7 +87,7 @@ __device__ __forceinline__ void Butterflies(float (&x)[E], int lane) {
   }
 #pragma unroll
   for (int m = 1; m < G; m <<= 1) {  // xor m < G stays inside the lane's group
-    const bool upper = (lane & m) != 0;
+    const bool upper = (q & m) != 0;
 #pragma unroll
     for (int j = 0; j < E; ++j) {
       const float p = __shfl_xor_sync(kFull, x[j], m);
@@ -76,378 +96,581 @@ __device__ __forceinline__ void Butterflies(float (&x)[E], int lane) {
   }
 }
 
-// Loads this lane's E*B code bits of a vector starting at `vec` (byte aligned)
-// into a little-endian bit string; returns the bit shift of the first one.
+// One lane's E * B code bits (a whole number of 32-bit words, E >= 32),
+// little-endian as the format packs them.
 template <int E, int B>
 struct LaneCodes {
-  static constexpr int kBits = E * B;
-  static constexpr bool kByteAligned = (kBits % 8) == 0;
-  static constexpr int kBytes = kByteAligned ? kBits / 8 : (7 + kBits + 7) / 8;
-  static constexpr int kWords = (kBytes + 3) / 4;
+  static constexpr int kBytes = E * B / 8;
+  static constexpr int kWords = kBytes / 4;
   uint32_t w[kWords];
-  int shift;
 
   __device__ __forceinline__ void Clear() {
 #pragma unroll
     for (int i = 0; i < kWords; ++i) w[i] = 0;
-    shift = 0;
   }
-  __device__ __forceinline__ void Load(const uint8_t* vec, int lane) {
-    const uint32_t first_bit = static_cast<uint32_t>(lane) * kBits;
-    const uint8_t* p = vec + first_bit / 8;
-    shift = kByteAligned ? 0 : static_cast<int>(first_bit % 8);
-    // Only the bytes that hold this lane's bits are read (all inside the vector).
-    const int needed = kByteAligned ? kBytes : (shift + kBits + 7) / 8;
+
+  // Sections follow the chunk header, so they are often not 16-byte aligned:
+  // then the lane loads the aligned 16-byte window around its bytes and
+  // funnel-shifts (the window's word offset is a compile-time case). Bytes of
+  // the window outside [sec_begin, sec_end) are never read: such lanes (the
+  // first and last vectors of a section) load byte by byte.
+  template <int kOff>
+  __device__ __forceinline__ void LoadShifted(const uint4* base, uint32_t shift) {
+    constexpr int kU = kBytes / 16 + 1;
+    uint32_t raw[4 * kU];
 #pragma unroll
-    for (int i = 0; i < kWords; ++i) w[i] = 0;
-    if (kByteAligned && kBytes % 4 == 0 && (reinterpret_cast<uintptr_t>(p) % 4) == 0) {
+    for (int u = 0; u < kU; ++u) {
+      const uint4 v = __ldg(base + u);
+      raw[4 * u] = v.x, raw[4 * u + 1] = v.y, raw[4 * u + 2] = v.z, raw[4 * u + 3] = v.w;
+    }
+#pragma unroll
+    for (int i = 0; i < kWords; ++i) w[i] = __funnelshift_r(raw[kOff + i], raw[kOff + i + 1], shift);
+  }
+
+  __device__ __forceinline__ void Load(const uint8_t* p, const uint8_t* sec_begin, const uint8_t* sec_end) {
+    const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+    if constexpr (kBytes % 16 == 0) {
+      const uint32_t m = static_cast<uint32_t>(a & 15);
+      if (m == 0) {
+#pragma unroll
+        for (int u = 0; u < kBytes / 16; ++u) {
+          const uint4 v = __ldg(reinterpret_cast<const uint4*>(p) + u);
+          w[4 * u] = v.x, w[4 * u + 1] = v.y, w[4 * u + 2] = v.z, w[4 * u + 3] = v.w;
+        }
+        return;
+      }
+      const uintptr_t base = a - m;
+      if (base >= reinterpret_cast<uintptr_t>(sec_begin) &&
+          base + 16 * (kBytes / 16 + 1) <= reinterpret_cast<uintptr_t>(sec_end)) {
+        const auto* b = reinterpret_cast<const uint4*>(base);
+        const uint32_t shift = 8 * (m & 3);
+        switch (m >> 2) {
+          case 0: LoadShifted<0>(b, shift); return;
+          case 1: LoadShifted<1>(b, shift); return;
+          case 2: LoadShifted<2>(b, shift); return;
+          default: LoadShifted<3>(b, shift); return;
+        }
+      }
+    } else if ((a & 3) == 0) {
 #pragma unroll
       for (int i = 0; i < kWords; ++i) w[i] = __ldg(reinterpret_cast<const uint32_t*>(p) + i);
       return;
     }
+    Clear();
 #pragma unroll
-    for (int i = 0; i < kBytes; ++i) {
-      if (i < needed) w[i / 4] |= static_cast<uint32_t>(__ldg(p + i)) << (8 * (i % 4));
-    }
+    for (int i = 0; i < kBytes; ++i) w[i / 4] |= static_cast<uint32_t>(__ldg(p + i)) << (8 * (i % 4));
   }
-  __device__ __forceinline__ uint32_t Get(int e) const {
-    if (kByteAligned) {
-      const int pos = e * B;  // compile-time after unrolling
-      const int wi = pos / 32, off = pos % 32;
-      uint32_t v = w[wi] >> off;
-      if (off + B > 32) v |= w[wi + 1] << (32 - off);
-      return v & ((1u << B) - 1u);
+
+  // 4 * index of coordinate e (a byte offset into a float table): two
+  // instructions (shift or funnel shift, and).
+  __device__ __forceinline__ uint32_t ByteOffset(int e) const {
+    const int pos = e * B;  // compile-time after unrolling
+    const int wi = pos / 32, off = pos % 32;
+    uint32_t v;
+    if (off >= 2) {
+      v = off + B <= 32 ? w[wi] >> (off - 2) : __funnelshift_r(w[wi], w[wi + 1], off - 2);
+    } else {
+      v = w[wi] << (2 - off);
     }
-    // Unaligned lanes hold at most 19 bits: one word.
-    return (w[0] >> (shift + e * B)) & ((1u << B) - 1u);
+    return v & (((1u << B) - 1u) << 2);
   }
 };
 
-template <int E>
-__device__ __forceinline__ void StoreBf16(uint16_t* dst, const float (&x)[E], int lane, uint32_t head_dim) {
-  const uint32_t c0 = static_cast<uint32_t>(lane) * E;
-  uint16_t h[E];
-#pragma unroll
-  for (int e = 0; e < E; ++e) h[e] = FloatToBf16Bits(x[e]);
-  uint16_t* p = dst + c0;
-  const uintptr_t addr = reinterpret_cast<uintptr_t>(p);
-  if (c0 + E <= head_dim && E >= 2 && (addr % (2 * E < 16 ? 2 * E : 16)) == 0) {
-    if constexpr (E == 2) {
-      *reinterpret_cast<uint32_t*>(p) = uint32_t{h[0]} | (uint32_t{h[1]} << 16);
-    } else if constexpr (E == 4) {
-      uint2 v;
-      v.x = uint32_t{h[0]} | (uint32_t{h[1]} << 16);
-      v.y = uint32_t{h[2]} | (uint32_t{h[3]} << 16);
-      *reinterpret_cast<uint2*>(p) = v;
-    } else if constexpr (E >= 8) {
-#pragma unroll
-      for (int q = 0; q < E / 8; ++q) {
-        uint4 v;
-        v.x = uint32_t{h[8 * q + 0]} | (uint32_t{h[8 * q + 1]} << 16);
-        v.y = uint32_t{h[8 * q + 2]} | (uint32_t{h[8 * q + 3]} << 16);
-        v.z = uint32_t{h[8 * q + 4]} | (uint32_t{h[8 * q + 5]} << 16);
-        v.w = uint32_t{h[8 * q + 6]} | (uint32_t{h[8 * q + 7]} << 16);
-        reinterpret_cast<uint4*>(p)[q] = v;
-      }
-    }
-    return;
-  }
-#pragma unroll
-  for (int e = 0; e < E; ++e) {
-    if (c0 + e < head_dim) p[e] = h[e];
+__device__ __forceinline__ uint16_t LoadU16(const uint8_t* p) {
+  if ((reinterpret_cast<uintptr_t>(p) & 1) == 0) return __ldg(reinterpret_cast<const uint16_t*>(p));
+  return static_cast<uint16_t>(__ldg(p) | (__ldg(p + 1) << 8));
+}
+
+__device__ __forceinline__ void StoreU16(uint8_t* p, uint16_t v) {
+  if ((reinterpret_cast<uintptr_t>(p) & 1) == 0) {
+    *reinterpret_cast<uint16_t*>(p) = v;
+  } else {
+    p[0] = static_cast<uint8_t>(v);
+    p[1] = static_cast<uint8_t>(v >> 8);
   }
 }
 
-// Shared per block: the item's codebook.
-struct BlockTables {
-  float centroids[16];
-  float thresholds[16];
+// cp.async (sm_80+): 16 bytes global -> shared without a register, L1 bypassed.
+__device__ __forceinline__ void CpAsync16(void* smem, const void* gmem) {
+  const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem) : "memory");
+}
+__device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+__device__ __forceinline__ void CpAsyncWaitAll() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
+
+__device__ __forceinline__ const uint8_t* ShflPtr(const void* p, int src_lane) {
+  return reinterpret_cast<const uint8_t*>(
+      __shfl_sync(kFull, static_cast<unsigned long long>(reinterpret_cast<uintptr_t>(p)), src_lane));
+}
+
+// Bits [first, first + 32) of the sign pattern (first a multiple of 32).
+__device__ __forceinline__ uint32_t SignWord(const TqGroupConsts& c, uint32_t first) {
+  return static_cast<uint32_t>(c.sign_words[first / 64] >> (first % 64));
+}
+
+__device__ __forceinline__ uint32_t PackBf16x2(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // .x = lo in the low half
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+
+// Shared by decode and encode: which vector a lane group handles. Vectors are
+// enumerated (kv, layer, head, token) for both destinations, so consecutive
+// groups read consecutive code bytes and write whole bf16 rows.
+struct VectorIndex {
+  bool valid;
+  uint32_t kv, iv, t, lh;  // iv = lh * tokens + t within K or V
 };
 
-__device__ __forceinline__ void LoadTables(const TqDesc& d, BlockTables* t) {
-  if (threadIdx.x < 16) {
-    t->centroids[threadIdx.x] = d.centroids[threadIdx.x];
-    t->thresholds[threadIdx.x] = d.thresholds[threadIdx.x];
-  }
-  __syncthreads();
+__device__ __forceinline__ VectorIndex Locate(uint32_t v, uint32_t per_tensor, uint32_t tokens) {
+  VectorIndex x;
+  x.valid = v < 2 * per_tensor;
+  x.kv = v >= per_tensor ? 1u : 0u;
+  x.iv = x.valid ? v - x.kv * per_tensor : 0;
+  x.t = x.iv % tokens;
+  x.lh = x.iv / tokens;
+  return x;
 }
 
-// Sign bits of coordinates [q*E, q*E + E) (E <= 32, E divides 64 or is 32).
-template <int E>
-__device__ __forceinline__ uint32_t GroupSigns(const TqDesc& d, int q) {
-  const uint32_t first = static_cast<uint32_t>(q) * E;
-  return static_cast<uint32_t>(d.sign_words[first / 64] >> (first % 64)) & (E >= 32 ? kFull : ((1u << E) - 1u));
-}
-
-template <int E>
-__device__ __forceinline__ uint32_t LaneSigns(const TqDesc& d, int lane) {
-  const uint32_t first = static_cast<uint32_t>(lane) * E;
-  return static_cast<uint32_t>(d.sign_words[first / 64] >> (first % 64)) & (E >= 32 ? kFull : ((1u << E) - 1u));
-}
-
-// Decode: G lanes per vector (a lane holds E = d' / G coordinates), 32 / G
-// vectors per warp pass, kPasses passes loaded before they are computed.
-// More coordinates per lane amortize the per-vector index arithmetic and cut
-// the shuffles to log2(G) stages (measured: one warp per vector, E = 4 at
-// d' = 128, ran at 25% of the memory floor, bound by instruction issue).
-template <int E, int G, int B, bool kPaged>
-__global__ void __launch_bounds__(kTqThreadsPerBlock)
+// Decode: one tile = kWarps * kPasses passes of 32 / G vectors of one item.
+// While a pass computes, the next pass's codes are already on their way into
+// shared memory (cp.async, 16-byte pieces, consecutive lanes on consecutive
+// bytes) and its norms into registers: measured without it, the warps (3 per
+// scheduler, limited by registers) stalled on those loads 41% of the time.
+template <int P, int B, bool kPaged>
+__global__ void __launch_bounds__(kTqThreadsPerBlock, Layout<P>::kMinBlocks)
     TqDecodeKernel(const TqDesc* __restrict__ descs, uint32_t count, uint32_t block_size, uint32_t num_blocks,
-                   int32_t* __restrict__ statuses) {
-  constexpr int kGroups = 32 / G;  // vectors per warp pass
-  constexpr int kPasses = kDecodePasses;
-  __shared__ BlockTables tables;
+                   int32_t* __restrict__ statuses, const __grid_constant__ TqGroupConsts c) {
+  using L = Layout<P>;
+  constexpr int E = L::E, G = L::G, kVecs = L::kVecs;
+  using Codes = LaneCodes<E, B>;
+  constexpr bool kPrefetch = L::template kPrefetchCodes<B>;
+  constexpr int kSlot = L::template kSlotBytes<B>;
+  constexpr int kLaneChunks = Codes::kBytes / 16;  // 16-byte pieces of one lane's codes
+  __shared__ float centroids[16];
+  __shared__ __align__(16) uint8_t stage[kWarps][L::kWarpBytes];
+  __shared__ __align__(16) uint8_t slots[kWarps][kPrefetch ? 32 * kSlot : 16];
+  __shared__ uint16_t* rows[kWarps][kVecs];
   const uint32_t tile = blockIdx.x;
   const TqDesc& d = descs[FindItem(descs, count, tile)];
-  LoadTables(d, &tables);
+  if (threadIdx.x < 16) centroids[threadIdx.x] = c.centroids[threadIdx.x];
+  __syncthreads();
   const int lane = threadIdx.x % 32;
   const int warp = threadIdx.x / 32;
-  const int q = lane % G;  // position in the group
-  const int g = lane / G;  // group = vector of this pass
-  // The item's fields, once, in registers (selects, not arrays: a runtime
-  // index would put them in local memory).
-  const uint32_t signs = GroupSigns<E>(d, q);
-  const uint32_t H = d.heads, T = d.tokens, L = d.layers, D = d.head_dim;
-  const uint32_t per_tensor = L * H * T;
-  const uint32_t vec_bytes = d.padded * B / 8;
-  const uint8_t* const k_norms = d.norms[0];
-  const uint8_t* const v_norms = d.norms[1];
-  const uint8_t* const k_codes = d.codes[0];
-  const uint8_t* const v_codes = d.codes[1];
-  uint16_t* const k_out = static_cast<uint16_t*>(d.tensors[0]);
-  uint16_t* const v_out = static_cast<uint16_t*>(d.tensors[1]);
-  void* const* const caches = d.layer_caches;
-  const int32_t* const table = d.block_table;
-  const uint64_t outer_tokens = d.outer_tokens;
-  const uint32_t token_offset = static_cast<uint32_t>(d.token_offset);  // host checks < 2^32
-  const float inv_sqrt = d.inv_sqrt_padded, sqrt_padded = d.sqrt_padded;
-  int32_t* const status = &statuses[d.status_index];
-  constexpr uint32_t kWarpVectors = kPasses * kGroups;
-  const uint32_t tile_base = (tile - d.first_tile) * (kTileIters * kWarps * kWarpVectors);
-
-  for (int it = 0; it < kTileIters; ++it) {
-    const uint32_t first = tile_base + (it * kWarps + warp) * kWarpVectors;
-    if (first >= 2 * per_tensor) break;  // warp-uniform
-    LaneCodes<E, B> codes[kPasses];
-    uint16_t norm16[kPasses];
-    uint16_t* dst[kPasses];
+  const int q = lane % G;  // part of the vector
+  const int g = lane / G;  // vector of the pass
+  uint32_t signs[E / 32];  // G > 1 only: this lane's sign bits
 #pragma unroll
-    for (int i = 0; i < kPasses; ++i) {
-      const uint32_t v = first + i * kGroups + g;
-      norm16[i] = 0;
-      dst[i] = nullptr;
-      codes[i].Clear();
-      if (v >= 2 * per_tensor) continue;
-      const bool kv = v >= per_tensor;
-      const uint32_t r = kv ? v - per_tensor : v;
-      uint32_t iv;
-      if (kPaged) {  // r = (layer * T + t) * H + h
-        const uint32_t h = r % H, lt = r / H;
-        const uint32_t t = lt % T, l = lt / T;
-        iv = (l * H + h) * T + t;
-        const uint32_t s = token_offset + t;
+  for (int i = 0; i < E / 32; ++i) signs[i] = G > 1 ? SignWord(c, static_cast<uint32_t>(q) * E + 32 * i) : 0;
+  const uint32_t H = d.heads, T = d.tokens, D = d.head_dim;
+  const uint32_t per_tensor = d.layers * H * T;
+  constexpr uint32_t kVecBytes = P * B / 8;
+  const uint32_t token_offset = static_cast<uint32_t>(d.token_offset);  // host checks < 2^32
+  const float inv_sqrt = c.inv_sqrt_padded, sqrt_padded = c.sqrt_padded;
+  int32_t* const status = &statuses[d.status_index];
+  const uint32_t tile_base = (tile - d.first_tile) * (kPasses * kWarps * kVecs);
+  uint8_t* const my_stage = stage[warp];
+  uint8_t* const my_slots = slots[warp];
+  auto pass_first = [&](int it) { return tile_base + (it * kWarps + warp) * kVecs; };
+  auto code_ptr = [&](const VectorIndex& vi) {
+    return d.codes[vi.kv] + uint64_t{vi.iv} * kVecBytes + q * Codes::kBytes;
+  };
+
+  // Starts the loads of pass `it`: its norm into *norm, its codes into the
+  // slots when every lane's codes are 16-byte aligned (returns that).
+  auto prefetch = [&](int it, uint16_t* norm) {
+    *norm = 0;
+    if (it >= kPasses) return false;
+    const uint32_t first = pass_first(it);
+    if (first >= 2 * per_tensor) return false;  // warp-uniform
+    const VectorIndex vi = Locate(first + g, per_tensor, T);
+    const uint8_t* p = nullptr;
+    if (vi.valid) {
+      *norm = LoadU16(d.norms[vi.kv] + 2ull * vi.iv);
+      p = code_ptr(vi);
+    }
+    if constexpr (!kPrefetch) {
+      return false;
+    } else {
+      if (!__all_sync(kFull, (reinterpret_cast<uintptr_t>(p) & 15) == 0)) return false;
+#pragma unroll
+      for (int i = 0; i < kLaneChunks; ++i) {
+        const int k = i * 32 + lane;
+        const int r = k / kLaneChunks, j = k % kLaneChunks;  // lane r's piece j
+        const uint8_t* const src = ShflPtr(p, r);
+        if (src != nullptr) CpAsync16(my_slots + r * kSlot + 16 * j, src + 16 * j);
+      }
+      CpAsyncCommit();
+      return true;
+    }
+  };
+
+  uint16_t norm_next;
+  bool prefetched = prefetch(0, &norm_next);
+  for (int it = 0; it < kPasses; ++it) {
+    const uint32_t first = pass_first(it);
+    if (first >= 2 * per_tensor) break;  // warp-uniform
+    const VectorIndex vi = Locate(first + g, per_tensor, T);
+    Codes codes;
+    uint16_t norm16 = norm_next;
+    if (prefetched) {
+      CpAsyncWaitAll();
+      __syncwarp();
+#pragma unroll
+      for (int u = 0; u < kLaneChunks; ++u) {
+        const uint4 v = reinterpret_cast<const uint4*>(my_slots + lane * kSlot)[u];
+        codes.w[4 * u] = v.x, codes.w[4 * u + 1] = v.y, codes.w[4 * u + 2] = v.z, codes.w[4 * u + 3] = v.w;
+      }
+      if (!vi.valid) codes.Clear();
+    } else if (vi.valid) {
+      const uint8_t* const sec = d.codes[vi.kv];
+      codes.Load(code_ptr(vi), sec, sec + uint64_t{per_tensor} * kVecBytes);
+    } else {
+      codes.Clear();
+    }
+    __syncwarp();  // every lane has read its slot: the next pass may overwrite them
+    prefetched = prefetch(it + 1, &norm_next);
+
+    uint16_t* dst = nullptr;
+    if (vi.valid) {
+      if constexpr (kPaged) {
+        const uint32_t h = vi.lh % H, l = vi.lh / H;
+        const uint32_t s = token_offset + vi.t;
         const uint32_t bi = s / block_size;
-        const int32_t blk = __ldg(table + bi);
+        const int32_t blk = __ldg(d.block_table + bi);
         if (blk >= 0 && static_cast<uint32_t>(blk) < num_blocks) {
-          dst[i] = static_cast<uint16_t*>(caches[l]) +
-                   ((((uint64_t)blk * 2 + kv) * block_size + (s - bi * block_size)) * H + h) * D;
+          dst = static_cast<uint16_t*>(d.layer_caches[l]) +
+                ((((uint64_t)blk * 2 + vi.kv) * block_size + (s - bi * block_size)) * H + h) * D;
         }
       } else {
-        iv = r;
-        const uint32_t t = r % T, lh = r / T;
-        dst[i] = (kv ? v_out : k_out) + ((uint64_t)lh * outer_tokens + token_offset + t) * D;
+        dst = static_cast<uint16_t*>(d.tensors[vi.kv]) + ((uint64_t)vi.lh * d.outer_tokens + token_offset + vi.t) * D;
       }
-      const uint8_t* np = (kv ? v_norms : k_norms) + 2ull * iv;
-      norm16[i] = static_cast<uint16_t>(__ldg(np) | (__ldg(np + 1) << 8));
-      codes[i].Load((kv ? v_codes : k_codes) + uint64_t{iv} * vec_bytes, q);
-      if ((norm16[i] & 0x8000u) != 0 || (norm16[i] & 0x7C00u) == 0x7C00u) {
+      if ((norm16 & 0x8000u) != 0 || (norm16 & 0x7C00u) == 0x7C00u) {
         if (q == 0) atomicMax(status, int32_t{kTqBadStoredNorm});
-        dst[i] = nullptr;
-        norm16[i] = 0;
-      } else if (dst[i] == nullptr && q == 0) {
+        dst = nullptr;
+        norm16 = 0;
+      } else if (dst == nullptr && q == 0) {
         atomicMax(status, int32_t{kTqBlockOutOfRange});
       }
     }
-#pragma unroll
-    for (int i = 0; i < kPasses; ++i) {
-      // Every lane runs the butterflies (the shuffles need the whole warp);
-      // lanes without a vector compute on zeros and store nothing.
-      float x[E];
-#pragma unroll
-      for (int e = 0; e < E; ++e) x[e] = tables.centroids[codes[i].Get(e)];
-      Butterflies<E, G>(x, q);
-      const float factor = __fdiv_rn(__half2float(__ushort_as_half(norm16[i])), sqrt_padded);
-#pragma unroll
-      for (int e = 0; e < E; ++e) {
-        float y = __fmul_rn(x[e], inv_sqrt);
-        if ((signs >> e) & 1u) y = __fmul_rn(y, -1.0f);
-        x[e] = __fmul_rn(y, factor);
-      }
-      if (dst[i] != nullptr) StoreBf16<E>(dst[i], x, q, D);
-    }
-  }
-}
 
-// Encode: one warp per vector, vectors in (kv, layer, head, token) order.
-template <int E, int B>
-__global__ void __launch_bounds__(kTqThreadsPerBlock)
-    TqEncodeKernel(const TqDesc* __restrict__ descs, uint32_t count, int32_t* __restrict__ statuses) {
-  constexpr int kVpw = VectorsPerWarp(E);
-  constexpr int kPadded = 32 * E;
-  constexpr int kVecBytes = kPadded * B / 8;
-  constexpr int kVecWords = kVecBytes / 4;  // d' >= 32: a whole number of words
-  __shared__ BlockTables tables;
-  __shared__ float values[kWarps][kPadded];
-  __shared__ uint32_t packed[kWarps][kVecWords];
-  const uint32_t tile = blockIdx.x;
-  const TqDesc& d = descs[FindItem(descs, count, tile)];
-  LoadTables(d, &tables);
-  const int lane = threadIdx.x % 32;
-  const int warp = threadIdx.x / 32;
-  const uint32_t signs = LaneSigns<E>(d, lane);
-  const uint32_t per_tensor = d.layers * d.heads * d.tokens;
-  const uint32_t tile_base = (tile - d.first_tile) * (kTileIters * kWarps * kVpw);
-  const uint32_t c0 = static_cast<uint32_t>(lane) * E;
-
-  for (int i = 0; i < kTileIters * kVpw; ++i) {
-    const uint32_t v = tile_base + (i / kVpw * kWarps + warp) * kVpw + i % kVpw;
-    if (v >= 2 * per_tensor) break;
-    const uint32_t kv = v >= per_tensor;
-    const uint32_t iv = v - kv * per_tensor;
-    const uint32_t t = iv % d.tokens, lh = iv / d.tokens;
-    const uint16_t* src = static_cast<const uint16_t*>(d.tensors[kv]) +
-                          ((uint64_t)lh * d.outer_tokens + d.token_offset + t) * d.head_dim;
+    // y = centroid[index]; y <- H y; channel = ((y / sqrt(d')) * sign) * factor.
     float x[E];
-    bool finite = true;
 #pragma unroll
     for (int e = 0; e < E; ++e) {
-      x[e] = c0 + e < d.head_dim ? __uint_as_float(uint32_t{src[c0 + e]} << 16) : 0.0f;
-      finite &= isfinite(x[e]);
-      values[warp][c0 + e] = x[e];
+      x[e] = *reinterpret_cast<const float*>(reinterpret_cast<const char*>(centroids) + codes.ByteOffset(e));
     }
-    if (__any_sync(kFull, !finite) && lane == 0) atomicMax(&statuses[d.status_index], int32_t{kTqNonFiniteInput});
+    Butterflies<E, G>(x, q);
+    const float factor = __fdiv_rn(__half2float(__ushort_as_half(norm16)), sqrt_padded);
+    uint32_t packed[E / 2];
 #pragma unroll
-    for (int w = lane; w < kVecWords; w += 32) packed[warp][w] = 0;
+    for (int i = 0; i < E / 2; ++i) {
+      float y[2];
+#pragma unroll
+      for (int k = 0; k < 2; ++k) {
+        const int e = 2 * i + k;
+        if constexpr (G == 1) {
+          y[k] = __fmul_rn(x[e], c.signed_inv_sqrt[e]);  // a constant-bank operand
+        } else {
+          y[k] = __uint_as_float(__float_as_uint(__fmul_rn(x[e], inv_sqrt)) ^
+                                 ((signs[e / 32] << (31 - e % 32)) & 0x80000000u));
+        }
+        y[k] = __fmul_rn(y[k], factor);
+      }
+      packed[i] = PackBf16x2(y[0], y[1]);
+    }
+
+    // Stage the rows, then copy them out as consecutive 16-byte pieces.
+    __syncwarp();  // the previous pass has finished reading the stage
+    uint8_t* const part = my_stage + g * L::kRowBytes + q * L::kPartBytes;
+#pragma unroll
+    for (int j = 0; j < E / 8; ++j) {
+      reinterpret_cast<uint4*>(part)[j] =
+          make_uint4(packed[4 * j], packed[4 * j + 1], packed[4 * j + 2], packed[4 * j + 3]);
+    }
+    if (q == 0) rows[warp][g] = dst;
+    const bool wide = __all_sync(kFull, (reinterpret_cast<uintptr_t>(dst) & 15) == 0) && D % 8 == 0;
     __syncwarp();
-    // The reference's norm: double sum of squares in channel order.
+    if (wide) {
+#pragma unroll
+      for (int i = 0; i < kVecs * L::kCols / 32; ++i) {
+        const int k = i * 32 + lane;
+        const int r = k / L::kCols, col = k % L::kCols;
+        uint16_t* const row = rows[warp][r];
+        if (row != nullptr && static_cast<uint32_t>(col) * 8 < D) {
+          const uint4 v = *reinterpret_cast<const uint4*>(my_stage + r * L::kRowBytes +
+                                                          (col / L::kPartCols) * L::kPartBytes +
+                                                          (col % L::kPartCols) * 16);
+          *reinterpret_cast<uint4*>(row + col * 8) = v;
+        }
+      }
+    } else {  // unaligned rows or head_dim % 8 != 0: element by element
+      for (int i = 0; i < kVecs * P / 32; ++i) {
+        const int k = i * 32 + lane;
+        const int r = k / P, col = k % P;
+        uint16_t* const row = rows[warp][r];
+        if (row != nullptr && static_cast<uint32_t>(col) < D) {
+          row[col] = *reinterpret_cast<const uint16_t*>(my_stage + r * L::kRowBytes + (col / E) * L::kPartBytes +
+                                                        (col % E) * 2);
+        }
+      }
+    }
+  }
+  CpAsyncWaitAll();  // nothing may be in flight into shared memory at exit
+}
+
+// Cell of w: the reference's binary search (QuantizeToCell); the first two
+// levels compare against constant-bank thresholds, the rest read shared memory.
+template <int B>
+__device__ __forceinline__ uint32_t Quantize(float w, const TqGroupConsts& c, const float* thresholds) {
+  uint32_t index = w >= c.thresholds[(1 << (B - 1)) - 1] ? 1u << (B - 1) : 0u;
+  if constexpr (B >= 2) {
+    const float t = index != 0 ? c.thresholds[(1 << (B - 1)) + (1 << (B - 2)) - 1] : c.thresholds[(1 << (B - 2)) - 1];
+    if (w >= t) index += 1u << (B - 2);
+  }
+#pragma unroll
+  for (int step = B >= 3 ? 1 << (B - 3) : 0; step > 0; step >>= 1) {
+    if (w >= thresholds[index + step - 1]) index += step;
+  }
+  return index;
+}
+
+// Encode: one tile = kWarps * kPasses passes of 32 / G vectors of one item.
+template <int P, int B>
+__global__ void __launch_bounds__(kTqThreadsPerBlock, Layout<P>::kMinBlocks)
+    TqEncodeKernel(const TqDesc* __restrict__ descs, uint32_t count, int32_t* __restrict__ statuses,
+                   const __grid_constant__ TqGroupConsts c) {
+  using L = Layout<P>;
+  constexpr int E = L::E, G = L::G, kVecs = L::kVecs;
+  using Codes = LaneCodes<E, B>;
+  __shared__ float thresholds[16];
+  __shared__ __align__(16) uint8_t stage[kWarps][L::kWarpBytes];
+  __shared__ const uint16_t* rows[kWarps][kVecs];
+  const uint32_t tile = blockIdx.x;
+  const TqDesc& d = descs[FindItem(descs, count, tile)];
+  if (threadIdx.x < 16) thresholds[threadIdx.x] = c.thresholds[threadIdx.x];
+  __syncthreads();
+  const int lane = threadIdx.x % 32;
+  const int warp = threadIdx.x / 32;
+  const int q = lane % G;
+  const int g = lane / G;
+  uint32_t signs[E / 32];
+#pragma unroll
+  for (int i = 0; i < E / 32; ++i) signs[i] = G > 1 ? SignWord(c, static_cast<uint32_t>(q) * E + 32 * i) : 0;
+  const uint32_t T = d.tokens, D = d.head_dim;
+  const uint32_t per_tensor = d.layers * d.heads * T;
+  constexpr uint32_t kVecBytes = P * B / 8;
+  const uint32_t c0 = static_cast<uint32_t>(q) * E;
+  int32_t* const status = &statuses[d.status_index];
+  const uint32_t tile_base = (tile - d.first_tile) * (kPasses * kWarps * kVecs);
+  uint8_t* const my_stage = stage[warp];
+
+  auto pass_first = [&](int it) { return tile_base + (it * kWarps + warp) * kVecs; };
+  auto source_row = [&](const VectorIndex& vi) {
+    return vi.valid ? static_cast<const uint16_t*>(d.tensors[vi.kv]) +
+                          ((uint64_t)vi.lh * d.outer_tokens + d.token_offset + vi.t) * D
+                    : nullptr;
+  };
+  // Starts copying pass `it`'s rows into the stage (cp.async, consecutive
+  // lanes on consecutive 16-byte pieces) when they are 16-byte aligned and
+  // head_dim % 8 == 0 (returns that; warp-uniform). The stage must be free.
+  auto prefetch = [&](int it) {
+    if (it >= kPasses) return false;
+    const uint32_t first = pass_first(it);
+    if (first >= 2 * per_tensor) return false;
+    const uint16_t* const src = source_row(Locate(first + g, per_tensor, T));
+    if (!__all_sync(kFull, (reinterpret_cast<uintptr_t>(src) & 15) == 0) || D % 8 != 0) return false;
+#pragma unroll
+    for (int i = 0; i < kVecs * L::kCols / 32; ++i) {
+      const int k = i * 32 + lane;
+      const int r = k / L::kCols, col = k % L::kCols;
+      const uint8_t* const row = ShflPtr(src, r * G);
+      if (row != nullptr && static_cast<uint32_t>(col) * 8 < D) {
+        CpAsync16(my_stage + r * L::kRowBytes + (col / L::kPartCols) * L::kPartBytes + (col % L::kPartCols) * 16,
+                  row + col * 16);
+      }
+    }
+    CpAsyncCommit();
+    return true;
+  };
+
+  bool prefetched = prefetch(0);
+  for (int it = 0; it < kPasses; ++it) {
+    const uint32_t first = pass_first(it);
+    if (first >= 2 * per_tensor) break;  // warp-uniform
+    const VectorIndex vi = Locate(first + g, per_tensor, T);
+    if (prefetched) {
+      CpAsyncWaitAll();
+      __syncwarp();
+    } else {  // unaligned rows or head_dim % 8 != 0: element by element
+      const uint16_t* const src = source_row(vi);
+      if (q == 0) rows[warp][g] = src;
+      __syncwarp();
+      for (int i = 0; i < kVecs * P / 32; ++i) {
+        const int k = i * 32 + lane;
+        const int r = k / P, col = k % P;
+        const uint16_t* const row = rows[warp][r];
+        if (row != nullptr && static_cast<uint32_t>(col) < D) {
+          *reinterpret_cast<uint16_t*>(my_stage + r * L::kRowBytes + (col / E) * L::kPartBytes + (col % E) * 2) =
+              __ldg(row + col);
+        }
+      }
+      __syncwarp();
+    }
+
+    // This lane's coordinates; channels >= head_dim are the zero padding.
+    float x[E];
+    const uint8_t* const part = my_stage + g * L::kRowBytes + q * L::kPartBytes;
+#pragma unroll
+    for (int j = 0; j < E / 8; ++j) {
+      const uint4 v = reinterpret_cast<const uint4*>(part)[j];
+      const uint32_t words[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+      for (int k = 0; k < 8; ++k) {
+        x[8 * j + k] = __uint_as_float(k % 2 == 0 ? words[k / 2] << 16 : words[k / 2] & 0xFFFF0000u);
+      }
+    }
+    if (D < P) {  // warp-uniform; the stage holds stale bytes past head_dim
+#pragma unroll
+      for (int e = 0; e < E; ++e) x[e] = c0 + e < D ? x[e] : 0.0f;
+    }
+    if constexpr (G == 1) {
+      __syncwarp();  // every lane has read its row: the next pass may fill the stage
+      prefetched = prefetch(it + 1);
+    }
+    // The reference's norm: a double sum of squares in channel order. A
+    // square of a finite bf16 is finite in double, so the sum is finite
+    // exactly when every input is. The padding (+0) adds +0: no change.
     double sum = 0.0;
-    for (uint32_t j = 0; j < d.head_dim; ++j) {
-      const double a = values[warp][j];
-      sum = __dadd_rn(sum, __dmul_rn(a, a));
+    if constexpr (G == 1) {
+#pragma unroll
+      for (int e = 0; e < E; ++e) sum = __dadd_rn(sum, __dmul_rn(x[e], x[e]));
+    } else {
+      if (q == 0) {
+        const uint8_t* const row = my_stage + g * L::kRowBytes;
+        for (uint32_t j = 0; j < D; ++j) {
+          const uint16_t h = *reinterpret_cast<const uint16_t*>(row + (j / E) * L::kPartBytes + (j % E) * 2);
+          const double a = __uint_as_float(uint32_t{h} << 16);
+          sum = __dadd_rn(sum, __dmul_rn(a, a));
+        }
+      }
+      sum = __shfl_sync(kFull, sum, lane - q);
+    }
+    if constexpr (G > 1) {  // (G == 1 started it above, before the norm's long dependent chain)
+      __syncwarp();
+      prefetched = prefetch(it + 1);
     }
     const float norm = __double2float_rn(__dsqrt_rn(sum));
     const uint16_t n16 = __half_as_ushort(__float2half_rn(norm));
-    if ((n16 & 0x7C00u) == 0x7C00u && lane == 0) atomicMax(&statuses[d.status_index], int32_t{kTqNormOverflow});
-    if (lane == 0) {
-      uint8_t* np = d.out_norms[kv] + 2ull * iv;
-      np[0] = static_cast<uint8_t>(n16);
-      np[1] = static_cast<uint8_t>(n16 >> 8);
-    }
-    uint32_t idx[E];
-    if (n16 == 0) {
-#pragma unroll
-      for (int e = 0; e < E; ++e) idx[e] = 0;
-    } else {
-      const float scale = __fdiv_rn(d.sqrt_padded, norm);
-#pragma unroll
-      for (int e = 0; e < E; ++e) {
-        float y = c0 + e < d.head_dim ? __fmul_rn(x[e], scale) : x[e];
-        if ((signs >> e) & 1u) y = __fmul_rn(y, -1.0f);
-        x[e] = y;
+    if (vi.valid && q == 0) {
+      if (!isfinite(sum)) {
+        atomicMax(status, int32_t{kTqNonFiniteInput});
+      } else if ((n16 & 0x7C00u) == 0x7C00u) {
+        atomicMax(status, int32_t{kTqNormOverflow});
       }
-      Butterflies<E>(x, lane);
+      StoreU16(d.out_norms[vi.kv] + 2ull * vi.iv, n16);
+    }
+
+    Codes codes;
+    codes.Clear();
+    if (n16 != 0) {  // else every index is 0
+      const float scale = __fdiv_rn(c.sqrt_padded, norm);
 #pragma unroll
       for (int e = 0; e < E; ++e) {
-        const float w = __fmul_rn(x[e], d.inv_sqrt_padded);
-        uint32_t index = 0;
+        const uint32_t sign = G == 1 ? c.sign_masks[e] : (signs[e / 32] << (31 - e % 32)) & 0x80000000u;
+        x[e] = __fmul_rn(__uint_as_float(__float_as_uint(x[e]) ^ sign), scale);  // padding: +-0 stays +-0
+      }
+      Butterflies<E, G>(x, q);
 #pragma unroll
-        for (uint32_t step = 1u << (B - 1); step > 0; step >>= 1) {
-          if (w >= tables.thresholds[index + step - 1]) index += step;
+      for (int e = 0; e < E; ++e) {
+        const uint32_t index = Quantize<B>(__fmul_rn(x[e], c.inv_sqrt_padded), c, thresholds);
+        const int pos = e * B, wi = pos / 32, off = pos % 32;  // LSB-first, as the format packs
+        codes.w[wi] |= index << off;
+        if (off + B > 32) codes.w[wi + 1] |= index >> (32 - off);
+      }
+    }
+    if (vi.valid) {
+      uint8_t* const out = d.out_codes[vi.kv] + uint64_t{vi.iv} * kVecBytes + q * Codes::kBytes;
+      const uintptr_t a = reinterpret_cast<uintptr_t>(out);
+      if (Codes::kBytes % 16 == 0 && (a & 15) == 0) {
+#pragma unroll
+        for (int u = 0; u < Codes::kWords / 4; ++u) {
+          reinterpret_cast<uint4*>(out)[u] =
+              make_uint4(codes.w[4 * u], codes.w[4 * u + 1], codes.w[4 * u + 2], codes.w[4 * u + 3]);
         }
-        idx[e] = index;
+      } else if ((a & 3) == 0) {
+#pragma unroll
+        for (int i = 0; i < Codes::kWords; ++i) reinterpret_cast<uint32_t*>(out)[i] = codes.w[i];
+      } else {
+#pragma unroll
+        for (int i = 0; i < Codes::kBytes; ++i) out[i] = static_cast<uint8_t>(codes.w[i / 4] >> (8 * (i % 4)));
       }
     }
-    // Pack LSB-first: coordinate c at bit c*B of the vector.
-#pragma unroll
-    for (int e = 0; e < E; ++e) {
-      const uint32_t bit = (c0 + e) * B;
-      const uint32_t wi = bit / 32, off = bit % 32;
-      atomicOr(&packed[warp][wi], idx[e] << off);
-      if (off + B > 32) atomicOr(&packed[warp][wi + 1], idx[e] >> (32 - off));
-    }
-    __syncwarp();
-    uint8_t* out = d.out_codes[kv] + uint64_t{iv} * kVecBytes;
-    for (int b = lane; b < kVecBytes; b += 32) out[b] = static_cast<uint8_t>(packed[warp][b / 4] >> (8 * (b % 4)));
-    __syncwarp();
   }
+  CpAsyncWaitAll();  // nothing may be in flight into shared memory at exit
 }
 
-// Decode lane layout for d' = 32 * elems_per_lane: E coordinates on each of G lanes.
-__host__ __device__ constexpr int DecodeE(int elems_per_lane) { return elems_per_lane >= 32 ? 32 : 16; }
-__host__ __device__ constexpr int DecodeG(int elems_per_lane) { return 32 * elems_per_lane / DecodeE(elems_per_lane); }
-
-template <int EW, int B>
-cudaError_t LaunchDecodeEB(const TqLaunchGroup& g, bool paged, uint32_t block_size, uint32_t num_blocks,
+template <int P, int B>
+cudaError_t LaunchDecodePB(const TqLaunchGroup& g, bool paged, uint32_t block_size, uint32_t num_blocks,
                            int32_t* statuses, cudaStream_t stream) {
-  constexpr int E = DecodeE(EW), G = DecodeG(EW);
   if (g.total_tiles == 0) return cudaSuccess;
   if (paged) {
-    TqDecodeKernel<E, G, B, true><<<g.total_tiles, kTqThreadsPerBlock, 0, stream>>>(g.descs, g.count, block_size,
-                                                                                    num_blocks, statuses);
+    TqDecodeKernel<P, B, true><<<g.total_tiles, kTqThreadsPerBlock, 0, stream>>>(g.descs, g.count, block_size,
+                                                                                  num_blocks, statuses, g.consts);
   } else {
-    TqDecodeKernel<E, G, B, false><<<g.total_tiles, kTqThreadsPerBlock, 0, stream>>>(g.descs, g.count, block_size,
-                                                                                     num_blocks, statuses);
+    TqDecodeKernel<P, B, false><<<g.total_tiles, kTqThreadsPerBlock, 0, stream>>>(g.descs, g.count, block_size,
+                                                                                   num_blocks, statuses, g.consts);
   }
   return cudaGetLastError();
 }
 
-template <int E, int B>
-cudaError_t LaunchEncodeEB(const TqLaunchGroup& g, int32_t* statuses, cudaStream_t stream) {
+template <int P, int B>
+cudaError_t LaunchEncodePB(const TqLaunchGroup& g, int32_t* statuses, cudaStream_t stream) {
   if (g.total_tiles == 0) return cudaSuccess;
-  TqEncodeKernel<E, B><<<g.total_tiles, kTqThreadsPerBlock, 0, stream>>>(g.descs, g.count, statuses);
+  TqEncodeKernel<P, B><<<g.total_tiles, kTqThreadsPerBlock, 0, stream>>>(g.descs, g.count, statuses, g.consts);
   return cudaGetLastError();
 }
 
 }  // namespace
 
-int TqVectorsPerTile(int elems_per_lane, bool decode) {
-  if (decode) return kTileIters * kWarps * kDecodePasses * (32 / DecodeG(elems_per_lane));
-  return kTileIters * kWarps * VectorsPerWarp(elems_per_lane);
+int TqVectorsPerTile(int elems_per_lane) {
+  const int padded = 32 * elems_per_lane;
+  const int e = padded < kTqLaneCoords ? padded : kTqLaneCoords;
+  return kPasses * kWarps * (32 / (padded / e));
 }
 
-// Runtime (E, bits) -> template dispatch, in one place.
-#define SEQKV_TQ_DISPATCH(GROUP, CALL)                                  \
-  switch ((GROUP).elems_per_lane * 8 + (GROUP).bits) {                  \
-    case 1 * 8 + 1: return CALL(1, 1);   case 1 * 8 + 2: return CALL(1, 2);   \
-    case 1 * 8 + 3: return CALL(1, 3);   case 1 * 8 + 4: return CALL(1, 4);   \
-    case 2 * 8 + 1: return CALL(2, 1);   case 2 * 8 + 2: return CALL(2, 2);   \
-    case 2 * 8 + 3: return CALL(2, 3);   case 2 * 8 + 4: return CALL(2, 4);   \
-    case 4 * 8 + 1: return CALL(4, 1);   case 4 * 8 + 2: return CALL(4, 2);   \
-    case 4 * 8 + 3: return CALL(4, 3);   case 4 * 8 + 4: return CALL(4, 4);   \
-    case 8 * 8 + 1: return CALL(8, 1);   case 8 * 8 + 2: return CALL(8, 2);   \
-    case 8 * 8 + 3: return CALL(8, 3);   case 8 * 8 + 4: return CALL(8, 4);   \
-    case 16 * 8 + 1: return CALL(16, 1); case 16 * 8 + 2: return CALL(16, 2); \
-    case 16 * 8 + 3: return CALL(16, 3); case 16 * 8 + 4: return CALL(16, 4); \
-    case 32 * 8 + 1: return CALL(32, 1); case 32 * 8 + 2: return CALL(32, 2); \
-    case 32 * 8 + 3: return CALL(32, 3); case 32 * 8 + 4: return CALL(32, 4); \
-    default: return cudaErrorInvalidValue;                              \
+// Runtime (d' / 32, bits) -> template dispatch, in one place.
+#define SEQKV_TQ_DISPATCH(GROUP, CALL)                                        \
+  switch ((GROUP).elems_per_lane * 8 + (GROUP).bits) {                        \
+    case 1 * 8 + 1: return CALL(32, 1);    case 1 * 8 + 2: return CALL(32, 2);    \
+    case 1 * 8 + 3: return CALL(32, 3);    case 1 * 8 + 4: return CALL(32, 4);    \
+    case 2 * 8 + 1: return CALL(64, 1);    case 2 * 8 + 2: return CALL(64, 2);    \
+    case 2 * 8 + 3: return CALL(64, 3);    case 2 * 8 + 4: return CALL(64, 4);    \
+    case 4 * 8 + 1: return CALL(128, 1);   case 4 * 8 + 2: return CALL(128, 2);   \
+    case 4 * 8 + 3: return CALL(128, 3);   case 4 * 8 + 4: return CALL(128, 4);   \
+    case 8 * 8 + 1: return CALL(256, 1);   case 8 * 8 + 2: return CALL(256, 2);   \
+    case 8 * 8 + 3: return CALL(256, 3);   case 8 * 8 + 4: return CALL(256, 4);   \
+    case 16 * 8 + 1: return CALL(512, 1);  case 16 * 8 + 2: return CALL(512, 2);  \
+    case 16 * 8 + 3: return CALL(512, 3);  case 16 * 8 + 4: return CALL(512, 4);  \
+    case 32 * 8 + 1: return CALL(1024, 1); case 32 * 8 + 2: return CALL(1024, 2); \
+    case 32 * 8 + 3: return CALL(1024, 3); case 32 * 8 + 4: return CALL(1024, 4); \
+    default: return cudaErrorInvalidValue;                                    \
   }
 
 cudaError_t LaunchTqDecodeContiguous(const TqLaunchGroup& group, int32_t* statuses, cudaStream_t stream) {
-#define SEQKV_TQ_CALL(E, B) LaunchDecodeEB<E, B>(group, false, 1, 0, statuses, stream)
+#define SEQKV_TQ_CALL(P, B) LaunchDecodePB<P, B>(group, false, 1, 0, statuses, stream)
   SEQKV_TQ_DISPATCH(group, SEQKV_TQ_CALL)
 #undef SEQKV_TQ_CALL
 }
 
 cudaError_t LaunchTqDecodePaged(const TqLaunchGroup& group, uint32_t block_size, uint32_t num_blocks,
                                 int32_t* statuses, cudaStream_t stream) {
-#define SEQKV_TQ_CALL(E, B) LaunchDecodeEB<E, B>(group, true, block_size, num_blocks, statuses, stream)
+#define SEQKV_TQ_CALL(P, B) LaunchDecodePB<P, B>(group, true, block_size, num_blocks, statuses, stream)
   SEQKV_TQ_DISPATCH(group, SEQKV_TQ_CALL)
 #undef SEQKV_TQ_CALL
 }
 
 cudaError_t LaunchTqEncode(const TqLaunchGroup& group, int32_t* statuses, cudaStream_t stream) {
-#define SEQKV_TQ_CALL(E, B) LaunchEncodeEB<E, B>(group, statuses, stream)
+#define SEQKV_TQ_CALL(P, B) LaunchEncodePB<P, B>(group, statuses, stream)
   SEQKV_TQ_DISPATCH(group, SEQKV_TQ_CALL)
 #undef SEQKV_TQ_CALL
 }

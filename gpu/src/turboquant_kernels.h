@@ -9,8 +9,17 @@
 
 namespace seqkv::gpu::internal {
 
-inline constexpr int kTqMaxSignWords = 16;  // d' <= 1024
-inline constexpr int kTqThreadsPerBlock = 256;
+inline constexpr int kTqMaxPadded = 1024;
+inline constexpr int kTqMaxSignWords = kTqMaxPadded / 64;
+inline constexpr int kTqThreadsPerBlock = 128;
+// Coordinates of one vector that one lane holds (d' <= this: one lane per
+// vector, no shuffles). Overridable at build time for experiments
+// (-DSEQKV_TQ_LANE_COORDS=64); 128 is what docs/gpu.md measured.
+#ifndef SEQKV_TQ_LANE_COORDS
+#define SEQKV_TQ_LANE_COORDS 128
+#endif
+inline constexpr int kTqLaneCoords = SEQKV_TQ_LANE_COORDS;
+static_assert(kTqLaneCoords == 32 || kTqLaneCoords == 64 || kTqLaneCoords == 128, "lane coordinates");
 
 // Per-item device status codes (0 = OK), merged by CollectStatuses.
 enum TqDeviceStatus : int32_t {
@@ -35,27 +44,39 @@ struct TqDesc {
   uint64_t outer_tokens;      // token dimension of the contiguous tensors
   uint64_t token_offset;
   uint32_t layers, heads, tokens, head_dim;
-  uint32_t padded;     // d' = 32 * E
-  uint32_t bits;       // 1..4
   uint32_t status_index;
-  uint32_t first_tile; // prefix sum of tiles within the launch group
+  uint32_t first_tile;  // prefix sum of tiles within the launch group
+  // Group key (the kernels read these from TqGroupConsts instead).
+  uint32_t padded, bits, seed;
+};
+
+// What every chunk of one launch shares: (d', bits, seed). Passed by value as
+// a kernel parameter, so the per-coordinate tables below become constant-bank
+// operands of the instructions that use them (no register, no load).
+struct TqGroupConsts {
+  uint32_t padded;        // d' = 32 .. 1024
+  uint32_t bits;          // 1..4
   float inv_sqrt_padded;  // float(1 / sqrt(d'))
   float sqrt_padded;      // float(sqrt(d'))
   float centroids[16];
   float thresholds[16];
   uint64_t sign_words[kTqMaxSignWords];  // bit i set: coordinate i gets -1
+  // For d' <= kTqLaneCoords (one lane per vector), per coordinate i:
+  float signed_inv_sqrt[kTqLaneCoords];  // decode: -inv_sqrt_padded where the sign is -1, else +
+  uint32_t sign_masks[kTqLaneCoords];    // encode: 0x80000000 where the sign is -1, else 0
 };
 
 struct TqLaunchGroup {
   const TqDesc* descs;   // device
   uint32_t count;
   uint32_t total_tiles;
-  int elems_per_lane;    // E = d' / 32
-  int bits;              // all items of a group share E and bits
+  int elems_per_lane;    // d' / 32
+  int bits;              // all items of a group share d', bits and seed
+  TqGroupConsts consts;
 };
 
-// Vectors per tile (one block of kTqThreadsPerBlock threads) for d' = 32 E.
-int TqVectorsPerTile(int elems_per_lane, bool decode);
+// Vectors per tile (one block of kTqThreadsPerBlock threads) for d' = 32 * elems_per_lane.
+int TqVectorsPerTile(int elems_per_lane);
 
 cudaError_t LaunchTqDecodeContiguous(const TqLaunchGroup& group, int32_t* statuses, cudaStream_t stream);
 cudaError_t LaunchTqDecodePaged(const TqLaunchGroup& group, uint32_t block_size, uint32_t num_blocks,

@@ -115,6 +115,28 @@ Diff CompareBf16(const std::vector<uint8_t>& got, const std::vector<uint8_t>& wa
   return d;
 }
 
+// Uploads a case's chunk and returns its decode item. With `aligned_sections`
+// each section gets its own allocation (16-byte aligned: the kernels' prefetch
+// path); otherwise the sections stay where the chunk header puts them (mostly
+// unaligned: the direct-load path).
+TurboQuantDecodeItem UploadCase(const TurboQuantGpu& tq, const Case& c, bool aligned_sections,
+                                std::vector<std::unique_ptr<Buffer>>* keep) {
+  keep->push_back(std::make_unique<Buffer>(tq, c.encoded.size()));
+  keep->back()->Upload(c.encoded);
+  auto item = MakeDecodeItem(c.header, keep->back()->get());
+  EXPECT_TRUE(item.ok()) << item.status().ToString();
+  if (!item.ok() || !aligned_sections) return item.ok() ? *item : TurboQuantDecodeItem{};
+  const uint8_t** ptrs[4] = {&item->k_norms, &item->k_codes, &item->v_norms, &item->v_codes};
+  for (int sec = 0; sec < 4; ++sec) {
+    const SectionInfo& info = c.header.sections[sec];
+    keep->push_back(std::make_unique<Buffer>(tq, info.length));
+    keep->back()->Upload(std::vector<uint8_t>(c.encoded.begin() + info.offset,
+                                              c.encoded.begin() + info.offset + info.length));
+    *ptrs[sec] = keep->back()->get();
+  }
+  return *item;
+}
+
 class TurboQuantGpuTest : public ::testing::TestWithParam<Backend> {
  protected:
   void SetUp() override {
@@ -126,7 +148,7 @@ class TurboQuantGpuTest : public ::testing::TestWithParam<Backend> {
 
   // Decodes `cases` into per-case contiguous outputs (with a token offset and
   // spare tokens around) and checks them against the reference.
-  void CheckContiguous(const std::vector<Case>& cases, uint64_t seed) {
+  void CheckContiguous(const std::vector<Case>& cases, uint64_t seed, bool aligned_sections = false) {
     std::mt19937_64 rng(seed);
     std::vector<std::unique_ptr<Buffer>> keep;
     std::vector<TurboQuantDecodeItem> items;
@@ -137,10 +159,7 @@ class TurboQuantGpuTest : public ::testing::TestWithParam<Backend> {
     };
     std::vector<Out> outs;
     for (const Case& c : cases) {
-      keep.push_back(std::make_unique<Buffer>(tq(), c.encoded.size()));
-      keep.back()->Upload(c.encoded);
-      auto item = MakeDecodeItem(c.header, keep.back()->get());
-      ASSERT_TRUE(item.ok()) << item.status().ToString();
+      std::optional<TurboQuantDecodeItem> item = UploadCase(tq(), c, aligned_sections, &keep);
       const KvShape& s = c.chunk.shape;
       Out o;
       o.offset = rng() % 7;
@@ -190,7 +209,7 @@ class TurboQuantGpuTest : public ::testing::TestWithParam<Backend> {
 
   // Decodes `cases` (one sequence, same L/H/D) into a paged cache through a
   // random block table and checks the whole cache image.
-  void CheckPaged(const std::vector<Case>& cases, uint32_t block_size, uint64_t seed) {
+  void CheckPaged(const std::vector<Case>& cases, uint32_t block_size, uint64_t seed, bool aligned_sections = false) {
     std::mt19937_64 rng(seed);
     const KvShape& s0 = cases[0].chunk.shape;
     uint64_t total = 0;
@@ -221,10 +240,7 @@ class TurboQuantGpuTest : public ::testing::TestWithParam<Backend> {
     std::vector<TurboQuantDecodeItem> items;
     uint64_t offset = first_offset;
     for (const Case& c : cases) {
-      keep.push_back(std::make_unique<Buffer>(tq(), c.encoded.size()));
-      keep.back()->Upload(c.encoded);
-      auto item = MakeDecodeItem(c.header, keep.back()->get());
-      ASSERT_TRUE(item.ok()) << item.status().ToString();
+      std::optional<TurboQuantDecodeItem> item = UploadCase(tq(), c, aligned_sections, &keep);
       item->token_offset = offset;
       item->layer_caches = reinterpret_cast<void* const*>(layer_array.get());
       item->block_table = reinterpret_cast<const int32_t*>(table_buf.get());
@@ -336,9 +352,10 @@ class TurboQuantGpuTest : public ::testing::TestWithParam<Backend> {
 };
 
 std::vector<Case> RandomCases(uint64_t seed) {
-  // Mixed shapes and widths in one batch: padded dims 32..256, a non-power-of-two head_dim.
+  // Mixed shapes and widths in one batch: padded dims 32..1024 (one lane per
+  // vector up to 128, 2-8 lanes above), non-power-of-two head_dims.
   const KvShape shapes[] = {{2, 3, 37, 128}, {1, 2, 16, 64}, {3, 1, 5, 96}, {2, 2, 9, 32}, {1, 1, 3, 256},
-                            {1, 2, 11, 20}};
+                            {1, 2, 11, 20},  {1, 1, 4, 300}, {1, 2, 3, 1024}};
   std::vector<Case> cases;
   int i = 0;
   for (const KvShape& s : shapes) {
@@ -415,6 +432,27 @@ TEST_P(TurboQuantGpuTest, DecodePagedMatchesReferenceOnRandomChunks) {
                                0x5EED5EEDu));
     }
     CheckPaged(cases, 16, bits);
+  }
+  std::printf("inexact elements: %llu\n", static_cast<unsigned long long>(inexact_));
+}
+
+// The prefetch path (16-byte aligned sections): odd token counts (a warp's 32
+// vectors straddle K and V), padding, d' up to 1024 (several lanes per vector).
+TEST_P(TurboQuantGpuTest, DecodeFromAlignedSectionsMatchesReference) {
+  CheckContiguous(RandomCases(31), 9, /*aligned_sections=*/true);
+  for (int bits = 1; bits <= 4; ++bits) {
+    std::vector<Case> cases;
+    for (uint32_t i = 0; i < 3; ++i) {
+      cases.push_back(MakeCase(test::RandomChunk({2, 3, 13 + 11 * i, 256u >> i}, DType::kBF16, 500 + bits * 10 + i),
+                               bits, 0x5EED5EEDu));
+    }
+    std::vector<Case> one_shape;
+    for (uint32_t i = 0; i < 3; ++i) {
+      one_shape.push_back(MakeCase(test::RandomChunk({2, 3, 13 + 11 * i, 128}, DType::kBF16, 600 + bits * 10 + i),
+                                   bits, 0x5EED5EEDu));
+    }
+    CheckPaged(one_shape, 16, 40 + bits, /*aligned_sections=*/true);
+    CheckContiguous(cases, 50 + bits, /*aligned_sections=*/true);
   }
   std::printf("inexact elements: %llu\n", static_cast<unsigned long long>(inexact_));
 }
