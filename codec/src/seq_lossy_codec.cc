@@ -441,7 +441,7 @@ Status SeqLossyCodec::EncodeImpl(const Chunk& chunk, const ChunkContext* parent,
   if (info->guardrail_raised) g_raised.fetch_add(1, std::memory_order_relaxed);
 
   info->delta0 = params.delta0;
-  info->proxy = proxy;
+  info->proxy = p.has_sensitivity ? proxy : 0.0;  // without sensitivities the proxy means nothing
   info->estimated_bits = bits;
   info->layer_bytes.assign(L, 0);
 

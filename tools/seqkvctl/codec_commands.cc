@@ -94,7 +94,7 @@ void PrintHuman(const RoundTripMetrics& m) {
       std::printf("seq              budget not reachable lossily: coded seq:lossless (fallback)\n");
     } else {
       std::printf("seq step         %.5g%s\n", m.seq->delta0, m.seq->guardrail_raised ? "  (raised by the kl budget)" : "");
-      std::printf("seq proxy KL     %.6f nats (estimate)\n", m.seq->proxy);
+      if (m.seq->proxy > 0) std::printf("seq proxy KL     %.6f nats (estimate)\n", m.seq->proxy);
       std::printf("seq layer 0      %s (%llu corrections)\n", m.seq->layer0_corrections || !m.seq->layer_bits.empty() ? "coded" : "-",
                   (unsigned long long)m.seq->layer0_corrections);
       std::printf("bits per layer   %s\n", LayerBitsText(m.seq->layer_bits).c_str());
@@ -137,8 +137,9 @@ void PrintTable(const std::vector<EvalRow>& rows, bool quality) {
     }
     std::printf(" %9.1f %9.1f\n", r.encode_mb_s, r.decode_mb_s);
     if (r.has_seq) {
-      std::printf("%-*s   bits per layer: %s; proxy KL %.5f; fallbacks %llu, guardrail raised %llu\n", w, "",
-                  LayerBitsText(r.layer_bits).c_str(), r.proxy, (unsigned long long)r.lossless_fallbacks,
+      const std::string proxy = r.proxy > 0 ? "; proxy KL " + Cell(r.proxy, "%.5f") : "";
+      std::printf("%-*s   bits per layer: %s%s; fallbacks %llu, guardrail raised %llu\n", w, "",
+                  LayerBitsText(r.layer_bits).c_str(), proxy.c_str(), (unsigned long long)r.lossless_fallbacks,
                   (unsigned long long)r.guardrail_raised);
     }
   }
