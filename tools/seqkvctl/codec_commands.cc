@@ -422,6 +422,15 @@ void RegisterCodecCommands(CLI::App& app, int* exit_code) {
       }
       std::fprintf(stderr, "fitting predictors (%s inputs) and KLT bases on %zu dumps\n",
                    std::string(SeqInputsName(o.inputs)).c_str(), chunks.size());
+      uint64_t tokens = 0;
+      for (const Chunk& c : chunks) tokens += c.shape.tokens;
+      const uint64_t inputs = o.inputs == SeqInputs::kAllHeads ? 2ull * shape.kv_heads * shape.head_dim + 1
+                              : o.inputs == SeqInputs::kSameHead ? 2ull * shape.head_dim + 1 : 1;
+      if (tokens < 10 * inputs) {
+        std::fprintf(stderr, "note: %llu sample tokens for %llu predictor inputs: the fit will flatter itself; "
+                     "give at least %llu tokens (or --inputs same)\n",
+                     (unsigned long long)tokens, (unsigned long long)inputs, (unsigned long long)(10 * inputs));
+      }
       SeqCalibrateReport report;
       auto profile = CalibrateSeqProfile(chunks, o, model.get(), &report);
       if (!profile.ok()) { *exit_code = Fail(profile.status()); return; }
