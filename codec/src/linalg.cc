@@ -120,6 +120,10 @@ Status CholeskySolveRidge(int n, std::vector<double> a, int m, const std::vector
   // Forward substitution L y = b, then back substitution L^T x = y, all m
   // right-hand sides at once (each entry's sum in ascending k).
   std::vector<double> out = b;
+  if (mm == 0) {  // no right-hand sides (and no elements to index)
+    *x = std::move(out);
+    return Status::Ok();
+  }
   for (size_t i = 0; i < nn; ++i) {
     double* __restrict row = &out[i * mm];
     for (size_t k = 0; k < i; ++k) {
