@@ -297,6 +297,12 @@ Status SeqDecodeGroup(std::span<const uint8_t> stream, uint32_t tokens, uint32_t
   }
   if (!ok) return DataLoss("seq: group stream truncated or corrupt");
   if (r.remaining() != 0) return DataLoss("seq: trailing bytes in group stream");
+  // The encoder codes exactly the components with a non-zero symbol.
+  std::vector<uint8_t> nonzero(dim, 0);
+  for (size_t i = 0; i < size_t{tokens} * dim; ++i) nonzero[i % dim] |= q[i] != 0;
+  for (uint32_t i : coded) {
+    if (!nonzero[i]) return DataLoss("seq: a coded component has no non-zero symbol");
+  }
   for (uint32_t l = 0; l < lanes; ++l) {
     if (x_state[l] != kRansLow) return DataLoss("seq: rANS final state mismatch (corrupt stream)");
   }
