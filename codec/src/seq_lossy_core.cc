@@ -24,18 +24,32 @@ std::string ModelIdHex(const std::array<uint8_t, 16>& id) {
   return s;
 }
 
-std::vector<float> SeqCodingDomainLayer(const Chunk& chunk, uint32_t layer, bool pre_rope) {
+namespace {
+
+// One layer of the coding domain into out [2][H][T][d]; table is null when no
+// rotation is to be undone.
+void FillCodingDomainLayer(const Chunk& chunk, uint32_t layer, const RopeTable* table, float* out) {
   const KvShape& s = chunk.shape;
   const size_t per_head = size_t{s.tokens} * s.head_dim;
   const size_t per_layer = s.kv_heads * per_head;
   const size_t esize = DTypeSize(chunk.dtype);
-  std::vector<float> out(2 * per_layer);
-  ToFloat(chunk.dtype, chunk.k.data() + layer * per_layer * esize, per_layer, out.data());
-  ToFloat(chunk.dtype, chunk.v.data() + layer * per_layer * esize, per_layer, out.data() + per_layer);
-  if (pre_rope && chunk.rope.style != RopeStyle::kNone) {
-    const RopeTable table = MakeRopeTable(chunk.rope, s.head_dim, chunk.first_position, s.tokens);
-    for (uint32_t h = 0; h < s.kv_heads; ++h) UndoRope(table, chunk.rope.style, out.data() + h * per_head);
+  ToFloat(chunk.dtype, chunk.k.data() + layer * per_layer * esize, per_layer, out);
+  ToFloat(chunk.dtype, chunk.v.data() + layer * per_layer * esize, per_layer, out + per_layer);
+  if (table != nullptr) {
+    for (uint32_t h = 0; h < s.kv_heads; ++h) UndoRope(*table, chunk.rope.style, out + h * per_head);
   }
+}
+
+bool UndoesRope(const Chunk& chunk, bool pre_rope) { return pre_rope && chunk.rope.style != RopeStyle::kNone; }
+
+}  // namespace
+
+std::vector<float> SeqCodingDomainLayer(const Chunk& chunk, uint32_t layer, bool pre_rope) {
+  const KvShape& s = chunk.shape;
+  std::vector<float> out(2 * size_t{s.kv_heads} * s.tokens * s.head_dim);
+  RopeTable table;
+  if (UndoesRope(chunk, pre_rope)) table = MakeRopeTable(chunk.rope, s.head_dim, chunk.first_position, s.tokens);
+  FillCodingDomainLayer(chunk, layer, UndoesRope(chunk, pre_rope) ? &table : nullptr, out.data());
   return out;
 }
 
@@ -43,9 +57,10 @@ std::vector<float> SeqCodingDomain(const Chunk& chunk, bool pre_rope) {
   const KvShape& s = chunk.shape;
   const size_t per_layer2 = 2 * size_t{s.kv_heads} * s.tokens * s.head_dim;
   std::vector<float> out(s.layers * per_layer2);
+  RopeTable table;  // the same positions for every layer: made once
+  if (UndoesRope(chunk, pre_rope)) table = MakeRopeTable(chunk.rope, s.head_dim, chunk.first_position, s.tokens);
   for (uint32_t l = 0; l < s.layers; ++l) {
-    std::vector<float> layer = SeqCodingDomainLayer(chunk, l, pre_rope);
-    std::copy(layer.begin(), layer.end(), out.begin() + l * per_layer2);
+    FillCodingDomainLayer(chunk, l, UndoesRope(chunk, pre_rope) ? &table : nullptr, out.data() + l * per_layer2);
   }
   return out;
 }
