@@ -151,7 +151,8 @@ def read_e2e(path):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tokens", type=int, default=8192)
-    ap.add_argument("--decode-log", help="turboquant_bench output with E2E lines")
+    ap.add_argument("--decode-log", action="append",
+                    help="a bench's output with E2E lines (turboquant_bench, lossless_bench); repeatable")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         print("prefill_recompute: no CUDA device", file=sys.stderr)
@@ -166,7 +167,7 @@ def main():
     print(f"RECOMPUTE\t{ms:.4f}")
     if not args.decode_log:
         return 0
-    rows = read_e2e(args.decode_log)
+    rows = [row for log in args.decode_log for row in read_e2e(log)]
     if not rows:
         print(f"no E2E lines in {args.decode_log}")
         return 1
@@ -176,6 +177,7 @@ def main():
     for name, bb_ms, one_ms, floor_ms in rows:
         m = re.match(r"e2e-\w+ b(\d) decode paged$", name)
         label = f"TurboQuant {m.group(1)}-bit -> vLLM paged" if m else name.replace("e2e-8k bf16 copy", "bf16 copy (cudaMemcpy)")
+        label = label.replace("e2e-8k lossless decode paged", "lossless (rANS) -> vLLM paged")
         print(f"{label:<34} {bb_ms:9.3f} {one_ms:10.3f} {100 * floor_ms / bb_ms:12.0f}% {ms / one_ms:>23.0f}x")
     print("ms: back-to-back calls; 1-call: one call on an idle stream (host work included), used for the ratio")
     return 0

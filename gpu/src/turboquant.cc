@@ -13,6 +13,7 @@
 
 #include "seqkv/codec/codec.h"
 #include "seqkv/gpu/device.h"
+#include "kv_layout.h"
 #include "turboquant_cpu.h"
 
 #ifdef SEQKV_WITH_CUDA
@@ -65,23 +66,7 @@ Status CheckDecodeItem(const TurboQuantDecodeArgs& args, const TurboQuantDecodeI
   if (!item.k_norms || !item.k_codes || !item.v_norms || !item.v_codes) {
     return InvalidArgument("turboquant gpu: null section pointer");
   }
-  const uint64_t end = item.token_offset + item.shape.tokens;
-  if (end > UINT32_MAX) return OutOfRange("turboquant gpu: token positions must stay below 2^32");
-  if (args.destination == KvDestination::kContiguous) {
-    if (!item.k_out || !item.v_out) return InvalidArgument("turboquant gpu: null output");
-    if (item.out_tokens < end) {
-      return OutOfRange("turboquant gpu: tokens [" + std::to_string(item.token_offset) + ", " +
-                        std::to_string(end) + ") past out_tokens " + std::to_string(item.out_tokens));
-    }
-  } else {
-    if (!item.layer_caches || !item.block_table) return InvalidArgument("turboquant gpu: null paged cache");
-    const uint64_t blocks_needed = (end + args.block_size - 1) / args.block_size;
-    if (item.block_table_entries < blocks_needed) {
-      return OutOfRange("turboquant gpu: block table has " + std::to_string(item.block_table_entries) +
-                        " entries, tokens up to " + std::to_string(end) + " need " + std::to_string(blocks_needed));
-    }
-  }
-  return Status::Ok();
+  return internal::CheckDestination("turboquant gpu", args.destination, args.block_size, item, item.shape.tokens);
 }
 
 Status CheckEncodeItem(const TurboQuantEncodeItem& item) {
@@ -424,69 +409,18 @@ Status TurboQuantGpu::CollectStatuses(const void* workspace, void* stream, std::
 #endif
 }
 
-Result<void*> TurboQuantGpu::Allocate(uint64_t bytes) const {
-  if (backend_ == Backend::kCpu) {
-    void* p = ::operator new(std::max<uint64_t>(bytes, 1), std::nothrow);
-    if (!p) return ResourceExhausted("turboquant gpu: host allocation failed");
-    return p;
-  }
-#ifdef SEQKV_WITH_CUDA
-  void* p = nullptr;
-  SEQKV_CUDA_RETURN(cudaMalloc(&p, std::max<uint64_t>(bytes, 1)), "cudaMalloc");
-  return p;
-#else
-  return Internal("turboquant gpu: built without CUDA");
-#endif
-}
+Result<void*> TurboQuantGpu::Allocate(uint64_t bytes) const { return BackendAllocate(backend_, bytes); }
 
-void TurboQuantGpu::Free(void* p) const {
-  if (!p) return;
-  if (backend_ == Backend::kCpu) {
-    ::operator delete(p);
-    return;
-  }
-#ifdef SEQKV_WITH_CUDA
-  cudaFree(p);
-#endif
-}
-
-namespace {
-
-// One copy between host and the backend's memory: memcpy on the CPU backend.
-Status CopyBytes(Backend backend, void* dst, const void* src, uint64_t bytes, bool to_device) {
-  if (backend == Backend::kCpu) {
-    if (bytes) std::memcpy(dst, src, bytes);
-    return Status::Ok();
-  }
-#ifdef SEQKV_WITH_CUDA
-  return FromCuda(cudaMemcpy(dst, src, bytes, to_device ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToHost),
-                  to_device ? "copy in" : "copy out");
-#else
-  (void)to_device;
-  return Internal("turboquant gpu: built without CUDA");
-#endif
-}
-
-}  // namespace
+void TurboQuantGpu::Free(void* p) const { BackendFree(backend_, p); }
 
 Status TurboQuantGpu::CopyIn(void* dst, const void* host_src, uint64_t bytes) const {
-  return CopyBytes(backend_, dst, host_src, bytes, /*to_device=*/true);
+  return BackendCopyIn(backend_, dst, host_src, bytes);
 }
 
 Status TurboQuantGpu::CopyOut(void* host_dst, const void* src, uint64_t bytes) const {
-  return CopyBytes(backend_, host_dst, src, bytes, /*to_device=*/false);
+  return BackendCopyOut(backend_, host_dst, src, bytes);
 }
 
-Status TurboQuantGpu::Fill(void* dst, uint8_t value, uint64_t bytes) const {
-  if (backend_ == Backend::kCpu) {
-    if (bytes) std::memset(dst, value, bytes);
-    return Status::Ok();
-  }
-#ifdef SEQKV_WITH_CUDA
-  return FromCuda(cudaMemset(dst, value, bytes), "fill");
-#else
-  return Internal("turboquant gpu: built without CUDA");
-#endif
-}
+Status TurboQuantGpu::Fill(void* dst, uint8_t value, uint64_t bytes) const { return BackendFill(backend_, dst, value, bytes); }
 
 }  // namespace seqkv::gpu

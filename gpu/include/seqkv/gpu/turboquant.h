@@ -37,10 +37,9 @@
 #include "seqkv/codec/chunk.h"
 #include "seqkv/codec/format.h"
 #include "seqkv/codec/status.h"
+#include "seqkv/gpu/backend.h"
 
 namespace seqkv::gpu {
-
-enum class Backend { kCpu, kCuda };
 
 // The codec parameters a GPU kernel needs, read from a chunk's spec.
 struct TurboQuantParams {
@@ -56,15 +55,6 @@ Result<TurboQuantParams> ParseTurboQuantSpec(std::string_view spec);
 uint64_t TurboQuantNormBytes(const KvShape& shape);
 uint64_t TurboQuantCodeBytes(const KvShape& shape, int bits);
 
-enum class KvDestination {
-  // Per chunk: K and V each [layers, kv_heads, out_tokens, head_dim] bf16;
-  // the chunk's token t lands at token index token_offset + t.
-  kContiguous,
-  // vLLM's paged cache: per layer one tensor [num_blocks, 2, block_size,
-  // kv_heads, head_dim] bf16 (2 = K, V); sequence token s = token_offset + t
-  // lands in block block_table[s / block_size], slot s % block_size.
-  kPaged,
-};
 
 struct TurboQuantDecodeItem {
   TurboQuantParams params;

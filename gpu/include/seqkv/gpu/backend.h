@@ -1,0 +1,35 @@
+// What every batched GPU codec API shares (TurboQuantGpu, LosslessGpu): the
+// backend, the engine layouts a decode writes into, and backend memory.
+//
+// Memory: the APIs take "backend memory": cudaMalloc'ed memory on kCuda,
+// ordinary host memory on kCpu. The helpers below do the right thing for
+// either, so callers never branch on the backend.
+#pragma once
+
+#include <cstdint>
+
+#include "seqkv/codec/status.h"
+
+namespace seqkv::gpu {
+
+enum class Backend { kCpu, kCuda };
+
+enum class KvDestination {
+  // Per chunk: K and V each [layers, kv_heads, out_tokens, head_dim] bf16;
+  // the chunk's token t lands at token index token_offset + t.
+  kContiguous,
+  // vLLM's paged cache: per layer one tensor [num_blocks, 2, block_size,
+  // kv_heads, head_dim] bf16 (2 = K, V); sequence token s = token_offset + t
+  // lands in block block_table[s / block_size], slot s % block_size.
+  kPaged,
+};
+
+// cudaMalloc / cudaFree / cudaMemcpy / cudaMemset on kCuda; new / delete /
+// memcpy / memset on kCpu. INTERNAL on kCuda in a build without CUDA.
+Result<void*> BackendAllocate(Backend backend, uint64_t bytes);
+void BackendFree(Backend backend, void* p);
+Status BackendCopyIn(Backend backend, void* dst, const void* host_src, uint64_t bytes);
+Status BackendCopyOut(Backend backend, void* host_dst, const void* src, uint64_t bytes);
+Status BackendFill(Backend backend, void* dst, uint8_t value, uint64_t bytes);
+
+}  // namespace seqkv::gpu

@@ -1,0 +1,89 @@
+#include "seqkv/gpu/backend.h"
+
+#include <algorithm>
+#include <cstring>
+#include <new>
+#include <string>
+
+#ifdef SEQKV_WITH_CUDA
+#include <cuda_runtime.h>
+#endif
+
+namespace seqkv::gpu {
+
+namespace {
+
+#ifdef SEQKV_WITH_CUDA
+Status FromCuda(cudaError_t err, const char* what) {
+  if (err == cudaSuccess) return Status::Ok();
+  return Internal(std::string("gpu: ") + what + ": " + cudaGetErrorString(err));
+}
+#endif
+
+[[maybe_unused]] Status NoCuda() { return Internal("gpu: built without CUDA"); }
+
+}  // namespace
+
+Result<void*> BackendAllocate(Backend backend, uint64_t bytes) {
+  if (backend == Backend::kCpu) {
+    void* p = ::operator new(std::max<uint64_t>(bytes, 1), std::nothrow);
+    if (!p) return ResourceExhausted("gpu: host allocation of " + std::to_string(bytes) + " bytes failed");
+    return p;
+  }
+#ifdef SEQKV_WITH_CUDA
+  void* p = nullptr;
+  SEQKV_RETURN_IF_ERROR(FromCuda(cudaMalloc(&p, std::max<uint64_t>(bytes, 1)), "cudaMalloc"));
+  return p;
+#else
+  return NoCuda();
+#endif
+}
+
+void BackendFree(Backend backend, void* p) {
+  if (!p) return;
+  if (backend == Backend::kCpu) {
+    ::operator delete(p);
+    return;
+  }
+#ifdef SEQKV_WITH_CUDA
+  cudaFree(p);
+#endif
+}
+
+Status BackendCopyIn(Backend backend, void* dst, const void* host_src, uint64_t bytes) {
+  if (backend == Backend::kCpu) {
+    if (bytes) std::memcpy(dst, host_src, bytes);
+    return Status::Ok();
+  }
+#ifdef SEQKV_WITH_CUDA
+  return FromCuda(cudaMemcpy(dst, host_src, bytes, cudaMemcpyHostToDevice), "copy in");
+#else
+  return NoCuda();
+#endif
+}
+
+Status BackendCopyOut(Backend backend, void* host_dst, const void* src, uint64_t bytes) {
+  if (backend == Backend::kCpu) {
+    if (bytes) std::memcpy(host_dst, src, bytes);
+    return Status::Ok();
+  }
+#ifdef SEQKV_WITH_CUDA
+  return FromCuda(cudaMemcpy(host_dst, src, bytes, cudaMemcpyDeviceToHost), "copy out");
+#else
+  return NoCuda();
+#endif
+}
+
+Status BackendFill(Backend backend, void* dst, uint8_t value, uint64_t bytes) {
+  if (backend == Backend::kCpu) {
+    if (bytes) std::memset(dst, value, bytes);
+    return Status::Ok();
+  }
+#ifdef SEQKV_WITH_CUDA
+  return FromCuda(cudaMemset(dst, value, bytes), "fill");
+#else
+  return NoCuda();
+#endif
+}
+
+}  // namespace seqkv::gpu

@@ -1,0 +1,104 @@
+// Private to gpu/: the engine layouts on the host side, shared by every codec
+// API. Items are any struct with the destination fields of
+// TurboQuantDecodeItem (token_offset, k_out, v_out, out_tokens, layer_caches,
+// block_table, block_table_entries) or the source fields of
+// TurboQuantEncodeItem (k_in, v_in, in_tokens, token_offset).
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "seqkv/codec/chunk.h"
+#include "seqkv/codec/status.h"
+#include "seqkv/gpu/backend.h"
+
+namespace seqkv::gpu::internal {
+
+// The destination checks a host can make before launching (`who` names the API in messages).
+template <typename Item>
+Status CheckDestination(const char* who, KvDestination destination, uint32_t block_size, const Item& item,
+                        uint32_t tokens) {
+  const uint64_t end = item.token_offset + tokens;
+  if (end > UINT32_MAX) return OutOfRange(std::string(who) + ": token positions must stay below 2^32");
+  if (destination == KvDestination::kContiguous) {
+    if (!item.k_out || !item.v_out) return InvalidArgument(std::string(who) + ": null output");
+    if (item.out_tokens < end) {
+      return OutOfRange(std::string(who) + ": tokens [" + std::to_string(item.token_offset) + ", " +
+                        std::to_string(end) + ") past out_tokens " + std::to_string(item.out_tokens));
+    }
+    return Status::Ok();
+  }
+  if (!item.layer_caches || !item.block_table) return InvalidArgument(std::string(who) + ": null paged cache");
+  const uint64_t blocks_needed = (end + block_size - 1) / block_size;
+  if (item.block_table_entries < blocks_needed) {
+    return OutOfRange(std::string(who) + ": block table has " + std::to_string(item.block_table_entries) +
+                      " entries, tokens up to " + std::to_string(end) + " need " + std::to_string(blocks_needed));
+  }
+  return Status::Ok();
+}
+
+// Copies a decoded bf16 chunk (host memory, CPU backend) into the item's destination.
+template <typename Item>
+Status ScatterDecoded(const char* who, KvDestination destination, uint32_t block_size, uint32_t num_blocks,
+                      const Item& item, const Chunk& chunk) {
+  const KvShape& s = chunk.shape;
+  const uint64_t row_bytes = uint64_t{s.head_dim} * 2;
+  const std::vector<uint8_t>* tensors[2] = {&chunk.k, &chunk.v};
+  if (destination == KvDestination::kContiguous) {
+    uint8_t* outs[2] = {static_cast<uint8_t*>(item.k_out), static_cast<uint8_t*>(item.v_out)};
+    for (int kv = 0; kv < 2; ++kv) {
+      for (uint64_t lh = 0; lh < uint64_t{s.layers} * s.kv_heads; ++lh) {
+        std::memcpy(outs[kv] + (lh * item.out_tokens + item.token_offset) * row_bytes,
+                    tensors[kv]->data() + lh * s.tokens * row_bytes, s.tokens * row_bytes);
+      }
+    }
+    return Status::Ok();
+  }
+  // Paged: check every block id first, so a bad table writes nothing.
+  const uint32_t bs = block_size;
+  for (uint64_t t = 0; t < s.tokens; ++t) {
+    const int32_t blk = item.block_table[(item.token_offset + t) / bs];
+    if (blk < 0 || static_cast<uint32_t>(blk) >= num_blocks) {
+      return OutOfRange(std::string(who) + ": block table entry outside [0, num_blocks)");
+    }
+  }
+  for (uint32_t l = 0; l < s.layers; ++l) {
+    auto* cache = static_cast<uint8_t*>(item.layer_caches[l]);
+    for (uint64_t t = 0; t < s.tokens; ++t) {
+      const uint64_t pos = item.token_offset + t;
+      const uint64_t blk = static_cast<uint64_t>(item.block_table[pos / bs]);
+      for (int kv = 0; kv < 2; ++kv) {
+        for (uint32_t h = 0; h < s.kv_heads; ++h) {
+          const uint64_t dst = (((blk * 2 + kv) * bs + pos % bs) * s.kv_heads + h) * row_bytes;
+          const uint64_t src = ((uint64_t{l} * s.kv_heads + h) * s.tokens + t) * row_bytes;
+          std::memcpy(cache + dst, tensors[kv]->data() + src, row_bytes);
+        }
+      }
+    }
+  }
+  return Status::Ok();
+}
+
+// A bf16 chunk of `shape` gathered from the item's contiguous inputs (host memory).
+template <typename Item>
+Chunk GatherInput(const KvShape& shape, const Item& item) {
+  const uint64_t row_bytes = uint64_t{shape.head_dim} * 2;
+  Chunk chunk;
+  chunk.shape = shape;
+  chunk.dtype = DType::kBF16;
+  chunk.tokens.assign(shape.tokens, 0);
+  const uint8_t* ins[2] = {static_cast<const uint8_t*>(item.k_in), static_cast<const uint8_t*>(item.v_in)};
+  std::vector<uint8_t>* tensors[2] = {&chunk.k, &chunk.v};
+  for (int kv = 0; kv < 2; ++kv) {
+    tensors[kv]->resize(chunk.TensorBytes());
+    for (uint64_t lh = 0; lh < uint64_t{shape.layers} * shape.kv_heads; ++lh) {
+      std::memcpy(tensors[kv]->data() + lh * shape.tokens * row_bytes,
+                  ins[kv] + (lh * item.in_tokens + item.token_offset) * row_bytes, shape.tokens * row_bytes);
+    }
+  }
+  return chunk;
+}
+
+}  // namespace seqkv::gpu::internal
