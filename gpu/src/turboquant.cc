@@ -182,7 +182,93 @@ Status UploadAndLaunch(std::vector<internal::TqDesc>& descs, void* workspace, cu
   return Status::Ok();
 }
 
+// What a decode item puts in its descriptor beyond the shape: its sections
+// and its destination (contiguous tensors, or the paged caches).
+void FillDesc(const TurboQuantDecodeItem& item, internal::TqDesc* d) {
+  d->norms[0] = item.k_norms;
+  d->norms[1] = item.v_norms;
+  d->codes[0] = item.k_codes;
+  d->codes[1] = item.v_codes;
+  d->tensors[0] = item.k_out;
+  d->tensors[1] = item.v_out;
+  d->layer_caches = item.layer_caches;
+  d->block_table = item.block_table;
+  d->outer_tokens = item.out_tokens;
+  d->token_offset = item.token_offset;
+}
+
+// An encode item: its bf16 sources (the kernels only read them; TqDesc has one
+// pointer pair for both directions) and its outputs.
+void FillDesc(const TurboQuantEncodeItem& item, internal::TqDesc* d) {
+  d->tensors[0] = const_cast<void*>(item.k_in);
+  d->tensors[1] = const_cast<void*>(item.v_in);
+  d->out_norms[0] = item.k_norms;
+  d->out_norms[1] = item.v_norms;
+  d->out_codes[0] = item.k_codes;
+  d->out_codes[1] = item.v_codes;
+  d->outer_tokens = item.in_tokens;
+  d->token_offset = item.token_offset;
+}
+
+// The launcher of one group: decode picks it by destination layout.
+cudaError_t LaunchGroup(const TurboQuantDecodeArgs& args, const internal::TqLaunchGroup& g, int32_t* statuses,
+                        cudaStream_t stream) {
+  return args.destination == KvDestination::kPaged
+             ? internal::LaunchTqDecodePaged(g, args.block_size, args.num_blocks, statuses, stream)
+             : internal::LaunchTqDecodeContiguous(g, statuses, stream);
+}
+
+cudaError_t LaunchGroup(const TurboQuantEncodeArgs&, const internal::TqLaunchGroup& g, int32_t* statuses,
+                        cudaStream_t stream) {
+  return internal::LaunchTqEncode(g, statuses, stream);
+}
+
 #endif  // SEQKV_WITH_CUDA
+
+// The body that Decode and Encode share: whole-batch checks, per-item host
+// checks into `statuses`, then either the CPU reference per item (`cpu`) or,
+// on CUDA, one descriptor per item that passed (FillDesc) and one launch per
+// group (LaunchGroup). `check` and `cpu` are what differs between the two
+// directions on every build; the descriptor and launch parts exist only with
+// CUDA, so they are overloads on the item and args types rather than arguments.
+template <typename Args, typename Check, typename Cpu>
+Status RunBatch(const TurboQuantGpu& gpu, const Args& args, void* workspace, uint64_t workspace_bytes,
+                void* stream, std::vector<Status>* statuses, Check&& check, Cpu&& cpu) {
+  SEQKV_RETURN_IF_ERROR(gpu.CanImplement(args));
+  if (statuses == nullptr) return InvalidArgument("turboquant gpu: statuses is null");
+  if (workspace_bytes < gpu.WorkspaceBytes(args)) {
+    return InvalidArgument("turboquant gpu: workspace too small");
+  }
+  statuses->assign(args.items.size(), Status::Ok());
+  for (size_t i = 0; i < args.items.size(); ++i) (*statuses)[i] = check(args.items[i]);
+  if (gpu.backend() == Backend::kCpu) {
+    for (size_t i = 0; i < args.items.size(); ++i) {
+      if ((*statuses)[i].ok()) (*statuses)[i] = cpu(args.items[i]);
+    }
+    return Status::Ok();
+  }
+#ifdef SEQKV_WITH_CUDA
+  std::vector<internal::TqDesc> descs;
+  descs.reserve(args.items.size());
+  for (size_t i = 0; i < args.items.size(); ++i) {
+    if (!(*statuses)[i].ok()) continue;
+    internal::TqDesc d{};
+    FillItemShape(args.items[i].shape, args.items[i].params, &d);
+    FillDesc(args.items[i], &d);
+    d.status_index = static_cast<uint32_t>(i);
+    descs.push_back(d);
+  }
+  auto s = static_cast<cudaStream_t>(stream);
+  return UploadAndLaunch(descs, workspace, s, args.items.size(),
+                         [&](const internal::TqLaunchGroup& g, int32_t* st) {
+                           return LaunchGroup(args, g, st, s);
+                         });
+#else
+  (void)workspace;
+  (void)stream;
+  return Internal("turboquant gpu: built without CUDA");
+#endif
+}
 
 }  // namespace
 
@@ -284,94 +370,18 @@ uint64_t TurboQuantGpu::WorkspaceBytes(const TurboQuantEncodeArgs& args) const {
 
 Status TurboQuantGpu::Decode(const TurboQuantDecodeArgs& args, void* workspace, uint64_t workspace_bytes,
                              void* stream, std::vector<Status>* statuses) const {
-  SEQKV_RETURN_IF_ERROR(CanImplement(args));
-  if (statuses == nullptr) return InvalidArgument("turboquant gpu: statuses is null");
-  if (workspace_bytes < WorkspaceBytes(args)) return InvalidArgument("turboquant gpu: workspace too small");
-  statuses->assign(args.items.size(), Status::Ok());
-  for (size_t i = 0; i < args.items.size(); ++i) (*statuses)[i] = CheckDecodeItem(args, args.items[i]);
-  if (backend_ == Backend::kCpu) {
-    for (size_t i = 0; i < args.items.size(); ++i) {
-      if ((*statuses)[i].ok()) (*statuses)[i] = internal::CpuDecodeItem(args, args.items[i]);
-    }
-    return Status::Ok();
-  }
-#ifdef SEQKV_WITH_CUDA
-  std::vector<internal::TqDesc> descs;
-  descs.reserve(args.items.size());
-  for (size_t i = 0; i < args.items.size(); ++i) {
-    if (!(*statuses)[i].ok()) continue;
-    const TurboQuantDecodeItem& item = args.items[i];
-    internal::TqDesc d{};
-    FillItemShape(item.shape, item.params, &d);
-    d.norms[0] = item.k_norms;
-    d.norms[1] = item.v_norms;
-    d.codes[0] = item.k_codes;
-    d.codes[1] = item.v_codes;
-    d.tensors[0] = item.k_out;
-    d.tensors[1] = item.v_out;
-    d.layer_caches = item.layer_caches;
-    d.block_table = item.block_table;
-    d.outer_tokens = item.out_tokens;
-    d.token_offset = item.token_offset;
-    d.status_index = static_cast<uint32_t>(i);
-    descs.push_back(d);
-  }
-  auto s = static_cast<cudaStream_t>(stream);
-  const bool paged = args.destination == KvDestination::kPaged;
-  return UploadAndLaunch(descs, workspace, s, args.items.size(),
-                         [&](const internal::TqLaunchGroup& g, int32_t* st) {
-                           return paged ? internal::LaunchTqDecodePaged(g, args.block_size, args.num_blocks, st, s)
-                                        : internal::LaunchTqDecodeContiguous(g, st, s);
-                         });
-#else
-  (void)workspace;
-  (void)stream;
-  return Internal("turboquant gpu: built without CUDA");
-#endif
+  return RunBatch(
+      *this, args, workspace, workspace_bytes, stream, statuses,
+      [&](const TurboQuantDecodeItem& item) { return CheckDecodeItem(args, item); },
+      [&](const TurboQuantDecodeItem& item) { return internal::CpuDecodeItem(args, item); });
 }
 
 Status TurboQuantGpu::Encode(const TurboQuantEncodeArgs& args, void* workspace, uint64_t workspace_bytes,
                              void* stream, std::vector<Status>* statuses) const {
-  SEQKV_RETURN_IF_ERROR(CanImplement(args));
-  if (statuses == nullptr) return InvalidArgument("turboquant gpu: statuses is null");
-  if (workspace_bytes < WorkspaceBytes(args)) return InvalidArgument("turboquant gpu: workspace too small");
-  statuses->assign(args.items.size(), Status::Ok());
-  for (size_t i = 0; i < args.items.size(); ++i) (*statuses)[i] = CheckEncodeItem(args.items[i]);
-  if (backend_ == Backend::kCpu) {
-    for (size_t i = 0; i < args.items.size(); ++i) {
-      if ((*statuses)[i].ok()) (*statuses)[i] = internal::CpuEncodeItem(args.items[i]);
-    }
-    return Status::Ok();
-  }
-#ifdef SEQKV_WITH_CUDA
-  std::vector<internal::TqDesc> descs;
-  descs.reserve(args.items.size());
-  for (size_t i = 0; i < args.items.size(); ++i) {
-    if (!(*statuses)[i].ok()) continue;
-    const TurboQuantEncodeItem& item = args.items[i];
-    internal::TqDesc d{};
-    FillItemShape(item.shape, item.params, &d);
-    d.tensors[0] = const_cast<void*>(item.k_in);
-    d.tensors[1] = const_cast<void*>(item.v_in);
-    d.out_norms[0] = item.k_norms;
-    d.out_norms[1] = item.v_norms;
-    d.out_codes[0] = item.k_codes;
-    d.out_codes[1] = item.v_codes;
-    d.outer_tokens = item.in_tokens;
-    d.token_offset = item.token_offset;
-    d.status_index = static_cast<uint32_t>(i);
-    descs.push_back(d);
-  }
-  auto s = static_cast<cudaStream_t>(stream);
-  return UploadAndLaunch(descs, workspace, s, args.items.size(),
-                         [&](const internal::TqLaunchGroup& g, int32_t* st) {
-                           return internal::LaunchTqEncode(g, st, s);
-                         });
-#else
-  (void)workspace;
-  (void)stream;
-  return Internal("turboquant gpu: built without CUDA");
-#endif
+  return RunBatch(
+      *this, args, workspace, workspace_bytes, stream, statuses,
+      [](const TurboQuantEncodeItem& item) { return CheckEncodeItem(item); },
+      [](const TurboQuantEncodeItem& item) { return internal::CpuEncodeItem(item); });
 }
 
 Status TurboQuantGpu::CollectStatuses(const void* workspace, void* stream, std::vector<Status>* statuses) const {
