@@ -180,16 +180,27 @@ class SeqLossyCodec final : public Codec, public SeqLossyEncoder {
            (chunk.dtype == DType::kBF16 || chunk.dtype == DType::kFP16);
   }
 
+  // The RoPE table of the chunk's positions, made once per encode or decode
+  // and shared by everything in it that rotates keys (the model's layer-0
+  // keys, the coding domain, the output): into *table, and a pointer to it,
+  // when the chunk's keys are rotated and the call `needs` it; else null.
+  static const RopeTable* ChunkRope(const Chunk& chunk, bool needs, RopeTable* table) {
+    if (!needs || chunk.rope.style == RopeStyle::kNone) return nullptr;
+    *table = MakeRopeTable(chunk.rope, chunk.shape.head_dim, chunk.first_position, chunk.shape.tokens);
+    return table;
+  }
+
   // The model's layer 0 in the chunk's dtype: k bits (after RoPE) and v bits, [H][T][d] each.
-  Status ModelLayer0Bits(const Chunk& chunk, std::vector<uint16_t>* k, std::vector<uint16_t>* v) const {
+  // `rope` is ChunkRope's table (null: the chunk's keys are not rotated).
+  Status ModelLayer0Bits(const Chunk& chunk, const RopeTable* rope, std::vector<uint16_t>* k,
+                         std::vector<uint16_t>* v) const {
     const KvShape& s = chunk.shape;
     const size_t n = size_t{s.kv_heads} * s.tokens * s.head_dim;
     std::vector<float> kf(n), vf(n);
     SEQKV_RETURN_IF_ERROR(model_->Layer0(chunk.tokens, kf.data(), vf.data()));
-    if (chunk.rope.style != RopeStyle::kNone) {
-      const RopeTable table = MakeRopeTable(chunk.rope, s.head_dim, chunk.first_position, s.tokens);
+    if (rope != nullptr) {
       for (uint32_t h = 0; h < s.kv_heads; ++h) {
-        ApplyRope(table, chunk.rope.style, kf.data() + size_t{h} * s.tokens * s.head_dim);
+        ApplyRope(*rope, chunk.rope.style, kf.data() + size_t{h} * s.tokens * s.head_dim);
       }
     }
     k->resize(n);
@@ -199,7 +210,8 @@ class SeqLossyCodec final : public Codec, public SeqLossyEncoder {
     return Status::Ok();
   }
 
-  void WriteOutput(const SeqLoopResult& loop, uint32_t first_layer, Chunk* out) const;
+  // `rope` is ChunkRope's table for `out` (null: its keys are not rotated).
+  void WriteOutput(const SeqLoopResult& loop, uint32_t first_layer, const RopeTable* rope, Chunk* out) const;
 
   std::string ContextKey() const { return "seq/" + profile_id_; }
   // Coder states [G] to start from: the parent's, or fresh.
@@ -252,21 +264,21 @@ uint16_t Load16(const std::vector<uint8_t>& bytes, size_t i) {
   return static_cast<uint16_t>(bytes[2 * i] | (bytes[2 * i + 1] << 8));
 }
 
-void SeqLossyCodec::WriteOutput(const SeqLoopResult& loop, uint32_t first_layer, Chunk* out) const {
+void SeqLossyCodec::WriteOutput(const SeqLoopResult& loop, uint32_t first_layer, const RopeTable* rope,
+                                Chunk* out) const {
   const KvShape& s = out->shape;
   const size_t per_head = size_t{s.tokens} * s.head_dim;
   const size_t per_layer = s.kv_heads * per_head;
   const size_t esize = DTypeSize(out->dtype);
-  RopeTable table;
-  const bool rope = profile_->pre_rope_keys && out->rope.style != RopeStyle::kNone;
-  if (rope) table = MakeRopeTable(out->rope, s.head_dim, out->first_position, s.tokens);
+  // Pre-RoPE keys are rotated back to what the engine holds.
+  const RopeTable* table = profile_->pre_rope_keys ? rope : nullptr;
   std::vector<float> buf(per_head);
   for (uint32_t l = first_layer; l < s.layers; ++l) {
     for (uint32_t kv = 0; kv < 2; ++kv) {
       for (uint32_t h = 0; h < s.kv_heads; ++h) {
         const float* src = loop.xhat.data() + (size_t{l} * 2 * s.kv_heads + kv * s.kv_heads + h) * per_head;
         std::copy(src, src + per_head, buf.begin());
-        if (kv == 0 && rope) ApplyRope(table, out->rope.style, buf.data());
+        if (kv == 0 && table != nullptr) ApplyRope(*table, out->rope.style, buf.data());
         uint8_t* dst = (kv == 0 ? out->k.data() : out->v.data()) + (l * per_layer + h * per_head) * esize;
         FromFloat(out->dtype, buf.data(), per_head, dst);
       }
@@ -299,11 +311,14 @@ Status SeqLossyCodec::EncodeImpl(const Chunk& chunk, const ChunkContext* parent,
   SeqLoopParams params;
   params.rho = static_cast<float>(opts_.deadzone);
   params.layer0_exact = Layer0Exact(chunk);
+  RopeTable rope_table;
+  const RopeTable* rope =
+      ChunkRope(chunk, params.layer0_exact || (recon != nullptr && p.pre_rope_keys), &rope_table);
   std::vector<uint8_t> layer0_section;
   double layer0_bits = 0;
   if (params.layer0_exact) {
     std::vector<uint16_t> mk, mv;
-    SEQKV_RETURN_IF_ERROR(ModelLayer0Bits(chunk, &mk, &mv));
+    SEQKV_RETURN_IF_ERROR(ModelLayer0Bits(chunk, rope, &mk, &mv));
     std::vector<std::vector<uint8_t>> streams;
     std::vector<int32_t> corr(per_group);
     for (uint32_t kv = 0; kv < 2; ++kv) {
@@ -478,7 +493,7 @@ Status SeqLossyCodec::EncodeImpl(const Chunk& chunk, const ChunkContext* parent,
   }
   if (recon) {
     *recon = chunk;
-    WriteOutput(chosen, first, recon);
+    WriteOutput(chosen, first, rope, recon);
   }
   SetNext(next, std::move(states));
   (void)per_layer;
@@ -544,6 +559,10 @@ Status SeqLossyCodec::DecodeImpl(std::span<const SectionView> sections, const Ch
 
   chunk->k.assign(chunk->TensorBytes(), 0);
   chunk->v.assign(chunk->TensorBytes(), 0);
+  // Layer 0 from the model, its coding domain and the output all need the
+  // same table when the keys are rotated: made here, once.
+  RopeTable rope_table;
+  const RopeTable* rope = ChunkRope(*chunk, params.layer0_exact || p.pre_rope_keys, &rope_table);
   size_t at = 1;
   std::vector<float> layer0;
   if (params.layer0_exact) {
@@ -551,7 +570,7 @@ Status SeqLossyCodec::DecodeImpl(std::span<const SectionView> sections, const Ch
     SEQKV_ASSIGN_OR_RETURN(auto streams, UnpackStreams(sections[at].data, 2 * H));
     ++at;
     std::vector<uint16_t> mk, mv;
-    SEQKV_RETURN_IF_ERROR(ModelLayer0Bits(*chunk, &mk, &mv));
+    SEQKV_RETURN_IF_ERROR(ModelLayer0Bits(*chunk, rope, &mk, &mv));
     std::vector<int32_t> corr(per_group);
     for (uint32_t kv = 0; kv < 2; ++kv) {
       std::vector<uint8_t>& out = kv == 0 ? chunk->k : chunk->v;
@@ -567,7 +586,7 @@ Status SeqLossyCodec::DecodeImpl(std::span<const SectionView> sections, const Ch
         }
       }
     }
-    layer0 = SeqCodingDomainLayer(*chunk, 0, p.pre_rope_keys);
+    layer0 = SeqCodingDomainLayer(*chunk, 0, p.pre_rope_keys ? rope : nullptr);
   }
   SeqLoopResult loop;
   loop.q.assign(size_t{p.groups()} * per_group, 0);
@@ -583,7 +602,7 @@ Status SeqLossyCodec::DecodeImpl(std::span<const SectionView> sections, const Ch
     }
   }
   SeqDecodeLoop(p, T, params.layer0_exact ? layer0.data() : nullptr, params, &loop);
-  WriteOutput(loop, first, chunk);
+  WriteOutput(loop, first, rope, chunk);
   SetNext(next, std::move(states));
   return Status::Ok();
 }

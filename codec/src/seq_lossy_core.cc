@@ -46,10 +46,15 @@ bool UndoesRope(const Chunk& chunk, bool pre_rope) { return pre_rope && chunk.ro
 
 std::vector<float> SeqCodingDomainLayer(const Chunk& chunk, uint32_t layer, bool pre_rope) {
   const KvShape& s = chunk.shape;
-  std::vector<float> out(2 * size_t{s.kv_heads} * s.tokens * s.head_dim);
   RopeTable table;
   if (UndoesRope(chunk, pre_rope)) table = MakeRopeTable(chunk.rope, s.head_dim, chunk.first_position, s.tokens);
-  FillCodingDomainLayer(chunk, layer, UndoesRope(chunk, pre_rope) ? &table : nullptr, out.data());
+  return SeqCodingDomainLayer(chunk, layer, UndoesRope(chunk, pre_rope) ? &table : nullptr);
+}
+
+std::vector<float> SeqCodingDomainLayer(const Chunk& chunk, uint32_t layer, const RopeTable* table) {
+  const KvShape& s = chunk.shape;
+  std::vector<float> out(2 * size_t{s.kv_heads} * s.tokens * s.head_dim);
+  FillCodingDomainLayer(chunk, layer, table, out.data());
   return out;
 }
 

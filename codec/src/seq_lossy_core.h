@@ -19,6 +19,8 @@
 
 namespace seqkv::internal {
 
+struct RopeTable;  // engine_rope.h
+
 std::string ModelIdHex(const std::array<uint8_t, 16>& id);
 
 // Index of group (layer, kv, head).
@@ -31,6 +33,9 @@ inline uint32_t SeqGroup(uint32_t layer, uint32_t kv, uint32_t head, uint32_t kv
 std::vector<float> SeqCodingDomain(const Chunk& chunk, bool pre_rope);
 // The same for one layer only: X[kv][head][token][dim].
 std::vector<float> SeqCodingDomainLayer(const Chunk& chunk, uint32_t layer, bool pre_rope);
+// The same with the caller's RoPE table for the chunk's positions (null: no
+// rotation to undo), for callers that need the table anyway (the decoder).
+std::vector<float> SeqCodingDomainLayer(const Chunk& chunk, uint32_t layer, const RopeTable* table);
 
 // ---- entropy coding of one group's symbols q[token][dim] (int32) ----------
 // Stream: zero-flag bitmap (ceil(dim/8) bytes, bit i set = component i has a
