@@ -69,7 +69,7 @@ uint64_t AlignUp(uint64_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
 uint64_t StatusBytes(size_t items) { return AlignUp(items * sizeof(int32_t) + sizeof(int32_t)); }
 uint64_t SizesBytes(size_t items) { return AlignUp(2 * items * sizeof(uint64_t) + sizeof(uint64_t)); }
 uint64_t HeadBytes(size_t items) { return StatusBytes(items) + SizesBytes(items); }
-int32_t* StatusArray(void* ws) { return static_cast<int32_t*>(ws); }
+[[maybe_unused]] int32_t* StatusArray(void* ws) { return static_cast<int32_t*>(ws); }
 uint64_t* SizesArray(void* ws, size_t items) {
   return reinterpret_cast<uint64_t*>(static_cast<uint8_t*>(ws) + StatusBytes(items));
 }

@@ -75,28 +75,6 @@ __device__ __forceinline__ uint64_t PerLayer(const LlDesc& d) {
   return uint64_t{d.heads} * d.tokens * d.head_dim;
 }
 
-// Element e of a layer (chunk order [head][token][dim]) -> (head, token, dim),
-// advanced by 32 elements per step.
-struct Cursor {
-  uint32_t h, t, d;
-  __device__ void Start(uint64_t e, const LlDesc& desc) {
-    d = static_cast<uint32_t>(e % desc.head_dim);
-    const uint64_t row = e / desc.head_dim;
-    t = static_cast<uint32_t>(row % desc.tokens);
-    h = static_cast<uint32_t>(row / desc.tokens);
-  }
-  __device__ __forceinline__ void Advance32(const LlDesc& desc) {
-    d += 32;
-    while (d >= desc.head_dim) {
-      d -= desc.head_dim;
-      if (++t == desc.tokens) {
-        t = 0;
-        ++h;
-      }
-    }
-  }
-};
-
 // Block-wide (256 threads) exclusive prefix sum of v; *total gets the sum.
 __device__ uint32_t ExclusiveScan256(uint32_t v, uint32_t* warp_sums, uint32_t* total) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
