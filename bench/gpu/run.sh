@@ -16,17 +16,18 @@ SEQKV_CHECK_CMAKE_ARGS="-DCMAKE_PROJECT_seqkv_INCLUDE=$root/bench/gpu/bench.cmak
 build=/tmp/seqkv-build
 [ -d "$root/.shared" ] && export SEQKV_SHARED_DIR="$root/.shared"
 export SEQKV_SOURCE_DIR="$root"
-# The three GPU tests' full output goes to one file ($OUT brings back at most 8).
+# The GPU tests' full output goes to one file ($OUT brings back at most 8).
 "$build/tests/turboquant_gpu_test" 2>&1 | tee "$out/gpu_tests.log" | grep -E "^\[  |inexact|1 ulp|FAIL|Failure" | tail -40
 "$build/tests/lossless_gpu_test" 2>&1 | tee -a "$out/gpu_tests.log" | grep -E "^\[  (PASSED|FAILED|SKIPPED)|Failure" | tail -10
 "$build/tests/seq_entropy_gpu_test" 2>&1 | tee -a "$out/gpu_tests.log" | grep -E "^\[  (PASSED|FAILED|SKIPPED)|corrupted|Failure" | tail -10
-for b in turboquant_bench lossless_bench seq_entropy_bench; do
+for b in turboquant_bench lossless_bench seq_entropy_bench seq_decode_bench; do
   if [ ! -x "$build/$b" ]; then echo "$b not built"; exit 1; fi
 done
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,temperature.gpu,power.draw --format=csv,noheader || true
 "$build/turboquant_bench" 2>&1 | tee "$out/bench.log"
 "$build/lossless_bench" 2>&1 | tee "$out/lossless_bench.log" | grep -vE "^E2E"
 "$build/seq_entropy_bench" 2>&1 | tee "$out/seq_entropy_bench.log" | tail -14
+"$build/seq_decode_bench" 2>&1 | tee "$out/seq_decode_bench.log" | grep -vE "^E2E"
 if [ -n "${SEQKV_GPU_PROFILE:-}" ]; then
   ncu_bin="$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -1)"
   if [ -n "$ncu_bin" ]; then
@@ -39,4 +40,4 @@ if [ -n "${SEQKV_GPU_PROFILE:-}" ]; then
 fi
 nvidia-smi --query-gpu=clocks.sm,clocks.mem,temperature.gpu,power.draw --format=csv,noheader || true
 PYTHONUNBUFFERED=1 python3 "$root/bench/gpu/prefill_recompute.py" --decode-log "$out/bench.log" \
-  --decode-log "$out/lossless_bench.log" 2>&1 | tee "$out/prefill.log"
+  --decode-log "$out/lossless_bench.log" --decode-log "$out/seq_decode_bench.log" 2>&1 | tee "$out/prefill.log"

@@ -1,0 +1,285 @@
+// Seq codec GPU decode bench: whole lossy decodes (entropy stage, prediction,
+// KLT reconstruction, RoPE, bf16) of batches of 256-token chunks through
+// seqkv::gpu::SeqDecodeGpu into vLLM's paged layout, and the entropy stage
+// alone on the same streams, so the time splits into its two stages.
+// Built and run on the GPU machine by bench/gpu/run.sh; prints a table last
+// and an E2E line for bench/gpu/prefill_recompute.py.
+//
+// Data: a synthetic profile of the model's shape (random predictors and
+// bases: the arithmetic per element is the real one, the values do not change
+// the work) and group streams coded by the codec's own SeqEncodeGroup from
+// symbols with the real codec's statistics (~1.4 bits/element: mostly |q| <=
+// 2, scale falling with the component index). Chunk 1 of each row is decoded
+// on the CPU backend too (the codec's reference functions) and compared byte
+// for byte. CUDA events around the whole API call, 2 warm-ups, median of 5.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "seq_lossy_core.h"
+#include "seqkv/gpu/seq_decode.h"
+#include "seqkv/gpu/seq_entropy.h"
+
+using namespace seqkv;
+using namespace seqkv::gpu;
+
+#define CHECK_CUDA(expr)                                                                         \
+  do {                                                                                           \
+    cudaError_t e_ = (expr);                                                                     \
+    if (e_ != cudaSuccess) {                                                                     \
+      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_)); \
+      std::exit(1);                                                                              \
+    }                                                                                            \
+  } while (0)
+#define CHECK_OK(expr)                                                                          \
+  do {                                                                                          \
+    ::seqkv::Status s_ = (expr);                                                                \
+    if (!s_.ok()) {                                                                             \
+      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr, s_.ToString().c_str()); \
+      std::exit(1);                                                                             \
+    }                                                                                           \
+  } while (0)
+
+namespace {
+
+constexpr uint32_t kTokens = 256;
+constexpr uint32_t kDistinct = 48;  // distinct group streams, reused across groups and chunks
+
+template <typename F>
+double MedianMs(cudaStream_t stream, F&& f) {
+  cudaEvent_t a, b;
+  CHECK_CUDA(cudaEventCreate(&a));
+  CHECK_CUDA(cudaEventCreate(&b));
+  for (int i = 0; i < 2; ++i) f();
+  CHECK_CUDA(cudaStreamSynchronize(stream));
+  std::vector<double> ms;
+  for (int i = 0; i < 5; ++i) {
+    CHECK_CUDA(cudaEventRecord(a, stream));
+    f();
+    CHECK_CUDA(cudaEventRecord(b, stream));
+    CHECK_CUDA(cudaEventSynchronize(b));
+    float t = 0;
+    CHECK_CUDA(cudaEventElapsedTime(&t, a, b));
+    ms.push_back(t);
+  }
+  std::sort(ms.begin(), ms.end());
+  CHECK_CUDA(cudaEventDestroy(a));
+  CHECK_CUDA(cudaEventDestroy(b));
+  return ms[ms.size() / 2];
+}
+
+std::vector<int32_t> Symbols(uint32_t dim, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> u(0, 1);
+  std::vector<int32_t> q(size_t{kTokens} * dim);
+  for (uint32_t t = 0; t < kTokens; ++t) {
+    for (uint32_t i = 0; i < dim; ++i) {
+      const double scale = 1.6 * std::exp(-double(i) / (dim / 3.0)) + 0.05;
+      double m = std::floor(-std::log(1 - u(rng)) * scale + 0.25);
+      if (u(rng) < 0.0005) m = 15 + std::floor(u(rng) * 100);
+      q[size_t{t} * dim + i] = static_cast<int32_t>(u(rng) < 0.5 ? -m : m);
+    }
+  }
+  return q;
+}
+
+std::shared_ptr<const SeqProfile> SyntheticProfile(uint32_t L, uint32_t H, uint32_t d, SeqInputs inputs) {
+  SeqProfile p;
+  p.layers = L;
+  p.kv_heads = H;
+  p.head_dim = d;
+  p.inputs = inputs;
+  p.pre_rope_keys = true;
+  std::mt19937_64 rng(7);
+  std::normal_distribution<float> n(0.f, 1.f);
+  const uint64_t G = p.groups(), F = p.features();
+  p.predictor.resize(G * F * d);
+  for (float& w : p.predictor) w = 0.5f * n(rng) / std::sqrt(float(F));
+  p.basis.resize(G * d * d);
+  for (float& w : p.basis) w = n(rng) / std::sqrt(float(d));
+  p.step_scale.assign(G * d, 0.05f);
+  p.sensitivity.assign(G, 1.0f);
+  CHECK_OK(p.Validate());
+  return std::make_shared<const SeqProfile>(std::move(p));
+}
+
+struct Row {
+  std::string name;
+  uint32_t chunks;
+  double ms, entropy_ms, out_gb, bits;
+};
+std::vector<Row> rows;
+
+void RunShape(const char* name, uint32_t L, uint32_t H, uint32_t d, SeqInputs inputs, uint32_t chunks,
+              cudaStream_t stream) {
+  auto profile = SyntheticProfile(L, H, d, inputs);
+  auto gpu = SeqDecodeGpu::CreateFor(Backend::kCuda, profile);
+  CHECK_OK(gpu.status());
+  auto cpu = SeqDecodeGpu::CreateFor(Backend::kCpu, profile);
+  CHECK_OK(cpu.status());
+  // Distinct streams in one device buffer (and a host copy for the CPU check).
+  std::vector<std::vector<uint8_t>> streams(kDistinct);
+  std::vector<uint8_t> all;
+  std::vector<uint64_t> at(kDistinct);
+  for (uint32_t k = 0; k < kDistinct; ++k) {
+    const std::vector<int32_t> q = Symbols(d, 100 + k);
+    streams[k] = internal::SeqEncodeGroup(q.data(), kTokens, d);
+    at[k] = all.size();
+    all.insert(all.end(), streams[k].begin(), streams[k].end());
+  }
+  uint8_t* dev_streams = nullptr;
+  CHECK_CUDA(cudaMalloc(&dev_streams, all.size()));
+  CHECK_CUDA(cudaMemcpy(dev_streams, all.data(), all.size(), cudaMemcpyHostToDevice));
+
+  const uint32_t G = profile->groups();
+  const uint64_t total_tokens = uint64_t{chunks} * kTokens;
+  const uint32_t block_size = 16;
+  const uint32_t num_blocks = static_cast<uint32_t>(total_tokens / block_size);
+  std::vector<int32_t> table(num_blocks);
+  std::iota(table.begin(), table.end(), 0);
+  std::shuffle(table.begin(), table.end(), std::mt19937(3));
+  int32_t* dev_table = nullptr;
+  CHECK_CUDA(cudaMalloc(&dev_table, table.size() * 4));
+  CHECK_CUDA(cudaMemcpy(dev_table, table.data(), table.size() * 4, cudaMemcpyHostToDevice));
+  const uint64_t layer_bytes = uint64_t{num_blocks} * 2 * block_size * H * d * 2;
+  std::vector<void*> caches(L);
+  for (auto& c : caches) CHECK_CUDA(cudaMalloc(&c, layer_bytes));
+  void** dev_caches = nullptr;
+  CHECK_CUDA(cudaMalloc(&dev_caches, L * sizeof(void*)));
+  CHECK_CUDA(cudaMemcpy(dev_caches, caches.data(), L * sizeof(void*), cudaMemcpyHostToDevice));
+
+  std::vector<SeqDecodeItem> items(chunks);
+  uint64_t coded = 0;
+  for (uint32_t c = 0; c < chunks; ++c) {
+    SeqDecodeItem& it = items[c];
+    it.shape = {L, H, kTokens, d};
+    it.rope = {RopeStyle::kRotateHalf, 500000.0, d};
+    it.first_position = uint64_t{c} * kTokens;
+    it.delta0 = 1.0f;
+    it.mult_code.assign(G, 128);
+    for (uint32_t g = 0; g < G; ++g) {
+      const uint32_t k = (c * 7 + g) % kDistinct;
+      it.streams.push_back(dev_streams + at[k]);
+      it.stream_bytes.push_back(streams[k].size());
+      coded += streams[k].size();
+    }
+    it.token_offset = uint64_t{c} * kTokens;
+    it.layer_caches = dev_caches;
+    it.block_table = dev_table;
+    it.block_table_entries = table.size();
+  }
+  SeqDecodeArgs args;
+  args.destination = KvDestination::kPaged;
+  args.block_size = block_size;
+  args.num_blocks = num_blocks;
+  args.items = items;
+  CHECK_OK(gpu->CanImplement(args));
+  const uint64_t ws_bytes = gpu->WorkspaceBytes(args);
+  void* ws = nullptr;
+  CHECK_CUDA(cudaMalloc(&ws, ws_bytes));
+  std::vector<Status> statuses;
+  const double ms = MedianMs(stream, [&] { CHECK_OK(gpu->Decode(args, ws, ws_bytes, stream, &statuses)); });
+  CHECK_OK(gpu->CollectStatuses(ws, stream, &statuses));
+  for (const Status& s : statuses) CHECK_OK(s);
+
+  // The entropy stage alone, on the same streams.
+  auto se = SeqEntropyGpu::CreateFor(Backend::kCuda);
+  CHECK_OK(se.status());
+  int32_t* q = nullptr;
+  CHECK_CUDA(cudaMalloc(&q, uint64_t{chunks} * G * kTokens * d * 4));
+  std::vector<SeqEntropyItem> eitems;
+  for (uint32_t c = 0; c < chunks; ++c) {
+    for (uint32_t g = 0; g < G; ++g) {
+      eitems.push_back({items[c].streams[g], items[c].stream_bytes[g], kTokens, d,
+                        q + (uint64_t{c} * G + g) * kTokens * d});
+    }
+  }
+  SeqEntropyDecodeArgs eargs;
+  eargs.items = eitems;
+  const uint64_t ews_bytes = se->WorkspaceBytes(eargs);
+  void* ews = nullptr;
+  CHECK_CUDA(cudaMalloc(&ews, std::max<uint64_t>(ews_bytes, 1)));
+  std::vector<Status> est;
+  const double entropy_ms = MedianMs(stream, [&] { CHECK_OK(se->Decode(eargs, ews, ews_bytes, stream, &est)); });
+  CHECK_OK(se->CollectStatuses(ews, stream, &est));
+
+  // Chunk 1 on the CPU backend (host copies of its streams) against the cache.
+  {
+    SeqDecodeItem it = items[1];
+    for (uint32_t g = 0; g < G; ++g) it.streams[g] = all.data() + (it.streams[g] - dev_streams);
+    std::vector<uint8_t> k(uint64_t{L} * H * kTokens * d * 2), v(k.size());
+    it.layer_caches = nullptr;
+    it.block_table = nullptr;
+    it.k_out = k.data();
+    it.v_out = v.data();
+    it.out_tokens = kTokens;
+    it.token_offset = 0;
+    SeqDecodeArgs one;
+    one.items = std::span<const SeqDecodeItem>(&it, 1);
+    std::vector<uint8_t> cws(cpu->WorkspaceBytes(one));
+    std::vector<Status> cst;
+    CHECK_OK(cpu->Decode(one, cws.data(), cws.size(), nullptr, &cst));
+    CHECK_OK(cst[0]);
+    uint64_t differ = 0;
+    std::vector<uint8_t> got(uint64_t{d} * 2);
+    for (uint32_t l : {0u, L - 1}) {
+      for (uint32_t t = 0; t < kTokens; t += 37) {
+        const uint64_t s = kTokens + t;
+        const uint64_t blk = static_cast<uint64_t>(table[s / block_size]);
+        for (uint32_t kv = 0; kv < 2; ++kv) {
+          for (uint32_t h = 0; h < H; ++h) {
+            const uint64_t off = (((blk * 2 + kv) * block_size + s % block_size) * H + h) * d * 2;
+            CHECK_CUDA(cudaMemcpy(got.data(), static_cast<uint8_t*>(caches[l]) + off, got.size(),
+                                  cudaMemcpyDeviceToHost));
+            const std::vector<uint8_t>& ref = kv ? v : k;
+            differ += std::memcmp(got.data(), &ref[((uint64_t{l} * H + h) * kTokens + t) * d * 2], got.size()) != 0;
+          }
+        }
+      }
+    }
+    std::printf("%s: chunk 1 rows differing from the CPU reference: %llu\n", name,
+                static_cast<unsigned long long>(differ));
+    if (differ) std::exit(1);
+  }
+  const double out_gb = 2.0 * uint64_t{L} * H * total_tokens * d * 2 / 1e9;
+  rows.push_back({name, chunks, ms, entropy_ms, out_gb, 8.0 * coded / (2.0 * L * H * total_tokens * d)});
+  for (void* c : caches) CHECK_CUDA(cudaFree(c));
+  CHECK_CUDA(cudaFree(dev_caches));
+  CHECK_CUDA(cudaFree(dev_table));
+  CHECK_CUDA(cudaFree(dev_streams));
+  CHECK_CUDA(cudaFree(ws));
+  CHECK_CUDA(cudaFree(ews));
+  CHECK_CUDA(cudaFree(q));
+}
+
+}  // namespace
+
+int main() {
+  cudaStream_t stream;
+  CHECK_CUDA(cudaStreamCreate(&stream));
+  // An 8K-token Llama-3-8B context (32 chunks, 1 GiB of bf16 K+V), same-head
+  // predictors (the form that scales); the tinyllama shape with both.
+  RunShape("e2e-8k seq same-head", 32, 8, 128, SeqInputs::kSameHead, 32, stream);
+  RunShape("tinyllama seq all-heads", 6, 2, 64, SeqInputs::kAllHeads, 512, stream);
+  RunShape("tinyllama seq same-head", 6, 2, 64, SeqInputs::kSameHead, 512, stream);
+  std::printf("\n%-28s %7s %6s %10s %11s %10s %9s %9s\n", "seq decode -> vLLM paged", "chunks", "bits", "total ms",
+              "entropy ms", "dense ms", "out GB/s", "GB");
+  for (const Row& r : rows) {
+    std::printf("%-28s %7u %6.2f %10.3f %11.3f %10.3f %9.1f %9.3f\n", r.name.c_str(), r.chunks, r.bits, r.ms,
+                r.entropy_ms, r.ms - r.entropy_ms, r.out_gb / (r.ms / 1e3), r.out_gb);
+  }
+  std::printf("total: SeqDecodeGpu::Decode (entropy + dense); entropy: SeqEntropyGpu alone on the same streams;\n"
+              "dense = total - entropy (prediction, reconstruction, RoPE, bf16 into the cache)\n");
+  std::printf("E2E\t%s\t%.4f\t%.4f\t%.4f\n", "e2e-8k seq decode paged", rows[0].ms, rows[0].ms, 0.0);
+  CHECK_CUDA(cudaStreamDestroy(stream));
+  return 0;
+}

@@ -1,0 +1,110 @@
+// Batched decode of the sequential codec's lossy chunks on the GPU, straight
+// into the engine's layout, with the codec's CPU reference behind the same API
+// when no GPU is present (docs/gpu.md, "Sequential codec: the whole decode").
+//
+// Pipeline per batch: the group streams through SeqEntropyGpu (int32 symbols
+// in the workspace), then per layer one launch that predicts every group from
+// the previous layer's reconstruction, adds the dequantized KLT components,
+// keeps the reconstruction for the next layer and writes bf16 K (RoPE applied
+// when the profile codes keys before RoPE) and V to the destination.
+//
+// Exactness: every float operation is the CPU reference's (codec/src/
+// seq_lossy_core.cc, engine_rope.cc), in the same order, without FMA
+// contraction: the output is the same bf16 as seqkv::DecodeChunk's, bit for
+// bit (tests/gpu/seq_decode_gpu_test.cc).
+//
+// Scope: bf16 chunks of the profile given at Create, lossy mode, layer 0 coded
+// (profiles calibrated without a model). MakeSeqDecodeItem answers
+// UNIMPLEMENTED for a lossless-fallback chunk or a chunk whose layer 0 comes
+// from the model, and FAILED_PRECONDITION for a parent-conditioned chunk or
+// another profile's chunk: decode those with seqkv::DecodeChunk on the CPU.
+//
+// Memory: the workspace holds the symbols (4 bytes per element of the batch)
+// and two layers of float reconstructions; WorkspaceBytes says how much.
+//
+// Thread safety: Decode calls on one SeqDecodeGpu are serialized by the
+// caller (the object keeps a device RoPE table that grows with the positions
+// it has seen); different objects are independent.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "seqkv/codec/chunk.h"
+#include "seqkv/codec/format.h"
+#include "seqkv/codec/seq_profile.h"
+#include "seqkv/codec/status.h"
+#include "seqkv/gpu/backend.h"
+
+namespace seqkv::gpu {
+
+struct SeqDecodeItem {
+  KvShape shape;
+  RopeParams rope;
+  uint64_t first_position = 0;
+  float delta0 = 0;                 // the chunk's global step
+  std::vector<uint8_t> mult_code;   // [G] step-multiplier codes
+  // The group streams, [layer][kv][head], in backend memory.
+  std::vector<const uint8_t*> streams;
+  std::vector<uint64_t> stream_bytes;
+
+  // Destination, as in TurboQuantDecodeItem.
+  uint64_t token_offset = 0;
+  void* k_out = nullptr;  // kContiguous
+  void* v_out = nullptr;
+  uint64_t out_tokens = 0;
+  void* const* layer_caches = nullptr;  // kPaged
+  const int32_t* block_table = nullptr;
+  uint64_t block_table_entries = 0;
+};
+
+struct SeqDecodeArgs {
+  KvDestination destination = KvDestination::kContiguous;
+  uint32_t block_size = 16;  // kPaged
+  uint32_t num_blocks = 0;   // kPaged
+  std::span<const SeqDecodeItem> items;
+};
+
+// An item from a parsed header, the chunk's bytes on the host (for the small
+// tables: parameters, stream lengths) and the same bytes in backend memory
+// (`chunk_in_backend`; may equal host_chunk.data() on kCpu). Checks the codec,
+// the profile, the flags and the parameters as the CPU decoder does.
+Result<SeqDecodeItem> MakeSeqDecodeItem(const ChunkHeader& header, std::span<const uint8_t> host_chunk,
+                                        const uint8_t* chunk_in_backend, const SeqProfile& profile);
+
+class SeqDecodeGpu {
+ public:
+  // Uploads the profile (predictors, KLT bases, step scales) to the backend.
+  // kCuda when ProbeDevices() finds a device in a CUDA build, else kCpu.
+  static Result<SeqDecodeGpu> Create(std::shared_ptr<const SeqProfile> profile);
+  // FAILED_PRECONDITION when kCuda is not available.
+  static Result<SeqDecodeGpu> CreateFor(Backend backend, std::shared_ptr<const SeqProfile> profile);
+
+  SeqDecodeGpu(SeqDecodeGpu&&) noexcept;
+  SeqDecodeGpu& operator=(SeqDecodeGpu&&) noexcept;
+  ~SeqDecodeGpu();
+
+  Backend backend() const;
+
+  Status CanImplement(const SeqDecodeArgs& args) const;
+  uint64_t WorkspaceBytes(const SeqDecodeArgs& args) const;
+
+  // Enqueues the batch on `stream` (a cudaStream_t; nullptr = the legacy
+  // default stream); `statuses` gets the host-side checks, one per item. On
+  // kCpu the call is synchronous and runs the codec's reference.
+  Status Decode(const SeqDecodeArgs& args, void* workspace, uint64_t workspace_bytes, void* stream,
+                std::vector<Status>* statuses);
+
+  // Waits for `stream` and merges the device's findings (a corrupt group
+  // stream: DATA_LOSS; a block table entry: OUT_OF_RANGE) into `statuses`.
+  Status CollectStatuses(const void* workspace, void* stream, std::vector<Status>* statuses) const;
+
+ private:
+  struct Impl;
+  explicit SeqDecodeGpu(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace seqkv::gpu

@@ -1,0 +1,503 @@
+// SeqDecodeGpu: item parsing, the CPU path (the codec's reference functions),
+// and the CUDA path (SeqEntropyGpu for the symbols, then one dense launch per
+// layer).
+#include "seqkv/gpu/seq_decode.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <string>
+
+#include "bytes.h"
+#include "engine_rope.h"
+#include "kv_layout.h"
+#include "seq_lossy_core.h"
+#include "seqkv/codec/codec.h"
+#include "seqkv/codec/dtype.h"
+#include "seqkv/gpu/device.h"
+#include "seqkv/gpu/seq_entropy.h"
+
+#ifdef SEQKV_WITH_CUDA
+#include <cuda_runtime.h>
+
+#include "seq_decode_kernels.h"
+#endif
+
+namespace seqkv::gpu {
+
+namespace {
+
+constexpr char kWho[] = "seq gpu";
+constexpr uint32_t kParamsSection = 1;
+constexpr uint32_t kLayerSectionBase = 16;
+
+uint64_t Elements(const KvShape& s) { return uint64_t{s.layers} * s.kv_heads * s.tokens * s.head_dim; }
+
+bool SameRope(const RopeParams& a, const RopeParams& b) {
+  return a.style == b.style && a.theta == b.theta && a.dim == b.dim;
+}
+
+Status CheckItem(const SeqDecodeArgs& args, const SeqDecodeItem& item, const SeqProfile& p) {
+  SEQKV_RETURN_IF_ERROR(ValidateShape(item.shape, DType::kBF16));
+  if (item.shape.layers != p.layers || item.shape.kv_heads != p.kv_heads || item.shape.head_dim != p.head_dim) {
+    return FailedPrecondition("seq gpu: the chunk's shape is not the profile's");
+  }
+  const uint64_t groups = p.groups();
+  if (item.streams.size() != groups || item.stream_bytes.size() != groups || item.mult_code.size() != groups) {
+    return InvalidArgument("seq gpu: an item needs one stream and one step code per group");
+  }
+  if (!(item.delta0 > 0) || !std::isfinite(item.delta0)) return DataLoss("seq gpu: bad step");
+  if (item.first_position + item.shape.tokens > (uint64_t{1} << 24)) {
+    return OutOfRange("seq gpu: RoPE positions must stay below 2^24");
+  }
+  return internal::CheckDestination(kWho, args.destination, args.block_size, item, item.shape.tokens);
+}
+
+// The CPU reference for one item: SeqDecodeGroup per group, SeqDecodeLoop,
+// then the codec's output step (RoPE on the keys, bf16), then the scatter.
+Status CpuDecodeItem(const SeqDecodeArgs& args, const SeqDecodeItem& item, const SeqProfile& p) {
+  const KvShape& s = item.shape;
+  const uint32_t T = s.tokens, d = s.head_dim, H = s.kv_heads;
+  const size_t per_group = size_t{T} * d;
+  seqkv::internal::SeqLoopResult loop;
+  loop.q.assign(size_t{p.groups()} * per_group, 0);
+  for (uint32_t g = 0; g < p.groups(); ++g) {
+    SEQKV_RETURN_IF_ERROR(seqkv::internal::SeqDecodeGroup(std::span<const uint8_t>(item.streams[g], item.stream_bytes[g]), T,
+                                                   d, loop.q.data() + g * per_group));
+  }
+  seqkv::internal::SeqLoopParams params;
+  params.delta0 = item.delta0;
+  params.mult_code = item.mult_code;
+  seqkv::internal::SeqDecodeLoop(p, T, nullptr, params, &loop);
+  Chunk out;
+  out.shape = s;
+  out.dtype = DType::kBF16;
+  out.k.resize(Elements(s) * 2);
+  out.v.resize(Elements(s) * 2);
+  const bool rope = p.pre_rope_keys && item.rope.style != RopeStyle::kNone;
+  seqkv::internal::RopeTable table;
+  if (rope) table = seqkv::internal::MakeRopeTable(item.rope, d, item.first_position, T);
+  std::vector<float> buf(per_group);
+  for (uint32_t l = 0; l < s.layers; ++l) {
+    for (uint32_t kv = 0; kv < 2; ++kv) {
+      for (uint32_t h = 0; h < H; ++h) {
+        const float* src = loop.xhat.data() + ((size_t{l} * 2 + kv) * H + h) * per_group;
+        std::copy(src, src + per_group, buf.begin());
+        if (kv == 0 && rope) seqkv::internal::ApplyRope(table, item.rope.style, buf.data());
+        uint8_t* dst = (kv == 0 ? out.k.data() : out.v.data()) + ((size_t{l} * H + h) * per_group) * 2;
+        FromFloat(DType::kBF16, buf.data(), per_group, dst);
+      }
+    }
+  }
+  return internal::ScatterDecoded(kWho, args.destination, args.block_size, args.num_blocks, item, out);
+}
+
+#ifdef SEQKV_WITH_CUDA
+
+Status FromCuda(cudaError_t err, const char* what) {
+  if (err == cudaSuccess) return Status::Ok();
+  return Internal(std::string("seq gpu: ") + what + ": " + cudaGetErrorString(err));
+}
+
+#define SEQKV_CUDA_RETURN(expr, what) SEQKV_RETURN_IF_ERROR(FromCuda((expr), (what)))
+
+constexpr uint64_t kAlign = 256;
+uint64_t AlignUp(uint64_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+
+#endif  // SEQKV_WITH_CUDA
+
+// Workspace: [int32 status per item][descriptors][step bases][symbols]
+// [two layers of reconstruction][the entropy stage's workspace]. On kCpu only
+// the statuses.
+struct Layout {
+  uint64_t descs = 0, steps = 0, q = 0, xhat = 0, entropy = 0, total = 0;
+};
+
+uint64_t StatusBytes(size_t items) { return (items * sizeof(int32_t) + sizeof(int32_t) + 255) / 256 * 256; }
+
+}  // namespace
+
+struct SeqDecodeGpu::Impl {
+  Backend backend = Backend::kCpu;
+  std::shared_ptr<const SeqProfile> profile;
+  SeqEntropyGpu entropy = SeqEntropyGpu::CreateFor(Backend::kCpu).value();
+  // kCuda: the profile's arrays in device memory.
+  float* predictor = nullptr;
+  float* basis = nullptr;
+  float* step_scale = nullptr;
+  // kCuda: RoPE cos/sin for positions [0, rope_positions) of rope_params.
+  RopeParams rope_params;
+  uint32_t rope_positions = 0;
+  uint32_t rotary_dim = 0;
+  float* rope_cos = nullptr;
+  float* rope_sin = nullptr;
+  // The last Decode's entropy-stage statuses and the item of each group.
+  std::vector<Status> group_statuses;
+  std::vector<uint32_t> group_item;
+  uint64_t last_entropy_offset = 0;  // where the entropy stage's workspace starts
+
+  ~Impl() {
+    for (void* p : {static_cast<void*>(predictor), static_cast<void*>(basis), static_cast<void*>(step_scale),
+                    static_cast<void*>(rope_cos), static_cast<void*>(rope_sin)}) {
+      BackendFree(backend, p);
+    }
+  }
+
+  Result<float*> Upload(const std::vector<float>& v) {
+    SEQKV_ASSIGN_OR_RETURN(void* p, BackendAllocate(backend, v.size() * sizeof(float)));
+    const Status s = BackendCopyIn(backend, p, v.data(), v.size() * sizeof(float));
+    if (!s.ok()) {
+      BackendFree(backend, p);
+      return s;
+    }
+    return static_cast<float*>(p);
+  }
+
+  // Makes the device RoPE table cover `positions` positions of `rope`.
+  Status EnsureRope(const RopeParams& rope, uint32_t positions) {
+    if (rope_positions >= positions && SameRope(rope, rope_params)) return Status::Ok();
+    // Grow geometrically: a table serves every later chunk of the sequence.
+    uint32_t n = std::max<uint32_t>(positions, SameRope(rope, rope_params) ? 2 * rope_positions : 0);
+    n = std::min<uint32_t>(std::max<uint32_t>(n, 1024), 1u << 24);
+    const seqkv::internal::RopeTable t = seqkv::internal::MakeRopeTable(rope, profile->head_dim, 0, n);
+    BackendFree(backend, rope_cos);
+    BackendFree(backend, rope_sin);
+    rope_cos = rope_sin = nullptr;
+    rope_positions = 0;
+    rotary_dim = t.rotary_dim;
+    if (t.rotary_dim > 0) {
+      SEQKV_ASSIGN_OR_RETURN(rope_cos, Upload(t.cos));
+      SEQKV_ASSIGN_OR_RETURN(rope_sin, Upload(t.sin));
+    }
+    rope_params = rope;
+    rope_positions = n;
+    return Status::Ok();
+  }
+
+  std::vector<SeqEntropyItem> EntropyItems(const SeqDecodeArgs& args, const std::vector<Status>* statuses,
+                                           int32_t* q_base) const {
+    std::vector<SeqEntropyItem> out;
+    const SeqProfile& p = *profile;
+    uint64_t q_at = 0;
+    for (size_t i = 0; i < args.items.size(); ++i) {
+      if (statuses != nullptr && !(*statuses)[i].ok()) continue;
+      const SeqDecodeItem& item = args.items[i];
+      const uint64_t per_group = uint64_t{item.shape.tokens} * p.head_dim;
+      for (uint32_t g = 0; g < p.groups(); ++g) {
+        SeqEntropyItem e;
+        e.stream = g < item.streams.size() ? item.streams[g] : nullptr;
+        e.stream_bytes = g < item.stream_bytes.size() ? item.stream_bytes[g] : 0;
+        e.tokens = item.shape.tokens;
+        e.dim = p.head_dim;
+        e.q_out = q_base != nullptr ? q_base + q_at : reinterpret_cast<int32_t*>(16);  // sizing only
+        q_at += per_group;
+        out.push_back(e);
+      }
+    }
+    return out;
+  }
+
+  Layout MakeLayout(const SeqDecodeArgs& args, const std::vector<Status>* statuses) const {
+    Layout l;
+    const size_t n = args.items.size();
+    l.descs = StatusBytes(n);
+#ifdef SEQKV_WITH_CUDA
+    uint64_t elements = 0, layer_elements = 0;
+    for (size_t i = 0; i < n; ++i) {
+      if (statuses != nullptr && !(*statuses)[i].ok()) continue;
+      elements += Elements(args.items[i].shape);
+      layer_elements += 2ull * profile->kv_heads * args.items[i].shape.tokens * profile->head_dim;
+    }
+    l.steps = l.descs + AlignUp(n * sizeof(internal::SdDesc));
+    l.q = l.steps + AlignUp(n * uint64_t{profile->groups()} * sizeof(double));
+    l.xhat = l.q + AlignUp(2 * elements * sizeof(int32_t));  // K and V symbols
+    l.entropy = l.xhat + AlignUp(2 * layer_elements * sizeof(float));
+    SeqEntropyDecodeArgs ea;
+    const std::vector<SeqEntropyItem> items = EntropyItems(args, statuses, nullptr);
+    ea.items = items;
+    l.total = l.entropy + AlignUp(entropy.WorkspaceBytes(ea));
+#else
+    (void)statuses;
+    l.total = l.descs;
+#endif
+    return l;
+  }
+};
+
+Result<SeqDecodeItem> MakeSeqDecodeItem(const ChunkHeader& header, std::span<const uint8_t> host_chunk,
+                                        const uint8_t* chunk_in_backend, const SeqProfile& p) {
+  if (header.codec_id != CodecId::kSeq) return InvalidArgument("seq gpu: not a seq chunk");
+  if (header.dtype != DType::kBF16) return Unimplemented("seq gpu: only bf16 chunks");
+  if (header.flags & kFlagNeedsParent) {
+    return FailedPrecondition("seq gpu: the chunk continues a parent chunk; decode it on the CPU with its parent");
+  }
+  SEQKV_ASSIGN_OR_RETURN(CodecSpec spec, ParseCodecSpec(header.codec_spec));
+  if (spec.params.count("lossless")) return Unimplemented("seq gpu: seq:lossless decodes on the CPU only");
+  auto pid = spec.params.find("profile");
+  if (pid == spec.params.end() || pid->second != p.Id()) {
+    return FailedPrecondition("seq gpu: the chunk names profile " +
+                              (pid == spec.params.end() ? std::string("(none)") : pid->second) +
+                              ", this decoder holds " + p.Id());
+  }
+  if (p.layer0_from_model) {
+    return Unimplemented("seq gpu: layer 0 from the model is not implemented on the GPU; decode on the CPU");
+  }
+  const KvShape& s = header.shape;
+  if (s.layers != p.layers || s.kv_heads != p.kv_heads || s.head_dim != p.head_dim) {
+    return FailedPrecondition("seq gpu: the chunk's shape is not the profile's");
+  }
+  if (host_chunk.size() != header.total_bytes) return InvalidArgument("seq gpu: host bytes are not the chunk's");
+  const auto section = [&](size_t i) {
+    return host_chunk.subspan(header.sections[i].offset, header.sections[i].length);
+  };
+  if (header.sections.empty() || header.sections[0].type != kParamsSection) {
+    return DataLoss("seq: missing parameters section");
+  }
+  seqkv::internal::ByteReader r(section(0));
+  const uint8_t mode = r.U8();
+  if (!r.ok()) return DataLoss("seq: truncated parameters");
+  if (mode == 1) return Unimplemented("seq gpu: a lossless-fallback chunk decodes on the CPU only");
+  if (mode != 0) return DataLoss("seq: unknown mode");
+  SeqDecodeItem item;
+  item.shape = s;
+  item.rope = header.rope;
+  item.first_position = header.first_position;
+  const uint8_t layer0_mode = r.U8();
+  r.U16();
+  const uint32_t dbits = r.U32();
+  r.U32();  // the encoder's proxy
+  const uint64_t parent_hash = r.U64();
+  std::memcpy(&item.delta0, &dbits, 4);
+  const uint32_t groups = r.U32();
+  if (!r.ok() || groups != p.groups()) return DataLoss("seq: bad parameters");
+  auto codes = r.Bytes(groups);
+  if (!r.ok() || r.remaining() != 0) return DataLoss("seq: bad parameters");
+  item.mult_code.assign(codes.begin(), codes.end());
+  if (layer0_mode > 1 || !(item.delta0 > 0) || !std::isfinite(item.delta0)) return DataLoss("seq: bad parameters");
+  if (layer0_mode == 1) return Unimplemented("seq gpu: layer 0 from the model is not implemented on the GPU");
+  if (parent_hash != 0) return FailedPrecondition("seq gpu: the chunk continues a parent chunk");
+  if (header.sections.size() != 1 + size_t{s.layers}) return DataLoss("seq: wrong number of sections");
+  const uint32_t n = 2 * s.kv_heads;
+  for (uint32_t l = 0; l < s.layers; ++l) {
+    const SectionInfo& info = header.sections[1 + l];
+    if (info.type != kLayerSectionBase + l) return DataLoss("seq: unexpected section type");
+    seqkv::internal::ByteReader lr(section(1 + l));
+    if (lr.U32() != n || !lr.ok()) return DataLoss("seq: wrong number of group streams");
+    std::vector<uint32_t> lengths(n);
+    for (auto& len : lengths) len = lr.U32();
+    if (!lr.ok()) return DataLoss("seq: truncated stream table");
+    uint64_t at = info.offset + 4 + 4ull * n;
+    for (uint32_t len : lengths) {
+      if (lr.Bytes(len).size() != len || !lr.ok()) return DataLoss("seq: group stream exceeds its section");
+      item.streams.push_back(chunk_in_backend + at);
+      item.stream_bytes.push_back(len);
+      at += len;
+    }
+    if (lr.remaining() != 0) return DataLoss("seq: trailing bytes in layer section");
+  }
+  return item;
+}
+
+SeqDecodeGpu::SeqDecodeGpu(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+SeqDecodeGpu::SeqDecodeGpu(SeqDecodeGpu&&) noexcept = default;
+SeqDecodeGpu& SeqDecodeGpu::operator=(SeqDecodeGpu&&) noexcept = default;
+SeqDecodeGpu::~SeqDecodeGpu() = default;
+
+Backend SeqDecodeGpu::backend() const { return impl_->backend; }
+
+Result<SeqDecodeGpu> SeqDecodeGpu::Create(std::shared_ptr<const SeqProfile> profile) {
+  return CreateFor(ProbeDevices().available ? Backend::kCuda : Backend::kCpu, std::move(profile));
+}
+
+Result<SeqDecodeGpu> SeqDecodeGpu::CreateFor(Backend backend, std::shared_ptr<const SeqProfile> profile) {
+  if (profile == nullptr) return InvalidArgument("seq gpu: no profile");
+  SEQKV_RETURN_IF_ERROR(profile->Validate());
+  auto impl = std::make_unique<Impl>();
+  impl->backend = backend;
+  impl->profile = std::move(profile);
+  SEQKV_ASSIGN_OR_RETURN(impl->entropy, SeqEntropyGpu::CreateFor(backend));
+  if (backend == Backend::kCuda) {
+    SEQKV_ASSIGN_OR_RETURN(impl->predictor, impl->Upload(impl->profile->predictor));
+    SEQKV_ASSIGN_OR_RETURN(impl->basis, impl->Upload(impl->profile->basis));
+    SEQKV_ASSIGN_OR_RETURN(impl->step_scale, impl->Upload(impl->profile->step_scale));
+  }
+  return SeqDecodeGpu(std::move(impl));
+}
+
+Status SeqDecodeGpu::CanImplement(const SeqDecodeArgs& args) const {
+  if (args.destination == KvDestination::kPaged && (args.block_size == 0 || args.num_blocks == 0)) {
+    return InvalidArgument("seq gpu: paged destination needs block_size and num_blocks");
+  }
+  if (args.items.size() > (1u << 20)) return InvalidArgument("seq gpu: too many items in one batch");
+  return Status::Ok();
+}
+
+uint64_t SeqDecodeGpu::WorkspaceBytes(const SeqDecodeArgs& args) const {
+  if (impl_->backend == Backend::kCpu) return StatusBytes(args.items.size());
+  return impl_->MakeLayout(args, nullptr).total;
+}
+
+Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t workspace_bytes, void* stream,
+                            std::vector<Status>* statuses) {
+  SEQKV_RETURN_IF_ERROR(CanImplement(args));
+  if (statuses == nullptr) return InvalidArgument("seq gpu: statuses is null");
+  if (workspace == nullptr || workspace_bytes < WorkspaceBytes(args)) {
+    return InvalidArgument("seq gpu: workspace too small");
+  }
+  const SeqProfile& p = *impl_->profile;
+  statuses->assign(args.items.size(), Status::Ok());
+  for (size_t i = 0; i < args.items.size(); ++i) (*statuses)[i] = CheckItem(args, args.items[i], p);
+  impl_->group_statuses.clear();
+  impl_->group_item.clear();
+  if (impl_->backend == Backend::kCpu) {
+    std::memset(workspace, 0, StatusBytes(args.items.size()));
+    for (size_t i = 0; i < args.items.size(); ++i) {
+      if ((*statuses)[i].ok()) (*statuses)[i] = CpuDecodeItem(args, args.items[i], p);
+    }
+    return Status::Ok();
+  }
+#ifdef SEQKV_WITH_CUDA
+  auto s = static_cast<cudaStream_t>(stream);
+  // One RoPE table for the batch (rope_keys only): items with other RoPE
+  // parameters than the first such item are not taken.
+  const bool rope_keys = p.pre_rope_keys;
+  const RopeParams* rope = nullptr;
+  uint32_t positions = 0;
+  for (size_t i = 0; i < args.items.size(); ++i) {
+    const SeqDecodeItem& item = args.items[i];
+    if (!(*statuses)[i].ok() || !rope_keys || item.rope.style == RopeStyle::kNone) continue;
+    if (rope == nullptr) rope = &item.rope;
+    if (!SameRope(item.rope, *rope)) {
+      (*statuses)[i] = Unimplemented("seq gpu: one batch takes one set of RoPE parameters");
+      continue;
+    }
+    positions = std::max<uint32_t>(positions, static_cast<uint32_t>(item.first_position + item.shape.tokens));
+  }
+  if (rope != nullptr) SEQKV_RETURN_IF_ERROR(impl_->EnsureRope(*rope, positions));
+
+  const Layout layout = impl_->MakeLayout(args, statuses);
+  auto* base = static_cast<uint8_t*>(workspace);
+  auto* device_descs = reinterpret_cast<internal::SdDesc*>(base + layout.descs);
+  auto* steps = reinterpret_cast<double*>(base + layout.steps);
+  auto* q = reinterpret_cast<int32_t*>(base + layout.q);
+  auto* xhat = reinterpret_cast<float*>(base + layout.xhat);
+  std::vector<internal::SdDesc> descs;
+  std::vector<double> step_base;
+  uint64_t q_at = 0, layer_at = 0, layer_total = 0;
+  for (size_t i = 0; i < args.items.size(); ++i) {
+    if ((*statuses)[i].ok()) layer_total += 2ull * p.kv_heads * args.items[i].shape.tokens * p.head_dim;
+  }
+  uint32_t ctas = 0;
+  for (size_t i = 0; i < args.items.size(); ++i) {
+    if (!(*statuses)[i].ok()) continue;
+    const SeqDecodeItem& item = args.items[i];
+    internal::SdDesc d{};
+    d.q = q + q_at;
+    d.xhat[0] = xhat + layer_at;
+    d.xhat[1] = xhat + layer_total + layer_at;
+    d.step_base = steps + descs.size() * p.groups();
+    d.out[0] = item.k_out;
+    d.out[1] = item.v_out;
+    d.layer_caches = item.layer_caches;
+    d.block_table = item.block_table;
+    d.outer_tokens = item.out_tokens;
+    d.token_offset = item.token_offset;
+    d.first_position = item.first_position;
+    d.tokens = item.shape.tokens;
+    d.rotate_keys = rope_keys && item.rope.style != RopeStyle::kNone && impl_->rotary_dim > 0 ? 1 : 0;
+    d.status_index = static_cast<uint32_t>(i);
+    d.first_cta = ctas;
+    ctas += internal::SdCtasOf(p.kv_heads, item.shape.tokens);
+    for (uint32_t g = 0; g < p.groups(); ++g) {
+      step_base.push_back(double{item.delta0} * seqkv::internal::SeqMultiplier(item.mult_code[g]));
+    }
+    q_at += Elements(item.shape) * 2;
+    layer_at += 2ull * p.kv_heads * item.shape.tokens * p.head_dim;
+    descs.push_back(d);
+  }
+  if (!descs.empty()) {
+    SEQKV_CUDA_RETURN(cudaMemcpyAsync(device_descs, descs.data(), descs.size() * sizeof(internal::SdDesc),
+                                      cudaMemcpyHostToDevice, s),
+                      "descriptor upload");
+    SEQKV_CUDA_RETURN(cudaMemcpyAsync(steps, step_base.data(), step_base.size() * sizeof(double),
+                                      cudaMemcpyHostToDevice, s),
+                      "step upload");
+  }
+  SEQKV_CUDA_RETURN(cudaMemsetAsync(workspace, 0, StatusBytes(args.items.size()), s), "status reset");
+
+  // The symbols: every group of every item through the entropy stage.
+  const std::vector<SeqEntropyItem> eitems = impl_->EntropyItems(args, statuses, q);
+  for (size_t i = 0; i < args.items.size(); ++i) {
+    if (!(*statuses)[i].ok()) continue;
+    for (uint32_t g = 0; g < p.groups(); ++g) impl_->group_item.push_back(static_cast<uint32_t>(i));
+  }
+  SeqEntropyDecodeArgs ea;
+  ea.items = eitems;
+  impl_->last_entropy_offset = layout.entropy;
+  SEQKV_RETURN_IF_ERROR(impl_->entropy.Decode(ea, base + layout.entropy, layout.total - layout.entropy, stream,
+                                              &impl_->group_statuses));
+
+  internal::SdLaunch launch{};
+  launch.descs = device_descs;
+  launch.count = static_cast<uint32_t>(descs.size());
+  launch.total_ctas = ctas;
+  launch.layers = p.layers;
+  launch.heads = p.kv_heads;
+  launch.head_dim = p.head_dim;
+  launch.features = p.features();
+  launch.inputs = static_cast<uint32_t>(p.inputs);
+  launch.predictor = impl_->predictor;
+  launch.basis = impl_->basis;
+  launch.step_scale = impl_->step_scale;
+  launch.rope_style = rope != nullptr && rope->style == RopeStyle::kRotateHalf ? 1 : 2;
+  launch.rotary_dim = impl_->rotary_dim;
+  launch.rope_cos = impl_->rope_cos;
+  launch.rope_sin = impl_->rope_sin;
+  launch.paged = args.destination == KvDestination::kPaged;
+  launch.block_size = args.block_size;
+  launch.num_blocks = args.num_blocks;
+  launch.statuses = static_cast<int32_t*>(workspace);
+  if (descs.empty()) return Status::Ok();
+  for (uint32_t l = 0; l < p.layers; ++l) {
+    SEQKV_CUDA_RETURN(internal::LaunchSdLayer(launch, l, s), "kernel launch");
+  }
+  return Status::Ok();
+#else
+  (void)stream;
+  return Internal("seq gpu: built without CUDA");
+#endif
+}
+
+Status SeqDecodeGpu::CollectStatuses(const void* workspace, void* stream, std::vector<Status>* statuses) const {
+  if (statuses == nullptr) return InvalidArgument("seq gpu: statuses is null");
+  if (impl_->backend == Backend::kCpu || statuses->empty()) return Status::Ok();
+#ifdef SEQKV_WITH_CUDA
+  // The entropy stage's statuses (one per group) go onto the groups' items.
+  auto s = static_cast<cudaStream_t>(stream);
+  std::vector<int32_t> codes(statuses->size());
+  SEQKV_CUDA_RETURN(cudaMemcpyAsync(codes.data(), workspace, codes.size() * sizeof(int32_t), cudaMemcpyDeviceToHost, s),
+                    "status download");
+  SEQKV_CUDA_RETURN(cudaStreamSynchronize(s), "stream synchronize");
+  if (!impl_->group_statuses.empty()) {
+    SEQKV_RETURN_IF_ERROR(impl_->entropy.CollectStatuses(
+        static_cast<const uint8_t*>(workspace) + impl_->last_entropy_offset, stream, &impl_->group_statuses));
+  }
+  for (size_t k = 0; k < impl_->group_statuses.size(); ++k) {
+    const uint32_t i = impl_->group_item[k];
+    if ((*statuses)[i].ok() && !impl_->group_statuses[k].ok()) (*statuses)[i] = impl_->group_statuses[k];
+  }
+  for (size_t i = 0; i < codes.size(); ++i) {
+    if (!(*statuses)[i].ok() || codes[i] == 0) continue;
+    (*statuses)[i] = codes[i] == internal::kSdBlockOutOfRange
+                         ? OutOfRange("seq gpu: block table entry outside [0, num_blocks)")
+                         : Internal("seq gpu: unknown device status");
+  }
+  return Status::Ok();
+#else
+  (void)workspace;
+  (void)stream;
+  return Internal("seq gpu: built without CUDA");
+#endif
+}
+
+}  // namespace seqkv::gpu

@@ -1,0 +1,248 @@
+// The seq codec's dense decode stage (CUDA C++17, sm_90): per layer, per
+// group (layer, kv, head), per tile of tokens, every thread owns one channel j:
+//
+//   pred[t][j] = sum_f features[t][f] * W[g][f][j]      (f ascending from 0.0f)
+//   xhat[t][j] = pred[t][j] + sum_{i ascending, q != 0} (float(q[t][i]) * step[i]) * U[g][i][j]
+//
+// then the keys get RoPE (x * cos + rotate(x) * sin) and both tensors are
+// rounded to bf16 and written to the engine's layout. These are the CPU
+// reference's operations in its order (codec/src/seq_lossy_core.cc Predict,
+// Reconstruct; engine_rope.cc Rotate; dtype.h FloatToBf16), each a separate
+// round-to-nearest float operation (__fmul_rn / __fadd_rn, --fmad=false), so
+// the bytes are the CPU decoder's exactly.
+//
+// Work: the features of a tile are staged in shared memory kSdFeatureChunk
+// columns at a time and shared by the tile's kSdTileTokens tokens, so each
+// predictor weight and each basis row is read once per tile (the launch is
+// per layer: that layer's weights stay in L2); the symbols of the tile are
+// staged too, as float(q) * step. Loops are
+// reordered only across tokens; every token's sums keep the CPU's order.
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "seq_decode_kernels.h"
+
+namespace seqkv::gpu::internal {
+
+namespace {
+
+constexpr uint32_t TT = kSdTileTokens;
+constexpr uint32_t FC = kSdFeatureChunk;
+
+__device__ __forceinline__ uint32_t FindItem(const SdDesc* descs, uint32_t count, uint32_t cta) {
+  uint32_t lo = 0, hi = count;
+  while (hi - lo > 1) {
+    const uint32_t mid = (lo + hi) / 2;
+    if (descs[mid].first_cta <= cta) lo = mid; else hi = mid;
+  }
+  return lo;
+}
+
+// FloatToBf16 (dtype.h): round to nearest even, NaN made quiet.
+__device__ __forceinline__ uint16_t ToBf16(float f) {
+  const uint32_t bits = __float_as_uint(f);
+  if ((bits & 0x7F800000u) == 0x7F800000u && (bits & 0x007FFFFFu) != 0) {
+    return static_cast<uint16_t>((bits >> 16) | 0x0040u);
+  }
+  return static_cast<uint16_t>((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
+}
+
+__global__ void SdLayerKernel(SdLaunch L, uint32_t layer) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  const uint32_t d = L.head_dim, H = L.heads, F = L.features;
+  float* feat_s = reinterpret_cast<float*>(smem);  // [TT][FC]
+  float* y_s = feat_s + TT * FC;                    // [TT][d]: float(q) * step
+  float* row_s = y_s + TT * d;                      // [TT][d]
+  float* step_s = row_s + TT * d;                   // [d]
+
+  const uint32_t cta = blockIdx.x;
+  const uint32_t item = FindItem(L.descs, L.count, cta);
+  const SdDesc& desc = L.descs[item];
+  const uint32_t T = desc.tokens;
+  const uint32_t tiles = (T + TT - 1) / TT;
+  const uint32_t local = cta - desc.first_cta;
+  const uint32_t gl = local / tiles, tile = local % tiles;
+  const uint32_t kv = gl / H, h = gl % H;
+  const uint32_t g = (layer * 2 + kv) * H + h;
+  const uint32_t t0 = tile * TT;
+  const uint32_t nt = min(TT, T - t0);
+  const uint32_t j = threadIdx.x;
+  const bool active = j < d;
+
+  const float* W = L.predictor + uint64_t{g} * F * d;
+  const float* U = L.basis + uint64_t{g} * d * d;
+  const float* prev = desc.xhat[(layer + 1) % 2];  // layer - 1's reconstruction
+  float* cur = desc.xhat[layer % 2];
+
+  for (uint32_t i = j; i < d; i += blockDim.x) {
+    step_s[i] = __double2float_rn(__dmul_rn(desc.step_base[g], static_cast<double>(L.step_scale[uint64_t{g} * d + i])));
+  }
+  __syncthreads();
+  // y = float(q) * step, the reference's first product, once per tile.
+  for (uint32_t idx = j; idx < TT * d; idx += blockDim.x) {
+    const uint32_t k = idx / d, i = idx % d;
+    const int32_t qv = k < nt ? desc.q[(uint64_t{g} * T + t0 + k) * d + i] : 0;
+    y_s[idx] = __fmul_rn(static_cast<float>(qv), step_s[i]);
+  }
+
+  // Prediction.
+  float acc[TT];
+#pragma unroll
+  for (uint32_t k = 0; k < TT; ++k) acc[k] = 0.0f;
+  const bool has_features = layer > 0 && L.inputs != 0;
+  if (has_features) {
+    for (uint32_t f0 = 0; f0 < F; f0 += FC) {
+      const uint32_t fc = min(FC, F - f0);
+      __syncthreads();
+      for (uint32_t idx = j; idx < TT * FC; idx += blockDim.x) {
+        const uint32_t k = idx / FC, ff = idx % FC, f = f0 + ff;
+        float v = 0.0f;
+        if (k < nt && ff < fc) {
+          const uint64_t t = t0 + k;
+          if (f == F - 1) {
+            v = 1.0f;
+          } else if (L.inputs == 1) {  // same head: [K row, V row, 1]
+            const uint32_t pkv = f / d, c = f % d;
+            v = prev[((uint64_t{pkv} * H + h) * T + t) * d + c];
+          } else {  // all heads: [K heads..., V heads..., 1]
+            const uint32_t blk = f / d, c = f % d;  // blk = kv' * H + h'
+            v = prev[(uint64_t{blk} * T + t) * d + c];
+          }
+        }
+        feat_s[idx] = v;
+      }
+      __syncthreads();
+      if (active) {
+        // Four columns a step (one 16-byte shared load per token), each
+        // token's sum still in ascending f.
+        uint32_t ff = 0;
+        for (; ff + 4 <= fc; ff += 4) {
+          const float* wp = W + uint64_t{f0 + ff} * d + j;
+          const float w0 = wp[0], w1 = wp[d], w2 = wp[2 * d], w3 = wp[3 * d];
+#pragma unroll
+          for (uint32_t k = 0; k < TT; ++k) {
+            const float4 x = *reinterpret_cast<const float4*>(feat_s + k * FC + ff);
+            float a = acc[k];
+            a = __fadd_rn(a, __fmul_rn(x.x, w0));
+            a = __fadd_rn(a, __fmul_rn(x.y, w1));
+            a = __fadd_rn(a, __fmul_rn(x.z, w2));
+            a = __fadd_rn(a, __fmul_rn(x.w, w3));
+            acc[k] = a;
+          }
+        }
+        for (; ff < fc; ++ff) {
+          const float w = W[uint64_t{f0 + ff} * d + j];
+#pragma unroll
+          for (uint32_t k = 0; k < TT; ++k) acc[k] = __fadd_rn(acc[k], __fmul_rn(feat_s[k * FC + ff], w));
+        }
+      }
+    }
+  } else if (active) {
+    const float w = W[uint64_t{F - 1} * d + j];  // the bias row alone
+#pragma unroll
+    for (uint32_t k = 0; k < TT; ++k) acc[k] = __fadd_rn(0.0f, __fmul_rn(1.0f, w));
+  }
+  __syncthreads();  // y_s ready (and the last feature chunk consumed)
+
+  // Reconstruction: each basis row is read once per tile; each token's sum
+  // runs over ascending i. The reference skips zero symbols; adding their
+  // term here gives the same float: y = +0 then, y * u = +-0 (u is finite),
+  // and the running sum, which starts at +0 and cannot become -0 in
+  // round-to-nearest, is unchanged by adding +-0. So no branch per symbol.
+  if (active) {
+    float rec[TT];
+#pragma unroll
+    for (uint32_t k = 0; k < TT; ++k) rec[k] = 0.0f;
+    uint32_t i = 0;
+    if (d % 4 == 0) {
+      for (; i < d; i += 4) {
+        const float* up = U + uint64_t{i} * d + j;
+        const float u0 = up[0], u1 = up[d], u2 = up[2 * d], u3 = up[3 * d];
+#pragma unroll
+        for (uint32_t k = 0; k < TT; ++k) {
+          const float4 y = *reinterpret_cast<const float4*>(y_s + k * d + i);
+          float r = rec[k];
+          r = __fadd_rn(r, __fmul_rn(y.x, u0));
+          r = __fadd_rn(r, __fmul_rn(y.y, u1));
+          r = __fadd_rn(r, __fmul_rn(y.z, u2));
+          r = __fadd_rn(r, __fmul_rn(y.w, u3));
+          rec[k] = r;
+        }
+      }
+    }
+    for (; i < d; ++i) {
+      const float u = U[uint64_t{i} * d + j];
+#pragma unroll
+      for (uint32_t k = 0; k < TT; ++k) rec[k] = __fadd_rn(rec[k], __fmul_rn(y_s[k * d + i], u));
+    }
+#pragma unroll
+    for (uint32_t k = 0; k < TT; ++k) {
+      if (k < nt) {
+        const float x = __fadd_rn(acc[k], rec[k]);
+        cur[((uint64_t{kv} * H + h) * T + t0 + k) * d + j] = x;
+        row_s[k * d + j] = x;
+      }
+    }
+  }
+  __syncthreads();
+
+  // Output: RoPE on the keys, bf16, the destination layout.
+  if (!active) return;
+  const uint32_t rd = L.rotary_dim;
+  const bool rotate = kv == 0 && desc.rotate_keys && rd > 0 && j < rd;
+  for (uint32_t k = 0; k < nt; ++k) {
+    const float* row = row_s + k * d;
+    float val = row[j];
+    if (rotate) {
+      const uint64_t pos = desc.first_position + t0 + k;
+      const float c = L.rope_cos[pos * rd + j], s = L.rope_sin[pos * rd + j];
+      float a, b;
+      bool first;  // j is the pair's first element (ia) or its second (ib)
+      if (L.rope_style == 1) {
+        const uint32_t half = rd / 2;
+        first = j < half;
+        a = first ? row[j] : row[j - half];
+        b = first ? row[j + half] : row[j];
+      } else {
+        first = (j & 1) == 0;
+        a = first ? row[j] : row[j - 1];
+        b = first ? row[j + 1] : row[j];
+      }
+      // ia: a * cos + (-b) * sin; ib: b * cos + a * sin (products, then the sum).
+      val = first ? __fadd_rn(__fmul_rn(a, c), __fmul_rn(-b, s)) : __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, s));
+    }
+    const uint16_t bits = ToBf16(val);
+    const uint64_t token = desc.token_offset + t0 + k;
+    if (L.paged) {
+      const int32_t blk = desc.block_table[token / L.block_size];
+      if (blk < 0 || static_cast<uint32_t>(blk) >= L.num_blocks) {
+        atomicCAS(&L.statuses[desc.status_index], 0, kSdBlockOutOfRange);
+        continue;
+      }
+      uint16_t* cache = static_cast<uint16_t*>(desc.layer_caches[layer]);
+      cache[(((uint64_t(blk) * 2 + kv) * L.block_size + token % L.block_size) * H + h) * d + j] = bits;
+    } else {
+      uint16_t* out = static_cast<uint16_t*>(desc.out[kv]);
+      out[((uint64_t{layer} * H + h) * desc.outer_tokens + token) * d + j] = bits;
+    }
+  }
+}
+
+}  // namespace
+
+cudaError_t LaunchSdLayer(const SdLaunch& launch, uint32_t layer, cudaStream_t stream) {
+  if (launch.total_ctas == 0) return cudaSuccess;
+  const uint32_t threads = (launch.head_dim + 31) / 32 * 32;
+  const size_t smem = sizeof(float) * TT * FC + sizeof(float) * TT * launch.head_dim +
+                      sizeof(float) * TT * launch.head_dim + sizeof(float) * launch.head_dim;
+  if (smem > 48 * 1024) {
+    const cudaError_t e =
+        cudaFuncSetAttribute(SdLayerKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+    if (e != cudaSuccess) return e;
+  }
+  SdLayerKernel<<<launch.total_ctas, threads, smem, stream>>>(launch, layer);
+  return cudaGetLastError();
+}
+
+}  // namespace seqkv::gpu::internal

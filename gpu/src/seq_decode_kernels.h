@@ -1,0 +1,68 @@
+// Private to gpu/: launch interface of the seq codec's dense decode stage
+// (prediction, KLT reconstruction, RoPE, bf16 output). Included by host code
+// (g++, C++20) and the .cu (nvcc, C++17): plain types only.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace seqkv::gpu::internal {
+
+// Tokens one CTA reconstructs (each thread: one channel of SdTileTokens tokens).
+inline constexpr uint32_t kSdTileTokens = 16;
+// Feature columns staged in shared memory at a time.
+inline constexpr uint32_t kSdFeatureChunk = 128;
+
+enum SdDeviceStatus : int32_t {
+  kSdOk = 0,
+  kSdBlockOutOfRange = 2,  // OUT_OF_RANGE
+};
+
+// One chunk of a batch. Built on the host.
+struct SdDesc {
+  const int32_t* q;         // [G][T][d] symbols (workspace)
+  float* xhat[2];           // two layers of reconstruction, each [2][H][T][d] (workspace)
+  const double* step_base;  // [G] double(delta0) * multiplier (workspace)
+  void* out[2];             // kContiguous: K, V [layers, H, outer_tokens, d] bf16
+  void* const* layer_caches;  // kPaged
+  const int32_t* block_table;
+  uint64_t outer_tokens;
+  uint64_t token_offset;
+  uint64_t first_position;  // RoPE position of token 0
+  uint32_t tokens;
+  uint32_t rotate_keys;  // 1: apply RoPE to this chunk's keys on output
+  uint32_t status_index;
+  uint32_t first_cta;  // prefix over items of CTAs per layer launch
+};
+
+struct SdLaunch {
+  const SdDesc* descs;  // device
+  uint32_t count;
+  uint32_t total_ctas;
+  uint32_t layers, heads, head_dim, features;
+  uint32_t inputs;  // 0 mean, 1 same head, 2 all heads (SeqInputs)
+  const float* predictor;   // device: the profile's arrays
+  const float* basis;
+  const float* step_scale;
+  // RoPE for the keys' output (chunks with rotate_keys): cos/sin
+  // [positions][rotary_dim], one set of RoPE parameters per launch.
+  uint32_t rope_style;  // 1 rotate_half, 2 interleaved
+  uint32_t rotary_dim;
+  const float* rope_cos;
+  const float* rope_sin;
+  bool paged;
+  uint32_t block_size, num_blocks;
+  int32_t* statuses;
+};
+
+// CTAs per item and layer: one per (kv, head, tile of kSdTileTokens tokens).
+inline uint32_t SdCtasOf(uint32_t heads, uint32_t tokens) {
+  return 2 * heads * ((tokens + kSdTileTokens - 1) / kSdTileTokens);
+}
+
+// Reconstructs layer `layer` of every chunk (reading layer - 1's
+// reconstruction) and writes its bf16 K and V.
+cudaError_t LaunchSdLayer(const SdLaunch& launch, uint32_t layer, cudaStream_t stream);
+
+}  // namespace seqkv::gpu::internal

@@ -1,0 +1,349 @@
+// SeqDecodeGpu (the whole seq lossy decode) against seqkv::DecodeChunk, on
+// both backends: the CPU path always runs; the CUDA cases skip cleanly
+// without a GPU (label gpu).
+//
+// Contract checked here (docs/gpu.md): the decoded bf16 K and V equal
+// DecodeChunk's byte for byte, in the contiguous and the paged layouts, with
+// every element outside the chunk's region untouched; chunks the GPU path does
+// not take are refused by MakeSeqDecodeItem with the documented codes; a
+// corrupt group stream is DATA_LOSS and a bad block table entry OUT_OF_RANGE.
+#include "seqkv/gpu/seq_decode.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstring>
+#include <memory>
+#include <numeric>
+#include <optional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "seqkv/codec/codec.h"
+#include "seqkv/codec/format.h"
+#include "seqkv/codec/safetensors.h"
+#include "seqkv/codec/seq_profile.h"
+#include "seqkv/gpu/device.h"
+#include "util/test_util.h"
+
+namespace seqkv::gpu {
+namespace {
+
+constexpr uint8_t kPoison = 0xFF;
+
+class Buffer {
+ public:
+  Buffer(Backend backend, const std::vector<uint8_t>& host) : backend_(backend), bytes_(host.size()) {
+    auto p = BackendAllocate(backend, host.size());
+    EXPECT_TRUE(p.ok()) << p.status().ToString();
+    if (!p.ok()) return;
+    ptr_ = static_cast<uint8_t*>(*p);
+    EXPECT_TRUE(BackendCopyIn(backend, ptr_, host.data(), host.size()).ok());
+  }
+  ~Buffer() { BackendFree(backend_, ptr_); }
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  uint8_t* get() const { return ptr_; }
+  uint64_t size() const { return bytes_; }
+  std::vector<uint8_t> Download() const {
+    std::vector<uint8_t> host(bytes_);
+    EXPECT_TRUE(BackendCopyOut(backend_, host.data(), ptr_, bytes_).ok());
+    return host;
+  }
+
+ private:
+  Backend backend_;
+  uint64_t bytes_;
+  uint8_t* ptr_ = nullptr;
+};
+
+// Tokens [t0, t0 + n) of a chunk, positions following.
+Chunk Slice(const Chunk& c, uint32_t t0, uint32_t n) {
+  Chunk out;
+  out.shape = c.shape;
+  out.shape.tokens = n;
+  out.dtype = c.dtype;
+  out.rope = c.rope;
+  out.first_position = c.first_position + t0;
+  out.tokens.assign(c.tokens.begin() + t0, c.tokens.begin() + t0 + n);
+  const uint64_t row = uint64_t{c.shape.head_dim} * DTypeSize(c.dtype);
+  for (int kv = 0; kv < 2; ++kv) {
+    const std::vector<uint8_t>& src = kv ? c.v : c.k;
+    std::vector<uint8_t>& dst = kv ? out.v : out.k;
+    for (uint64_t lh = 0; lh < uint64_t{c.shape.layers} * c.shape.kv_heads; ++lh) {
+      const uint8_t* p = src.data() + (lh * c.shape.tokens + t0) * row;
+      dst.insert(dst.end(), p, p + n * row);
+    }
+  }
+  return out;
+}
+
+struct Coded {
+  Chunk original;
+  std::vector<uint8_t> bytes;
+  ChunkHeader header;
+  Chunk reference;  // DecodeChunk(bytes)
+};
+
+Coded Code(const Chunk& c, const std::string& spec) {
+  Coded out;
+  out.original = c;
+  auto codec = MakeCodec(spec);
+  EXPECT_TRUE(codec.ok()) << codec.status().ToString();
+  auto bytes = EncodeChunk(c, **codec);
+  EXPECT_TRUE(bytes.ok()) << bytes.status().ToString();
+  out.bytes = std::move(*bytes);
+  auto header = ParseChunkHeader(out.bytes);
+  EXPECT_TRUE(header.ok());
+  out.header = *header;
+  auto decoded = DecodeChunk(out.bytes);
+  EXPECT_TRUE(decoded.ok()) << decoded.status().ToString();
+  out.reference = std::move(*decoded);
+  return out;
+}
+
+class SeqDecodeGpuTest : public ::testing::TestWithParam<std::tuple<Backend, std::string>> {
+ protected:
+  static void SetUpTestSuite() {
+    const std::string cal = test::DevDump("doc00.safetensors");
+    const std::string test = test::DevDump("doc05.safetensors");
+    if (cal.empty() || test.empty()) return;
+    auto a = ReadKvDump(cal);
+    auto b = ReadKvDump(test);
+    ASSERT_TRUE(a.ok() && b.ok());
+    calibration_ = new Chunk(a->chunk);
+    test_ = new Chunk(b->chunk);
+  }
+  static void TearDownTestSuite() {
+    delete calibration_;
+    delete test_;
+    calibration_ = test_ = nullptr;
+  }
+
+  void SetUp() override {
+    if (calibration_ == nullptr) GTEST_SKIP() << "no ../shared/kvdata/dev";
+    const auto& [backend, inputs] = GetParam();
+    if (backend == Backend::kCuda && !ProbeDevices().available) GTEST_SKIP() << ProbeDevices().reason;
+    SeqCalibrateOptions o;
+    o.inputs = *ParseSeqInputs(inputs);
+    auto profile = CalibrateSeqProfile({*calibration_}, o, nullptr);
+    ASSERT_TRUE(profile.ok()) << profile.status().ToString();
+    profile_ = std::make_shared<const SeqProfile>(*profile);
+    SeqResources::Default().Clear();
+    SeqResources::Default().AddProfile(profile_);
+    auto dec = SeqDecodeGpu::CreateFor(backend, profile_);
+    if (!dec.ok()) GTEST_SKIP() << dec.status().ToString();
+    decoder_.emplace(std::move(*dec));
+  }
+  void TearDown() override { SeqResources::Default().Clear(); }
+
+  Backend backend() const { return std::get<0>(GetParam()); }
+
+  std::vector<Status> Run(const SeqDecodeArgs& args) {
+    EXPECT_TRUE(decoder_->CanImplement(args).ok());
+    std::vector<uint8_t> ws(decoder_->WorkspaceBytes(args), 0);
+    Buffer workspace(backend(), ws);
+    std::vector<Status> statuses;
+    EXPECT_TRUE(decoder_->Decode(args, workspace.get(), workspace.size(), nullptr, &statuses).ok());
+    EXPECT_TRUE(decoder_->CollectStatuses(workspace.get(), nullptr, &statuses).ok());
+    return statuses;
+  }
+
+  // Pieces of the test dump coded at two steps (positions not starting at 0).
+  std::vector<Coded> Cases() {
+    std::vector<Coded> cases;
+    cases.push_back(Code(Slice(*test_, 0, 256), "seq:delta=1"));
+    cases.push_back(Code(Slice(*test_, 300, 256), "seq:delta=0.5"));
+    cases.push_back(Code(Slice(*test_, 700, 37), "seq:delta=2"));
+    cases.push_back(Code(*test_, "seq:delta=1"));
+    return cases;
+  }
+
+  static Chunk* calibration_;
+  static Chunk* test_;
+  std::shared_ptr<const SeqProfile> profile_;
+  std::optional<SeqDecodeGpu> decoder_;
+};
+
+Chunk* SeqDecodeGpuTest::calibration_ = nullptr;
+Chunk* SeqDecodeGpuTest::test_ = nullptr;
+
+TEST_P(SeqDecodeGpuTest, ContiguousEqualsDecodeChunk) {
+  std::vector<Coded> cases = Cases();
+  std::vector<std::unique_ptr<Buffer>> keep;
+  std::vector<SeqDecodeItem> items;
+  std::vector<uint64_t> offsets, outer;
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const Coded& c = cases[i];
+    keep.push_back(std::make_unique<Buffer>(backend(), c.bytes));
+    auto item = MakeSeqDecodeItem(c.header, c.bytes, keep.back()->get(), *profile_);
+    ASSERT_TRUE(item.ok()) << item.status().ToString();
+    const KvShape& s = c.header.shape;
+    offsets.push_back(i % 3);
+    outer.push_back(s.tokens + i % 3 + 2);
+    const uint64_t bytes = uint64_t{s.layers} * s.kv_heads * outer.back() * s.head_dim * 2;
+    keep.push_back(std::make_unique<Buffer>(backend(), std::vector<uint8_t>(bytes, kPoison)));
+    item->k_out = keep.back()->get();
+    keep.push_back(std::make_unique<Buffer>(backend(), std::vector<uint8_t>(bytes, kPoison)));
+    item->v_out = keep.back()->get();
+    item->token_offset = offsets.back();
+    item->out_tokens = outer.back();
+    items.push_back(std::move(*item));
+  }
+  SeqDecodeArgs args;
+  args.items = items;
+  std::vector<Status> statuses = Run(args);
+  for (size_t i = 0; i < cases.size(); ++i) {
+    ASSERT_TRUE(statuses[i].ok()) << i << ": " << statuses[i].ToString();
+    const KvShape& s = cases[i].header.shape;
+    const uint64_t row = uint64_t{s.head_dim} * 2;
+    for (int kv = 0; kv < 2; ++kv) {
+      const std::vector<uint8_t>& ref = kv ? cases[i].reference.v : cases[i].reference.k;
+      std::vector<uint8_t> want(uint64_t{s.layers} * s.kv_heads * outer[i] * row, kPoison);
+      for (uint64_t lh = 0; lh < uint64_t{s.layers} * s.kv_heads; ++lh) {
+        std::memcpy(&want[(lh * outer[i] + offsets[i]) * row], &ref[lh * s.tokens * row], s.tokens * row);
+      }
+      const std::vector<uint8_t> got = keep[3 * i + 1 + kv]->Download();
+      uint64_t differ = 0;
+      for (size_t b = 0; b < got.size(); ++b) differ += got[b] != want[b];
+      EXPECT_EQ(differ, 0u) << "case " << i << " tensor " << kv;
+    }
+  }
+}
+
+TEST_P(SeqDecodeGpuTest, PagedEqualsDecodeChunk) {
+  Coded c = Code(Slice(*test_, 100, 256), "seq:delta=1");
+  const KvShape& s = c.header.shape;
+  const uint32_t bs = 16;
+  const uint64_t offset = 9;
+  const uint32_t num_blocks = static_cast<uint32_t>((offset + s.tokens + bs - 1) / bs + 2);
+  std::vector<int32_t> table(num_blocks);
+  std::iota(table.begin(), table.end(), 0);
+  std::shuffle(table.begin(), table.end(), std::mt19937(3));
+  const uint64_t row = uint64_t{s.head_dim} * 2;
+  const uint64_t cache_bytes = uint64_t{num_blocks} * 2 * bs * s.kv_heads * row;
+  std::vector<std::unique_ptr<Buffer>> caches;
+  std::vector<void*> ptrs;
+  for (uint32_t l = 0; l < s.layers; ++l) {
+    caches.push_back(std::make_unique<Buffer>(backend(), std::vector<uint8_t>(cache_bytes, kPoison)));
+    ptrs.push_back(caches.back()->get());
+  }
+  std::vector<uint8_t> ptr_bytes(ptrs.size() * sizeof(void*));
+  std::memcpy(ptr_bytes.data(), ptrs.data(), ptr_bytes.size());
+  Buffer ptrs_dev(backend(), ptr_bytes);
+  std::vector<uint8_t> table_bytes(table.size() * 4);
+  std::memcpy(table_bytes.data(), table.data(), table_bytes.size());
+  Buffer table_dev(backend(), table_bytes);
+  Buffer chunk(backend(), c.bytes);
+  auto item = MakeSeqDecodeItem(c.header, c.bytes, chunk.get(), *profile_);
+  ASSERT_TRUE(item.ok()) << item.status().ToString();
+  item->token_offset = offset;
+  item->layer_caches = reinterpret_cast<void* const*>(ptrs_dev.get());
+  item->block_table = reinterpret_cast<const int32_t*>(table_dev.get());
+  item->block_table_entries = table.size();
+  SeqDecodeArgs args;
+  args.destination = KvDestination::kPaged;
+  args.block_size = bs;
+  args.num_blocks = num_blocks;
+  args.items = std::span<const SeqDecodeItem>(&*item, 1);
+  std::vector<Status> statuses = Run(args);
+  ASSERT_TRUE(statuses[0].ok()) << statuses[0].ToString();
+  for (uint32_t l = 0; l < s.layers; ++l) {
+    std::vector<uint8_t> want(cache_bytes, kPoison);
+    for (uint64_t t = 0; t < s.tokens; ++t) {
+      const uint64_t pos = offset + t, blk = static_cast<uint64_t>(table[pos / bs]);
+      for (int kv = 0; kv < 2; ++kv) {
+        const std::vector<uint8_t>& ref = kv ? c.reference.v : c.reference.k;
+        for (uint32_t h = 0; h < s.kv_heads; ++h) {
+          std::memcpy(&want[(((blk * 2 + kv) * bs + pos % bs) * s.kv_heads + h) * row],
+                      &ref[((uint64_t{l} * s.kv_heads + h) * s.tokens + t) * row], row);
+        }
+      }
+    }
+    EXPECT_TRUE(caches[l]->Download() == want) << "layer " << l;
+  }
+  // A block table entry past num_blocks: OUT_OF_RANGE.
+  table[(offset + s.tokens - 1) / bs] = -1;
+  std::memcpy(table_bytes.data(), table.data(), table_bytes.size());
+  ASSERT_TRUE(BackendCopyIn(backend(), table_dev.get(), table_bytes.data(), table_bytes.size()).ok());
+  EXPECT_EQ(Run(args)[0].code(), StatusCode::kOutOfRange);
+}
+
+TEST_P(SeqDecodeGpuTest, CorruptStreamIsDataLossAndOthersStillDecode) {
+  Coded good = Code(Slice(*test_, 0, 128), "seq:delta=1");
+  Coded bad = good;
+  // The first group stream's lane count (after its bitmap): off by one.
+  const SectionInfo& layer0 = bad.header.sections[1];
+  const uint32_t n = 2 * bad.header.shape.kv_heads;
+  const uint64_t stream0 = layer0.offset + 4 + 4ull * n;
+  const uint64_t lanes_at = stream0 + (bad.header.shape.head_dim + 7) / 8;
+  bad.bytes[lanes_at] = static_cast<uint8_t>(bad.bytes[lanes_at] ^ 1);
+  Buffer good_dev(backend(), good.bytes), bad_dev(backend(), bad.bytes);
+  const KvShape& s = good.header.shape;
+  const uint64_t bytes = s.elements() * 2;
+  std::vector<std::unique_ptr<Buffer>> outs;
+  std::vector<SeqDecodeItem> items;
+  for (int i = 0; i < 2; ++i) {
+    const Coded& c = i == 0 ? bad : good;
+    auto item = MakeSeqDecodeItem(c.header, c.bytes, (i == 0 ? bad_dev : good_dev).get(), *profile_);
+    ASSERT_TRUE(item.ok()) << item.status().ToString();
+    outs.push_back(std::make_unique<Buffer>(backend(), std::vector<uint8_t>(bytes, kPoison)));
+    item->k_out = outs.back()->get();
+    outs.push_back(std::make_unique<Buffer>(backend(), std::vector<uint8_t>(bytes, kPoison)));
+    item->v_out = outs.back()->get();
+    item->out_tokens = s.tokens;
+    items.push_back(std::move(*item));
+  }
+  SeqDecodeArgs args;
+  args.items = items;
+  std::vector<Status> statuses = Run(args);
+  EXPECT_EQ(statuses[0].code(), StatusCode::kDataLoss) << statuses[0].ToString();
+  ASSERT_TRUE(statuses[1].ok()) << statuses[1].ToString();
+  EXPECT_TRUE(outs[2]->Download() == good.reference.k);
+  EXPECT_TRUE(outs[3]->Download() == good.reference.v);
+}
+
+TEST_P(SeqDecodeGpuTest, ChunksTheGpuPathDoesNotTakeAreRefusedClearly) {
+  const Chunk piece = Slice(*test_, 0, 64);
+  // Another profile's chunk.
+  SeqCalibrateOptions o;
+  o.inputs = SeqInputs::kMean;
+  auto other = CalibrateSeqProfile({*test_}, o, nullptr);
+  ASSERT_TRUE(other.ok());
+  auto other_ptr = std::make_shared<const SeqProfile>(*other);
+  SeqResources::Default().AddProfile(other_ptr);
+  Coded foreign = Code(piece, "seq:delta=1,profile=" + other_ptr->Id());
+  EXPECT_EQ(MakeSeqDecodeItem(foreign.header, foreign.bytes, foreign.bytes.data(), *profile_).status().code(),
+            StatusCode::kFailedPrecondition);
+  // seq:lossless.
+  Coded lossless = Code(piece, "seq:lossless");
+  EXPECT_EQ(MakeSeqDecodeItem(lossless.header, lossless.bytes, lossless.bytes.data(), *profile_).status().code(),
+            StatusCode::kUnimplemented);
+  // A parent-conditioned chunk.
+  auto codec = MakeCodec("seq:delta=1,profile=" + profile_->Id());
+  ASSERT_TRUE(codec.ok());
+  ChunkContext ctx;
+  auto first = EncodeChunk(Slice(*test_, 0, 64), **codec, nullptr, &ctx);
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  auto second = EncodeChunk(Slice(*test_, 64, 64), **codec, &ctx, nullptr);
+  ASSERT_TRUE(second.ok()) << second.status().ToString();
+  auto header = ParseChunkHeader(*second);
+  ASSERT_TRUE(header.ok());
+  EXPECT_EQ(MakeSeqDecodeItem(*header, *second, second->data(), *profile_).status().code(),
+            StatusCode::kFailedPrecondition);
+  // Not a seq chunk.
+  Coded raw = Code(piece, "raw");
+  EXPECT_EQ(MakeSeqDecodeItem(raw.header, raw.bytes, raw.bytes.data(), *profile_).status().code(),
+            StatusCode::kInvalidArgument);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Backends, SeqDecodeGpuTest,
+    ::testing::Combine(::testing::Values(Backend::kCpu, Backend::kCuda), ::testing::Values("same", "all", "mean")),
+    [](const auto& info) {
+      return std::string(std::get<0>(info.param) == Backend::kCpu ? "Cpu" : "Cuda") + "_" + std::get<1>(info.param);
+    });
+
+}  // namespace
+}  // namespace seqkv::gpu
