@@ -24,62 +24,23 @@
 #include "seqkv/codec/codec.h"
 #include "seqkv/codec/format.h"
 #include "seqkv/codec/safetensors.h"
+#include "bench_util.h"
 #include "seqkv/gpu/lossless.h"
 
 using namespace seqkv;
 using namespace seqkv::gpu;
+using seqkv::bench::DeviceAlloc;
+using seqkv::bench::MedianMs;
+using seqkv::bench::Timing;
 
-#define CHECK_CUDA(expr)                                                                      \
-  do {                                                                                        \
-    cudaError_t e_ = (expr);                                                                  \
-    if (e_ != cudaSuccess) {                                                                  \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                           \
-    }                                                                                         \
-  } while (0)
-#define CHECK_OK(expr)                                                                        \
-  do {                                                                                        \
-    ::seqkv::Status s_ = (expr);                                                              \
-    if (!s_.ok()) {                                                                           \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr, s_.ToString().c_str()); \
-      std::exit(1);                                                                           \
-    }                                                                                         \
-  } while (0)
+
 
 namespace {
 
 constexpr int kWarmup = 3;
 constexpr int kRepeats = 15;
 
-template <typename F>
-double MedianMs(cudaStream_t stream, F&& f, int calls_per_sample) {
-  cudaEvent_t a, b;
-  CHECK_CUDA(cudaEventCreate(&a));
-  CHECK_CUDA(cudaEventCreate(&b));
-  for (int i = 0; i < kWarmup; ++i) f();
-  CHECK_CUDA(cudaStreamSynchronize(stream));
-  std::vector<double> ms;
-  for (int i = 0; i < kRepeats; ++i) {
-    CHECK_CUDA(cudaEventRecord(a, stream));
-    for (int c = 0; c < calls_per_sample; ++c) f();
-    CHECK_CUDA(cudaEventRecord(b, stream));
-    CHECK_CUDA(cudaEventSynchronize(b));
-    float t = 0;
-    CHECK_CUDA(cudaEventElapsedTime(&t, a, b));
-    ms.push_back(t / calls_per_sample);
-  }
-  CHECK_CUDA(cudaGetLastError());
-  std::sort(ms.begin(), ms.end());
-  CHECK_CUDA(cudaEventDestroy(a));
-  CHECK_CUDA(cudaEventDestroy(b));
-  return ms[ms.size() / 2];
-}
 
-void* DeviceAlloc(uint64_t bytes) {
-  void* p = nullptr;
-  CHECK_CUDA(cudaMalloc(&p, bytes));
-  return p;
-}
 
 struct Row {
   std::string name;
@@ -90,8 +51,8 @@ std::vector<Row> rows;
 template <typename F>
 void Measure(const std::string& name, cudaStream_t stream, F&& f, double out_bytes, double moved_bytes,
              double copy_gbps, double bits) {
-  const double single = MedianMs(stream, f, 1);
-  const double ms = MedianMs(stream, f, 8);
+  const double single = MedianMs(stream, f, Timing{kWarmup, kRepeats, 1});
+  const double ms = MedianMs(stream, f, Timing{kWarmup, kRepeats, 8});
   rows.push_back({name, ms, single, out_bytes / 1e9, moved_bytes / 1e9, moved_bytes / 1e9 / copy_gbps * 1e3, bits});
 }
 
@@ -267,28 +228,12 @@ void RunShape(const char* name, KvShape shape, uint32_t chunks, double copy_gbps
   CHECK_CUDA(cudaFree(out[1]));
 
   // vLLM's paged layout: block 16, a random block table.
-  const uint32_t block_size = 16;
-  const uint32_t num_blocks = static_cast<uint32_t>((total_tokens + block_size - 1) / block_size);
-  std::vector<int32_t> table(num_blocks);
-  std::iota(table.begin(), table.end(), 0);
-  std::shuffle(table.begin(), table.end(), std::mt19937(7));
-  auto* table_dev = static_cast<int32_t*>(DeviceAlloc(table.size() * 4));
-  CHECK_CUDA(cudaMemcpy(table_dev, table.data(), table.size() * 4, cudaMemcpyHostToDevice));
-  const uint64_t layer_bytes = uint64_t{num_blocks} * 2 * block_size * H * D * 2;
-  std::vector<void*> layers(L);
-  for (uint32_t l = 0; l < L; ++l) layers[l] = DeviceAlloc(layer_bytes);
-  auto* layers_dev = static_cast<void**>(DeviceAlloc(L * sizeof(void*)));
-  CHECK_CUDA(cudaMemcpy(layers_dev, layers.data(), L * sizeof(void*), cudaMemcpyHostToDevice));
-  for (LosslessDecodeItem& it : dec) {
-    it.k_out = it.v_out = nullptr;
-    it.layer_caches = layers_dev;
-    it.block_table = table_dev;
-    it.block_table_entries = table.size();
-  }
+  const seqkv::bench::PagedCache cache(L, H, D, total_tokens, 16, 7);
+  cache.Point(dec);
   LosslessDecodeArgs pargs;
   pargs.destination = KvDestination::kPaged;
-  pargs.block_size = block_size;
-  pargs.num_blocks = num_blocks;
+  pargs.block_size = cache.block_size;
+  pargs.num_blocks = cache.num_blocks;
   pargs.items = dec;
   CHECK_OK(ll.CanImplement(pargs));
   const uint64_t pws = ll.WorkspaceBytes(pargs);
@@ -304,11 +249,10 @@ void RunShape(const char* name, KvShape shape, uint32_t chunks, double copy_gbps
   for (uint32_t l : {0u, L - 1}) {
     for (uint32_t t = 0; t < T; ++t) {
       const uint64_t s = T + t;
-      const uint64_t blk = static_cast<uint64_t>(table[s / block_size]);
-      for (int kv = 0; kv < 2; ++kv) {
+      for (uint32_t kv = 0; kv < 2; ++kv) {
         for (uint32_t h = 0; h < H; ++h) {
-          const uint64_t at = (((blk * 2 + kv) * block_size + s % block_size) * H + h) * row;
-          CHECK_CUDA(cudaMemcpy(got.data(), static_cast<uint8_t*>(layers[l]) + at, row, cudaMemcpyDeviceToHost));
+          const uint64_t at = cache.RowOffset(s, kv, h);
+          CHECK_CUDA(cudaMemcpy(got.data(), static_cast<uint8_t*>(cache.layers[l]) + at, row, cudaMemcpyDeviceToHost));
           CHECK_CUDA(cudaMemcpy(want.data(), src[kv] + ((uint64_t{l} * H + h) * total_tokens + s) * row, row,
                                 cudaMemcpyDeviceToHost));
           diff += got != want;
@@ -319,9 +263,6 @@ void RunShape(const char* name, KvShape shape, uint32_t chunks, double copy_gbps
   std::printf("%s: paged decode, chunk 1 rows differing from the source: %llu\n", tag.c_str(),
               static_cast<unsigned long long>(diff));
   if (diff) std::exit(1);
-  for (void* p : layers) CHECK_CUDA(cudaFree(p));
-  CHECK_CUDA(cudaFree(layers_dev));
-  CHECK_CUDA(cudaFree(table_dev));
   CHECK_CUDA(cudaFree(pworkspace));
   CHECK_CUDA(cudaFree(eworkspace));
   CHECK_CUDA(cudaFree(sections));
@@ -344,7 +285,8 @@ int main() {
   void* b = DeviceAlloc(copy_bytes);
   CHECK_CUDA(cudaMemset(a, 0x3C, copy_bytes));
   const double copy_ms =
-      MedianMs(stream, [&] { CHECK_CUDA(cudaMemcpyAsync(b, a, copy_bytes, cudaMemcpyDeviceToDevice, stream)); }, 1);
+      MedianMs(stream, [&] { CHECK_CUDA(cudaMemcpyAsync(b, a, copy_bytes, cudaMemcpyDeviceToDevice, stream)); },
+               Timing{kWarmup, kRepeats, 1});
   const double copy_gbps = 2.0 * copy_bytes / 1e9 / (copy_ms / 1e3);
   std::printf("cudaMemcpy D2D: %.3f ms for 2 GiB -> %.0f GB/s (read + write)\n", copy_ms, copy_gbps);
   CHECK_CUDA(cudaFree(a));

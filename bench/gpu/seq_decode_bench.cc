@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_util.h"
 #include "seq_lossy_core.h"
 #include "seqkv/gpu/seq_decode.h"
 #include "seqkv/gpu/seq_entropy.h"
@@ -32,50 +33,15 @@
 using namespace seqkv;
 using namespace seqkv::gpu;
 
-#define CHECK_CUDA(expr)                                                                         \
-  do {                                                                                           \
-    cudaError_t e_ = (expr);                                                                     \
-    if (e_ != cudaSuccess) {                                                                     \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                              \
-    }                                                                                            \
-  } while (0)
-#define CHECK_OK(expr)                                                                          \
-  do {                                                                                          \
-    ::seqkv::Status s_ = (expr);                                                                \
-    if (!s_.ok()) {                                                                             \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr, s_.ToString().c_str()); \
-      std::exit(1);                                                                             \
-    }                                                                                           \
-  } while (0)
+constexpr seqkv::bench::Timing kTiming{2, 5, 1};
+
+
 
 namespace {
 
 constexpr uint32_t kTokens = 256;
 constexpr uint32_t kDistinct = 48;  // distinct group streams, reused across groups and chunks
 
-template <typename F>
-double MedianMs(cudaStream_t stream, F&& f) {
-  cudaEvent_t a, b;
-  CHECK_CUDA(cudaEventCreate(&a));
-  CHECK_CUDA(cudaEventCreate(&b));
-  for (int i = 0; i < 2; ++i) f();
-  CHECK_CUDA(cudaStreamSynchronize(stream));
-  std::vector<double> ms;
-  for (int i = 0; i < 5; ++i) {
-    CHECK_CUDA(cudaEventRecord(a, stream));
-    f();
-    CHECK_CUDA(cudaEventRecord(b, stream));
-    CHECK_CUDA(cudaEventSynchronize(b));
-    float t = 0;
-    CHECK_CUDA(cudaEventElapsedTime(&t, a, b));
-    ms.push_back(t);
-  }
-  std::sort(ms.begin(), ms.end());
-  CHECK_CUDA(cudaEventDestroy(a));
-  CHECK_CUDA(cudaEventDestroy(b));
-  return ms[ms.size() / 2];
-}
 
 std::vector<int32_t> Symbols(uint32_t dim, uint64_t seed) {
   std::mt19937_64 rng(seed);
@@ -142,20 +108,7 @@ void RunShape(const char* name, uint32_t L, uint32_t H, uint32_t d, SeqInputs in
 
   const uint32_t G = profile->groups();
   const uint64_t total_tokens = uint64_t{chunks} * kTokens;
-  const uint32_t block_size = 16;
-  const uint32_t num_blocks = static_cast<uint32_t>(total_tokens / block_size);
-  std::vector<int32_t> table(num_blocks);
-  std::iota(table.begin(), table.end(), 0);
-  std::shuffle(table.begin(), table.end(), std::mt19937(3));
-  int32_t* dev_table = nullptr;
-  CHECK_CUDA(cudaMalloc(&dev_table, table.size() * 4));
-  CHECK_CUDA(cudaMemcpy(dev_table, table.data(), table.size() * 4, cudaMemcpyHostToDevice));
-  const uint64_t layer_bytes = uint64_t{num_blocks} * 2 * block_size * H * d * 2;
-  std::vector<void*> caches(L);
-  for (auto& c : caches) CHECK_CUDA(cudaMalloc(&c, layer_bytes));
-  void** dev_caches = nullptr;
-  CHECK_CUDA(cudaMalloc(&dev_caches, L * sizeof(void*)));
-  CHECK_CUDA(cudaMemcpy(dev_caches, caches.data(), L * sizeof(void*), cudaMemcpyHostToDevice));
+  const seqkv::bench::PagedCache cache(L, H, d, total_tokens, 16, 3);
 
   std::vector<SeqDecodeItem> items(chunks);
   uint64_t coded = 0;
@@ -173,21 +126,20 @@ void RunShape(const char* name, uint32_t L, uint32_t H, uint32_t d, SeqInputs in
       coded += streams[k].size();
     }
     it.token_offset = uint64_t{c} * kTokens;
-    it.layer_caches = dev_caches;
-    it.block_table = dev_table;
-    it.block_table_entries = table.size();
   }
+  cache.Point(items);
   SeqDecodeArgs args;
   args.destination = KvDestination::kPaged;
-  args.block_size = block_size;
-  args.num_blocks = num_blocks;
+  args.block_size = cache.block_size;
+  args.num_blocks = cache.num_blocks;
   args.items = items;
   CHECK_OK(gpu->CanImplement(args));
   const uint64_t ws_bytes = gpu->WorkspaceBytes(args);
   void* ws = nullptr;
   CHECK_CUDA(cudaMalloc(&ws, ws_bytes));
   std::vector<Status> statuses;
-  const double ms = MedianMs(stream, [&] { CHECK_OK(gpu->Decode(args, ws, ws_bytes, stream, &statuses)); });
+  const double ms =
+      seqkv::bench::MedianMs(stream, [&] { CHECK_OK(gpu->Decode(args, ws, ws_bytes, stream, &statuses)); }, kTiming);
   CHECK_OK(gpu->CollectStatuses(ws, stream, &statuses));
   for (const Status& s : statuses) CHECK_OK(s);
 
@@ -209,7 +161,8 @@ void RunShape(const char* name, uint32_t L, uint32_t H, uint32_t d, SeqInputs in
   void* ews = nullptr;
   CHECK_CUDA(cudaMalloc(&ews, std::max<uint64_t>(ews_bytes, 1)));
   std::vector<Status> est;
-  const double entropy_ms = MedianMs(stream, [&] { CHECK_OK(se->Decode(eargs, ews, ews_bytes, stream, &est)); });
+  const double entropy_ms =
+      seqkv::bench::MedianMs(stream, [&] { CHECK_OK(se->Decode(eargs, ews, ews_bytes, stream, &est)); }, kTiming);
   CHECK_OK(se->CollectStatuses(ews, stream, &est));
 
   // Chunk 1 on the CPU backend (host copies of its streams) against the cache.
@@ -234,11 +187,10 @@ void RunShape(const char* name, uint32_t L, uint32_t H, uint32_t d, SeqInputs in
     for (uint32_t l : {0u, L - 1}) {
       for (uint32_t t = 0; t < kTokens; t += 37) {
         const uint64_t s = kTokens + t;
-        const uint64_t blk = static_cast<uint64_t>(table[s / block_size]);
         for (uint32_t kv = 0; kv < 2; ++kv) {
           for (uint32_t h = 0; h < H; ++h) {
-            const uint64_t off = (((blk * 2 + kv) * block_size + s % block_size) * H + h) * d * 2;
-            CHECK_CUDA(cudaMemcpy(got.data(), static_cast<uint8_t*>(caches[l]) + off, got.size(),
+            const uint64_t off = cache.RowOffset(s, kv, h);
+            CHECK_CUDA(cudaMemcpy(got.data(), static_cast<uint8_t*>(cache.layers[l]) + off, got.size(),
                                   cudaMemcpyDeviceToHost));
             const std::vector<uint8_t>& ref = kv ? v : k;
             differ += std::memcmp(got.data(), &ref[((uint64_t{l} * H + h) * kTokens + t) * d * 2], got.size()) != 0;
@@ -252,9 +204,6 @@ void RunShape(const char* name, uint32_t L, uint32_t H, uint32_t d, SeqInputs in
   }
   const double out_gb = 2.0 * uint64_t{L} * H * total_tokens * d * 2 / 1e9;
   rows.push_back({name, chunks, ms, entropy_ms, out_gb, 8.0 * coded / (2.0 * L * H * total_tokens * d)});
-  for (void* c : caches) CHECK_CUDA(cudaFree(c));
-  CHECK_CUDA(cudaFree(dev_caches));
-  CHECK_CUDA(cudaFree(dev_table));
   CHECK_CUDA(cudaFree(dev_streams));
   CHECK_CUDA(cudaFree(ws));
   CHECK_CUDA(cudaFree(ews));

@@ -21,28 +21,15 @@
 #include <string>
 #include <vector>
 
+#include "bench_util.h"
 #include "seq_lossy_core.h"
 #include "seqkv/gpu/seq_entropy.h"
 
 using namespace seqkv;
 using namespace seqkv::gpu;
+using seqkv::bench::Timing;
 
-#define CHECK_CUDA(expr)                                                                         \
-  do {                                                                                           \
-    cudaError_t e_ = (expr);                                                                     \
-    if (e_ != cudaSuccess) {                                                                     \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                              \
-    }                                                                                            \
-  } while (0)
-#define CHECK_OK(expr)                                                                          \
-  do {                                                                                          \
-    ::seqkv::Status s_ = (expr);                                                                \
-    if (!s_.ok()) {                                                                             \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr, s_.ToString().c_str()); \
-      std::exit(1);                                                                             \
-    }                                                                                           \
-  } while (0)
+
 
 namespace {
 
@@ -51,29 +38,6 @@ constexpr int kRepeats = 7;
 constexpr uint32_t kTokens = 256;
 constexpr uint32_t kDistinct = 64;  // distinct group streams per shape, replicated to the batch size
 
-template <typename F>
-double MedianMs(cudaStream_t stream, F&& f) {
-  cudaEvent_t a, b;
-  CHECK_CUDA(cudaEventCreate(&a));
-  CHECK_CUDA(cudaEventCreate(&b));
-  for (int i = 0; i < kWarmup; ++i) f();
-  CHECK_CUDA(cudaStreamSynchronize(stream));
-  std::vector<double> ms;
-  for (int i = 0; i < kRepeats; ++i) {
-    CHECK_CUDA(cudaEventRecord(a, stream));
-    f();
-    CHECK_CUDA(cudaEventRecord(b, stream));
-    CHECK_CUDA(cudaEventSynchronize(b));
-    float t = 0;
-    CHECK_CUDA(cudaEventElapsedTime(&t, a, b));
-    ms.push_back(t);
-  }
-  CHECK_CUDA(cudaGetLastError());
-  std::sort(ms.begin(), ms.end());
-  CHECK_CUDA(cudaEventDestroy(a));
-  CHECK_CUDA(cudaEventDestroy(b));
-  return ms[ms.size() / 2];
-}
 
 // Symbols like the codec's at ~1.5 bits/element: a Laplacian magnitude whose
 // scale falls with the component index, a little correlation with the previous
@@ -165,7 +129,8 @@ void RunShape(const char* name, uint32_t dim, const std::vector<uint32_t>& batch
       CHECK_CUDA(cudaMalloc(&ws, std::max<uint64_t>(ws_bytes, 1)));
       std::vector<Status> statuses;
       CHECK_CUDA(cudaMemset(q, 0x5A, groups * per_group * 4));
-      const double ms = MedianMs(stream, [&] { CHECK_OK(se.Decode(args, ws, ws_bytes, stream, &statuses)); });
+      const double ms = seqkv::bench::MedianMs(
+          stream, [&] { CHECK_OK(se.Decode(args, ws, ws_bytes, stream, &statuses)); }, Timing{kWarmup, kRepeats, 1});
       CHECK_OK(se.CollectStatuses(ws, stream, &statuses));
       for (const Status& s : statuses) CHECK_OK(s);
       // Spot check: the first and last groups equal the encoder's symbols.

@@ -3,38 +3,12 @@
 #include <algorithm>
 
 #include "bytes.h"
+#include "lossless_rans_normalize.h"
 
 namespace seqkv::internal {
 
 void LrNormalize(const uint64_t counts[256], uint64_t total, uint32_t freq[256]) {
-  // Proportional share, rounded down, at least 1 for every present symbol.
-  int64_t sum = 0;
-  for (int s = 0; s < 256; ++s) {
-    if (counts[s] == 0) {
-      freq[s] = 0;
-      continue;
-    }
-    const uint64_t f = counts[s] * kLrTotal / total;
-    freq[s] = static_cast<uint32_t>(std::max<uint64_t>(f, 1));
-    sum += freq[s];
-  }
-  // Rounding down leaves slack: the most frequent symbol takes it. Raising
-  // rare symbols to 1 can overshoot: the largest frequencies give it back,
-  // at most half of their own at a time (a few rounds at most; never below 1).
-  auto largest = [&]() {
-    int best = 0;
-    for (int s = 1; s < 256; ++s) {
-      if (freq[s] > freq[best]) best = s;
-    }
-    return best;
-  };
-  if (sum < static_cast<int64_t>(kLrTotal)) freq[largest()] += static_cast<uint32_t>(kLrTotal - sum);
-  while (sum > static_cast<int64_t>(kLrTotal)) {
-    const int s = largest();
-    const uint32_t take = static_cast<uint32_t>(std::min<int64_t>(sum - kLrTotal, freq[s] / 2));
-    freq[s] -= take;
-    sum -= take;
-  }
+  LrNormalizeCounts(counts, total, kLrTotal, freq);
 }
 
 namespace {

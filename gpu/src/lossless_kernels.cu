@@ -28,6 +28,7 @@
 #include <cstdint>
 
 #include "lossless_kernels.h"
+#include "lossless_rans_normalize.h"
 
 namespace seqkv::gpu::internal {
 
@@ -422,33 +423,8 @@ __global__ void __launch_bounds__(kLlThreads) LlHistogramKernel(LlLaunch L) {
   }
   __syncthreads();
   if (threadIdx.x != 0) return;
-  // LrNormalize, step for step.
-  uint32_t freq[256];
-  int64_t sum = 0;
-  for (int s = 0; s < 256; ++s) {
-    if (hist[s] == 0) {
-      freq[s] = 0;
-      continue;
-    }
-    const uint64_t q = uint64_t{hist[s]} * kTotal / per_layer;
-    freq[s] = static_cast<uint32_t>(q > 1 ? q : 1);
-    sum += freq[s];
-  }
-  auto largest = [&]() {
-    int best = 0;
-    for (int s = 1; s < 256; ++s) {
-      if (freq[s] > freq[best]) best = s;
-    }
-    return best;
-  };
-  if (per_layer > 0 && sum < static_cast<int64_t>(kTotal)) freq[largest()] += static_cast<uint32_t>(kTotal - sum);
-  while (sum > static_cast<int64_t>(kTotal)) {
-    const int s = largest();
-    const int64_t over = sum - kTotal;
-    const uint32_t take = static_cast<uint32_t>(over < freq[s] / 2 ? over : freq[s] / 2);
-    freq[s] -= take;
-    sum -= take;
-  }
+  uint32_t freq[256] = {};  // an empty layer: no symbols
+  if (per_layer > 0) seqkv::internal::LrNormalizeCounts(hist, per_layer, kTotal, freq);  // the reference's steps
   uint16_t* out = L.freqs + uint64_t{2 * d.first_layer + local} * 256;
   for (int s = 0; s < 256; ++s) out[s] = static_cast<uint16_t>(freq[s]);
 }

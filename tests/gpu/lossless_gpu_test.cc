@@ -25,6 +25,7 @@
 #include "seqkv/codec/codec.h"
 #include "seqkv/codec/format.h"
 #include "seqkv/codec/safetensors.h"
+#include "gpu/backend_buffer.h"
 #include "util/test_util.h"
 
 namespace seqkv::gpu {
@@ -33,32 +34,7 @@ namespace {
 constexpr uint8_t kPoison = 0xFF;
 constexpr char kSpec[] = "lossless:coder=rans";
 
-class Buffer {
- public:
-  Buffer(Backend backend, uint64_t bytes) : backend_(backend), bytes_(bytes) {
-    auto p = BackendAllocate(backend, bytes);
-    EXPECT_TRUE(p.ok()) << p.status().ToString();
-    if (p.ok()) ptr_ = static_cast<uint8_t*>(*p);
-  }
-  Buffer(Backend backend, const std::vector<uint8_t>& host) : Buffer(backend, host.size()) {
-    EXPECT_TRUE(BackendCopyIn(backend_, ptr_, host.data(), host.size()).ok());
-  }
-  ~Buffer() { BackendFree(backend_, ptr_); }
-  Buffer(const Buffer&) = delete;
-  Buffer& operator=(const Buffer&) = delete;
-  uint8_t* get() const { return ptr_; }
-  uint64_t size() const { return bytes_; }
-  std::vector<uint8_t> Download(uint64_t bytes = UINT64_MAX) const {
-    std::vector<uint8_t> host(std::min(bytes, bytes_));
-    EXPECT_TRUE(BackendCopyOut(backend_, host.data(), ptr_, host.size()).ok());
-    return host;
-  }
-
- private:
-  Backend backend_;
-  uint64_t bytes_;
-  uint8_t* ptr_ = nullptr;
-};
+using Buffer = test::BackendBuffer;
 
 struct Case {
   Chunk chunk;
@@ -210,17 +186,8 @@ TEST_P(LosslessGpuTest, DecodesIntoThePagedCacheExactly) {
     std::vector<Status> statuses = RunDecode(args);
     ASSERT_TRUE(statuses[0].ok()) << statuses[0].ToString();
     for (uint32_t l = 0; l < s.layers; ++l) {
-      std::vector<uint8_t> want(cache_bytes, kPoison);
-      for (uint64_t t = 0; t < s.tokens; ++t) {
-        const uint64_t pos = offset + t, blk = static_cast<uint64_t>(table[pos / bs]);
-        for (int kv = 0; kv < 2; ++kv) {
-          const std::vector<uint8_t>& ref = kv ? c.chunk.v : c.chunk.k;
-          for (uint32_t h = 0; h < s.kv_heads; ++h) {
-            std::memcpy(&want[(((blk * 2 + kv) * bs + pos % bs) * s.kv_heads + h) * row],
-                        &ref[((uint64_t{l} * s.kv_heads + h) * s.tokens + t) * row], row);
-          }
-        }
-      }
+      const std::vector<uint8_t> want =
+          test::PagedLayerImage(s, l, c.chunk.k, c.chunk.v, offset, table, bs, num_blocks, kPoison);
       EXPECT_TRUE(caches[l]->Download() == want) << "case " << i << " layer " << l;
     }
     // A block table entry past num_blocks: OUT_OF_RANGE for this chunk.

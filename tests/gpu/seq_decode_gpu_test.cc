@@ -25,6 +25,7 @@
 #include "seqkv/codec/safetensors.h"
 #include "seqkv/codec/seq_profile.h"
 #include "seqkv/gpu/device.h"
+#include "gpu/backend_buffer.h"
 #include "util/test_util.h"
 
 namespace seqkv::gpu {
@@ -32,31 +33,7 @@ namespace {
 
 constexpr uint8_t kPoison = 0xFF;
 
-class Buffer {
- public:
-  Buffer(Backend backend, const std::vector<uint8_t>& host) : backend_(backend), bytes_(host.size()) {
-    auto p = BackendAllocate(backend, host.size());
-    EXPECT_TRUE(p.ok()) << p.status().ToString();
-    if (!p.ok()) return;
-    ptr_ = static_cast<uint8_t*>(*p);
-    EXPECT_TRUE(BackendCopyIn(backend, ptr_, host.data(), host.size()).ok());
-  }
-  ~Buffer() { BackendFree(backend_, ptr_); }
-  Buffer(const Buffer&) = delete;
-  Buffer& operator=(const Buffer&) = delete;
-  uint8_t* get() const { return ptr_; }
-  uint64_t size() const { return bytes_; }
-  std::vector<uint8_t> Download() const {
-    std::vector<uint8_t> host(bytes_);
-    EXPECT_TRUE(BackendCopyOut(backend_, host.data(), ptr_, bytes_).ok());
-    return host;
-  }
-
- private:
-  Backend backend_;
-  uint64_t bytes_;
-  uint8_t* ptr_ = nullptr;
-};
+using Buffer = test::BackendBuffer;
 
 // Tokens [t0, t0 + n) of a chunk, positions following.
 Chunk Slice(const Chunk& c, uint32_t t0, uint32_t n) {
@@ -250,17 +227,8 @@ TEST_P(SeqDecodeGpuTest, PagedEqualsDecodeChunk) {
   std::vector<Status> statuses = Run(args);
   ASSERT_TRUE(statuses[0].ok()) << statuses[0].ToString();
   for (uint32_t l = 0; l < s.layers; ++l) {
-    std::vector<uint8_t> want(cache_bytes, kPoison);
-    for (uint64_t t = 0; t < s.tokens; ++t) {
-      const uint64_t pos = offset + t, blk = static_cast<uint64_t>(table[pos / bs]);
-      for (int kv = 0; kv < 2; ++kv) {
-        const std::vector<uint8_t>& ref = kv ? c.reference.v : c.reference.k;
-        for (uint32_t h = 0; h < s.kv_heads; ++h) {
-          std::memcpy(&want[(((blk * 2 + kv) * bs + pos % bs) * s.kv_heads + h) * row],
-                      &ref[((uint64_t{l} * s.kv_heads + h) * s.tokens + t) * row], row);
-        }
-      }
-    }
+    const std::vector<uint8_t> want =
+        test::PagedLayerImage(s, l, c.reference.k, c.reference.v, offset, table, bs, num_blocks, kPoison);
     EXPECT_TRUE(caches[l]->Download() == want) << "layer " << l;
   }
   // A block table entry past num_blocks: OUT_OF_RANGE.

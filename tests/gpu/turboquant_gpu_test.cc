@@ -24,6 +24,7 @@
 #include "seqkv/codec/format.h"
 #include "seqkv/codec/safetensors.h"
 #include "seqkv/gpu/device.h"
+#include "gpu/backend_buffer.h"
 #include "util/test_util.h"
 
 namespace seqkv::gpu {
@@ -36,30 +37,7 @@ std::string SpecFor(int bits, uint32_t seed) {
 }
 
 // Backend memory freed at scope exit.
-class Buffer {
- public:
-  Buffer(const TurboQuantGpu& tq, uint64_t bytes) : tq_(tq), bytes_(bytes) {
-    auto p = tq.Allocate(bytes);
-    EXPECT_TRUE(p.ok()) << p.status().ToString();
-    if (p.ok()) ptr_ = static_cast<uint8_t*>(*p);
-  }
-  ~Buffer() { tq_.Free(ptr_); }
-  Buffer(const Buffer&) = delete;
-  Buffer& operator=(const Buffer&) = delete;
-  uint8_t* get() const { return ptr_; }
-  uint64_t size() const { return bytes_; }
-  void Upload(const std::vector<uint8_t>& host) const { ASSERT_TRUE(tq_.CopyIn(ptr_, host.data(), host.size()).ok()); }
-  std::vector<uint8_t> Download() const {
-    std::vector<uint8_t> host(bytes_);
-    EXPECT_TRUE(tq_.CopyOut(host.data(), ptr_, bytes_).ok());
-    return host;
-  }
-
- private:
-  const TurboQuantGpu& tq_;
-  uint64_t bytes_;
-  uint8_t* ptr_ = nullptr;
-};
+using Buffer = test::BackendBuffer;
 
 struct Case {
   Chunk chunk;

@@ -1,0 +1,126 @@
+// Shared by the GPU benches (bench/gpu/*_bench.cc): fail-fast checks, device
+// allocation and event timing. Header-only; the benches build with CUDA only.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "seqkv/codec/status.h"
+
+#define CHECK_CUDA(expr)                                                                         \
+  do {                                                                                           \
+    cudaError_t e_ = (expr);                                                                     \
+    if (e_ != cudaSuccess) {                                                                     \
+      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_)); \
+      std::exit(1);                                                                              \
+    }                                                                                            \
+  } while (0)
+#define CHECK_OK(expr)                                                                          \
+  do {                                                                                          \
+    ::seqkv::Status s_ = (expr);                                                                \
+    if (!s_.ok()) {                                                                             \
+      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr, s_.ToString().c_str()); \
+      std::exit(1);                                                                             \
+    }                                                                                           \
+  } while (0)
+
+namespace seqkv::bench {
+
+inline void* DeviceAlloc(uint64_t bytes) {
+  void* p = nullptr;
+  CHECK_CUDA(cudaMalloc(&p, bytes));
+  return p;
+}
+
+struct Timing {
+  int warmup = 3;
+  int repeats = 15;
+  // 1: one call on an idle stream per sample (host work included); > 1:
+  // back-to-back calls, so host work overlaps the previous call's kernels
+  // (the steady-state cost per call).
+  int calls_per_sample = 1;
+};
+
+// Median milliseconds per call of f, timed with CUDA events on `stream`.
+template <typename F>
+double MedianMs(cudaStream_t stream, F&& f, Timing t = {}) {
+  cudaEvent_t a, b;
+  CHECK_CUDA(cudaEventCreate(&a));
+  CHECK_CUDA(cudaEventCreate(&b));
+  for (int i = 0; i < t.warmup; ++i) f();
+  CHECK_CUDA(cudaStreamSynchronize(stream));
+  std::vector<double> ms;
+  for (int i = 0; i < t.repeats; ++i) {
+    CHECK_CUDA(cudaEventRecord(a, stream));
+    for (int c = 0; c < t.calls_per_sample; ++c) f();
+    CHECK_CUDA(cudaEventRecord(b, stream));
+    CHECK_CUDA(cudaEventSynchronize(b));
+    float elapsed = 0;
+    CHECK_CUDA(cudaEventElapsedTime(&elapsed, a, b));
+    ms.push_back(elapsed / t.calls_per_sample);
+  }
+  CHECK_CUDA(cudaGetLastError());
+  std::sort(ms.begin(), ms.end());
+  CHECK_CUDA(cudaEventDestroy(a));
+  CHECK_CUDA(cudaEventDestroy(b));
+  return ms[ms.size() / 2];
+}
+
+// vLLM's paged cache for a sequence of `tokens` tokens on the device: per
+// layer one [num_blocks, 2, block_size, heads, head_dim] bf16 tensor, an
+// array of the layer pointers, and a shuffled block table. Freed at scope exit.
+struct PagedCache {
+  uint32_t block_size = 16;
+  uint32_t num_blocks = 0;
+  uint32_t heads = 0, head_dim = 0;
+  uint64_t layer_bytes = 0;
+  std::vector<int32_t> table;  // host copy
+  int32_t* table_dev = nullptr;
+  std::vector<void*> layers;   // device pointers
+  void** layers_dev = nullptr;
+
+  PagedCache(uint32_t L, uint32_t H, uint32_t D, uint64_t tokens, uint32_t block, uint64_t seed)
+      : block_size(block), num_blocks(static_cast<uint32_t>((tokens + block - 1) / block)), heads(H), head_dim(D) {
+    table.resize(num_blocks);
+    std::iota(table.begin(), table.end(), 0);
+    std::shuffle(table.begin(), table.end(), std::mt19937_64(seed));
+    table_dev = static_cast<int32_t*>(DeviceAlloc(table.size() * 4));
+    CHECK_CUDA(cudaMemcpy(table_dev, table.data(), table.size() * 4, cudaMemcpyHostToDevice));
+    layer_bytes = uint64_t{num_blocks} * 2 * block_size * H * D * 2;
+    layers.resize(L);
+    for (void*& p : layers) p = DeviceAlloc(layer_bytes);
+    layers_dev = static_cast<void**>(DeviceAlloc(L * sizeof(void*)));
+    CHECK_CUDA(cudaMemcpy(layers_dev, layers.data(), L * sizeof(void*), cudaMemcpyHostToDevice));
+  }
+  ~PagedCache() {
+    for (void* p : layers) cudaFree(p);
+    cudaFree(layers_dev);
+    cudaFree(table_dev);
+  }
+  PagedCache(const PagedCache&) = delete;
+  PagedCache& operator=(const PagedCache&) = delete;
+
+  // Points decode items (any API's) at this cache.
+  template <typename Item>
+  void Point(std::vector<Item>& items) const {
+    for (Item& it : items) {
+      it.k_out = it.v_out = nullptr;
+      it.layer_caches = layers_dev;
+      it.block_table = table_dev;
+      it.block_table_entries = table.size();
+    }
+  }
+  // Byte offset in a layer's tensor of sequence token s, tensor kv, head h.
+  uint64_t RowOffset(uint64_t s, uint32_t kv, uint32_t h) const {
+    const uint64_t blk = static_cast<uint64_t>(table[s / block_size]);
+    return (((blk * 2 + kv) * block_size + s % block_size) * heads + h) * head_dim * 2;
+  }
+};
+
+}  // namespace seqkv::bench
