@@ -35,5 +35,5 @@ quality=()
 seq_codecs="seq:bits=2;seq:bits=1"
 [ "${QUALITY:-1}" = 0 ] || seq_codecs="seq:kl=0.002;seq:kl=0.02;$seq_codecs"
 "$ctl" codec eval --in "$dev"/doc0{4,5,6,7}.safetensors --profile "$profile" --model "$model" \
-  --codecs "raw;lossless;seq:lossless;$seq_codecs;turboquant:bits=4;turboquant:bits=3;turboquant:bits=2;kivi:bits=4;kivi:bits=2;tokens" \
+  --codecs "raw;lossless;lossless:coder=rans;seq:lossless;$seq_codecs;turboquant:bits=4;turboquant:bits=3;turboquant:bits=2;kivi:bits=4;kivi:bits=2;tokens" \
   "${quality[@]}"
