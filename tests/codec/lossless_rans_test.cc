@@ -127,7 +127,7 @@ TEST(LosslessRansTest, ChunksRoundTripBitExactOnEveryDtype) {
   EXPECT_TRUE(MakeCodec("lossless:coder=zstd,level=5").ok());
 }
 
-// SEQKV_MEASURE-free: prints the sizes behind docs/format.md and BENCHMARKS.md.
+// Prints the sizes behind docs/format.md (runs everywhere, under a second).
 TEST(LosslessRansTest, DevDumpsRoundTripAndMatchZstdLevel3) {
   if (test::DevDump("doc00.safetensors").empty()) GTEST_SKIP() << "no ../shared/kvdata/dev";
   double rans_sum = 0, zstd_sum = 0;
