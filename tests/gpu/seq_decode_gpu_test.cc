@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <numeric>
 #include <optional>
@@ -96,17 +97,28 @@ class SeqDecodeGpuTest : public ::testing::TestWithParam<std::tuple<Backend, std
     delete calibration_;
     delete test_;
     calibration_ = test_ = nullptr;
+    profiles_.clear();
+  }
+
+  // One calibration per predictor-input kind for the whole suite (the
+  // sanitizer build runs these tests ~10x slower).
+  static std::shared_ptr<const SeqProfile> ProfileFor(const std::string& inputs) {
+    auto it = profiles_.find(inputs);
+    if (it != profiles_.end()) return it->second;
+    SeqCalibrateOptions o;
+    o.inputs = *ParseSeqInputs(inputs);
+    auto profile = CalibrateSeqProfile({*calibration_}, o, nullptr);
+    EXPECT_TRUE(profile.ok()) << profile.status().ToString();
+    if (!profile.ok()) return nullptr;
+    return profiles_[inputs] = std::make_shared<const SeqProfile>(*profile);
   }
 
   void SetUp() override {
     if (calibration_ == nullptr) GTEST_SKIP() << "no ../shared/kvdata/dev";
     const auto& [backend, inputs] = GetParam();
     if (backend == Backend::kCuda && !ProbeDevices().available) GTEST_SKIP() << ProbeDevices().reason;
-    SeqCalibrateOptions o;
-    o.inputs = *ParseSeqInputs(inputs);
-    auto profile = CalibrateSeqProfile({*calibration_}, o, nullptr);
-    ASSERT_TRUE(profile.ok()) << profile.status().ToString();
-    profile_ = std::make_shared<const SeqProfile>(*profile);
+    profile_ = ProfileFor(inputs);
+    ASSERT_NE(profile_, nullptr);
     SeqResources::Default().Clear();
     SeqResources::Default().AddProfile(profile_);
     auto dec = SeqDecodeGpu::CreateFor(backend, profile_);
@@ -139,12 +151,14 @@ class SeqDecodeGpuTest : public ::testing::TestWithParam<std::tuple<Backend, std
 
   static Chunk* calibration_;
   static Chunk* test_;
+  static std::map<std::string, std::shared_ptr<const SeqProfile>> profiles_;
   std::shared_ptr<const SeqProfile> profile_;
   std::optional<SeqDecodeGpu> decoder_;
 };
 
 Chunk* SeqDecodeGpuTest::calibration_ = nullptr;
 Chunk* SeqDecodeGpuTest::test_ = nullptr;
+std::map<std::string, std::shared_ptr<const SeqProfile>> SeqDecodeGpuTest::profiles_;
 
 TEST_P(SeqDecodeGpuTest, ContiguousEqualsDecodeChunk) {
   std::vector<Coded> cases = Cases();
