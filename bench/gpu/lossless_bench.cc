@@ -33,14 +33,10 @@ using seqkv::bench::DeviceAlloc;
 using seqkv::bench::MedianMs;
 using seqkv::bench::Timing;
 
-
-
 namespace {
 
 constexpr int kWarmup = 3;
 constexpr int kRepeats = 15;
-
-
 
 struct Row {
   std::string name;

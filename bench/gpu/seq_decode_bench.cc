@@ -35,13 +35,10 @@ using namespace seqkv::gpu;
 
 constexpr seqkv::bench::Timing kTiming{2, 5, 1};
 
-
-
 namespace {
 
 constexpr uint32_t kTokens = 256;
 constexpr uint32_t kDistinct = 48;  // distinct group streams, reused across groups and chunks
-
 
 std::vector<int32_t> Symbols(uint32_t dim, uint64_t seed) {
   std::mt19937_64 rng(seed);

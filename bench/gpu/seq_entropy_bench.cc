@@ -29,15 +29,12 @@ using namespace seqkv;
 using namespace seqkv::gpu;
 using seqkv::bench::Timing;
 
-
-
 namespace {
 
 constexpr int kWarmup = 2;
 constexpr int kRepeats = 7;
 constexpr uint32_t kTokens = 256;
 constexpr uint32_t kDistinct = 64;  // distinct group streams per shape, replicated to the batch size
-
 
 // Symbols like the codec's at ~1.5 bits/element: a Laplacian magnitude whose
 // scale falls with the component index, a little correlation with the previous

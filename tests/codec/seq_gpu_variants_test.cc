@@ -40,25 +40,7 @@ std::vector<Chunk> Pieces(const std::vector<int>& docs) {
     EXPECT_TRUE(dump.ok());
     if (!dump.ok()) continue;
     const Chunk& c = dump->chunk;
-    const uint64_t row = uint64_t{c.shape.head_dim} * DTypeSize(c.dtype);
-    for (uint32_t t0 = 0; t0 + kPiece <= c.shape.tokens; t0 += kPiece) {
-      Chunk p;
-      p.shape = c.shape;
-      p.shape.tokens = kPiece;
-      p.dtype = c.dtype;
-      p.rope = c.rope;
-      p.first_position = c.first_position + t0;
-      p.tokens.assign(c.tokens.begin() + t0, c.tokens.begin() + t0 + kPiece);
-      for (int kv = 0; kv < 2; ++kv) {
-        const std::vector<uint8_t>& src = kv ? c.v : c.k;
-        std::vector<uint8_t>& dst = kv ? p.v : p.k;
-        for (uint64_t lh = 0; lh < uint64_t{c.shape.layers} * c.shape.kv_heads; ++lh) {
-          const uint8_t* s = src.data() + (lh * c.shape.tokens + t0) * row;
-          dst.insert(dst.end(), s, s + kPiece * row);
-        }
-      }
-      out.push_back(std::move(p));
-    }
+    for (uint32_t t0 = 0; t0 + kPiece <= c.shape.tokens; t0 += kPiece) out.push_back(test::SliceTokens(c, t0, kPiece));
   }
   return out;
 }

@@ -36,26 +36,7 @@ constexpr uint8_t kPoison = 0xFF;
 
 using Buffer = test::BackendBuffer;
 
-// Tokens [t0, t0 + n) of a chunk, positions following.
-Chunk Slice(const Chunk& c, uint32_t t0, uint32_t n) {
-  Chunk out;
-  out.shape = c.shape;
-  out.shape.tokens = n;
-  out.dtype = c.dtype;
-  out.rope = c.rope;
-  out.first_position = c.first_position + t0;
-  out.tokens.assign(c.tokens.begin() + t0, c.tokens.begin() + t0 + n);
-  const uint64_t row = uint64_t{c.shape.head_dim} * DTypeSize(c.dtype);
-  for (int kv = 0; kv < 2; ++kv) {
-    const std::vector<uint8_t>& src = kv ? c.v : c.k;
-    std::vector<uint8_t>& dst = kv ? out.v : out.k;
-    for (uint64_t lh = 0; lh < uint64_t{c.shape.layers} * c.shape.kv_heads; ++lh) {
-      const uint8_t* p = src.data() + (lh * c.shape.tokens + t0) * row;
-      dst.insert(dst.end(), p, p + n * row);
-    }
-  }
-  return out;
-}
+Chunk Slice(const Chunk& c, uint32_t t0, uint32_t n) { return test::SliceTokens(c, t0, n); }
 
 struct Coded {
   Chunk original;

@@ -15,6 +15,10 @@ namespace seqkv::test {
 // deterministic), tokens 0..T-1 scaled by `seed`.
 Chunk RandomChunk(const KvShape& shape, DType dtype, uint64_t seed);
 
+// Tokens [t0, t0 + n) of a chunk (positions follow; seqkv::SliceKv does the
+// same for clients, but codec-only builds have no client library).
+Chunk SliceTokens(const Chunk& c, uint32_t t0, uint32_t n);
+
 // n standard-normal floats from std::mt19937(seed) (the same on every run).
 std::vector<float> RandomFloats(size_t n, uint32_t seed);
 
