@@ -5,22 +5,15 @@
 #include <new>
 #include <string>
 
-#ifdef SEQKV_WITH_CUDA
-#include <cuda_runtime.h>
-#endif
+#include "gpu_util.h"
 
 namespace seqkv::gpu {
 
 namespace {
 
-#ifdef SEQKV_WITH_CUDA
-Status FromCuda(cudaError_t err, const char* what) {
-  if (err == cudaSuccess) return Status::Ok();
-  return Internal(std::string("gpu: ") + what + ": " + cudaGetErrorString(err));
-}
-#endif
+constexpr char kWho[] = "gpu";
 
-[[maybe_unused]] Status NoCuda() { return Internal("gpu: built without CUDA"); }
+[[maybe_unused]] Status NoCuda() { return Internal(std::string(kWho) + ": built without CUDA"); }
 
 }  // namespace
 
@@ -32,7 +25,7 @@ Result<void*> BackendAllocate(Backend backend, uint64_t bytes) {
   }
 #ifdef SEQKV_WITH_CUDA
   void* p = nullptr;
-  SEQKV_RETURN_IF_ERROR(FromCuda(cudaMalloc(&p, std::max<uint64_t>(bytes, 1)), "cudaMalloc"));
+  SEQKV_RETURN_IF_ERROR(internal::FromCuda(cudaMalloc(&p, std::max<uint64_t>(bytes, 1)), kWho, "cudaMalloc"));
   return p;
 #else
   return NoCuda();
@@ -56,7 +49,7 @@ Status BackendCopyIn(Backend backend, void* dst, const void* host_src, uint64_t 
     return Status::Ok();
   }
 #ifdef SEQKV_WITH_CUDA
-  return FromCuda(cudaMemcpy(dst, host_src, bytes, cudaMemcpyHostToDevice), "copy in");
+  return internal::FromCuda(cudaMemcpy(dst, host_src, bytes, cudaMemcpyHostToDevice), kWho, "copy in");
 #else
   return NoCuda();
 #endif
@@ -68,7 +61,7 @@ Status BackendCopyOut(Backend backend, void* host_dst, const void* src, uint64_t
     return Status::Ok();
   }
 #ifdef SEQKV_WITH_CUDA
-  return FromCuda(cudaMemcpy(host_dst, src, bytes, cudaMemcpyDeviceToHost), "copy out");
+  return internal::FromCuda(cudaMemcpy(host_dst, src, bytes, cudaMemcpyDeviceToHost), kWho, "copy out");
 #else
   return NoCuda();
 #endif
@@ -80,7 +73,7 @@ Status BackendFill(Backend backend, void* dst, uint8_t value, uint64_t bytes) {
     return Status::Ok();
   }
 #ifdef SEQKV_WITH_CUDA
-  return FromCuda(cudaMemset(dst, value, bytes), "fill");
+  return internal::FromCuda(cudaMemset(dst, value, bytes), kWho, "fill");
 #else
   return NoCuda();
 #endif

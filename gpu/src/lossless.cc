@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 
+#include "gpu_util.h"
 #include "kv_layout.h"
 #include "lossless_rans.h"
 #include "seqkv/codec/codec.h"
@@ -64,10 +65,8 @@ Status CheckEncodeItem(const LosslessEncodeItem& item) {
 
 // Workspace head, the same on both backends: [int32 status per item][u64
 // coded size per item and tensor]; on kCuda the launch's arrays follow.
-constexpr uint64_t kAlign = 256;
-uint64_t AlignUp(uint64_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
-uint64_t StatusBytes(size_t items) { return AlignUp(items * sizeof(int32_t) + sizeof(int32_t)); }
-uint64_t SizesBytes(size_t items) { return AlignUp(2 * items * sizeof(uint64_t) + sizeof(uint64_t)); }
+uint64_t StatusBytes(size_t items) { return internal::AlignUp(items * sizeof(int32_t) + sizeof(int32_t)); }
+uint64_t SizesBytes(size_t items) { return internal::AlignUp(2 * items * sizeof(uint64_t) + sizeof(uint64_t)); }
 uint64_t HeadBytes(size_t items) { return StatusBytes(items) + SizesBytes(items); }
 [[maybe_unused]] int32_t* StatusArray(void* ws) { return static_cast<int32_t*>(ws); }
 uint64_t* SizesArray(void* ws, size_t items) {
@@ -110,14 +109,32 @@ Status CpuEncodeItem(const LosslessEncodeItem& item, uint64_t sizes[2]) {
   return Status::Ok();
 }
 
-#ifdef SEQKV_WITH_CUDA
-
-Status FromCuda(cudaError_t err, const char* what) {
-  if (err == cudaSuccess) return Status::Ok();
-  return Internal(std::string("lossless gpu: ") + what + ": " + cudaGetErrorString(err));
+// What Decode and Encode share before they part: the batch checks, then each
+// item's host-side checks into `statuses` (one per item).
+template <typename Args, typename Check>
+Status StartBatch(const LosslessGpu& gpu, const Args& args, void* workspace, uint64_t workspace_bytes,
+                  std::vector<Status>* statuses, Check&& check) {
+  SEQKV_RETURN_IF_ERROR(gpu.CanImplement(args));
+  if (statuses == nullptr) return InvalidArgument("lossless gpu: statuses is null");
+  if (workspace == nullptr || workspace_bytes < gpu.WorkspaceBytes(args)) {
+    return InvalidArgument("lossless gpu: workspace too small");
+  }
+  statuses->assign(args.items.size(), Status::Ok());
+  for (size_t i = 0; i < args.items.size(); ++i) (*statuses)[i] = check(args.items[i]);
+  return Status::Ok();
 }
 
-#define SEQKV_CUDA_RETURN(expr, what) SEQKV_RETURN_IF_ERROR(FromCuda((expr), (what)))
+// The CPU backend: the workspace head cleared, then the reference for every
+// item that passed the host checks (cpu(item, index)).
+template <typename Items, typename Cpu>
+void RunOnCpu(void* workspace, const Items& items, std::vector<Status>* statuses, Cpu&& cpu) {
+  std::memset(workspace, 0, HeadBytes(items.size()));
+  for (size_t i = 0; i < items.size(); ++i) {
+    if ((*statuses)[i].ok()) (*statuses)[i] = cpu(items[i], i);
+  }
+}
+
+#ifdef SEQKV_WITH_CUDA
 
 struct Totals {
   uint64_t layers = 0, blocks = 0, units = 0;
@@ -136,11 +153,11 @@ Totals Count(std::span<const Item> items) {
 
 // [head][descriptors][meta (decode) | freqs, words (encode)].
 uint64_t CudaWorkspaceBytes(size_t items, const Totals& t, bool encode) {
-  uint64_t bytes = HeadBytes(items) + AlignUp(items * sizeof(internal::LlDesc));
+  uint64_t bytes = HeadBytes(items) + internal::AlignUp(items * sizeof(internal::LlDesc));
   if (encode) {
-    bytes += AlignUp(2 * t.layers * 256 * sizeof(uint16_t)) + AlignUp(4 * t.blocks * sizeof(uint32_t));
+    bytes += internal::AlignUp(2 * t.layers * 256 * sizeof(uint16_t)) + internal::AlignUp(4 * t.blocks * sizeof(uint32_t));
   } else {
-    bytes += AlignUp(2 * (t.layers + items) * sizeof(uint32_t));
+    bytes += internal::AlignUp(2 * (t.layers + items) * sizeof(uint32_t));
   }
   return bytes;
 }
@@ -167,7 +184,7 @@ Status Upload(const std::vector<internal::LlDesc>& descs, const Totals& t, uint3
   auto* base = static_cast<uint8_t*>(workspace);
   uint64_t at = HeadBytes(items);
   auto* device_descs = reinterpret_cast<internal::LlDesc*>(base + at);
-  at += AlignUp(items * sizeof(internal::LlDesc));
+  at += internal::AlignUp(items * sizeof(internal::LlDesc));
   launch->descs = device_descs;
   launch->count = static_cast<uint32_t>(descs.size());
   launch->warps = warps;
@@ -178,7 +195,7 @@ Status Upload(const std::vector<internal::LlDesc>& descs, const Totals& t, uint3
   launch->sizes = SizesArray(workspace, items);
   if (encode) {
     launch->freqs = reinterpret_cast<uint16_t*>(base + at);
-    at += AlignUp(2 * t.layers * 256 * sizeof(uint16_t));
+    at += internal::AlignUp(2 * t.layers * 256 * sizeof(uint16_t));
     launch->words = reinterpret_cast<uint32_t*>(base + at);
   } else {
     launch->meta = reinterpret_cast<uint32_t*>(base + at);
@@ -267,18 +284,11 @@ uint64_t LosslessGpu::WorkspaceBytes(const LosslessEncodeArgs& args) const {
 
 Status LosslessGpu::Decode(const LosslessDecodeArgs& args, void* workspace, uint64_t workspace_bytes, void* stream,
                            std::vector<Status>* statuses) const {
-  SEQKV_RETURN_IF_ERROR(CanImplement(args));
-  if (statuses == nullptr) return InvalidArgument("lossless gpu: statuses is null");
-  if (workspace == nullptr || workspace_bytes < WorkspaceBytes(args)) {
-    return InvalidArgument("lossless gpu: workspace too small");
-  }
-  statuses->assign(args.items.size(), Status::Ok());
-  for (size_t i = 0; i < args.items.size(); ++i) (*statuses)[i] = CheckDecodeItem(args, args.items[i]);
+  SEQKV_RETURN_IF_ERROR(StartBatch(*this, args, workspace, workspace_bytes, statuses,
+                                   [&](const LosslessDecodeItem& item) { return CheckDecodeItem(args, item); }));
   if (backend_ == Backend::kCpu) {
-    std::memset(workspace, 0, HeadBytes(args.items.size()));
-    for (size_t i = 0; i < args.items.size(); ++i) {
-      if ((*statuses)[i].ok()) (*statuses)[i] = CpuDecodeItem(args, args.items[i]);
-    }
+    RunOnCpu(workspace, args.items, statuses,
+             [&](const LosslessDecodeItem& item, size_t) { return CpuDecodeItem(args, item); });
     return Status::Ok();
   }
 #ifdef SEQKV_WITH_CUDA
@@ -314,9 +324,9 @@ Status LosslessGpu::Decode(const LosslessDecodeArgs& args, void* workspace, uint
   auto s = static_cast<cudaStream_t>(stream);
   internal::LlLaunch launch{};
   SEQKV_RETURN_IF_ERROR(Upload(descs, running, warps, workspace, args.items.size(), false, s, &launch));
-  return FromCuda(internal::LaunchLlDecode(launch, args.destination == KvDestination::kPaged, args.block_size,
+  return internal::FromCuda(internal::LaunchLlDecode(launch, args.destination == KvDestination::kPaged, args.block_size,
                                            args.num_blocks, s),
-                  "kernel launch");
+                  kWho, "kernel launch");
 #else
   (void)stream;
   return Internal("lossless gpu: built without CUDA");
@@ -325,19 +335,11 @@ Status LosslessGpu::Decode(const LosslessDecodeArgs& args, void* workspace, uint
 
 Status LosslessGpu::Encode(const LosslessEncodeArgs& args, void* workspace, uint64_t workspace_bytes, void* stream,
                            std::vector<Status>* statuses) const {
-  SEQKV_RETURN_IF_ERROR(CanImplement(args));
-  if (statuses == nullptr) return InvalidArgument("lossless gpu: statuses is null");
-  if (workspace == nullptr || workspace_bytes < WorkspaceBytes(args)) {
-    return InvalidArgument("lossless gpu: workspace too small");
-  }
-  statuses->assign(args.items.size(), Status::Ok());
-  for (size_t i = 0; i < args.items.size(); ++i) (*statuses)[i] = CheckEncodeItem(args.items[i]);
+  SEQKV_RETURN_IF_ERROR(StartBatch(*this, args, workspace, workspace_bytes, statuses, CheckEncodeItem));
   if (backend_ == Backend::kCpu) {
-    std::memset(workspace, 0, HeadBytes(args.items.size()));
     uint64_t* sizes = SizesArray(workspace, args.items.size());
-    for (size_t i = 0; i < args.items.size(); ++i) {
-      if ((*statuses)[i].ok()) (*statuses)[i] = CpuEncodeItem(args.items[i], sizes + 2 * i);
-    }
+    RunOnCpu(workspace, args.items, statuses,
+             [&](const LosslessEncodeItem& item, size_t i) { return CpuEncodeItem(item, sizes + 2 * i); });
     return Status::Ok();
   }
 #ifdef SEQKV_WITH_CUDA
@@ -365,7 +367,7 @@ Status LosslessGpu::Encode(const LosslessEncodeArgs& args, void* workspace, uint
   internal::LlLaunch launch{};
   SEQKV_RETURN_IF_ERROR(
       Upload(descs, running, internal::kLlWarpsPerBlock, workspace, args.items.size(), true, s, &launch));
-  return FromCuda(internal::LaunchLlEncode(launch, s), "kernel launch");
+  return internal::FromCuda(internal::LaunchLlEncode(launch, s), kWho, "kernel launch");
 #else
   (void)stream;
   return Internal("lossless gpu: built without CUDA");

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <string>
 
+#include "gpu_util.h"
 #include "seqkv/gpu/device.h"
 // The codec's reference decoder: codec/src is a private include path of gpu/
 // (gpu/CMakeLists.txt).
@@ -21,6 +22,7 @@ namespace seqkv::gpu {
 
 namespace {
 
+[[maybe_unused]] constexpr char kWho[] = "seq entropy gpu";  // CUDA builds: SEQKV_CUDA_RETURN
 constexpr uint64_t kMaxItems = uint64_t{1} << 24;
 
 Status CheckItem(const SeqEntropyItem& item) {
@@ -36,19 +38,11 @@ Status CheckItem(const SeqEntropyItem& item) {
 
 #ifdef SEQKV_WITH_CUDA
 
-Status FromCuda(cudaError_t err, const char* what) {
-  if (err == cudaSuccess) return Status::Ok();
-  return Internal(std::string("seq entropy gpu: ") + what + ": " + cudaGetErrorString(err));
-}
-
-#define SEQKV_CUDA_RETURN(expr, what) SEQKV_RETURN_IF_ERROR(FromCuda((expr), (what)))
-
-constexpr uint64_t kAlign = 256;
-uint64_t AlignUp(uint64_t n, uint64_t a = kAlign) { return (n + a - 1) / a * a; }
-
 // One group's models in the global-model area: 16-byte aligned for the
 // kernels' uint4 accesses.
-uint64_t GlobalModelBytes(uint32_t dim) { return AlignUp(uint64_t{dim} * internal::kSeGroupBytesPerDim, 16); }
+uint64_t GlobalModelBytes(uint32_t dim) {
+  return internal::AlignUp(uint64_t{dim} * internal::kSeGroupBytesPerDim, 16);
+}
 
 // The shared-model kernel's threads per block: the groups whose models fit in
 // half an SM's shared memory (two blocks per SM), at most a warp.
@@ -64,19 +58,6 @@ uint32_t SharedThreads(uint32_t max_dim) {
   const uint64_t budget =
       std::max<uint64_t>(static_cast<uint64_t>(per_block) / 2, internal::SeSharedStride(max_dim));
   return static_cast<uint32_t>(std::clamp<uint64_t>(budget / internal::SeSharedStride(max_dim), 1, 32));
-}
-
-int SmCount() {
-  static const int sms = [] {
-    int dev = 0, n = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
-      cudaGetLastError();
-      return 132;
-    }
-    return n;
-  }();
-  return sms;
 }
 
 uint32_t MaxDim(const SeqEntropyDecodeArgs& args) {
@@ -97,7 +78,7 @@ uint32_t MaxDim(const SeqEntropyDecodeArgs& args) {
 SeqEntropyKernel Resolve(const SeqEntropyDecodeArgs& args) {
   if (args.kernel != SeqEntropyKernel::kAuto) return args.kernel;
   const uint32_t threads = SharedThreads(MaxDim(args));
-  const uint64_t resident = uint64_t{threads} * 2 * SmCount();  // two blocks per SM
+  const uint64_t resident = uint64_t{threads} * 2 * internal::SeSmCount();  // two blocks per SM
   return args.items.size() <= 2 * resident ? SeqEntropyKernel::kSharedModels
                                            : SeqEntropyKernel::kGlobalModels;
 }
@@ -110,21 +91,21 @@ Layout MakeLayout(const SeqEntropyDecodeArgs& args, SeqEntropyKernel kernel) {
   Layout l;
   const uint64_t n = args.items.size();
   l.descs = 0;
-  l.statuses = AlignUp(n * sizeof(internal::SeDesc));
-  l.models = l.statuses + AlignUp(n * sizeof(int32_t) + sizeof(int32_t));
+  l.statuses = internal::AlignUp(n * sizeof(internal::SeDesc));
+  l.models = l.statuses + internal::AlignUp(n * sizeof(int32_t) + sizeof(int32_t));
   uint64_t model_bytes = 0;
   if (kernel == SeqEntropyKernel::kGlobalModels) {
     for (const SeqEntropyItem& it : args.items) {
       if (it.dim >= 1 && it.dim <= kSeqEntropyMaxDim) model_bytes += GlobalModelBytes(it.dim);
     }
   }
-  l.total = l.models + AlignUp(model_bytes);
+  l.total = l.models + internal::AlignUp(model_bytes);
   return l;
 }
 
 int32_t* StatusArray(void* workspace, size_t items) {
   return reinterpret_cast<int32_t*>(static_cast<uint8_t*>(workspace) +
-                                    AlignUp(items * sizeof(internal::SeDesc)));
+                                    internal::AlignUp(items * sizeof(internal::SeDesc)));
 }
 
 #endif  // SEQKV_WITH_CUDA

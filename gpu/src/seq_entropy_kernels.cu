@@ -285,7 +285,9 @@ __global__ void SeDecodeSharedKernel(const SeDesc* __restrict__ descs, uint32_t 
                                          reinterpret_cast<uint2*>(base + size_t{d.dim} * kSeModelBytes));
 }
 
-int SmCount() {
+}  // namespace
+
+int SeSmCount() {
   static const int sms = [] {
     int dev = 0, n = 0;
     if (cudaGetDevice(&dev) != cudaSuccess ||
@@ -297,8 +299,6 @@ int SmCount() {
   }();
   return sms;
 }
-
-}  // namespace
 
 cudaError_t SeSharedMemoryPerBlock(int* bytes) {
   int dev = 0;
@@ -313,7 +313,7 @@ cudaError_t LaunchSeDecodeGlobal(const SeLaunch& launch, int32_t* statuses, cuda
   // batch runs as long as its slowest chain, and sharing a warp costs
   // memory-divergence replays.
   uint32_t threads = launch.threads != 0 ? launch.threads : kGlobalThreads;
-  const uint32_t per_sm = (launch.count + SmCount() - 1) / SmCount();
+  const uint32_t per_sm = (launch.count + SeSmCount() - 1) / SeSmCount();
   if (per_sm < threads) threads = per_sm < 1 ? 1 : per_sm;
   if (threads > kGlobalThreads) threads = kGlobalThreads;
   const uint32_t blocks = (launch.count + threads - 1) / threads;

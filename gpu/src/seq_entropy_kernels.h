@@ -70,5 +70,8 @@ cudaError_t LaunchSeDecodeShared(const SeLaunch& launch, int32_t* statuses, cuda
 // Dynamic shared memory the shared-model kernel may use per block (after
 // raising its limit), for the host's choice of threads per block.
 cudaError_t SeSharedMemoryPerBlock(int* bytes);
+// Multiprocessors of the current device (probed once; 132, an H200's, if the
+// probe fails). Host code; the launchers and the kernel choice both use it.
+int SeSmCount();
 
 }  // namespace seqkv::gpu::internal

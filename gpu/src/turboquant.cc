@@ -13,6 +13,7 @@
 
 #include "seqkv/codec/codec.h"
 #include "seqkv/gpu/device.h"
+#include "gpu_util.h"
 #include "kv_layout.h"
 #include "turboquant_cpu.h"
 
@@ -30,6 +31,7 @@ namespace seqkv::gpu {
 
 namespace {
 
+[[maybe_unused]] constexpr char kWho[] = "turboquant gpu";  // CUDA builds: SEQKV_CUDA_RETURN
 constexpr uint32_t kMinPadded = 32;
 constexpr uint32_t kMaxPadded = 1024;
 
@@ -82,23 +84,13 @@ Status CheckEncodeItem(const TurboQuantEncodeItem& item) {
 
 #ifdef SEQKV_WITH_CUDA
 
-Status FromCuda(cudaError_t err, const char* what) {
-  if (err == cudaSuccess) return Status::Ok();
-  return Internal(std::string("turboquant gpu: ") + what + ": " + cudaGetErrorString(err));
-}
-
-#define SEQKV_CUDA_RETURN(expr, what) SEQKV_RETURN_IF_ERROR(FromCuda((expr), (what)))
-
-constexpr uint64_t kAlign = 256;
-uint64_t AlignUp(uint64_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
-
 // Workspace: [descriptors][int32 status per item].
 uint64_t CudaWorkspaceBytes(size_t items) {
-  return AlignUp(items * sizeof(internal::TqDesc)) + AlignUp(items * sizeof(int32_t) + sizeof(int32_t));
+  return internal::AlignUp(items * sizeof(internal::TqDesc)) + internal::AlignUp(items * sizeof(int32_t) + sizeof(int32_t));
 }
 int32_t* StatusArray(void* workspace, size_t items) {
   return reinterpret_cast<int32_t*>(static_cast<uint8_t*>(workspace) +
-                                    AlignUp(items * sizeof(internal::TqDesc)));
+                                    internal::AlignUp(items * sizeof(internal::TqDesc)));
 }
 
 // The item's shape and group key (d', bits, seed).
