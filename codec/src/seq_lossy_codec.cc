@@ -67,33 +67,6 @@ uint8_t RateCode(double bits) {
   return static_cast<uint8_t>(std::clamp(c, 0.0, 255.0));
 }
 
-// Length-prefixed list of streams: u32 n, n x u32 length, the streams.
-std::vector<uint8_t> PackStreams(const std::vector<std::vector<uint8_t>>& streams) {
-  std::vector<uint8_t> out;
-  ByteWriter w(&out);
-  w.U32(static_cast<uint32_t>(streams.size()));
-  for (const auto& s : streams) w.U32(static_cast<uint32_t>(s.size()));
-  for (const auto& s : streams) w.Bytes(s);
-  return out;
-}
-
-Result<std::vector<std::span<const uint8_t>>> UnpackStreams(std::span<const uint8_t> data, uint32_t expected) {
-  ByteReader r(data);
-  const uint32_t n = r.U32();
-  if (!r.ok() || n != expected) return DataLoss("seq: wrong number of group streams");
-  std::vector<uint32_t> lengths(n);
-  for (auto& len : lengths) len = r.U32();
-  if (!r.ok()) return DataLoss("seq: truncated stream table");
-  std::vector<std::span<const uint8_t>> out;
-  for (uint32_t len : lengths) {
-    auto s = r.Bytes(len);
-    if (!r.ok()) return DataLoss("seq: group stream exceeds its section");
-    out.push_back(s);
-  }
-  if (r.remaining() != 0) return DataLoss("seq: trailing bytes in layer section");
-  return out;
-}
-
 class SeqLossyCodec final : public Codec, public SeqLossyEncoder {
  public:
   struct Options {
@@ -333,7 +306,7 @@ Status SeqLossyCodec::EncodeImpl(const Chunk& chunk, const ChunkContext* parent,
         streams.push_back(SeqEncodeGroup(corr.data(), T, d, &states[SeqGroup(0, kv, h, H)]));
       }
     }
-    layer0_section = PackStreams(streams);
+    layer0_section = PackSeqStreams(streams);
     layer0_bits = 8.0 * layer0_section.size();
     info->layer0_from_model = true;
   }
@@ -487,7 +460,7 @@ Status SeqLossyCodec::EncodeImpl(const Chunk& chunk, const ChunkContext* parent,
         streams.push_back(SeqEncodeGroup(chosen.q.data() + size_t{g} * per_group, T, d, &states[g]));
       }
     }
-    std::vector<uint8_t> packed = PackStreams(streams);
+    std::vector<uint8_t> packed = PackSeqStreams(streams);
     info->layer_bytes[l] = packed.size();
     sections->push_back({kLayerSectionBase + l, std::move(packed)});
   }
@@ -524,22 +497,9 @@ Status SeqLossyCodec::DecodeImpl(std::span<const SectionView> sections, const Ch
   const uint32_t T = s.tokens, H = s.kv_heads, d = s.head_dim, L = s.layers;
   const size_t per_group = size_t{T} * d;
 
-  SeqLoopParams params;
-  const uint8_t layer0_mode = r.U8();
-  r.U16();
-  uint32_t dbits = r.U32();
-  r.U32();  // the encoder's proxy (information)
-  const uint64_t parent_hash = r.U64();
-  std::memcpy(&params.delta0, &dbits, 4);
-  const uint32_t groups = r.U32();
-  if (!r.ok() || groups != p.groups()) return DataLoss("seq: bad parameters");
-  auto codes = r.Bytes(groups);
-  if (!r.ok() || r.remaining() != 0) return DataLoss("seq: bad parameters");
-  params.mult_code.assign(codes.begin(), codes.end());
-  if (layer0_mode > 1 || !(params.delta0 > 0) || !std::isfinite(params.delta0)) {
-    return DataLoss("seq: bad parameters");
-  }
-  params.layer0_exact = layer0_mode == 1;
+  SEQKV_ASSIGN_OR_RETURN(SeqLossyParams header, ParseSeqLossyParams(sections[0].data.subspan(1), p.groups()));
+  SeqLoopParams params = std::move(header.loop);
+  const uint64_t parent_hash = header.parent_hash;
   if (parent_hash != 0 && (parent == nullptr || !CanContinue(*parent))) {
     return FailedPrecondition("seq: chunk continues a parent chunk; decode it with its parent's context");
   }
@@ -567,7 +527,7 @@ Status SeqLossyCodec::DecodeImpl(std::span<const SectionView> sections, const Ch
   std::vector<float> layer0;
   if (params.layer0_exact) {
     if (sections[at].type != kLayer0Section) return DataLoss("seq: missing layer-0 section");
-    SEQKV_ASSIGN_OR_RETURN(auto streams, UnpackStreams(sections[at].data, 2 * H));
+    SEQKV_ASSIGN_OR_RETURN(auto streams, UnpackSeqStreams(sections[at].data, 2 * H));
     ++at;
     std::vector<uint16_t> mk, mv;
     SEQKV_RETURN_IF_ERROR(ModelLayer0Bits(*chunk, rope, &mk, &mv));
@@ -592,7 +552,7 @@ Status SeqLossyCodec::DecodeImpl(std::span<const SectionView> sections, const Ch
   loop.q.assign(size_t{p.groups()} * per_group, 0);
   for (uint32_t l = first; l < L; ++l, ++at) {
     if (sections[at].type != kLayerSectionBase + l) return DataLoss("seq: unexpected section type");
-    SEQKV_ASSIGN_OR_RETURN(auto streams, UnpackStreams(sections[at].data, 2 * H));
+    SEQKV_ASSIGN_OR_RETURN(auto streams, UnpackSeqStreams(sections[at].data, 2 * H));
     for (uint32_t kv = 0; kv < 2; ++kv) {
       for (uint32_t h = 0; h < H; ++h) {
         const uint32_t g = SeqGroup(l, kv, h, H);

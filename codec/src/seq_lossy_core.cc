@@ -534,6 +534,56 @@ void SeqDecodeLoop(const SeqProfile& profile, uint32_t tokens, const float* laye
   Loop(profile, tokens, nullptr, layer0, params, false, out);
 }
 
+// ============================================================ container tables
+
+Result<SeqLossyParams> ParseSeqLossyParams(std::span<const uint8_t> after_mode, uint32_t groups) {
+  ByteReader r(after_mode);
+  SeqLossyParams out;
+  const uint8_t layer0_mode = r.U8();
+  r.U16();
+  const uint32_t dbits = r.U32();
+  r.U32();  // the encoder's proxy (information)
+  out.parent_hash = r.U64();
+  std::memcpy(&out.loop.delta0, &dbits, 4);
+  const uint32_t g = r.U32();
+  if (!r.ok() || g != groups) return DataLoss("seq: bad parameters");
+  auto codes = r.Bytes(groups);
+  if (!r.ok() || r.remaining() != 0) return DataLoss("seq: bad parameters");
+  out.loop.mult_code.assign(codes.begin(), codes.end());
+  if (layer0_mode > 1 || !(out.loop.delta0 > 0) || !std::isfinite(out.loop.delta0)) {
+    return DataLoss("seq: bad parameters");
+  }
+  out.loop.layer0_exact = layer0_mode == 1;
+  return out;
+}
+
+// Length-prefixed list of streams: u32 n, n x u32 length, the streams.
+std::vector<uint8_t> PackSeqStreams(const std::vector<std::vector<uint8_t>>& streams) {
+  std::vector<uint8_t> out;
+  ByteWriter w(&out);
+  w.U32(static_cast<uint32_t>(streams.size()));
+  for (const auto& s : streams) w.U32(static_cast<uint32_t>(s.size()));
+  for (const auto& s : streams) w.Bytes(s);
+  return out;
+}
+
+Result<std::vector<std::span<const uint8_t>>> UnpackSeqStreams(std::span<const uint8_t> data, uint32_t expected) {
+  ByteReader r(data);
+  const uint32_t n = r.U32();
+  if (!r.ok() || n != expected) return DataLoss("seq: wrong number of group streams");
+  std::vector<uint32_t> lengths(n);
+  for (auto& len : lengths) len = r.U32();
+  if (!r.ok()) return DataLoss("seq: truncated stream table");
+  std::vector<std::span<const uint8_t>> out;
+  for (uint32_t len : lengths) {
+    auto s = r.Bytes(len);
+    if (!r.ok()) return DataLoss("seq: group stream exceeds its section");
+    out.push_back(s);
+  }
+  if (r.remaining() != 0) return DataLoss("seq: trailing bytes in layer section");
+  return out;
+}
+
 double SeqProxy(const SeqProfile& p, const std::vector<double>& sse, uint32_t tokens) {
   double sum = 0;
   for (uint32_t g = 0; g < p.groups(); ++g) sum += double{p.sensitivity[g]} * sse[g];

@@ -111,6 +111,21 @@ void SeqEncodeLoop(const SeqProfile& profile, uint32_t tokens, const float* x, c
 void SeqDecodeLoop(const SeqProfile& profile, uint32_t tokens, const float* layer0, const SeqLoopParams& params,
                    SeqLoopResult* out);
 
+// ---- the container's small tables (docs/format.md, "seq lossy: Sections") ----
+// Section 1 of a lossy chunk after its mode byte: u8 layer-0 mode, u16 0,
+// f32 delta0, f32 proxy, u64 parent hash, u32 G (must be `groups`), G step
+// codes. DATA_LOSS ("seq: bad parameters") for anything else. One parser for
+// the codec's decoder and the GPU decoder (gpu/src/seq_decode.cc).
+struct SeqLossyParams {
+  SeqLoopParams loop;        // delta0, mult_code, layer0_exact
+  uint64_t parent_hash = 0;  // 0: the chunk continues no parent
+};
+Result<SeqLossyParams> ParseSeqLossyParams(std::span<const uint8_t> after_mode, uint32_t groups);
+
+// A layer section: u32 n (must be `expected`), n x u32 length, the n streams.
+std::vector<uint8_t> PackSeqStreams(const std::vector<std::vector<uint8_t>>& streams);
+Result<std::vector<std::span<const uint8_t>>> UnpackSeqStreams(std::span<const uint8_t> data, uint32_t expected);
+
 // KL proxy of a reconstruction: proxy_scale * sum_g sensitivity_g * SSE_g / T.
 double SeqProxy(const SeqProfile& profile, const std::vector<double>& sse, uint32_t tokens);
 

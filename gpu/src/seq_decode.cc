@@ -8,8 +8,8 @@
 #include <cstring>
 #include <string>
 
-#include "bytes.h"
 #include "engine_rope.h"
+#include "gpu_util.h"
 #include "kv_layout.h"
 #include "seq_lossy_core.h"
 #include "seqkv/codec/codec.h"
@@ -94,16 +94,6 @@ Status CpuDecodeItem(const SeqDecodeArgs& args, const SeqDecodeItem& item, const
 
 #ifdef SEQKV_WITH_CUDA
 
-Status FromCuda(cudaError_t err, const char* what) {
-  if (err == cudaSuccess) return Status::Ok();
-  return Internal(std::string("seq gpu: ") + what + ": " + cudaGetErrorString(err));
-}
-
-#define SEQKV_CUDA_RETURN(expr, what) SEQKV_RETURN_IF_ERROR(FromCuda((expr), (what)))
-
-constexpr uint64_t kAlign = 256;
-uint64_t AlignUp(uint64_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
-
 #endif  // SEQKV_WITH_CUDA
 
 // Workspace: [int32 status per item][descriptors][step bases][symbols]
@@ -111,9 +101,10 @@ uint64_t AlignUp(uint64_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
 // the statuses.
 struct Layout {
   uint64_t descs = 0, steps = 0, q = 0, xhat = 0, entropy = 0, total = 0;
+  uint64_t layer_elements = 0;  // one layer's K and V of every item: each xhat buffer's floats
 };
 
-uint64_t StatusBytes(size_t items) { return (items * sizeof(int32_t) + sizeof(int32_t) + 255) / 256 * 256; }
+uint64_t StatusBytes(size_t items) { return internal::AlignUp(items * sizeof(int32_t) + sizeof(int32_t)); }
 
 }  // namespace
 
@@ -202,20 +193,20 @@ struct SeqDecodeGpu::Impl {
     const size_t n = args.items.size();
     l.descs = StatusBytes(n);
 #ifdef SEQKV_WITH_CUDA
-    uint64_t elements = 0, layer_elements = 0;
+    uint64_t elements = 0;
     for (size_t i = 0; i < n; ++i) {
       if (statuses != nullptr && !(*statuses)[i].ok()) continue;
       elements += Elements(args.items[i].shape);
-      layer_elements += 2ull * profile->kv_heads * args.items[i].shape.tokens * profile->head_dim;
+      l.layer_elements += 2ull * profile->kv_heads * args.items[i].shape.tokens * profile->head_dim;
     }
-    l.steps = l.descs + AlignUp(n * sizeof(internal::SdDesc));
-    l.q = l.steps + AlignUp(n * uint64_t{profile->groups()} * sizeof(double));
-    l.xhat = l.q + AlignUp(2 * elements * sizeof(int32_t));  // K and V symbols
-    l.entropy = l.xhat + AlignUp(2 * layer_elements * sizeof(float));
+    l.steps = l.descs + internal::AlignUp(n * sizeof(internal::SdDesc));
+    l.q = l.steps + internal::AlignUp(n * uint64_t{profile->groups()} * sizeof(double));
+    l.xhat = l.q + internal::AlignUp(2 * elements * sizeof(int32_t));  // K and V symbols
+    l.entropy = l.xhat + internal::AlignUp(2 * l.layer_elements * sizeof(float));
     SeqEntropyDecodeArgs ea;
     const std::vector<SeqEntropyItem> items = EntropyItems(args, statuses, nullptr);
     ea.items = items;
-    l.total = l.entropy + AlignUp(entropy.WorkspaceBytes(ea));
+    l.total = l.entropy + internal::AlignUp(entropy.WorkspaceBytes(ea));
 #else
     (void)statuses;
     l.total = l.descs;
@@ -253,47 +244,31 @@ Result<SeqDecodeItem> MakeSeqDecodeItem(const ChunkHeader& header, std::span<con
   if (header.sections.empty() || header.sections[0].type != kParamsSection) {
     return DataLoss("seq: missing parameters section");
   }
-  seqkv::internal::ByteReader r(section(0));
-  const uint8_t mode = r.U8();
-  if (!r.ok()) return DataLoss("seq: truncated parameters");
+  const std::span<const uint8_t> params_section = section(0);
+  if (params_section.empty()) return DataLoss("seq: truncated parameters");
+  const uint8_t mode = params_section[0];
   if (mode == 1) return Unimplemented("seq gpu: a lossless-fallback chunk decodes on the CPU only");
   if (mode != 0) return DataLoss("seq: unknown mode");
+  // The codec's own parsers, so both decoders accept and refuse the same chunks.
+  SEQKV_ASSIGN_OR_RETURN(seqkv::internal::SeqLossyParams params,
+                         seqkv::internal::ParseSeqLossyParams(params_section.subspan(1), p.groups()));
+  if (params.loop.layer0_exact) return Unimplemented("seq gpu: layer 0 from the model is not implemented on the GPU");
+  if (params.parent_hash != 0) return FailedPrecondition("seq gpu: the chunk continues a parent chunk");
+  if (header.sections.size() != 1 + size_t{s.layers}) return DataLoss("seq: wrong number of sections");
   SeqDecodeItem item;
   item.shape = s;
   item.rope = header.rope;
   item.first_position = header.first_position;
-  const uint8_t layer0_mode = r.U8();
-  r.U16();
-  const uint32_t dbits = r.U32();
-  r.U32();  // the encoder's proxy
-  const uint64_t parent_hash = r.U64();
-  std::memcpy(&item.delta0, &dbits, 4);
-  const uint32_t groups = r.U32();
-  if (!r.ok() || groups != p.groups()) return DataLoss("seq: bad parameters");
-  auto codes = r.Bytes(groups);
-  if (!r.ok() || r.remaining() != 0) return DataLoss("seq: bad parameters");
-  item.mult_code.assign(codes.begin(), codes.end());
-  if (layer0_mode > 1 || !(item.delta0 > 0) || !std::isfinite(item.delta0)) return DataLoss("seq: bad parameters");
-  if (layer0_mode == 1) return Unimplemented("seq gpu: layer 0 from the model is not implemented on the GPU");
-  if (parent_hash != 0) return FailedPrecondition("seq gpu: the chunk continues a parent chunk");
-  if (header.sections.size() != 1 + size_t{s.layers}) return DataLoss("seq: wrong number of sections");
-  const uint32_t n = 2 * s.kv_heads;
+  item.delta0 = params.loop.delta0;
+  item.mult_code = std::move(params.loop.mult_code);
   for (uint32_t l = 0; l < s.layers; ++l) {
-    const SectionInfo& info = header.sections[1 + l];
-    if (info.type != kLayerSectionBase + l) return DataLoss("seq: unexpected section type");
-    seqkv::internal::ByteReader lr(section(1 + l));
-    if (lr.U32() != n || !lr.ok()) return DataLoss("seq: wrong number of group streams");
-    std::vector<uint32_t> lengths(n);
-    for (auto& len : lengths) len = lr.U32();
-    if (!lr.ok()) return DataLoss("seq: truncated stream table");
-    uint64_t at = info.offset + 4 + 4ull * n;
-    for (uint32_t len : lengths) {
-      if (lr.Bytes(len).size() != len || !lr.ok()) return DataLoss("seq: group stream exceeds its section");
-      item.streams.push_back(chunk_in_backend + at);
-      item.stream_bytes.push_back(len);
-      at += len;
+    if (header.sections[1 + l].type != kLayerSectionBase + l) return DataLoss("seq: unexpected section type");
+    SEQKV_ASSIGN_OR_RETURN(auto streams, seqkv::internal::UnpackSeqStreams(section(1 + l), 2 * s.kv_heads));
+    for (std::span<const uint8_t> stream : streams) {
+      // The same bytes in backend memory.
+      item.streams.push_back(chunk_in_backend + (stream.data() - host_chunk.data()));
+      item.stream_bytes.push_back(stream.size());
     }
-    if (lr.remaining() != 0) return DataLoss("seq: trailing bytes in layer section");
   }
   return item;
 }
@@ -383,10 +358,7 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
   auto* xhat = reinterpret_cast<float*>(base + layout.xhat);
   std::vector<internal::SdDesc> descs;
   std::vector<double> step_base;
-  uint64_t q_at = 0, layer_at = 0, layer_total = 0;
-  for (size_t i = 0; i < args.items.size(); ++i) {
-    if ((*statuses)[i].ok()) layer_total += 2ull * p.kv_heads * args.items[i].shape.tokens * p.head_dim;
-  }
+  uint64_t q_at = 0, layer_at = 0;
   uint32_t ctas = 0;
   for (size_t i = 0; i < args.items.size(); ++i) {
     if (!(*statuses)[i].ok()) continue;
@@ -394,7 +366,7 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
     internal::SdDesc d{};
     d.q = q + q_at;
     d.xhat[0] = xhat + layer_at;
-    d.xhat[1] = xhat + layer_total + layer_at;
+    d.xhat[1] = xhat + layout.layer_elements + layer_at;
     d.step_base = steps + descs.size() * p.groups();
     d.out[0] = item.k_out;
     d.out[1] = item.v_out;
