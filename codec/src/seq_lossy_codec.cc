@@ -275,18 +275,19 @@ Status SeqLossyCodec::EncodeImpl(const Chunk& chunk, const ChunkContext* parent,
   *info = SeqEncodeInfo{};
   g_chunks.fetch_add(1, std::memory_order_relaxed);
 
-  const std::vector<float> x = SeqCodingDomain(chunk, p.pre_rope_keys);
+  // One RoPE table for the chunk's positions, shared by the coding domain
+  // (pre-RoPE keys), the model's layer-0 keys and the reconstruction.
+  SeqLoopParams params;
+  params.rho = static_cast<float>(opts_.deadzone);
+  params.layer0_exact = Layer0Exact(chunk);
+  RopeTable rope_table;
+  const RopeTable* rope = ChunkRope(chunk, p.pre_rope_keys || params.layer0_exact, &rope_table);
+  const std::vector<float> x = SeqCodingDomain(chunk, p.pre_rope_keys ? rope : nullptr);
   const bool continues = parent != nullptr && CanContinue(*parent);
   std::vector<SeqGroupState> states = StartStates(continues ? parent : nullptr);
 
   // Layer 0 from the model: the correction is the difference of the element bit
   // patterns (almost all zero), coded like symbols.
-  SeqLoopParams params;
-  params.rho = static_cast<float>(opts_.deadzone);
-  params.layer0_exact = Layer0Exact(chunk);
-  RopeTable rope_table;
-  const RopeTable* rope =
-      ChunkRope(chunk, params.layer0_exact || (recon != nullptr && p.pre_rope_keys), &rope_table);
   std::vector<uint8_t> layer0_section;
   double layer0_bits = 0;
   if (params.layer0_exact) {

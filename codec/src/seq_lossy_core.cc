@@ -60,13 +60,16 @@ std::vector<float> SeqCodingDomainLayer(const Chunk& chunk, uint32_t layer, cons
 
 std::vector<float> SeqCodingDomain(const Chunk& chunk, bool pre_rope) {
   const KvShape& s = chunk.shape;
-  const size_t per_layer2 = 2 * size_t{s.kv_heads} * s.tokens * s.head_dim;
-  std::vector<float> out(s.layers * per_layer2);
   RopeTable table;  // the same positions for every layer: made once
   if (UndoesRope(chunk, pre_rope)) table = MakeRopeTable(chunk.rope, s.head_dim, chunk.first_position, s.tokens);
-  for (uint32_t l = 0; l < s.layers; ++l) {
-    FillCodingDomainLayer(chunk, l, UndoesRope(chunk, pre_rope) ? &table : nullptr, out.data() + l * per_layer2);
-  }
+  return SeqCodingDomain(chunk, UndoesRope(chunk, pre_rope) ? &table : nullptr);
+}
+
+std::vector<float> SeqCodingDomain(const Chunk& chunk, const RopeTable* table) {
+  const KvShape& s = chunk.shape;
+  const size_t per_layer2 = 2 * size_t{s.kv_heads} * s.tokens * s.head_dim;
+  std::vector<float> out(s.layers * per_layer2);
+  for (uint32_t l = 0; l < s.layers; ++l) FillCodingDomainLayer(chunk, l, table, out.data() + l * per_layer2);
   return out;
 }
 

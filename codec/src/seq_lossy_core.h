@@ -33,8 +33,9 @@ inline uint32_t SeqGroup(uint32_t layer, uint32_t kv, uint32_t head, uint32_t kv
 std::vector<float> SeqCodingDomain(const Chunk& chunk, bool pre_rope);
 // The same for one layer only: X[kv][head][token][dim].
 std::vector<float> SeqCodingDomainLayer(const Chunk& chunk, uint32_t layer, bool pre_rope);
-// The same with the caller's RoPE table for the chunk's positions (null: no
-// rotation to undo), for callers that need the table anyway (the decoder).
+// The same two with the caller's RoPE table for the chunk's positions (null:
+// no rotation to undo), for callers that need the table anyway (the codec).
+std::vector<float> SeqCodingDomain(const Chunk& chunk, const RopeTable* table);
 std::vector<float> SeqCodingDomainLayer(const Chunk& chunk, uint32_t layer, const RopeTable* table);
 
 // ---- entropy coding of one group's symbols q[token][dim] (int32) ----------
