@@ -66,21 +66,26 @@ Status ValidateShape(const KvShape& s, DType dtype) {
   return Status::Ok();
 }
 
-Status Chunk::Validate() const {
+Status Chunk::ValidateMeta() const {
   SEQKV_RETURN_IF_ERROR(ValidateShape(shape, dtype));
   if (tokens.size() != shape.tokens) {
     return InvalidArgument("chunk has " + std::to_string(tokens.size()) + " token ids for " +
                            std::to_string(shape.tokens) + " tokens");
-  }
-  if (k.size() != TensorBytes() || v.size() != TensorBytes()) {
-    return InvalidArgument("K/V sizes " + std::to_string(k.size()) + "/" + std::to_string(v.size()) +
-                           " bytes, expected " + std::to_string(TensorBytes()));
   }
   if (rope.style != RopeStyle::kNone) {
     if (rope.dim == 0 || rope.dim > shape.head_dim || rope.dim % 2 != 0) {
       return InvalidArgument("RoPE dim " + std::to_string(rope.dim) + " must be even and in [2, head_dim]");
     }
     if (!(rope.theta > 0.0)) return InvalidArgument("RoPE theta must be positive");
+  }
+  return Status::Ok();
+}
+
+Status Chunk::Validate() const {
+  SEQKV_RETURN_IF_ERROR(ValidateMeta());
+  if (k.size() != TensorBytes() || v.size() != TensorBytes()) {
+    return InvalidArgument("K/V sizes " + std::to_string(k.size()) + "/" + std::to_string(v.size()) +
+                           " bytes, expected " + std::to_string(TensorBytes()));
   }
   return Status::Ok();
 }

@@ -35,33 +35,18 @@ constexpr std::string_view kRecomputePrefix = "recompute needed";
 
 namespace {
 
-Result<std::vector<uint8_t>> EncodeChunkImpl(const Chunk& chunk, const Codec& codec, uint32_t flags,
-                                             const ChunkContext* parent, ChunkContext* next) {
-  SEQKV_RETURN_IF_ERROR(chunk.Validate());
+// The header and the sections; `store_kv` picks the token-id effort (ids are
+// the payload of a token-only chunk: as small as we can; beside KV they are
+// noise in the size, so there the fast coding wins).
+Result<std::vector<uint8_t>> Frame(const Chunk& chunk, CodecId codec_id, const std::string& spec, uint32_t flags,
+                                   bool store_kv, std::span<const Section> sections) {
   if ((flags & ~kKnownFlags) != 0) return InvalidArgument("unknown chunk flags");
-  flags |= codec.ChunkFlags();
-  const bool continues = parent != nullptr && codec.StoresKv() && codec.CanContinue(*parent);
-  if (continues) flags |= kFlagNeedsParent;
-  std::vector<Section> sections;
-  if (codec.StoresKv()) {
-    if (parent != nullptr || next != nullptr) {
-      SEQKV_RETURN_IF_ERROR(codec.EncodeContinuing(chunk, continues ? parent : nullptr, &sections, next));
-    } else {
-      SEQKV_RETURN_IF_ERROR(codec.Encode(chunk, &sections));
-    }
-  } else if (next != nullptr) {
-    *next = ChunkContext{};
-  }
   if (sections.size() > kMaxSections) return Internal("codec produced too many sections");
-  std::string spec = codec.Spec();
   if (spec.size() > kMaxSpecBytes) return InvalidArgument("codec spec longer than 1024 bytes");
 
   TokenCoding token_coding;
-  // Ids are the payload of a token-only chunk: code them as small as we can.
-  // Beside KV they are noise in the size, so there the fast coding wins.
   std::vector<uint8_t> token_bytes = internal::EncodeTokenIds(
-      chunk.tokens, codec.StoresKv() ? internal::TokenEffort::kFast : internal::TokenEffort::kSmallest,
-      &token_coding);
+      chunk.tokens, store_kv ? internal::TokenEffort::kFast : internal::TokenEffort::kSmallest, &token_coding);
 
   uint64_t payload_bytes = 0;
   for (const Section& s : sections) payload_bytes += s.data.size();
@@ -73,7 +58,7 @@ Result<std::vector<uint8_t>> EncodeChunkImpl(const Chunk& chunk, const Codec& co
   ByteWriter w(&out);
   w.U32(kChunkMagic);
   w.U16(kFormatVersion);
-  w.U16(static_cast<uint16_t>(codec.id()));
+  w.U16(static_cast<uint16_t>(codec_id));
   w.U32(static_cast<uint32_t>(header_size));
   w.U32(flags);
   w.U8(static_cast<uint8_t>(chunk.dtype));
@@ -101,11 +86,39 @@ Result<std::vector<uint8_t>> EncodeChunkImpl(const Chunk& chunk, const Codec& co
   w.U64(internal::Xxh3(std::span<const uint8_t>(out.data(), out.size())));
   if (out.size() != header_size) return Internal("chunk header size mismatch");
   for (const Section& s : sections) w.Bytes(s.data);
+  return out;
+}
+
+Result<std::vector<uint8_t>> EncodeChunkImpl(const Chunk& chunk, const Codec& codec, uint32_t flags,
+                                             const ChunkContext* parent, ChunkContext* next) {
+  SEQKV_RETURN_IF_ERROR(chunk.Validate());
+  if ((flags & ~kKnownFlags) != 0) return InvalidArgument("unknown chunk flags");
+  flags |= codec.ChunkFlags();
+  const bool continues = parent != nullptr && codec.StoresKv() && codec.CanContinue(*parent);
+  if (continues) flags |= kFlagNeedsParent;
+  std::vector<Section> sections;
+  if (codec.StoresKv()) {
+    if (parent != nullptr || next != nullptr) {
+      SEQKV_RETURN_IF_ERROR(codec.EncodeContinuing(chunk, continues ? parent : nullptr, &sections, next));
+    } else {
+      SEQKV_RETURN_IF_ERROR(codec.Encode(chunk, &sections));
+    }
+  } else if (next != nullptr) {
+    *next = ChunkContext{};
+  }
+  SEQKV_ASSIGN_OR_RETURN(std::vector<uint8_t> out,
+                         Frame(chunk, codec.id(), codec.Spec(), flags, codec.StoresKv(), sections));
   if (next != nullptr) next->chunk_hash = internal::Xxh3(out);
   return out;
 }
 
 }  // namespace
+
+Result<std::vector<uint8_t>> FrameChunk(const Chunk& meta, CodecId codec_id, const std::string& codec_spec,
+                                        uint32_t flags, std::span<const Section> sections) {
+  SEQKV_RETURN_IF_ERROR(meta.ValidateMeta());
+  return Frame(meta, codec_id, codec_spec, flags, true, sections);
+}
 
 Result<std::vector<uint8_t>> EncodeChunk(const Chunk& chunk, const Codec& codec, uint32_t flags) {
   return EncodeChunkImpl(chunk, codec, flags, nullptr, nullptr);

@@ -49,22 +49,17 @@ namespace internal {
 
 namespace {
 
-constexpr uint32_t kParamsSection = 1;
-constexpr uint32_t kLayer0Section = 2;
-constexpr uint32_t kLayerSectionBase = 16;      // + layer
-constexpr uint32_t kLosslessSectionBase = 1000;  // + seq:lossless section type
-constexpr uint8_t kModeLossy = 0, kModeLossless = 1;
+constexpr uint32_t kParamsSection = kSeqParamsSection;
+constexpr uint32_t kLayer0Section = kSeqLayer0Section;
+constexpr uint32_t kLayerSectionBase = kSeqLayerSectionBase;  // + layer
+constexpr uint32_t kLosslessSectionBase = 1000;               // + seq:lossless section type
+constexpr uint8_t kModeLossy = kSeqModeLossy, kModeLossless = kSeqModeLossless;
 constexpr double kMinDelta = 1e-5, kMaxDelta = 1e3;
 
 std::string FormatDouble(double v) {
   char buf[64];
   std::snprintf(buf, sizeof(buf), "%.9g", v);
   return buf;
-}
-
-uint8_t RateCode(double bits) {
-  const double c = std::nearbyint(128.0 - 16.0 * bits);
-  return static_cast<uint8_t>(std::clamp(c, 0.0, 255.0));
 }
 
 class SeqLossyCodec final : public Codec, public SeqLossyEncoder {
@@ -82,6 +77,9 @@ class SeqLossyCodec final : public Codec, public SeqLossyEncoder {
 
   CodecId id() const override { return CodecId::kSeq; }
   const SeqProfile& profile() const override { return *profile_; }
+  SeqEncoderSettings Settings() const override {
+    return {opts_.bits, opts_.kl, opts_.delta, opts_.deadzone, opts_.krate, opts_.vrate, opts_.lrate};
+  }
 
   std::string Spec() const override {
     CodecSpec s;
@@ -314,14 +312,7 @@ Status SeqLossyCodec::EncodeImpl(const Chunk& chunk, const ChunkContext* parent,
   const float* layer0 = params.layer0_exact ? x.data() : nullptr;
   const uint32_t first = params.layer0_exact ? 1 : 0;
 
-  params.mult_code.assign(p.groups(), 128);
-  for (uint32_t l = 0; l < L; ++l) {
-    for (uint32_t h = 0; h < H; ++h) {
-      const double lr = opts_.lrate.empty() ? 0.0 : opts_.lrate[l];
-      params.mult_code[SeqGroup(l, 0, h, H)] = RateCode(opts_.krate + lr);
-      params.mult_code[SeqGroup(l, 1, h, H)] = RateCode(opts_.vrate + lr);
-    }
-  }
+  params.mult_code = SeqStepCodes(p, opts_.krate, opts_.vrate, opts_.lrate);
 
   SeqLoopResult loop;
   auto trial = [&](double delta0, double* bits, double* proxy) {
@@ -434,21 +425,10 @@ Status SeqLossyCodec::EncodeImpl(const Chunk& chunk, const ChunkContext* parent,
   info->estimated_bits = bits;
   info->layer_bytes.assign(L, 0);
 
-  std::vector<uint8_t> params_bytes;
-  ByteWriter w(&params_bytes);
-  w.U8(kModeLossy);
-  w.U8(params.layer0_exact ? 1 : 0);
-  w.U16(0);
-  uint32_t dbits, pbits;
-  const float pf = static_cast<float>(proxy);
-  std::memcpy(&dbits, &params.delta0, 4);
-  std::memcpy(&pbits, &pf, 4);
-  w.U32(dbits);
-  w.U32(pbits);
-  w.U64(continues ? parent->chunk_hash : 0);
-  w.U32(p.groups());
-  w.Bytes(params.mult_code);
-  sections->push_back({kParamsSection, std::move(params_bytes)});
+  SeqLossyParams table;
+  table.loop = params;
+  table.parent_hash = continues ? parent->chunk_hash : 0;
+  sections->push_back({kParamsSection, PackSeqLossyParams(table, static_cast<float>(proxy))});
   if (params.layer0_exact) {
     info->layer_bytes[0] = layer0_section.size();
     sections->push_back({kLayer0Section, std::move(layer0_section)});

@@ -353,6 +353,39 @@ double SeqMultiplier(uint8_t code) {
   return std::ldexp(m, whole);
 }
 
+uint8_t SeqRateCode(double bits) {
+  const double c = std::nearbyint(128.0 - 16.0 * bits);
+  return static_cast<uint8_t>(std::clamp(c, 0.0, 255.0));
+}
+
+std::vector<uint8_t> SeqStepCodes(const SeqProfile& p, double krate, double vrate, const std::vector<double>& lrate) {
+  std::vector<uint8_t> codes(p.groups(), 128);
+  for (uint32_t l = 0; l < p.layers; ++l) {
+    const double lr = lrate.empty() ? 0.0 : lrate[l];
+    for (uint32_t h = 0; h < p.kv_heads; ++h) {
+      codes[SeqGroup(l, 0, h, p.kv_heads)] = SeqRateCode(krate + lr);
+      codes[SeqGroup(l, 1, h, p.kv_heads)] = SeqRateCode(vrate + lr);
+    }
+  }
+  return codes;
+}
+
+double SeqGroupSse(const float* x, const float* xhat, uint32_t tokens, uint32_t d) {
+  double sse = 0;
+  for (uint32_t t0 = 0; t0 < tokens; t0 += kSeqSseTile) {
+    const uint32_t t1 = std::min(tokens, t0 + kSeqSseTile);
+    for (uint32_t j = 0; j < d; ++j) {
+      double part = 0;
+      for (uint32_t t = t0; t < t1; ++t) {
+        const double e = double{x[size_t{t} * d + j]} - double{xhat[size_t{t} * d + j]};
+        part += e * e;
+      }
+      sse += part;
+    }
+  }
+  return sse;
+}
+
 std::vector<float> SeqSteps(const SeqProfile& p, const SeqLoopParams& params) {
   const uint32_t g_count = p.groups(), d = p.head_dim;
   std::vector<float> steps(size_t{g_count} * d);
@@ -502,23 +535,12 @@ void Loop(const SeqProfile& p, uint32_t tokens, const float* x, const float* lay
               for (uint32_t i = 0; i < d; ++i) c[i] += rj * ut[i];
             }
             int32_t* qr = q + size_t{t} * d;
-            for (uint32_t i = 0; i < d; ++i) {
-              const float a = std::fabs(c[i]) / st[i] + params.rho;
-              const float m = std::floor(std::min(a, static_cast<float>(kSeqMaxMagnitude)));
-              const int32_t v = static_cast<int32_t>(m);
-              qr[i] = c[i] < 0 ? -v : v;
-            }
+            for (uint32_t i = 0; i < d; ++i) qr[i] = SeqQuantize(c[i], st[i], params.rho);
           }
         }
         Reconstruct(basis, st, tokens, d, q, pred.data(), xhat, acc.data());
         if (encode) {
-          const float* xs = x + l * per_layer + (size_t{kv} * H + h) * per_group;
-          double sse = 0;
-          for (size_t i = 0; i < per_group; ++i) {
-            const double e = double{xs[i]} - double{xhat[i]};
-            sse += e * e;
-          }
-          out->sse[g] = sse;
+          out->sse[g] = SeqGroupSse(x + l * per_layer + (size_t{kv} * H + h) * per_group, xhat, tokens, d);
         }
       }
     }
@@ -557,6 +579,23 @@ Result<SeqLossyParams> ParseSeqLossyParams(std::span<const uint8_t> after_mode, 
     return DataLoss("seq: bad parameters");
   }
   out.loop.layer0_exact = layer0_mode == 1;
+  return out;
+}
+
+std::vector<uint8_t> PackSeqLossyParams(const SeqLossyParams& params, float proxy) {
+  std::vector<uint8_t> out;
+  ByteWriter w(&out);
+  w.U8(kSeqModeLossy);
+  w.U8(params.loop.layer0_exact ? 1 : 0);
+  w.U16(0);
+  uint32_t dbits, pbits;
+  std::memcpy(&dbits, &params.loop.delta0, 4);
+  std::memcpy(&pbits, &proxy, 4);
+  w.U32(dbits);
+  w.U32(pbits);
+  w.U64(params.parent_hash);
+  w.U32(static_cast<uint32_t>(params.loop.mult_code.size()));
+  w.Bytes(params.loop.mult_code);
   return out;
 }
 

@@ -94,6 +94,29 @@ struct SeqLoopParams {
 
 // Step multiplier of a code, deterministic.
 double SeqMultiplier(uint8_t code);
+// The code of 2^-bits (extra bits of rate): clamp(round(128 - 16 bits), 0, 255).
+uint8_t SeqRateCode(double bits);
+// The step codes [G] of the spec keys krate=, vrate= and lrate= (one value per
+// layer; empty = 0): keys krate + lrate[l], values vrate + lrate[l].
+std::vector<uint8_t> SeqStepCodes(const SeqProfile& profile, double krate, double vrate,
+                                  const std::vector<double>& lrate);
+
+// The quantizer: symbol of coefficient c with step `step` and rounding offset
+// rho, floor(|c| / step + rho) with the sign of c, the magnitude capped at
+// kSeqMaxMagnitude (also for NaN). The GPU encoder uses the same operations.
+inline int32_t SeqQuantize(float c, float step, float rho) {
+  const float a = __builtin_fabsf(c) / step + rho;
+  const float m = a < static_cast<float>(kSeqMaxMagnitude) ? __builtin_floorf(a) : static_cast<float>(kSeqMaxMagnitude);
+  const int32_t v = static_cast<int32_t>(m);
+  return c < 0 ? -v : v;
+}
+
+// Squared error of one group (x and xhat [tokens][d]) in double, summed in a
+// fixed order that a GPU computes in parallel: per tile of kSeqSseTile tokens
+// and per channel j (ascending) a partial sum over the tile's tokens
+// (ascending) from 0.0, the partials added to the total in (tile, j) order.
+inline constexpr uint32_t kSeqSseTile = 16;
+double SeqGroupSse(const float* x, const float* xhat, uint32_t tokens, uint32_t d);
 // Steps [G][dim] as float32.
 std::vector<float> SeqSteps(const SeqProfile& profile, const SeqLoopParams& params);
 
@@ -113,6 +136,11 @@ void SeqDecodeLoop(const SeqProfile& profile, uint32_t tokens, const float* laye
                    SeqLoopResult* out);
 
 // ---- the container's small tables (docs/format.md, "seq lossy: Sections") ----
+inline constexpr uint32_t kSeqParamsSection = 1;
+inline constexpr uint32_t kSeqLayer0Section = 2;
+inline constexpr uint32_t kSeqLayerSectionBase = 16;  // + layer
+inline constexpr uint8_t kSeqModeLossy = 0, kSeqModeLossless = 1;
+
 // Section 1 of a lossy chunk after its mode byte: u8 layer-0 mode, u16 0,
 // f32 delta0, f32 proxy, u64 parent hash, u32 G (must be `groups`), G step
 // codes. DATA_LOSS ("seq: bad parameters") for anything else. One parser for
@@ -122,6 +150,8 @@ struct SeqLossyParams {
   uint64_t parent_hash = 0;  // 0: the chunk continues no parent
 };
 Result<SeqLossyParams> ParseSeqLossyParams(std::span<const uint8_t> after_mode, uint32_t groups);
+// Section 1 of a lossy chunk, mode byte included; `proxy` is the encoder's.
+std::vector<uint8_t> PackSeqLossyParams(const SeqLossyParams& params, float proxy);
 
 // A layer section: u32 n (must be `expected`), n x u32 length, the n streams.
 std::vector<uint8_t> PackSeqStreams(const std::vector<std::vector<uint8_t>>& streams);

@@ -71,6 +71,8 @@ struct Chunk {
   uint64_t TensorBytes() const { return shape.elements() * DTypeSize(dtype); }
   // Checks shape bounds, dtype, token count and tensor sizes.
   Status Validate() const;
+  // The same without the tensor sizes (K and V not read).
+  Status ValidateMeta() const;
 };
 
 // Validates only the shape and dtype (used before any allocation).

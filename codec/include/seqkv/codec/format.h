@@ -75,6 +75,14 @@ Result<std::vector<uint8_t>> EncodeChunk(const Chunk& chunk, const Codec& codec,
 Result<std::vector<uint8_t>> EncodeChunk(const Chunk& chunk, const Codec& codec, const ChunkContext* parent,
                                          ChunkContext* next);
 
+// Frames sections that a codec produced elsewhere (a GPU encoder) into the
+// bytes EncodeChunk would write for them: `meta` gives the shape, dtype, RoPE,
+// first position and token ids (its K and V are not read), `flags` the
+// header flags (the codec's ChunkFlags plus kFlagNeedsParent if it applies).
+// InvalidArgument for a bad shape, token count, spec or section count.
+Result<std::vector<uint8_t>> FrameChunk(const Chunk& meta, CodecId codec_id, const std::string& codec_spec,
+                                        uint32_t flags, std::span<const Section> sections);
+
 // Parses and validates the header: magic, version, header checksum, bounds,
 // flags, token ids, and that the section table exactly covers `bytes`.
 // Does not verify the section checksums.

@@ -155,10 +155,20 @@ struct SeqEncodeInfo {
 // did through Codec::Encode), for tools that want per-layer numbers.
 const SeqEncodeInfo& SeqLastEncodeInfo();
 
+// A lossy seq codec's settings, as parsed from its spec (docs/format.md,
+// "seq lossy"): 0 = not given. The GPU encoder takes them from here so that it
+// quantizes with exactly the CPU encoder's numbers.
+struct SeqEncoderSettings {
+  double bits = 0, kl = 0, delta = 0;
+  double deadzone = 0.5, krate = 0, vrate = 0;
+  std::vector<double> lrate;  // per layer, empty = 0
+};
+
 // Implemented by the lossy seq codec (dynamic_cast a Codec to it).
 class SeqLossyEncoder {
  public:
   virtual ~SeqLossyEncoder() = default;
+  virtual SeqEncoderSettings Settings() const = 0;
   // Encode plus a report; recon (optional) receives the decoder's output.
   virtual Status EncodeWithInfo(const Chunk& chunk, std::vector<Section>* sections, SeqEncodeInfo* info,
                                 Chunk* recon) const = 0;
