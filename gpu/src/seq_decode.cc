@@ -8,6 +8,7 @@
 #include <cstring>
 #include <string>
 
+#include "device_tables.h"
 #include "engine_rope.h"
 #include "gpu_util.h"
 #include "kv_layout.h"
@@ -32,10 +33,6 @@ constexpr uint32_t kParamsSection = 1;
 constexpr uint32_t kLayerSectionBase = 16;
 
 uint64_t Elements(const KvShape& s) { return uint64_t{s.layers} * s.kv_heads * s.tokens * s.head_dim; }
-
-bool SameRope(const RopeParams& a, const RopeParams& b) {
-  return a.style == b.style && a.theta == b.theta && a.dim == b.dim;
-}
 
 Status CheckItem(const SeqDecodeArgs& args, const SeqDecodeItem& item, const SeqProfile& p) {
   SEQKV_RETURN_IF_ERROR(ValidateShape(item.shape, DType::kBF16));
@@ -116,53 +113,16 @@ struct SeqDecodeGpu::Impl {
   float* predictor = nullptr;
   float* basis = nullptr;
   float* step_scale = nullptr;
-  // kCuda: RoPE cos/sin for positions [0, rope_positions) of rope_params.
-  RopeParams rope_params;
-  uint32_t rope_positions = 0;
-  uint32_t rotary_dim = 0;
-  float* rope_cos = nullptr;
-  float* rope_sin = nullptr;
+  // kCuda: RoPE cos/sin of the pre-RoPE keys' rotation.
+  internal::DeviceRope rope{Backend::kCpu};
   // The last Decode's entropy-stage statuses and the item of each group.
   std::vector<Status> group_statuses;
   std::vector<uint32_t> group_item;
   uint64_t last_entropy_offset = 0;  // where the entropy stage's workspace starts
 
+  explicit Impl(Backend b) : backend(b), rope(b) {}
   ~Impl() {
-    for (void* p : {static_cast<void*>(predictor), static_cast<void*>(basis), static_cast<void*>(step_scale),
-                    static_cast<void*>(rope_cos), static_cast<void*>(rope_sin)}) {
-      BackendFree(backend, p);
-    }
-  }
-
-  Result<float*> Upload(const std::vector<float>& v) {
-    SEQKV_ASSIGN_OR_RETURN(void* p, BackendAllocate(backend, v.size() * sizeof(float)));
-    const Status s = BackendCopyIn(backend, p, v.data(), v.size() * sizeof(float));
-    if (!s.ok()) {
-      BackendFree(backend, p);
-      return s;
-    }
-    return static_cast<float*>(p);
-  }
-
-  // Makes the device RoPE table cover `positions` positions of `rope`.
-  Status EnsureRope(const RopeParams& rope, uint32_t positions) {
-    if (rope_positions >= positions && SameRope(rope, rope_params)) return Status::Ok();
-    // Grow geometrically: a table serves every later chunk of the sequence.
-    uint32_t n = std::max<uint32_t>(positions, SameRope(rope, rope_params) ? 2 * rope_positions : 0);
-    n = std::min<uint32_t>(std::max<uint32_t>(n, 1024), 1u << 24);
-    const seqkv::internal::RopeTable t = seqkv::internal::MakeRopeTable(rope, profile->head_dim, 0, n);
-    BackendFree(backend, rope_cos);
-    BackendFree(backend, rope_sin);
-    rope_cos = rope_sin = nullptr;
-    rope_positions = 0;
-    rotary_dim = t.rotary_dim;
-    if (t.rotary_dim > 0) {
-      SEQKV_ASSIGN_OR_RETURN(rope_cos, Upload(t.cos));
-      SEQKV_ASSIGN_OR_RETURN(rope_sin, Upload(t.sin));
-    }
-    rope_params = rope;
-    rope_positions = n;
-    return Status::Ok();
+    for (float* p : {predictor, basis, step_scale}) BackendFree(backend, p);
   }
 
   std::vector<SeqEntropyItem> EntropyItems(const SeqDecodeArgs& args, const std::vector<Status>* statuses,
@@ -287,14 +247,13 @@ Result<SeqDecodeGpu> SeqDecodeGpu::Create(std::shared_ptr<const SeqProfile> prof
 Result<SeqDecodeGpu> SeqDecodeGpu::CreateFor(Backend backend, std::shared_ptr<const SeqProfile> profile) {
   if (profile == nullptr) return InvalidArgument("seq gpu: no profile");
   SEQKV_RETURN_IF_ERROR(profile->Validate());
-  auto impl = std::make_unique<Impl>();
-  impl->backend = backend;
+  auto impl = std::make_unique<Impl>(backend);
   impl->profile = std::move(profile);
   SEQKV_ASSIGN_OR_RETURN(impl->entropy, SeqEntropyGpu::CreateFor(backend));
   if (backend == Backend::kCuda) {
-    SEQKV_ASSIGN_OR_RETURN(impl->predictor, impl->Upload(impl->profile->predictor));
-    SEQKV_ASSIGN_OR_RETURN(impl->basis, impl->Upload(impl->profile->basis));
-    SEQKV_ASSIGN_OR_RETURN(impl->step_scale, impl->Upload(impl->profile->step_scale));
+    SEQKV_ASSIGN_OR_RETURN(impl->predictor, internal::UploadFloats(backend, impl->profile->predictor));
+    SEQKV_ASSIGN_OR_RETURN(impl->basis, internal::UploadFloats(backend, impl->profile->basis));
+    SEQKV_ASSIGN_OR_RETURN(impl->step_scale, internal::UploadFloats(backend, impl->profile->step_scale));
   }
   return SeqDecodeGpu(std::move(impl));
 }
@@ -342,13 +301,13 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
     const SeqDecodeItem& item = args.items[i];
     if (!(*statuses)[i].ok() || !rope_keys || item.rope.style == RopeStyle::kNone) continue;
     if (rope == nullptr) rope = &item.rope;
-    if (!SameRope(item.rope, *rope)) {
+    if (!internal::SameRope(item.rope, *rope)) {
       (*statuses)[i] = Unimplemented("seq gpu: one batch takes one set of RoPE parameters");
       continue;
     }
     positions = std::max<uint32_t>(positions, static_cast<uint32_t>(item.first_position + item.shape.tokens));
   }
-  if (rope != nullptr) SEQKV_RETURN_IF_ERROR(impl_->EnsureRope(*rope, positions));
+  if (rope != nullptr) SEQKV_RETURN_IF_ERROR(impl_->rope.Ensure(*rope, p.head_dim, positions));
 
   const Layout layout = impl_->MakeLayout(args, statuses);
   auto* base = static_cast<uint8_t*>(workspace);
@@ -376,7 +335,7 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
     d.token_offset = item.token_offset;
     d.first_position = item.first_position;
     d.tokens = item.shape.tokens;
-    d.rotate_keys = rope_keys && item.rope.style != RopeStyle::kNone && impl_->rotary_dim > 0 ? 1 : 0;
+    d.rotate_keys = rope_keys && item.rope.style != RopeStyle::kNone && impl_->rope.rotary_dim() > 0 ? 1 : 0;
     d.status_index = static_cast<uint32_t>(i);
     d.first_cta = ctas;
     ctas += internal::SdCtasOf(p.kv_heads, item.shape.tokens);
@@ -422,9 +381,9 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
   launch.basis = impl_->basis;
   launch.step_scale = impl_->step_scale;
   launch.rope_style = rope != nullptr && rope->style == RopeStyle::kRotateHalf ? 1 : 2;
-  launch.rotary_dim = impl_->rotary_dim;
-  launch.rope_cos = impl_->rope_cos;
-  launch.rope_sin = impl_->rope_sin;
+  launch.rotary_dim = impl_->rope.rotary_dim();
+  launch.rope_cos = impl_->rope.cos();
+  launch.rope_sin = impl_->rope.sin();
   launch.paged = args.destination == KvDestination::kPaged;
   launch.block_size = args.block_size;
   launch.num_blocks = args.num_blocks;

@@ -22,31 +22,14 @@
 #include <cstdint>
 
 #include "seq_decode_kernels.h"
+#include "seq_dense_device.cuh"
 
 namespace seqkv::gpu::internal {
 
 namespace {
 
-constexpr uint32_t TT = kSdTileTokens;
-constexpr uint32_t FC = kSdFeatureChunk;
-
-__device__ __forceinline__ uint32_t FindItem(const SdDesc* descs, uint32_t count, uint32_t cta) {
-  uint32_t lo = 0, hi = count;
-  while (hi - lo > 1) {
-    const uint32_t mid = (lo + hi) / 2;
-    if (descs[mid].first_cta <= cta) lo = mid; else hi = mid;
-  }
-  return lo;
-}
-
-// FloatToBf16 (dtype.h): round to nearest even, NaN made quiet.
-__device__ __forceinline__ uint16_t ToBf16(float f) {
-  const uint32_t bits = __float_as_uint(f);
-  if ((bits & 0x7F800000u) == 0x7F800000u && (bits & 0x007FFFFFu) != 0) {
-    return static_cast<uint16_t>((bits >> 16) | 0x0040u);
-  }
-  return static_cast<uint16_t>((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
-}
+using dense::TT;
+using dense::FC;
 
 __global__ void SdLayerKernel(SdLaunch L, uint32_t layer) {
   extern __shared__ __align__(16) unsigned char smem[];
@@ -57,7 +40,7 @@ __global__ void SdLayerKernel(SdLaunch L, uint32_t layer) {
   float* step_s = row_s + TT * d;                   // [d]
 
   const uint32_t cta = blockIdx.x;
-  const uint32_t item = FindItem(L.descs, L.count, cta);
+  const uint32_t item = dense::FindItem(L.descs, L.count, cta);
   const SdDesc& desc = L.descs[item];
   const uint32_t T = desc.tokens;
   const uint32_t tiles = (T + TT - 1) / TT;
@@ -88,61 +71,8 @@ __global__ void SdLayerKernel(SdLaunch L, uint32_t layer) {
 
   // Prediction.
   float acc[TT];
-#pragma unroll
-  for (uint32_t k = 0; k < TT; ++k) acc[k] = 0.0f;
-  const bool has_features = layer > 0 && L.inputs != 0;
-  if (has_features) {
-    for (uint32_t f0 = 0; f0 < F; f0 += FC) {
-      const uint32_t fc = min(FC, F - f0);
-      __syncthreads();
-      for (uint32_t idx = j; idx < TT * FC; idx += blockDim.x) {
-        const uint32_t k = idx / FC, ff = idx % FC, f = f0 + ff;
-        float v = 0.0f;
-        if (k < nt && ff < fc) {
-          const uint64_t t = t0 + k;
-          if (f == F - 1) {
-            v = 1.0f;
-          } else if (L.inputs == 1) {  // same head: [K row, V row, 1]
-            const uint32_t pkv = f / d, c = f % d;
-            v = prev[((uint64_t{pkv} * H + h) * T + t) * d + c];
-          } else {  // all heads: [K heads..., V heads..., 1]
-            const uint32_t blk = f / d, c = f % d;  // blk = kv' * H + h'
-            v = prev[(uint64_t{blk} * T + t) * d + c];
-          }
-        }
-        feat_s[idx] = v;
-      }
-      __syncthreads();
-      if (active) {
-        // Four columns a step (one 16-byte shared load per token), each
-        // token's sum still in ascending f.
-        uint32_t ff = 0;
-        for (; ff + 4 <= fc; ff += 4) {
-          const float* wp = W + uint64_t{f0 + ff} * d + j;
-          const float w0 = wp[0], w1 = wp[d], w2 = wp[2 * d], w3 = wp[3 * d];
-#pragma unroll
-          for (uint32_t k = 0; k < TT; ++k) {
-            const float4 x = *reinterpret_cast<const float4*>(feat_s + k * FC + ff);
-            float a = acc[k];
-            a = __fadd_rn(a, __fmul_rn(x.x, w0));
-            a = __fadd_rn(a, __fmul_rn(x.y, w1));
-            a = __fadd_rn(a, __fmul_rn(x.z, w2));
-            a = __fadd_rn(a, __fmul_rn(x.w, w3));
-            acc[k] = a;
-          }
-        }
-        for (; ff < fc; ++ff) {
-          const float w = W[uint64_t{f0 + ff} * d + j];
-#pragma unroll
-          for (uint32_t k = 0; k < TT; ++k) acc[k] = __fadd_rn(acc[k], __fmul_rn(feat_s[k * FC + ff], w));
-        }
-      }
-    }
-  } else if (active) {
-    const float w = W[uint64_t{F - 1} * d + j];  // the bias row alone
-#pragma unroll
-    for (uint32_t k = 0; k < TT; ++k) acc[k] = __fadd_rn(0.0f, __fmul_rn(1.0f, w));
-  }
+  const dense::PredictArgs pa{W, prev, F, d, H, T, L.inputs, h, t0, nt, layer > 0 && L.inputs != 0};
+  dense::PredictTile(pa, feat_s, j, active, acc);
   __syncthreads();  // y_s ready (and the last feature chunk consumed)
 
   // Reconstruction: each basis row is read once per tile; each token's sum
@@ -154,28 +84,7 @@ __global__ void SdLayerKernel(SdLaunch L, uint32_t layer) {
     float rec[TT];
 #pragma unroll
     for (uint32_t k = 0; k < TT; ++k) rec[k] = 0.0f;
-    uint32_t i = 0;
-    if (d % 4 == 0) {
-      for (; i < d; i += 4) {
-        const float* up = U + uint64_t{i} * d + j;
-        const float u0 = up[0], u1 = up[d], u2 = up[2 * d], u3 = up[3 * d];
-#pragma unroll
-        for (uint32_t k = 0; k < TT; ++k) {
-          const float4 y = *reinterpret_cast<const float4*>(y_s + k * d + i);
-          float r = rec[k];
-          r = __fadd_rn(r, __fmul_rn(y.x, u0));
-          r = __fadd_rn(r, __fmul_rn(y.y, u1));
-          r = __fadd_rn(r, __fmul_rn(y.z, u2));
-          r = __fadd_rn(r, __fmul_rn(y.w, u3));
-          rec[k] = r;
-        }
-      }
-    }
-    for (; i < d; ++i) {
-      const float u = U[uint64_t{i} * d + j];
-#pragma unroll
-      for (uint32_t k = 0; k < TT; ++k) rec[k] = __fadd_rn(rec[k], __fmul_rn(y_s[k * d + i], u));
-    }
+    dense::AccumulateTile(y_s, d, d, U + j, d, rec);
 #pragma unroll
     for (uint32_t k = 0; k < TT; ++k) {
       if (k < nt) {
@@ -197,22 +106,9 @@ __global__ void SdLayerKernel(SdLaunch L, uint32_t layer) {
     if (rotate) {
       const uint64_t pos = desc.first_position + t0 + k;
       const float c = L.rope_cos[pos * rd + j], s = L.rope_sin[pos * rd + j];
-      float a, b;
-      bool first;  // j is the pair's first element (ia) or its second (ib)
-      if (L.rope_style == 1) {
-        const uint32_t half = rd / 2;
-        first = j < half;
-        a = first ? row[j] : row[j - half];
-        b = first ? row[j + half] : row[j];
-      } else {
-        first = (j & 1) == 0;
-        a = first ? row[j] : row[j - 1];
-        b = first ? row[j + 1] : row[j];
-      }
-      // ia: a * cos + (-b) * sin; ib: b * cos + a * sin (products, then the sum).
-      val = first ? __fadd_rn(__fmul_rn(a, c), __fmul_rn(-b, s)) : __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, s));
+      val = dense::RopeChannel(row, j, rd, L.rope_style, c, s, false);
     }
-    const uint16_t bits = ToBf16(val);
+    const uint16_t bits = dense::ToBf16(val);
     const uint64_t token = desc.token_offset + t0 + k;
     if (L.paged) {
       const int32_t blk = desc.block_table[token / L.block_size];

@@ -1,0 +1,110 @@
+// Batched encode of the sequential codec's lossy chunks on the GPU (the
+// prefill side), with the codec's CPU reference behind the same API when no
+// GPU is present (docs/gpu.md, "Sequential codec: encode").
+//
+// Protocol, as the other codec APIs: Create -> CanImplement -> WorkspaceBytes
+// -> Encode(args, workspace, stream) -> Finish, which waits for the stream and
+// returns each item's chunk, framed (format.h): the same bytes as
+// seqkv::EncodeChunk(chunk, codec) on the CPU.
+//
+// Pipeline per batch: per layer one launch that reads the layer's bf16 K and V
+// (RoPE undone on the keys when the profile codes keys before RoPE), predicts
+// every group from the previous layer's reconstruction, transforms the
+// residual with the group's KLT, quantizes, and reconstructs as the decoder
+// will (the closed loop); then one thread per group stream runs the adaptive
+// models and the interleaved rANS coder; then the streams are packed into the
+// layer sections in the caller's output buffers.
+//
+// Exactness: every float operation is the CPU reference's (codec/src/
+// seq_lossy_core.cc) in its order without FMA contraction, so the symbols,
+// the streams and the reconstruction are the reference's bit for bit; the
+// encoder's proxy (an informational field) is summed in the reference's fixed
+// tile order (SeqGroupSse). tests/gpu/seq_encode_gpu_test.cc compares chunks
+// byte for byte.
+//
+// Scope: codec specs with a fixed step, seq:delta=X (deadzone=, krate=,
+// vrate=, lrate= allowed); rate control (bits=, kl=) searches the step with
+// several trial encodes on the CPU and is refused here (UNIMPLEMENTED).
+// Profiles that take layer 0 from the model are refused too. bf16 input in
+// the contiguous layout [layers, kv_heads, in_tokens, head_dim]. An item whose
+// streams would not fit in SeqEncodeMaxBytes (more than 16 bits per element)
+// fails with RESOURCE_EXHAUSTED: encode it on the CPU.
+//
+// Thread safety: calls on one SeqEncodeGpu are serialized by the caller (it
+// keeps a device RoPE table and the last batch's bookkeeping).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "seqkv/codec/chunk.h"
+#include "seqkv/codec/codec.h"
+#include "seqkv/codec/status.h"
+#include "seqkv/gpu/backend.h"
+
+namespace seqkv::gpu {
+
+// Bytes an item's output buffer must hold: the layer sections when every group
+// stream takes at most 16 bits per element.
+uint64_t SeqEncodeMaxBytes(const KvShape& shape);
+
+struct SeqEncodeItem {
+  KvShape shape;                  // of the chunk to produce (the profile's layers, heads, head_dim)
+  RopeParams rope;                // the chunk's header fields
+  uint64_t first_position = 0;
+  std::span<const int32_t> tokens;  // host memory: the chunk's token ids (shape.tokens)
+  // K and V, each [layers, kv_heads, in_tokens, head_dim] bf16 in backend
+  // memory; the chunk's token t is input token token_offset + t.
+  const void* k_in = nullptr;
+  const void* v_in = nullptr;
+  uint64_t in_tokens = 0;
+  uint64_t token_offset = 0;
+  // Backend memory of SeqEncodeMaxBytes(shape) bytes: the layer sections.
+  uint8_t* out = nullptr;
+};
+
+struct SeqEncodeArgs {
+  std::span<const SeqEncodeItem> items;
+};
+
+class SeqEncodeGpu {
+ public:
+  // `codec` is a lossy seq codec made by seqkv::MakeCodec ("seq:delta=...");
+  // the encoder keeps it (its profile, spec and flags). kCuda when
+  // ProbeDevices() finds a device in a CUDA build, else kCpu.
+  static Result<SeqEncodeGpu> Create(std::shared_ptr<const Codec> codec);
+  // FAILED_PRECONDITION when kCuda is not available; UNIMPLEMENTED for a spec
+  // or profile outside the scope above; INVALID_ARGUMENT for another codec.
+  static Result<SeqEncodeGpu> CreateFor(Backend backend, std::shared_ptr<const Codec> codec);
+
+  SeqEncodeGpu(SeqEncodeGpu&&) noexcept;
+  SeqEncodeGpu& operator=(SeqEncodeGpu&&) noexcept;
+  ~SeqEncodeGpu();
+
+  Backend backend() const;
+
+  Status CanImplement(const SeqEncodeArgs& args) const;
+  uint64_t WorkspaceBytes(const SeqEncodeArgs& args) const;
+
+  // Enqueues the batch on `stream` (a cudaStream_t; nullptr = the legacy
+  // default stream); `statuses` gets the host-side checks, one per item. On
+  // kCpu the call is synchronous and runs the codec's reference.
+  Status Encode(const SeqEncodeArgs& args, void* workspace, uint64_t workspace_bytes, void* stream,
+                std::vector<Status>* statuses);
+
+  // Waits for `stream`, merges the device's findings into `statuses`
+  // (RESOURCE_EXHAUSTED: an item's streams did not fit) and, for every item
+  // that succeeded, frames its chunk into (*chunks)[i] (host memory; empty for
+  // a failed item). `args` must be the batch given to the last Encode.
+  Status Finish(const SeqEncodeArgs& args, const void* workspace, void* stream, std::vector<Status>* statuses,
+                std::vector<std::vector<uint8_t>>* chunks);
+
+ private:
+  struct Impl;
+  explicit SeqEncodeGpu(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace seqkv::gpu

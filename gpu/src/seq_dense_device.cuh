@@ -1,0 +1,144 @@
+// Private to gpu/: device code shared by the seq codec's dense decode and
+// encode kernels (seq_decode_kernels.cu, seq_encode_kernels.cu). Every float
+// operation is a separate round-to-nearest _rn intrinsic in the CPU
+// reference's order (codec/src/seq_lossy_core.cc), so results are bit-exact.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "seq_decode_kernels.h"
+
+namespace seqkv::gpu::internal::dense {
+
+constexpr uint32_t TT = kSdTileTokens;
+constexpr uint32_t FC = kSdFeatureChunk;
+
+// The item of CTA `cta`: the last descriptor whose first_cta <= cta.
+template <typename Desc>
+__device__ __forceinline__ uint32_t FindItem(const Desc* descs, uint32_t count, uint32_t cta) {
+  uint32_t lo = 0, hi = count;
+  while (hi - lo > 1) {
+    const uint32_t mid = (lo + hi) / 2;
+    if (descs[mid].first_cta <= cta) lo = mid; else hi = mid;
+  }
+  return lo;
+}
+
+// FloatToBf16 (dtype.h): round to nearest even, NaN made quiet.
+__device__ __forceinline__ uint16_t ToBf16(float f) {
+  const uint32_t bits = __float_as_uint(f);
+  if ((bits & 0x7F800000u) == 0x7F800000u && (bits & 0x007FFFFFu) != 0) {
+    return static_cast<uint16_t>((bits >> 16) | 0x0040u);
+  }
+  return static_cast<uint16_t>((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
+}
+
+// Channel j (< rd) of a row after RoPE (undo = false: x * cos + rotate(x) *
+// sin, engine_rope.cc ApplyRope) or with it undone (undo = true: x * cos -
+// rotate(x) * sin, UndoRope): the pair (a, b) = (row[ia], row[ib]) gives
+// ia: a * cos + ra * sin, ib: b * cos + rb * sin (products, then the sum),
+// with (ra, rb) = (-b, a), or (b, -a) when undoing. style 1: rotate_half
+// (pairs (i, i + rd/2)), else interleaved (pairs (2i, 2i + 1)).
+__device__ __forceinline__ float RopeChannel(const float* row, uint32_t j, uint32_t rd, uint32_t style, float c,
+                                             float s, bool undo) {
+  float a, b;
+  bool first;  // j is the pair's first element (ia) or its second (ib)
+  if (style == 1) {
+    const uint32_t half = rd / 2;
+    first = j < half;
+    a = first ? row[j] : row[j - half];
+    b = first ? row[j + half] : row[j];
+  } else {
+    first = (j & 1) == 0;
+    a = first ? row[j] : row[j - 1];
+    b = first ? row[j + 1] : row[j];
+  }
+  const float ra = undo ? b : -b, rb = undo ? -a : a;
+  return first ? __fadd_rn(__fmul_rn(a, c), __fmul_rn(ra, s)) : __fadd_rn(__fmul_rn(b, c), __fmul_rn(rb, s));
+}
+
+// acc[k] += in[k][f] * m[f * d] for f = 0..n-1 ascending, for each of the
+// tile's TT tokens k; `in` is shared memory with row stride `stride`, `m` the
+// thread's column of a row-major matrix with d columns. Four columns a step
+// (one 16-byte shared load per token) when the rows are 16-byte aligned; each
+// token's sum keeps the ascending order either way.
+__device__ __forceinline__ void AccumulateTile(const float* in, uint32_t stride, uint32_t n, const float* m,
+                                               uint32_t d, float (&acc)[TT]) {
+  uint32_t f = 0;
+  if (stride % 4 == 0) {
+    for (; f + 4 <= n; f += 4) {
+      const float* mp = m + uint64_t{f} * d;
+      const float m0 = mp[0], m1 = mp[d], m2 = mp[2 * d], m3 = mp[3 * d];
+#pragma unroll
+      for (uint32_t k = 0; k < TT; ++k) {
+        const float4 x = *reinterpret_cast<const float4*>(in + k * stride + f);
+        float a = acc[k];
+        a = __fadd_rn(a, __fmul_rn(x.x, m0));
+        a = __fadd_rn(a, __fmul_rn(x.y, m1));
+        a = __fadd_rn(a, __fmul_rn(x.z, m2));
+        a = __fadd_rn(a, __fmul_rn(x.w, m3));
+        acc[k] = a;
+      }
+    }
+  }
+  for (; f < n; ++f) {
+    const float w = m[uint64_t{f} * d];
+#pragma unroll
+    for (uint32_t k = 0; k < TT; ++k) acc[k] = __fadd_rn(acc[k], __fmul_rn(in[k * stride + f], w));
+  }
+}
+
+// What PredictTile needs to know about the group and its tile.
+struct PredictArgs {
+  const float* W;     // the group's predictor [F][d]
+  const float* prev;  // the previous layer's reconstruction [2][H][T][d]
+  uint32_t F, d, H, T;
+  uint32_t inputs;    // 0 mean, 1 same head, 2 all heads (SeqInputs)
+  uint32_t h, t0, nt;
+  bool has_features;  // layer > 0 and inputs != mean
+};
+
+// pred[k] for the thread's channel j (Predict in seq_lossy_core.cc): the
+// tile's features staged in feat_s ([TT][FC]) FC columns at a time. Every
+// thread of the block calls it (it synchronizes); `active` says j < d.
+__device__ __forceinline__ void PredictTile(const PredictArgs& a, float* feat_s, uint32_t j, bool active,
+                                            float (&acc)[TT]) {
+#pragma unroll
+  for (uint32_t k = 0; k < TT; ++k) acc[k] = 0.0f;
+  const uint32_t F = a.F, d = a.d;
+  if (!a.has_features) {
+    if (active) {
+      const float w = a.W[uint64_t{F - 1} * d + j];  // the bias row alone
+#pragma unroll
+      for (uint32_t k = 0; k < TT; ++k) acc[k] = __fadd_rn(0.0f, __fmul_rn(1.0f, w));
+    }
+    return;
+  }
+  for (uint32_t f0 = 0; f0 < F; f0 += FC) {
+    const uint32_t fc = min(FC, F - f0);
+    __syncthreads();
+    for (uint32_t idx = threadIdx.x; idx < TT * FC; idx += blockDim.x) {
+      const uint32_t k = idx / FC, ff = idx % FC, f = f0 + ff;
+      float v = 0.0f;
+      if (k < a.nt && ff < fc) {
+        const uint64_t t = a.t0 + k;
+        if (f == F - 1) {
+          v = 1.0f;
+        } else if (a.inputs == 1) {  // same head: [K row, V row, 1]
+          const uint32_t pkv = f / d, c = f % d;
+          v = a.prev[((uint64_t{pkv} * a.H + a.h) * a.T + t) * d + c];
+        } else {  // all heads: [K heads..., V heads..., 1]
+          const uint32_t blk = f / d, c = f % d;  // blk = kv' * H + h'
+          v = a.prev[(uint64_t{blk} * a.T + t) * d + c];
+        }
+      }
+      feat_s[idx] = v;
+    }
+    __syncthreads();
+    if (active) AccumulateTile(feat_s, FC, fc, a.W + uint64_t{f0} * d + j, d, acc);
+  }
+}
+
+}  // namespace seqkv::gpu::internal::dense

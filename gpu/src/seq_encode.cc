@@ -1,0 +1,458 @@
+// SeqEncodeGpu: the settings from the codec, item checks, the CPU path (the
+// codec itself) and the CUDA path (per layer one dense launch, then the
+// entropy and packing launches), and the framing of the chunks.
+#include "seqkv/gpu/seq_encode.h"
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+
+#include "device_tables.h"
+#include "gpu_util.h"
+#include "kv_layout.h"
+#include "seq_lossy_core.h"
+#include "seqkv/codec/format.h"
+#include "seqkv/codec/seq_profile.h"
+#include "seqkv/gpu/device.h"
+
+#ifdef SEQKV_WITH_CUDA
+#include <cuda_runtime.h>
+
+#include "seq_decode_kernels.h"
+#include "seq_encode_kernels.h"
+#endif
+
+namespace seqkv::gpu {
+
+namespace {
+
+constexpr char kWho[] = "seq gpu encode";
+constexpr char kTooManyBits[] =
+    "seq gpu encode: a group stream takes more than 16 bits per element; encode this chunk on the CPU";
+
+// The largest group-stream header: bitmap, lane byte, the rANS states.
+uint32_t StreamHeaderBytes(uint32_t dim) { return (dim + 7) / 8 + 1 + 4 * seqkv::internal::kSeqMaxLanes; }
+
+uint64_t Elements(const KvShape& s) { return uint64_t{s.layers} * s.kv_heads * s.tokens * s.head_dim; }
+
+uint64_t StatusBytes(size_t items) { return internal::AlignUp(items * sizeof(int32_t) + sizeof(int32_t)); }
+
+// The chunk's metadata (no K/V): what FrameChunk writes into the header.
+Chunk MetaOf(const SeqEncodeItem& item) {
+  Chunk meta;
+  meta.shape = item.shape;
+  meta.dtype = DType::kBF16;
+  meta.rope = item.rope;
+  meta.first_position = item.first_position;
+  meta.tokens.assign(item.tokens.begin(), item.tokens.end());
+  return meta;
+}
+
+// Workspace: [int32 status per item][descriptors][step bases][symbols]
+// [two layers of reconstruction][squared-error partials][squared errors]
+// [model symbols][models][slots][stream sizes][stream offsets][section sizes].
+// On kCpu only the statuses.
+struct Layout {
+  uint64_t descs = 0, steps = 0, q = 0, xhat = 0, sse_part = 0, sse = 0, ops = 0, models = 0, slots = 0;
+  uint64_t stream_bytes = 0, dst = 0, section_bytes = 0, total = 0;
+  uint64_t layer_elements = 0;  // one layer's K and V of every item
+};
+
+}  // namespace
+
+uint64_t SeqEncodeMaxBytes(const KvShape& s) {
+  const uint64_t groups = 2ull * s.layers * s.kv_heads;
+  return uint64_t{s.layers} * (4 + 8ull * s.kv_heads) +
+         groups * (StreamHeaderBytes(s.head_dim) + 2ull * s.tokens * s.head_dim);
+}
+
+struct SeqEncodeGpu::Impl {
+  explicit Impl(Backend b) : backend(b), rope(b) {}
+  ~Impl() {
+    for (float* p : {predictor, basis, basis_t, step_scale}) BackendFree(backend, p);
+  }
+
+  Backend backend;
+  std::shared_ptr<const Codec> codec;
+  const SeqProfile* profile = nullptr;
+  float delta0 = 0;
+  float rho = 0.5f;
+  std::vector<uint8_t> mult_code;   // [G]
+  std::vector<double> step_base;    // [G] double(delta0) * multiplier
+  // kCuda: the profile's arrays and the RoPE table of the pre-RoPE keys.
+  float* predictor = nullptr;
+  float* basis = nullptr;
+  float* basis_t = nullptr;
+  float* step_scale = nullptr;
+  internal::DeviceRope rope;
+  // kCpu: the last Encode's chunks.
+  std::vector<std::vector<uint8_t>> cpu_chunks;
+
+  Status CheckItem(const SeqEncodeItem& item) const {
+    const SeqProfile& p = *profile;
+    SEQKV_RETURN_IF_ERROR(ValidateShape(item.shape, DType::kBF16));
+    if (item.shape.layers != p.layers || item.shape.kv_heads != p.kv_heads || item.shape.head_dim != p.head_dim) {
+      return InvalidArgument("seq gpu encode: the chunk's shape is not the profile's");
+    }
+    SEQKV_RETURN_IF_ERROR(MetaOf(item).ValidateMeta());
+    if (!item.k_in || !item.v_in || !item.out) return InvalidArgument("seq gpu encode: null input or output");
+    if (item.token_offset + item.shape.tokens > item.in_tokens) {
+      return OutOfRange("seq gpu encode: tokens [" + std::to_string(item.token_offset) + ", " +
+                        std::to_string(item.token_offset + item.shape.tokens) + ") past in_tokens " +
+                        std::to_string(item.in_tokens));
+    }
+    if (item.first_position + item.shape.tokens > (uint64_t{1} << 24)) {
+      return OutOfRange("seq gpu encode: RoPE positions must stay below 2^24");
+    }
+    return Status::Ok();
+  }
+
+  // The CPU reference: the codec itself on the gathered chunk; the layer
+  // sections also go to item.out.
+  Status CpuEncodeItem(const SeqEncodeItem& item, std::vector<uint8_t>* bytes) const {
+    Chunk chunk = internal::GatherInput(item.shape, item);
+    chunk.rope = item.rope;
+    chunk.first_position = item.first_position;
+    chunk.tokens.assign(item.tokens.begin(), item.tokens.end());
+    SEQKV_ASSIGN_OR_RETURN(*bytes, EncodeChunk(chunk, *codec));
+    SEQKV_ASSIGN_OR_RETURN(ChunkHeader header, ParseChunkHeader(*bytes));
+    // The GPU's limit, judged the same way: every group stream within its slot.
+    const uint64_t limit = StreamHeaderBytes(item.shape.head_dim) + 2ull * item.shape.tokens * item.shape.head_dim;
+    for (size_t k = 1; k < header.sections.size(); ++k) {
+      const std::span<const uint8_t> section(bytes->data() + header.sections[k].offset, header.sections[k].length);
+      SEQKV_ASSIGN_OR_RETURN(auto streams, seqkv::internal::UnpackSeqStreams(section, 2 * item.shape.kv_heads));
+      for (std::span<const uint8_t> stream : streams) {
+        if (stream.size() > limit) return ResourceExhausted(kTooManyBits);
+      }
+    }
+    uint64_t at = 0;
+    for (size_t k = 1; k < header.sections.size(); ++k) {
+      std::memcpy(item.out + at, bytes->data() + header.sections[k].offset, header.sections[k].length);
+      at += header.sections[k].length;
+    }
+    return Status::Ok();
+  }
+
+  Layout MakeLayout(const SeqEncodeArgs& args, const std::vector<Status>* statuses) const {
+    Layout l;
+    const size_t n = args.items.size();
+    l.descs = StatusBytes(n);
+#ifdef SEQKV_WITH_CUDA
+    const SeqProfile& p = *profile;
+    const uint32_t d = p.head_dim;
+    uint64_t elements = 0, groups = 0, tile_channels = 0, slots = 0;
+    for (size_t i = 0; i < n; ++i) {
+      if (statuses != nullptr && !(*statuses)[i].ok()) continue;
+      const uint32_t T = args.items[i].shape.tokens;
+      elements += 2 * Elements(args.items[i].shape);
+      groups += p.groups();
+      tile_channels += uint64_t{p.groups()} * ((T + internal::kSdTileTokens - 1) / internal::kSdTileTokens) * d;
+      slots += p.groups() * internal::SqSlotBytes(T, d);
+      l.layer_elements += 2ull * p.kv_heads * T * d;
+    }
+    using internal::AlignUp;
+    l.steps = l.descs + AlignUp(n * sizeof(internal::SqDesc));
+    l.q = l.steps + AlignUp(n * uint64_t{p.groups()} * sizeof(double));
+    l.xhat = l.q + AlignUp(elements * sizeof(int32_t));
+    l.sse_part = l.xhat + AlignUp(2 * l.layer_elements * sizeof(float));
+    l.sse = l.sse_part + AlignUp(tile_channels * sizeof(double));
+    l.ops = l.sse + AlignUp(groups * sizeof(double));
+    l.models = l.ops + AlignUp(elements * sizeof(uint32_t));
+    l.slots = l.models + AlignUp(groups * d * 3 * internal::kSqModelBytes);
+    l.stream_bytes = l.slots + AlignUp(slots);
+    l.dst = l.stream_bytes + AlignUp(groups * sizeof(uint32_t));
+    l.section_bytes = l.dst + AlignUp(groups * sizeof(uint64_t));
+    l.total = l.section_bytes + AlignUp(n * uint64_t{p.layers} * sizeof(uint64_t));
+#else
+    (void)args;
+    (void)statuses;
+    l.total = l.descs;
+#endif
+    return l;
+  }
+
+  // The chunk of an item from its layer sections (host bytes) and its groups'
+  // squared errors.
+  Result<std::vector<uint8_t>> Frame(const SeqEncodeItem& item, std::span<const uint8_t> sections_bytes,
+                                     std::span<const uint64_t> section_bytes, const std::vector<double>& sse) const {
+    const SeqProfile& p = *profile;
+    seqkv::internal::SeqLossyParams params;
+    params.loop.delta0 = delta0;
+    params.loop.mult_code = mult_code;
+    const double proxy = seqkv::internal::SeqProxy(p, sse, item.shape.tokens);
+    std::vector<Section> sections;
+    sections.push_back({seqkv::internal::kSeqParamsSection,
+                        seqkv::internal::PackSeqLossyParams(params, static_cast<float>(proxy))});
+    uint64_t at = 0;
+    for (uint32_t l = 0; l < p.layers; ++l) {
+      if (at + section_bytes[l] > sections_bytes.size()) return Internal("seq gpu encode: section sizes");
+      sections.push_back({seqkv::internal::kSeqLayerSectionBase + l,
+                          std::vector<uint8_t>(sections_bytes.begin() + at,
+                                               sections_bytes.begin() + at + section_bytes[l])});
+      at += section_bytes[l];
+    }
+    return FrameChunk(MetaOf(item), codec->id(), codec->Spec(), codec->ChunkFlags(), sections);
+  }
+};
+
+SeqEncodeGpu::SeqEncodeGpu(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+SeqEncodeGpu::SeqEncodeGpu(SeqEncodeGpu&&) noexcept = default;
+SeqEncodeGpu& SeqEncodeGpu::operator=(SeqEncodeGpu&&) noexcept = default;
+SeqEncodeGpu::~SeqEncodeGpu() = default;
+
+Backend SeqEncodeGpu::backend() const { return impl_->backend; }
+
+Result<SeqEncodeGpu> SeqEncodeGpu::Create(std::shared_ptr<const Codec> codec) {
+  return CreateFor(ProbeDevices().available ? Backend::kCuda : Backend::kCpu, std::move(codec));
+}
+
+Result<SeqEncodeGpu> SeqEncodeGpu::CreateFor(Backend backend, std::shared_ptr<const Codec> codec) {
+  const auto* seq = dynamic_cast<const SeqLossyEncoder*>(codec.get());
+  if (seq == nullptr) return InvalidArgument("seq gpu encode: not a lossy seq codec");
+  const SeqEncoderSettings settings = seq->Settings();
+  if (settings.bits > 0 || settings.kl > 0 || !(settings.delta > 0)) {
+    return Unimplemented("seq gpu encode: rate control (bits=, kl=) runs on the CPU; the GPU encodes seq:delta=X");
+  }
+  const SeqProfile& p = seq->profile();
+  if (p.layer0_from_model) {
+    return Unimplemented("seq gpu encode: the profile takes layer 0 from the model; encode on the CPU");
+  }
+  if (p.head_dim > 1024) return Unimplemented("seq gpu encode: head_dim above 1024");
+#ifdef SEQKV_WITH_CUDA
+  static_assert(internal::kSdTileTokens == seqkv::internal::kSeqSseTile, "tile of the squared-error sums");
+  if (internal::SqMaxHeaderBytes(p.head_dim) != StreamHeaderBytes(p.head_dim)) return Internal("seq gpu encode: header");
+#endif
+  auto impl = std::make_unique<Impl>(backend);
+  impl->codec = std::move(codec);
+  impl->profile = &p;
+  impl->delta0 = static_cast<float>(settings.delta);
+  impl->rho = static_cast<float>(settings.deadzone);
+  impl->mult_code = seqkv::internal::SeqStepCodes(p, settings.krate, settings.vrate, settings.lrate);
+  for (uint32_t g = 0; g < p.groups(); ++g) {
+    impl->step_base.push_back(double{impl->delta0} * seqkv::internal::SeqMultiplier(impl->mult_code[g]));
+  }
+  if (backend == Backend::kCuda) {
+    const uint32_t d = p.head_dim;
+    std::vector<float> basis_t(p.basis.size());
+    for (uint32_t g = 0; g < p.groups(); ++g) {
+      const float* u = p.basis.data() + size_t{g} * d * d;
+      float* ut = basis_t.data() + size_t{g} * d * d;
+      for (uint32_t i = 0; i < d; ++i) {
+        for (uint32_t j = 0; j < d; ++j) ut[size_t{j} * d + i] = u[size_t{i} * d + j];
+      }
+    }
+    SEQKV_ASSIGN_OR_RETURN(impl->predictor, internal::UploadFloats(backend, p.predictor));
+    SEQKV_ASSIGN_OR_RETURN(impl->basis, internal::UploadFloats(backend, p.basis));
+    SEQKV_ASSIGN_OR_RETURN(impl->basis_t, internal::UploadFloats(backend, basis_t));
+    SEQKV_ASSIGN_OR_RETURN(impl->step_scale, internal::UploadFloats(backend, p.step_scale));
+  }
+  return SeqEncodeGpu(std::move(impl));
+}
+
+Status SeqEncodeGpu::CanImplement(const SeqEncodeArgs& args) const {
+  if (args.items.size() > (1u << 20)) return InvalidArgument("seq gpu encode: too many items in one batch");
+  return Status::Ok();
+}
+
+uint64_t SeqEncodeGpu::WorkspaceBytes(const SeqEncodeArgs& args) const {
+  if (impl_->backend == Backend::kCpu) return StatusBytes(args.items.size());
+  return impl_->MakeLayout(args, nullptr).total;
+}
+
+Status SeqEncodeGpu::Encode(const SeqEncodeArgs& args, void* workspace, uint64_t workspace_bytes, void* stream,
+                            std::vector<Status>* statuses) {
+  SEQKV_RETURN_IF_ERROR(CanImplement(args));
+  if (statuses == nullptr) return InvalidArgument("seq gpu encode: statuses is null");
+  if (workspace == nullptr || workspace_bytes < WorkspaceBytes(args)) {
+    return InvalidArgument("seq gpu encode: workspace too small");
+  }
+  const SeqProfile& p = *impl_->profile;
+  statuses->assign(args.items.size(), Status::Ok());
+  for (size_t i = 0; i < args.items.size(); ++i) (*statuses)[i] = impl_->CheckItem(args.items[i]);
+  if (impl_->backend == Backend::kCpu) {
+    std::memset(workspace, 0, StatusBytes(args.items.size()));
+    impl_->cpu_chunks.assign(args.items.size(), {});
+    for (size_t i = 0; i < args.items.size(); ++i) {
+      if ((*statuses)[i].ok()) (*statuses)[i] = impl_->CpuEncodeItem(args.items[i], &impl_->cpu_chunks[i]);
+    }
+    return Status::Ok();
+  }
+#ifdef SEQKV_WITH_CUDA
+  auto s = static_cast<cudaStream_t>(stream);
+  // One RoPE table for the batch: items with other RoPE parameters than the
+  // first rotated item are not taken.
+  const bool rope_keys = p.pre_rope_keys;
+  const RopeParams* rope = nullptr;
+  uint32_t positions = 0;
+  for (size_t i = 0; i < args.items.size(); ++i) {
+    const SeqEncodeItem& item = args.items[i];
+    if (!(*statuses)[i].ok() || !rope_keys || item.rope.style == RopeStyle::kNone) continue;
+    if (rope == nullptr) rope = &item.rope;
+    if (!internal::SameRope(item.rope, *rope)) {
+      (*statuses)[i] = Unimplemented("seq gpu encode: one batch takes one set of RoPE parameters");
+      continue;
+    }
+    positions = std::max<uint32_t>(positions, static_cast<uint32_t>(item.first_position + item.shape.tokens));
+  }
+  if (rope != nullptr) SEQKV_RETURN_IF_ERROR(impl_->rope.Ensure(*rope, p.head_dim, positions));
+
+  const Layout layout = impl_->MakeLayout(args, statuses);
+  auto* base = static_cast<uint8_t*>(workspace);
+  auto* device_descs = reinterpret_cast<internal::SqDesc*>(base + layout.descs);
+  auto* steps = reinterpret_cast<double*>(base + layout.steps);
+  const uint32_t d = p.head_dim, G = p.groups();
+  std::vector<internal::SqDesc> descs;
+  std::vector<double> step_base;
+  uint64_t q_at = 0, layer_at = 0, part_at = 0, group_at = 0, slot_at = 0;
+  uint32_t ctas = 0;
+  for (size_t i = 0; i < args.items.size(); ++i) {
+    if (!(*statuses)[i].ok()) continue;
+    const SeqEncodeItem& item = args.items[i];
+    const uint32_t T = item.shape.tokens;
+    const uint32_t tiles = (T + internal::kSdTileTokens - 1) / internal::kSdTileTokens;
+    internal::SqDesc e{};
+    e.in[0] = static_cast<const uint16_t*>(item.k_in);
+    e.in[1] = static_cast<const uint16_t*>(item.v_in);
+    e.in_tokens = item.in_tokens;
+    e.token_offset = item.token_offset;
+    e.first_position = item.first_position;
+    e.q = reinterpret_cast<int32_t*>(base + layout.q) + q_at;
+    e.xhat[0] = reinterpret_cast<float*>(base + layout.xhat) + layer_at;
+    e.xhat[1] = reinterpret_cast<float*>(base + layout.xhat) + layout.layer_elements + layer_at;
+    e.sse_part = reinterpret_cast<double*>(base + layout.sse_part) + part_at;
+    e.sse = reinterpret_cast<double*>(base + layout.sse) + group_at;
+    e.step_base = steps + descs.size() * G;
+    e.ops = reinterpret_cast<uint32_t*>(base + layout.ops) + q_at;
+    e.models = base + layout.models + group_at * d * 3 * internal::kSqModelBytes;
+    e.slots = base + layout.slots + slot_at;
+    e.stream_bytes = reinterpret_cast<uint32_t*>(base + layout.stream_bytes) + group_at;
+    e.dst = reinterpret_cast<uint64_t*>(base + layout.dst) + group_at;
+    e.section_bytes = reinterpret_cast<uint64_t*>(base + layout.section_bytes) + descs.size() * p.layers;
+    e.out = item.out;
+    e.slot_bytes = internal::SqSlotBytes(T, d);
+    e.rho = impl_->rho;
+    e.tokens = T;
+    e.rotate_keys = rope_keys && item.rope.style != RopeStyle::kNone && impl_->rope.rotary_dim() > 0 ? 1 : 0;
+    e.status_index = static_cast<uint32_t>(i);
+    e.first_cta = ctas;
+    e.first_group = static_cast<uint32_t>(group_at);
+    ctas += internal::SdCtasOf(p.kv_heads, T);
+    step_base.insert(step_base.end(), impl_->step_base.begin(), impl_->step_base.end());
+    q_at += 2 * Elements(item.shape);
+    layer_at += 2ull * p.kv_heads * T * d;
+    part_at += uint64_t{G} * tiles * d;
+    group_at += G;
+    slot_at += G * e.slot_bytes;
+    descs.push_back(e);
+  }
+  SEQKV_CUDA_RETURN(cudaMemsetAsync(workspace, 0, StatusBytes(args.items.size()), s), "status reset");
+  if (descs.empty()) return Status::Ok();
+  SEQKV_CUDA_RETURN(cudaMemcpyAsync(device_descs, descs.data(), descs.size() * sizeof(internal::SqDesc),
+                                    cudaMemcpyHostToDevice, s),
+                    "descriptor upload");
+  SEQKV_CUDA_RETURN(cudaMemcpyAsync(steps, step_base.data(), step_base.size() * sizeof(double),
+                                    cudaMemcpyHostToDevice, s),
+                    "step upload");
+  internal::SqLaunch launch{};
+  launch.descs = device_descs;
+  launch.count = static_cast<uint32_t>(descs.size());
+  launch.total_ctas = ctas;
+  launch.total_groups = static_cast<uint32_t>(group_at);
+  launch.layers = p.layers;
+  launch.heads = p.kv_heads;
+  launch.head_dim = d;
+  launch.features = p.features();
+  launch.inputs = static_cast<uint32_t>(p.inputs);
+  launch.predictor = impl_->predictor;
+  launch.basis = impl_->basis;
+  launch.basis_t = impl_->basis_t;
+  launch.step_scale = impl_->step_scale;
+  launch.rope_style = rope != nullptr && rope->style == RopeStyle::kRotateHalf ? 1 : 2;
+  launch.rotary_dim = impl_->rope.rotary_dim();
+  launch.rope_cos = impl_->rope.cos();
+  launch.rope_sin = impl_->rope.sin();
+  launch.statuses = static_cast<int32_t*>(workspace);
+  for (uint32_t l = 0; l < p.layers; ++l) SEQKV_CUDA_RETURN(internal::LaunchSqLayer(launch, l, s), "layer launch");
+  SEQKV_CUDA_RETURN(internal::LaunchSqEntropy(launch, s), "entropy launch");
+  SEQKV_CUDA_RETURN(internal::LaunchSqPack(launch, s), "pack launch");
+  return Status::Ok();
+#else
+  (void)stream;
+  return Internal("seq gpu encode: built without CUDA");
+#endif
+}
+
+Status SeqEncodeGpu::Finish(const SeqEncodeArgs& args, const void* workspace, void* stream,
+                            std::vector<Status>* statuses, std::vector<std::vector<uint8_t>>* chunks) {
+  if (statuses == nullptr || chunks == nullptr) return InvalidArgument("seq gpu encode: null statuses or chunks");
+  if (statuses->size() != args.items.size()) {
+    return InvalidArgument("seq gpu encode: Finish takes the statuses of the last Encode");
+  }
+  chunks->assign(args.items.size(), {});
+  if (impl_->backend == Backend::kCpu) {
+    if (impl_->cpu_chunks.size() != args.items.size()) {
+      return InvalidArgument("seq gpu encode: Finish takes the batch of the last Encode");
+    }
+    for (size_t i = 0; i < args.items.size(); ++i) {
+      if ((*statuses)[i].ok()) (*chunks)[i] = std::move(impl_->cpu_chunks[i]);
+    }
+    impl_->cpu_chunks.clear();
+    return Status::Ok();
+  }
+#ifdef SEQKV_WITH_CUDA
+  auto s = static_cast<cudaStream_t>(stream);
+  const SeqProfile& p = *impl_->profile;
+  const Layout layout = impl_->MakeLayout(args, statuses);
+  const auto* base = static_cast<const uint8_t*>(workspace);
+  std::vector<int32_t> codes(args.items.size());
+  SEQKV_CUDA_RETURN(cudaMemcpyAsync(codes.data(), workspace, codes.size() * sizeof(int32_t), cudaMemcpyDeviceToHost, s),
+                    "status download");
+  size_t taken = 0;
+  for (const Status& st : *statuses) taken += st.ok() ? 1 : 0;
+  std::vector<double> sse(taken * p.groups());
+  std::vector<uint64_t> section_bytes(taken * p.layers);
+  if (taken > 0) {
+    SEQKV_CUDA_RETURN(cudaMemcpyAsync(sse.data(), base + layout.sse, sse.size() * sizeof(double),
+                                      cudaMemcpyDeviceToHost, s),
+                      "squared-error download");
+    SEQKV_CUDA_RETURN(cudaMemcpyAsync(section_bytes.data(), base + layout.section_bytes,
+                                      section_bytes.size() * sizeof(uint64_t), cudaMemcpyDeviceToHost, s),
+                      "section size download");
+  }
+  SEQKV_CUDA_RETURN(cudaStreamSynchronize(s), "stream synchronize");
+  size_t k = 0;
+  std::vector<uint8_t> host;
+  for (size_t i = 0; i < args.items.size(); ++i) {
+    if (!(*statuses)[i].ok()) continue;
+    const size_t slot = k++;
+    if (codes[i] != 0) {
+      (*statuses)[i] = codes[i] == internal::kSqOverflow ? ResourceExhausted(kTooManyBits)
+                                                          : Internal("seq gpu encode: unknown device status");
+      continue;
+    }
+    const std::span<const uint64_t> sizes(section_bytes.data() + slot * p.layers, p.layers);
+    uint64_t total = 0;
+    for (uint64_t b : sizes) total += b;
+    if (total > SeqEncodeMaxBytes(args.items[i].shape)) {
+      (*statuses)[i] = Internal("seq gpu encode: section sizes past the output");
+      continue;
+    }
+    host.resize(total);
+    SEQKV_CUDA_RETURN(cudaMemcpy(host.data(), args.items[i].out, total, cudaMemcpyDeviceToHost), "output download");
+    const std::vector<double> item_sse(sse.begin() + slot * p.groups(), sse.begin() + (slot + 1) * p.groups());
+    auto framed = impl_->Frame(args.items[i], host, sizes, item_sse);
+    if (!framed.ok()) {
+      (*statuses)[i] = framed.status();
+      continue;
+    }
+    (*chunks)[i] = std::move(*framed);
+  }
+  return Status::Ok();
+#else
+  (void)workspace;
+  (void)stream;
+  return Internal("seq gpu encode: built without CUDA");
+#endif
+}
+
+}  // namespace seqkv::gpu

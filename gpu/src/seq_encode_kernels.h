@@ -1,0 +1,87 @@
+// Private to gpu/: launch interface of the seq codec's GPU encoder (dense
+// closed loop per layer, entropy coding per group stream, packing into layer
+// sections). Included by host code (g++, C++20) and the .cu (nvcc, C++17):
+// plain types only.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace seqkv::gpu::internal {
+
+enum SqDeviceStatus : int32_t {
+  kSqOk = 0,
+  kSqOverflow = 1,  // a group stream did not fit its slot: RESOURCE_EXHAUSTED
+};
+
+// Model storage per component and context in the entropy stage: 16 uint16
+// frequencies and a uint32 count (SeqAdaptiveModel).
+inline constexpr uint32_t kSqModelBytes = 36;
+
+#ifdef __CUDACC__
+#define SEQKV_SQ_HD __host__ __device__
+#else
+#define SEQKV_SQ_HD
+#endif
+
+// The largest group-stream header: bitmap, lane byte, 8 rANS states.
+SEQKV_SQ_HD inline uint32_t SqMaxHeaderBytes(uint32_t dim) { return (dim + 7) / 8 + 1 + 4 * 8; }
+// A group's slot: the header and 16 bits per element, 16-byte aligned.
+SEQKV_SQ_HD inline uint64_t SqSlotBytes(uint32_t tokens, uint32_t dim) {
+  return (SqMaxHeaderBytes(dim) + 2ull * tokens * dim + 15) / 16 * 16;
+}
+
+// One chunk of a batch. Built on the host; arrays are workspace.
+struct SqDesc {
+  const uint16_t* in[2];       // K, V bf16 [layers][H][in_tokens][d]
+  uint64_t in_tokens;
+  uint64_t token_offset;
+  uint64_t first_position;     // RoPE position of token 0
+  int32_t* q;                  // [G][T][d] symbols
+  float* xhat[2];              // two layers of reconstruction, each [2][H][T][d]
+  double* sse_part;            // [G][tiles][d] per-tile partial squared errors
+  double* sse;                 // [G]
+  const double* step_base;     // [G] double(delta0) * multiplier
+  uint32_t* ops;               // [G][T][d] the magnitude symbols' start | freq << 16
+  uint8_t* models;             // [G][d][3] models
+  uint8_t* slots;              // [G] slots of slot_bytes: each stream ends at its slot's end
+  uint32_t* stream_bytes;      // [G]
+  uint64_t* dst;               // [G] where each stream goes in `out`
+  uint64_t* section_bytes;     // [layers]
+  uint8_t* out;                // the item's output: the layer sections
+  uint64_t slot_bytes;
+  float rho;                   // rounding offset
+  uint32_t tokens;
+  uint32_t rotate_keys;        // 1: undo RoPE on this chunk's keys
+  uint32_t status_index;
+  uint32_t first_cta;          // prefix over items of CTAs per layer launch
+  uint32_t first_group;        // prefix over items of groups
+};
+
+struct SqLaunch {
+  const SqDesc* descs;  // device
+  uint32_t count;
+  uint32_t total_ctas;   // per layer launch
+  uint32_t total_groups;
+  uint32_t layers, heads, head_dim, features;
+  uint32_t inputs;  // 0 mean, 1 same head, 2 all heads (SeqInputs)
+  const float* predictor;  // device: the profile's arrays
+  const float* basis;      // [G][d][d]
+  const float* basis_t;    // [G][d][d] transposed
+  const float* step_scale;
+  uint32_t rope_style;  // 1 rotate_half, 2 interleaved
+  uint32_t rotary_dim;
+  const float* rope_cos;
+  const float* rope_sin;
+  int32_t* statuses;
+};
+
+// Quantizes and reconstructs layer `layer` of every chunk (after layer - 1).
+cudaError_t LaunchSqLayer(const SqLaunch& launch, uint32_t layer, cudaStream_t stream);
+// Codes every group stream (and sums each group's squared error).
+cudaError_t LaunchSqEntropy(const SqLaunch& launch, cudaStream_t stream);
+// Writes the layer sections into each item's output.
+cudaError_t LaunchSqPack(const SqLaunch& launch, cudaStream_t stream);
+
+}  // namespace seqkv::gpu::internal

@@ -1,0 +1,264 @@
+// SeqEncodeGpu (the seq lossy encode on the GPU) against seqkv::EncodeChunk,
+// on both backends: the CPU path always runs; the CUDA cases skip cleanly
+// without a GPU (label gpu).
+//
+// Contract checked here (docs/gpu.md): every chunk the encoder frames is the
+// same bytes as EncodeChunk(chunk, codec) (so its streams, symbols and the
+// informational proxy all agree), on dev-dump chunks of several lengths and
+// token offsets and on fresh random data whose symbols need escapes; the
+// layer sections also land in the caller's output buffer; specs and profiles
+// outside the GPU path's scope are refused clearly; a bad item fails alone.
+#include "seqkv/gpu/seq_encode.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "seqkv/codec/codec.h"
+#include "seqkv/codec/format.h"
+#include "seqkv/codec/safetensors.h"
+#include "seqkv/codec/seq_profile.h"
+#include "seqkv/gpu/device.h"
+#include "gpu/backend_buffer.h"
+#include "util/test_util.h"
+
+namespace seqkv::gpu {
+namespace {
+
+using Buffer = test::BackendBuffer;
+
+// `chunk`'s K and V placed at token `offset` of [layers, kv_heads, in_tokens,
+// head_dim] tensors (other tokens hold a fixed pattern), in backend memory.
+struct Input {
+  std::unique_ptr<Buffer> k, v;
+  uint64_t in_tokens = 0, offset = 0;
+};
+
+Input Place(Backend backend, const Chunk& chunk, uint64_t offset, uint64_t extra) {
+  const KvShape& s = chunk.shape;
+  Input in;
+  in.offset = offset;
+  in.in_tokens = s.tokens + offset + extra;
+  const uint64_t row = uint64_t{s.head_dim} * 2;
+  for (int kv = 0; kv < 2; ++kv) {
+    std::vector<uint8_t> host(uint64_t{s.layers} * s.kv_heads * in.in_tokens * row, 0x3F);
+    const std::vector<uint8_t>& src = kv == 0 ? chunk.k : chunk.v;
+    for (uint64_t lh = 0; lh < uint64_t{s.layers} * s.kv_heads; ++lh) {
+      std::memcpy(&host[(lh * in.in_tokens + offset) * row], &src[lh * s.tokens * row], s.tokens * row);
+    }
+    (kv == 0 ? in.k : in.v) = std::make_unique<Buffer>(backend, host);
+  }
+  return in;
+}
+
+class SeqEncodeGpuTest : public ::testing::TestWithParam<std::tuple<Backend, std::string>> {
+ protected:
+  static void SetUpTestSuite() {
+    const std::string cal = test::DevDump("doc00.safetensors");
+    const std::string test = test::DevDump("doc05.safetensors");
+    if (cal.empty() || test.empty()) return;
+    auto a = ReadKvDump(cal);
+    auto b = ReadKvDump(test);
+    ASSERT_TRUE(a.ok() && b.ok());
+    calibration_ = new Chunk(a->chunk);
+    test_ = new Chunk(b->chunk);
+  }
+  static void TearDownTestSuite() {
+    delete calibration_;
+    delete test_;
+    calibration_ = test_ = nullptr;
+    profiles_.clear();
+  }
+
+  // One calibration per predictor-input kind for the suite.
+  static std::shared_ptr<const SeqProfile> ProfileFor(const std::string& inputs) {
+    auto it = profiles_.find(inputs);
+    if (it != profiles_.end()) return it->second;
+    SeqCalibrateOptions o;
+    o.inputs = *ParseSeqInputs(inputs);
+    auto profile = CalibrateSeqProfile({*calibration_}, o, nullptr);
+    EXPECT_TRUE(profile.ok()) << profile.status().ToString();
+    if (!profile.ok()) return nullptr;
+    return profiles_[inputs] = std::make_shared<const SeqProfile>(*profile);
+  }
+
+  void SetUp() override {
+    if (calibration_ == nullptr) GTEST_SKIP() << "no ../shared/kvdata/dev";
+    if (backend() == Backend::kCuda && !ProbeDevices().available) GTEST_SKIP() << ProbeDevices().reason;
+    profile_ = ProfileFor(std::get<1>(GetParam()));
+    ASSERT_NE(profile_, nullptr);
+    SeqResources::Default().Clear();
+    SeqResources::Default().AddProfile(profile_);
+  }
+  void TearDown() override { SeqResources::Default().Clear(); }
+
+  Backend backend() const { return std::get<0>(GetParam()); }
+
+  std::shared_ptr<const Codec> CodecFor(const std::string& spec) {
+    auto codec = MakeCodec(spec);
+    EXPECT_TRUE(codec.ok()) << codec.status().ToString();
+    return codec.ok() ? std::shared_ptr<const Codec>(std::move(*codec)) : nullptr;
+  }
+
+  // Encodes `chunks` in one batch with `spec` and checks each against
+  // EncodeChunk: the framed chunk byte for byte and the layer sections in the
+  // output buffer. Returns the statuses.
+  std::vector<Status> EncodeAndCompare(const std::string& spec, const std::vector<Chunk>& chunks,
+                                       const std::vector<bool>& expect_ok = {}) {
+    std::shared_ptr<const Codec> codec = CodecFor(spec);
+    auto enc = SeqEncodeGpu::CreateFor(backend(), codec);
+    EXPECT_TRUE(enc.ok()) << enc.status().ToString();
+    if (!enc.ok()) return {};
+    std::vector<Input> inputs;
+    std::vector<std::unique_ptr<Buffer>> outs;
+    std::vector<SeqEncodeItem> items;
+    for (size_t i = 0; i < chunks.size(); ++i) {
+      const Chunk& c = chunks[i];
+      inputs.push_back(Place(backend(), c, i % 4, (i * 7) % 5));
+      outs.push_back(std::make_unique<Buffer>(backend(), SeqEncodeMaxBytes(c.shape)));
+      SeqEncodeItem item;
+      item.shape = c.shape;
+      item.rope = c.rope;
+      item.first_position = c.first_position;
+      item.tokens = c.tokens;
+      item.k_in = inputs.back().k->get();
+      item.v_in = inputs.back().v->get();
+      item.in_tokens = inputs.back().in_tokens;
+      item.token_offset = inputs.back().offset;
+      item.out = outs.back()->get();
+      items.push_back(item);
+    }
+    SeqEncodeArgs args;
+    args.items = items;
+    EXPECT_TRUE(enc->CanImplement(args).ok());
+    Buffer workspace(backend(), enc->WorkspaceBytes(args));
+    std::vector<Status> statuses;
+    std::vector<std::vector<uint8_t>> got;
+    EXPECT_TRUE(enc->Encode(args, workspace.get(), workspace.size(), nullptr, &statuses).ok());
+    EXPECT_TRUE(enc->Finish(args, workspace.get(), nullptr, &statuses, &got).ok());
+    for (size_t i = 0; i < chunks.size(); ++i) {
+      if (!expect_ok.empty() && !expect_ok[i]) continue;
+      EXPECT_TRUE(statuses[i].ok()) << i << ": " << statuses[i].ToString();
+      if (!statuses[i].ok()) continue;
+      auto want = EncodeChunk(chunks[i], *codec);
+      EXPECT_TRUE(want.ok()) << want.status().ToString();
+      EXPECT_EQ(got[i].size(), want->size()) << "chunk " << i;
+      EXPECT_TRUE(got[i] == *want) << "chunk " << i << " differs from EncodeChunk";
+      // The output buffer holds the layer sections back to back.
+      auto header = ParseChunkHeader(*want);
+      EXPECT_TRUE(header.ok());
+      const uint64_t first = header->sections[1].offset;
+      const uint64_t bytes = header->total_bytes - first;
+      const std::vector<uint8_t> out = outs[i]->Download(bytes);
+      EXPECT_TRUE(std::equal(out.begin(), out.end(), want->begin() + first)) << "chunk " << i;
+      EXPECT_TRUE(DecodeChunk(got[i]).ok());
+    }
+    return statuses;
+  }
+
+  static Chunk* calibration_;
+  static Chunk* test_;
+  static std::map<std::string, std::shared_ptr<const SeqProfile>> profiles_;
+  std::shared_ptr<const SeqProfile> profile_;
+};
+
+Chunk* SeqEncodeGpuTest::calibration_ = nullptr;
+Chunk* SeqEncodeGpuTest::test_ = nullptr;
+std::map<std::string, std::shared_ptr<const SeqProfile>> SeqEncodeGpuTest::profiles_;
+
+TEST_P(SeqEncodeGpuTest, DevChunksEqualEncodeChunk) {
+  std::vector<Chunk> chunks = {test::SliceTokens(*test_, 0, 256), test::SliceTokens(*test_, 300, 256),
+                               test::SliceTokens(*test_, 700, 37), test::SliceTokens(*test_, 900, 1)};
+  EncodeAndCompare("seq:delta=1", chunks);
+  // Per-tensor and per-layer rates and another rounding offset.
+  std::string lrate;
+  for (uint32_t l = 0; l < profile_->layers; ++l) lrate += (l ? "_" : "") + std::to_string(l % 3) + ".5";
+  EncodeAndCompare("seq:delta=0.35,deadzone=0.4,krate=0.5,vrate=-0.25,lrate=" + lrate, {chunks[1], chunks[2]});
+}
+
+TEST_P(SeqEncodeGpuTest, RandomDataWithEscapesEqualsEncodeChunk) {
+  // Fresh random values (no structure for the predictor) at a small step:
+  // most symbols are large and take the escape code.
+  KvShape s = test_->shape;
+  s.tokens = 48;
+  Chunk chunk = test::RandomChunk(s, DType::kBF16, 11);
+  chunk.rope = test_->rope;
+  chunk.first_position = 4000;
+  EncodeAndCompare("seq:delta=0.02", {chunk});
+  // Constant input: many groups without a coded component (lanes = 0).
+  Chunk flat = chunk;
+  std::fill(flat.k.begin(), flat.k.end(), 0);
+  std::fill(flat.v.begin(), flat.v.end(), 0);
+  EncodeAndCompare("seq:delta=4", {flat});
+}
+
+TEST_P(SeqEncodeGpuTest, TooManyBitsIsResourceExhaustedAndOthersStillEncode) {
+  // One group of the first chunk (layer 3's keys, head 0) holds 60000.0 everywhere:
+  // its symbols are far beyond the escape threshold and its stream needs more
+  // than 16 bits per element. The second chunk is ordinary.
+  Chunk huge = test::SliceTokens(*test_, 0, 32);
+  const KvShape& s = huge.shape;
+  const uint64_t per_head = uint64_t{s.tokens} * s.head_dim;
+  for (uint64_t e = 0; e < per_head; ++e) {
+    const uint64_t at = (3ull * s.kv_heads * per_head + e) * 2;
+    huge.k[at] = 0x6A;  // bf16 0x476A = 60000
+    huge.k[at + 1] = 0x47;
+  }
+  std::vector<Status> st = EncodeAndCompare("seq:delta=1", {huge, test::SliceTokens(*test_, 32, 32)}, {false, true});
+  ASSERT_EQ(st.size(), 2u);
+  EXPECT_EQ(st[0].code(), StatusCode::kResourceExhausted) << st[0].ToString();
+}
+
+TEST_P(SeqEncodeGpuTest, BadItemsFailAloneAndOutOfScopeSpecsAreRefused) {
+  std::shared_ptr<const Codec> codec = CodecFor("seq:delta=1");
+  auto enc = SeqEncodeGpu::CreateFor(backend(), codec);
+  ASSERT_TRUE(enc.ok());
+  const Chunk good = test::SliceTokens(*test_, 0, 32);
+  Input in = Place(backend(), good, 0, 0);
+  Buffer out0(backend(), SeqEncodeMaxBytes(good.shape)), out1(backend(), SeqEncodeMaxBytes(good.shape));
+  SeqEncodeItem items[2];
+  for (int i = 0; i < 2; ++i) {
+    items[i].shape = good.shape;
+    items[i].rope = good.rope;
+    items[i].first_position = good.first_position;
+    items[i].tokens = good.tokens;
+    items[i].k_in = in.k->get();
+    items[i].v_in = in.v->get();
+    items[i].in_tokens = in.in_tokens;
+    items[i].out = (i ? out1 : out0).get();
+  }
+  items[0].token_offset = 1;  // past in_tokens
+  SeqEncodeArgs args;
+  args.items = items;
+  Buffer workspace(backend(), enc->WorkspaceBytes(args));
+  std::vector<Status> statuses;
+  std::vector<std::vector<uint8_t>> chunks;
+  ASSERT_TRUE(enc->Encode(args, workspace.get(), workspace.size(), nullptr, &statuses).ok());
+  ASSERT_TRUE(enc->Finish(args, workspace.get(), nullptr, &statuses, &chunks).ok());
+  EXPECT_EQ(statuses[0].code(), StatusCode::kOutOfRange) << statuses[0].ToString();
+  EXPECT_TRUE(chunks[0].empty());
+  ASSERT_TRUE(statuses[1].ok()) << statuses[1].ToString();
+  EXPECT_TRUE(chunks[1] == *EncodeChunk(good, *codec));
+  // A workspace too small is refused before anything runs.
+  EXPECT_EQ(enc->Encode(args, workspace.get(), 0, nullptr, &statuses).code(), StatusCode::kInvalidArgument);
+
+  // Rate control, other codecs, layer 0 from the model: not the GPU encoder's.
+  EXPECT_EQ(SeqEncodeGpu::CreateFor(backend(), CodecFor("seq:bits=3")).status().code(), StatusCode::kUnimplemented);
+  EXPECT_EQ(SeqEncodeGpu::CreateFor(backend(), CodecFor("raw")).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(SeqEncodeGpu::CreateFor(backend(), nullptr).status().code(), StatusCode::kInvalidArgument);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Backends, SeqEncodeGpuTest,
+    ::testing::Combine(::testing::Values(Backend::kCpu, Backend::kCuda), ::testing::Values("same", "all", "mean")),
+    [](const auto& info) {
+      return std::string(std::get<0>(info.param) == Backend::kCpu ? "Cpu" : "Cuda") + "_" + std::get<1>(info.param);
+    });
+
+}  // namespace
+}  // namespace seqkv::gpu
