@@ -39,7 +39,7 @@ namespace {
 // the payload of a token-only chunk: as small as we can; beside KV they are
 // noise in the size, so there the fast coding wins).
 Result<std::vector<uint8_t>> Frame(const Chunk& chunk, CodecId codec_id, const std::string& spec, uint32_t flags,
-                                   bool store_kv, std::span<const Section> sections) {
+                                   bool store_kv, std::span<const SectionView> sections) {
   if ((flags & ~kKnownFlags) != 0) return InvalidArgument("unknown chunk flags");
   if (sections.size() > kMaxSections) return Internal("codec produced too many sections");
   if (spec.size() > kMaxSpecBytes) return InvalidArgument("codec spec longer than 1024 bytes");
@@ -49,7 +49,7 @@ Result<std::vector<uint8_t>> Frame(const Chunk& chunk, CodecId codec_id, const s
       chunk.tokens, store_kv ? internal::TokenEffort::kFast : internal::TokenEffort::kSmallest, &token_coding);
 
   uint64_t payload_bytes = 0;
-  for (const Section& s : sections) payload_bytes += s.data.size();
+  for (const SectionView& s : sections) payload_bytes += s.data.size();
   size_t header_size = kFixedHeaderBytes + spec.size() + token_bytes.size() +
                        sections.size() * kSectionEntryBytes + 8;
 
@@ -77,7 +77,7 @@ Result<std::vector<uint8_t>> Frame(const Chunk& chunk, CodecId codec_id, const s
   w.U32(static_cast<uint32_t>(token_bytes.size()));
   w.Str(spec);
   w.Bytes(token_bytes);
-  for (const Section& s : sections) {
+  for (const SectionView& s : sections) {
     w.U32(s.type);
     w.U32(0);
     w.U64(s.data.size());
@@ -85,7 +85,7 @@ Result<std::vector<uint8_t>> Frame(const Chunk& chunk, CodecId codec_id, const s
   }
   w.U64(internal::Xxh3(std::span<const uint8_t>(out.data(), out.size())));
   if (out.size() != header_size) return Internal("chunk header size mismatch");
-  for (const Section& s : sections) w.Bytes(s.data);
+  for (const SectionView& s : sections) w.Bytes(s.data);
   return out;
 }
 
@@ -106,8 +106,10 @@ Result<std::vector<uint8_t>> EncodeChunkImpl(const Chunk& chunk, const Codec& co
   } else if (next != nullptr) {
     *next = ChunkContext{};
   }
+  std::vector<SectionView> views;
+  for (const Section& s : sections) views.push_back({s.type, s.data});
   SEQKV_ASSIGN_OR_RETURN(std::vector<uint8_t> out,
-                         Frame(chunk, codec.id(), codec.Spec(), flags, codec.StoresKv(), sections));
+                         Frame(chunk, codec.id(), codec.Spec(), flags, codec.StoresKv(), views));
   if (next != nullptr) next->chunk_hash = internal::Xxh3(out);
   return out;
 }
@@ -115,7 +117,7 @@ Result<std::vector<uint8_t>> EncodeChunkImpl(const Chunk& chunk, const Codec& co
 }  // namespace
 
 Result<std::vector<uint8_t>> FrameChunk(const Chunk& meta, CodecId codec_id, const std::string& codec_spec,
-                                        uint32_t flags, std::span<const Section> sections) {
+                                        uint32_t flags, std::span<const SectionView> sections) {
   SEQKV_RETURN_IF_ERROR(meta.ValidateMeta());
   return Frame(meta, codec_id, codec_spec, flags, true, sections);
 }

@@ -28,7 +28,7 @@ namespace seqkv::gpu::internal {
 
 namespace {
 
-using dense::TT;
+constexpr uint32_t TT = kSdTileTokens;
 using dense::FC;
 
 __global__ void SdLayerKernel(SdLaunch L, uint32_t layer) {

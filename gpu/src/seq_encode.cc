@@ -4,6 +4,8 @@
 #include "seqkv/gpu/seq_encode.h"
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -50,10 +52,12 @@ Chunk MetaOf(const SeqEncodeItem& item) {
 
 // Workspace: [int32 status per item][descriptors][step bases][symbols]
 // [two layers of reconstruction][squared-error partials][squared errors]
-// [model symbols][models][slots][stream sizes][stream offsets][section sizes].
+// [model symbols][component ranks][coded counts][lane word counts][lane states]
+// [arena words][arena keys][stream sizes][stream offsets][section sizes].
 // On kCpu only the statuses.
 struct Layout {
-  uint64_t descs = 0, steps = 0, q = 0, xhat = 0, sse_part = 0, sse = 0, ops = 0, models = 0, slots = 0;
+  uint64_t descs = 0, steps = 0, q = 0, xhat = 0, sse_part = 0, sse = 0, ops = 0, rank = 0, coded = 0;
+  uint64_t lane_words = 0, lane_states = 0, arena_words = 0, arena_keys = 0;
   uint64_t stream_bytes = 0, dst = 0, section_bytes = 0, total = 0;
   uint64_t layer_elements = 0;  // one layer's K and V of every item
 };
@@ -70,6 +74,12 @@ struct SeqEncodeGpu::Impl {
   explicit Impl(Backend b) : backend(b), rope(b) {}
   ~Impl() {
     for (float* p : {predictor, basis, basis_t, step_scale}) BackendFree(backend, p);
+#ifdef SEQKV_WITH_CUDA
+    if (staging != nullptr) cudaFreeHost(staging);
+    for (cudaEvent_t e : events) {
+      if (e != nullptr) cudaEventDestroy(e);
+    }
+#endif
   }
 
   Backend backend;
@@ -116,7 +126,7 @@ struct SeqEncodeGpu::Impl {
     chunk.tokens.assign(item.tokens.begin(), item.tokens.end());
     SEQKV_ASSIGN_OR_RETURN(*bytes, EncodeChunk(chunk, *codec));
     SEQKV_ASSIGN_OR_RETURN(ChunkHeader header, ParseChunkHeader(*bytes));
-    // The GPU's limit, judged the same way: every group stream within its slot.
+    // The GPU's limit, judged the same way: every group stream within it.
     const uint64_t limit = StreamHeaderBytes(item.shape.head_dim) + 2ull * item.shape.tokens * item.shape.head_dim;
     for (size_t k = 1; k < header.sections.size(); ++k) {
       const std::span<const uint8_t> section(bytes->data() + header.sections[k].offset, header.sections[k].length);
@@ -140,14 +150,14 @@ struct SeqEncodeGpu::Impl {
 #ifdef SEQKV_WITH_CUDA
     const SeqProfile& p = *profile;
     const uint32_t d = p.head_dim;
-    uint64_t elements = 0, groups = 0, tile_channels = 0, slots = 0;
+    uint64_t elements = 0, groups = 0, tile_channels = 0, arena = 0;
     for (size_t i = 0; i < n; ++i) {
       if (statuses != nullptr && !(*statuses)[i].ok()) continue;
       const uint32_t T = args.items[i].shape.tokens;
       elements += 2 * Elements(args.items[i].shape);
       groups += p.groups();
-      tile_channels += uint64_t{p.groups()} * ((T + internal::kSdTileTokens - 1) / internal::kSdTileTokens) * d;
-      slots += p.groups() * internal::SqSlotBytes(T, d);
+      tile_channels += uint64_t{p.groups()} * ((T + internal::kSqSseTile - 1) / internal::kSqSseTile) * d;
+      arena += p.groups() * internal::SqArenaWords(T, d);
       l.layer_elements += 2ull * p.kv_heads * T * d;
     }
     using internal::AlignUp;
@@ -157,9 +167,13 @@ struct SeqEncodeGpu::Impl {
     l.sse_part = l.xhat + AlignUp(2 * l.layer_elements * sizeof(float));
     l.sse = l.sse_part + AlignUp(tile_channels * sizeof(double));
     l.ops = l.sse + AlignUp(groups * sizeof(double));
-    l.models = l.ops + AlignUp(elements * sizeof(uint32_t));
-    l.slots = l.models + AlignUp(groups * d * 3 * internal::kSqModelBytes);
-    l.stream_bytes = l.slots + AlignUp(slots);
+    l.rank = l.ops + AlignUp(elements * sizeof(uint32_t));
+    l.coded = l.rank + AlignUp(groups * d * sizeof(int16_t));
+    l.lane_words = l.coded + AlignUp(groups * sizeof(uint32_t));
+    l.lane_states = l.lane_words + AlignUp(groups * 8 * sizeof(uint32_t));
+    l.arena_words = l.lane_states + AlignUp(groups * 8 * sizeof(uint32_t));
+    l.arena_keys = l.arena_words + AlignUp(arena * sizeof(uint16_t));
+    l.stream_bytes = l.arena_keys + AlignUp(arena * sizeof(uint32_t));
     l.dst = l.stream_bytes + AlignUp(groups * sizeof(uint32_t));
     l.section_bytes = l.dst + AlignUp(groups * sizeof(uint64_t));
     l.total = l.section_bytes + AlignUp(n * uint64_t{p.layers} * sizeof(uint64_t));
@@ -171,28 +185,62 @@ struct SeqEncodeGpu::Impl {
     return l;
   }
 
-  // The chunk of an item from its layer sections (host bytes) and its groups'
-  // squared errors.
-  Result<std::vector<uint8_t>> Frame(const SeqEncodeItem& item, std::span<const uint8_t> sections_bytes,
+  // The chunk of an item from its layer sections (host bytes, back to back)
+  // and its groups' squared errors.
+  Result<std::vector<uint8_t>> Frame(const SeqEncodeItem& item, const uint8_t* sections_bytes,
                                      std::span<const uint64_t> section_bytes, const std::vector<double>& sse) const {
     const SeqProfile& p = *profile;
     seqkv::internal::SeqLossyParams params;
     params.loop.delta0 = delta0;
     params.loop.mult_code = mult_code;
     const double proxy = seqkv::internal::SeqProxy(p, sse, item.shape.tokens);
-    std::vector<Section> sections;
-    sections.push_back({seqkv::internal::kSeqParamsSection,
-                        seqkv::internal::PackSeqLossyParams(params, static_cast<float>(proxy))});
+    const std::vector<uint8_t> params_section = seqkv::internal::PackSeqLossyParams(params, static_cast<float>(proxy));
+    std::vector<SectionView> sections;
+    sections.push_back({seqkv::internal::kSeqParamsSection, params_section});
     uint64_t at = 0;
     for (uint32_t l = 0; l < p.layers; ++l) {
-      if (at + section_bytes[l] > sections_bytes.size()) return Internal("seq gpu encode: section sizes");
       sections.push_back({seqkv::internal::kSeqLayerSectionBase + l,
-                          std::vector<uint8_t>(sections_bytes.begin() + at,
-                                               sections_bytes.begin() + at + section_bytes[l])});
+                          std::span<const uint8_t>(sections_bytes + at, section_bytes[l])});
       at += section_bytes[l];
     }
     return FrameChunk(MetaOf(item), codec->id(), codec->Spec(), codec->ChunkFlags(), sections);
   }
+
+#ifdef SEQKV_WITH_CUDA
+  // SEQKV_GPU_STAGE_TIMES=1 (for benches): events between the stages of the
+  // last Encode, printed to stderr by Finish.
+  bool stage_times = std::getenv("SEQKV_GPU_STAGE_TIMES") != nullptr;
+  cudaEvent_t events[4] = {};
+  void Mark(int k, cudaStream_t s) {
+    if (!stage_times) return;
+    if (events[k] == nullptr && cudaEventCreate(&events[k]) != cudaSuccess) {
+      stage_times = false;
+      return;
+    }
+    cudaEventRecord(events[k], s);
+  }
+  void PrintStages() const {
+    if (!stage_times || events[0] == nullptr || events[3] == nullptr) return;
+    float ms[3] = {0, 0, 0};
+    for (int k = 0; k < 3; ++k) cudaEventElapsedTime(&ms[k], events[k], events[k + 1]);
+    std::fprintf(stderr, "seq gpu encode stages: dense %.3f ms, models + lane counts %.3f ms, sections + lanes + merge %.3f ms\n",
+                 ms[0], ms[1], ms[2]);
+  }
+
+  // Pinned host memory for Finish's downloads, grown on demand.
+  uint8_t* staging = nullptr;
+  uint64_t staging_bytes = 0;
+  Status EnsureStaging(uint64_t bytes) {
+    if (bytes <= staging_bytes) return Status::Ok();
+    const uint64_t want = std::max<uint64_t>(bytes, 2 * staging_bytes);
+    if (staging != nullptr) cudaFreeHost(staging);
+    staging = nullptr;
+    staging_bytes = 0;
+    SEQKV_CUDA_RETURN(cudaMallocHost(reinterpret_cast<void**>(&staging), want), "pinned staging buffer");
+    staging_bytes = want;
+    return Status::Ok();
+  }
+#endif
 };
 
 SeqEncodeGpu::SeqEncodeGpu(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -219,7 +267,7 @@ Result<SeqEncodeGpu> SeqEncodeGpu::CreateFor(Backend backend, std::shared_ptr<co
   }
   if (p.head_dim > 1024) return Unimplemented("seq gpu encode: head_dim above 1024");
 #ifdef SEQKV_WITH_CUDA
-  static_assert(internal::kSdTileTokens == seqkv::internal::kSeqSseTile, "tile of the squared-error sums");
+  static_assert(internal::kSqSseTile == seqkv::internal::kSeqSseTile, "tile of the squared-error sums");
   if (internal::SqMaxHeaderBytes(p.head_dim) != StreamHeaderBytes(p.head_dim)) return Internal("seq gpu encode: header");
 #endif
   auto impl = std::make_unique<Impl>(backend);
@@ -303,13 +351,13 @@ Status SeqEncodeGpu::Encode(const SeqEncodeArgs& args, void* workspace, uint64_t
   const uint32_t d = p.head_dim, G = p.groups();
   std::vector<internal::SqDesc> descs;
   std::vector<double> step_base;
-  uint64_t q_at = 0, layer_at = 0, part_at = 0, group_at = 0, slot_at = 0;
+  uint64_t q_at = 0, layer_at = 0, part_at = 0, group_at = 0, arena_at = 0;
   uint32_t ctas = 0;
   for (size_t i = 0; i < args.items.size(); ++i) {
     if (!(*statuses)[i].ok()) continue;
     const SeqEncodeItem& item = args.items[i];
     const uint32_t T = item.shape.tokens;
-    const uint32_t tiles = (T + internal::kSdTileTokens - 1) / internal::kSdTileTokens;
+    const uint32_t tiles = (T + internal::kSqSseTile - 1) / internal::kSqSseTile;
     internal::SqDesc e{};
     e.in[0] = static_cast<const uint16_t*>(item.k_in);
     e.in[1] = static_cast<const uint16_t*>(item.v_in);
@@ -323,26 +371,30 @@ Status SeqEncodeGpu::Encode(const SeqEncodeArgs& args, void* workspace, uint64_t
     e.sse = reinterpret_cast<double*>(base + layout.sse) + group_at;
     e.step_base = steps + descs.size() * G;
     e.ops = reinterpret_cast<uint32_t*>(base + layout.ops) + q_at;
-    e.models = base + layout.models + group_at * d * 3 * internal::kSqModelBytes;
-    e.slots = base + layout.slots + slot_at;
+    e.rank = reinterpret_cast<int16_t*>(base + layout.rank) + group_at * d;
+    e.coded = reinterpret_cast<uint32_t*>(base + layout.coded) + group_at;
+    e.lane_words = reinterpret_cast<uint32_t*>(base + layout.lane_words) + group_at * 8;
+    e.lane_states = reinterpret_cast<uint32_t*>(base + layout.lane_states) + group_at * 8;
+    e.arena_cap = internal::SqArenaWords(T, d);
+    e.arena_words = reinterpret_cast<uint16_t*>(base + layout.arena_words) + arena_at;
+    e.arena_keys = reinterpret_cast<uint32_t*>(base + layout.arena_keys) + arena_at;
     e.stream_bytes = reinterpret_cast<uint32_t*>(base + layout.stream_bytes) + group_at;
     e.dst = reinterpret_cast<uint64_t*>(base + layout.dst) + group_at;
     e.section_bytes = reinterpret_cast<uint64_t*>(base + layout.section_bytes) + descs.size() * p.layers;
     e.out = item.out;
-    e.slot_bytes = internal::SqSlotBytes(T, d);
     e.rho = impl_->rho;
     e.tokens = T;
     e.rotate_keys = rope_keys && item.rope.style != RopeStyle::kNone && impl_->rope.rotary_dim() > 0 ? 1 : 0;
     e.status_index = static_cast<uint32_t>(i);
     e.first_cta = ctas;
     e.first_group = static_cast<uint32_t>(group_at);
-    ctas += internal::SdCtasOf(p.kv_heads, T);
+    ctas += internal::SqCtasOf(p.kv_heads, T);
     step_base.insert(step_base.end(), impl_->step_base.begin(), impl_->step_base.end());
     q_at += 2 * Elements(item.shape);
     layer_at += 2ull * p.kv_heads * T * d;
     part_at += uint64_t{G} * tiles * d;
     group_at += G;
-    slot_at += G * e.slot_bytes;
+    arena_at += G * e.arena_cap;
     descs.push_back(e);
   }
   SEQKV_CUDA_RETURN(cudaMemsetAsync(workspace, 0, StatusBytes(args.items.size()), s), "status reset");
@@ -372,9 +424,13 @@ Status SeqEncodeGpu::Encode(const SeqEncodeArgs& args, void* workspace, uint64_t
   launch.rope_cos = impl_->rope.cos();
   launch.rope_sin = impl_->rope.sin();
   launch.statuses = static_cast<int32_t*>(workspace);
+  impl_->Mark(0, s);
   for (uint32_t l = 0; l < p.layers; ++l) SEQKV_CUDA_RETURN(internal::LaunchSqLayer(launch, l, s), "layer launch");
+  impl_->Mark(1, s);
   SEQKV_CUDA_RETURN(internal::LaunchSqEntropy(launch, s), "entropy launch");
+  impl_->Mark(2, s);
   SEQKV_CUDA_RETURN(internal::LaunchSqPack(launch, s), "pack launch");
+  impl_->Mark(3, s);
   return Status::Ok();
 #else
   (void)stream;
@@ -420,27 +476,44 @@ Status SeqEncodeGpu::Finish(const SeqEncodeArgs& args, const void* workspace, vo
                       "section size download");
   }
   SEQKV_CUDA_RETURN(cudaStreamSynchronize(s), "stream synchronize");
+  impl_->PrintStages();
+  // Every good item's sections into one pinned staging buffer, then one wait.
+  std::vector<size_t> slot_of(args.items.size());         // index among the items the device ran
+  std::vector<uint64_t> staged(args.items.size(), UINT64_MAX);  // offset in the staging buffer
+  uint64_t stage_bytes = 0;
   size_t k = 0;
-  std::vector<uint8_t> host;
   for (size_t i = 0; i < args.items.size(); ++i) {
     if (!(*statuses)[i].ok()) continue;
-    const size_t slot = k++;
+    slot_of[i] = k++;
     if (codes[i] != 0) {
       (*statuses)[i] = codes[i] == internal::kSqOverflow ? ResourceExhausted(kTooManyBits)
                                                           : Internal("seq gpu encode: unknown device status");
       continue;
     }
-    const std::span<const uint64_t> sizes(section_bytes.data() + slot * p.layers, p.layers);
     uint64_t total = 0;
-    for (uint64_t b : sizes) total += b;
+    for (uint32_t l = 0; l < p.layers; ++l) total += section_bytes[slot_of[i] * p.layers + l];
     if (total > SeqEncodeMaxBytes(args.items[i].shape)) {
       (*statuses)[i] = Internal("seq gpu encode: section sizes past the output");
       continue;
     }
-    host.resize(total);
-    SEQKV_CUDA_RETURN(cudaMemcpy(host.data(), args.items[i].out, total, cudaMemcpyDeviceToHost), "output download");
+    staged[i] = stage_bytes;
+    stage_bytes += total;
+  }
+  SEQKV_RETURN_IF_ERROR(impl_->EnsureStaging(stage_bytes));
+  for (size_t i = 0; i < args.items.size(); ++i) {
+    if (staged[i] == UINT64_MAX) continue;
+    uint64_t total = 0;
+    for (uint32_t l = 0; l < p.layers; ++l) total += section_bytes[slot_of[i] * p.layers + l];
+    SEQKV_CUDA_RETURN(cudaMemcpyAsync(impl_->staging + staged[i], args.items[i].out, total, cudaMemcpyDeviceToHost, s),
+                      "output download");
+  }
+  SEQKV_CUDA_RETURN(cudaStreamSynchronize(s), "stream synchronize");
+  for (size_t i = 0; i < args.items.size(); ++i) {
+    if (staged[i] == UINT64_MAX) continue;
+    const size_t slot = slot_of[i];
     const std::vector<double> item_sse(sse.begin() + slot * p.groups(), sse.begin() + (slot + 1) * p.groups());
-    auto framed = impl_->Frame(args.items[i], host, sizes, item_sse);
+    auto framed = impl_->Frame(args.items[i], impl_->staging + staged[i],
+                               std::span<const uint64_t>(section_bytes.data() + slot * p.layers, p.layers), item_sse);
     if (!framed.ok()) {
       (*statuses)[i] = framed.status();
       continue;

@@ -4,19 +4,15 @@
 // float operation a separate round-to-nearest intrinsic (--fmad=false):
 //
 //  * SqLayerKernel, per layer, per group (layer, kv, head), per tile of
-//    kSdTileTokens tokens, one thread per channel: the bf16 input with RoPE
+//    kSqTileTokens tokens, one thread per channel: the bf16 input with RoPE
 //    undone on the keys, the prediction from layer - 1's reconstruction, the
 //    residual's KLT coefficients c[i] = sum_j r[j] * U[i][j] (j ascending),
 //    the symbols floor(|c| / step + rho) with c's sign, then the decoder's
 //    reconstruction (the closed loop) and the tile's partial squared errors.
-//  * SqEntropyKernel, one thread per group stream: the group's squared error
-//    (partials in SeqGroupSse's order), then the stream: a forward pass runs
-//    the adaptive models and records each magnitude symbol's (start, freq);
-//    a backward pass runs the interleaved rANS encoder and writes the words
-//    downward from the end of the group's slot, so the stream ends up
-//    contiguous at the slot's end in the reference's byte order.
-//  * SqSectionKernel (one thread per item) lays out the layer sections and
-//    SqCopyKernel (one block per group) copies the streams into them.
+//  * the entropy stage (below, "entropy coding"): one thread per component
+//    runs the adaptive models, one thread per rANS lane codes the lane's
+//    symbols backwards, and the lanes' words are merged into the stream;
+//  * SqSectionKernel (one thread per item) lays out the layer sections.
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -29,7 +25,7 @@ namespace seqkv::gpu::internal {
 namespace {
 
 using dense::FC;
-using dense::TT;
+constexpr uint32_t TT = kSqTileTokens;
 
 constexpr uint32_t kScaleBits = 15;
 constexpr uint32_t kTotal = 1u << kScaleBits;
@@ -39,7 +35,6 @@ constexpr uint32_t kSymbols = 16;
 constexpr uint32_t kEscape = 15;
 constexpr uint32_t kMaxLanes = 8;
 constexpr float kMaxMagnitude = 16777216.0f;  // kSeqMaxMagnitude = 2^24
-constexpr uint32_t kMaxDimWords = 128;        // head_dim <= 4096
 
 __global__ void SqLayerKernel(SqLaunch L, uint32_t layer) {
   extern __shared__ __align__(16) unsigned char smem[];
@@ -144,25 +139,49 @@ __global__ void SqLayerKernel(SqLaunch L, uint32_t layer) {
 #pragma unroll
   for (uint32_t k = 0; k < TT; ++k) rec[k] = 0.0f;
   dense::AccumulateTile(r_s, d, d, U + j, d, rec);
-  double part = 0.0;
+  // Partial squared errors per kSqSseTile tokens (SeqGroupSse's tiles).
+  const uint32_t sse_tiles = (T + kSqSseTile - 1) / kSqSseTile;
 #pragma unroll
-  for (uint32_t k = 0; k < TT; ++k) {
-    if (k < nt) {
-      const float x = __fadd_rn(pred[k], rec[k]);
-      cur[((uint64_t{kv} * H + h) * T + t0 + k) * d + j] = x;
-      const double e = __dsub_rn(static_cast<double>(x_s[k * d + j]), static_cast<double>(x));
-      part = __dadd_rn(part, __dmul_rn(e, e));
+  for (uint32_t s0 = 0; s0 < TT; s0 += kSqSseTile) {
+    double part = 0.0;
+#pragma unroll
+    for (uint32_t k = s0; k < s0 + kSqSseTile; ++k) {
+      if (k < nt) {
+        const float x = __fadd_rn(pred[k], rec[k]);
+        cur[((uint64_t{kv} * H + h) * T + t0 + k) * d + j] = x;
+        const double e = __dsub_rn(static_cast<double>(x_s[k * d + j]), static_cast<double>(x));
+        part = __dadd_rn(part, __dmul_rn(e, e));
+      }
     }
+    if (s0 < nt) desc.sse_part[(uint64_t{g} * sse_tiles + (t0 + s0) / kSqSseTile) * d + j] = part;
   }
-  desc.sse_part[(uint64_t{g} * tiles + tile) * d + j] = part;
 }
 
-// SeqAdaptiveModel.
-struct Model {
-  uint16_t p[kSymbols];
-  uint32_t n;
-};
-static_assert(sizeof(Model) == kSqModelBytes, "model layout");
+// ---- entropy coding -------------------------------------------------------
+//
+// The encoder knows every symbol up front, and each component's adaptive
+// models see only that component's symbols, so the models run one thread per
+// component (SqModelKernel), not one per group. The rANS lanes are
+// independent too: each lane's states and words depend only on its own
+// symbols. Only the order of the words in the shared stream ties them
+// together: the decoder reads a word when the symbol that made the encoder
+// emit it is decoded, so the stream is every lane's words sorted by the
+// position of that symbol (one key per rANS operation, below). So one thread
+// per lane codes its symbols backwards, first counting its words
+// (SqLaneKernel<false>), then, once the sections are laid out, writing them
+// with their keys (SqLaneKernel<true>); SqMergeKernel places each word at
+// its rank among all the group's keys.
+//
+// Key of a rANS operation: (t * dim + i) * 64 + sub, sub the operation's
+// index inside the element in coding order: 0 the magnitude symbol, then the
+// escape's k zero bits (1..k), its one bit (k + 1) and k value bits (k + 2 ..
+// 2k + 1, most significant first), then the sign (2k + 2, or 1 without an
+// escape); k <= 24 so sub < 64. Ascending keys are SeqEncodeGroup's order.
+
+// Frequency k of a packed model (k a compile-time constant after unrolling).
+__device__ __forceinline__ uint32_t Half(const uint32_t (&w)[8], int k) {
+  return (k & 1) ? (w[k >> 1] >> 16) : (w[k >> 1] & 0xFFFFu);
+}
 
 __device__ __forceinline__ uint32_t Context(int32_t prev) {
   return prev == 0 ? 0u : (prev == 1 || prev == -1) ? 1u : 2u;
@@ -172,150 +191,182 @@ __device__ __forceinline__ uint32_t Magnitude(int32_t v) {
   return v < 0 ? 0u - static_cast<uint32_t>(v) : static_cast<uint32_t>(v);
 }
 
-// rANS encode step on lane state x; words go downward from *pos (byte
-// offset in the slot), never below `floor`. False when the slot is full.
-__device__ __forceinline__ bool Put(uint32_t& x, uint32_t start, uint32_t freq, uint8_t* slot, uint64_t* pos,
-                                    uint64_t floor) {
-  if (uint64_t{x} >= (uint64_t{freq} << (32 - kScaleBits))) {
-    if (*pos < floor + 2) return false;
-    *pos -= 2;
-    slot[*pos] = static_cast<uint8_t>(x);
-    slot[*pos + 1] = static_cast<uint8_t>(x >> 8);
-    x >>= 16;
-  }
-  x = ((x / freq) << kScaleBits) + (x % freq) + start;
-  return true;
-}
-
-// Returns false when the stream does not fit the slot.
-__device__ bool EncodeGroup(const SqDesc& D, uint32_t g, uint32_t d) {
-  const uint32_t T = D.tokens;
-  const int32_t* q = D.q + uint64_t{g} * T * d;
-  uint32_t* ops = D.ops + uint64_t{g} * T * d;
-  Model* models = reinterpret_cast<Model*>(D.models + uint64_t{g} * d * 3 * kSqModelBytes);
-  uint8_t* slot = D.slots + uint64_t{g} * D.slot_bytes;
-
-  uint32_t coded_bits[kMaxDimWords];
-  const uint32_t words = (d + 31) / 32;
-  for (uint32_t w = 0; w < words; ++w) coded_bits[w] = 0;
-  for (uint64_t idx = 0; idx < uint64_t{T} * d; ++idx) {
-    if (q[idx] != 0) {
-      const uint32_t i = static_cast<uint32_t>(idx % d);
-      coded_bits[i / 32] |= 1u << (i % 32);
-    }
-  }
-  uint32_t coded = 0;
-  for (uint32_t w = 0; w < words; ++w) coded += __popc(coded_bits[w]);
-  const uint32_t lanes = coded < kMaxLanes ? coded : kMaxLanes;
-  auto is_coded = [&](uint32_t i) { return (coded_bits[i / 32] >> (i % 32)) & 1u; };
-
-  // Forward: the models in decode order; each coded symbol's (start, freq).
-  if (lanes > 0) {
-    constexpr uint16_t kInit = ((1u << 15) - kSymbols) / kSymbols;  // no remainder for p0
-    for (uint32_t i = 0; i < d; ++i) {
-      if (!is_coded(i)) continue;
-      for (uint32_t c = 0; c < 3; ++c) {
-        Model& m = models[i * 3 + c];
-        for (uint32_t s = 0; s < kSymbols; ++s) m.p[s] = kInit;
-        m.n = 0;
-      }
-    }
-    for (uint32_t t = 0; t < T; ++t) {
-      for (uint32_t i = 0; i < d; ++i) {
-        if (!is_coded(i)) continue;
-        const int32_t v = q[uint64_t{t} * d + i];
-        const int32_t prev = t > 0 ? q[uint64_t{t - 1} * d + i] : 0;
-        Model& m = models[i * 3 + Context(prev)];
-        const uint32_t mag = Magnitude(v);
-        const uint32_t s = mag >= kEscape ? kEscape : mag;
-        uint32_t start = 0;
-        for (uint32_t k = 0; k < s; ++k) start += m.p[k] + 1u;
-        const uint32_t freq = m.p[s] + 1u;
-        ops[uint64_t{t} * d + i] = start | (freq << 16);
-        const uint32_t rate = m.n < 16 ? 2 : m.n < 64 ? 3 : m.n < 256 ? 4 : 5;
-        uint32_t moved = 0;
-        for (uint32_t k = 0; k < kSymbols; ++k) {
-          const uint16_t give = static_cast<uint16_t>(m.p[k] >> rate);
-          m.p[k] = static_cast<uint16_t>(m.p[k] - give);
-          moved += give;
-        }
-        m.p[s] = static_cast<uint16_t>(m.p[s] + moved);
-        ++m.n;
-      }
-    }
-  }
-
-  // Backward: the rANS coder over the same symbols in reverse.
-  const uint32_t bitmap_bytes = (d + 7) / 8;
-  const uint64_t header = bitmap_bytes + 1 + 4ull * lanes;
-  uint64_t pos = D.slot_bytes;
-  uint32_t x[kMaxLanes];
-  for (uint32_t l = 0; l < kMaxLanes; ++l) x[l] = kLow;
-  if (lanes > 0) {
-    for (uint32_t t = T; t-- > 0;) {
-      uint32_t c = coded;
-      for (uint32_t i = d; i-- > 0;) {
-        if (!is_coded(i)) continue;
-        --c;
-        uint32_t& xs = x[c % lanes];
-        const int32_t v = q[uint64_t{t} * d + i];
-        const uint32_t mag = Magnitude(v);
-        if (mag != 0 && !Put(xs, v < 0 ? kHalf : 0u, kHalf, slot, &pos, header)) return false;
-        if (mag >= kEscape) {  // Exp-Golomb 0 of mag - 15, reversed
-          const uint32_t e = mag - kEscape + 1;
-          const int k = 31 - __clz(e);
-          for (int b = 0; b < k; ++b) {
-            if (!Put(xs, ((e >> b) & 1u) ? kHalf : 0u, kHalf, slot, &pos, header)) return false;
-          }
-          if (!Put(xs, kHalf, kHalf, slot, &pos, header)) return false;
-          for (int b = 0; b < k; ++b) {
-            if (!Put(xs, 0u, kHalf, slot, &pos, header)) return false;
-          }
-        }
-        const uint32_t op = ops[uint64_t{t} * d + i];
-        if (!Put(xs, op & 0xFFFFu, op >> 16, slot, &pos, header)) return false;
-      }
-    }
-  }
-  // The header just below the words: bitmap, lanes, states.
-  uint64_t at = pos - header;
-  for (uint32_t b = 0; b < bitmap_bytes; ++b) {
-    const uint32_t i0 = b * 8;
-    slot[at + b] = static_cast<uint8_t>((coded_bits[i0 / 32] >> (i0 % 32)) & 0xFFu);
-  }
-  slot[at + bitmap_bytes] = static_cast<uint8_t>(lanes);
-  for (uint32_t l = 0; l < lanes; ++l) {
-    uint8_t* p = slot + at + bitmap_bytes + 1 + 4 * l;
-    p[0] = static_cast<uint8_t>(x[l]);
-    p[1] = static_cast<uint8_t>(x[l] >> 8);
-    p[2] = static_cast<uint8_t>(x[l] >> 16);
-    p[3] = static_cast<uint8_t>(x[l] >> 24);
-  }
-  // The limit of SeqEncodeMaxBytes (the slot itself is rounded up).
-  if (D.slot_bytes - at > SqMaxHeaderBytes(d) + 2ull * T * d) return false;
-  D.stream_bytes[g] = static_cast<uint32_t>(D.slot_bytes - at);
-  return true;
-}
-
-__global__ void SqEntropyKernel(SqLaunch L) {
-  const uint32_t gid = blockIdx.x * blockDim.x + threadIdx.x;
-  if (gid >= L.total_groups) return;
-  uint32_t lo = 0, hi = L.count;
+template <typename Desc>
+__device__ __forceinline__ uint32_t FindGroupItem(const Desc* descs, uint32_t count, uint32_t gid) {
+  uint32_t lo = 0, hi = count;
   while (hi - lo > 1) {
     const uint32_t mid = (lo + hi) / 2;
-    if (L.descs[mid].first_group <= gid) lo = mid; else hi = mid;
+    if (descs[mid].first_group <= gid) lo = mid; else hi = mid;
   }
-  const SqDesc& D = L.descs[lo];
+  return lo;
+}
+
+// One block per group, one thread per component: the component's three
+// adaptive models (SeqAdaptiveModel, 16 frequencies packed two per word) over
+// its symbols; each symbol's magnitude (start, freq) into ops. Then thread 0
+// ranks the coded components and sums the group's squared error.
+__global__ void SqModelKernel(SqLaunch L) {
+  __shared__ uint32_t coded_s[1024];
+  const uint32_t gid = blockIdx.x;
+  const SqDesc& D = L.descs[FindGroupItem(L.descs, L.count, gid)];
   const uint32_t g = gid - D.first_group;
-  const uint32_t d = L.head_dim;
+  const uint32_t d = L.head_dim, T = D.tokens;
+  const uint32_t i = threadIdx.x;
+  if (i < d) {
+    const int32_t* q = D.q + uint64_t{g} * T * d + i;
+    uint32_t* ops = D.ops + uint64_t{g} * T * d + i;
+    constexpr uint32_t kInitWord = (((1u << 15) - kSymbols) / kSymbols) * 0x10001u;
+    uint32_t m0[8], m1[8], m2[8];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) m0[j] = m1[j] = m2[j] = kInitWord;
+    uint32_t n0 = 0, n1 = 0, n2 = 0;
+    int32_t prev = 0;
+    bool any = false;
+    for (uint32_t t = 0; t < T; ++t) {
+      const int32_t v = q[uint64_t{t} * d];
+      const uint32_t ctx = Context(prev);
+      uint32_t w[8];
+#pragma unroll
+      for (int j = 0; j < 8; ++j) w[j] = ctx == 0 ? m0[j] : ctx == 1 ? m1[j] : m2[j];
+      const uint32_t n = ctx == 0 ? n0 : ctx == 1 ? n1 : n2;
+      const uint32_t mag = Magnitude(v);
+      const uint32_t sym = mag >= kEscape ? kEscape : mag;
+      uint32_t start = 0, freq = 0;
+#pragma unroll
+      for (int k = 0; k < static_cast<int>(kSymbols); ++k) {
+        const uint32_t f = Half(w, k) + 1;
+        start += static_cast<uint32_t>(k) < sym ? f : 0u;
+        freq += static_cast<uint32_t>(k) == sym ? f : 0u;
+      }
+      ops[uint64_t{t} * d] = start | (freq << 16);
+      // Every p_k gives p_k >> rate to p_sym (no carry between the halves:
+      // every p_k < 2^15 and their sum < 2^15 + 16).
+      const uint32_t rate = n < 16 ? 2 : n < 64 ? 3 : n < 256 ? 4 : 5;
+      const uint32_t mask = (0xFFFFu >> rate) * 0x10001u;
+      uint32_t moved2 = 0;
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        const uint32_t give = (w[j] >> rate) & mask;
+        w[j] -= give;
+        moved2 += give;
+      }
+      const uint32_t moved = (moved2 & 0xFFFFu) + (moved2 >> 16);
+      const uint32_t one_hot = 1u << sym;
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        const uint32_t pair = (one_hot >> (2 * j)) & 3u;
+        w[j] += moved * ((pair & 1u) | ((pair >> 1) << 16));
+      }
+      const uint32_t next = n + 1 < 256 ? n + 1 : 256;  // the rate stops changing at 256
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        m0[j] = ctx == 0 ? w[j] : m0[j];
+        m1[j] = ctx == 1 ? w[j] : m1[j];
+        m2[j] = ctx == 2 ? w[j] : m2[j];
+      }
+      n0 = ctx == 0 ? next : n0;
+      n1 = ctx == 1 ? next : n1;
+      n2 = ctx == 2 ? next : n2;
+      any |= v != 0;
+      prev = v;
+    }
+    coded_s[i] = any ? 1u : 0u;
+  }
+  __syncthreads();
+  if (i != 0) return;
+  int16_t* rank = D.rank + uint64_t{g} * d;
+  uint32_t r = 0;
+  for (uint32_t c = 0; c < d; ++c) rank[c] = coded_s[c] ? static_cast<int16_t>(r++) : int16_t{-1};
+  D.coded[g] = r;
   // SeqGroupSse's order: tiles ascending, channels ascending.
-  const uint32_t tiles = (D.tokens + TT - 1) / TT;
+  const uint32_t tiles = (T + kSqSseTile - 1) / kSqSseTile;
   double sse = 0.0;
   for (uint64_t k = 0; k < uint64_t{tiles} * d; ++k) sse = __dadd_rn(sse, D.sse_part[uint64_t{g} * tiles * d + k]);
   D.sse[g] = sse;
-  if (!EncodeGroup(D, g, d)) {
-    D.stream_bytes[g] = 0;
-    atomicCAS(&L.statuses[D.status_index], 0, kSqOverflow);
+}
+
+// rANS encode step; a word leaves when the state would overflow.
+template <bool kWrite>
+struct LaneCoder {
+  uint32_t x = kLow;
+  uint32_t words = 0;
+  uint16_t* out_words;
+  uint32_t* out_keys;
+  __device__ __forceinline__ void Put(uint32_t start, uint32_t freq, uint32_t key) {
+    if (uint64_t{x} >= (uint64_t{freq} << (32 - kScaleBits))) {
+      if (kWrite) {
+        out_words[words] = static_cast<uint16_t>(x);
+        out_keys[words] = key;
+      }
+      ++words;
+      x >>= 16;
+    }
+    x = ((x / freq) << kScaleBits) + (x % freq) + start;
+  }
+};
+
+constexpr uint32_t kLaneThreads = 128;  // 16 groups x 8 lanes per block
+
+// One thread per (group, lane): the lane's symbols backwards through the rANS
+// coder. kWrite = false counts the words and keeps the final state; true
+// writes the words and their keys to the lane's part of the group's arena.
+template <bool kWrite>
+__global__ void __launch_bounds__(kLaneThreads) SqLaneKernel(SqLaunch L) {
+  extern __shared__ uint16_t list_s[];  // per thread: its components, ascending rank
+  const uint32_t tid = blockIdx.x * blockDim.x + threadIdx.x;
+  const uint32_t gid = tid / kMaxLanes, lane = tid % kMaxLanes;
+  if (gid >= L.total_groups) return;
+  const SqDesc& D = L.descs[FindGroupItem(L.descs, L.count, gid)];
+  const uint32_t g = gid - D.first_group;
+  const uint32_t d = L.head_dim, T = D.tokens;
+  const uint32_t coded = D.coded[g];
+  const uint32_t lanes = coded < kMaxLanes ? coded : kMaxLanes;
+  uint32_t* lane_words = D.lane_words + uint64_t{g} * kMaxLanes;
+  if (lane >= lanes) {
+    if (!kWrite) lane_words[lane] = 0;
+    return;
+  }
+  if (kWrite && L.statuses[D.status_index] != 0) return;
+  uint16_t* list = list_s + threadIdx.x * (d / kMaxLanes + 1);
+  uint32_t n = 0;
+  const int16_t* rank = D.rank + uint64_t{g} * d;
+  for (uint32_t i = 0; i < d; ++i) {
+    const int32_t r = rank[i];
+    if (r >= 0 && static_cast<uint32_t>(r) % lanes == lane) list[n++] = static_cast<uint16_t>(i);
+  }
+  LaneCoder<kWrite> coder;
+  if (kWrite) {
+    uint64_t at = uint64_t{g} * D.arena_cap;
+    for (uint32_t l = 0; l < lane; ++l) at += lane_words[l];
+    coder.out_words = D.arena_words + at;
+    coder.out_keys = D.arena_keys + at;
+  }
+  const int32_t* q = D.q + uint64_t{g} * T * d;
+  const uint32_t* ops = D.ops + uint64_t{g} * T * d;
+  for (uint32_t t = T; t-- > 0;) {
+    for (uint32_t e = n; e-- > 0;) {
+      const uint32_t i = list[e];
+      const uint64_t idx = uint64_t{t} * d + i;
+      const int32_t v = q[idx];
+      const uint32_t mag = Magnitude(v);
+      const uint32_t key = static_cast<uint32_t>(idx) << 6;
+      if (mag >= kEscape) {
+        const uint32_t ev = mag - kEscape + 1;
+        const uint32_t k = 31 - __clz(ev);
+        coder.Put(v < 0 ? kHalf : 0u, kHalf, key + 2 * k + 2);
+        for (uint32_t b = 0; b < k; ++b) coder.Put(((ev >> b) & 1u) ? kHalf : 0u, kHalf, key + 2 * k + 1 - b);
+        coder.Put(kHalf, kHalf, key + k + 1);
+        for (uint32_t b = k; b >= 1; --b) coder.Put(0u, kHalf, key + b);
+      } else if (mag != 0) {
+        coder.Put(v < 0 ? kHalf : 0u, kHalf, key + 1);
+      }
+      const uint32_t op = ops[idx];
+      coder.Put(op & 0xFFFFu, op >> 16, key);
+    }
+  }
+  if (!kWrite) {
+    lane_words[lane] = coder.words;
+    D.lane_states[uint64_t{g} * kMaxLanes + lane] = coder.x;
   }
 }
 
@@ -326,13 +377,29 @@ __device__ __forceinline__ void PutU32(uint8_t* p, uint32_t v) {
   p[3] = static_cast<uint8_t>(v >> 24);
 }
 
-// Per item: section l = u32 n (2H), n x u32 stream length, the streams.
+__device__ __forceinline__ uint32_t StreamHeader(uint32_t d, uint32_t lanes) { return (d + 7) / 8 + 1 + 4 * lanes; }
+
+// Per item: each group stream's size (an item with a stream over the limit
+// fails: kSqOverflow), then section l = u32 n (2H), n x u32 stream length,
+// the streams; where each stream goes.
 __global__ void SqSectionKernel(SqLaunch L) {
   const uint32_t item = blockIdx.x * blockDim.x + threadIdx.x;
   if (item >= L.count) return;
   const SqDesc& D = L.descs[item];
-  if (L.statuses[D.status_index] != 0) return;
-  const uint32_t n = 2 * L.heads;
+  const uint32_t d = L.head_dim, n = 2 * L.heads;
+  const uint64_t limit = SqMaxHeaderBytes(d) + 2ull * D.tokens * d;
+  const uint32_t groups = L.layers * n;
+  for (uint32_t g = 0; g < groups; ++g) {
+    const uint32_t coded = D.coded[g];
+    const uint32_t lanes = coded < kMaxLanes ? coded : kMaxLanes;
+    uint64_t bytes = StreamHeader(d, lanes);
+    for (uint32_t l = 0; l < lanes; ++l) bytes += 2ull * D.lane_words[uint64_t{g} * kMaxLanes + l];
+    if (bytes > limit) {
+      atomicCAS(&L.statuses[D.status_index], 0, kSqOverflow);
+      return;
+    }
+    D.stream_bytes[g] = static_cast<uint32_t>(bytes);
+  }
   uint64_t at = 0;
   for (uint32_t l = 0; l < L.layers; ++l) {
     const uint64_t start = at;
@@ -348,20 +415,57 @@ __global__ void SqSectionKernel(SqLaunch L) {
   }
 }
 
-__global__ void SqCopyKernel(SqLaunch L) {
-  const uint32_t gid = blockIdx.x;
-  uint32_t lo = 0, hi = L.count;
-  while (hi - lo > 1) {
+// How many of a lane's keys (descending) are below `key`.
+__device__ __forceinline__ uint32_t CountBelow(const uint32_t* keys, uint32_t n, uint32_t key) {
+  uint32_t lo = 0, hi = n;  // the first index whose key is below `key`
+  while (lo < hi) {
     const uint32_t mid = (lo + hi) / 2;
-    if (L.descs[mid].first_group <= gid) lo = mid; else hi = mid;
+    if (keys[mid] < key) hi = mid; else lo = mid + 1;
   }
-  const SqDesc& D = L.descs[lo];
+  return n - lo;
+}
+
+// One block per group: the stream at its place in the item's output. Header
+// (bitmap, lane count, final states), then every word at its key's rank.
+__global__ void SqMergeKernel(SqLaunch L) {
+  const uint32_t gid = blockIdx.x;
+  const SqDesc& D = L.descs[FindGroupItem(L.descs, L.count, gid)];
   if (L.statuses[D.status_index] != 0) return;
   const uint32_t g = gid - D.first_group;
-  const uint32_t n = D.stream_bytes[g];
-  const uint8_t* src = D.slots + uint64_t{g} * D.slot_bytes + (D.slot_bytes - n);
-  uint8_t* dst = D.out + D.dst[g];
-  for (uint32_t b = threadIdx.x; b < n; b += blockDim.x) dst[b] = src[b];
+  const uint32_t d = L.head_dim;
+  const uint32_t coded = D.coded[g];
+  const uint32_t lanes = coded < kMaxLanes ? coded : kMaxLanes;
+  uint8_t* out = D.out + D.dst[g];
+  const int16_t* rank = D.rank + uint64_t{g} * d;
+  const uint32_t bitmap_bytes = (d + 7) / 8;
+  for (uint32_t b = threadIdx.x; b < bitmap_bytes; b += blockDim.x) {
+    uint32_t byte = 0;
+    for (uint32_t k = 0; k < 8 && b * 8 + k < d; ++k) byte |= (rank[b * 8 + k] >= 0 ? 1u : 0u) << k;
+    out[b] = static_cast<uint8_t>(byte);
+  }
+  if (threadIdx.x == 0) out[bitmap_bytes] = static_cast<uint8_t>(lanes);
+  if (threadIdx.x < lanes) PutU32(out + bitmap_bytes + 1 + 4 * threadIdx.x, D.lane_states[uint64_t{g} * kMaxLanes + threadIdx.x]);
+  const uint32_t* words_of = D.lane_words + uint64_t{g} * kMaxLanes;
+  uint8_t* body = out + StreamHeader(d, lanes);
+  uint64_t lane_at[kMaxLanes];
+  uint64_t at = uint64_t{g} * D.arena_cap;
+  for (uint32_t l = 0; l < lanes; ++l) {
+    lane_at[l] = at;
+    at += words_of[l];
+  }
+  for (uint32_t l = 0; l < lanes; ++l) {
+    const uint32_t nl = words_of[l];
+    for (uint32_t p = threadIdx.x; p < nl; p += blockDim.x) {
+      const uint32_t key = D.arena_keys[lane_at[l] + p];
+      uint32_t r = nl - 1 - p;  // this lane's later words have smaller keys
+      for (uint32_t o = 0; o < lanes; ++o) {
+        if (o != l) r += CountBelow(D.arena_keys + lane_at[o], words_of[o], key);
+      }
+      const uint16_t w = D.arena_words[lane_at[l] + p];
+      body[2ull * r] = static_cast<uint8_t>(w);
+      body[2ull * r + 1] = static_cast<uint8_t>(w >> 8);
+    }
+  }
 }
 
 }  // namespace
@@ -381,8 +485,12 @@ cudaError_t LaunchSqLayer(const SqLaunch& launch, uint32_t layer, cudaStream_t s
 
 cudaError_t LaunchSqEntropy(const SqLaunch& launch, cudaStream_t stream) {
   if (launch.total_groups == 0) return cudaSuccess;
-  constexpr uint32_t kThreads = 64;
-  SqEntropyKernel<<<(launch.total_groups + kThreads - 1) / kThreads, kThreads, 0, stream>>>(launch);
+  SqModelKernel<<<launch.total_groups, (launch.head_dim + 31) / 32 * 32, 0, stream>>>(launch);
+  cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess) return e;
+  const uint32_t blocks = (launch.total_groups * kMaxLanes + kLaneThreads - 1) / kLaneThreads;
+  const size_t smem = sizeof(uint16_t) * kLaneThreads * (launch.head_dim / kMaxLanes + 1);
+  SqLaneKernel<false><<<blocks, kLaneThreads, smem, stream>>>(launch);
   return cudaGetLastError();
 }
 
@@ -391,7 +499,12 @@ cudaError_t LaunchSqPack(const SqLaunch& launch, cudaStream_t stream) {
   SqSectionKernel<<<(launch.count + 63) / 64, 64, 0, stream>>>(launch);
   cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) return e;
-  SqCopyKernel<<<launch.total_groups, 256, 0, stream>>>(launch);
+  const uint32_t blocks = (launch.total_groups * kMaxLanes + kLaneThreads - 1) / kLaneThreads;
+  const size_t smem = sizeof(uint16_t) * kLaneThreads * (launch.head_dim / kMaxLanes + 1);
+  SqLaneKernel<true><<<blocks, kLaneThreads, smem, stream>>>(launch);
+  e = cudaGetLastError();
+  if (e != cudaSuccess) return e;
+  SqMergeKernel<<<launch.total_groups, 256, 0, stream>>>(launch);
   return cudaGetLastError();
 }
 

@@ -15,21 +15,29 @@ enum SqDeviceStatus : int32_t {
   kSqOverflow = 1,  // a group stream did not fit its slot: RESOURCE_EXHAUSTED
 };
 
-// Model storage per component and context in the entropy stage: 16 uint16
-// frequencies and a uint32 count (SeqAdaptiveModel).
-inline constexpr uint32_t kSqModelBytes = 36;
-
 #ifdef __CUDACC__
 #define SEQKV_SQ_HD __host__ __device__
 #else
 #define SEQKV_SQ_HD
 #endif
 
+// Tokens one CTA of the dense stage quantizes (each thread: one channel).
+inline constexpr uint32_t kSqTileTokens = 16;  // 32 measured slower (39 vs 35 ms, 8K context)
+// Tokens per partial squared-error sum (kSeqSseTile of the CPU reference).
+inline constexpr uint32_t kSqSseTile = 16;
+static_assert(kSqTileTokens % kSqSseTile == 0, "whole partial sums per CTA");
+
+// CTAs per item and layer: one per (kv, head, tile of kSqTileTokens tokens).
+inline uint32_t SqCtasOf(uint32_t heads, uint32_t tokens) {
+  return 2 * heads * ((tokens + kSqTileTokens - 1) / kSqTileTokens);
+}
+
 // The largest group-stream header: bitmap, lane byte, 8 rANS states.
 SEQKV_SQ_HD inline uint32_t SqMaxHeaderBytes(uint32_t dim) { return (dim + 7) / 8 + 1 + 4 * 8; }
-// A group's slot: the header and 16 bits per element, 16-byte aligned.
-SEQKV_SQ_HD inline uint64_t SqSlotBytes(uint32_t tokens, uint32_t dim) {
-  return (SqMaxHeaderBytes(dim) + 2ull * tokens * dim + 15) / 16 * 16;
+// Words a group's arena holds: every stream within the limit of
+// SeqEncodeMaxBytes (header + 16 bits per element) fits.
+SEQKV_SQ_HD inline uint64_t SqArenaWords(uint32_t tokens, uint32_t dim) {
+  return uint64_t{tokens} * dim + SqMaxHeaderBytes(dim) / 2 + 1;
 }
 
 // One chunk of a batch. Built on the host; arrays are workspace.
@@ -40,17 +48,21 @@ struct SqDesc {
   uint64_t first_position;     // RoPE position of token 0
   int32_t* q;                  // [G][T][d] symbols
   float* xhat[2];              // two layers of reconstruction, each [2][H][T][d]
-  double* sse_part;            // [G][tiles][d] per-tile partial squared errors
+  double* sse_part;            // [G][T / kSqSseTile][d] partial squared errors
   double* sse;                 // [G]
   const double* step_base;     // [G] double(delta0) * multiplier
   uint32_t* ops;               // [G][T][d] the magnitude symbols' start | freq << 16
-  uint8_t* models;             // [G][d][3] models
-  uint8_t* slots;              // [G] slots of slot_bytes: each stream ends at its slot's end
+  int16_t* rank;               // [G][d] rank among the coded components, -1: not coded
+  uint32_t* coded;             // [G] coded components
+  uint32_t* lane_words;        // [G][8] words per rANS lane
+  uint32_t* lane_states;       // [G][8] final rANS states
+  uint16_t* arena_words;       // [G][arena_cap] each lane's words, in emission order
+  uint32_t* arena_keys;        // [G][arena_cap] and their keys
+  uint64_t arena_cap;          // SqArenaWords(tokens, d)
   uint32_t* stream_bytes;      // [G]
   uint64_t* dst;               // [G] where each stream goes in `out`
   uint64_t* section_bytes;     // [layers]
   uint8_t* out;                // the item's output: the layer sections
-  uint64_t slot_bytes;
   float rho;                   // rounding offset
   uint32_t tokens;
   uint32_t rotate_keys;        // 1: undo RoPE on this chunk's keys
@@ -79,9 +91,11 @@ struct SqLaunch {
 
 // Quantizes and reconstructs layer `layer` of every chunk (after layer - 1).
 cudaError_t LaunchSqLayer(const SqLaunch& launch, uint32_t layer, cudaStream_t stream);
-// Codes every group stream (and sums each group's squared error).
+// Runs the models over every group's symbols, ranks the coded components,
+// sums each group's squared error and counts each rANS lane's words.
 cudaError_t LaunchSqEntropy(const SqLaunch& launch, cudaStream_t stream);
-// Writes the layer sections into each item's output.
+// Lays out the layer sections in each item's output, then codes the lanes
+// again writing their words, and merges them into the streams.
 cudaError_t LaunchSqPack(const SqLaunch& launch, cudaStream_t stream);
 
 }  // namespace seqkv::gpu::internal

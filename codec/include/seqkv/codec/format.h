@@ -81,7 +81,7 @@ Result<std::vector<uint8_t>> EncodeChunk(const Chunk& chunk, const Codec& codec,
 // header flags (the codec's ChunkFlags plus kFlagNeedsParent if it applies).
 // InvalidArgument for a bad shape, token count, spec or section count.
 Result<std::vector<uint8_t>> FrameChunk(const Chunk& meta, CodecId codec_id, const std::string& codec_spec,
-                                        uint32_t flags, std::span<const Section> sections);
+                                        uint32_t flags, std::span<const SectionView> sections);
 
 // Parses and validates the header: magic, version, header checksum, bounds,
 // flags, token ids, and that the section table exactly covers `bytes`.
