@@ -78,7 +78,8 @@ class SeqLossyCodec final : public Codec, public SeqLossyEncoder {
   CodecId id() const override { return CodecId::kSeq; }
   const SeqProfile& profile() const override { return *profile_; }
   SeqEncoderSettings Settings() const override {
-    return {opts_.bits, opts_.kl, opts_.delta, opts_.deadzone, opts_.krate, opts_.vrate, opts_.lrate};
+    return {opts_.bits,  opts_.kl,    opts_.delta,   opts_.deadzone,         opts_.krate,
+            opts_.vrate, opts_.lrate, opts_.maxbits, opts_.fallback_lossless};
   }
 
   std::string Spec() const override {
@@ -210,27 +211,6 @@ class SeqLossyCodec final : public Codec, public SeqLossyEncoder {
   std::unique_ptr<Codec> lossless_;
 };
 
-// A safeguarded secant search for f(x) = target on [lo, hi]: secant steps
-// with the slope clamped to (min_slope, max_slope), bisection whenever a step
-// leaves the bracket that the evaluations so far have established.
-struct SecantSearch {
-  double lo, hi, slope, min_slope, max_slope;
-  double prev_x = NAN, prev_f = NAN;
-
-  // Records f(x); root_above says the solution lies above x. The next x.
-  double Next(double x, double f, double target, bool root_above) {
-    (root_above ? lo : hi) = x;
-    if (!std::isnan(prev_x) && x != prev_x) {
-      const double sl = (f - prev_f) / (x - prev_x);
-      if (sl > min_slope && sl < max_slope) slope = sl;
-    }
-    prev_x = x;
-    prev_f = f;
-    const double nx = x + (target - f) / slope;
-    return nx > lo && nx < hi ? nx : 0.5 * (lo + hi);
-  }
-};
-
 uint16_t Load16(const std::vector<uint8_t>& bytes, size_t i) {
   return static_cast<uint16_t>(bytes[2 * i] | (bytes[2 * i + 1] << 8));
 }
@@ -319,87 +299,28 @@ Status SeqLossyCodec::EncodeImpl(const Chunk& chunk, const ChunkContext* parent,
     params.delta0 = static_cast<float>(delta0);
     SeqEncodeLoop(p, T, x.data(), layer0, params, &loop);
     ++info->trials;
-    double b = layer0_bits + 8.0 * (16 + p.groups()) + 64.0 * (L - first);
+    uint64_t cost = 0;  // fixed point: exact in any order (the GPU encoder's sums agree)
     for (uint32_t g = SeqGroup(first, 0, 0, H); g < p.groups(); ++g) {
-      b += SeqEstimateGroupBits(loop.q.data() + size_t{g} * per_group, T, d, &states[g]);
+      cost += SeqEstimateGroupCost(loop.q.data() + size_t{g} * per_group, T, d, &states[g]);
     }
-    *bits = b / elements;
+    *bits = SeqTrialBits(layer0_bits, p, L - first, cost) / elements;
     *proxy = SeqProxy(p, loop.sse, T);
   };
 
-  // Rate control: a safeguarded secant search on log(delta0) (the bits fall
-  // about 1.44 per unit of log step, the proxy grows about 2 per unit), inside
-  // a bracket that bisection takes over when the secant steps out of it.
-  // Typically 3-6 trial encodes.
+  // Rate control (SeqRateSearch): typically 3-6 trial encodes.
   SeqLoopResult chosen;
-  double chosen_delta = opts_.delta, bits = 0, proxy = 0;
-  auto keep = [&](double dl, double b, double pr) {
-    chosen = loop;
-    chosen_delta = dl;
-    bits = b;
-    proxy = pr;
-  };
-  bool lossless = false;
-  if (opts_.bits > 0) {
-    const double target = opts_.bits;
-    SecantSearch search{std::log(kMinDelta), std::log(kMaxDelta), -1.44, -20, -0.05};
-    double x = std::log(0.3), best_err = INFINITY;
-    for (int it = 0; it < 30; ++it) {
-      double b, pr;
-      trial(std::exp(x), &b, &pr);
-      const double err = std::fabs(b - target);
-      if (err < best_err) {
-        best_err = err;
-        keep(std::exp(x), b, pr);
-      }
-      if (err <= 0.005 * target) break;
-      const double nx = search.Next(x, b, target, b > target);
-      if (search.hi - search.lo < 1e-6) break;
-      x = nx;
-    }
-  }
-  if (opts_.kl > 0 && (opts_.bits == 0 || proxy > opts_.kl)) {
-    // The largest step whose proxy is within the budget (aim 1.5% under it).
-    const double aim = std::log(0.985 * opts_.kl);
-    SecantSearch search{std::log(kMinDelta), std::log(kMaxDelta), 2.0, 0.1, 20};
-    double x = std::log(0.3);
-    if (opts_.bits > 0) {
-      search.hi = std::log(chosen_delta);
-      x = search.hi + (aim - std::log(std::max(proxy, 1e-300))) / search.slope;
-    }
-    double best_x = -INFINITY;
-    bool found = false;
-    for (int it = 0; it < 30; ++it) {
-      x = std::clamp(x, search.lo, search.hi);
-      double b, pr;
-      trial(std::exp(x), &b, &pr);
-      const bool ok = pr <= opts_.kl;
-      if (ok && x > best_x) {
-        best_x = x;
-        found = true;
-        keep(std::exp(x), b, pr);
-      }
-      if (ok && pr >= 0.97 * opts_.kl) break;
-      const double nx = search.Next(x, std::log(std::max(pr, 1e-300)), aim, ok);
-      if (search.hi - search.lo < 1e-4) break;
-      x = nx;
-    }
-    if (!found) {
-      lossless = true;
-    } else {
-      if (opts_.bits > 0) info->guardrail_raised = true;
-      if (bits > opts_.maxbits) lossless = true;
-    }
-    if (lossless && !opts_.fallback_lossless) {
-      return FailedPrecondition("seq: the kl budget " + FormatDouble(opts_.kl) +
-                                " cannot be met below maxbits=" + FormatDouble(opts_.maxbits) +
-                                " and fallback=none");
-    }
-  }
-  if (opts_.delta > 0) {
+  SeqRateSearch search(opts_.bits, opts_.kl, opts_.delta, opts_.maxbits);
+  while (!search.done()) {
     double b, pr;
-    trial(opts_.delta, &b, &pr);
-    keep(opts_.delta, b, pr);
+    trial(search.delta(), &b, &pr);
+    if (search.Report(b, pr)) chosen = loop;
+  }
+  const double chosen_delta = search.chosen_delta(), bits = search.bits(), proxy = search.proxy();
+  const bool lossless = search.lossless();
+  if (search.guardrail_raised()) info->guardrail_raised = true;
+  if (lossless && !opts_.fallback_lossless) {
+    return FailedPrecondition("seq: the kl budget " + FormatDouble(opts_.kl) + " cannot be met below maxbits=" +
+                              FormatDouble(opts_.maxbits) + " and fallback=none");
   }
   params.delta0 = static_cast<float>(chosen_delta);
 

@@ -172,15 +172,6 @@ std::vector<uint32_t> CodedComponents(const int32_t* q, uint32_t tokens, uint32_
   return coded;
 }
 
-const std::vector<float>& CostTable() {
-  static const std::vector<float> table = [] {
-    std::vector<float> t(kTotal + 1, 0.0f);
-    for (uint32_t f = 1; f <= kTotal; ++f) t[f] = static_cast<float>(std::log2(double(kTotal) / f));
-    return t;
-  }();
-  return table;
-}
-
 }  // namespace
 
 std::vector<uint8_t> SeqEncodeGroup(const int32_t* q, uint32_t tokens, uint32_t dim, SeqGroupState* state) {
@@ -214,17 +205,32 @@ std::vector<uint8_t> SeqEncodeGroup(const int32_t* q, uint32_t tokens, uint32_t 
   return out;
 }
 
-double SeqEstimateGroupBits(const int32_t* q, uint32_t tokens, uint32_t dim, const SeqGroupState* state) {
+const std::vector<uint32_t>& SeqCostTable() {
+  static const std::vector<uint32_t> table = [] {
+    std::vector<uint32_t> t(kTotal + 1, 0);
+    for (uint32_t f = 1; f <= kTotal; ++f) {
+      t[f] = static_cast<uint32_t>(std::nearbyint(std::log2(double(kTotal) / f) * double(1u << kSeqCostFracBits)));
+    }
+    return t;
+  }();
+  return table;
+}
+
+uint64_t SeqEstimateGroupCost(const int32_t* q, uint32_t tokens, uint32_t dim, const SeqGroupState* state) {
   std::vector<uint32_t> coded = CodedComponents(q, tokens, dim, nullptr);
-  double bits = 8.0 * ((dim + 7) / 8 + 1);
-  if (coded.empty()) return bits;
+  constexpr uint64_t kBit = uint64_t{1} << kSeqCostFracBits;
+  uint64_t cost = 8 * kBit * ((dim + 7) / 8 + 1);
+  if (coded.empty()) return cost;
   const uint32_t lanes = std::min<uint32_t>(kSeqMaxLanes, static_cast<uint32_t>(coded.size()));
-  bits += 32.0 * lanes;
-  const std::vector<float>& cost = CostTable();
+  cost += 32 * kBit * lanes;
+  const std::vector<uint32_t>& table = SeqCostTable();
   SeqGroupState st = StartState(state, dim);
-  double acc = 0;
-  ModelSymbols(q, tokens, dim, coded, lanes, &st, [&](uint8_t, uint32_t, uint32_t freq) { acc += cost[freq]; });
-  return bits + acc;
+  ModelSymbols(q, tokens, dim, coded, lanes, &st, [&](uint8_t, uint32_t, uint32_t freq) { cost += table[freq]; });
+  return cost;
+}
+
+double SeqEstimateGroupBits(const int32_t* q, uint32_t tokens, uint32_t dim, const SeqGroupState* state) {
+  return double(SeqEstimateGroupCost(q, tokens, dim, state)) / double(1u << kSeqCostFracBits);
 }
 
 Status SeqDecodeGroup(std::span<const uint8_t> stream, uint32_t tokens, uint32_t dim, int32_t* q,
@@ -624,6 +630,143 @@ Result<std::vector<std::span<const uint8_t>>> UnpackSeqStreams(std::span<const u
   }
   if (r.remaining() != 0) return DataLoss("seq: trailing bytes in layer section");
   return out;
+}
+
+// ============================================================ rate control
+
+namespace {
+constexpr double kMinDelta = 1e-5, kMaxDelta = 1e3;
+}  // namespace
+
+double SeqRateSearch::Secant::Next(double x, double f, double target, bool root_above) {
+  (root_above ? lo : hi) = x;
+  if (!std::isnan(prev_x) && x != prev_x) {
+    const double sl = (f - prev_f) / (x - prev_x);
+    if (sl > min_slope && sl < max_slope) slope = sl;
+  }
+  prev_x = x;
+  prev_f = f;
+  const double nx = x + (target - f) / slope;
+  return nx > lo && nx < hi ? nx : 0.5 * (lo + hi);
+}
+
+SeqRateSearch::SeqRateSearch(double bits, double kl, double delta, double maxbits)
+    : opt_bits_(bits), opt_kl_(kl), opt_delta_(delta), opt_maxbits_(maxbits), chosen_delta_(delta) {
+  if (opt_bits_ > 0) {
+    phase_ = Phase::kBits;
+    search_ = {std::log(kMinDelta), std::log(kMaxDelta), -1.44, -20, -0.05, NAN, NAN};
+    x_ = std::log(0.3);
+    best_ = INFINITY;  // the best |bits - target| so far
+    it_ = 0;
+    next_ = std::exp(x_);
+    return;
+  }
+  AfterBits();
+}
+
+void SeqRateSearch::Keep(double delta, double bits, double proxy) {
+  chosen_delta_ = delta;
+  bits_ = bits;
+  proxy_ = proxy;
+}
+
+void SeqRateSearch::AfterBits() {
+  if (opt_kl_ > 0 && (opt_bits_ == 0 || proxy_ > opt_kl_)) {
+    StartKl();
+  } else {
+    StartFixed();
+  }
+}
+
+void SeqRateSearch::StartKl() {
+  phase_ = Phase::kKl;
+  aim_ = std::log(0.985 * opt_kl_);
+  search_ = {std::log(kMinDelta), std::log(kMaxDelta), 2.0, 0.1, 20, NAN, NAN};
+  x_ = std::log(0.3);
+  if (opt_bits_ > 0) {
+    search_.hi = std::log(chosen_delta_);
+    x_ = search_.hi + (aim_ - std::log(std::max(proxy_, 1e-300))) / search_.slope;
+  }
+  best_ = -INFINITY;  // the largest log step within the budget so far
+  found_ = false;
+  it_ = 0;
+  x_ = std::clamp(x_, search_.lo, search_.hi);
+  next_ = std::exp(x_);
+}
+
+void SeqRateSearch::EndKl() {
+  if (!found_) {
+    lossless_ = true;
+  } else {
+    if (opt_bits_ > 0) raised_ = true;
+    if (bits_ > opt_maxbits_) lossless_ = true;
+  }
+  StartFixed();
+}
+
+void SeqRateSearch::StartFixed() {
+  if (opt_delta_ > 0) {
+    phase_ = Phase::kFixed;
+    next_ = opt_delta_;
+  } else {
+    phase_ = Phase::kDone;
+  }
+}
+
+bool SeqRateSearch::Report(double b, double pr) {
+  bool kept = false;
+  switch (phase_) {
+    case Phase::kBits: {
+      const double target = opt_bits_;
+      const double err = std::fabs(b - target);
+      if (err < best_) {
+        best_ = err;
+        Keep(std::exp(x_), b, pr);
+        kept = true;
+      }
+      if (err <= 0.005 * target) {
+        AfterBits();
+        break;
+      }
+      const double nx = search_.Next(x_, b, target, b > target);
+      if (search_.hi - search_.lo < 1e-6 || ++it_ >= 30) {
+        AfterBits();
+        break;
+      }
+      x_ = nx;
+      next_ = std::exp(x_);
+      break;
+    }
+    case Phase::kKl: {
+      const bool ok = pr <= opt_kl_;
+      if (ok && x_ > best_) {
+        best_ = x_;
+        found_ = true;
+        Keep(std::exp(x_), b, pr);
+        kept = true;
+      }
+      if (ok && pr >= 0.97 * opt_kl_) {
+        EndKl();
+        break;
+      }
+      const double nx = search_.Next(x_, std::log(std::max(pr, 1e-300)), aim_, ok);
+      if (search_.hi - search_.lo < 1e-4 || ++it_ >= 30) {
+        EndKl();
+        break;
+      }
+      x_ = std::clamp(nx, search_.lo, search_.hi);
+      next_ = std::exp(x_);
+      break;
+    }
+    case Phase::kFixed:
+      Keep(opt_delta_, b, pr);
+      kept = true;
+      phase_ = Phase::kDone;
+      break;
+    case Phase::kDone:
+      break;
+  }
+  return kept;
 }
 
 double SeqProxy(const SeqProfile& p, const std::vector<double>& sse, uint32_t tokens) {

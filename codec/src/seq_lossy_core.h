@@ -78,8 +78,24 @@ struct SeqGroupState {
 // `state` (optional, dim components) is where the models start and, on
 // return, where they ended.
 std::vector<uint8_t> SeqEncodeGroup(const int32_t* q, uint32_t tokens, uint32_t dim, SeqGroupState* state = nullptr);
-// Ideal code length in bits of SeqEncodeGroup's output under its own models
-// (no rANS overhead): what rate control uses. `state` is read only.
+
+// Ideal code lengths in fixed point, units of 2^-kSeqCostFracBits bit, so that
+// sums are exact in any order (the GPU encoder sums per component).
+inline constexpr int kSeqCostFracBits = 20;
+// The cost of a symbol of coding frequency f (of 2^15), f in [1, 2^15]:
+// round(log2(2^15 / f) * 2^20); a uniform bit (f = 2^14) costs exactly 2^20.
+const std::vector<uint32_t>& SeqCostTable();
+// Ideal code length of SeqEncodeGroup's output under its own models (no rANS
+// overhead; the bitmap, lane byte and states included), in those units: what
+// rate control uses. `state` is read only.
+uint64_t SeqEstimateGroupCost(const int32_t* q, uint32_t tokens, uint32_t dim, const SeqGroupState* state = nullptr);
+// A trial's estimated bits: layer0_bits (the coded layer-0 section, when the
+// model gives layer 0), the small tables, and the coded layers' summed
+// SeqEstimateGroupCost.
+inline double SeqTrialBits(double layer0_bits, const SeqProfile& p, uint32_t coded_layers, uint64_t cost) {
+  return layer0_bits + 8.0 * (16 + p.groups()) + 64.0 * coded_layers + double(cost) / double(1u << kSeqCostFracBits);
+}
+// The same in bits.
 double SeqEstimateGroupBits(const int32_t* q, uint32_t tokens, uint32_t dim, const SeqGroupState* state = nullptr);
 Status SeqDecodeGroup(std::span<const uint8_t> stream, uint32_t tokens, uint32_t dim, int32_t* q,
                       SeqGroupState* state = nullptr);
@@ -156,6 +172,56 @@ std::vector<uint8_t> PackSeqLossyParams(const SeqLossyParams& params, float prox
 // A layer section: u32 n (must be `expected`), n x u32 length, the n streams.
 std::vector<uint8_t> PackSeqStreams(const std::vector<std::vector<uint8_t>>& streams);
 Result<std::vector<std::span<const uint8_t>>> UnpackSeqStreams(std::span<const uint8_t> data, uint32_t expected);
+
+// ---- rate control ----------------------------------------------------------
+// The search for the step delta0 of bits=, kl= and delta= as a resumable
+// state machine, so that the CPU encoder (one chunk, trial after trial) and
+// the GPU encoder (a batch, one round of trials at a time) take the same
+// steps: while (!done()) { trial at delta(); Report(bits, proxy); }.
+//   bits=B: a safeguarded secant search on log(delta0) for B bits/element
+//           (bits fall ~1.44 per unit of log step), the closest trial kept;
+//   kl=D:   the largest step whose proxy is <= D (aim 1.5% under it; the proxy
+//           grows ~2 per unit), after bits= when bits='s step exceeds D;
+//   delta=X: one trial at X (kept).
+// Typically 3-6 trials. `lossless()`: kl= found no step within the budget, or
+// only one above maxbits (the codec's fallback decides what happens).
+class SeqRateSearch {
+ public:
+  SeqRateSearch(double bits, double kl, double delta, double maxbits);
+  bool done() const { return phase_ == Phase::kDone; }
+  double delta() const { return next_; }  // the next trial's step (!done())
+  // The trial at delta() gave `bits` per element and `proxy`; true when it
+  // is now the chosen one.
+  bool Report(double bits, double proxy);
+
+  double chosen_delta() const { return chosen_delta_; }
+  double bits() const { return bits_; }
+  double proxy() const { return proxy_; }
+  bool lossless() const { return lossless_; }
+  bool guardrail_raised() const { return raised_; }
+
+ private:
+  enum class Phase { kBits, kKl, kFixed, kDone };
+  struct Secant {  // a secant search with the slope clamped, bisection when it leaves the bracket
+    double lo, hi, slope, min_slope, max_slope;
+    double prev_x, prev_f;
+    double Next(double x, double f, double target, bool root_above);
+  };
+  void AfterBits();
+  void StartKl();
+  void EndKl();
+  void StartFixed();
+  void Keep(double delta, double bits, double proxy);
+
+  double opt_bits_, opt_kl_, opt_delta_, opt_maxbits_;
+  Phase phase_ = Phase::kDone;
+  Secant search_{};
+  double x_ = 0, next_ = 0, best_ = 0, aim_ = 0;
+  int it_ = 0;
+  bool found_ = false;
+  double chosen_delta_ = 0, bits_ = 0, proxy_ = 0;
+  bool lossless_ = false, raised_ = false;
+};
 
 // KL proxy of a reconstruction: proxy_scale * sum_g sensitivity_g * SSE_g / T.
 double SeqProxy(const SeqProfile& profile, const std::vector<double>& sse, uint32_t tokens);

@@ -162,6 +162,8 @@ struct SeqEncoderSettings {
   double bits = 0, kl = 0, delta = 0;
   double deadzone = 0.5, krate = 0, vrate = 0;
   std::vector<double> lrate;  // per layer, empty = 0
+  double maxbits = 8;
+  bool fallback_lossless = true;
 };
 
 // Implemented by the lossy seq codec (dynamic_cast a Codec to it).
