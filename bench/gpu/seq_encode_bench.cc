@@ -7,7 +7,7 @@
 // Data: a synthetic profile of the model's shape (random predictors, an
 // orthonormal basis: signed Hadamard rows; the arithmetic per element is the
 // real one) and Gaussian bf16 K and V; the step is chosen for ~2-3 bits per
-// element. Chunk 1 of each row is encoded on the CPU backend too (the codec
+// element (delta=20), or found by rate control (bits=2). Chunk 1 of each row is encoded on the CPU backend too (the codec
 // itself) and the chunks are compared byte for byte. CUDA events around the
 // Encode call (all launches), 2 warm-ups, median of 5; Finish (wait, copy the
 // sections to the host, frame the chunks) is timed once on the host, after a
@@ -73,11 +73,11 @@ struct Row {
 };
 std::vector<Row> rows;
 
-void RunShape(const char* name, uint32_t L, uint32_t H, uint32_t d, SeqInputs inputs, uint32_t chunks,
-              cudaStream_t stream) {
+void RunShape(const char* name, const std::string& spec, uint32_t L, uint32_t H, uint32_t d, SeqInputs inputs,
+              uint32_t chunks, cudaStream_t stream) {
   auto profile = SyntheticProfile(L, H, d, inputs);
   SeqResources::Default().AddProfile(profile);
-  auto made = MakeCodec("seq:delta=20,profile=" + profile->Id());
+  auto made = MakeCodec(spec + ",profile=" + profile->Id());
   CHECK_OK(made.status());
   std::shared_ptr<const Codec> codec(std::move(*made));
   auto gpu = SeqEncodeGpu::CreateFor(Backend::kCuda, codec);
@@ -173,9 +173,12 @@ int main() {
   CHECK_CUDA(cudaStreamCreate(&stream));
   // An 8K-token Llama-3-8B context (32 chunks, 1 GiB of bf16 K+V), same-head
   // predictors; the tinyllama shape with both predictor kinds.
-  RunShape("e2e-8k seq same-head", 32, 8, 128, SeqInputs::kSameHead, 32, stream);
-  RunShape("tinyllama seq all-heads", 6, 2, 64, SeqInputs::kAllHeads, 512, stream);
-  RunShape("tinyllama seq same-head", 6, 2, 64, SeqInputs::kSameHead, 512, stream);
+  RunShape("e2e-8k seq same-head", "seq:delta=20", 32, 8, 128, SeqInputs::kSameHead, 32, stream);
+  RunShape("tinyllama seq all-heads", "seq:delta=20", 6, 2, 64, SeqInputs::kAllHeads, 512, stream);
+  RunShape("tinyllama seq same-head", "seq:delta=20", 6, 2, 64, SeqInputs::kSameHead, 512, stream);
+  // Rate control: rounds of trial encodes (the closed loop and the models) until
+  // every chunk's step is found, then the streams.
+  RunShape("e2e-8k seq same-head bits=2", "seq:bits=2", 32, 8, 128, SeqInputs::kSameHead, 32, stream);
   std::printf("\n%-28s %7s %6s %10s %10s %9s %9s\n", "seq encode <- contiguous", "chunks", "bits", "encode ms",
               "finish ms", "in GB/s", "in GB");
   for (const Row& r : rows) {

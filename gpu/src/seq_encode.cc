@@ -29,6 +29,9 @@ namespace seqkv::gpu {
 namespace {
 
 constexpr char kWho[] = "seq gpu encode";
+constexpr char kLosslessFallback[] =
+    "seq gpu encode: the kl budget cannot be met lossily; the codec falls back to seq:lossless, which encodes on the "
+    "CPU (seqkv::EncodeChunk)";
 constexpr char kTooManyBits[] =
     "seq gpu encode: a group stream takes more than 16 bits per element; encode this chunk on the CPU";
 
@@ -51,12 +54,12 @@ Chunk MetaOf(const SeqEncodeItem& item) {
 }
 
 // Workspace: [int32 status per item][descriptors][step bases][symbols]
-// [two layers of reconstruction][squared-error partials][squared errors]
+// [two layers of reconstruction][squared-error partials][squared errors][costs]
 // [model symbols][component ranks][coded counts][lane word counts][lane states]
 // [arena words][arena keys][stream sizes][stream offsets][section sizes].
 // On kCpu only the statuses.
 struct Layout {
-  uint64_t descs = 0, steps = 0, q = 0, xhat = 0, sse_part = 0, sse = 0, ops = 0, rank = 0, coded = 0;
+  uint64_t descs = 0, steps = 0, q = 0, xhat = 0, sse_part = 0, sse = 0, cost = 0, ops = 0, rank = 0, coded = 0;
   uint64_t lane_words = 0, lane_states = 0, arena_words = 0, arena_keys = 0;
   uint64_t stream_bytes = 0, dst = 0, section_bytes = 0, total = 0;
   uint64_t layer_elements = 0;  // one layer's K and V of every item
@@ -74,6 +77,7 @@ struct SeqEncodeGpu::Impl {
   explicit Impl(Backend b) : backend(b), rope(b) {}
   ~Impl() {
     for (float* p : {predictor, basis, basis_t, step_scale}) BackendFree(backend, p);
+    BackendFree(backend, cost_table);
 #ifdef SEQKV_WITH_CUDA
     if (staging != nullptr) cudaFreeHost(staging);
     for (cudaEvent_t e : events) {
@@ -85,15 +89,17 @@ struct SeqEncodeGpu::Impl {
   Backend backend;
   std::shared_ptr<const Codec> codec;
   const SeqProfile* profile = nullptr;
-  float delta0 = 0;
+  SeqEncoderSettings settings;
   float rho = 0.5f;
   std::vector<uint8_t> mult_code;   // [G]
-  std::vector<double> step_base;    // [G] double(delta0) * multiplier
+  std::vector<double> multiplier;   // [G] SeqMultiplier(mult_code)
+  std::vector<float> item_delta;    // the last Encode's step per item (what Finish writes)
   // kCuda: the profile's arrays and the RoPE table of the pre-RoPE keys.
   float* predictor = nullptr;
   float* basis = nullptr;
   float* basis_t = nullptr;
   float* step_scale = nullptr;
+  uint32_t* cost_table = nullptr;
   internal::DeviceRope rope;
   // kCpu: the last Encode's chunks.
   std::vector<std::vector<uint8_t>> cpu_chunks;
@@ -125,6 +131,10 @@ struct SeqEncodeGpu::Impl {
     chunk.first_position = item.first_position;
     chunk.tokens.assign(item.tokens.begin(), item.tokens.end());
     SEQKV_ASSIGN_OR_RETURN(*bytes, EncodeChunk(chunk, *codec));
+    if (SeqLastEncodeInfo().lossless_fallback) {  // as the CUDA path answers
+      bytes->clear();
+      return Unimplemented(kLosslessFallback);
+    }
     SEQKV_ASSIGN_OR_RETURN(ChunkHeader header, ParseChunkHeader(*bytes));
     // The GPU's limit, judged the same way: every group stream within it.
     const uint64_t limit = StreamHeaderBytes(item.shape.head_dim) + 2ull * item.shape.tokens * item.shape.head_dim;
@@ -166,7 +176,8 @@ struct SeqEncodeGpu::Impl {
     l.xhat = l.q + AlignUp(elements * sizeof(int32_t));
     l.sse_part = l.xhat + AlignUp(2 * l.layer_elements * sizeof(float));
     l.sse = l.sse_part + AlignUp(tile_channels * sizeof(double));
-    l.ops = l.sse + AlignUp(groups * sizeof(double));
+    l.cost = l.sse + AlignUp(groups * sizeof(double));
+    l.ops = l.cost + AlignUp(groups * sizeof(uint64_t));
     l.rank = l.ops + AlignUp(elements * sizeof(uint32_t));
     l.coded = l.rank + AlignUp(groups * d * sizeof(int16_t));
     l.lane_words = l.coded + AlignUp(groups * sizeof(uint32_t));
@@ -187,7 +198,7 @@ struct SeqEncodeGpu::Impl {
 
   // The chunk of an item from its layer sections (host bytes, back to back)
   // and its groups' squared errors.
-  Result<std::vector<uint8_t>> Frame(const SeqEncodeItem& item, const uint8_t* sections_bytes,
+  Result<std::vector<uint8_t>> Frame(const SeqEncodeItem& item, float delta0, const uint8_t* sections_bytes,
                                      std::span<const uint64_t> section_bytes, const std::vector<double>& sse) const {
     const SeqProfile& p = *profile;
     seqkv::internal::SeqLossyParams params;
@@ -258,9 +269,6 @@ Result<SeqEncodeGpu> SeqEncodeGpu::CreateFor(Backend backend, std::shared_ptr<co
   const auto* seq = dynamic_cast<const SeqLossyEncoder*>(codec.get());
   if (seq == nullptr) return InvalidArgument("seq gpu encode: not a lossy seq codec");
   const SeqEncoderSettings settings = seq->Settings();
-  if (settings.bits > 0 || settings.kl > 0 || !(settings.delta > 0)) {
-    return Unimplemented("seq gpu encode: rate control (bits=, kl=) runs on the CPU; the GPU encodes seq:delta=X");
-  }
   const SeqProfile& p = seq->profile();
   if (p.layer0_from_model) {
     return Unimplemented("seq gpu encode: the profile takes layer 0 from the model; encode on the CPU");
@@ -273,12 +281,10 @@ Result<SeqEncodeGpu> SeqEncodeGpu::CreateFor(Backend backend, std::shared_ptr<co
   auto impl = std::make_unique<Impl>(backend);
   impl->codec = std::move(codec);
   impl->profile = &p;
-  impl->delta0 = static_cast<float>(settings.delta);
+  impl->settings = settings;
   impl->rho = static_cast<float>(settings.deadzone);
   impl->mult_code = seqkv::internal::SeqStepCodes(p, settings.krate, settings.vrate, settings.lrate);
-  for (uint32_t g = 0; g < p.groups(); ++g) {
-    impl->step_base.push_back(double{impl->delta0} * seqkv::internal::SeqMultiplier(impl->mult_code[g]));
-  }
+  for (uint32_t g = 0; g < p.groups(); ++g) impl->multiplier.push_back(seqkv::internal::SeqMultiplier(impl->mult_code[g]));
   if (backend == Backend::kCuda) {
     const uint32_t d = p.head_dim;
     std::vector<float> basis_t(p.basis.size());
@@ -293,6 +299,10 @@ Result<SeqEncodeGpu> SeqEncodeGpu::CreateFor(Backend backend, std::shared_ptr<co
     SEQKV_ASSIGN_OR_RETURN(impl->basis, internal::UploadFloats(backend, p.basis));
     SEQKV_ASSIGN_OR_RETURN(impl->basis_t, internal::UploadFloats(backend, basis_t));
     SEQKV_ASSIGN_OR_RETURN(impl->step_scale, internal::UploadFloats(backend, p.step_scale));
+    const std::vector<uint32_t>& table = seqkv::internal::SeqCostTable();
+    SEQKV_ASSIGN_OR_RETURN(void* t, BackendAllocate(backend, table.size() * sizeof(uint32_t)));
+    impl->cost_table = static_cast<uint32_t*>(t);
+    SEQKV_RETURN_IF_ERROR(BackendCopyIn(backend, t, table.data(), table.size() * sizeof(uint32_t)));
   }
   return SeqEncodeGpu(std::move(impl));
 }
@@ -349,10 +359,11 @@ Status SeqEncodeGpu::Encode(const SeqEncodeArgs& args, void* workspace, uint64_t
   auto* device_descs = reinterpret_cast<internal::SqDesc*>(base + layout.descs);
   auto* steps = reinterpret_cast<double*>(base + layout.steps);
   const uint32_t d = p.head_dim, G = p.groups();
-  std::vector<internal::SqDesc> descs;
-  std::vector<double> step_base;
+  // Each item's descriptor, its workspace regions fixed for the whole call
+  // (the launches of a round take a subset, with their own prefixes).
+  std::vector<internal::SqDesc> all;
+  std::vector<size_t> item_of;  // all[k] is args.items[item_of[k]]
   uint64_t q_at = 0, layer_at = 0, part_at = 0, group_at = 0, arena_at = 0;
-  uint32_t ctas = 0;
   for (size_t i = 0; i < args.items.size(); ++i) {
     if (!(*statuses)[i].ok()) continue;
     const SeqEncodeItem& item = args.items[i];
@@ -369,7 +380,7 @@ Status SeqEncodeGpu::Encode(const SeqEncodeArgs& args, void* workspace, uint64_t
     e.xhat[1] = reinterpret_cast<float*>(base + layout.xhat) + layout.layer_elements + layer_at;
     e.sse_part = reinterpret_cast<double*>(base + layout.sse_part) + part_at;
     e.sse = reinterpret_cast<double*>(base + layout.sse) + group_at;
-    e.step_base = steps + descs.size() * G;
+    e.cost = reinterpret_cast<uint64_t*>(base + layout.cost) + group_at;
     e.ops = reinterpret_cast<uint32_t*>(base + layout.ops) + q_at;
     e.rank = reinterpret_cast<int16_t*>(base + layout.rank) + group_at * d;
     e.coded = reinterpret_cast<uint32_t*>(base + layout.coded) + group_at;
@@ -380,36 +391,26 @@ Status SeqEncodeGpu::Encode(const SeqEncodeArgs& args, void* workspace, uint64_t
     e.arena_keys = reinterpret_cast<uint32_t*>(base + layout.arena_keys) + arena_at;
     e.stream_bytes = reinterpret_cast<uint32_t*>(base + layout.stream_bytes) + group_at;
     e.dst = reinterpret_cast<uint64_t*>(base + layout.dst) + group_at;
-    e.section_bytes = reinterpret_cast<uint64_t*>(base + layout.section_bytes) + descs.size() * p.layers;
+    e.section_bytes = reinterpret_cast<uint64_t*>(base + layout.section_bytes) + all.size() * p.layers;
     e.out = item.out;
     e.rho = impl_->rho;
     e.tokens = T;
     e.rotate_keys = rope_keys && item.rope.style != RopeStyle::kNone && impl_->rope.rotary_dim() > 0 ? 1 : 0;
     e.status_index = static_cast<uint32_t>(i);
-    e.first_cta = ctas;
-    e.first_group = static_cast<uint32_t>(group_at);
-    ctas += internal::SqCtasOf(p.kv_heads, T);
-    step_base.insert(step_base.end(), impl_->step_base.begin(), impl_->step_base.end());
     q_at += 2 * Elements(item.shape);
     layer_at += 2ull * p.kv_heads * T * d;
     part_at += uint64_t{G} * tiles * d;
     group_at += G;
     arena_at += G * e.arena_cap;
-    descs.push_back(e);
+    all.push_back(e);
+    item_of.push_back(i);
   }
+  impl_->item_delta.assign(args.items.size(), static_cast<float>(impl_->settings.delta));
   SEQKV_CUDA_RETURN(cudaMemsetAsync(workspace, 0, StatusBytes(args.items.size()), s), "status reset");
-  if (descs.empty()) return Status::Ok();
-  SEQKV_CUDA_RETURN(cudaMemcpyAsync(device_descs, descs.data(), descs.size() * sizeof(internal::SqDesc),
-                                    cudaMemcpyHostToDevice, s),
-                    "descriptor upload");
-  SEQKV_CUDA_RETURN(cudaMemcpyAsync(steps, step_base.data(), step_base.size() * sizeof(double),
-                                    cudaMemcpyHostToDevice, s),
-                    "step upload");
+  if (all.empty()) return Status::Ok();
+
   internal::SqLaunch launch{};
   launch.descs = device_descs;
-  launch.count = static_cast<uint32_t>(descs.size());
-  launch.total_ctas = ctas;
-  launch.total_groups = static_cast<uint32_t>(group_at);
   launch.layers = p.layers;
   launch.heads = p.kv_heads;
   launch.head_dim = d;
@@ -419,15 +420,123 @@ Status SeqEncodeGpu::Encode(const SeqEncodeArgs& args, void* workspace, uint64_t
   launch.basis = impl_->basis;
   launch.basis_t = impl_->basis_t;
   launch.step_scale = impl_->step_scale;
+  launch.cost_table = impl_->cost_table;
   launch.rope_style = rope != nullptr && rope->style == RopeStyle::kRotateHalf ? 1 : 2;
   launch.rotary_dim = impl_->rope.rotary_dim();
   launch.rope_cos = impl_->rope.cos();
   launch.rope_sin = impl_->rope.sin();
   launch.statuses = static_cast<int32_t*>(workspace);
-  impl_->Mark(0, s);
-  for (uint32_t l = 0; l < p.layers; ++l) SEQKV_CUDA_RETURN(internal::LaunchSqLayer(launch, l, s), "layer launch");
-  impl_->Mark(1, s);
-  SEQKV_CUDA_RETURN(internal::LaunchSqEntropy(launch, s), "entropy launch");
+  // Uploads the descriptors of `which` (indices into `all`) with the step
+  // delta0 of each, and points `launch` at them.
+  auto select = [&](const std::vector<size_t>& which, const std::vector<float>& delta0) -> Status {
+    std::vector<internal::SqDesc> descs;
+    std::vector<double> step_base;
+    uint32_t ctas = 0, groups = 0;
+    for (size_t k : which) {
+      internal::SqDesc e = all[k];
+      e.step_base = steps + descs.size() * G;
+      e.first_cta = ctas;
+      e.first_group = groups;
+      ctas += internal::SqCtasOf(p.kv_heads, e.tokens);
+      groups += G;
+      for (uint32_t g = 0; g < G; ++g) step_base.push_back(double{delta0[k]} * impl_->multiplier[g]);
+      descs.push_back(e);
+    }
+    SEQKV_CUDA_RETURN(cudaMemcpyAsync(device_descs, descs.data(), descs.size() * sizeof(internal::SqDesc),
+                                      cudaMemcpyHostToDevice, s),
+                      "descriptor upload");
+    SEQKV_CUDA_RETURN(cudaMemcpyAsync(steps, step_base.data(), step_base.size() * sizeof(double),
+                                      cudaMemcpyHostToDevice, s),
+                      "step upload");
+    launch.count = static_cast<uint32_t>(descs.size());
+    launch.total_ctas = ctas;
+    launch.total_groups = groups;
+    return Status::Ok();
+  };
+  // The closed loop and the models: symbols, squared errors, code lengths.
+  auto trial = [&]() -> Status {
+    for (uint32_t l = 0; l < p.layers; ++l) SEQKV_CUDA_RETURN(internal::LaunchSqLayer(launch, l, s), "layer launch");
+    SEQKV_CUDA_RETURN(internal::LaunchSqModels(launch, s), "model launch");
+    return Status::Ok();
+  };
+
+  std::vector<float> delta0(all.size(), static_cast<float>(impl_->settings.delta));
+  std::vector<size_t> final_round(all.size());
+  for (size_t k = 0; k < all.size(); ++k) final_round[k] = k;
+  const SeqEncoderSettings& o = impl_->settings;
+  if (o.bits > 0 || o.kl > 0) {
+    // Rate control: every item's SeqRateSearch, one round of trials at a time
+    // (one wait per round), as the CPU encoder runs them one after another.
+    std::vector<seqkv::internal::SeqRateSearch> search;
+    for (size_t k = 0; k < all.size(); ++k) search.emplace_back(o.bits, o.kl, o.delta, o.maxbits);
+    std::vector<uint8_t> kept_last(all.size(), 0);
+    std::vector<uint64_t> cost(group_at);
+    std::vector<double> sse(group_at);
+    for (int round = 0; round < 64; ++round) {
+      std::vector<size_t> active;
+      for (size_t k = 0; k < all.size(); ++k) {
+        if (search[k].done()) continue;
+        active.push_back(k);
+        delta0[k] = static_cast<float>(search[k].delta());
+      }
+      if (active.empty()) break;
+      SEQKV_RETURN_IF_ERROR(select(active, delta0));
+      SEQKV_RETURN_IF_ERROR(trial());
+      SEQKV_CUDA_RETURN(cudaMemcpyAsync(cost.data(), base + layout.cost, cost.size() * sizeof(uint64_t),
+                                        cudaMemcpyDeviceToHost, s),
+                        "cost download");
+      SEQKV_CUDA_RETURN(cudaMemcpyAsync(sse.data(), base + layout.sse, sse.size() * sizeof(double),
+                                        cudaMemcpyDeviceToHost, s),
+                        "squared-error download");
+      SEQKV_CUDA_RETURN(cudaStreamSynchronize(s), "stream synchronize");
+      for (size_t k : active) {
+        const KvShape& shape = args.items[item_of[k]].shape;
+        uint64_t total = 0;
+        for (uint32_t g = 0; g < G; ++g) total += cost[k * G + g];
+        const double bits = seqkv::internal::SeqTrialBits(0.0, p, p.layers, total) / (2.0 * double(shape.elements()));
+        const std::vector<double> item_sse(sse.begin() + k * G, sse.begin() + (k + 1) * G);
+        kept_last[k] = search[k].Report(bits, seqkv::internal::SeqProxy(p, item_sse, shape.tokens)) ? 1 : 0;
+      }
+    }
+    // The chosen trial's symbols: still in the workspace when it was the
+    // item's last trial, else coded again.
+    final_round.clear();
+    std::vector<size_t> again;
+    for (size_t k = 0; k < all.size(); ++k) {
+      const size_t i = item_of[k];
+      if (!search[k].done()) {
+        (*statuses)[i] = Internal("seq gpu encode: rate control did not finish");
+        continue;
+      }
+      if (search[k].lossless()) {
+        char buf[160];
+        std::snprintf(buf, sizeof buf, "seq: the kl budget %.9g cannot be met below maxbits=%.9g and fallback=none",
+                      o.kl, o.maxbits);
+        (*statuses)[i] = o.fallback_lossless ? Unimplemented(kLosslessFallback) : FailedPrecondition(buf);
+        continue;
+      }
+      delta0[k] = static_cast<float>(search[k].chosen_delta());
+      impl_->item_delta[i] = delta0[k];
+      final_round.push_back(k);
+      if (!kept_last[k]) again.push_back(k);
+    }
+    if (!again.empty()) {
+      SEQKV_RETURN_IF_ERROR(select(again, delta0));
+      SEQKV_RETURN_IF_ERROR(trial());
+    }
+    if (final_round.empty()) return Status::Ok();
+    SEQKV_RETURN_IF_ERROR(select(final_round, delta0));
+    impl_->Mark(0, s);
+    impl_->Mark(1, s);
+    SEQKV_CUDA_RETURN(internal::LaunchSqLaneCounts(launch, s), "lane launch");
+  } else {
+    SEQKV_RETURN_IF_ERROR(select(final_round, delta0));
+    impl_->Mark(0, s);
+    for (uint32_t l = 0; l < p.layers; ++l) SEQKV_CUDA_RETURN(internal::LaunchSqLayer(launch, l, s), "layer launch");
+    impl_->Mark(1, s);
+    SEQKV_CUDA_RETURN(internal::LaunchSqModels(launch, s), "model launch");
+    SEQKV_CUDA_RETURN(internal::LaunchSqLaneCounts(launch, s), "lane launch");
+  }
   impl_->Mark(2, s);
   SEQKV_CUDA_RETURN(internal::LaunchSqPack(launch, s), "pack launch");
   impl_->Mark(3, s);
@@ -512,7 +621,7 @@ Status SeqEncodeGpu::Finish(const SeqEncodeArgs& args, const void* workspace, vo
     if (staged[i] == UINT64_MAX) continue;
     const size_t slot = slot_of[i];
     const std::vector<double> item_sse(sse.begin() + slot * p.groups(), sse.begin() + (slot + 1) * p.groups());
-    auto framed = impl_->Frame(args.items[i], impl_->staging + staged[i],
+    auto framed = impl_->Frame(args.items[i], impl_->item_delta[i], impl_->staging + staged[i],
                                std::span<const uint64_t>(section_bytes.data() + slot * p.layers, p.layers), item_sse);
     if (!framed.ok()) {
       (*statuses)[i] = framed.status();

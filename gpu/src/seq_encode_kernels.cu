@@ -35,6 +35,7 @@ constexpr uint32_t kSymbols = 16;
 constexpr uint32_t kEscape = 15;
 constexpr uint32_t kMaxLanes = 8;
 constexpr float kMaxMagnitude = 16777216.0f;  // kSeqMaxMagnitude = 2^24
+constexpr int kCostFracBits = 20;             // kSeqCostFracBits
 
 __global__ void SqLayerKernel(SqLaunch L, uint32_t layer) {
   extern __shared__ __align__(16) unsigned char smem[];
@@ -207,6 +208,7 @@ __device__ __forceinline__ uint32_t FindGroupItem(const Desc* descs, uint32_t co
 // ranks the coded components and sums the group's squared error.
 __global__ void SqModelKernel(SqLaunch L) {
   __shared__ uint32_t coded_s[1024];
+  __shared__ uint64_t cost_s[1024];
   const uint32_t gid = blockIdx.x;
   const SqDesc& D = L.descs[FindGroupItem(L.descs, L.count, gid)];
   const uint32_t g = gid - D.first_group;
@@ -222,6 +224,8 @@ __global__ void SqModelKernel(SqLaunch L) {
     uint32_t n0 = 0, n1 = 0, n2 = 0;
     int32_t prev = 0;
     bool any = false;
+    uint64_t cost = 0;          // the table's cost of each magnitude symbol
+    uint32_t uniform_bits = 0;  // escape and sign bits, 1 bit each
     for (uint32_t t = 0; t < T; ++t) {
       const int32_t v = q[uint64_t{t} * d];
       const uint32_t ctx = Context(prev);
@@ -239,6 +243,8 @@ __global__ void SqModelKernel(SqLaunch L) {
         freq += static_cast<uint32_t>(k) == sym ? f : 0u;
       }
       ops[uint64_t{t} * d] = start | (freq << 16);
+      cost += L.cost_table[freq];
+      uniform_bits += (mag != 0 ? 1u : 0u) + (mag >= kEscape ? 2u * (31 - __clz(mag - kEscape + 1)) + 1u : 0u);
       // Every p_k gives p_k >> rate to p_sym (no carry between the halves:
       // every p_k < 2^15 and their sum < 2^15 + 16).
       const uint32_t rate = n < 16 ? 2 : n < 64 ? 3 : n < 256 ? 4 : 5;
@@ -271,13 +277,21 @@ __global__ void SqModelKernel(SqLaunch L) {
       prev = v;
     }
     coded_s[i] = any ? 1u : 0u;
+    cost_s[i] = any ? cost + (uint64_t{uniform_bits} << kCostFracBits) : 0;
   }
   __syncthreads();
   if (i != 0) return;
   int16_t* rank = D.rank + uint64_t{g} * d;
   uint32_t r = 0;
-  for (uint32_t c = 0; c < d; ++c) rank[c] = coded_s[c] ? static_cast<int16_t>(r++) : int16_t{-1};
+  uint64_t cost = 0;  // integers: the same sum in any order (SeqEstimateGroupCost)
+  for (uint32_t c = 0; c < d; ++c) {
+    rank[c] = coded_s[c] ? static_cast<int16_t>(r++) : int16_t{-1};
+    cost += cost_s[c];
+  }
   D.coded[g] = r;
+  const uint32_t lanes = r < kMaxLanes ? r : kMaxLanes;
+  cost += (8ull * ((d + 7) / 8 + 1) + 32ull * lanes) << kCostFracBits;
+  D.cost[g] = cost;
   // SeqGroupSse's order: tiles ascending, channels ascending.
   const uint32_t tiles = (T + kSqSseTile - 1) / kSqSseTile;
   double sse = 0.0;
@@ -483,11 +497,14 @@ cudaError_t LaunchSqLayer(const SqLaunch& launch, uint32_t layer, cudaStream_t s
   return cudaGetLastError();
 }
 
-cudaError_t LaunchSqEntropy(const SqLaunch& launch, cudaStream_t stream) {
+cudaError_t LaunchSqModels(const SqLaunch& launch, cudaStream_t stream) {
   if (launch.total_groups == 0) return cudaSuccess;
   SqModelKernel<<<launch.total_groups, (launch.head_dim + 31) / 32 * 32, 0, stream>>>(launch);
-  cudaError_t e = cudaGetLastError();
-  if (e != cudaSuccess) return e;
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchSqLaneCounts(const SqLaunch& launch, cudaStream_t stream) {
+  if (launch.total_groups == 0) return cudaSuccess;
   const uint32_t blocks = (launch.total_groups * kMaxLanes + kLaneThreads - 1) / kLaneThreads;
   const size_t smem = sizeof(uint16_t) * kLaneThreads * (launch.head_dim / kMaxLanes + 1);
   SqLaneKernel<false><<<blocks, kLaneThreads, smem, stream>>>(launch);

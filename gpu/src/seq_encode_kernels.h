@@ -50,6 +50,7 @@ struct SqDesc {
   float* xhat[2];              // two layers of reconstruction, each [2][H][T][d]
   double* sse_part;            // [G][T / kSqSseTile][d] partial squared errors
   double* sse;                 // [G]
+  uint64_t* cost;              // [G] estimated code length (SeqEstimateGroupCost's units)
   const double* step_base;     // [G] double(delta0) * multiplier
   uint32_t* ops;               // [G][T][d] the magnitude symbols' start | freq << 16
   int16_t* rank;               // [G][d] rank among the coded components, -1: not coded
@@ -82,6 +83,7 @@ struct SqLaunch {
   const float* basis;      // [G][d][d]
   const float* basis_t;    // [G][d][d] transposed
   const float* step_scale;
+  const uint32_t* cost_table;  // SeqCostTable()
   uint32_t rope_style;  // 1 rotate_half, 2 interleaved
   uint32_t rotary_dim;
   const float* rope_cos;
@@ -91,9 +93,12 @@ struct SqLaunch {
 
 // Quantizes and reconstructs layer `layer` of every chunk (after layer - 1).
 cudaError_t LaunchSqLayer(const SqLaunch& launch, uint32_t layer, cudaStream_t stream);
-// Runs the models over every group's symbols, ranks the coded components,
-// sums each group's squared error and counts each rANS lane's words.
-cudaError_t LaunchSqEntropy(const SqLaunch& launch, cudaStream_t stream);
+// Runs the models over every group's symbols (each symbol's start and
+// frequency), ranks the coded components, and per group sums the squared
+// error and the estimated code length (what rate control needs of a trial).
+cudaError_t LaunchSqModels(const SqLaunch& launch, cudaStream_t stream);
+// Counts each rANS lane's words (after LaunchSqModels).
+cudaError_t LaunchSqLaneCounts(const SqLaunch& launch, cudaStream_t stream);
 // Lays out the layer sections in each item's output, then codes the lanes
 // again writing their words, and merges them into the streams.
 cudaError_t LaunchSqPack(const SqLaunch& launch, cudaStream_t stream);

@@ -5,13 +5,15 @@
 // Contract checked here (docs/gpu.md): every chunk the encoder frames is the
 // same bytes as EncodeChunk(chunk, codec) (so its streams, symbols and the
 // informational proxy all agree), on dev-dump chunks of several lengths and
-// token offsets and on fresh random data whose symbols need escapes; the
+// token offsets, with a fixed step and with rate control (bits=, kl=, both),
+// and on fresh random data whose symbols need escapes; the
 // layer sections also land in the caller's output buffer; specs and profiles
 // outside the GPU path's scope are refused clearly; a bad item fails alone.
 #include "seqkv/gpu/seq_encode.h"
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -81,6 +83,9 @@ class SeqEncodeGpuTest : public ::testing::TestWithParam<std::tuple<Backend, std
     if (it != profiles_.end()) return it->second;
     SeqCalibrateOptions o;
     o.inputs = *ParseSeqInputs(inputs);
+    // Sensitivities (made up, uneven) so that kl= runs and the proxy weighs groups differently.
+    const uint32_t groups = calibration_->shape.layers * 2 * calibration_->shape.kv_heads;
+    for (uint32_t g = 0; g < groups; ++g) o.sensitivity.push_back(1e-3 * (0.5 + 0.25 * (g % 5)));
     auto profile = CalibrateSeqProfile({*calibration_}, o, nullptr);
     EXPECT_TRUE(profile.ok()) << profile.status().ToString();
     if (!profile.ok()) return nullptr;
@@ -181,6 +186,38 @@ TEST_P(SeqEncodeGpuTest, DevChunksEqualEncodeChunk) {
   EncodeAndCompare("seq:delta=0.35,deadzone=0.4,krate=0.5,vrate=-0.25,lrate=" + lrate, {chunks[1], chunks[2]});
 }
 
+// Rate control runs the CPU encoder's search (SeqRateSearch) one round of
+// trials at a time: the same trials, the same chosen step, the same bytes.
+TEST_P(SeqEncodeGpuTest, RateControlEqualsEncodeChunk) {
+  std::vector<Chunk> chunks = {test::SliceTokens(*test_, 0, 256), test::SliceTokens(*test_, 256, 200),
+                               test::SliceTokens(*test_, 600, 64)};
+  EncodeAndCompare("seq:bits=2", chunks);
+  EncodeAndCompare("seq:bits=0.8,krate=0.5", {chunks[0], chunks[2]});
+  // kl=: a budget near what delta=1 gives, and bits= under that budget
+  // (the guardrail raises some chunks' rate).
+  auto probe = MakeCodec("seq:delta=1");
+  ASSERT_TRUE(probe.ok());
+  ASSERT_TRUE(EncodeChunk(chunks[0], **probe).ok());
+  const double proxy = SeqLastEncodeInfo().proxy;
+  ASSERT_GT(proxy, 0);
+  char spec[96];
+  std::snprintf(spec, sizeof spec, "seq:kl=%.6g", proxy);
+  EncodeAndCompare(spec, chunks);
+  std::snprintf(spec, sizeof spec, "seq:bits=1,kl=%.6g", proxy * 0.5);
+  EncodeAndCompare(spec, chunks);
+  // A budget no step meets below maxbits: the codec would fall back to
+  // seq:lossless, which the GPU path does not encode (nor does its CPU
+  // backend, so that both answer alike), or fails with fallback=none.
+  for (const char* fallback : {"lossless", "none"}) {
+    std::snprintf(spec, sizeof spec, "seq:kl=%.6g,maxbits=1,fallback=%s", proxy * 1e-3, fallback);
+    std::vector<Status> st = EncodeAndCompare(spec, {chunks[2]}, {false});
+    ASSERT_EQ(st.size(), 1u);
+    EXPECT_EQ(st[0].code(), std::string(fallback) == "none" ? StatusCode::kFailedPrecondition
+                                                            : StatusCode::kUnimplemented)
+        << st[0].ToString();
+  }
+}
+
 TEST_P(SeqEncodeGpuTest, RandomDataWithEscapesEqualsEncodeChunk) {
   // Fresh random values (no structure for the predictor) at a small step:
   // most symbols are large and take the escape code.
@@ -189,7 +226,13 @@ TEST_P(SeqEncodeGpuTest, RandomDataWithEscapesEqualsEncodeChunk) {
   Chunk chunk = test::RandomChunk(s, DType::kBF16, 11);
   chunk.rope = test_->rope;
   chunk.first_position = 4000;
-  EncodeAndCompare("seq:delta=0.02", {chunk});
+  EncodeAndCompare("seq:delta=0.06", {chunk});
+  {
+    // Over 6 bits per element: most magnitudes are past the escape threshold (15).
+    auto bytes = EncodeChunk(chunk, *CodecFor("seq:delta=0.06"));
+    ASSERT_TRUE(bytes.ok());
+    EXPECT_GT(8.0 * bytes->size() / (2.0 * s.elements()), 6.0);
+  }
   // Constant input: many groups without a coded component (lanes = 0).
   Chunk flat = chunk;
   std::fill(flat.k.begin(), flat.k.end(), 0);
@@ -247,9 +290,10 @@ TEST_P(SeqEncodeGpuTest, BadItemsFailAloneAndOutOfScopeSpecsAreRefused) {
   // A workspace too small is refused before anything runs.
   EXPECT_EQ(enc->Encode(args, workspace.get(), 0, nullptr, &statuses).code(), StatusCode::kInvalidArgument);
 
-  // Rate control, other codecs, layer 0 from the model: not the GPU encoder's.
-  EXPECT_EQ(SeqEncodeGpu::CreateFor(backend(), CodecFor("seq:bits=3")).status().code(), StatusCode::kUnimplemented);
+  // Other codecs are not the GPU encoder's.
   EXPECT_EQ(SeqEncodeGpu::CreateFor(backend(), CodecFor("raw")).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(SeqEncodeGpu::CreateFor(backend(), CodecFor("seq:lossless")).status().code(),
+            StatusCode::kInvalidArgument);
   EXPECT_EQ(SeqEncodeGpu::CreateFor(backend(), nullptr).status().code(), StatusCode::kInvalidArgument);
 }
 
