@@ -1,8 +1,9 @@
 // Private to gpu/: the engine layouts on the host side, shared by every codec
 // API. Items are any struct with the destination fields of
 // TurboQuantDecodeItem (token_offset, k_out, v_out, out_tokens, layer_caches,
-// block_table, block_table_entries) or the source fields of
-// TurboQuantEncodeItem (k_in, v_in, in_tokens, token_offset).
+// block_table, block_table_entries) or the source fields of an encode item
+// (k_in, v_in, in_tokens, token_offset, layer_caches, block_table,
+// block_table_entries).
 #pragma once
 
 #include <cstdint>
@@ -81,21 +82,70 @@ Status ScatterDecoded(const char* who, KvDestination destination, uint32_t block
   return Status::Ok();
 }
 
-// A bf16 chunk of `shape` gathered from the item's contiguous inputs (host memory).
+// The source checks a host can make before launching an encode: contiguous
+// k_in / v_in holding the chunk's tokens, or a paged cache whose block table
+// covers them.
 template <typename Item>
-Chunk GatherInput(const KvShape& shape, const Item& item) {
+Status CheckSource(const char* who, KvLayout source, uint32_t block_size, const Item& item, uint32_t tokens) {
+  const uint64_t end = item.token_offset + tokens;
+  if (end > UINT32_MAX) return OutOfRange(std::string(who) + ": token positions must stay below 2^32");
+  if (source == KvLayout::kContiguous) {
+    if (!item.k_in || !item.v_in) return InvalidArgument(std::string(who) + ": null input");
+    if (item.in_tokens < end) return OutOfRange(std::string(who) + ": chunk tokens past in_tokens");
+    return Status::Ok();
+  }
+  if (block_size == 0) return InvalidArgument(std::string(who) + ": paged source needs block_size and num_blocks");
+  if (!item.layer_caches || !item.block_table) return InvalidArgument(std::string(who) + ": null paged cache");
+  const uint64_t blocks_needed = (end + block_size - 1) / block_size;
+  if (item.block_table_entries < blocks_needed) {
+    return OutOfRange(std::string(who) + ": block table has " + std::to_string(item.block_table_entries) +
+                      " entries, tokens up to " + std::to_string(end) + " need " + std::to_string(blocks_needed));
+  }
+  return Status::Ok();
+}
+
+// A bf16 chunk of `shape` gathered from the item's source (host memory, CPU
+// backend): contiguous k_in / v_in, or the paged caches (OUT_OF_RANGE for a
+// block table entry outside [0, num_blocks)). Token ids are zero.
+template <typename Item>
+Result<Chunk> GatherInput(const KvShape& shape, const Item& item, KvLayout source = KvLayout::kContiguous,
+                          uint32_t block_size = 16, uint32_t num_blocks = 0) {
   const uint64_t row_bytes = uint64_t{shape.head_dim} * 2;
   Chunk chunk;
   chunk.shape = shape;
   chunk.dtype = DType::kBF16;
   chunk.tokens.assign(shape.tokens, 0);
-  const uint8_t* ins[2] = {static_cast<const uint8_t*>(item.k_in), static_cast<const uint8_t*>(item.v_in)};
   std::vector<uint8_t>* tensors[2] = {&chunk.k, &chunk.v};
-  for (int kv = 0; kv < 2; ++kv) {
-    tensors[kv]->resize(chunk.TensorBytes());
-    for (uint64_t lh = 0; lh < uint64_t{shape.layers} * shape.kv_heads; ++lh) {
-      std::memcpy(tensors[kv]->data() + lh * shape.tokens * row_bytes,
-                  ins[kv] + (lh * item.in_tokens + item.token_offset) * row_bytes, shape.tokens * row_bytes);
+  for (int kv = 0; kv < 2; ++kv) tensors[kv]->resize(chunk.TensorBytes());
+  if (source == KvLayout::kContiguous) {
+    const uint8_t* ins[2] = {static_cast<const uint8_t*>(item.k_in), static_cast<const uint8_t*>(item.v_in)};
+    for (int kv = 0; kv < 2; ++kv) {
+      for (uint64_t lh = 0; lh < uint64_t{shape.layers} * shape.kv_heads; ++lh) {
+        std::memcpy(tensors[kv]->data() + lh * shape.tokens * row_bytes,
+                    ins[kv] + (lh * item.in_tokens + item.token_offset) * row_bytes, shape.tokens * row_bytes);
+      }
+    }
+    return chunk;
+  }
+  const uint32_t bs = block_size;
+  for (uint64_t t = 0; t < shape.tokens; ++t) {
+    const int32_t blk = item.block_table[(item.token_offset + t) / bs];
+    if (blk < 0 || static_cast<uint32_t>(blk) >= num_blocks) {
+      return OutOfRange("paged source: block table entry outside [0, num_blocks)");
+    }
+  }
+  for (uint32_t l = 0; l < shape.layers; ++l) {
+    const auto* cache = static_cast<const uint8_t*>(item.layer_caches[l]);
+    for (uint64_t t = 0; t < shape.tokens; ++t) {
+      const uint64_t pos = item.token_offset + t;
+      const uint64_t blk = static_cast<uint64_t>(item.block_table[pos / bs]);
+      for (int kv = 0; kv < 2; ++kv) {
+        for (uint32_t h = 0; h < shape.kv_heads; ++h) {
+          const uint64_t src = (((blk * 2 + kv) * bs + pos % bs) * shape.kv_heads + h) * row_bytes;
+          const uint64_t dst = ((uint64_t{l} * shape.kv_heads + h) * shape.tokens + t) * row_bytes;
+          std::memcpy(tensors[kv]->data() + dst, cache + src, row_bytes);
+        }
+      }
     }
   }
   return chunk;

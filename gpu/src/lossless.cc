@@ -52,15 +52,12 @@ Status CheckDecodeItem(const LosslessDecodeArgs& args, const LosslessDecodeItem&
   return internal::CheckDestination(kWho, args.destination, args.block_size, item, item.shape.tokens);
 }
 
-Status CheckEncodeItem(const LosslessEncodeItem& item) {
+Status CheckEncodeItem(const LosslessEncodeArgs& args, const LosslessEncodeItem& item) {
   SEQKV_RETURN_IF_ERROR(CheckShape(item.shape));
-  if (!item.k_in || !item.v_in || !item.coded[0] || !item.coded[1] || !item.raw[0] || !item.raw[1]) {
-    return InvalidArgument("lossless gpu: null input or output");
+  if (!item.coded[0] || !item.coded[1] || !item.raw[0] || !item.raw[1]) {
+    return InvalidArgument("lossless gpu: null output");
   }
-  if (item.in_tokens < item.token_offset + item.shape.tokens) {
-    return OutOfRange("lossless gpu: chunk tokens past in_tokens");
-  }
-  return Status::Ok();
+  return internal::CheckSource(kWho, args.source, args.block_size, item, item.shape.tokens);
 }
 
 // Workspace head, the same on both backends: [int32 status per item][u64
@@ -90,9 +87,10 @@ Status CpuDecodeItem(const LosslessDecodeArgs& args, const LosslessDecodeItem& i
   return internal::ScatterDecoded(kWho, args.destination, args.block_size, args.num_blocks, item, chunk);
 }
 
-Status CpuEncodeItem(const LosslessEncodeItem& item, uint64_t sizes[2]) {
+Status CpuEncodeItem(const LosslessEncodeArgs& args, const LosslessEncodeItem& item, uint64_t sizes[2]) {
   SEQKV_ASSIGN_OR_RETURN(std::unique_ptr<Codec> codec, MakeCodec(kSpec));
-  Chunk chunk = internal::GatherInput(item.shape, item);
+  SEQKV_ASSIGN_OR_RETURN(Chunk chunk,
+                         internal::GatherInput(item.shape, item, args.source, args.block_size, args.num_blocks));
   std::vector<Section> sections;
   SEQKV_RETURN_IF_ERROR(codec->Encode(chunk, &sections));
   if (sections.size() != 4) return Internal("lossless gpu: reference wrote " + std::to_string(sections.size()) + " sections");
@@ -265,6 +263,9 @@ Status LosslessGpu::CanImplement(const LosslessDecodeArgs& args) const {
 
 Status LosslessGpu::CanImplement(const LosslessEncodeArgs& args) const {
   if (args.items.size() > (1u << 20)) return InvalidArgument("lossless gpu: too many items in one batch");
+  if (args.source == KvLayout::kPaged && (args.block_size == 0 || args.num_blocks == 0)) {
+    return InvalidArgument("lossless gpu: paged source needs block_size and num_blocks");
+  }
   return Status::Ok();
 }
 
@@ -335,11 +336,12 @@ Status LosslessGpu::Decode(const LosslessDecodeArgs& args, void* workspace, uint
 
 Status LosslessGpu::Encode(const LosslessEncodeArgs& args, void* workspace, uint64_t workspace_bytes, void* stream,
                            std::vector<Status>* statuses) const {
-  SEQKV_RETURN_IF_ERROR(StartBatch(*this, args, workspace, workspace_bytes, statuses, CheckEncodeItem));
+  SEQKV_RETURN_IF_ERROR(StartBatch(*this, args, workspace, workspace_bytes, statuses,
+                                   [&](const LosslessEncodeItem& item) { return CheckEncodeItem(args, item); }));
   if (backend_ == Backend::kCpu) {
     uint64_t* sizes = SizesArray(workspace, args.items.size());
     RunOnCpu(workspace, args.items, statuses,
-             [&](const LosslessEncodeItem& item, size_t i) { return CpuEncodeItem(item, sizes + 2 * i); });
+             [&](const LosslessEncodeItem& item, size_t i) { return CpuEncodeItem(args, item, sizes + 2 * i); });
     return Status::Ok();
   }
 #ifdef SEQKV_WITH_CUDA
@@ -353,6 +355,8 @@ Status LosslessGpu::Encode(const LosslessEncodeArgs& args, void* workspace, uint
     FillDesc(item.shape, internal::kLlWarpsPerBlock, &running, &d);
     d.tensors[0] = const_cast<void*>(item.k_in);
     d.tensors[1] = const_cast<void*>(item.v_in);
+    d.layer_caches = const_cast<void* const*>(item.layer_caches);  // only read
+    d.block_table = item.block_table;
     for (int kv = 0; kv < 2; ++kv) {
       d.out_coded[kv] = item.coded[kv];
       d.out_raw[kv] = item.raw[kv];
@@ -367,6 +371,9 @@ Status LosslessGpu::Encode(const LosslessEncodeArgs& args, void* workspace, uint
   internal::LlLaunch launch{};
   SEQKV_RETURN_IF_ERROR(
       Upload(descs, running, internal::kLlWarpsPerBlock, workspace, args.items.size(), true, s, &launch));
+  launch.src_paged = args.source == KvLayout::kPaged;
+  launch.src_block_size = args.block_size;
+  launch.src_num_blocks = args.num_blocks;
   return internal::FromCuda(internal::LaunchLlEncode(launch, s), kWho, "kernel launch");
 #else
   (void)stream;

@@ -23,7 +23,7 @@ struct LlDesc {
   const uint8_t* coded[2];
   uint64_t coded_bytes[2];
   const uint8_t* raw[2];
-  // Decode: contiguous destinations; encode: contiguous sources.
+  // Decode: contiguous destinations or the paged caches; encode: the same as sources.
   void* tensors[2];
   void* const* layer_caches;
   const int32_t* block_table;
@@ -52,6 +52,9 @@ struct LlLaunch {
   uint16_t* freqs;   // encode: per (item, tensor, layer) 256 frequencies
   uint32_t* words;   // encode: per (item, tensor, block) word count, then byte offset of the block
   uint64_t* sizes;   // encode: per (item, tensor) coded section size
+  // Encode: the source layout (paged: the items' layer_caches and block_table).
+  bool src_paged;
+  uint32_t src_block_size, src_num_blocks;
   int32_t* statuses;
 };
 

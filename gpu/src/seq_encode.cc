@@ -32,6 +32,7 @@ constexpr char kWho[] = "seq gpu encode";
 constexpr char kLosslessFallback[] =
     "seq gpu encode: the kl budget cannot be met lossily; the codec falls back to seq:lossless, which encodes on the "
     "CPU (seqkv::EncodeChunk)";
+constexpr char kBadBlock[] = "seq gpu encode: block table entry outside [0, num_blocks)";
 constexpr char kTooManyBits[] =
     "seq gpu encode: a group stream takes more than 16 bits per element; encode this chunk on the CPU";
 
@@ -104,19 +105,15 @@ struct SeqEncodeGpu::Impl {
   // kCpu: the last Encode's chunks.
   std::vector<std::vector<uint8_t>> cpu_chunks;
 
-  Status CheckItem(const SeqEncodeItem& item) const {
+  Status CheckItem(const SeqEncodeArgs& args, const SeqEncodeItem& item) const {
     const SeqProfile& p = *profile;
     SEQKV_RETURN_IF_ERROR(ValidateShape(item.shape, DType::kBF16));
     if (item.shape.layers != p.layers || item.shape.kv_heads != p.kv_heads || item.shape.head_dim != p.head_dim) {
       return InvalidArgument("seq gpu encode: the chunk's shape is not the profile's");
     }
     SEQKV_RETURN_IF_ERROR(MetaOf(item).ValidateMeta());
-    if (!item.k_in || !item.v_in || !item.out) return InvalidArgument("seq gpu encode: null input or output");
-    if (item.token_offset + item.shape.tokens > item.in_tokens) {
-      return OutOfRange("seq gpu encode: tokens [" + std::to_string(item.token_offset) + ", " +
-                        std::to_string(item.token_offset + item.shape.tokens) + ") past in_tokens " +
-                        std::to_string(item.in_tokens));
-    }
+    if (!item.out) return InvalidArgument("seq gpu encode: null output");
+    SEQKV_RETURN_IF_ERROR(internal::CheckSource(kWho, args.source, args.block_size, item, item.shape.tokens));
     if (item.first_position + item.shape.tokens > (uint64_t{1} << 24)) {
       return OutOfRange("seq gpu encode: RoPE positions must stay below 2^24");
     }
@@ -125,8 +122,9 @@ struct SeqEncodeGpu::Impl {
 
   // The CPU reference: the codec itself on the gathered chunk; the layer
   // sections also go to item.out.
-  Status CpuEncodeItem(const SeqEncodeItem& item, std::vector<uint8_t>* bytes) const {
-    Chunk chunk = internal::GatherInput(item.shape, item);
+  Status CpuEncodeItem(const SeqEncodeArgs& args, const SeqEncodeItem& item, std::vector<uint8_t>* bytes) const {
+    SEQKV_ASSIGN_OR_RETURN(Chunk chunk,
+                           internal::GatherInput(item.shape, item, args.source, args.block_size, args.num_blocks));
     chunk.rope = item.rope;
     chunk.first_position = item.first_position;
     chunk.tokens.assign(item.tokens.begin(), item.tokens.end());
@@ -309,6 +307,9 @@ Result<SeqEncodeGpu> SeqEncodeGpu::CreateFor(Backend backend, std::shared_ptr<co
 
 Status SeqEncodeGpu::CanImplement(const SeqEncodeArgs& args) const {
   if (args.items.size() > (1u << 20)) return InvalidArgument("seq gpu encode: too many items in one batch");
+  if (args.source == KvLayout::kPaged && (args.block_size == 0 || args.num_blocks == 0)) {
+    return InvalidArgument("seq gpu encode: paged source needs block_size and num_blocks");
+  }
   return Status::Ok();
 }
 
@@ -326,12 +327,12 @@ Status SeqEncodeGpu::Encode(const SeqEncodeArgs& args, void* workspace, uint64_t
   }
   const SeqProfile& p = *impl_->profile;
   statuses->assign(args.items.size(), Status::Ok());
-  for (size_t i = 0; i < args.items.size(); ++i) (*statuses)[i] = impl_->CheckItem(args.items[i]);
+  for (size_t i = 0; i < args.items.size(); ++i) (*statuses)[i] = impl_->CheckItem(args, args.items[i]);
   if (impl_->backend == Backend::kCpu) {
     std::memset(workspace, 0, StatusBytes(args.items.size()));
     impl_->cpu_chunks.assign(args.items.size(), {});
     for (size_t i = 0; i < args.items.size(); ++i) {
-      if ((*statuses)[i].ok()) (*statuses)[i] = impl_->CpuEncodeItem(args.items[i], &impl_->cpu_chunks[i]);
+      if ((*statuses)[i].ok()) (*statuses)[i] = impl_->CpuEncodeItem(args, args.items[i], &impl_->cpu_chunks[i]);
     }
     return Status::Ok();
   }
@@ -373,6 +374,8 @@ Status SeqEncodeGpu::Encode(const SeqEncodeArgs& args, void* workspace, uint64_t
     e.in[0] = static_cast<const uint16_t*>(item.k_in);
     e.in[1] = static_cast<const uint16_t*>(item.v_in);
     e.in_tokens = item.in_tokens;
+    e.layer_caches = item.layer_caches;
+    e.block_table = item.block_table;
     e.token_offset = item.token_offset;
     e.first_position = item.first_position;
     e.q = reinterpret_cast<int32_t*>(base + layout.q) + q_at;
@@ -425,6 +428,9 @@ Status SeqEncodeGpu::Encode(const SeqEncodeArgs& args, void* workspace, uint64_t
   launch.rotary_dim = impl_->rope.rotary_dim();
   launch.rope_cos = impl_->rope.cos();
   launch.rope_sin = impl_->rope.sin();
+  launch.paged = args.source == KvLayout::kPaged;
+  launch.block_size = args.block_size;
+  launch.num_blocks = args.num_blocks;
   launch.statuses = static_cast<int32_t*>(workspace);
   // Uploads the descriptors of `which` (indices into `all`) with the step
   // delta0 of each, and points `launch` at them.
@@ -595,8 +601,9 @@ Status SeqEncodeGpu::Finish(const SeqEncodeArgs& args, const void* workspace, vo
     if (!(*statuses)[i].ok()) continue;
     slot_of[i] = k++;
     if (codes[i] != 0) {
-      (*statuses)[i] = codes[i] == internal::kSqOverflow ? ResourceExhausted(kTooManyBits)
-                                                          : Internal("seq gpu encode: unknown device status");
+      (*statuses)[i] = codes[i] == internal::kSqOverflow         ? ResourceExhausted(kTooManyBits)
+                       : codes[i] == internal::kSqBlockOutOfRange ? OutOfRange(kBadBlock)
+                                                                  : Internal("seq gpu encode: unknown device status");
       continue;
     }
     uint64_t total = 0;

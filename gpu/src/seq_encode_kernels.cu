@@ -67,11 +67,27 @@ __global__ void SqLayerKernel(SqLaunch L, uint32_t layer) {
   for (uint32_t i = j; i < d; i += blockDim.x) {
     step_s[i] = __double2float_rn(__dmul_rn(desc.step_base[g], static_cast<double>(L.step_scale[uint64_t{g} * d + i])));
   }
-  // The input tile as float (bf16 widened: exact).
-  const uint16_t* in = desc.in[kv] + ((uint64_t{layer} * H + h) * desc.in_tokens + desc.token_offset + t0) * d;
+  // The input tile as float (bf16 widened: exact), from either layout.
   for (uint32_t idx = j; idx < TT * d; idx += blockDim.x) {
-    const uint32_t k = idx / d;
-    x_s[idx] = k < nt ? __uint_as_float(static_cast<uint32_t>(in[idx]) << 16) : 0.0f;
+    const uint32_t k = idx / d, c = idx % d;
+    float v = 0.0f;
+    if (k < nt) {
+      const uint64_t token = desc.token_offset + t0 + k;
+      const uint16_t* row = nullptr;
+      if (L.paged) {
+        const int32_t blk = desc.block_table[token / L.block_size];
+        if (blk >= 0 && static_cast<uint32_t>(blk) < L.num_blocks) {
+          row = static_cast<const uint16_t*>(desc.layer_caches[layer]) +
+                (((uint64_t(blk) * 2 + kv) * L.block_size + token % L.block_size) * H + h) * d;
+        } else if (c == 0) {
+          atomicCAS(&L.statuses[desc.status_index], 0, kSqBlockOutOfRange);
+        }
+      } else {
+        row = desc.in[kv] + ((uint64_t{layer} * H + h) * desc.in_tokens + token) * d;
+      }
+      if (row != nullptr) v = __uint_as_float(static_cast<uint32_t>(row[c]) << 16);
+    }
+    x_s[idx] = v;
   }
   __syncthreads();
   // Keys coded before RoPE: undo the rotation (every pair read before any write).

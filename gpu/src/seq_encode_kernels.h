@@ -12,7 +12,8 @@ namespace seqkv::gpu::internal {
 
 enum SqDeviceStatus : int32_t {
   kSqOk = 0,
-  kSqOverflow = 1,  // a group stream did not fit its slot: RESOURCE_EXHAUSTED
+  kSqOverflow = 1,          // a group stream over the limit: RESOURCE_EXHAUSTED
+  kSqBlockOutOfRange = 2,   // a block table entry outside [0, num_blocks): OUT_OF_RANGE
 };
 
 #ifdef __CUDACC__
@@ -42,8 +43,10 @@ SEQKV_SQ_HD inline uint64_t SqArenaWords(uint32_t tokens, uint32_t dim) {
 
 // One chunk of a batch. Built on the host; arrays are workspace.
 struct SqDesc {
-  const uint16_t* in[2];       // K, V bf16 [layers][H][in_tokens][d]
+  const uint16_t* in[2];       // contiguous source: K, V bf16 [layers][H][in_tokens][d]
   uint64_t in_tokens;
+  const void* const* layer_caches;  // paged source: per layer [num_blocks][2][block_size][H][d]
+  const int32_t* block_table;
   uint64_t token_offset;
   uint64_t first_position;     // RoPE position of token 0
   int32_t* q;                  // [G][T][d] symbols
@@ -88,6 +91,8 @@ struct SqLaunch {
   uint32_t rotary_dim;
   const float* rope_cos;
   const float* rope_sin;
+  bool paged;  // the source layout
+  uint32_t block_size, num_blocks;
   int32_t* statuses;
 };
 

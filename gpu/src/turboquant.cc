@@ -71,15 +71,12 @@ Status CheckDecodeItem(const TurboQuantDecodeArgs& args, const TurboQuantDecodeI
   return internal::CheckDestination("turboquant gpu", args.destination, args.block_size, item, item.shape.tokens);
 }
 
-Status CheckEncodeItem(const TurboQuantEncodeItem& item) {
+Status CheckEncodeItem(const TurboQuantEncodeArgs& args, const TurboQuantEncodeItem& item) {
   SEQKV_RETURN_IF_ERROR(CheckItemShape(item.shape, item.params));
-  if (!item.k_in || !item.v_in || !item.k_norms || !item.k_codes || !item.v_norms || !item.v_codes) {
-    return InvalidArgument("turboquant gpu: null input or output");
+  if (!item.k_norms || !item.k_codes || !item.v_norms || !item.v_codes) {
+    return InvalidArgument("turboquant gpu: null output");
   }
-  if (item.in_tokens < item.token_offset + item.shape.tokens) {
-    return OutOfRange("turboquant gpu: chunk tokens past in_tokens");
-  }
-  return Status::Ok();
+  return internal::CheckSource("turboquant gpu", args.source, args.block_size, item, item.shape.tokens);
 }
 
 #ifdef SEQKV_WITH_CUDA
@@ -176,7 +173,7 @@ Status UploadAndLaunch(std::vector<internal::TqDesc>& descs, void* workspace, cu
 
 // What a decode item puts in its descriptor beyond the shape: its sections
 // and its destination (contiguous tensors, or the paged caches).
-void FillDesc(const TurboQuantDecodeItem& item, internal::TqDesc* d) {
+void FillDesc(const TurboQuantDecodeArgs&, const TurboQuantDecodeItem& item, internal::TqDesc* d) {
   d->norms[0] = item.k_norms;
   d->norms[1] = item.v_norms;
   d->codes[0] = item.k_codes;
@@ -191,9 +188,15 @@ void FillDesc(const TurboQuantDecodeItem& item, internal::TqDesc* d) {
 
 // An encode item: its bf16 sources (the kernels only read them; TqDesc has one
 // pointer pair for both directions) and its outputs.
-void FillDesc(const TurboQuantEncodeItem& item, internal::TqDesc* d) {
+void FillDesc(const TurboQuantEncodeArgs& args, const TurboQuantEncodeItem& item, internal::TqDesc* d) {
   d->tensors[0] = const_cast<void*>(item.k_in);
   d->tensors[1] = const_cast<void*>(item.v_in);
+  if (args.source == KvLayout::kPaged) {  // only read
+    d->layer_caches = const_cast<void* const*>(item.layer_caches);
+    d->block_table = item.block_table;
+    d->block_size = args.block_size;
+    d->num_blocks = args.num_blocks;
+  }
   d->out_norms[0] = item.k_norms;
   d->out_norms[1] = item.v_norms;
   d->out_codes[0] = item.k_codes;
@@ -246,7 +249,7 @@ Status RunBatch(const TurboQuantGpu& gpu, const Args& args, void* workspace, uin
     if (!(*statuses)[i].ok()) continue;
     internal::TqDesc d{};
     FillItemShape(args.items[i].shape, args.items[i].params, &d);
-    FillDesc(args.items[i], &d);
+    FillDesc(args, args.items[i], &d);
     d.status_index = static_cast<uint32_t>(i);
     descs.push_back(d);
   }
@@ -341,6 +344,9 @@ Status TurboQuantGpu::CanImplement(const TurboQuantDecodeArgs& args) const {
 
 Status TurboQuantGpu::CanImplement(const TurboQuantEncodeArgs& args) const {
   if (args.items.size() > (1u << 24)) return InvalidArgument("turboquant gpu: too many items in one batch");
+  if (args.source == KvLayout::kPaged && (args.block_size == 0 || args.num_blocks == 0)) {
+    return InvalidArgument("turboquant gpu: paged source needs block_size and num_blocks");
+  }
   return Status::Ok();
 }
 
@@ -372,8 +378,8 @@ Status TurboQuantGpu::Encode(const TurboQuantEncodeArgs& args, void* workspace, 
                              void* stream, std::vector<Status>* statuses) const {
   return RunBatch(
       *this, args, workspace, workspace_bytes, stream, statuses,
-      [](const TurboQuantEncodeItem& item) { return CheckEncodeItem(item); },
-      [](const TurboQuantEncodeItem& item) { return internal::CpuEncodeItem(item); });
+      [&](const TurboQuantEncodeItem& item) { return CheckEncodeItem(args, item); },
+      [&](const TurboQuantEncodeItem& item) { return internal::CpuEncodeItem(args, item); });
 }
 
 Status TurboQuantGpu::CollectStatuses(const void* workspace, void* stream, std::vector<Status>* statuses) const {

@@ -35,10 +35,10 @@ Status CpuDecodeItem(const TurboQuantDecodeArgs& args, const TurboQuantDecodeIte
   return ScatterDecoded("turboquant gpu", args.destination, args.block_size, args.num_blocks, item, chunk);
 }
 
-Status CpuEncodeItem(const TurboQuantEncodeItem& item) {
+Status CpuEncodeItem(const TurboQuantEncodeArgs& args, const TurboQuantEncodeItem& item) {
   SEQKV_ASSIGN_OR_RETURN(std::unique_ptr<Codec> codec, MakeCodec(SpecOf(item.params)));
   const KvShape& s = item.shape;
-  Chunk chunk = GatherInput(s, item);
+  SEQKV_ASSIGN_OR_RETURN(Chunk chunk, GatherInput(s, item, args.source, args.block_size, args.num_blocks));
   std::vector<Section> sections;
   SEQKV_RETURN_IF_ERROR(codec->Encode(chunk, &sections));
   if (sections.size() != 4) return Internal("turboquant gpu: reference wrote " + std::to_string(sections.size()) + " sections");

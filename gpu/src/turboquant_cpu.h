@@ -8,6 +8,6 @@
 namespace seqkv::gpu::internal {
 
 Status CpuDecodeItem(const TurboQuantDecodeArgs& args, const TurboQuantDecodeItem& item);
-Status CpuEncodeItem(const TurboQuantEncodeItem& item);
+Status CpuEncodeItem(const TurboQuantEncodeArgs& args, const TurboQuantEncodeItem& item);
 
 }  // namespace seqkv::gpu::internal

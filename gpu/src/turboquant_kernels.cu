@@ -465,10 +465,23 @@ __global__ void __launch_bounds__(kTqThreadsPerBlock, Layout<P>::kMinBlocks)
   uint8_t* const my_stage = stage[warp];
 
   auto pass_first = [&](int it) { return tile_base + (it * kWarps + warp) * kVecs; };
-  auto source_row = [&](const VectorIndex& vi) {
-    return vi.valid ? static_cast<const uint16_t*>(d.tensors[vi.kv]) +
-                          ((uint64_t)vi.lh * d.outer_tokens + d.token_offset + vi.t) * D
-                    : nullptr;
+  // A vector's bf16 row in the source (contiguous, or paged when the item has
+  // layer caches); null past the item, or for a block table entry outside
+  // [0, num_blocks) (OUT_OF_RANGE: the item's output is not used).
+  auto source_row = [&](const VectorIndex& vi) -> const uint16_t* {
+    if (!vi.valid) return nullptr;
+    if (d.layer_caches != nullptr) {
+      const uint32_t h = vi.lh % d.heads, l = vi.lh / d.heads;
+      const uint64_t s = d.token_offset + vi.t;
+      const int32_t blk = __ldg(d.block_table + s / d.block_size);
+      if (blk < 0 || static_cast<uint32_t>(blk) >= d.num_blocks) {
+        atomicMax(status, int32_t{kTqBlockOutOfRange});
+        return nullptr;
+      }
+      return static_cast<const uint16_t*>(d.layer_caches[l]) +
+             ((((uint64_t)blk * 2 + vi.kv) * d.block_size + s % d.block_size) * d.heads + h) * D;
+    }
+    return static_cast<const uint16_t*>(d.tensors[vi.kv]) + ((uint64_t)vi.lh * d.outer_tokens + d.token_offset + vi.t) * D;
   };
   // Starts copying pass `it`'s rows into the stage (cp.async, consecutive
   // lanes on consecutive 16-byte pieces) when they are 16-byte aligned and

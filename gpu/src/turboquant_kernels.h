@@ -25,9 +25,11 @@ static_assert(kTqLaneCoords == 32 || kTqLaneCoords == 64 || kTqLaneCoords == 128
 enum TqDeviceStatus : int32_t {
   kTqOk = 0,
   kTqBadStoredNorm = 1,    // DATA_LOSS
-  kTqBlockOutOfRange = 2,  // OUT_OF_RANGE
   kTqNonFiniteInput = 3,   // INVALID_ARGUMENT
   kTqNormOverflow = 4,     // INVALID_ARGUMENT
+  // OUT_OF_RANGE. The highest (the kernels keep the largest code): an encode
+  // that could not read a row may find garbage in what it did not read.
+  kTqBlockOutOfRange = 5,
 };
 
 // One chunk of a batch, as the kernels see it. Built on the host.
@@ -39,13 +41,14 @@ struct TqDesc {
   void* tensors[2];
   uint8_t* out_norms[2];  // encode
   uint8_t* out_codes[2];  // encode
-  void* const* layer_caches;  // decode, paged
-  const int32_t* block_table; // decode, paged
+  void* const* layer_caches;  // paged: decode's destination, or encode's source (only read)
+  const int32_t* block_table; // paged
   uint64_t outer_tokens;      // token dimension of the contiguous tensors
   uint64_t token_offset;
   uint32_t layers, heads, tokens, head_dim;
   uint32_t status_index;
   uint32_t first_tile;  // prefix sum of tiles within the launch group
+  uint32_t block_size, num_blocks;  // encode from a paged source (decode: launch arguments)
   // Group key (the kernels read these from TqGroupConsts instead).
   uint32_t padded, bits, seed;
 };

@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <memory>
+#include <random>
 #include <utility>
 #include <vector>
 
@@ -71,6 +73,53 @@ inline std::vector<uint8_t> PagedLayerImage(const KvShape& s, uint32_t layer, co
     }
   }
   return image;
+}
+
+// A chunk's K and V in vLLM paged caches in backend memory, as an encoder's
+// source: one cache per layer ([num_blocks, 2, block_size, kv_heads,
+// head_dim] bf16, `fill` where the chunk is not), the chunk at sequence
+// position `offset`, its blocks drawn at random (`seed`) from [0, num_blocks).
+struct PagedSource {
+  std::vector<std::unique_ptr<BackendBuffer>> caches;
+  std::unique_ptr<BackendBuffer> pointers, table;
+  std::vector<int32_t> host_table;
+
+  const void* const* layer_caches() const { return reinterpret_cast<const void* const*>(pointers->get()); }
+  const int32_t* block_table() const { return reinterpret_cast<const int32_t*>(table->get()); }
+  // Points entry `i` at `block` (e.g. -1, to test OUT_OF_RANGE).
+  void SetEntry(size_t i, int32_t block) {
+    host_table[i] = block;
+    std::vector<uint8_t> bytes(host_table.size() * 4);
+    std::memcpy(bytes.data(), host_table.data(), bytes.size());
+    table->Upload(bytes);
+  }
+};
+
+inline uint32_t BlocksFor(uint64_t offset, uint64_t tokens, uint32_t block_size) {
+  return static_cast<uint32_t>((offset + tokens + block_size - 1) / block_size);
+}
+
+inline PagedSource MakePagedSource(gpu::Backend backend, const Chunk& c, uint64_t offset, uint32_t block_size,
+                                   uint32_t num_blocks, uint64_t seed, uint8_t fill = 0x3F) {
+  PagedSource out;
+  std::vector<int32_t> ids(num_blocks);
+  for (uint32_t b = 0; b < num_blocks; ++b) ids[b] = static_cast<int32_t>(b);
+  std::mt19937_64 rng(seed);
+  std::shuffle(ids.begin(), ids.end(), rng);
+  out.host_table.assign(ids.begin(), ids.begin() + BlocksFor(offset, c.shape.tokens, block_size));
+  std::vector<void*> ptrs;
+  for (uint32_t l = 0; l < c.shape.layers; ++l) {
+    out.caches.push_back(std::make_unique<BackendBuffer>(
+        backend, PagedLayerImage(c.shape, l, c.k, c.v, offset, out.host_table, block_size, num_blocks, fill)));
+    ptrs.push_back(out.caches.back()->get());
+  }
+  std::vector<uint8_t> ptr_bytes(ptrs.size() * sizeof(void*));
+  std::memcpy(ptr_bytes.data(), ptrs.data(), ptr_bytes.size());
+  out.pointers = std::make_unique<BackendBuffer>(backend, ptr_bytes);
+  std::vector<uint8_t> table_bytes(out.host_table.size() * 4);
+  std::memcpy(table_bytes.data(), out.host_table.data(), table_bytes.size());
+  out.table = std::make_unique<BackendBuffer>(backend, table_bytes);
+  return out;
 }
 
 }  // namespace seqkv::test

@@ -251,6 +251,72 @@ TEST_P(LosslessGpuTest, EncodeWritesTheReferenceBytes) {
   }
 }
 
+// The same sections from vLLM's paged cache (shuffled blocks, unaligned
+// positions); a block table entry outside the cache: OUT_OF_RANGE alone.
+TEST_P(LosslessGpuTest, EncodeFromThePagedCacheWritesTheReferenceBytes) {
+  std::vector<Case> cases = Cases(6);
+  const uint32_t bs = 16;
+  uint32_t num_blocks = 0;
+  for (size_t i = 0; i < cases.size(); ++i) {
+    num_blocks = std::max(num_blocks, test::BlocksFor(i * 5, cases[i].chunk.shape.tokens, bs) + 2);
+  }
+  std::vector<test::PagedSource> sources;
+  std::vector<std::unique_ptr<Buffer>> keep;
+  std::vector<LosslessEncodeItem> items;
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const KvShape& s = cases[i].chunk.shape;
+    sources.push_back(test::MakePagedSource(backend(), cases[i].chunk, i * 5, bs, num_blocks, 50 + i));
+    LosslessEncodeItem item;
+    item.shape = s;
+    item.token_offset = i * 5;
+    item.layer_caches = sources.back().layer_caches();
+    item.block_table = sources.back().block_table();
+    item.block_table_entries = sources.back().host_table.size();
+    for (int kv = 0; kv < 2; ++kv) {
+      keep.push_back(std::make_unique<Buffer>(backend(), LosslessMaxCodedBytes(s)));
+      item.coded[kv] = keep.back()->get();
+      keep.push_back(std::make_unique<Buffer>(backend(), LosslessRawBytes(s)));
+      item.raw[kv] = keep.back()->get();
+    }
+    items.push_back(item);
+  }
+  LosslessEncodeArgs args;
+  args.source = KvLayout::kPaged;
+  args.block_size = bs;
+  args.num_blocks = num_blocks;
+  args.items = items;
+  auto run = [&](std::vector<Status>* statuses, std::vector<uint64_t>* sizes) {
+    ASSERT_TRUE(ll().CanImplement(args).ok());
+    Buffer workspace(backend(), ll().WorkspaceBytes(args));
+    ASSERT_TRUE(ll().Encode(args, workspace.get(), workspace.size(), nullptr, statuses).ok());
+    ASSERT_TRUE(ll().CollectStatuses(workspace.get(), nullptr, statuses, sizes).ok());
+  };
+  std::vector<Status> statuses;
+  std::vector<uint64_t> sizes;
+  run(&statuses, &sizes);
+  for (size_t i = 0; i < cases.size(); ++i) {
+    ASSERT_TRUE(statuses[i].ok()) << statuses[i].ToString();
+    for (int kv = 0; kv < 2; ++kv) {
+      const SectionInfo& coded = cases[i].header.sections[2 * kv];
+      const SectionInfo& raw = cases[i].header.sections[2 * kv + 1];
+      ASSERT_EQ(sizes[2 * i + kv], coded.length) << "case " << i << " tensor " << kv;
+      std::vector<uint8_t> got(coded.length), got_raw(raw.length);
+      ASSERT_TRUE(BackendCopyOut(backend(), got.data(), items[i].coded[kv], got.size()).ok());
+      ASSERT_TRUE(BackendCopyOut(backend(), got_raw.data(), items[i].raw[kv], got_raw.size()).ok());
+      EXPECT_TRUE(std::equal(got.begin(), got.end(), cases[i].encoded.begin() + coded.offset)) << "case " << i;
+      EXPECT_TRUE(std::equal(got_raw.begin(), got_raw.end(), cases[i].encoded.begin() + raw.offset)) << "case " << i;
+    }
+  }
+  sources[1].SetEntry(0, -1);
+  run(&statuses, &sizes);
+  EXPECT_EQ(statuses[1].code(), StatusCode::kOutOfRange) << statuses[1].ToString();
+  for (size_t i = 0; i < cases.size(); ++i) {
+    if (i != 1) {
+      EXPECT_TRUE(statuses[i].ok()) << i << ": " << statuses[i].ToString();
+    }
+  }
+}
+
 // Corrupted coded sections: the backend accepts or rejects each exactly as
 // the codec's reference does, and an accepted one decodes to the same values.
 TEST_P(LosslessGpuTest, CorruptionIsJudgedLikeTheReference) {

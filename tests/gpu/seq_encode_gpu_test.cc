@@ -218,6 +218,58 @@ TEST_P(SeqEncodeGpuTest, RateControlEqualsEncodeChunk) {
   }
 }
 
+// From vLLM's paged cache (a shuffled block table, the chunks at unaligned
+// positions): the same chunks; a block table entry outside the cache:
+// OUT_OF_RANGE for that chunk only.
+TEST_P(SeqEncodeGpuTest, PagedSourceEqualsEncodeChunk) {
+  std::shared_ptr<const Codec> codec = CodecFor("seq:delta=0.7");
+  auto enc = SeqEncodeGpu::CreateFor(backend(), codec);
+  ASSERT_TRUE(enc.ok());
+  const std::vector<Chunk> chunks = {test::SliceTokens(*test_, 100, 200), test::SliceTokens(*test_, 333, 45)};
+  const uint32_t bs = 16;
+  const uint64_t offsets[2] = {9, 40};
+  const uint32_t num_blocks = test::BlocksFor(offsets[1], 200, bs) + 3;
+  std::vector<test::PagedSource> sources;
+  std::vector<std::unique_ptr<Buffer>> outs;
+  std::vector<SeqEncodeItem> items;
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    sources.push_back(test::MakePagedSource(backend(), chunks[i], offsets[i], bs, num_blocks, 21 + i));
+    outs.push_back(std::make_unique<Buffer>(backend(), SeqEncodeMaxBytes(chunks[i].shape)));
+    SeqEncodeItem item;
+    item.shape = chunks[i].shape;
+    item.rope = chunks[i].rope;
+    item.first_position = chunks[i].first_position;
+    item.tokens = chunks[i].tokens;
+    item.token_offset = offsets[i];
+    item.layer_caches = sources[i].layer_caches();
+    item.block_table = sources[i].block_table();
+    item.block_table_entries = sources[i].host_table.size();
+    item.out = outs.back()->get();
+    items.push_back(item);
+  }
+  SeqEncodeArgs args;
+  args.source = KvLayout::kPaged;
+  args.block_size = bs;
+  args.num_blocks = num_blocks;
+  args.items = items;
+  ASSERT_TRUE(enc->CanImplement(args).ok());
+  Buffer workspace(backend(), enc->WorkspaceBytes(args));
+  std::vector<Status> statuses;
+  std::vector<std::vector<uint8_t>> got;
+  ASSERT_TRUE(enc->Encode(args, workspace.get(), workspace.size(), nullptr, &statuses).ok());
+  ASSERT_TRUE(enc->Finish(args, workspace.get(), nullptr, &statuses, &got).ok());
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    ASSERT_TRUE(statuses[i].ok()) << statuses[i].ToString();
+    EXPECT_TRUE(got[i] == *EncodeChunk(chunks[i], *codec)) << "chunk " << i;
+  }
+  sources[0].SetEntry(sources[0].host_table.size() - 1, static_cast<int32_t>(num_blocks));
+  ASSERT_TRUE(enc->Encode(args, workspace.get(), workspace.size(), nullptr, &statuses).ok());
+  ASSERT_TRUE(enc->Finish(args, workspace.get(), nullptr, &statuses, &got).ok());
+  EXPECT_EQ(statuses[0].code(), StatusCode::kOutOfRange) << statuses[0].ToString();
+  ASSERT_TRUE(statuses[1].ok()) << statuses[1].ToString();
+  EXPECT_TRUE(got[1] == *EncodeChunk(chunks[1], *codec));
+}
+
 TEST_P(SeqEncodeGpuTest, RandomDataWithEscapesEqualsEncodeChunk) {
   // Fresh random values (no structure for the predictor) at a small step:
   // most symbols are large and take the escape code.

@@ -261,11 +261,20 @@ class TurboQuantGpuTest : public ::testing::TestWithParam<Backend> {
   }
 
   // Encodes `cases` from one contiguous buffer per case and compares bytes.
-  void CheckEncode(const std::vector<Case>& cases, uint64_t seed) {
+  // Encodes `cases` from the contiguous layout or from vLLM's paged cache
+  // (shuffled blocks) and compares every section with the reference's.
+  // `bad_block` (paged): that case's first block table entry points outside
+  // the cache, and only that case must answer OUT_OF_RANGE.
+  void CheckEncode(const std::vector<Case>& cases, uint64_t seed, KvLayout source = KvLayout::kContiguous,
+                   int bad_block = -1) {
     std::mt19937_64 rng(seed);
     std::vector<std::unique_ptr<Buffer>> keep;
+    std::vector<test::PagedSource> sources;
     std::vector<TurboQuantEncodeItem> items;
     std::vector<std::vector<Buffer*>> outs;
+    const uint32_t bs = 16;
+    uint32_t num_blocks = 0;
+    for (const Case& c : cases) num_blocks = std::max(num_blocks, test::BlocksFor(3, c.chunk.shape.tokens, bs) + 2);
     for (const Case& c : cases) {
       const KvShape& s = c.chunk.shape;
       const uint64_t row = uint64_t{s.head_dim} * 2;
@@ -274,8 +283,15 @@ class TurboQuantGpuTest : public ::testing::TestWithParam<Backend> {
       item.shape = s;
       item.token_offset = rng() % 4;
       item.in_tokens = item.token_offset + s.tokens + rng() % 3;
+      if (source == KvLayout::kPaged) {
+        sources.push_back(test::MakePagedSource(tq().backend(), c.chunk, item.token_offset, bs, num_blocks, rng()));
+        if (static_cast<int>(items.size()) == bad_block) sources.back().SetEntry(0, -1);
+        item.layer_caches = sources.back().layer_caches();
+        item.block_table = sources.back().block_table();
+        item.block_table_entries = sources.back().host_table.size();
+      }
       Buffer* ins[2];
-      for (int kv = 0; kv < 2; ++kv) {
+      for (int kv = 0; kv < 2 && source == KvLayout::kContiguous; ++kv) {
         std::vector<uint8_t> host(uint64_t{s.layers} * s.kv_heads * item.in_tokens * row, 0x7F);  // huge values outside the chunk
         const std::vector<uint8_t>& src = kv ? c.chunk.v : c.chunk.k;
         for (uint64_t lh = 0; lh < uint64_t{s.layers} * s.kv_heads; ++lh) {
@@ -286,8 +302,10 @@ class TurboQuantGpuTest : public ::testing::TestWithParam<Backend> {
         keep.back()->Upload(host);
         ins[kv] = keep.back().get();
       }
-      item.k_in = ins[0]->get();
-      item.v_in = ins[1]->get();
+      if (source == KvLayout::kContiguous) {
+        item.k_in = ins[0]->get();
+        item.v_in = ins[1]->get();
+      }
       std::vector<Buffer*> o;
       const uint64_t sizes[4] = {TurboQuantNormBytes(s), TurboQuantCodeBytes(s, c.bits), TurboQuantNormBytes(s),
                                  TurboQuantCodeBytes(s, c.bits)};
@@ -304,6 +322,9 @@ class TurboQuantGpuTest : public ::testing::TestWithParam<Backend> {
       outs.push_back(o);
     }
     TurboQuantEncodeArgs args;
+    args.source = source;
+    args.block_size = bs;
+    args.num_blocks = num_blocks;
     args.items = items;
     ASSERT_TRUE(tq().CanImplement(args).ok());
     Buffer workspace(tq(), tq().WorkspaceBytes(args));
@@ -311,6 +332,10 @@ class TurboQuantGpuTest : public ::testing::TestWithParam<Backend> {
     ASSERT_TRUE(tq().Encode(args, workspace.get(), workspace.size(), nullptr, &statuses).ok());
     ASSERT_TRUE(tq().CollectStatuses(workspace.get(), nullptr, &statuses).ok());
     for (size_t i = 0; i < cases.size(); ++i) {
+      if (static_cast<int>(i) == bad_block) {
+        EXPECT_EQ(statuses[i].code(), StatusCode::kOutOfRange) << statuses[i].ToString();
+        continue;
+      }
       ASSERT_TRUE(statuses[i].ok()) << i << ": " << statuses[i].ToString();
       for (int sec = 0; sec < 4; ++sec) {
         const SectionInfo& info = cases[i].header.sections[sec];
@@ -450,6 +475,13 @@ TEST_P(TurboQuantGpuTest, EncodeIsByteIdenticalToReference) {
   CheckEncode(RandomCases(21), 7);
   std::vector<Case> dump = DumpCases(3);
   if (!dump.empty()) CheckEncode(dump, 8);
+}
+
+TEST_P(TurboQuantGpuTest, EncodeFromThePagedCacheIsByteIdenticalToReference) {
+  CheckEncode(RandomCases(23), 9, KvLayout::kPaged);
+  CheckEncode(RandomCases(24), 10, KvLayout::kPaged, /*bad_block=*/2);
+  std::vector<Case> dump = DumpCases(4);
+  if (!dump.empty()) CheckEncode(dump, 11, KvLayout::kPaged);
 }
 
 TEST_P(TurboQuantGpuTest, PerChunkStatuses) {

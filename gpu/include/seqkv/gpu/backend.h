@@ -24,6 +24,10 @@ enum class KvDestination {
   kPaged,
 };
 
+// The same two layouts as an encoder's source (the item's k_in, v_in and
+// in_tokens, or its layer_caches and block_table).
+using KvLayout = KvDestination;
+
 // cudaMalloc / cudaFree / cudaMemcpy / cudaMemset on kCuda; new / delete /
 // memcpy / memset on kCpu. INTERNAL on kCuda in a build without CUDA.
 Result<void*> BackendAllocate(Backend backend, uint64_t bytes);

@@ -66,12 +66,16 @@ Result<LosslessDecodeItem> MakeLosslessDecodeItem(const ChunkHeader& header, con
 
 struct LosslessEncodeItem {
   KvShape shape;  // of the chunk to produce (bf16)
-  // K and V, each [layers, kv_heads, in_tokens, head_dim] bf16; the chunk's
-  // token t is input token token_offset + t.
-  const void* k_in = nullptr;
+  // The source; the chunk's token t is sequence token token_offset + t.
+  // kContiguous: K and V, each [layers, kv_heads, in_tokens, head_dim] bf16.
+  // kPaged: vLLM's cache through the block table (as in LosslessDecodeItem).
+  uint64_t token_offset = 0;
+  const void* k_in = nullptr;  // kContiguous
   const void* v_in = nullptr;
   uint64_t in_tokens = 0;
-  uint64_t token_offset = 0;
+  const void* const* layer_caches = nullptr;  // kPaged
+  const int32_t* block_table = nullptr;
+  uint64_t block_table_entries = 0;
   // Outputs: coded[i] holds LosslessMaxCodedBytes(shape), raw[i]
   // LosslessRawBytes(shape). The coded sizes come back from CollectStatuses.
   uint8_t* coded[2] = {nullptr, nullptr};
@@ -79,6 +83,9 @@ struct LosslessEncodeItem {
 };
 
 struct LosslessEncodeArgs {
+  KvLayout source = KvLayout::kContiguous;
+  uint32_t block_size = 16;  // kPaged
+  uint32_t num_blocks = 0;   // kPaged
   std::span<const LosslessEncodeItem> items;
 };
 

@@ -11,9 +11,10 @@
 // (RoPE undone on the keys when the profile codes keys before RoPE), predicts
 // every group from the previous layer's reconstruction, transforms the
 // residual with the group's KLT, quantizes, and reconstructs as the decoder
-// will (the closed loop); then one thread per group stream runs the adaptive
-// models and the interleaved rANS coder; then the streams are packed into the
-// layer sections in the caller's output buffers.
+// will (the closed loop); then one thread per component runs its adaptive
+// models, one thread per rANS lane codes the lane's symbols, and the lanes'
+// words are merged into the group streams, written as layer sections into
+// the caller's output buffers.
 //
 // Exactness: every float operation is the CPU reference's (codec/src/
 // seq_lossy_core.cc) in its order without FMA contraction, so the symbols,
@@ -22,13 +23,18 @@
 // tile order (SeqGroupSse). tests/gpu/seq_encode_gpu_test.cc compares chunks
 // byte for byte.
 //
-// Scope: codec specs with a fixed step, seq:delta=X (deadzone=, krate=,
-// vrate=, lrate= allowed); rate control (bits=, kl=) searches the step with
-// several trial encodes on the CPU and is refused here (UNIMPLEMENTED).
-// Profiles that take layer 0 from the model are refused too. bf16 input in
-// the contiguous layout [layers, kv_heads, in_tokens, head_dim]. An item whose
+// Rate control: with bits= or kl= the step of each chunk is searched as the
+// CPU encoder searches it (SeqRateSearch), a round of trial encodes at a time
+// for the whole batch, so Encode waits on the stream once per round (3-6
+// typically); with delta=X it only enqueues.
+//
+// Scope: lossy seq specs (delta=, bits=, kl= with deadzone=, krate=, vrate=,
+// lrate=, maxbits=, fallback=); profiles without layer 0 from the model; no
+// parent-conditioned chunks; bf16 input in the contiguous or the vLLM-paged
+// layout. A kl= budget that needs the codec's seq:lossless fallback fails with
+// UNIMPLEMENTED (FAILED_PRECONDITION with fallback=none); an item whose
 // streams would not fit in SeqEncodeMaxBytes (more than 16 bits per element)
-// fails with RESOURCE_EXHAUSTED: encode it on the CPU.
+// fails with RESOURCE_EXHAUSTED: encode those on the CPU (seqkv::EncodeChunk).
 //
 // Thread safety: calls on one SeqEncodeGpu are serialized by the caller (it
 // keeps a device RoPE table and the last batch's bookkeeping).
@@ -55,17 +61,25 @@ struct SeqEncodeItem {
   RopeParams rope;                // the chunk's header fields
   uint64_t first_position = 0;
   std::span<const int32_t> tokens;  // host memory: the chunk's token ids (shape.tokens)
-  // K and V, each [layers, kv_heads, in_tokens, head_dim] bf16 in backend
-  // memory; the chunk's token t is input token token_offset + t.
-  const void* k_in = nullptr;
+  // The source in backend memory; the chunk's token t is sequence token
+  // token_offset + t. kContiguous: K and V, each [layers, kv_heads,
+  // in_tokens, head_dim] bf16. kPaged: vLLM's cache, per layer [num_blocks,
+  // 2, block_size, kv_heads, head_dim] bf16, through the block table.
+  uint64_t token_offset = 0;
+  const void* k_in = nullptr;  // kContiguous
   const void* v_in = nullptr;
   uint64_t in_tokens = 0;
-  uint64_t token_offset = 0;
+  const void* const* layer_caches = nullptr;  // kPaged
+  const int32_t* block_table = nullptr;
+  uint64_t block_table_entries = 0;
   // Backend memory of SeqEncodeMaxBytes(shape) bytes: the layer sections.
   uint8_t* out = nullptr;
 };
 
 struct SeqEncodeArgs {
+  KvLayout source = KvLayout::kContiguous;
+  uint32_t block_size = 16;  // kPaged
+  uint32_t num_blocks = 0;   // kPaged
   std::span<const SeqEncodeItem> items;
 };
 
@@ -95,7 +109,8 @@ class SeqEncodeGpu {
                 std::vector<Status>* statuses);
 
   // Waits for `stream`, merges the device's findings into `statuses`
-  // (RESOURCE_EXHAUSTED: an item's streams did not fit) and, for every item
+  // (RESOURCE_EXHAUSTED: an item's streams did not fit; OUT_OF_RANGE: a block
+  // table entry outside [0, num_blocks)) and, for every item
   // that succeeded, frames its chunk into (*chunks)[i] (host memory; empty for
   // a failed item). `args` must be the batch given to the last Encode.
   Status Finish(const SeqEncodeArgs& args, const void* workspace, void* stream, std::vector<Status>* statuses,

@@ -99,12 +99,16 @@ Result<TurboQuantDecodeItem> MakeDecodeItem(const ChunkHeader& header, const uin
 struct TurboQuantEncodeItem {
   TurboQuantParams params;
   KvShape shape;  // of the chunk to produce
-  // K and V, each [layers, kv_heads, in_tokens, head_dim] bf16; the chunk's
-  // token t is input token token_offset + t.
-  const void* k_in = nullptr;
+  // The source; the chunk's token t is sequence token token_offset + t.
+  // kContiguous: K and V, each [layers, kv_heads, in_tokens, head_dim] bf16.
+  // kPaged: vLLM's cache through the block table (as in TurboQuantDecodeItem).
+  uint64_t token_offset = 0;
+  const void* k_in = nullptr;  // kContiguous
   const void* v_in = nullptr;
   uint64_t in_tokens = 0;
-  uint64_t token_offset = 0;
+  const void* const* layer_caches = nullptr;  // kPaged
+  const int32_t* block_table = nullptr;
+  uint64_t block_table_entries = 0;
   // Outputs: TurboQuantNormBytes / TurboQuantCodeBytes each.
   uint8_t* k_norms = nullptr;
   uint8_t* k_codes = nullptr;
@@ -113,6 +117,9 @@ struct TurboQuantEncodeItem {
 };
 
 struct TurboQuantEncodeArgs {
+  KvLayout source = KvLayout::kContiguous;
+  uint32_t block_size = 16;  // kPaged
+  uint32_t num_blocks = 0;   // kPaged
   std::span<const TurboQuantEncodeItem> items;
 };
 
