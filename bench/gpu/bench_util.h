@@ -5,12 +5,15 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <numeric>
 #include <random>
 #include <vector>
 
+#include "seqkv/codec/seq_profile.h"
 #include "seqkv/codec/status.h"
 
 #define CHECK_CUDA(expr)                                                                         \
@@ -31,6 +34,44 @@
   } while (0)
 
 namespace seqkv::bench {
+
+// A seq codec profile of the model's shape with random predictors (the
+// arithmetic per element is the real one; the values do not change the
+// work). The basis: random Gaussian rows (enough for a decode, which only
+// multiplies by it) or, `orthonormal`, signed Hadamard rows (an encode's
+// closed loop stays stable; d a power of two).
+inline std::shared_ptr<const SeqProfile> SyntheticSeqProfile(uint32_t L, uint32_t H, uint32_t d, SeqInputs inputs,
+                                                              bool orthonormal) {
+  SeqProfile p;
+  p.layers = L;
+  p.kv_heads = H;
+  p.head_dim = d;
+  p.inputs = inputs;
+  p.pre_rope_keys = true;
+  std::mt19937_64 rng(7);
+  std::normal_distribution<float> n(0.f, 1.f);
+  const uint64_t G = p.groups(), F = p.features();
+  p.predictor.resize(G * F * d);
+  for (float& w : p.predictor) w = 0.5f * n(rng) / std::sqrt(float(F));
+  p.basis.resize(G * d * d);
+  if (orthonormal) {
+    const float norm = 1.0f / std::sqrt(float(d));
+    for (uint64_t g = 0; g < G; ++g) {
+      for (uint32_t i = 0; i < d; ++i) {
+        const float sign = (rng() & 1) ? 1.0f : -1.0f;
+        for (uint32_t j = 0; j < d; ++j) {
+          p.basis[(g * d + i) * d + j] = ((__builtin_popcount(i & j) & 1) ? -sign : sign) * norm;
+        }
+      }
+    }
+  } else {
+    for (float& w : p.basis) w = n(rng) / std::sqrt(float(d));
+  }
+  p.step_scale.assign(G * d, 0.05f);
+  p.sensitivity.assign(G, 1.0f);
+  CHECK_OK(p.Validate());
+  return std::make_shared<const SeqProfile>(std::move(p));
+}
 
 inline void* DeviceAlloc(uint64_t bytes) {
   void* p = nullptr;

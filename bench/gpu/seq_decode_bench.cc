@@ -55,26 +55,6 @@ std::vector<int32_t> Symbols(uint32_t dim, uint64_t seed) {
   return q;
 }
 
-std::shared_ptr<const SeqProfile> SyntheticProfile(uint32_t L, uint32_t H, uint32_t d, SeqInputs inputs) {
-  SeqProfile p;
-  p.layers = L;
-  p.kv_heads = H;
-  p.head_dim = d;
-  p.inputs = inputs;
-  p.pre_rope_keys = true;
-  std::mt19937_64 rng(7);
-  std::normal_distribution<float> n(0.f, 1.f);
-  const uint64_t G = p.groups(), F = p.features();
-  p.predictor.resize(G * F * d);
-  for (float& w : p.predictor) w = 0.5f * n(rng) / std::sqrt(float(F));
-  p.basis.resize(G * d * d);
-  for (float& w : p.basis) w = n(rng) / std::sqrt(float(d));
-  p.step_scale.assign(G * d, 0.05f);
-  p.sensitivity.assign(G, 1.0f);
-  CHECK_OK(p.Validate());
-  return std::make_shared<const SeqProfile>(std::move(p));
-}
-
 struct Row {
   std::string name;
   uint32_t chunks;
@@ -84,7 +64,7 @@ std::vector<Row> rows;
 
 void RunShape(const char* name, uint32_t L, uint32_t H, uint32_t d, SeqInputs inputs, uint32_t chunks,
               cudaStream_t stream) {
-  auto profile = SyntheticProfile(L, H, d, inputs);
+  auto profile = seqkv::bench::SyntheticSeqProfile(L, H, d, inputs, /*orthonormal=*/false);
   auto gpu = SeqDecodeGpu::CreateFor(Backend::kCuda, profile);
   CHECK_OK(gpu.status());
   auto cpu = SeqDecodeGpu::CreateFor(Backend::kCpu, profile);

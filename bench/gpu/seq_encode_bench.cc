@@ -38,34 +38,6 @@ namespace {
 
 constexpr uint32_t kTokens = 256;
 
-std::shared_ptr<const SeqProfile> SyntheticProfile(uint32_t L, uint32_t H, uint32_t d, SeqInputs inputs) {
-  SeqProfile p;
-  p.layers = L;
-  p.kv_heads = H;
-  p.head_dim = d;
-  p.inputs = inputs;
-  p.pre_rope_keys = true;
-  std::mt19937_64 rng(7);
-  std::normal_distribution<float> n(0.f, 1.f);
-  const uint64_t G = p.groups(), F = p.features();
-  p.predictor.resize(G * F * d);
-  for (float& w : p.predictor) w = 0.5f * n(rng) / std::sqrt(float(F));
-  p.basis.resize(G * d * d);
-  const float norm = 1.0f / std::sqrt(float(d));
-  for (uint64_t g = 0; g < G; ++g) {
-    for (uint32_t i = 0; i < d; ++i) {
-      const float sign = (rng() & 1) ? 1.0f : -1.0f;
-      for (uint32_t j = 0; j < d; ++j) {
-        p.basis[(g * d + i) * d + j] = ((__builtin_popcount(i & j) & 1) ? -sign : sign) * norm;
-      }
-    }
-  }
-  p.step_scale.assign(G * d, 0.05f);
-  p.sensitivity.assign(G, 1.0f);
-  CHECK_OK(p.Validate());
-  return std::make_shared<const SeqProfile>(std::move(p));
-}
-
 struct Row {
   std::string name;
   uint32_t chunks;
@@ -75,7 +47,7 @@ std::vector<Row> rows;
 
 void RunShape(const char* name, const std::string& spec, uint32_t L, uint32_t H, uint32_t d, SeqInputs inputs,
               uint32_t chunks, cudaStream_t stream) {
-  auto profile = SyntheticProfile(L, H, d, inputs);
+  auto profile = seqkv::bench::SyntheticSeqProfile(L, H, d, inputs, /*orthonormal=*/true);
   SeqResources::Default().AddProfile(profile);
   auto made = MakeCodec(spec + ",profile=" + profile->Id());
   CHECK_OK(made.status());

@@ -2,7 +2,9 @@
 // memory by the seq codec's GPU APIs (SeqDecodeGpu, SeqEncodeGpu).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "seqkv/codec/chunk.h"
@@ -28,6 +30,30 @@ class DeviceRope {
 
   // Makes the table cover `positions` positions of `rope` for heads of head_dim.
   Status Ensure(const RopeParams& rope, uint32_t head_dim, uint32_t positions);
+
+  // The one set of RoPE parameters of a batch, for a codec that codes keys
+  // before RoPE (`rope_keys`): the first rotated item's; items (with an OK
+  // status) that rotate with other parameters get UNIMPLEMENTED ("`who`: one
+  // batch takes one set of RoPE parameters"). Makes the table cover every
+  // item's positions; returns the parameters (null: nothing rotates).
+  template <typename Items>
+  Result<const RopeParams*> ForBatch(const Items& items, bool rope_keys, uint32_t head_dim, const char* who,
+                                     std::vector<Status>* statuses) {
+    const RopeParams* rope = nullptr;
+    uint32_t positions = 0;
+    for (size_t i = 0; i < items.size(); ++i) {
+      const auto& item = items[i];
+      if (!(*statuses)[i].ok() || !rope_keys || item.rope.style == RopeStyle::kNone) continue;
+      if (rope == nullptr) rope = &item.rope;
+      if (!SameRope(item.rope, *rope)) {
+        (*statuses)[i] = Unimplemented(std::string(who) + ": one batch takes one set of RoPE parameters");
+        continue;
+      }
+      positions = std::max<uint32_t>(positions, static_cast<uint32_t>(item.first_position + item.shape.tokens));
+    }
+    if (rope != nullptr) SEQKV_RETURN_IF_ERROR(Ensure(*rope, head_dim, positions));
+    return rope;
+  }
 
   uint32_t rotary_dim() const { return rotary_dim_; }
   const float* cos() const { return cos_; }

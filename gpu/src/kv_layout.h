@@ -17,6 +17,19 @@
 
 namespace seqkv::gpu::internal {
 
+// A paged layout's host checks: the cache and table given, and the table
+// covering tokens up to `end`.
+template <typename Item>
+Status CheckBlockTable(const char* who, uint32_t block_size, const Item& item, uint64_t end) {
+  if (!item.layer_caches || !item.block_table) return InvalidArgument(std::string(who) + ": null paged cache");
+  const uint64_t blocks_needed = (end + block_size - 1) / block_size;
+  if (item.block_table_entries < blocks_needed) {
+    return OutOfRange(std::string(who) + ": block table has " + std::to_string(item.block_table_entries) +
+                      " entries, tokens up to " + std::to_string(end) + " need " + std::to_string(blocks_needed));
+  }
+  return Status::Ok();
+}
+
 // The destination checks a host can make before launching (`who` names the API in messages).
 template <typename Item>
 Status CheckDestination(const char* who, KvDestination destination, uint32_t block_size, const Item& item,
@@ -31,13 +44,7 @@ Status CheckDestination(const char* who, KvDestination destination, uint32_t blo
     }
     return Status::Ok();
   }
-  if (!item.layer_caches || !item.block_table) return InvalidArgument(std::string(who) + ": null paged cache");
-  const uint64_t blocks_needed = (end + block_size - 1) / block_size;
-  if (item.block_table_entries < blocks_needed) {
-    return OutOfRange(std::string(who) + ": block table has " + std::to_string(item.block_table_entries) +
-                      " entries, tokens up to " + std::to_string(end) + " need " + std::to_string(blocks_needed));
-  }
-  return Status::Ok();
+  return CheckBlockTable(who, block_size, item, end);
 }
 
 // Copies a decoded bf16 chunk (host memory, CPU backend) into the item's destination.
@@ -95,13 +102,7 @@ Status CheckSource(const char* who, KvLayout source, uint32_t block_size, const 
     return Status::Ok();
   }
   if (block_size == 0) return InvalidArgument(std::string(who) + ": paged source needs block_size and num_blocks");
-  if (!item.layer_caches || !item.block_table) return InvalidArgument(std::string(who) + ": null paged cache");
-  const uint64_t blocks_needed = (end + block_size - 1) / block_size;
-  if (item.block_table_entries < blocks_needed) {
-    return OutOfRange(std::string(who) + ": block table has " + std::to_string(item.block_table_entries) +
-                      " entries, tokens up to " + std::to_string(end) + " need " + std::to_string(blocks_needed));
-  }
-  return Status::Ok();
+  return CheckBlockTable(who, block_size, item, end);
 }
 
 // A bf16 chunk of `shape` gathered from the item's source (host memory, CPU

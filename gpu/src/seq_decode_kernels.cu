@@ -40,16 +40,10 @@ __global__ void SdLayerKernel(SdLaunch L, uint32_t layer) {
   float* step_s = row_s + TT * d;                   // [d]
 
   const uint32_t cta = blockIdx.x;
-  const uint32_t item = dense::FindItem(L.descs, L.count, cta);
-  const SdDesc& desc = L.descs[item];
+  const SdDesc& desc = L.descs[dense::FindItem(L.descs, L.count, cta, &SdDesc::first_cta)];
   const uint32_t T = desc.tokens;
-  const uint32_t tiles = (T + TT - 1) / TT;
-  const uint32_t local = cta - desc.first_cta;
-  const uint32_t gl = local / tiles, tile = local % tiles;
-  const uint32_t kv = gl / H, h = gl % H;
-  const uint32_t g = (layer * 2 + kv) * H + h;
-  const uint32_t t0 = tile * TT;
-  const uint32_t nt = min(TT, T - t0);
+  const dense::Tile tl = dense::TileOf<TT>(cta - desc.first_cta, T, H, layer);
+  const uint32_t kv = tl.kv, h = tl.h, g = tl.g, t0 = tl.t0, nt = tl.nt;
   const uint32_t j = threadIdx.x;
   const bool active = j < d;
 

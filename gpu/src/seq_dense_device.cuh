@@ -14,15 +14,39 @@ namespace seqkv::gpu::internal::dense {
 
 constexpr uint32_t FC = kSdFeatureChunk;
 
-// The item of CTA `cta`: the last descriptor whose first_cta <= cta.
+// The last descriptor whose prefix field (`first`, e.g. &Desc::first_cta)
+// is <= x: the item of CTA, group, ... x.
 template <typename Desc>
-__device__ __forceinline__ uint32_t FindItem(const Desc* descs, uint32_t count, uint32_t cta) {
+__device__ __forceinline__ uint32_t FindItem(const Desc* descs, uint32_t count, uint32_t x,
+                                             uint32_t Desc::*first) {
   uint32_t lo = 0, hi = count;
   while (hi - lo > 1) {
     const uint32_t mid = (lo + hi) / 2;
-    if (descs[mid].first_cta <= cta) lo = mid; else hi = mid;
+    if (descs[mid].*first <= x) lo = mid; else hi = mid;
   }
   return lo;
+}
+
+// What a dense-stage CTA works on: one (kv, head) group of layer `layer` and
+// one tile of TT tokens of its item (CTAs ordered by group, then tile).
+struct Tile {
+  uint32_t kv, h, g;  // g = the group's index (layer * 2 + kv) * H + h
+  uint32_t tile, tiles;
+  uint32_t t0, nt;    // first token and token count of the tile
+};
+
+template <uint32_t TT>
+__device__ __forceinline__ Tile TileOf(uint32_t local_cta, uint32_t tokens, uint32_t heads, uint32_t layer) {
+  Tile x;
+  x.tiles = (tokens + TT - 1) / TT;
+  const uint32_t gl = local_cta / x.tiles;
+  x.tile = local_cta % x.tiles;
+  x.kv = gl / heads;
+  x.h = gl % heads;
+  x.g = (layer * 2 + x.kv) * heads + x.h;
+  x.t0 = x.tile * TT;
+  x.nt = min(TT, tokens - x.t0);
+  return x;
 }
 
 // FloatToBf16 (dtype.h): round to nearest even, NaN made quiet.

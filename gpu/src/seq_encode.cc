@@ -341,19 +341,8 @@ Status SeqEncodeGpu::Encode(const SeqEncodeArgs& args, void* workspace, uint64_t
   // One RoPE table for the batch: items with other RoPE parameters than the
   // first rotated item are not taken.
   const bool rope_keys = p.pre_rope_keys;
-  const RopeParams* rope = nullptr;
-  uint32_t positions = 0;
-  for (size_t i = 0; i < args.items.size(); ++i) {
-    const SeqEncodeItem& item = args.items[i];
-    if (!(*statuses)[i].ok() || !rope_keys || item.rope.style == RopeStyle::kNone) continue;
-    if (rope == nullptr) rope = &item.rope;
-    if (!internal::SameRope(item.rope, *rope)) {
-      (*statuses)[i] = Unimplemented("seq gpu encode: one batch takes one set of RoPE parameters");
-      continue;
-    }
-    positions = std::max<uint32_t>(positions, static_cast<uint32_t>(item.first_position + item.shape.tokens));
-  }
-  if (rope != nullptr) SEQKV_RETURN_IF_ERROR(impl_->rope.Ensure(*rope, p.head_dim, positions));
+  SEQKV_ASSIGN_OR_RETURN(const RopeParams* rope,
+                         impl_->rope.ForBatch(args.items, rope_keys, p.head_dim, kWho, statuses));
 
   const Layout layout = impl_->MakeLayout(args, statuses);
   auto* base = static_cast<uint8_t*>(workspace);

@@ -19,6 +19,7 @@
 
 #include "seq_dense_device.cuh"
 #include "seq_encode_kernels.h"
+#include "seq_model_device.cuh"
 
 namespace seqkv::gpu::internal {
 
@@ -46,15 +47,10 @@ __global__ void SqLayerKernel(SqLaunch L, uint32_t layer) {
   float* step_s = r_s + TT * d;                     // [d]
 
   const uint32_t cta = blockIdx.x;
-  const SqDesc& desc = L.descs[dense::FindItem(L.descs, L.count, cta)];
+  const SqDesc& desc = L.descs[dense::FindItem(L.descs, L.count, cta, &SqDesc::first_cta)];
   const uint32_t T = desc.tokens;
-  const uint32_t tiles = (T + TT - 1) / TT;
-  const uint32_t local = cta - desc.first_cta;
-  const uint32_t gl = local / tiles, tile = local % tiles;
-  const uint32_t kv = gl / H, h = gl % H;
-  const uint32_t g = (layer * 2 + kv) * H + h;
-  const uint32_t t0 = tile * TT;
-  const uint32_t nt = min(TT, T - t0);
+  const dense::Tile tl = dense::TileOf<TT>(cta - desc.first_cta, T, H, layer);
+  const uint32_t kv = tl.kv, h = tl.h, g = tl.g, t0 = tl.t0, nt = tl.nt;
   const uint32_t j = threadIdx.x;
   const bool active = j < d;
 
@@ -195,10 +191,7 @@ __global__ void SqLayerKernel(SqLaunch L, uint32_t layer) {
 // 2k + 1, most significant first), then the sign (2k + 2, or 1 without an
 // escape); k <= 24 so sub < 64. Ascending keys are SeqEncodeGroup's order.
 
-// Frequency k of a packed model (k a compile-time constant after unrolling).
-__device__ __forceinline__ uint32_t Half(const uint32_t (&w)[8], int k) {
-  return (k & 1) ? (w[k >> 1] >> 16) : (w[k >> 1] & 0xFFFFu);
-}
+using model::Half;
 
 __device__ __forceinline__ uint32_t Context(int32_t prev) {
   return prev == 0 ? 0u : (prev == 1 || prev == -1) ? 1u : 2u;
@@ -208,15 +201,6 @@ __device__ __forceinline__ uint32_t Magnitude(int32_t v) {
   return v < 0 ? 0u - static_cast<uint32_t>(v) : static_cast<uint32_t>(v);
 }
 
-template <typename Desc>
-__device__ __forceinline__ uint32_t FindGroupItem(const Desc* descs, uint32_t count, uint32_t gid) {
-  uint32_t lo = 0, hi = count;
-  while (hi - lo > 1) {
-    const uint32_t mid = (lo + hi) / 2;
-    if (descs[mid].first_group <= gid) lo = mid; else hi = mid;
-  }
-  return lo;
-}
 
 // One block per group, one thread per component: the component's three
 // adaptive models (SeqAdaptiveModel, 16 frequencies packed two per word) over
@@ -226,7 +210,7 @@ __global__ void SqModelKernel(SqLaunch L) {
   __shared__ uint32_t coded_s[1024];
   __shared__ uint64_t cost_s[1024];
   const uint32_t gid = blockIdx.x;
-  const SqDesc& D = L.descs[FindGroupItem(L.descs, L.count, gid)];
+  const SqDesc& D = L.descs[dense::FindItem(L.descs, L.count, gid, &SqDesc::first_group)];
   const uint32_t g = gid - D.first_group;
   const uint32_t d = L.head_dim, T = D.tokens;
   const uint32_t i = threadIdx.x;
@@ -261,24 +245,7 @@ __global__ void SqModelKernel(SqLaunch L) {
       ops[uint64_t{t} * d] = start | (freq << 16);
       cost += L.cost_table[freq];
       uniform_bits += (mag != 0 ? 1u : 0u) + (mag >= kEscape ? 2u * (31 - __clz(mag - kEscape + 1)) + 1u : 0u);
-      // Every p_k gives p_k >> rate to p_sym (no carry between the halves:
-      // every p_k < 2^15 and their sum < 2^15 + 16).
-      const uint32_t rate = n < 16 ? 2 : n < 64 ? 3 : n < 256 ? 4 : 5;
-      const uint32_t mask = (0xFFFFu >> rate) * 0x10001u;
-      uint32_t moved2 = 0;
-#pragma unroll
-      for (int j = 0; j < 8; ++j) {
-        const uint32_t give = (w[j] >> rate) & mask;
-        w[j] -= give;
-        moved2 += give;
-      }
-      const uint32_t moved = (moved2 & 0xFFFFu) + (moved2 >> 16);
-      const uint32_t one_hot = 1u << sym;
-#pragma unroll
-      for (int j = 0; j < 8; ++j) {
-        const uint32_t pair = (one_hot >> (2 * j)) & 3u;
-        w[j] += moved * ((pair & 1u) | ((pair >> 1) << 16));
-      }
+      model::Update(w, model::Rate(n), sym);
       const uint32_t next = n + 1 < 256 ? n + 1 : 256;  // the rate stops changing at 256
 #pragma unroll
       for (int j = 0; j < 8; ++j) {
@@ -346,7 +313,7 @@ __global__ void __launch_bounds__(kLaneThreads) SqLaneKernel(SqLaunch L) {
   const uint32_t tid = blockIdx.x * blockDim.x + threadIdx.x;
   const uint32_t gid = tid / kMaxLanes, lane = tid % kMaxLanes;
   if (gid >= L.total_groups) return;
-  const SqDesc& D = L.descs[FindGroupItem(L.descs, L.count, gid)];
+  const SqDesc& D = L.descs[dense::FindItem(L.descs, L.count, gid, &SqDesc::first_group)];
   const uint32_t g = gid - D.first_group;
   const uint32_t d = L.head_dim, T = D.tokens;
   const uint32_t coded = D.coded[g];
@@ -459,7 +426,7 @@ __device__ __forceinline__ uint32_t CountBelow(const uint32_t* keys, uint32_t n,
 // (bitmap, lane count, final states), then every word at its key's rank.
 __global__ void SqMergeKernel(SqLaunch L) {
   const uint32_t gid = blockIdx.x;
-  const SqDesc& D = L.descs[FindGroupItem(L.descs, L.count, gid)];
+  const SqDesc& D = L.descs[dense::FindItem(L.descs, L.count, gid, &SqDesc::first_group)];
   if (L.statuses[D.status_index] != 0) return;
   const uint32_t g = gid - D.first_group;
   const uint32_t d = L.head_dim;

@@ -26,6 +26,7 @@
 #include <cstdint>
 
 #include "seq_entropy_kernels.h"
+#include "seq_model_device.cuh"
 
 namespace seqkv::gpu::internal {
 
@@ -87,10 +88,7 @@ __device__ __forceinline__ bool Bit(uint32_t& x, WordReader& r, uint32_t* b) {
   return Advance(x, *b ? kHalf : 0u, kHalf, r);
 }
 
-// p_k of a packed model (k a compile-time constant after unrolling).
-__device__ __forceinline__ uint32_t Half(const uint32_t (&w)[8], int k) {
-  return (k & 1) ? (w[k >> 1] >> 16) : (w[k >> 1] & 0xFFFFu);
-}
+using model::Half;
 
 // Decodes one group stream into d.q; `models` holds dim * 6 uint4 (three
 // packed models per component), `meta` dim uint2. Returns a SeDeviceStatus.
@@ -191,25 +189,7 @@ __device__ int32_t DecodeGroup(const SeDesc& d, uint4* __restrict__ models, uint
       if (!Advance(x, start, freq, r)) return kSeCorrupt;
       // Model update: every p_k gives p_k >> rate to p_sym.
       const uint32_t count = ctx == 0 ? (m.x & 0xFFFFu) : ctx == 1 ? (m.x >> 16) : (m.y & 0xFFFFu);
-      const uint32_t rate = count < 16 ? 2 : count < 64 ? 3 : count < 256 ? 4 : 5;
-      const uint32_t mask = (0xFFFFu >> rate) * 0x10001u;
-      uint32_t moved2 = 0;
-#pragma unroll
-      for (int j = 0; j < 8; ++j) {
-        const uint32_t give = (w[j] >> rate) & mask;
-        w[j] -= give;
-        moved2 += give;
-      }
-      const uint32_t moved = (moved2 & 0xFFFFu) + (moved2 >> 16);
-      // p_sym += moved, with compile-time indices only (a test on j == sym / 2
-      // gets folded into a run-time w[sym / 2], which moves w[] to local
-      // memory): word j adds moved * (its bits of the one-hot 1 << sym).
-      const uint32_t one_hot = 1u << sym;
-#pragma unroll
-      for (int j = 0; j < 8; ++j) {
-        const uint32_t pair = (one_hot >> (2 * j)) & 3u;  // bit 0: low half, bit 1: high half
-        w[j] += moved * ((pair & 1u) | ((pair >> 1) << 16));
-      }
+      model::Update(w, model::Rate(count), static_cast<uint32_t>(sym));
       mp[0] = make_uint4(w[0], w[1], w[2], w[3]);
       mp[1] = make_uint4(w[4], w[5], w[6], w[7]);
       const uint32_t next_count = count + 1 < kCountCap ? count + 1 : kCountCap;

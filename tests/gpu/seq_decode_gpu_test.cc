@@ -27,6 +27,7 @@
 #include "seqkv/codec/seq_profile.h"
 #include "seqkv/gpu/device.h"
 #include "gpu/backend_buffer.h"
+#include "gpu/seq_fixture.h"
 #include "util/test_util.h"
 
 namespace seqkv::gpu {
@@ -62,53 +63,15 @@ Coded Code(const Chunk& c, const std::string& spec) {
   return out;
 }
 
-class SeqDecodeGpuTest : public ::testing::TestWithParam<std::tuple<Backend, std::string>> {
+class SeqDecodeGpuTest : public test::SeqGpuTestBase {
  protected:
-  static void SetUpTestSuite() {
-    const std::string cal = test::DevDump("doc00.safetensors");
-    const std::string test = test::DevDump("doc05.safetensors");
-    if (cal.empty() || test.empty()) return;
-    auto a = ReadKvDump(cal);
-    auto b = ReadKvDump(test);
-    ASSERT_TRUE(a.ok() && b.ok());
-    calibration_ = new Chunk(a->chunk);
-    test_ = new Chunk(b->chunk);
-  }
-  static void TearDownTestSuite() {
-    delete calibration_;
-    delete test_;
-    calibration_ = test_ = nullptr;
-    profiles_.clear();
-  }
-
-  // One calibration per predictor-input kind for the whole suite (the
-  // sanitizer build runs these tests ~10x slower).
-  static std::shared_ptr<const SeqProfile> ProfileFor(const std::string& inputs) {
-    auto it = profiles_.find(inputs);
-    if (it != profiles_.end()) return it->second;
-    SeqCalibrateOptions o;
-    o.inputs = *ParseSeqInputs(inputs);
-    auto profile = CalibrateSeqProfile({*calibration_}, o, nullptr);
-    EXPECT_TRUE(profile.ok()) << profile.status().ToString();
-    if (!profile.ok()) return nullptr;
-    return profiles_[inputs] = std::make_shared<const SeqProfile>(*profile);
-  }
-
   void SetUp() override {
-    if (calibration_ == nullptr) GTEST_SKIP() << "no ../shared/kvdata/dev";
-    const auto& [backend, inputs] = GetParam();
-    if (backend == Backend::kCuda && !ProbeDevices().available) GTEST_SKIP() << ProbeDevices().reason;
-    profile_ = ProfileFor(inputs);
-    ASSERT_NE(profile_, nullptr);
-    SeqResources::Default().Clear();
-    SeqResources::Default().AddProfile(profile_);
-    auto dec = SeqDecodeGpu::CreateFor(backend, profile_);
+    SetUpProfile(/*sensitivities=*/false);
+    if (IsSkipped() || HasFatalFailure()) return;
+    auto dec = SeqDecodeGpu::CreateFor(backend(), profile_);
     if (!dec.ok()) GTEST_SKIP() << dec.status().ToString();
     decoder_.emplace(std::move(*dec));
   }
-  void TearDown() override { SeqResources::Default().Clear(); }
-
-  Backend backend() const { return std::get<0>(GetParam()); }
 
   std::vector<Status> Run(const SeqDecodeArgs& args) {
     EXPECT_TRUE(decoder_->CanImplement(args).ok());
@@ -130,16 +93,8 @@ class SeqDecodeGpuTest : public ::testing::TestWithParam<std::tuple<Backend, std
     return cases;
   }
 
-  static Chunk* calibration_;
-  static Chunk* test_;
-  static std::map<std::string, std::shared_ptr<const SeqProfile>> profiles_;
-  std::shared_ptr<const SeqProfile> profile_;
   std::optional<SeqDecodeGpu> decoder_;
 };
-
-Chunk* SeqDecodeGpuTest::calibration_ = nullptr;
-Chunk* SeqDecodeGpuTest::test_ = nullptr;
-std::map<std::string, std::shared_ptr<const SeqProfile>> SeqDecodeGpuTest::profiles_;
 
 TEST_P(SeqDecodeGpuTest, ContiguousEqualsDecodeChunk) {
   std::vector<Coded> cases = Cases();
@@ -301,12 +256,10 @@ TEST_P(SeqDecodeGpuTest, ChunksTheGpuPathDoesNotTakeAreRefusedClearly) {
             StatusCode::kInvalidArgument);
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Backends, SeqDecodeGpuTest,
-    ::testing::Combine(::testing::Values(Backend::kCpu, Backend::kCuda), ::testing::Values("same", "all", "mean")),
-    [](const auto& info) {
-      return std::string(std::get<0>(info.param) == Backend::kCpu ? "Cpu" : "Cuda") + "_" + std::get<1>(info.param);
-    });
+INSTANTIATE_TEST_SUITE_P(Backends, SeqDecodeGpuTest,
+                         ::testing::Combine(::testing::Values(Backend::kCpu, Backend::kCuda),
+                                            ::testing::Values("same", "all", "mean")),
+                         test::SeqGpuCaseName);
 
 }  // namespace
 }  // namespace seqkv::gpu

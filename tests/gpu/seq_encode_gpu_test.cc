@@ -27,6 +27,7 @@
 #include "seqkv/codec/seq_profile.h"
 #include "seqkv/gpu/device.h"
 #include "gpu/backend_buffer.h"
+#include "gpu/seq_fixture.h"
 #include "util/test_util.h"
 
 namespace seqkv::gpu {
@@ -58,51 +59,9 @@ Input Place(Backend backend, const Chunk& chunk, uint64_t offset, uint64_t extra
   return in;
 }
 
-class SeqEncodeGpuTest : public ::testing::TestWithParam<std::tuple<Backend, std::string>> {
+class SeqEncodeGpuTest : public test::SeqGpuTestBase {
  protected:
-  static void SetUpTestSuite() {
-    const std::string cal = test::DevDump("doc00.safetensors");
-    const std::string test = test::DevDump("doc05.safetensors");
-    if (cal.empty() || test.empty()) return;
-    auto a = ReadKvDump(cal);
-    auto b = ReadKvDump(test);
-    ASSERT_TRUE(a.ok() && b.ok());
-    calibration_ = new Chunk(a->chunk);
-    test_ = new Chunk(b->chunk);
-  }
-  static void TearDownTestSuite() {
-    delete calibration_;
-    delete test_;
-    calibration_ = test_ = nullptr;
-    profiles_.clear();
-  }
-
-  // One calibration per predictor-input kind for the suite.
-  static std::shared_ptr<const SeqProfile> ProfileFor(const std::string& inputs) {
-    auto it = profiles_.find(inputs);
-    if (it != profiles_.end()) return it->second;
-    SeqCalibrateOptions o;
-    o.inputs = *ParseSeqInputs(inputs);
-    // Sensitivities (made up, uneven) so that kl= runs and the proxy weighs groups differently.
-    const uint32_t groups = calibration_->shape.layers * 2 * calibration_->shape.kv_heads;
-    for (uint32_t g = 0; g < groups; ++g) o.sensitivity.push_back(1e-3 * (0.5 + 0.25 * (g % 5)));
-    auto profile = CalibrateSeqProfile({*calibration_}, o, nullptr);
-    EXPECT_TRUE(profile.ok()) << profile.status().ToString();
-    if (!profile.ok()) return nullptr;
-    return profiles_[inputs] = std::make_shared<const SeqProfile>(*profile);
-  }
-
-  void SetUp() override {
-    if (calibration_ == nullptr) GTEST_SKIP() << "no ../shared/kvdata/dev";
-    if (backend() == Backend::kCuda && !ProbeDevices().available) GTEST_SKIP() << ProbeDevices().reason;
-    profile_ = ProfileFor(std::get<1>(GetParam()));
-    ASSERT_NE(profile_, nullptr);
-    SeqResources::Default().Clear();
-    SeqResources::Default().AddProfile(profile_);
-  }
-  void TearDown() override { SeqResources::Default().Clear(); }
-
-  Backend backend() const { return std::get<0>(GetParam()); }
+  void SetUp() override { SetUpProfile(/*sensitivities=*/true); }
 
   std::shared_ptr<const Codec> CodecFor(const std::string& spec) {
     auto codec = MakeCodec(spec);
@@ -166,15 +125,7 @@ class SeqEncodeGpuTest : public ::testing::TestWithParam<std::tuple<Backend, std
     return statuses;
   }
 
-  static Chunk* calibration_;
-  static Chunk* test_;
-  static std::map<std::string, std::shared_ptr<const SeqProfile>> profiles_;
-  std::shared_ptr<const SeqProfile> profile_;
 };
-
-Chunk* SeqEncodeGpuTest::calibration_ = nullptr;
-Chunk* SeqEncodeGpuTest::test_ = nullptr;
-std::map<std::string, std::shared_ptr<const SeqProfile>> SeqEncodeGpuTest::profiles_;
 
 TEST_P(SeqEncodeGpuTest, DevChunksEqualEncodeChunk) {
   std::vector<Chunk> chunks = {test::SliceTokens(*test_, 0, 256), test::SliceTokens(*test_, 300, 256),
@@ -349,12 +300,10 @@ TEST_P(SeqEncodeGpuTest, BadItemsFailAloneAndOutOfScopeSpecsAreRefused) {
   EXPECT_EQ(SeqEncodeGpu::CreateFor(backend(), nullptr).status().code(), StatusCode::kInvalidArgument);
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Backends, SeqEncodeGpuTest,
-    ::testing::Combine(::testing::Values(Backend::kCpu, Backend::kCuda), ::testing::Values("same", "all", "mean")),
-    [](const auto& info) {
-      return std::string(std::get<0>(info.param) == Backend::kCpu ? "Cpu" : "Cuda") + "_" + std::get<1>(info.param);
-    });
+INSTANTIATE_TEST_SUITE_P(Backends, SeqEncodeGpuTest,
+                         ::testing::Combine(::testing::Values(Backend::kCpu, Backend::kCuda),
+                                            ::testing::Values("same", "all", "mean")),
+                         test::SeqGpuCaseName);
 
 }  // namespace
 }  // namespace seqkv::gpu
