@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# On the GPU machine: a quick check of a few GPU targets, when bench/gpu/run.sh
+# (everything, ~4 minutes) is more than a change needs. Unpacks the carried
+# .debs, builds codec/ + gpu/ (+ the GPU benches) in /tmp/seqkv-quick, builds
+# only the given targets and runs each: tests (names ending in _test) with
+# the gtest filter QUICK_FILTER (default "*Cuda*": the CPU cases run on the
+# development machine), benches as they are.
+# Usage (device run, carrying .debs and .shared):
+#   bash scripts/gpu/quick.sh seq_encode_gpu_test seq_encode_bench
+#   QUICK_FILTER='*' SEQKV_GPU_STAGE_TIMES=1 bash scripts/gpu/quick.sh seq_encode_bench
+set -uo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+[ $# -gt 0 ] || { echo "usage: quick.sh TARGET..." >&2; exit 2; }
+deps=/tmp/seqkv-deps
+build=/tmp/seqkv-quick
+mkdir -p "$deps"
+for f in "$root"/.debs/*.deb; do dpkg -x "$f" "$deps"; done
+export PATH="/usr/local/cuda/bin:$PATH"
+cmake -S "$root" -B "$build" -DSEQKV_CODEC_ONLY=ON -DSEQKV_BUILD_BENCH=OFF -DSEQKV_CUDA=ON \
+  -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$deps/usr" -DCMAKE_INCLUDE_PATH="$deps/usr/include" \
+  -DGTest_DIR="$deps/usr/lib/x86_64-linux-gnu/cmake/GTest" \
+  -DCMAKE_PROJECT_seqkv_INCLUDE="$root/bench/gpu/bench.cmake" >/dev/null || exit 1
+cmake --build "$build" -j "$(nproc)" --target "$@" 2>&1 | grep -E "error|warning" | head -20
+[ -d "$root/.shared" ] && export SEQKV_SHARED_DIR="$root/.shared"
+export SEQKV_SOURCE_DIR="$root"
+status=0
+for t in "$@"; do
+  echo "== $t"
+  case "$t" in
+    *_test) "$build/tests/$t" --gtest_filter="${QUICK_FILTER:-*Cuda*}" 2>&1 |
+              grep -E "^\[  (PASSED|FAILED|SKIPPED)|Failure|tests ran" | head -20
+            [ "${PIPESTATUS[0]}" -eq 0 ] || status=1 ;;
+    *) "$build/$t" 2>&1 | tail -30; [ "${PIPESTATUS[0]}" -eq 0 ] || status=1 ;;
+  esac
+done
+exit $status
