@@ -95,6 +95,10 @@ struct SeqEncodeGpu::Impl {
   std::vector<uint8_t> mult_code;   // [G]
   std::vector<double> multiplier;   // [G] SeqMultiplier(mult_code)
   std::vector<float> item_delta;    // the last Encode's step per item (what Finish writes)
+  // The last Encode's rate-control outcomes that fail an item (the kl budget
+  // needs the lossless fallback), applied by Finish: Encode's statuses keep
+  // the set of items its workspace layout was made for, which Finish remakes.
+  std::vector<Status> deferred;
   // kCuda: the profile's arrays and the RoPE table of the pre-RoPE keys.
   float* predictor = nullptr;
   float* basis = nullptr;
@@ -398,6 +402,7 @@ Status SeqEncodeGpu::Encode(const SeqEncodeArgs& args, void* workspace, uint64_t
     item_of.push_back(i);
   }
   impl_->item_delta.assign(args.items.size(), static_cast<float>(impl_->settings.delta));
+  impl_->deferred.assign(args.items.size(), Status::Ok());
   SEQKV_CUDA_RETURN(cudaMemsetAsync(workspace, 0, StatusBytes(args.items.size()), s), "status reset");
   if (all.empty()) return Status::Ok();
 
@@ -500,14 +505,14 @@ Status SeqEncodeGpu::Encode(const SeqEncodeArgs& args, void* workspace, uint64_t
     for (size_t k = 0; k < all.size(); ++k) {
       const size_t i = item_of[k];
       if (!search[k].done()) {
-        (*statuses)[i] = Internal("seq gpu encode: rate control did not finish");
+        impl_->deferred[i] = Internal("seq gpu encode: rate control did not finish");
         continue;
       }
       if (search[k].lossless()) {
         char buf[160];
         std::snprintf(buf, sizeof buf, "seq: the kl budget %.9g cannot be met below maxbits=%.9g and fallback=none",
                       o.kl, o.maxbits);
-        (*statuses)[i] = o.fallback_lossless ? Unimplemented(kLosslessFallback) : FailedPrecondition(buf);
+        impl_->deferred[i] = o.fallback_lossless ? Unimplemented(kLosslessFallback) : FailedPrecondition(buf);
         continue;
       }
       delta0[k] = static_cast<float>(search[k].chosen_delta());
@@ -589,6 +594,10 @@ Status SeqEncodeGpu::Finish(const SeqEncodeArgs& args, const void* workspace, vo
   for (size_t i = 0; i < args.items.size(); ++i) {
     if (!(*statuses)[i].ok()) continue;
     slot_of[i] = k++;
+    if (i < impl_->deferred.size() && !impl_->deferred[i].ok()) {
+      (*statuses)[i] = impl_->deferred[i];
+      continue;
+    }
     if (codes[i] != 0) {
       (*statuses)[i] = codes[i] == internal::kSqOverflow         ? ResourceExhausted(kTooManyBits)
                        : codes[i] == internal::kSqBlockOutOfRange ? OutOfRange(kBadBlock)

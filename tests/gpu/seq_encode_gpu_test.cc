@@ -156,6 +156,19 @@ TEST_P(SeqEncodeGpuTest, RateControlEqualsEncodeChunk) {
   EncodeAndCompare(spec, chunks);
   std::snprintf(spec, sizeof spec, "seq:bits=1,kl=%.6g", proxy * 0.5);
   EncodeAndCompare(spec, chunks);
+  // A batch where the first chunk (noise: no step meets the budget below
+  // maxbits=3) needs the lossless fallback and the next ones do not: each
+  // answers alone and the others still equal EncodeChunk.
+  {
+    KvShape ns = chunks[2].shape;
+    Chunk noise = test::RandomChunk(ns, DType::kBF16, 77);
+    noise.rope = chunks[2].rope;
+    noise.first_position = chunks[2].first_position;
+    std::snprintf(spec, sizeof spec, "seq:kl=%.6g,maxbits=3", proxy);
+    std::vector<Status> st = EncodeAndCompare(spec, {noise, chunks[0], chunks[2]}, {false, true, true});
+    ASSERT_EQ(st.size(), 3u);
+    EXPECT_EQ(st[0].code(), StatusCode::kUnimplemented) << st[0].ToString();
+  }
   // A budget no step meets below maxbits: the codec would fall back to
   // seq:lossless, which the GPU path does not encode (nor does its CPU
   // backend, so that both answer alike), or fails with fallback=none.
