@@ -108,9 +108,11 @@ class SeqEncodeGpu {
   Status Encode(const SeqEncodeArgs& args, void* workspace, uint64_t workspace_bytes, void* stream,
                 std::vector<Status>* statuses);
 
-  // Waits for `stream`, merges the device's findings into `statuses`
-  // (RESOURCE_EXHAUSTED: an item's streams did not fit; OUT_OF_RANGE: a block
-  // table entry outside [0, num_blocks)) and, for every item
+  // Waits for `stream`, merges the device's findings and rate control's
+  // outcomes into `statuses` (RESOURCE_EXHAUSTED: an item's streams did not
+  // fit; OUT_OF_RANGE: a block table entry outside [0, num_blocks);
+  // UNIMPLEMENTED / FAILED_PRECONDITION: the kl= budget needs the lossless
+  // fallback) and, for every item
   // that succeeded, frames its chunk into (*chunks)[i] (host memory; empty for
   // a failed item). `args` must be the batch given to the last Encode.
   Status Finish(const SeqEncodeArgs& args, const void* workspace, void* stream, std::vector<Status>* statuses,
