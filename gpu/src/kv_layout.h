@@ -47,6 +47,37 @@ Status CheckDestination(const char* who, KvDestination destination, uint32_t blo
   return CheckBlockTable(who, block_size, item, end);
 }
 
+// The rows of a chunk of shape `s` in a vLLM-paged layout (CPU backend):
+// checks every block id first (OUT_OF_RANGE "<who>: block table entry outside
+// [0, num_blocks)", so a bad table touches nothing), then calls
+// row(layer, kv, cache_offset, chunk_offset) for every (layer, token, kv,
+// head): the byte offsets of one head_dim row in the layer's cache and in
+// the chunk's tensor [layers, kv_heads, tokens, head_dim].
+template <typename Item, typename Row>
+Status ForEachPagedRow(const char* who, const KvShape& s, const Item& item, uint32_t bs, uint32_t num_blocks,
+                       Row&& row) {
+  const uint64_t row_bytes = uint64_t{s.head_dim} * 2;
+  for (uint64_t t = 0; t < s.tokens; ++t) {
+    const int32_t blk = item.block_table[(item.token_offset + t) / bs];
+    if (blk < 0 || static_cast<uint32_t>(blk) >= num_blocks) {
+      return OutOfRange(std::string(who) + ": block table entry outside [0, num_blocks)");
+    }
+  }
+  for (uint32_t l = 0; l < s.layers; ++l) {
+    for (uint64_t t = 0; t < s.tokens; ++t) {
+      const uint64_t pos = item.token_offset + t;
+      const uint64_t blk = static_cast<uint64_t>(item.block_table[pos / bs]);
+      for (uint32_t kv = 0; kv < 2; ++kv) {
+        for (uint32_t h = 0; h < s.kv_heads; ++h) {
+          row(l, kv, (((blk * 2 + kv) * bs + pos % bs) * s.kv_heads + h) * row_bytes,
+              ((uint64_t{l} * s.kv_heads + h) * s.tokens + t) * row_bytes);
+        }
+      }
+    }
+  }
+  return Status::Ok();
+}
+
 // Copies a decoded bf16 chunk (host memory, CPU backend) into the item's destination.
 template <typename Item>
 Status ScatterDecoded(const char* who, KvDestination destination, uint32_t block_size, uint32_t num_blocks,
@@ -64,29 +95,11 @@ Status ScatterDecoded(const char* who, KvDestination destination, uint32_t block
     }
     return Status::Ok();
   }
-  // Paged: check every block id first, so a bad table writes nothing.
-  const uint32_t bs = block_size;
-  for (uint64_t t = 0; t < s.tokens; ++t) {
-    const int32_t blk = item.block_table[(item.token_offset + t) / bs];
-    if (blk < 0 || static_cast<uint32_t>(blk) >= num_blocks) {
-      return OutOfRange(std::string(who) + ": block table entry outside [0, num_blocks)");
-    }
-  }
-  for (uint32_t l = 0; l < s.layers; ++l) {
-    auto* cache = static_cast<uint8_t*>(item.layer_caches[l]);
-    for (uint64_t t = 0; t < s.tokens; ++t) {
-      const uint64_t pos = item.token_offset + t;
-      const uint64_t blk = static_cast<uint64_t>(item.block_table[pos / bs]);
-      for (int kv = 0; kv < 2; ++kv) {
-        for (uint32_t h = 0; h < s.kv_heads; ++h) {
-          const uint64_t dst = (((blk * 2 + kv) * bs + pos % bs) * s.kv_heads + h) * row_bytes;
-          const uint64_t src = ((uint64_t{l} * s.kv_heads + h) * s.tokens + t) * row_bytes;
-          std::memcpy(cache + dst, tensors[kv]->data() + src, row_bytes);
-        }
-      }
-    }
-  }
-  return Status::Ok();
+  return ForEachPagedRow(who, s, item, block_size, num_blocks,
+                         [&](uint32_t l, uint32_t kv, uint64_t cache_at, uint64_t chunk_at) {
+                           std::memcpy(static_cast<uint8_t*>(item.layer_caches[l]) + cache_at,
+                                       tensors[kv]->data() + chunk_at, row_bytes);
+                         });
 }
 
 // The source checks a host can make before launching an encode: contiguous
@@ -128,27 +141,12 @@ Result<Chunk> GatherInput(const KvShape& shape, const Item& item, KvLayout sourc
     }
     return chunk;
   }
-  const uint32_t bs = block_size;
-  for (uint64_t t = 0; t < shape.tokens; ++t) {
-    const int32_t blk = item.block_table[(item.token_offset + t) / bs];
-    if (blk < 0 || static_cast<uint32_t>(blk) >= num_blocks) {
-      return OutOfRange("paged source: block table entry outside [0, num_blocks)");
-    }
-  }
-  for (uint32_t l = 0; l < shape.layers; ++l) {
-    const auto* cache = static_cast<const uint8_t*>(item.layer_caches[l]);
-    for (uint64_t t = 0; t < shape.tokens; ++t) {
-      const uint64_t pos = item.token_offset + t;
-      const uint64_t blk = static_cast<uint64_t>(item.block_table[pos / bs]);
-      for (int kv = 0; kv < 2; ++kv) {
-        for (uint32_t h = 0; h < shape.kv_heads; ++h) {
-          const uint64_t src = (((blk * 2 + kv) * bs + pos % bs) * shape.kv_heads + h) * row_bytes;
-          const uint64_t dst = ((uint64_t{l} * shape.kv_heads + h) * shape.tokens + t) * row_bytes;
-          std::memcpy(tensors[kv]->data() + dst, cache + src, row_bytes);
-        }
-      }
-    }
-  }
+  SEQKV_RETURN_IF_ERROR(ForEachPagedRow("paged source", shape, item, block_size, num_blocks,
+                                        [&](uint32_t l, uint32_t kv, uint64_t cache_at, uint64_t chunk_at) {
+                                          std::memcpy(tensors[kv]->data() + chunk_at,
+                                                      static_cast<const uint8_t*>(item.layer_caches[l]) + cache_at,
+                                                      row_bytes);
+                                        }));
   return chunk;
 }
 
