@@ -10,10 +10,12 @@
 //              of the sensitivity-weighted squared error (the KL proxy).
 // Fitting is double precision; the profile stores float32, and encoder and
 // decoder only ever use the stored float32 numbers.
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 
 #include "linalg.h"
+#include "seq_lanes.h"
 #include "seq_lossy_core.h"
 #include "seqkv/codec/kv_model.h"
 #include "seqkv/codec/seq_profile.h"
@@ -45,7 +47,101 @@ std::vector<float> FeatureRows(const float* prev /*[2][H][T][d]*/, uint32_t H, u
   return f;
 }
 
+// freq (>= 1 each, summing to 2^15) from counts > 0 of the 16 symbols: the
+// proportional share rounded down, at least 1; a shortfall goes to the
+// largest, an excess is taken from the largest, at most half of it at a time.
+void NormalizeRow(const uint64_t* counts, uint16_t* freq) {
+  constexpr int64_t kScale = int64_t{1} << internal::kSeqLaneScaleBits;
+  constexpr int kN = internal::kSeqLaneSymbols;
+  uint64_t total = 0;
+  for (int s = 0; s < kN; ++s) total += counts[s];
+  int64_t f[kN], sum = 0;
+  for (int s = 0; s < kN; ++s) {
+    f[s] = std::max<int64_t>(1, static_cast<int64_t>(counts[s] * uint64_t(kScale) / total));
+    sum += f[s];
+  }
+  auto largest = [&]() { return static_cast<int>(std::max_element(f, f + kN) - f); };
+  if (sum < kScale) f[largest()] += kScale - sum;
+  while (sum > kScale) {
+    const int s = largest();
+    const int64_t take = std::min(sum - kScale, f[s] / 2);
+    f[s] -= take;
+    sum -= take;
+  }
+  for (int s = 0; s < kN; ++s) freq[s] = static_cast<uint16_t>(f[s]);
+}
+
 }  // namespace
+
+Status FitSeqStaticModel(const std::vector<Chunk>& chunks, SeqProfile* profile) {
+  SeqProfile& p = *profile;
+  const uint32_t G = p.groups(), d = p.head_dim, H = p.kv_heads;
+  if (chunks.empty()) return InvalidArgument("calibrate: no chunks for the static model");
+  // Layer 0 is exact (not coded) when the model gives it: its groups carry no symbols.
+  const uint32_t first_group = p.layer0_from_model ? SeqGroup(1, 0, 0, H) : 0;
+  auto loop = [&](const Chunk& c, float delta, internal::SeqLoopResult* out) {
+    internal::SeqLoopParams params;
+    params.delta0 = delta;
+    params.mult_code.assign(G, 128);
+    params.layer0_exact = p.layer0_from_model;
+    const std::vector<float> x = internal::SeqCodingDomain(c, p.pre_rope_keys);
+    internal::SeqEncodeLoop(p, c.shape.tokens, x.data(), p.layer0_from_model ? x.data() : nullptr, params, out);
+  };
+  for (const Chunk& c : chunks) {
+    if (c.shape.layers != p.layers || c.shape.kv_heads != H || c.shape.head_dim != d) {
+      return InvalidArgument("calibrate: chunk shapes differ");
+    }
+  }
+  // Scales: mean |q| at a fine step, times the step.
+  constexpr float kFine = 1.0f / 16;
+  std::vector<double> sum(size_t{G} * d, 0.0);
+  double tokens = 0;
+  internal::SeqLoopResult r;
+  for (const Chunk& c : chunks) {
+    loop(c, kFine, &r);
+    const uint32_t T = c.shape.tokens;
+    for (uint32_t g = first_group; g < G; ++g) {
+      for (uint32_t t = 0; t < T; ++t) {
+        const int32_t* row = r.q.data() + (size_t{g} * T + t) * d;
+        for (uint32_t i = 0; i < d; ++i) sum[size_t{g} * d + i] += std::abs(double(row[i]));
+      }
+    }
+    tokens += T;
+  }
+  p.static_scale.assign(size_t{G} * d, internal::kSeqStaticScaleNone);
+  for (size_t k = size_t{first_group} * d; k < sum.size(); ++k) {
+    const double a = sum[k] / tokens * kFine;
+    if (a > 0) p.static_scale[k] = static_cast<int16_t>(std::clamp(std::nearbyint(16.0 * std::log2(a)), -32767.0, 32767.0));
+  }
+  // Tables: symbol counts per (class, context) over loops at steps 1/4 .. 8.
+  constexpr size_t kRows = size_t{internal::kSeqStaticClasses} * internal::kSeqLaneContexts;
+  std::vector<uint64_t> counts(kRows * internal::kSeqLaneSymbols, 1);  // add-1/2, doubled below
+  for (const float delta : {0.25f, 0.5f, 1.0f, 2.0f, 4.0f, 8.0f}) {
+    const int16_t step_class = internal::SeqStepClass(delta);
+    for (const Chunk& c : chunks) {
+      loop(c, delta, &r);
+      const uint32_t T = c.shape.tokens;
+      for (uint32_t g = first_group; g < G; ++g) {
+        for (uint32_t i = 0; i < d; ++i) {
+          const size_t cls = size_t(internal::SeqStaticClass(p.static_scale[size_t{g} * d + i], step_class, 128));
+          int32_t prev = 0;
+          for (uint32_t t = 0; t < T; ++t) {
+            const int32_t v = r.q[(size_t{g} * T + t) * d + i];
+            const uint32_t mag = static_cast<uint32_t>(v < 0 ? -int64_t{v} : v);
+            const int s = mag >= uint32_t(internal::kSeqLaneSymbols - 1) ? internal::kSeqLaneSymbols - 1 : int(mag);
+            counts[(cls * internal::kSeqLaneContexts + internal::SeqLaneContext(prev)) * internal::kSeqLaneSymbols + s] += 2;
+            prev = v;
+          }
+        }
+      }
+    }
+  }
+  p.static_freq.assign(counts.size(), 0);
+  for (size_t row = 0; row < kRows; ++row) {
+    NormalizeRow(counts.data() + row * internal::kSeqLaneSymbols, p.static_freq.data() + row * internal::kSeqLaneSymbols);
+  }
+  return p.Validate();
+}
 
 Result<SeqProfile> CalibrateSeqProfile(const std::vector<Chunk>& chunks, const SeqCalibrateOptions& options,
                                        const KvModel* model, SeqCalibrateReport* report) {
@@ -200,6 +296,7 @@ Result<SeqProfile> CalibrateSeqProfile(const std::vector<Chunk>& chunks, const S
     p.has_sensitivity = true;
   }
   SEQKV_RETURN_IF_ERROR(p.Validate());
+  if (options.static_model) SEQKV_RETURN_IF_ERROR(FitSeqStaticModel(chunks, &p));
   if (report != nullptr) {
     report->residual_energy = resid_energy;
     report->klt_gain_bits = klt_gain;

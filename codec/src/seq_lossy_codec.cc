@@ -15,6 +15,11 @@
 //   fallback=lossless|none  what kl= does when the budget cannot be met
 //                 below maxbits (default lossless: seq:lossless inside)
 //   maxbits=M     bits per element above which kl= falls back (default 8)
+//   streams=adaptive|lanes  how group streams are coded: adaptive models on 8
+//                 lanes of one chain (default; chunks can continue a parent)
+//                 or the profile's static model on 16 lanes that a GPU decodes
+//                 in parallel (needs a profile with a static model; chunks
+//                 never continue a parent)
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -68,12 +73,13 @@ class SeqLossyCodec final : public Codec, public SeqLossyEncoder {
     double bits = 0, kl = 0, delta = 0, deadzone = 0.5, krate = 0, vrate = 0, maxbits = 8;
     std::vector<double> lrate;  // per layer, empty = 0
     bool fallback_lossless = true;
+    bool lanes = false;         // streams=lanes
   };
 
   SeqLossyCodec(std::shared_ptr<const SeqProfile> profile, std::string profile_id,
                 std::shared_ptr<const KvModel> model, Options opts, std::unique_ptr<Codec> lossless)
       : profile_(std::move(profile)), profile_id_(std::move(profile_id)), model_(std::move(model)),
-        opts_(opts), lossless_(std::move(lossless)) {}
+        opts_(opts), lossless_(std::move(lossless)), tables_(internal::MakeSeqStaticTables(*profile_)) {}
 
   CodecId id() const override { return CodecId::kSeq; }
   const SeqProfile& profile() const override { return *profile_; }
@@ -100,6 +106,7 @@ class SeqLossyCodec final : public Codec, public SeqLossyEncoder {
       s.params["fallback"] = opts_.fallback_lossless ? "lossless" : "none";
       s.params["maxbits"] = FormatDouble(opts_.maxbits);
     }
+    if (opts_.lanes) s.params["streams"] = "lanes";
     s.params["profile"] = profile_id_;
     return s.ToString();
   }
@@ -123,8 +130,9 @@ class SeqLossyCodec final : public Codec, public SeqLossyEncoder {
 
   // Parent-conditioned chunks: every group's entropy coder starts from the
   // models (and last symbols) its parent chunk ended with.
+  // Lane streams never continue a parent (their models are static).
   bool CanContinue(const ChunkContext& parent) const override {
-    return parent.state != nullptr && parent.codec_key == ContextKey();
+    return !opts_.lanes && parent.state != nullptr && parent.codec_key == ContextKey();
   }
   Status EncodeContinuing(const Chunk& chunk, const ChunkContext* parent, std::vector<Section>* sections,
                           ChunkContext* next) const override {
@@ -209,6 +217,7 @@ class SeqLossyCodec final : public Codec, public SeqLossyEncoder {
   std::shared_ptr<const KvModel> model_;
   Options opts_;
   std::unique_ptr<Codec> lossless_;
+  SeqStaticTables tables_;  // the profile's static model (empty without one)
 };
 
 uint16_t Load16(const std::vector<uint8_t>& bytes, size_t i) {
@@ -295,13 +304,21 @@ Status SeqLossyCodec::EncodeImpl(const Chunk& chunk, const ChunkContext* parent,
   params.mult_code = SeqStepCodes(p, opts_.krate, opts_.vrate, opts_.lrate);
 
   SeqLoopResult loop;
+  std::vector<int16_t> cls(d);
   auto trial = [&](double delta0, double* bits, double* proxy) {
     params.delta0 = static_cast<float>(delta0);
     SeqEncodeLoop(p, T, x.data(), layer0, params, &loop);
     ++info->trials;
+    const int16_t step_class = SeqStepClass(params.delta0);
     uint64_t cost = 0;  // fixed point: exact in any order (the GPU encoder's sums agree)
     for (uint32_t g = SeqGroup(first, 0, 0, H); g < p.groups(); ++g) {
-      cost += SeqEstimateGroupCost(loop.q.data() + size_t{g} * per_group, T, d, &states[g]);
+      const int32_t* qg = loop.q.data() + size_t{g} * per_group;
+      if (opts_.lanes) {
+        SeqLaneClasses(p, g, step_class, params.mult_code[g], cls.data());
+        cost += SeqEstimateLaneGroupCost(qg, T, d, tables_, cls.data());
+      } else {
+        cost += SeqEstimateGroupCost(qg, T, d, &states[g]);
+      }
     }
     *bits = SeqTrialBits(layer0_bits, p, L - first, cost) / elements;
     *proxy = SeqProxy(p, loop.sse, T);
@@ -349,6 +366,10 @@ Status SeqLossyCodec::EncodeImpl(const Chunk& chunk, const ChunkContext* parent,
   SeqLossyParams table;
   table.loop = params;
   table.parent_hash = continues ? parent->chunk_hash : 0;
+  if (opts_.lanes) {
+    table.streams = kSeqStreamsLanes;
+    table.step_class = SeqStepClass(params.delta0);
+  }
   sections->push_back({kParamsSection, PackSeqLossyParams(table, static_cast<float>(proxy))});
   if (params.layer0_exact) {
     info->layer_bytes[0] = layer0_section.size();
@@ -359,7 +380,13 @@ Status SeqLossyCodec::EncodeImpl(const Chunk& chunk, const ChunkContext* parent,
     for (uint32_t kv = 0; kv < 2; ++kv) {
       for (uint32_t h = 0; h < H; ++h) {
         const uint32_t g = SeqGroup(l, kv, h, H);
-        streams.push_back(SeqEncodeGroup(chosen.q.data() + size_t{g} * per_group, T, d, &states[g]));
+        const int32_t* qg = chosen.q.data() + size_t{g} * per_group;
+        if (opts_.lanes) {
+          SeqLaneClasses(p, g, table.step_class, params.mult_code[g], cls.data());
+          streams.push_back(SeqEncodeLaneGroup(qg, T, d, tables_, cls.data()));
+        } else {
+          streams.push_back(SeqEncodeGroup(qg, T, d, &states[g]));
+        }
       }
     }
     std::vector<uint8_t> packed = PackSeqStreams(streams);
@@ -370,7 +397,11 @@ Status SeqLossyCodec::EncodeImpl(const Chunk& chunk, const ChunkContext* parent,
     *recon = chunk;
     WriteOutput(chosen, first, rope, recon);
   }
-  SetNext(next, std::move(states));
+  if (opts_.lanes) {
+    if (next != nullptr) *next = ChunkContext{};  // nothing carries over
+  } else {
+    SetNext(next, std::move(states));
+  }
   (void)per_layer;
   return Status::Ok();
 }
@@ -402,6 +433,9 @@ Status SeqLossyCodec::DecodeImpl(std::span<const SectionView> sections, const Ch
   SEQKV_ASSIGN_OR_RETURN(SeqLossyParams header, ParseSeqLossyParams(sections[0].data.subspan(1), p.groups()));
   SeqLoopParams params = std::move(header.loop);
   const uint64_t parent_hash = header.parent_hash;
+  const bool lanes = header.streams == kSeqStreamsLanes;
+  if (lanes && !p.has_static_model()) return DataLoss("seq: lane streams with a profile that has no static model");
+  if (lanes && parent_hash != 0) return DataLoss("seq: lane streams never continue a parent");
   if (parent_hash != 0 && (parent == nullptr || !CanContinue(*parent))) {
     return FailedPrecondition("seq: chunk continues a parent chunk; decode it with its parent's context");
   }
@@ -452,20 +486,30 @@ Status SeqLossyCodec::DecodeImpl(std::span<const SectionView> sections, const Ch
   }
   SeqLoopResult loop;
   loop.q.assign(size_t{p.groups()} * per_group, 0);
+  std::vector<int16_t> cls(d);
   for (uint32_t l = first; l < L; ++l, ++at) {
     if (sections[at].type != kLayerSectionBase + l) return DataLoss("seq: unexpected section type");
     SEQKV_ASSIGN_OR_RETURN(auto streams, UnpackSeqStreams(sections[at].data, 2 * H));
     for (uint32_t kv = 0; kv < 2; ++kv) {
       for (uint32_t h = 0; h < H; ++h) {
         const uint32_t g = SeqGroup(l, kv, h, H);
-        SEQKV_RETURN_IF_ERROR(SeqDecodeGroup(streams[kv * H + h], T, d, loop.q.data() + size_t{g} * per_group,
-                                             &states[g]));
+        int32_t* qg = loop.q.data() + size_t{g} * per_group;
+        if (lanes) {
+          SeqLaneClasses(p, g, header.step_class, params.mult_code[g], cls.data());
+          SEQKV_RETURN_IF_ERROR(SeqDecodeLaneGroup(streams[kv * H + h], T, d, tables_, cls.data(), qg));
+        } else {
+          SEQKV_RETURN_IF_ERROR(SeqDecodeGroup(streams[kv * H + h], T, d, qg, &states[g]));
+        }
       }
     }
   }
   SeqDecodeLoop(p, T, params.layer0_exact ? layer0.data() : nullptr, params, &loop);
   WriteOutput(loop, first, rope, chunk);
-  SetNext(next, std::move(states));
+  if (lanes) {
+    if (next != nullptr) *next = ChunkContext{};
+  } else {
+    SetNext(next, std::move(states));
+  }
   return Status::Ok();
 }
 
@@ -474,7 +518,8 @@ Status SeqLossyCodec::DecodeImpl(std::span<const SectionView> sections, const Ch
 Result<std::unique_ptr<Codec>> MakeSeqLossyCodec(const CodecSpec& spec) {
   SEQKV_RETURN_IF_ERROR(SpecCheckKeys(
       spec,
-      {"profile", "bits", "kl", "delta", "deadzone", "krate", "vrate", "lrate", "fallback", "maxbits", "lossless"}));
+      {"profile", "bits", "kl", "delta", "deadzone", "krate", "vrate", "lrate", "fallback", "maxbits", "lossless",
+       "streams"}));
   SeqLossyCodec::Options o;
   SEQKV_ASSIGN_OR_RETURN(o.bits, SpecDouble(spec, "bits", 0, 0, 16));
   SEQKV_ASSIGN_OR_RETURN(o.kl, SpecDouble(spec, "kl", 0, 0, 100));
@@ -489,6 +534,13 @@ Result<std::unique_ptr<Codec>> MakeSeqLossyCodec(const CodecSpec& spec) {
       return InvalidArgument("seq: fallback must be lossless or none");
     }
     o.fallback_lossless = fb->second == "lossless";
+  }
+  auto streams = spec.params.find("streams");
+  if (streams != spec.params.end()) {
+    if (streams->second != "adaptive" && streams->second != "lanes") {
+      return InvalidArgument("seq: streams must be adaptive or lanes");
+    }
+    o.lanes = streams->second == "lanes";
   }
   if (o.delta > 0 && (o.bits > 0 || o.kl > 0)) return InvalidArgument("seq: delta= excludes bits= and kl=");
   if (o.delta > 0 && o.delta < kMinDelta) return InvalidArgument("seq: delta must be >= 1e-5");
@@ -527,6 +579,10 @@ Result<std::unique_ptr<Codec>> MakeSeqLossyCodec(const CodecSpec& spec) {
       return InvalidArgument("seq: lrate has " + std::to_string(o.lrate.size()) + " values, the profile " +
                              std::to_string(profile->layers) + " layers");
     }
+  }
+  if (o.lanes && !profile->has_static_model()) {
+    return FailedPrecondition("seq: streams=lanes needs a profile with a static model (calibrate it again with this "
+                              "version; profile " + profile->Id() + " has none)");
   }
   if (o.kl > 0 && !profile->has_sensitivity) {
     return FailedPrecondition("seq: kl= needs a profile calibrated with sensitivities (--sensitivity FILE)");

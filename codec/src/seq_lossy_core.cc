@@ -9,6 +9,7 @@
 #include "bytes.h"
 #include "engine_rope.h"
 #include "rans.h"
+#include "seq_lanes.h"
 #include "seq_lossless_rope.h"
 #include "seqkv/codec/dtype.h"
 
@@ -346,6 +347,236 @@ Status SeqDecodeGroup(std::span<const uint8_t> stream, uint32_t tokens, uint32_t
   return Status::Ok();
 }
 
+// ============================================================ lane streams
+
+SeqStaticTables MakeSeqStaticTables(const SeqProfile& profile) {
+  SeqStaticTables t;
+  if (!profile.has_static_model()) return t;
+  const size_t rows = size_t{kSeqStaticClasses} * kSeqContexts;
+  t.cum.assign(rows * 17, 0);
+  t.cost.assign(rows * kSeqSymbols, 0);
+  const std::vector<uint32_t>& table = SeqCostTable();
+  for (size_t r = 0; r < rows; ++r) {
+    uint32_t c = 0;
+    for (int s = 0; s < kSeqSymbols; ++s) {
+      const uint16_t f = profile.static_freq[r * kSeqSymbols + s];
+      t.cum[r * 17 + s] = static_cast<uint16_t>(c);
+      t.cost[r * kSeqSymbols + s] = table[f];
+      c += f;
+    }
+    t.cum[r * 17 + kSeqSymbols] = static_cast<uint16_t>(c);  // 2^15 (Validate checks)
+  }
+  return t;
+}
+
+int16_t SeqStepClass(float delta0) {
+  const double c = std::nearbyint(16.0 * std::log2(double(delta0)));
+  return static_cast<int16_t>(std::clamp(c, -32767.0, 32767.0));
+}
+
+void SeqLaneClasses(const SeqProfile& profile, uint32_t g, int16_t step_class, uint8_t code, int16_t* k) {
+  const uint32_t d = profile.head_dim;
+  for (uint32_t i = 0; i < d; ++i) {
+    const int c = SeqLaneClass(profile.static_scale[size_t{g} * d + i], step_class, code);
+    k[i] = static_cast<int16_t>(std::clamp(c, -32768, 32767));
+  }
+}
+
+namespace {
+
+// The rANS operations of every lane in decode order: emit(lane, row, s,
+// start, freq) with row = SIZE_MAX for the uniform bits.
+template <typename Emit>
+void LaneSymbols(const int32_t* q, uint32_t tokens, uint32_t dim, const std::vector<uint32_t>& coded,
+                 uint32_t lanes, const SeqStaticTables& tables, const uint16_t* table_of, Emit&& emit) {
+  std::vector<int32_t> prev(dim, 0);
+  const uint32_t n = static_cast<uint32_t>(coded.size());
+  for (uint32_t lane = 0; lane < lanes; ++lane) {
+    for (uint32_t t = 0; t < tokens; ++t) {
+      for (uint32_t c = lane; c < n; c += lanes) {
+        const uint32_t i = coded[c];
+        const int32_t v = q[size_t{t} * dim + i];
+        const uint32_t mag = static_cast<uint32_t>(v < 0 ? -int64_t{v} : v);
+        const int s = mag >= kEscape ? kEscape : static_cast<int>(mag);
+        const size_t row = size_t{table_of[i]} * kContexts + Context(prev[i]);
+        const uint16_t* cum = tables.cum.data() + row * 17;
+        emit(lane, row, s, cum[s], uint32_t{cum[s + 1]} - cum[s]);
+        if (mag >= kEscape) {  // Exp-Golomb 0 of mag - 15, in uniform bits
+          const uint32_t e = mag - kEscape + 1;
+          const int k = std::bit_width(e) - 1;
+          for (int b = 0; b < k; ++b) emit(lane, SIZE_MAX, 0, 0, kHalf);
+          emit(lane, SIZE_MAX, 0, kHalf, kHalf);
+          for (int b = k - 1; b >= 0; --b) emit(lane, SIZE_MAX, 0, ((e >> b) & 1) ? kHalf : 0, kHalf);
+        }
+        if (mag != 0) emit(lane, SIZE_MAX, 0, v < 0 ? kHalf : 0, kHalf);
+        prev[i] = v;
+      }
+    }
+  }
+}
+
+// Per coded component the counts of (context, magnitude class), and the
+// number of uniform bits (escapes, signs): enough to price every shift.
+struct LaneCensus {
+  std::vector<uint32_t> coded;
+  std::vector<uint32_t> counts;  // [coded][kContexts][kSymbols]
+  uint64_t uniform_bits = 0;
+};
+
+LaneCensus Census(const int32_t* q, uint32_t tokens, uint32_t dim) {
+  LaneCensus c;
+  c.coded = CodedComponents(q, tokens, dim, nullptr);
+  c.counts.assign(c.coded.size() * kContexts * kSymbols, 0);
+  for (size_t n = 0; n < c.coded.size(); ++n) {
+    const uint32_t i = c.coded[n];
+    int32_t prev = 0;
+    for (uint32_t t = 0; t < tokens; ++t) {
+      const int32_t v = q[size_t{t} * dim + i];
+      const uint32_t mag = static_cast<uint32_t>(v < 0 ? -int64_t{v} : v);
+      const int s = mag >= kEscape ? kEscape : static_cast<int>(mag);
+      ++c.counts[(n * kContexts + Context(prev)) * kSymbols + s];
+      if (mag >= kEscape) c.uniform_bits += 2 * std::bit_width(mag - kEscape + 1) - 1;
+      if (mag != 0) ++c.uniform_bits;
+      prev = v;
+    }
+  }
+  return c;
+}
+
+// The cheapest shift and its code length (SeqCostTable units).
+uint64_t PlanShift(const LaneCensus& c, uint32_t dim, const SeqStaticTables& tables, const int16_t* k, int* shift) {
+  constexpr uint64_t kBit = uint64_t{1} << kSeqCostFracBits;
+  uint64_t header = 8 * kBit * ((dim + 7) / 8 + 1);
+  *shift = 0;
+  if (c.coded.empty()) return header;
+  const uint32_t lanes = std::min<uint32_t>(kSeqLaneMax, static_cast<uint32_t>(c.coded.size()));
+  header += 8 * kBit + 32 * kBit * lanes + kBit * c.uniform_bits;
+  uint64_t best = UINT64_MAX;
+  for (int step = 0; step <= 2 * kSeqLaneMaxShift; ++step) {  // 0, -1, +1, -2, +2, ...
+    const int s = (step % 2 == 1) ? -(step + 1) / 2 : step / 2;
+    uint64_t cost = 0;
+    for (size_t n = 0; n < c.coded.size(); ++n) {
+      const size_t table = size_t(SeqLaneTable(k[c.coded[n]], s));
+      const uint32_t* counts = c.counts.data() + n * kContexts * kSymbols;
+      const uint32_t* price = tables.cost.data() + table * kContexts * kSymbols;
+      for (int j = 0; j < kContexts * kSymbols; ++j) cost += uint64_t{counts[j]} * price[j];
+    }
+    if (cost < best) {
+      best = cost;
+      *shift = s;
+    }
+  }
+  return header + best;
+}
+
+}  // namespace
+
+std::vector<uint8_t> SeqEncodeLaneGroup(const int32_t* q, uint32_t tokens, uint32_t dim,
+                                        const SeqStaticTables& tables, const int16_t* k) {
+  int shift = 0;
+  const LaneCensus census = Census(q, tokens, dim);
+  PlanShift(census, dim, tables, k, &shift);
+  std::vector<uint8_t> out;
+  const std::vector<uint32_t> coded = CodedComponents(q, tokens, dim, &out);
+  const uint32_t lanes = std::min<uint32_t>(kSeqLaneMax, static_cast<uint32_t>(coded.size()));
+  out.push_back(static_cast<uint8_t>(lanes));
+  if (lanes == 0) return out;
+  out.push_back(static_cast<uint8_t>(static_cast<int8_t>(shift)));
+  std::vector<uint16_t> table_of(dim, 0);
+  for (uint32_t i : coded) table_of[i] = static_cast<uint16_t>(SeqLaneTable(k[i], shift));
+  std::vector<std::vector<Op>> ops(lanes);
+  LaneSymbols(q, tokens, dim, coded, lanes, tables, table_of.data(),
+              [&](uint32_t lane, size_t, int, uint32_t start, uint32_t freq) {
+                ops[lane].push_back({start, freq, static_cast<uint8_t>(lane)});
+              });
+  size_t steps = 0;
+  for (const auto& o : ops) steps = std::max(steps, o.size());
+  uint32_t x_state[kSeqLaneMax];
+  for (uint32_t l = 0; l < lanes; ++l) x_state[l] = kSeqLaneRansLow;
+  std::vector<uint16_t> words;
+  // The decoder's order is (step ascending, lane ascending): code it backwards.
+  for (size_t s = steps; s-- > 0;) {
+    for (uint32_t l = lanes; l-- > 0;) {
+      if (s >= ops[l].size()) continue;
+      const Op& op = ops[l][s];
+      uint32_t& x = x_state[l];
+      if (x >= (uint64_t{op.freq} << (32 - kScaleBits))) {
+        words.push_back(static_cast<uint16_t>(x));
+        x >>= 16;
+      }
+      x = ((x / op.freq) << kScaleBits) + (x % op.freq) + op.start;
+    }
+  }
+  ByteWriter w(&out);
+  for (uint32_t l = 0; l < lanes; ++l) w.U32(x_state[l]);
+  for (size_t i = words.size(); i-- > 0;) w.U16(words[i]);
+  return out;
+}
+
+uint64_t SeqEstimateLaneGroupCost(const int32_t* q, uint32_t tokens, uint32_t dim, const SeqStaticTables& tables,
+                                  const int16_t* k, int* shift) {
+  int s = 0;
+  const uint64_t cost = PlanShift(Census(q, tokens, dim), dim, tables, k, &s);
+  if (shift != nullptr) *shift = s;
+  return cost;
+}
+
+Status SeqDecodeLaneGroup(std::span<const uint8_t> stream, uint32_t tokens, uint32_t dim,
+                          const SeqStaticTables& tables, const int16_t* k, int32_t* q) {
+  std::fill(q, q + size_t{tokens} * dim, 0);
+  const size_t bitmap_bytes = (dim + 7) / 8;
+  if (stream.size() < bitmap_bytes + 1) return DataLoss("seq: group stream truncated");
+  std::vector<uint16_t> coded;
+  for (uint32_t i = 0; i < dim; ++i) {
+    if (stream[i / 8] & (1u << (i % 8))) coded.push_back(static_cast<uint16_t>(i));
+  }
+  for (uint32_t i = dim; i < bitmap_bytes * 8; ++i) {
+    if (stream[i / 8] & (1u << (i % 8))) return DataLoss("seq: bad component bitmap");
+  }
+  const uint32_t lanes = stream[bitmap_bytes];
+  if (lanes != std::min<uint32_t>(kSeqLaneMax, static_cast<uint32_t>(coded.size()))) {
+    return DataLoss("seq: bad lane count");
+  }
+  if (lanes == 0) {
+    if (stream.size() != bitmap_bytes + 1) return DataLoss("seq: trailing bytes in group stream");
+    return Status::Ok();
+  }
+  if (tokens == 0) return DataLoss("seq: coded components in an empty chunk");
+  ByteReader r(stream.subspan(bitmap_bytes + 1));
+  const int shift = static_cast<int8_t>(r.U8());
+  if (!r.ok() || shift < -kSeqLaneMaxShift || shift > kSeqLaneMaxShift) return DataLoss("seq: bad class shift");
+  SeqLaneCursor cur[kSeqLaneMax];
+  for (uint32_t l = 0; l < lanes; ++l) {
+    cur[l].x = r.U32();
+    if (!r.ok() || cur[l].x < kSeqLaneRansLow) return DataLoss("seq: bad rANS state");
+  }
+  if (r.remaining() % 2 != 0) return DataLoss("seq: odd rANS word bytes");
+  std::vector<uint16_t> table_of(dim, 0);
+  for (uint16_t i : coded) table_of[i] = static_cast<uint16_t>(SeqLaneTable(k[i], shift));
+  std::vector<int32_t> prev(dim, 0);
+  const SeqLaneGroupView view{tables.cum.data(), coded.data(), table_of.data(), prev.data(), q,
+                              static_cast<uint32_t>(coded.size()), lanes, tokens, dim};
+  uint32_t active = lanes;
+  while (active > 0) {  // every step finishes one operation of each active lane: bounded by the stream
+    for (uint32_t l = 0; l < lanes; ++l) {
+      if (cur[l].phase == 4) continue;
+      const int rc = SeqLaneStep(&cur[l], view, l);
+      if (rc == kSeqLaneCorrupt) return DataLoss("seq: bad escape in group stream");
+      if (cur[l].x < kSeqLaneRansLow) {
+        const uint16_t word = r.U16();
+        if (!r.ok()) return DataLoss("seq: group stream truncated");
+        cur[l].x = (cur[l].x << 16) | word;
+      }
+      if (rc == kSeqLaneDone) --active;
+    }
+  }
+  for (uint32_t l = 0; l < lanes; ++l) {
+    if (cur[l].x != kSeqLaneRansLow) return DataLoss("seq: group stream does not end exactly");
+  }
+  if (r.remaining() != 0) return DataLoss("seq: trailing bytes in group stream");
+  return Status::Ok();
+}
+
 // ============================================================ closed loop
 
 double SeqMultiplier(uint8_t code) {
@@ -571,7 +802,7 @@ Result<SeqLossyParams> ParseSeqLossyParams(std::span<const uint8_t> after_mode, 
   ByteReader r(after_mode);
   SeqLossyParams out;
   const uint8_t layer0_mode = r.U8();
-  r.U16();
+  out.streams = r.U16();
   const uint32_t dbits = r.U32();
   r.U32();  // the encoder's proxy (information)
   out.parent_hash = r.U64();
@@ -579,7 +810,8 @@ Result<SeqLossyParams> ParseSeqLossyParams(std::span<const uint8_t> after_mode, 
   const uint32_t g = r.U32();
   if (!r.ok() || g != groups) return DataLoss("seq: bad parameters");
   auto codes = r.Bytes(groups);
-  if (!r.ok() || r.remaining() != 0) return DataLoss("seq: bad parameters");
+  if (out.streams == kSeqStreamsLanes) out.step_class = static_cast<int16_t>(r.U16());
+  if (!r.ok() || r.remaining() != 0 || out.streams > kSeqStreamsLanes) return DataLoss("seq: bad parameters");
   out.loop.mult_code.assign(codes.begin(), codes.end());
   if (layer0_mode > 1 || !(out.loop.delta0 > 0) || !std::isfinite(out.loop.delta0)) {
     return DataLoss("seq: bad parameters");
@@ -593,7 +825,7 @@ std::vector<uint8_t> PackSeqLossyParams(const SeqLossyParams& params, float prox
   ByteWriter w(&out);
   w.U8(kSeqModeLossy);
   w.U8(params.loop.layer0_exact ? 1 : 0);
-  w.U16(0);
+  w.U16(params.streams);
   uint32_t dbits, pbits;
   std::memcpy(&dbits, &params.loop.delta0, 4);
   std::memcpy(&pbits, &proxy, 4);
@@ -602,6 +834,7 @@ std::vector<uint8_t> PackSeqLossyParams(const SeqLossyParams& params, float prox
   w.U64(params.parent_hash);
   w.U32(static_cast<uint32_t>(params.loop.mult_code.size()));
   w.Bytes(params.loop.mult_code);
+  if (params.streams == kSeqStreamsLanes) w.U16(static_cast<uint16_t>(params.step_class));
   return out;
 }
 

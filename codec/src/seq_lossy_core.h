@@ -100,6 +100,35 @@ double SeqEstimateGroupBits(const int32_t* q, uint32_t tokens, uint32_t dim, con
 Status SeqDecodeGroup(std::span<const uint8_t> stream, uint32_t tokens, uint32_t dim, int32_t* q,
                       SeqGroupState* state = nullptr);
 
+// ---- lane streams (streams=lanes; seq_lanes.h, docs/format.md) -------------
+// The profile's static model as the coder uses it: cumulative rows and code
+// lengths per (scale class, context).
+struct SeqStaticTables {
+  std::vector<uint16_t> cum;   // [kSeqStaticClasses][kSeqContexts][17]
+  std::vector<uint32_t> cost;  // [kSeqStaticClasses][kSeqContexts][16], SeqCostTable units
+};
+// Empty tables when the profile has no static model.
+SeqStaticTables MakeSeqStaticTables(const SeqProfile& profile);
+// The chunk's step class: round(16 log2 delta0), clamped to int16 (encoder only;
+// the chunk records it).
+int16_t SeqStepClass(float delta0);
+// The classes before the shift (seq_lanes.h, SeqLaneClass) of every
+// component of group g, as int16.
+void SeqLaneClasses(const SeqProfile& profile, uint32_t g, int16_t step_class, uint8_t code, int16_t* k);
+// Stream: the zero-flag bitmap, u8 lanes = min(kSeqLaneMax, coded components),
+// and if lanes > 0: i8 class shift (|shift| <= kSeqLaneMaxShift), lanes x u32
+// states, the shared u16 words (seq_lanes.h's order). The encoder takes the
+// shift of the smallest code length (ties: the smaller |shift|, then the
+// negative one).
+std::vector<uint8_t> SeqEncodeLaneGroup(const int32_t* q, uint32_t tokens, uint32_t dim,
+                                        const SeqStaticTables& tables, const int16_t* k);
+// Ideal code length of that stream (bitmap, lane byte, shift and states
+// included), in SeqCostTable units; *shift (optional) receives the shift.
+uint64_t SeqEstimateLaneGroupCost(const int32_t* q, uint32_t tokens, uint32_t dim, const SeqStaticTables& tables,
+                                  const int16_t* k, int* shift = nullptr);
+Status SeqDecodeLaneGroup(std::span<const uint8_t> stream, uint32_t tokens, uint32_t dim,
+                          const SeqStaticTables& tables, const int16_t* k, int32_t* q);
+
 // ---- the closed loop ------------------------------------------------------
 struct SeqLoopParams {
   float delta0 = 1.0f;
@@ -157,13 +186,16 @@ inline constexpr uint32_t kSeqLayer0Section = 2;
 inline constexpr uint32_t kSeqLayerSectionBase = 16;  // + layer
 inline constexpr uint8_t kSeqModeLossy = 0, kSeqModeLossless = 1;
 
-// Section 1 of a lossy chunk after its mode byte: u8 layer-0 mode, u16 0,
-// f32 delta0, f32 proxy, u64 parent hash, u32 G (must be `groups`), G step
-// codes. DATA_LOSS ("seq: bad parameters") for anything else. One parser for
+// Section 1 of a lossy chunk after its mode byte: u8 layer-0 mode, u16 stream
+// coding (0 adaptive, 1 lanes), f32 delta0, f32 proxy, u64 parent hash, u32 G
+// (must be `groups`), G step codes, and with lanes an i16 step class. DATA_LOSS ("seq: bad parameters") for anything else. One parser for
 // the codec's decoder and the GPU decoder (gpu/src/seq_decode.cc).
+inline constexpr uint16_t kSeqStreamsAdaptive = 0, kSeqStreamsLanes = 1;
 struct SeqLossyParams {
   SeqLoopParams loop;        // delta0, mult_code, layer0_exact
   uint64_t parent_hash = 0;  // 0: the chunk continues no parent
+  uint16_t streams = kSeqStreamsAdaptive;  // how the layer sections' group streams are coded
+  int16_t step_class = 0;    // lanes: SeqStepClass(delta0), as the encoder wrote it
 };
 Result<SeqLossyParams> ParseSeqLossyParams(std::span<const uint8_t> after_mode, uint32_t groups);
 // Section 1 of a lossy chunk, mode byte included; `proxy` is the encoder's.

@@ -7,6 +7,7 @@
 //   u8 pre_rope_keys  u8 layer0_from_model  u8 inputs  u8 has_sensitivity
 //   16 bytes model id   f32 proxy_scale   u32 calib_tokens
 //   4 arrays (predictor, basis, step_scale, sensitivity): u64 count, f32 x count
+//   version 2 only: u64 count, i16 static_scale x count; u64 count, u16 static_freq x count
 //   u64 XXH3-64 of every byte before it (the profile's id)
 #include "seqkv/codec/seq_profile.h"
 
@@ -19,6 +20,7 @@
 
 #include "bytes.h"
 #include "checksum.h"
+#include "seq_lanes.h"
 #include "seq_lossy_core.h"
 #include "seqkv/codec/kv_model.h"
 #include "seqkv/codec/safetensors.h"
@@ -109,6 +111,21 @@ Status SeqProfile::Validate() const {
     if (!(s > 0) || !std::isfinite(s)) return InvalidArgument("seq profile: sensitivities must be positive");
   }
   if (!(proxy_scale > 0) || !std::isfinite(proxy_scale)) return InvalidArgument("seq profile: bad proxy scale");
+  if (!static_freq.empty() || !static_scale.empty()) {
+    constexpr size_t kRows = size_t{internal::kSeqStaticClasses} * internal::kSeqLaneContexts;
+    if (static_scale.size() != g * d || static_freq.size() != kRows * internal::kSeqLaneSymbols) {
+      return InvalidArgument("seq profile: static model sizes do not match the shape");
+    }
+    for (size_t r = 0; r < kRows; ++r) {
+      uint32_t sum = 0;
+      for (int k = 0; k < internal::kSeqLaneSymbols; ++k) {
+        const uint16_t f = static_freq[r * internal::kSeqLaneSymbols + k];
+        if (f == 0) return InvalidArgument("seq profile: a static frequency is zero");
+        sum += f;
+      }
+      if (sum != (1u << internal::kSeqLaneScaleBits)) return InvalidArgument("seq profile: a static row does not sum to 2^15");
+    }
+  }
   return Status::Ok();
 }
 
@@ -116,7 +133,7 @@ std::vector<uint8_t> SeqProfile::Serialize() const {
   std::vector<uint8_t> out;
   ByteWriter w(&out);
   w.U32(kSeqProfileMagic);
-  w.U16(kSeqProfileVersion);
+  w.U16(has_static_model() ? kSeqProfileVersionStatic : kSeqProfileVersion);
   w.U16(0);
   w.U32(layers);
   w.U32(kv_heads);
@@ -134,6 +151,12 @@ std::vector<uint8_t> SeqProfile::Serialize() const {
   PutFloats(&w, basis);
   PutFloats(&w, step_scale);
   PutFloats(&w, sensitivity);
+  if (has_static_model()) {
+    w.U64(static_scale.size());
+    for (int16_t v : static_scale) w.U16(static_cast<uint16_t>(v));
+    w.U64(static_freq.size());
+    for (uint16_t v : static_freq) w.U16(v);
+  }
   w.U64(internal::Xxh3(out));
   return out;
 }
@@ -153,7 +176,7 @@ Result<SeqProfile> SeqProfile::Parse(std::span<const uint8_t> bytes) {
   ByteReader r(body);
   if (r.U32() != kSeqProfileMagic) return DataLoss("seq profile: not a profile (bad magic)");
   const uint16_t version = r.U16();
-  if (version != kSeqProfileVersion) {
+  if (version != kSeqProfileVersion && version != kSeqProfileVersionStatic) {
     return DataLoss("seq profile: unsupported version " + std::to_string(version));
   }
   r.U16();
@@ -182,6 +205,19 @@ Result<SeqProfile> SeqProfile::Parse(std::span<const uint8_t> bytes) {
       !GetFloats(&r, g * d, &p.step_scale) || !GetFloats(&r, g, &p.sensitivity)) {
     return DataLoss("seq profile: arrays truncated or of the wrong size");
   }
+  if (version == kSeqProfileVersionStatic) {
+    constexpr uint64_t kFreqs =
+        uint64_t{internal::kSeqStaticClasses} * internal::kSeqLaneContexts * internal::kSeqLaneSymbols;
+    uint64_t n = r.U64();
+    if (!r.ok() || n != g * d || n > r.remaining() / 2) return DataLoss("seq profile: static model truncated");
+    p.static_scale.resize(n);
+    for (auto& v : p.static_scale) v = static_cast<int16_t>(r.U16());
+    n = r.U64();
+    if (!r.ok() || n != kFreqs || n > r.remaining() / 2) return DataLoss("seq profile: static model truncated");
+    p.static_freq.resize(n);
+    for (auto& v : p.static_freq) v = r.U16();
+    if (!r.ok()) return DataLoss("seq profile: static model truncated");
+  }
   if (r.remaining() != 0) return DataLoss("seq profile: trailing bytes");
   Status st = p.Validate();
   if (!st.ok()) return DataLoss(std::string(st.message()));
@@ -205,6 +241,7 @@ SeqProfile::Size SeqProfile::SizeBytes() const {
   s.predictor = predictor.size() * 4;
   s.basis = basis.size() * 4;
   s.steps = (step_scale.size() + sensitivity.size()) * 4;
+  s.static_model = has_static_model() ? 16 + 2 * (static_scale.size() + static_freq.size()) : 0;
   s.total = Serialize().size();
   return s;
 }

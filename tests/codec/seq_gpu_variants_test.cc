@@ -14,6 +14,7 @@
 //                 24 more rANS states and a u16 length per lane per group
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -140,6 +141,129 @@ TEST(SeqGpuVariantsMeasure, StaticModelsAndIndependentLanes) {
     std::printf("%6.2f %10.4f %10.4f %18.4f %16.4f\n", delta, adaptive / n, stat / n, (adaptive + lanes_extra) / n,
                 (stat + lanes_extra) / n);
     EXPECT_GT(adaptive, 0);
+  }
+}
+
+
+// A step-independent static model (docs/gpu.md): one family of frequency
+// tables indexed by (scale class k, context), shared by every component, and
+// per (group, component) one integer L: 8 log2 of its mean |coefficient| /
+// step-scale, measured at a fine step on the calibration pieces. A chunk at
+// step delta codes component i of group g with class k = L - 8 log2(delta).
+// The tables are pooled histograms of the calibration pieces' symbols at
+// several steps. Scored at steps on and off that grid, against the adaptive
+// format with and without parent conditioning (pieces of one dump in order).
+TEST(SeqGpuVariantsMeasure, ScaleIndexedTablesAcrossSteps) {
+  if (!std::getenv("SEQKV_MEASURE")) GTEST_SKIP() << "set SEQKV_MEASURE=1";
+  if (test::DevDump("doc07.safetensors").empty()) GTEST_SKIP() << "no ../shared/kvdata/dev";
+  const std::vector<Chunk> cal = Pieces({0, 1, 2, 3});
+  const std::vector<Chunk> test_pieces = Pieces({4, 5, 6, 7});
+  SeqCalibrateOptions o;
+  o.inputs = std::getenv("SEQKV_ALL") ? SeqInputs::kAllHeads : SeqInputs::kSameHead;
+  auto profile = CalibrateSeqProfile(cal, o, nullptr);
+  ASSERT_TRUE(profile.ok()) << profile.status().ToString();
+  const SeqProfile& p = *profile;
+  const uint32_t G = p.groups(), d = p.head_dim, T = kPiece;
+  const int res = std::getenv("SEQKV_RES") ? std::atoi(std::getenv("SEQKV_RES")) : 8;  // classes per octave
+  const uint32_t lanes = std::getenv("SEQKV_LANES") ? uint32_t(std::atoi(std::getenv("SEQKV_LANES"))) : 32;
+  const int kmin = -12 * res, kmax = 8 * res, K = kmax - kmin + 1;
+  // L[g][i] from a fine step.
+  const float fine = 0.0625f;
+  std::vector<double> mean_abs(size_t{G} * d, 0.0), mean_sq(size_t{G} * d, 0.0);
+  for (const Chunk& c : cal) {
+    const std::vector<int32_t> q = Symbols(p, c, fine);
+    for (uint32_t g = 0; g < G; ++g)
+      for (uint32_t t = 0; t < T; ++t)
+        for (uint32_t i = 0; i < d; ++i) {
+          const double v = q[(size_t{g} * T + t) * d + i];
+          mean_abs[size_t{g} * d + i] += std::abs(v);
+          mean_sq[size_t{g} * d + i] += v * v;
+        }
+  }
+  const int shapes = std::getenv("SEQKV_SHAPES") ? std::atoi(std::getenv("SEQKV_SHAPES")) : 1;
+  std::vector<int> shape(size_t{G} * d, 0);
+  for (size_t k = 0; k < shape.size(); ++k) {
+    const double r = mean_sq[k] > 0 ? mean_abs[k] * mean_abs[k] / (mean_sq[k] * double(T) * cal.size()) : 0.6;
+    // edges between shape classes over [0.3, 0.7]
+    shape[k] = std::clamp(int((r - 0.3) / 0.4 * shapes), 0, shapes - 1);
+  }
+  std::vector<int> L(size_t{G} * d);
+  for (size_t k = 0; k < L.size(); ++k) {
+    const double a = mean_abs[k] / (double(T) * cal.size()) * fine;
+    L[k] = a > 0 ? int(std::lround(res * std::log2(a))) : kmin - 1000;
+  }
+  auto klass = [&](uint32_t g, uint32_t i, float delta) {
+    const int k = L[size_t{g} * d + i] - int(std::lround(res * std::log2(double(delta))));
+    return shape[size_t{g} * d + i] * K + std::clamp(k, kmin, kmax) - kmin;
+  };
+  std::vector<double> H(size_t(K) * shapes * kSeqContexts * kSeqSymbols, 0.0);
+  for (float delta : {0.25f, 0.5f, 1.0f, 2.0f, 4.0f, 8.0f}) {
+    for (const Chunk& c : cal) {
+      const std::vector<int32_t> q = Symbols(p, c, delta);
+      for (uint32_t g = 0; g < G; ++g)
+        for (uint32_t i = 0; i < d; ++i) {
+          const int k = klass(g, i, delta);
+          int32_t prev = 0;
+          for (uint32_t t = 0; t < T; ++t) {
+            const int32_t v = q[(size_t{g} * T + t) * d + i];
+            H[(size_t(k) * kSeqContexts + Context(prev)) * kSeqSymbols + Class(v)] += 1;
+            prev = v;
+          }
+        }
+    }
+  }
+  // Probabilities: counts + 1/2, each row normalised (a row never seen is uniform).
+  std::vector<double> cost(H.size());
+  for (size_t r = 0; r < H.size() / kSeqSymbols; ++r) {
+    double total = 0;
+    for (int s = 0; s < kSeqSymbols; ++s) total += H[r * kSeqSymbols + s] + 0.5;
+    for (int s = 0; s < kSeqSymbols; ++s) cost[r * kSeqSymbols + s] = -std::log2((H[r * kSeqSymbols + s] + 0.5) / total);
+  }
+  std::printf("%d shapes, ", shapes);
+  std::printf("scale-indexed tables (%d classes per octave, %d classes, %u lanes): bits/element on doc04-07\n", res, K,
+              lanes);
+  std::printf("%6s %10s %14s %16s\n", "delta", "adaptive", "adaptive+parent", "scaled+lanes");
+  for (float delta : {0.35f, 0.5f, 0.7f, 1.0f, 1.4f, 2.0f, 3.0f}) {
+    double adaptive = 0, parent = 0, scaled = 0;
+    std::vector<internal::SeqGroupState> states;
+    for (size_t pi = 0; pi < test_pieces.size(); ++pi) {
+      if (pi % 4 == 0) states.assign(G, internal::SeqGroupState(d));  // a new dump: 1024 tokens = 4 pieces
+      const std::vector<int32_t> q = Symbols(p, test_pieces[pi], delta);
+      for (uint32_t g = 0; g < G; ++g) {
+        const int32_t* qg = q.data() + size_t{g} * T * d;
+        adaptive += internal::SeqEstimateGroupBits(qg, T, d);
+        parent += internal::SeqEstimateGroupBits(qg, T, d, &states[g]);
+        internal::SeqEncodeGroup(qg, T, d, &states[g]);
+        std::vector<uint8_t> coded(d, 0);
+        for (size_t k = 0; k < size_t{T} * d; ++k) coded[k % d] |= qg[k] != 0;
+        uint32_t nc = 0;
+        for (uint32_t i = 0; i < d; ++i) nc += coded[i];
+        const int max_shift = std::getenv("SEQKV_SHIFT") ? std::atoi(std::getenv("SEQKV_SHIFT")) : 0;
+        double best = 1e300;
+        for (int shift = -max_shift; shift <= max_shift; ++shift) {
+          // bitmap, lane byte, a u32 state per lane (one shared word stream), a shift byte
+          double bits = 8.0 * ((d + 7) / 8 + 1) + 32.0 * std::min<uint32_t>(lanes, nc) + (max_shift ? 8 : 0);
+          for (uint32_t i = 0; i < d; ++i) {
+            if (!coded[i]) continue;
+            const int k0 = klass(g, i, delta);
+            const int base = k0 - k0 % K;
+            const int k = base + std::clamp(k0 % K + shift, 0, K - 1);
+            int32_t prev = 0;
+            for (uint32_t t = 0; t < T; ++t) {
+              const int32_t v = qg[size_t{t} * d + i];
+              bits += cost[(size_t(k) * kSeqContexts + Context(prev)) * kSeqSymbols + Class(v)] + ExtraBits(v);
+              prev = v;
+            }
+          }
+          best = std::min(best, bits);
+        }
+        const double bits = best;
+        scaled += bits;
+      }
+    }
+    const double n = 2.0 * p.layers * p.kv_heads * T * d * test_pieces.size();
+    std::printf("%6.2f %10.4f %14.4f %16.4f\n", delta, adaptive / n, parent / n, scaled / n);
+    EXPECT_GT(scaled, 0);
   }
 }
 

@@ -4,11 +4,13 @@
 // the decoder rebuilds exactly what the encoder reconstructed.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <random>
 
 #include "../../codec/src/checksum.h"
+#include "../../codec/src/seq_lanes.h"
 #include "../../codec/src/seq_lossy_core.h"
 #include "seqkv/codec/dtype.h"
 #include "seqkv/codec/format.h"
@@ -89,6 +91,111 @@ TEST(SeqGroupCoderTest, CorruptOrTruncatedStreamsAreErrorsNotCrashes) {
   }
   // The container's checksums catch the rest; the coder alone catches most.
   EXPECT_GT(detected, trials * 9 / 10);
+}
+
+// ------------------------------------------------------------ lane streams
+
+// Static tables of a made-up model: row (class, context) geometric with a
+// ratio that grows with the class (frequencies >= 1, rows of 2^15).
+internal::SeqStaticTables SyntheticTables() {
+  SeqProfile p;
+  const int rows = internal::kSeqStaticClasses * internal::kSeqLaneContexts;
+  p.static_freq.resize(size_t(rows) * internal::kSeqLaneSymbols);
+  for (int r = 0; r < rows; ++r) {
+    const double ratio = 0.05 + 0.9 * (r / internal::kSeqLaneContexts) / double(internal::kSeqStaticClasses);
+    double w[internal::kSeqLaneSymbols], total = 0;
+    for (int s = 0; s < internal::kSeqLaneSymbols; ++s) total += w[s] = std::pow(ratio, s);
+    uint32_t sum = 0;
+    for (int s = 1; s < internal::kSeqLaneSymbols; ++s) {
+      const uint32_t f = std::max<uint32_t>(1, static_cast<uint32_t>(w[s] / total * 32768));
+      p.static_freq[size_t(r) * internal::kSeqLaneSymbols + s] = static_cast<uint16_t>(f);
+      sum += f;
+    }
+    p.static_freq[size_t(r) * internal::kSeqLaneSymbols] = static_cast<uint16_t>(32768 - sum);
+  }
+  return internal::MakeSeqStaticTables(p);
+}
+
+TEST(SeqLaneCoderTest, RoundTripsEveryKindOfSymbol) {
+  const internal::SeqStaticTables tables = SyntheticTables();
+  struct Case { uint32_t tokens, dim; double zero_p, scale; };
+  for (const Case& c : {Case{1, 1, 0.5, 1}, Case{7, 3, 0.0, 2}, Case{256, 64, 0.7, 1.5}, Case{100, 33, 0.2, 40},
+                        Case{64, 8, 0.9, 0.3}, Case{300, 16, 0.0, 5000}, Case{256, 128, 0.6, 1}}) {
+    std::vector<int32_t> q = RandomSymbols(c.tokens, c.dim, c.zero_p, c.scale, c.tokens * 17 + c.dim);
+    if (c.tokens > 10) q[5] = (1 << 24) - 1;
+    if (c.tokens > 10) q[6] = -(1 << 24);
+    std::vector<int16_t> cls(c.dim);
+    for (uint32_t i = 0; i < c.dim; ++i) cls[i] = static_cast<int16_t>((i * 37) % 200 - 120);
+    std::vector<uint8_t> stream = internal::SeqEncodeLaneGroup(q.data(), c.tokens, c.dim, tables, cls.data());
+    std::vector<int32_t> back(q.size(), 7);
+    Status st = internal::SeqDecodeLaneGroup(stream, c.tokens, c.dim, tables, cls.data(), back.data());
+    ASSERT_TRUE(st.ok()) << st.ToString() << " " << c.tokens << "x" << c.dim;
+    EXPECT_EQ(back, q) << c.tokens << "x" << c.dim;
+    const double est = double(internal::SeqEstimateLaneGroupCost(q.data(), c.tokens, c.dim, tables, cls.data())) /
+                       double(1u << internal::kSeqCostFracBits);
+    EXPECT_NEAR(est, 8.0 * stream.size(), 0.02 * 8.0 * stream.size() + 64) << c.tokens << "x" << c.dim;
+  }
+  std::vector<int32_t> zeros(64 * 10, 0);
+  std::vector<int16_t> cls(64, 0);
+  std::vector<uint8_t> stream = internal::SeqEncodeLaneGroup(zeros.data(), 10, 64, tables, cls.data());
+  EXPECT_EQ(stream.size(), 9u);
+  std::vector<int32_t> back(zeros.size(), 3);
+  ASSERT_TRUE(internal::SeqDecodeLaneGroup(stream, 10, 64, tables, cls.data(), back.data()).ok());
+  EXPECT_EQ(back, zeros);
+}
+
+TEST(SeqLaneCoderTest, CorruptOrTruncatedStreamsAreErrorsNotCrashes) {
+  const internal::SeqStaticTables tables = SyntheticTables();
+  const uint32_t tokens = 128, dim = 64;
+  std::vector<int32_t> q = RandomSymbols(tokens, dim, 0.5, 2, 5);
+  std::vector<int16_t> cls(dim, -10);
+  std::vector<uint8_t> stream = internal::SeqEncodeLaneGroup(q.data(), tokens, dim, tables, cls.data());
+  std::vector<int32_t> back(q.size());
+  for (size_t cut : {size_t{0}, size_t{3}, stream.size() / 2, stream.size() - 2, stream.size() - 1}) {
+    std::span<const uint8_t> part(stream.data(), cut);
+    EXPECT_EQ(internal::SeqDecodeLaneGroup(part, tokens, dim, tables, cls.data(), back.data()).code(),
+              StatusCode::kDataLoss)
+        << cut;
+  }
+  std::vector<uint8_t> longer = stream;
+  longer.push_back(0);
+  longer.push_back(0);
+  EXPECT_EQ(internal::SeqDecodeLaneGroup(longer, tokens, dim, tables, cls.data(), back.data()).code(),
+            StatusCode::kDataLoss);
+  std::vector<uint8_t> lanes = stream;
+  lanes[dim / 8] = 3;  // not min(16, coded)
+  EXPECT_EQ(internal::SeqDecodeLaneGroup(lanes, tokens, dim, tables, cls.data(), back.data()).code(),
+            StatusCode::kDataLoss);
+  std::mt19937_64 rng(9);
+  int detected = 0;
+  const int trials = 200;
+  for (int i = 0; i < trials; ++i) {
+    std::vector<uint8_t> bad = stream;
+    bad[rng() % bad.size()] ^= static_cast<uint8_t>(1 + rng() % 255);
+    Status st = internal::SeqDecodeLaneGroup(bad, tokens, dim, tables, cls.data(), back.data());
+    if (!st.ok()) {
+      EXPECT_EQ(st.code(), StatusCode::kDataLoss);
+      ++detected;
+    }
+  }
+  EXPECT_GT(detected, trials * 9 / 10);
+}
+
+TEST(SeqLaneCoderTest, ClassesFollowTheStepInEighthsOfAnOctave) {
+  using internal::SeqStaticClass;
+  const int zero = -internal::kSeqStaticClassMin;  // the index of class 0
+  EXPECT_EQ(SeqStaticClass(0, 0, 128), zero);
+  EXPECT_EQ(SeqStaticClass(16, 0, 128), zero + 8);    // coefficients twice the step: one octave up
+  EXPECT_EQ(SeqStaticClass(0, 16, 128), zero - 8);    // a step twice as large: one octave down
+  EXPECT_EQ(SeqStaticClass(0, 0, 144), zero - 8);     // the group's step code counts the same
+  EXPECT_EQ(SeqStaticClass(-1, 0, 128), zero - 1);    // floor, also below zero
+  EXPECT_EQ(SeqStaticClass(internal::kSeqStaticScaleNone, 0, 128), 0);
+  EXPECT_EQ(SeqStaticClass(32767, -32767, 0), internal::kSeqStaticClasses - 1);
+  EXPECT_EQ(internal::SeqLaneTable(-3, 2), zero - 1);  // the stream's shift, then the clamp
+  EXPECT_EQ(internal::SeqLaneTable(internal::kSeqStaticClassMax, 1), internal::kSeqStaticClasses - 1);
+  EXPECT_EQ(internal::SeqStepClass(1.0f), 0);
+  EXPECT_EQ(internal::SeqStepClass(0.5f), -16);
+  EXPECT_EQ(internal::SeqStepClass(3.0f), 25);  // 16 log2 3 = 25.36
 }
 
 TEST(SeqLossyCoreTest, StepMultipliersArePowersOfTwoSixteenths) {
@@ -534,6 +641,85 @@ TEST_F(SeqLossyDevTest, ParentConditionedChunksStartFromTheirParentsModels) {
   EXPECT_EQ(ParseChunkHeader(*raw_bytes)->flags & kFlagNeedsParent, 0u);
 }
 
+// streams=lanes codes the same symbols with the profile's static model on 16
+// lanes: the same KV as the adaptive streams, and on fresh 256-token chunks
+// fewer bytes (docs/format.md, "Lane streams"; sizes in docs/gpu.md).
+TEST_F(SeqLossyDevTest, LaneStreamsDecodeToTheSameKvInFewerBytes) {
+  ASSERT_TRUE(profile_->has_static_model());
+  for (const char* delta : {"0.3", "1"}) {
+    auto adaptive = MakeOrFail(std::string("seq:delta=") + delta);
+    auto lanes = MakeOrFail(std::string("seq:delta=") + delta + ",streams=lanes");
+    ASSERT_TRUE(adaptive && lanes);
+    EXPECT_NE(lanes->Spec().find("streams=lanes"), std::string::npos) << lanes->Spec();
+    size_t adaptive_bytes = 0, lanes_bytes = 0, chained_bytes = 0;
+    ChunkContext ctx;
+    for (const char* doc : {"doc06.safetensors", "doc07.safetensors"}) {
+      const Chunk whole = LoadDev(doc);
+      for (uint32_t t0 = 0; t0 + 256 <= whole.shape.tokens; t0 += 256) {
+        const Chunk chunk = Slice(whole, t0, 256);
+        auto a = EncodeChunk(chunk, *adaptive);
+        ASSERT_TRUE(a.ok()) << a.status().ToString();
+        // A parent context does not make a lane chunk continue it.
+        ChunkContext next;
+        auto l = EncodeChunk(chunk, *lanes, t0 == 0 ? nullptr : &ctx, &next);
+        ASSERT_TRUE(l.ok()) << l.status().ToString();
+        EXPECT_EQ(ParseChunkHeader(*l)->flags & kFlagNeedsParent, 0u);
+        ChunkContext chained_next;
+        auto c = EncodeChunk(chunk, *adaptive, t0 == 0 ? nullptr : &ctx, &chained_next);
+        ASSERT_TRUE(c.ok());
+        ctx = chained_next;
+        adaptive_bytes += a->size();
+        lanes_bytes += l->size();
+        chained_bytes += c->size();
+        auto da = DecodeChunk(*a);
+        auto dl = DecodeChunk(*l);
+        ASSERT_TRUE(da.ok() && dl.ok()) << dl.status().ToString();
+        EXPECT_EQ(dl->k, da->k) << doc << " " << t0;
+        EXPECT_EQ(dl->v, da->v) << doc << " " << t0;
+      }
+    }
+    std::printf("doc06-07 in 256-token chunks at delta %s: adaptive %zu bytes, adaptive chained %zu, lanes %zu "
+                "(%.1f%% smaller than adaptive)\n",
+                delta, adaptive_bytes, chained_bytes, lanes_bytes,
+                100.0 * (1.0 - double(lanes_bytes) / double(adaptive_bytes)));
+    EXPECT_LT(lanes_bytes, adaptive_bytes) << delta;
+    EXPECT_LT(lanes_bytes, chained_bytes) << delta;  // even against chunks that continue their parents
+  }
+  // Rate control with lanes counts the lane streams' bits.
+  auto rate = MakeOrFail("seq:bits=2,streams=lanes");
+  ASSERT_TRUE(rate);
+  Coded c = EncodeAndCheck(*rate, Slice(LoadDev("doc06.safetensors"), 256, 256));
+  EXPECT_NEAR(c.bits_per_element, 2.0, 0.1);
+}
+
+TEST_F(SeqLossyDevTest, LaneStreamsNeedAProfileWithAStaticModel) {
+  SeqProfile old = *profile_;
+  old.static_scale.clear();
+  old.static_freq.clear();
+  const std::vector<uint8_t> bytes = old.Serialize();
+  EXPECT_EQ(bytes[4] | (bytes[5] << 8), kSeqProfileVersion);  // written as version 1, as before
+  auto parsed = SeqProfile::Parse(bytes);
+  ASSERT_TRUE(parsed.ok());
+  EXPECT_FALSE(parsed->has_static_model());
+  const std::vector<uint8_t> full = profile_->Serialize();
+  EXPECT_EQ(full[4] | (full[5] << 8), kSeqProfileVersionStatic);
+  auto back = SeqProfile::Parse(full);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->static_scale, profile_->static_scale);
+  EXPECT_EQ(back->static_freq, profile_->static_freq);
+  EXPECT_EQ(back->Id(), profile_->Id());
+  SeqResources::Default().AddProfile(std::make_shared<const SeqProfile>(old));
+  auto codec = MakeCodec("seq:delta=0.3,streams=lanes,profile=" + old.Id());
+  ASSERT_FALSE(codec.ok());
+  EXPECT_EQ(codec.status().code(), StatusCode::kFailedPrecondition) << codec.status().ToString();
+  EXPECT_EQ(MakeCodec("seq:delta=0.3,streams=fast,profile=" + old.Id()).status().code(),
+            StatusCode::kInvalidArgument);
+  // A static model that does not add up is refused.
+  SeqProfile bad = *profile_;
+  bad.static_freq[0] += 1;
+  EXPECT_EQ(bad.Validate().code(), StatusCode::kInvalidArgument);
+}
+
 // The same input and spec give the same bytes with every compiler, vector
 // width and machine: the profile (calibration) and the chunk are pinned to
 // digests recorded once. The g++ build (x86-64 clones with AVX2) and the
@@ -555,8 +741,22 @@ TEST_F(SeqLossyDevTest, BytesAreTheSameOnEveryBuild) {
   std::snprintf(kv_digest, sizeof kv_digest, "%016llx", static_cast<unsigned long long>(internal::Xxh3(kv)));
   std::printf("profile %s chunk %s decoded %s (%zu bytes)\n", profile_id.c_str(), chunk_digest, kv_digest,
               bytes->size());
-  EXPECT_EQ(profile_id, "19da77b5e35a3252");
-  EXPECT_EQ(std::string(chunk_digest), "dab00ba44cec74fa");
+  // The lane streams of the same chunk (the same KV).
+  auto lanes = MakeOrFail("seq:delta=0.3,streams=lanes");
+  ASSERT_TRUE(lanes);
+  auto lane_bytes = EncodeChunk(chunk, *lanes);
+  ASSERT_TRUE(lane_bytes.ok());
+  char lane_digest[17];
+  std::snprintf(lane_digest, sizeof lane_digest, "%016llx",
+                static_cast<unsigned long long>(internal::Xxh3(*lane_bytes)));
+  auto lane_decoded = DecodeChunk(*lane_bytes);
+  ASSERT_TRUE(lane_decoded.ok());
+  EXPECT_EQ(lane_decoded->k, decoded->k);
+  EXPECT_EQ(lane_decoded->v, decoded->v);
+  std::printf("lanes chunk %s (%zu bytes)\n", lane_digest, lane_bytes->size());
+  EXPECT_EQ(std::string(lane_digest), "7deb451b290fc9db");
+  EXPECT_EQ(profile_id, "ac92e673cf83a75c");
+  EXPECT_EQ(std::string(chunk_digest), "8174335d7894a681");
   EXPECT_EQ(std::string(kv_digest), "5dfe3b1198da1b51");
 }
 

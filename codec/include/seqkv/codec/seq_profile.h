@@ -29,7 +29,8 @@ namespace seqkv {
 class KvModel;
 
 inline constexpr uint32_t kSeqProfileMagic = 0x504B5153;  // "SQKP" little-endian
-inline constexpr uint16_t kSeqProfileVersion = 1;
+inline constexpr uint16_t kSeqProfileVersion = 1;         // without a static model
+inline constexpr uint16_t kSeqProfileVersionStatic = 2;   // with one (streams=lanes)
 
 // Which previous-layer values feed a group's predictor.
 enum class SeqInputs : uint8_t {
@@ -58,7 +59,13 @@ struct SeqProfile {
   std::vector<float> step_scale;  // [G][head_dim]: step of component i = delta0 * mult * scale
   std::vector<float> sensitivity; // [G]: nats of KL per unit of per-token squared error
 
+  // The static entropy model of streams=lanes (docs/format.md, "Lane streams";
+  // empty: none, and the profile is written as version 1):
+  std::vector<int16_t> static_scale;  // [G][head_dim]: 16 log2(mean |coefficient| / step scale), or -32768
+  std::vector<uint16_t> static_freq;  // [161 classes][3 contexts][16 symbols]: frequencies >= 1, rows sum to 2^15
+
   uint32_t groups() const { return layers * 2 * kv_heads; }
+  bool has_static_model() const { return !static_freq.empty(); }
   // Predictor inputs per group, bias included.
   uint32_t features() const;
   // Checks sizes and values (finite, positive scales); InvalidArgument otherwise.
@@ -74,7 +81,7 @@ struct SeqProfile {
 
   // Bytes of each part as stored.
   struct Size {
-    uint64_t predictor = 0, basis = 0, steps = 0, total = 0;
+    uint64_t predictor = 0, basis = 0, steps = 0, static_model = 0, total = 0;
   };
   Size SizeBytes() const;
 };
@@ -88,6 +95,9 @@ struct SeqCalibrateOptions {
   // (nats per unit of per-token squared error); empty = plain MSE allocation.
   std::vector<double> sensitivity;
   double proxy_scale = 1.0;
+  // Fit the static entropy model of streams=lanes (FitSeqStaticModel: seven
+  // closed-loop passes over the chunks).
+  bool static_model = true;
 };
 
 // Per-group numbers calibration measured (for reports).
@@ -102,6 +112,12 @@ struct SeqCalibrateReport {
 // recorded; the model must match the chunks' shape.
 Result<SeqProfile> CalibrateSeqProfile(const std::vector<Chunk>& chunks, const SeqCalibrateOptions& options,
                                        const KvModel* model, SeqCalibrateReport* report = nullptr);
+
+// Fits (replaces) the profile's static entropy model on chunks of its shape:
+// per component the mean |coefficient| of the closed loop at a fine step, and
+// per (scale class, context) the symbol frequencies pooled over the chunks'
+// closed loops at the steps 1/4 .. 8 (CalibrateSeqProfile calls it).
+Status FitSeqStaticModel(const std::vector<Chunk>& chunks, SeqProfile* profile);
 
 // Reads the JSON of `python3 -m seqkv_quality sensitivity` (format
 // "seqkv-sensitivity/1") into the group order above; checks the shape.

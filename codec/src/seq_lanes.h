@@ -1,0 +1,162 @@
+// The seq codec's lane streams (`seq:…,streams=lanes`; docs/format.md, "Lane
+// stream"): a group's symbols on up to kSeqLaneMax independent rANS lanes that
+// share one word stream in lock-step order, each symbol coded with a static
+// model from the profile (a table per scale class and context). Written once
+// for the CPU reference (seq_lossy_core.cc) and the GPU decoder
+// (gpu/src/seq_lanes_kernels.cu): plain C++ on the host, __host__ __device__
+// under nvcc. Integer arithmetic only.
+//
+// Word order: the decoder runs the lanes in steps; in step k every lane that
+// has a k-th rANS operation left decodes it, lanes in ascending order, and a
+// lane whose state fell below 2^16 reads the next word of the shared stream.
+// The encoder codes the same operations in the exact reverse order.
+#pragma once
+
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define SEQKV_LANES_HD __host__ __device__
+#else
+#define SEQKV_LANES_HD
+#endif
+
+namespace seqkv::internal {
+
+inline constexpr uint32_t kSeqLaneMax = 16;          // lanes per group stream
+inline constexpr int kSeqStaticClassMin = -96;       // scale classes, 1/8 octave
+inline constexpr int kSeqStaticClassMax = 64;
+inline constexpr int kSeqStaticClasses = kSeqStaticClassMax - kSeqStaticClassMin + 1;  // 161
+inline constexpr int kSeqLaneSymbols = 16;           // magnitudes 0..14, 15 = escape (as kSeqSymbols)
+inline constexpr int kSeqLaneContexts = 3;           // previous token's |q|: 0, 1, >= 2
+inline constexpr uint32_t kSeqLaneScaleBits = 15;    // frequencies sum to 2^15
+inline constexpr uint32_t kSeqLaneRansLow = 1u << 16;
+inline constexpr int kSeqLaneMaxEscapeZeros = 24;
+inline constexpr int16_t kSeqStaticScaleNone = -32768;  // a component never seen non-zero
+inline constexpr int kSeqLaneMaxShift = 8;           // a group stream's class shift, |shift| <= 8
+
+// The scale class of component i of group g before the stream's shift, in
+// 1/8 octaves: from its profile scale L (1/16 octave, log2 of mean
+// |coefficient| / step scale), the chunk's step class D (round(16 log2
+// delta0)) and the group's step code (1/16 octave, 128 = 1):
+// (L - D - (code - 128)) >> 1 (floor).
+SEQKV_LANES_HD inline int SeqLaneClass(int16_t scale, int16_t step_class, uint8_t code) {
+  return (int{scale} - int{step_class} - (int{code} - 128)) >> 1;
+}
+// The table of a class after the group stream's shift: clamp(k + shift) as an
+// index 0 .. kSeqStaticClasses - 1.
+SEQKV_LANES_HD inline int SeqLaneTable(int k, int shift) {
+  const int c = k + shift;
+  return (c < kSeqStaticClassMin ? kSeqStaticClassMin : (c > kSeqStaticClassMax ? kSeqStaticClassMax : c)) -
+         kSeqStaticClassMin;
+}
+SEQKV_LANES_HD inline int SeqStaticClass(int16_t scale, int16_t step_class, uint8_t code) {
+  return SeqLaneTable(SeqLaneClass(scale, step_class, code), 0);
+}
+
+SEQKV_LANES_HD inline int SeqLaneContext(int32_t prev) { return prev == 0 ? 0 : ((prev == 1 || prev == -1) ? 1 : 2); }
+
+// The symbol of `slot` (0 .. 2^15 - 1) in a cumulative row cum[0..16]
+// (cum[0] = 0, cum[16] = 2^15, strictly increasing).
+SEQKV_LANES_HD inline int SeqLaneFind(const uint16_t* cum, uint32_t slot) {
+  int s = 0;
+  if (cum[s + 8] <= slot) s += 8;
+  if (cum[s + 4] <= slot) s += 4;
+  if (cum[s + 2] <= slot) s += 2;
+  if (cum[s + 1] <= slot) s += 1;
+  return s;
+}
+
+// One lane's decoder. Its symbols: for every token, the lane's components in
+// ascending order (coded component c is on lane c % lanes). Per symbol the
+// rANS operations are the magnitude class (static table), for class 15 the
+// Exp-Golomb-0 code of |q| - 15 in uniform bits (zeros, a one, the low
+// bits), then a uniform sign bit when q != 0.
+struct SeqLaneCursor {
+  uint32_t x = 0;       // rANS state
+  uint32_t t = 0;       // token
+  uint32_t c = 0;       // which of the lane's components (0 ..)
+  uint32_t phase = 0;   // 0 magnitude, 1 escape zeros, 2 escape bits, 3 sign, 4 done
+  uint32_t mag = 0;     // magnitude (escape: the Exp-Golomb value so far)
+  int32_t k = 0;        // escape: zeros counted, then bits left
+};
+
+enum SeqLaneStepResult : int { kSeqLaneMore = 0, kSeqLaneDone = 1, kSeqLaneCorrupt = -1 };
+
+// What a lane decoder reads and writes for one group (the GPU keeps these in
+// shared memory): the coded components in ascending order (n of them), each
+// component's table row base (row(i) = &cum[(class * 3 + ctx) * 17] is
+// cum_rows + cls[i] * 3 * 17), every component's previous symbol, and q
+// [tokens][dim] (only the coded components are written).
+struct SeqLaneGroupView {
+  const uint16_t* cum;        // [kSeqStaticClasses][3][17]
+  const uint16_t* coded;      // [n] component ids
+  const uint16_t* cls;        // [dim] class index per component
+  int32_t* prev;              // [dim]
+  int32_t* q;                 // [tokens][dim]
+  uint32_t n, lanes, tokens, dim;
+};
+
+// Components on lane `lane`: ceil((n - lane) / lanes).
+SEQKV_LANES_HD inline uint32_t SeqLaneComponents(uint32_t n, uint32_t lanes, uint32_t lane) {
+  return lane < n ? (n - lane + lanes - 1) / lanes : 0;
+}
+
+// Decodes the lane's next rANS operation (no renormalization: the caller
+// reads a word when cur->x < kSeqLaneRansLow afterwards, in step order).
+SEQKV_LANES_HD inline int SeqLaneStep(SeqLaneCursor* cur, const SeqLaneGroupView& g, uint32_t lane) {
+  constexpr uint32_t kMask = (1u << kSeqLaneScaleBits) - 1, kHalf = 1u << (kSeqLaneScaleBits - 1);
+  const uint32_t comp = g.coded[lane + cur->c * g.lanes];
+  const uint32_t slot = cur->x & kMask;
+  int32_t value = 0;
+  bool emit = false;
+  if (cur->phase == 0) {
+    const uint16_t* row = g.cum + (uint32_t{g.cls[comp]} * kSeqLaneContexts + SeqLaneContext(g.prev[comp])) * 17;
+    const int s = SeqLaneFind(row, slot);
+    const uint32_t start = row[s], freq = uint32_t{row[s + 1]} - start;
+    cur->x = freq * (cur->x >> kSeqLaneScaleBits) + slot - start;
+    if (s == kSeqLaneSymbols - 1) {
+      cur->phase = 1;
+      cur->k = 0;
+    } else if (s != 0) {
+      cur->mag = static_cast<uint32_t>(s);
+      cur->phase = 3;
+    } else {
+      emit = true;
+    }
+  } else {
+    const uint32_t bit = slot >= kHalf ? 1u : 0u;
+    cur->x = kHalf * (cur->x >> kSeqLaneScaleBits) + slot - (bit ? kHalf : 0u);
+    if (cur->phase == 1) {
+      if (bit == 0) {
+        if (++cur->k > kSeqLaneMaxEscapeZeros) return kSeqLaneCorrupt;
+      } else {
+        cur->mag = 1;
+        cur->phase = cur->k > 0 ? 2 : 3;
+        if (cur->phase == 3) cur->mag = kSeqLaneSymbols - 1;  // e = 1: |q| = 15
+      }
+    } else if (cur->phase == 2) {
+      cur->mag = (cur->mag << 1) | bit;
+      if (--cur->k == 0) {
+        cur->mag = cur->mag + (kSeqLaneSymbols - 2);  // |q| = e + 14
+        cur->phase = 3;
+      }
+    } else {  // sign
+      value = bit ? -static_cast<int32_t>(cur->mag) : static_cast<int32_t>(cur->mag);
+      emit = true;
+    }
+  }
+  if (!emit) return kSeqLaneMore;
+  g.q[size_t{cur->t} * g.dim + comp] = value;
+  g.prev[comp] = value;
+  cur->phase = 0;
+  if (++cur->c == SeqLaneComponents(g.n, g.lanes, lane)) {
+    cur->c = 0;
+    if (++cur->t == g.tokens) {
+      cur->phase = 4;
+      return kSeqLaneDone;
+    }
+  }
+  return kSeqLaneMore;
+}
+
+}  // namespace seqkv::internal
