@@ -9,7 +9,9 @@
 // bases: the arithmetic per element is the real one, the values do not change
 // the work) and group streams coded by the codec's own SeqEncodeGroup from
 // symbols with the real codec's statistics (~1.4 bits/element: mostly |q| <=
-// 2, scale falling with the component index). Chunk 1 of each row is decoded
+// 2, scale falling with the component index). The "lanes" rows code the same
+// symbols as lane streams (streams=lanes) with a static model fitted on them,
+// and time the lane kernel alone in place of SeqEntropyGpu. Chunk 1 of each row is decoded
 // on the CPU backend too (the codec's reference functions) and compared byte
 // for byte. CUDA events around the whole API call, 2 warm-ups, median of 5.
 #include <cuda_runtime.h>
@@ -26,6 +28,8 @@
 #include <vector>
 
 #include "bench_util.h"
+#include "seq_lanes.h"
+#include "seq_lanes_kernels.h"
 #include "seq_lossy_core.h"
 #include "seqkv/gpu/seq_decode.h"
 #include "seqkv/gpu/seq_entropy.h"
@@ -62,20 +66,60 @@ struct Row {
 };
 std::vector<Row> rows;
 
-void RunShape(const char* name, uint32_t L, uint32_t H, uint32_t d, SeqInputs inputs, uint32_t chunks,
+// A static model for the bench's symbols (step 1, code 128): per component
+// 16 log2 of its mean |q|, and the tables of their (class, context) counts.
+void FitStaticModel(const std::vector<std::vector<int32_t>>& sets, uint32_t d, SeqProfile* p) {
+  std::vector<double> mean(d, 0.0);
+  for (const auto& q : sets) {
+    for (size_t k = 0; k < q.size(); ++k) mean[k % d] += std::abs(double(q[k])) / (double(kTokens) * sets.size());
+  }
+  std::vector<int16_t> scale(d);
+  for (uint32_t i = 0; i < d; ++i) {
+    scale[i] = mean[i] > 0 ? static_cast<int16_t>(std::lround(16 * std::log2(mean[i]))) : seqkv::internal::kSeqStaticScaleNone;
+  }
+  p->static_scale.resize(size_t{p->groups()} * d);
+  for (size_t k = 0; k < p->static_scale.size(); ++k) p->static_scale[k] = scale[k % d];
+  const size_t rows = size_t{seqkv::internal::kSeqStaticClasses} * seqkv::internal::kSeqLaneContexts;
+  std::vector<uint64_t> counts(rows * seqkv::internal::kSeqLaneSymbols, 1);
+  for (const auto& q : sets) {
+    for (uint32_t i = 0; i < d; ++i) {
+      const size_t table = size_t(seqkv::internal::SeqStaticClass(scale[i], 0, 128));
+      int32_t prev = 0;
+      for (uint32_t t = 0; t < kTokens; ++t) {
+        const int32_t v = q[size_t{t} * d + i];
+        const uint32_t m = static_cast<uint32_t>(std::abs(v));
+        counts[(table * 3 + seqkv::internal::SeqLaneContext(prev)) * 16 + (m >= 15 ? 15 : m)] += 2;
+        prev = v;
+      }
+    }
+  }
+  p->static_freq.resize(counts.size());
+  for (size_t r = 0; r < rows; ++r) seqkv::internal::SeqStaticRow(&counts[r * 16], &p->static_freq[r * 16]);
+  CHECK_OK(p->Validate());
+}
+
+void RunShape(const char* name, uint32_t L, uint32_t H, uint32_t d, SeqInputs inputs, uint32_t chunks, bool lanes,
               cudaStream_t stream) {
-  auto profile = seqkv::bench::SyntheticSeqProfile(L, H, d, inputs, /*orthonormal=*/false);
+  std::vector<std::vector<int32_t>> sets(kDistinct);
+  for (uint32_t k = 0; k < kDistinct; ++k) sets[k] = Symbols(d, 100 + k);
+  SeqProfile synthetic = *seqkv::bench::SyntheticSeqProfile(L, H, d, inputs, /*orthonormal=*/false);
+  if (lanes) FitStaticModel(sets, d, &synthetic);
+  auto profile = std::make_shared<const SeqProfile>(std::move(synthetic));
   auto gpu = SeqDecodeGpu::CreateFor(Backend::kCuda, profile);
   CHECK_OK(gpu.status());
   auto cpu = SeqDecodeGpu::CreateFor(Backend::kCpu, profile);
   CHECK_OK(cpu.status());
+  const seqkv::internal::SeqStaticTables tables = seqkv::internal::MakeSeqStaticTables(*profile);
+  std::vector<int16_t> classes(d);
+  if (lanes) seqkv::internal::SeqLaneClasses(*profile, 0, 0, 128, classes.data());
   // Distinct streams in one device buffer (and a host copy for the CPU check).
   std::vector<std::vector<uint8_t>> streams(kDistinct);
   std::vector<uint8_t> all;
   std::vector<uint64_t> at(kDistinct);
   for (uint32_t k = 0; k < kDistinct; ++k) {
-    const std::vector<int32_t> q = Symbols(d, 100 + k);
-    streams[k] = internal::SeqEncodeGroup(q.data(), kTokens, d);
+    const std::vector<int32_t>& q = sets[k];
+    streams[k] = lanes ? seqkv::internal::SeqEncodeLaneGroup(q.data(), kTokens, d, tables, classes.data())
+                       : seqkv::internal::SeqEncodeGroup(q.data(), kTokens, d);
     at[k] = all.size();
     all.insert(all.end(), streams[k].begin(), streams[k].end());
   }
@@ -96,6 +140,8 @@ void RunShape(const char* name, uint32_t L, uint32_t H, uint32_t d, SeqInputs in
     it.first_position = uint64_t{c} * kTokens;
     it.delta0 = 1.0f;
     it.mult_code.assign(G, 128);
+    it.lanes = lanes;
+    it.step_class = 0;
     for (uint32_t g = 0; g < G; ++g) {
       const uint32_t k = (c * 7 + g) % kDistinct;
       it.streams.push_back(dev_streams + at[k]);
@@ -120,27 +166,56 @@ void RunShape(const char* name, uint32_t L, uint32_t H, uint32_t d, SeqInputs in
   CHECK_OK(gpu->CollectStatuses(ws, stream, &statuses));
   for (const Status& s : statuses) CHECK_OK(s);
 
-  // The entropy stage alone, on the same streams.
+  // The entropy stage alone, on the same streams: SeqEntropyGpu, or the lane
+  // kernel (gpu/src's launcher, with the profile's tables uploaded here).
   auto se = SeqEntropyGpu::CreateFor(Backend::kCuda);
   CHECK_OK(se.status());
   int32_t* q = nullptr;
   CHECK_CUDA(cudaMalloc(&q, uint64_t{chunks} * G * kTokens * d * 4));
   std::vector<SeqEntropyItem> eitems;
+  std::vector<gpu::internal::SlDesc> lane_descs;
   for (uint32_t c = 0; c < chunks; ++c) {
     for (uint32_t g = 0; g < G; ++g) {
-      eitems.push_back({items[c].streams[g], items[c].stream_bytes[g], kTokens, d,
-                        q + (uint64_t{c} * G + g) * kTokens * d});
+      int32_t* out = q + (uint64_t{c} * G + g) * kTokens * d;
+      eitems.push_back({items[c].streams[g], items[c].stream_bytes[g], kTokens, d, out});
+      lane_descs.push_back({items[c].streams[g], items[c].stream_bytes[g], out, kTokens, g, 0, 0, 128, 0});
     }
   }
   SeqEntropyDecodeArgs eargs;
   eargs.items = eitems;
-  const uint64_t ews_bytes = se->WorkspaceBytes(eargs);
+  const uint64_t ews_bytes = lanes ? 256 + lane_descs.size() * sizeof(gpu::internal::SlDesc) : se->WorkspaceBytes(eargs);
   void* ews = nullptr;
   CHECK_CUDA(cudaMalloc(&ews, std::max<uint64_t>(ews_bytes, 1)));
-  std::vector<Status> est;
-  const double entropy_ms =
-      seqkv::bench::MedianMs(stream, [&] { CHECK_OK(se->Decode(eargs, ews, ews_bytes, stream, &est)); }, kTiming);
-  CHECK_OK(se->CollectStatuses(ews, stream, &est));
+  double entropy_ms = 0;
+  if (lanes) {
+    uint16_t* cum = nullptr;
+    int16_t* scale = nullptr;
+    CHECK_CUDA(cudaMalloc(&cum, tables.cum.size() * 2));
+    CHECK_CUDA(cudaMemcpy(cum, tables.cum.data(), tables.cum.size() * 2, cudaMemcpyHostToDevice));
+    CHECK_CUDA(cudaMalloc(&scale, profile->static_scale.size() * 2));
+    CHECK_CUDA(cudaMemcpy(scale, profile->static_scale.data(), profile->static_scale.size() * 2,
+                          cudaMemcpyHostToDevice));
+    auto* status = static_cast<int32_t*>(ews);
+    auto* descs = reinterpret_cast<gpu::internal::SlDesc*>(static_cast<uint8_t*>(ews) + 256);
+    CHECK_CUDA(cudaMemset(status, 0, 4));
+    CHECK_CUDA(cudaMemcpy(descs, lane_descs.data(), lane_descs.size() * sizeof(gpu::internal::SlDesc),
+                          cudaMemcpyHostToDevice));
+    gpu::internal::SlLaunch sl{descs, static_cast<uint32_t>(lane_descs.size()), d, cum, scale, status};
+    entropy_ms = seqkv::bench::MedianMs(stream, [&] { CHECK_CUDA(gpu::internal::LaunchSlDecode(sl, stream)); }, kTiming);
+    int32_t code = 0;
+    CHECK_CUDA(cudaMemcpy(&code, status, 4, cudaMemcpyDeviceToHost));
+    if (code != 0) {
+      std::printf("%s: the lane kernel alone found a corrupt stream\n", name);
+      std::exit(1);
+    }
+    CHECK_CUDA(cudaFree(cum));
+    CHECK_CUDA(cudaFree(scale));
+  } else {
+    std::vector<Status> est;
+    entropy_ms =
+        seqkv::bench::MedianMs(stream, [&] { CHECK_OK(se->Decode(eargs, ews, ews_bytes, stream, &est)); }, kTiming);
+    CHECK_OK(se->CollectStatuses(ews, stream, &est));
+  }
 
   // Chunk 1 on the CPU backend (host copies of its streams) against the cache.
   {
@@ -194,9 +269,11 @@ int main() {
   CHECK_CUDA(cudaStreamCreate(&stream));
   // An 8K-token Llama-3-8B context (32 chunks, 1 GiB of bf16 K+V), same-head
   // predictors (the form that scales); the tinyllama shape with both.
-  RunShape("e2e-8k seq same-head", 32, 8, 128, SeqInputs::kSameHead, 32, stream);
-  RunShape("tinyllama seq all-heads", 6, 2, 64, SeqInputs::kAllHeads, 512, stream);
-  RunShape("tinyllama seq same-head", 6, 2, 64, SeqInputs::kSameHead, 512, stream);
+  RunShape("e2e-8k seq same-head", 32, 8, 128, SeqInputs::kSameHead, 32, false, stream);
+  RunShape("e2e-8k seq same-head lanes", 32, 8, 128, SeqInputs::kSameHead, 32, true, stream);
+  RunShape("tinyllama seq all-heads", 6, 2, 64, SeqInputs::kAllHeads, 512, false, stream);
+  RunShape("tinyllama seq same-head", 6, 2, 64, SeqInputs::kSameHead, 512, false, stream);
+  RunShape("tinyllama seq same-head lanes", 6, 2, 64, SeqInputs::kSameHead, 512, true, stream);
   std::printf("\n%-28s %7s %6s %10s %11s %10s %9s %9s\n", "seq decode -> vLLM paged", "chunks", "bits", "total ms",
               "entropy ms", "dense ms", "out GB/s", "GB");
   for (const Row& r : rows) {
@@ -206,6 +283,7 @@ int main() {
   std::printf("total: SeqDecodeGpu::Decode (entropy + dense); entropy: SeqEntropyGpu alone on the same streams;\n"
               "dense = total - entropy (prediction, reconstruction, RoPE, bf16 into the cache)\n");
   std::printf("E2E\t%s\t%.4f\t%.4f\t%.4f\n", "e2e-8k seq decode paged", rows[0].ms, rows[0].ms, 0.0);
+  std::printf("E2E\t%s\t%.4f\t%.4f\t%.4f\n", "e2e-8k seq lanes decode paged", rows[1].ms, rows[1].ms, 0.0);
   CHECK_CUDA(cudaStreamDestroy(stream));
   return 0;
 }

@@ -47,30 +47,6 @@ std::vector<float> FeatureRows(const float* prev /*[2][H][T][d]*/, uint32_t H, u
   return f;
 }
 
-// freq (>= 1 each, summing to 2^15) from counts > 0 of the 16 symbols: the
-// proportional share rounded down, at least 1; a shortfall goes to the
-// largest, an excess is taken from the largest, at most half of it at a time.
-void NormalizeRow(const uint64_t* counts, uint16_t* freq) {
-  constexpr int64_t kScale = int64_t{1} << internal::kSeqLaneScaleBits;
-  constexpr int kN = internal::kSeqLaneSymbols;
-  uint64_t total = 0;
-  for (int s = 0; s < kN; ++s) total += counts[s];
-  int64_t f[kN], sum = 0;
-  for (int s = 0; s < kN; ++s) {
-    f[s] = std::max<int64_t>(1, static_cast<int64_t>(counts[s] * uint64_t(kScale) / total));
-    sum += f[s];
-  }
-  auto largest = [&]() { return static_cast<int>(std::max_element(f, f + kN) - f); };
-  if (sum < kScale) f[largest()] += kScale - sum;
-  while (sum > kScale) {
-    const int s = largest();
-    const int64_t take = std::min(sum - kScale, f[s] / 2);
-    f[s] -= take;
-    sum -= take;
-  }
-  for (int s = 0; s < kN; ++s) freq[s] = static_cast<uint16_t>(f[s]);
-}
-
 }  // namespace
 
 Status FitSeqStaticModel(const std::vector<Chunk>& chunks, SeqProfile* profile) {
@@ -138,7 +114,8 @@ Status FitSeqStaticModel(const std::vector<Chunk>& chunks, SeqProfile* profile) 
   }
   p.static_freq.assign(counts.size(), 0);
   for (size_t row = 0; row < kRows; ++row) {
-    NormalizeRow(counts.data() + row * internal::kSeqLaneSymbols, p.static_freq.data() + row * internal::kSeqLaneSymbols);
+    internal::SeqStaticRow(counts.data() + row * internal::kSeqLaneSymbols,
+                           p.static_freq.data() + row * internal::kSeqLaneSymbols);
   }
   return p.Validate();
 }

@@ -31,6 +31,7 @@ inline constexpr int kSeqLaneContexts = 3;           // previous token's |q|: 0,
 inline constexpr uint32_t kSeqLaneScaleBits = 15;    // frequencies sum to 2^15
 inline constexpr uint32_t kSeqLaneRansLow = 1u << 16;
 inline constexpr int kSeqLaneMaxEscapeZeros = 24;
+inline constexpr uint32_t kSeqLaneMaxMagnitude = 1u << 24;  // as kSeqMaxMagnitude
 inline constexpr int16_t kSeqStaticScaleNone = -32768;  // a component never seen non-zero
 inline constexpr int kSeqLaneMaxShift = 8;           // a group stream's class shift, |shift| <= 8
 
@@ -85,13 +86,15 @@ enum SeqLaneStepResult : int { kSeqLaneMore = 0, kSeqLaneDone = 1, kSeqLaneCorru
 // What a lane decoder reads and writes for one group (the GPU keeps these in
 // shared memory): the coded components in ascending order (n of them), each
 // component's table row base (row(i) = &cum[(class * 3 + ctx) * 17] is
-// cum_rows + cls[i] * 3 * 17), every component's previous symbol, and q
-// [tokens][dim] (only the coded components are written).
+// cum_rows + cls[i] * 3 * 17), every component's previous symbol, a flag per
+// component set by a non-zero symbol (a coded component without one is not
+// a valid stream), and q [tokens][dim] (only the coded components are written).
 struct SeqLaneGroupView {
   const uint16_t* cum;        // [kSeqStaticClasses][3][17]
   const uint16_t* coded;      // [n] component ids
-  const uint16_t* cls;        // [dim] class index per component
+  const uint16_t* cls;        // [dim] table index per component
   int32_t* prev;              // [dim]
+  uint8_t* nonzero;           // [dim]
   int32_t* q;                 // [tokens][dim]
   uint32_t n, lanes, tokens, dim;
 };
@@ -138,6 +141,7 @@ SEQKV_LANES_HD inline int SeqLaneStep(SeqLaneCursor* cur, const SeqLaneGroupView
       cur->mag = (cur->mag << 1) | bit;
       if (--cur->k == 0) {
         cur->mag = cur->mag + (kSeqLaneSymbols - 2);  // |q| = e + 14
+        if (cur->mag > kSeqLaneMaxMagnitude) return kSeqLaneCorrupt;
         cur->phase = 3;
       }
     } else {  // sign
@@ -148,6 +152,7 @@ SEQKV_LANES_HD inline int SeqLaneStep(SeqLaneCursor* cur, const SeqLaneGroupView
   if (!emit) return kSeqLaneMore;
   g.q[size_t{cur->t} * g.dim + comp] = value;
   g.prev[comp] = value;
+  if (value != 0) g.nonzero[comp] = 1;
   cur->phase = 0;
   if (++cur->c == SeqLaneComponents(g.n, g.lanes, lane)) {
     cur->c = 0;

@@ -85,7 +85,7 @@ class SeqLossyCodec final : public Codec, public SeqLossyEncoder {
   const SeqProfile& profile() const override { return *profile_; }
   SeqEncoderSettings Settings() const override {
     return {opts_.bits,  opts_.kl,    opts_.delta,   opts_.deadzone,         opts_.krate,
-            opts_.vrate, opts_.lrate, opts_.maxbits, opts_.fallback_lossless};
+            opts_.vrate, opts_.lrate, opts_.maxbits, opts_.fallback_lossless, opts_.lanes};
   }
 
   std::string Spec() const override {

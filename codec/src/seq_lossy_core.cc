@@ -369,6 +369,27 @@ SeqStaticTables MakeSeqStaticTables(const SeqProfile& profile) {
   return t;
 }
 
+void SeqStaticRow(const uint64_t* counts, uint16_t* freq) {
+  constexpr int64_t kScale = int64_t{1} << kSeqLaneScaleBits;
+  constexpr int kN = kSeqLaneSymbols;
+  uint64_t total = 0;
+  for (int s = 0; s < kN; ++s) total += counts[s];
+  int64_t f[kN], sum = 0;
+  for (int s = 0; s < kN; ++s) {
+    f[s] = std::max<int64_t>(1, static_cast<int64_t>(counts[s] * uint64_t(kScale) / total));
+    sum += f[s];
+  }
+  auto largest = [&]() { return static_cast<int>(std::max_element(f, f + kN) - f); };
+  if (sum < kScale) f[largest()] += kScale - sum;
+  while (sum > kScale) {
+    const int s = largest();
+    const int64_t take = std::min(sum - kScale, f[s] / 2);
+    f[s] -= take;
+    sum -= take;
+  }
+  for (int s = 0; s < kN; ++s) freq[s] = static_cast<uint16_t>(f[s]);
+}
+
 int16_t SeqStepClass(float delta0) {
   const double c = std::nearbyint(16.0 * std::log2(double(delta0)));
   return static_cast<int16_t>(std::clamp(c, -32767.0, 32767.0));
@@ -554,7 +575,8 @@ Status SeqDecodeLaneGroup(std::span<const uint8_t> stream, uint32_t tokens, uint
   std::vector<uint16_t> table_of(dim, 0);
   for (uint16_t i : coded) table_of[i] = static_cast<uint16_t>(SeqLaneTable(k[i], shift));
   std::vector<int32_t> prev(dim, 0);
-  const SeqLaneGroupView view{tables.cum.data(), coded.data(), table_of.data(), prev.data(), q,
+  std::vector<uint8_t> nonzero(dim, 0);
+  const SeqLaneGroupView view{tables.cum.data(), coded.data(), table_of.data(), prev.data(), nonzero.data(), q,
                               static_cast<uint32_t>(coded.size()), lanes, tokens, dim};
   uint32_t active = lanes;
   while (active > 0) {  // every step finishes one operation of each active lane: bounded by the stream
@@ -574,6 +596,9 @@ Status SeqDecodeLaneGroup(std::span<const uint8_t> stream, uint32_t tokens, uint
     if (cur[l].x != kSeqLaneRansLow) return DataLoss("seq: group stream does not end exactly");
   }
   if (r.remaining() != 0) return DataLoss("seq: trailing bytes in group stream");
+  for (uint16_t i : coded) {
+    if (!nonzero[i]) return DataLoss("seq: a coded component has no non-zero symbol");
+  }
   return Status::Ok();
 }
 

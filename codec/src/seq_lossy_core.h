@@ -109,6 +109,11 @@ struct SeqStaticTables {
 };
 // Empty tables when the profile has no static model.
 SeqStaticTables MakeSeqStaticTables(const SeqProfile& profile);
+// A static row: frequencies (>= 1 each, summing to 2^15) from counts > 0 of
+// the 16 symbols: the proportional share rounded down, at least 1; a
+// shortfall goes to the largest, an excess is taken from the largest, at most
+// half of it at a time.
+void SeqStaticRow(const uint64_t* counts, uint16_t* freq);
 // The chunk's step class: round(16 log2 delta0), clamped to int16 (encoder only;
 // the chunk records it).
 int16_t SeqStepClass(float delta0);

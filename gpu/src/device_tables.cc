@@ -6,14 +6,14 @@
 
 namespace seqkv::gpu::internal {
 
-Result<float*> UploadFloats(Backend backend, const std::vector<float>& values) {
-  SEQKV_ASSIGN_OR_RETURN(void* p, BackendAllocate(backend, values.size() * sizeof(float)));
-  const Status s = BackendCopyIn(backend, p, values.data(), values.size() * sizeof(float));
+Result<void*> UploadBytes(Backend backend, const void* data, uint64_t bytes) {
+  SEQKV_ASSIGN_OR_RETURN(void* p, BackendAllocate(backend, bytes));
+  const Status s = BackendCopyIn(backend, p, data, bytes);
   if (!s.ok()) {
     BackendFree(backend, p);
     return s;
   }
-  return static_cast<float*>(p);
+  return p;
 }
 
 bool SameRope(const RopeParams& a, const RopeParams& b) {

@@ -13,8 +13,17 @@
 
 namespace seqkv::gpu::internal {
 
+// A copy of `bytes` bytes in backend memory (BackendFree it).
+Result<void*> UploadBytes(Backend backend, const void* data, uint64_t bytes);
 // A copy of `values` in backend memory (BackendFree it).
-Result<float*> UploadFloats(Backend backend, const std::vector<float>& values);
+template <typename T>
+Result<T*> Upload(Backend backend, const std::vector<T>& values) {
+  SEQKV_ASSIGN_OR_RETURN(void* p, UploadBytes(backend, values.data(), values.size() * sizeof(T)));
+  return static_cast<T*>(p);
+}
+inline Result<float*> UploadFloats(Backend backend, const std::vector<float>& values) {
+  return Upload<float>(backend, values);
+}
 
 bool SameRope(const RopeParams& a, const RopeParams& b);
 

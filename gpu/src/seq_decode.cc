@@ -12,6 +12,7 @@
 #include "engine_rope.h"
 #include "gpu_util.h"
 #include "kv_layout.h"
+#include "seq_lanes.h"
 #include "seq_lossy_core.h"
 #include "seqkv/codec/codec.h"
 #include "seqkv/codec/dtype.h"
@@ -22,6 +23,7 @@
 #include <cuda_runtime.h>
 
 #include "seq_decode_kernels.h"
+#include "seq_lanes_kernels.h"
 #endif
 
 namespace seqkv::gpu {
@@ -44,6 +46,9 @@ Status CheckItem(const SeqDecodeArgs& args, const SeqDecodeItem& item, const Seq
     return InvalidArgument("seq gpu: an item needs one stream and one step code per group");
   }
   if (!(item.delta0 > 0) || !std::isfinite(item.delta0)) return DataLoss("seq gpu: bad step");
+  if (item.lanes && !p.has_static_model()) {
+    return FailedPrecondition("seq gpu: lane streams need a profile with a static model");
+  }
   if (item.first_position + item.shape.tokens > (uint64_t{1} << 24)) {
     return OutOfRange("seq gpu: RoPE positions must stay below 2^24");
   }
@@ -52,15 +57,23 @@ Status CheckItem(const SeqDecodeArgs& args, const SeqDecodeItem& item, const Seq
 
 // The CPU reference for one item: SeqDecodeGroup per group, SeqDecodeLoop,
 // then the codec's output step (RoPE on the keys, bf16), then the scatter.
-Status CpuDecodeItem(const SeqDecodeArgs& args, const SeqDecodeItem& item, const SeqProfile& p) {
+Status CpuDecodeItem(const SeqDecodeArgs& args, const SeqDecodeItem& item, const SeqProfile& p,
+                     const seqkv::internal::SeqStaticTables& tables) {
   const KvShape& s = item.shape;
   const uint32_t T = s.tokens, d = s.head_dim, H = s.kv_heads;
   const size_t per_group = size_t{T} * d;
   seqkv::internal::SeqLoopResult loop;
   loop.q.assign(size_t{p.groups()} * per_group, 0);
+  std::vector<int16_t> classes(d);
   for (uint32_t g = 0; g < p.groups(); ++g) {
-    SEQKV_RETURN_IF_ERROR(seqkv::internal::SeqDecodeGroup(std::span<const uint8_t>(item.streams[g], item.stream_bytes[g]), T,
-                                                   d, loop.q.data() + g * per_group));
+    const std::span<const uint8_t> stream(item.streams[g], item.stream_bytes[g]);
+    if (item.lanes) {
+      seqkv::internal::SeqLaneClasses(p, g, item.step_class, item.mult_code[g], classes.data());
+      SEQKV_RETURN_IF_ERROR(
+          seqkv::internal::SeqDecodeLaneGroup(stream, T, d, tables, classes.data(), loop.q.data() + g * per_group));
+    } else {
+      SEQKV_RETURN_IF_ERROR(seqkv::internal::SeqDecodeGroup(stream, T, d, loop.q.data() + g * per_group));
+    }
   }
   seqkv::internal::SeqLoopParams params;
   params.delta0 = item.delta0;
@@ -97,7 +110,7 @@ Status CpuDecodeItem(const SeqDecodeArgs& args, const SeqDecodeItem& item, const
 // [two layers of reconstruction][the entropy stage's workspace]. On kCpu only
 // the statuses.
 struct Layout {
-  uint64_t descs = 0, steps = 0, q = 0, xhat = 0, entropy = 0, total = 0;
+  uint64_t descs = 0, steps = 0, lane_descs = 0, q = 0, xhat = 0, entropy = 0, total = 0;
   uint64_t layer_elements = 0;  // one layer's K and V of every item: each xhat buffer's floats
 };
 
@@ -113,6 +126,11 @@ struct SeqDecodeGpu::Impl {
   float* predictor = nullptr;
   float* basis = nullptr;
   float* step_scale = nullptr;
+  // The profile's static model (streams=lanes): tables on the host (kCpu),
+  // cumulative rows and scales in device memory (kCuda).
+  seqkv::internal::SeqStaticTables tables;
+  uint16_t* lane_cum = nullptr;
+  int16_t* lane_scale = nullptr;
   // kCuda: RoPE cos/sin of the pre-RoPE keys' rotation.
   internal::DeviceRope rope{Backend::kCpu};
   // The last Decode's entropy-stage statuses and the item of each group.
@@ -123,6 +141,8 @@ struct SeqDecodeGpu::Impl {
   explicit Impl(Backend b) : backend(b), rope(b) {}
   ~Impl() {
     for (float* p : {predictor, basis, step_scale}) BackendFree(backend, p);
+    BackendFree(backend, lane_cum);
+    BackendFree(backend, lane_scale);
   }
 
   std::vector<SeqEntropyItem> EntropyItems(const SeqDecodeArgs& args, const std::vector<Status>* statuses,
@@ -134,6 +154,10 @@ struct SeqDecodeGpu::Impl {
       if (statuses != nullptr && !(*statuses)[i].ok()) continue;
       const SeqDecodeItem& item = args.items[i];
       const uint64_t per_group = uint64_t{item.shape.tokens} * p.head_dim;
+      if (item.lanes) {  // the lane kernel's (their symbols still take their place in q)
+        q_at += per_group * p.groups();
+        continue;
+      }
       for (uint32_t g = 0; g < p.groups(); ++g) {
         SeqEntropyItem e;
         e.stream = g < item.streams.size() ? item.streams[g] : nullptr;
@@ -153,14 +177,16 @@ struct SeqDecodeGpu::Impl {
     const size_t n = args.items.size();
     l.descs = StatusBytes(n);
 #ifdef SEQKV_WITH_CUDA
-    uint64_t elements = 0;
+    uint64_t elements = 0, lane_groups = 0;
     for (size_t i = 0; i < n; ++i) {
       if (statuses != nullptr && !(*statuses)[i].ok()) continue;
       elements += Elements(args.items[i].shape);
+      if (args.items[i].lanes) lane_groups += profile->groups();
       l.layer_elements += 2ull * profile->kv_heads * args.items[i].shape.tokens * profile->head_dim;
     }
     l.steps = l.descs + internal::AlignUp(n * sizeof(internal::SdDesc));
-    l.q = l.steps + internal::AlignUp(n * uint64_t{profile->groups()} * sizeof(double));
+    l.lane_descs = l.steps + internal::AlignUp(n * uint64_t{profile->groups()} * sizeof(double));
+    l.q = l.lane_descs + internal::AlignUp(lane_groups * sizeof(internal::SlDesc));
     l.xhat = l.q + internal::AlignUp(2 * elements * sizeof(int32_t));  // K and V symbols
     l.entropy = l.xhat + internal::AlignUp(2 * l.layer_elements * sizeof(float));
     SeqEntropyDecodeArgs ea;
@@ -221,6 +247,9 @@ Result<SeqDecodeItem> MakeSeqDecodeItem(const ChunkHeader& header, std::span<con
   item.first_position = header.first_position;
   item.delta0 = params.loop.delta0;
   item.mult_code = std::move(params.loop.mult_code);
+  item.lanes = params.streams == seqkv::internal::kSeqStreamsLanes;
+  item.step_class = params.step_class;
+  if (item.lanes && !p.has_static_model()) return DataLoss("seq: lane streams with a profile that has no static model");
   for (uint32_t l = 0; l < s.layers; ++l) {
     if (header.sections[1 + l].type != kLayerSectionBase + l) return DataLoss("seq: unexpected section type");
     SEQKV_ASSIGN_OR_RETURN(auto streams, seqkv::internal::UnpackSeqStreams(section(1 + l), 2 * s.kv_heads));
@@ -249,11 +278,16 @@ Result<SeqDecodeGpu> SeqDecodeGpu::CreateFor(Backend backend, std::shared_ptr<co
   SEQKV_RETURN_IF_ERROR(profile->Validate());
   auto impl = std::make_unique<Impl>(backend);
   impl->profile = std::move(profile);
+  impl->tables = seqkv::internal::MakeSeqStaticTables(*impl->profile);
   SEQKV_ASSIGN_OR_RETURN(impl->entropy, SeqEntropyGpu::CreateFor(backend));
   if (backend == Backend::kCuda) {
     SEQKV_ASSIGN_OR_RETURN(impl->predictor, internal::UploadFloats(backend, impl->profile->predictor));
     SEQKV_ASSIGN_OR_RETURN(impl->basis, internal::UploadFloats(backend, impl->profile->basis));
     SEQKV_ASSIGN_OR_RETURN(impl->step_scale, internal::UploadFloats(backend, impl->profile->step_scale));
+    if (impl->profile->has_static_model()) {
+      SEQKV_ASSIGN_OR_RETURN(impl->lane_cum, internal::Upload(backend, impl->tables.cum));
+      SEQKV_ASSIGN_OR_RETURN(impl->lane_scale, internal::Upload(backend, impl->profile->static_scale));
+    }
   }
   return SeqDecodeGpu(std::move(impl));
 }
@@ -286,7 +320,7 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
   if (impl_->backend == Backend::kCpu) {
     std::memset(workspace, 0, StatusBytes(args.items.size()));
     for (size_t i = 0; i < args.items.size(); ++i) {
-      if ((*statuses)[i].ok()) (*statuses)[i] = CpuDecodeItem(args, args.items[i], p);
+      if ((*statuses)[i].ok()) (*statuses)[i] = CpuDecodeItem(args, args.items[i], p, impl_->tables);
     }
     return Status::Ok();
   }
@@ -302,6 +336,8 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
   auto* base = static_cast<uint8_t*>(workspace);
   auto* device_descs = reinterpret_cast<internal::SdDesc*>(base + layout.descs);
   auto* steps = reinterpret_cast<double*>(base + layout.steps);
+  auto* device_lane_descs = reinterpret_cast<internal::SlDesc*>(base + layout.lane_descs);
+  std::vector<internal::SlDesc> lane_descs;
   auto* q = reinterpret_cast<int32_t*>(base + layout.q);
   auto* xhat = reinterpret_cast<float*>(base + layout.xhat);
   std::vector<internal::SdDesc> descs;
@@ -330,6 +366,18 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
     ctas += internal::SdCtasOf(p.kv_heads, item.shape.tokens);
     for (uint32_t g = 0; g < p.groups(); ++g) {
       step_base.push_back(double{item.delta0} * seqkv::internal::SeqMultiplier(item.mult_code[g]));
+      if (item.lanes) {
+        internal::SlDesc ld{};
+        ld.stream = item.streams[g];
+        ld.stream_bytes = item.stream_bytes[g];
+        ld.q = q + q_at + uint64_t{g} * item.shape.tokens * p.head_dim;
+        ld.tokens = item.shape.tokens;
+        ld.group = g;
+        ld.status_index = static_cast<uint32_t>(i);
+        ld.step_class = item.step_class;
+        ld.code = item.mult_code[g];
+        lane_descs.push_back(ld);
+      }
     }
     q_at += Elements(item.shape) * 2;
     layer_at += 2ull * p.kv_heads * item.shape.tokens * p.head_dim;
@@ -343,19 +391,37 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
                                       cudaMemcpyHostToDevice, s),
                       "step upload");
   }
+  if (!lane_descs.empty()) {
+    SEQKV_CUDA_RETURN(cudaMemcpyAsync(device_lane_descs, lane_descs.data(), lane_descs.size() * sizeof(internal::SlDesc),
+                                      cudaMemcpyHostToDevice, s),
+                      "lane descriptor upload");
+  }
   SEQKV_CUDA_RETURN(cudaMemsetAsync(workspace, 0, StatusBytes(args.items.size()), s), "status reset");
 
   // The symbols: every group of every item through the entropy stage.
   const std::vector<SeqEntropyItem> eitems = impl_->EntropyItems(args, statuses, q);
   for (size_t i = 0; i < args.items.size(); ++i) {
-    if (!(*statuses)[i].ok()) continue;
+    if (!(*statuses)[i].ok() || args.items[i].lanes) continue;
     for (uint32_t g = 0; g < p.groups(); ++g) impl_->group_item.push_back(static_cast<uint32_t>(i));
   }
   SeqEntropyDecodeArgs ea;
   ea.items = eitems;
   impl_->last_entropy_offset = layout.entropy;
-  SEQKV_RETURN_IF_ERROR(impl_->entropy.Decode(ea, base + layout.entropy, layout.total - layout.entropy, stream,
-                                              &impl_->group_statuses));
+  if (!eitems.empty()) {
+    SEQKV_RETURN_IF_ERROR(impl_->entropy.Decode(ea, base + layout.entropy, layout.total - layout.entropy, stream,
+                                                &impl_->group_statuses));
+  }
+  // The lane streams: a half-warp per group.
+  if (!lane_descs.empty()) {
+    internal::SlLaunch sl{};
+    sl.descs = device_lane_descs;
+    sl.count = static_cast<uint32_t>(lane_descs.size());
+    sl.dim = p.head_dim;
+    sl.cum = impl_->lane_cum;
+    sl.scale = impl_->lane_scale;
+    sl.statuses = static_cast<int32_t*>(workspace);
+    SEQKV_CUDA_RETURN(internal::LaunchSlDecode(sl, s), "lane kernel launch");
+  }
 
   internal::SdLaunch launch{};
   launch.descs = device_descs;
@@ -410,7 +476,8 @@ Status SeqDecodeGpu::CollectStatuses(const void* workspace, void* stream, std::v
     if (!(*statuses)[i].ok() || codes[i] == 0) continue;
     (*statuses)[i] = codes[i] == internal::kSdBlockOutOfRange
                          ? OutOfRange("seq gpu: block table entry outside [0, num_blocks)")
-                         : Internal("seq gpu: unknown device status");
+                     : codes[i] == internal::kSlCorrupt ? DataLoss("seq gpu: corrupt lane stream")
+                                                        : Internal("seq gpu: unknown device status");
   }
   return Status::Ok();
 #else

@@ -276,6 +276,7 @@ Result<SeqEncodeGpu> SeqEncodeGpu::CreateFor(Backend backend, std::shared_ptr<co
     return Unimplemented("seq gpu encode: the profile takes layer 0 from the model; encode on the CPU");
   }
   if (p.head_dim > 1024) return Unimplemented("seq gpu encode: head_dim above 1024");
+  if (settings.lanes) return Unimplemented("seq gpu encode: streams=lanes is not implemented here; encode on the CPU");
 #ifdef SEQKV_WITH_CUDA
   static_assert(internal::kSqSseTile == seqkv::internal::kSeqSseTile, "tile of the squared-error sums");
   if (internal::SqMaxHeaderBytes(p.head_dim) != StreamHeaderBytes(p.head_dim)) return Internal("seq gpu encode: header");

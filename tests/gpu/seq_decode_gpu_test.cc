@@ -83,15 +83,23 @@ class SeqDecodeGpuTest : public test::SeqGpuTestBase {
     return statuses;
   }
 
-  // Pieces of the test dump coded at two steps (positions not starting at 0).
+  // Pieces of the test dump coded at three steps (positions not starting at
+  // 0), with adaptive and lane streams in one batch.
   std::vector<Coded> Cases() {
     std::vector<Coded> cases;
     cases.push_back(Code(Slice(*test_, 0, 256), "seq:delta=1"));
     cases.push_back(Code(Slice(*test_, 300, 256), "seq:delta=0.5"));
     cases.push_back(Code(Slice(*test_, 700, 37), "seq:delta=2"));
     cases.push_back(Code(*test_, "seq:delta=1"));
+    cases.push_back(Code(Slice(*test_, 300, 256), "seq:delta=0.5,streams=lanes"));
+    cases.push_back(Code(Slice(*test_, 700, 37), "seq:delta=2,streams=lanes"));
+    cases.push_back(Code(*test_, "seq:delta=1,streams=lanes"));
+    cases.push_back(Code(Slice(*test_, 500, 256), "seq:delta=0.2,streams=lanes"));
     return cases;
   }
+
+  void PagedCase(const std::string& spec);
+  void CorruptCase(const std::string& spec, uint32_t header_byte, uint8_t value);
 
   std::optional<SeqDecodeGpu> decoder_;
 };
@@ -140,7 +148,15 @@ TEST_P(SeqDecodeGpuTest, ContiguousEqualsDecodeChunk) {
 }
 
 TEST_P(SeqDecodeGpuTest, PagedEqualsDecodeChunk) {
-  Coded c = Code(Slice(*test_, 100, 256), "seq:delta=1");
+  for (const char* spec : {"seq:delta=1", "seq:delta=1,streams=lanes"}) {
+    SCOPED_TRACE(spec);
+    PagedCase(spec);
+    if (HasFatalFailure()) return;
+  }
+}
+
+void SeqDecodeGpuTest::PagedCase(const std::string& spec) {
+  Coded c = Code(Slice(*test_, 100, 256), spec);
   const KvShape& s = c.header.shape;
   const uint32_t bs = 16;
   const uint64_t offset = 9;
@@ -189,14 +205,27 @@ TEST_P(SeqDecodeGpuTest, PagedEqualsDecodeChunk) {
 }
 
 TEST_P(SeqDecodeGpuTest, CorruptStreamIsDataLossAndOthersStillDecode) {
-  Coded good = Code(Slice(*test_, 0, 128), "seq:delta=1");
+  // The first group stream's lane count (the byte after its bitmap): off by one.
+  CorruptCase("seq:delta=1", 0, 0);
+  CorruptCase("seq:delta=1,streams=lanes", 0, 0);
+  // A lane stream's class shift (the byte after the lane count) out of range.
+  CorruptCase("seq:delta=1,streams=lanes", 1, 100);
+  // A lane stream's first state below 2^16 (its high bytes zero).
+  CorruptCase("seq:delta=1,streams=lanes", 5, 0);
+}
+
+// Byte `header_byte` after the first group stream's bitmap set to `value`
+// (0: its lowest bit flipped instead).
+void SeqDecodeGpuTest::CorruptCase(const std::string& spec, uint32_t header_byte, uint8_t value) {
+  SCOPED_TRACE(spec + " byte " + std::to_string(header_byte));
+  Coded good = Code(Slice(*test_, 0, 128), spec);
   Coded bad = good;
-  // The first group stream's lane count (after its bitmap): off by one.
   const SectionInfo& layer0 = bad.header.sections[1];
   const uint32_t n = 2 * bad.header.shape.kv_heads;
   const uint64_t stream0 = layer0.offset + 4 + 4ull * n;
-  const uint64_t lanes_at = stream0 + (bad.header.shape.head_dim + 7) / 8;
-  bad.bytes[lanes_at] = static_cast<uint8_t>(bad.bytes[lanes_at] ^ 1);
+  const uint64_t at = stream0 + (bad.header.shape.head_dim + 7) / 8 + header_byte;
+  bad.bytes[at] = value == 0 && header_byte == 0 ? static_cast<uint8_t>(bad.bytes[at] ^ 1) : value;
+  if (header_byte == 5) bad.bytes[at - 1] = 0;  // bytes 4-5 after the bitmap: state 0's two high bytes
   Buffer good_dev(backend(), good.bytes), bad_dev(backend(), bad.bytes);
   const KvShape& s = good.header.shape;
   const uint64_t bytes = s.elements() * 2;

@@ -180,6 +180,7 @@ struct SeqEncoderSettings {
   std::vector<double> lrate;  // per layer, empty = 0
   double maxbits = 8;
   bool fallback_lossless = true;
+  bool lanes = false;  // streams=lanes
 };
 
 // Implemented by the lossy seq codec (dynamic_cast a Codec to it).

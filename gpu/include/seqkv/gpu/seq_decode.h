@@ -2,8 +2,9 @@
 // into the engine's layout, with the codec's CPU reference behind the same API
 // when no GPU is present (docs/gpu.md, "Sequential codec: the whole decode").
 //
-// Pipeline per batch: the group streams through SeqEntropyGpu (int32 symbols
-// in the workspace), then per layer one launch that predicts every group from
+// Pipeline per batch: the group streams through SeqEntropyGpu, or for
+// streams=lanes chunks through the lane kernel (int32 symbols in the
+// workspace), then per layer one launch that predicts every group from
 // the previous layer's reconstruction, adds the dequantized KLT components,
 // keeps the reconstruction for the next layer and writes bf16 K (RoPE applied
 // when the profile codes keys before RoPE) and V to the destination.
@@ -49,6 +50,10 @@ struct SeqDecodeItem {
   // The group streams, [layer][kv][head], in backend memory.
   std::vector<const uint8_t*> streams;
   std::vector<uint64_t> stream_bytes;
+  // streams=lanes chunks: the streams are lane streams (the profile's static
+  // model; decoded by a half-warp per group) and step_class is the chunk's.
+  bool lanes = false;
+  int16_t step_class = 0;
 
   // Destination, as in TurboQuantDecodeItem.
   uint64_t token_offset = 0;

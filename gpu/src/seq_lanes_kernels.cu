@@ -1,0 +1,199 @@
+// The seq codec's lane-stream decode (CUDA C++17, sm_90): a half-warp per
+// group stream, a thread per lane, the lanes in lock-step as the format
+// orders their words (codec/src/seq_lanes.h): every thread decodes its lane's
+// next rANS operation with the same SeqLaneStep as the CPU reference, then the
+// lanes that need a word take consecutive words of the shared stream in lane
+// order (a ballot and a population count). Integer arithmetic only: q is
+// SeqDecodeLaneGroup's bit for bit, and a stream is refused exactly when the
+// reference refuses it.
+//
+// Shared memory per block: the static model's cumulative rows (16 KiB), then
+// per half-warp its group's coded components, table per component, previous
+// symbols and non-zero flags.
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "seq_lanes.h"
+#include "seq_lanes_kernels.h"
+
+namespace seqkv::gpu::internal {
+
+namespace {
+
+using seqkv::internal::kSeqLaneMax;
+using seqkv::internal::kSeqLaneMaxShift;
+using seqkv::internal::kSeqLaneRansLow;
+using seqkv::internal::kSeqStaticClasses;
+using seqkv::internal::SeqLaneCursor;
+using seqkv::internal::SeqLaneGroupView;
+
+constexpr uint32_t kThreads = 128;
+constexpr uint32_t kSlots = kThreads / kSeqLaneMax;  // groups per block
+constexpr uint32_t kCumEntries = kSeqStaticClasses * 3 * 17;
+constexpr uint32_t kCumBytes = (kCumEntries * 2 + 15) / 16 * 16;
+static_assert(kSeqLaneMax == 16, "a half-warp per group");
+
+__host__ __device__ inline uint32_t SlotBytes(uint32_t dim) {
+  return (dim * (2 + 2 + 4 + 1) + 15) / 16 * 16;  // coded, table, prev, non-zero flag
+}
+
+struct SlotHeader {
+  uint32_t n, lanes, words_at, words;
+  int32_t shift;
+  int32_t error;
+};
+
+__device__ __forceinline__ uint32_t Load32(const uint8_t* p) {
+  return uint32_t{__ldg(p)} | (uint32_t{__ldg(p + 1)} << 8) | (uint32_t{__ldg(p + 2)} << 16) |
+         (uint32_t{__ldg(p + 3)} << 24);
+}
+
+__global__ void __launch_bounds__(kThreads) SlDecodeKernel(SlLaunch L) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  __shared__ SlotHeader headers[kSlots];
+  auto* cum = reinterpret_cast<uint16_t*>(smem);
+  for (uint32_t i = threadIdx.x; i < kCumEntries; i += blockDim.x) cum[i] = L.cum[i];
+  __syncthreads();
+
+  const uint32_t d = L.dim;
+  const uint32_t slot = threadIdx.x / kSeqLaneMax, j = threadIdx.x % kSeqLaneMax;
+  const uint32_t item = blockIdx.x * kSlots + slot;
+  const bool valid = item < L.count;
+  unsigned char* mine = smem + kCumBytes + slot * SlotBytes(d);
+  auto* coded = reinterpret_cast<uint16_t*>(mine);
+  auto* table = coded + d;
+  auto* prev = reinterpret_cast<int32_t*>(mine + 4 * d);
+  auto* nonzero = mine + 8 * d;
+  SlotHeader& h = headers[slot];
+  const unsigned half = 0xFFFFu << (16 * (slot % 2));
+
+  SlDesc desc{};
+  if (valid) desc = L.descs[item];
+  const uint8_t* s = desc.stream;
+  const uint64_t bytes = desc.stream_bytes;
+  const uint32_t bitmap = (d + 7) / 8;
+  // The header, by the half-warp's first thread.
+  if (valid && j == 0) {
+    h = SlotHeader{};
+    if (bytes < bitmap + 1) {
+      h.error = 1;
+    } else {
+      uint32_t n = 0;
+      for (uint32_t i = 0; i < bitmap * 8; ++i) {
+        if (!(__ldg(s + i / 8) & (1u << (i % 8)))) continue;
+        if (i >= d) {
+          h.error = 1;
+          break;
+        }
+        coded[n++] = static_cast<uint16_t>(i);
+      }
+      const uint32_t lanes = __ldg(s + bitmap);
+      h.n = n;
+      h.lanes = lanes;
+      if (lanes != (n < kSeqLaneMax ? n : kSeqLaneMax)) h.error = 1;
+      if (!h.error && lanes == 0 && bytes != bitmap + 1) h.error = 1;
+      if (!h.error && lanes > 0) {
+        const uint64_t need = uint64_t{bitmap} + 2 + 4ull * lanes;
+        const int shift = static_cast<int8_t>(bytes > bitmap + 1 ? __ldg(s + bitmap + 1) : 0);
+        if (desc.tokens == 0 || bytes < need || (bytes - need) % 2 != 0 || shift < -kSeqLaneMaxShift ||
+            shift > kSeqLaneMaxShift) {
+          h.error = 1;
+        } else {
+          h.shift = shift;
+          h.words_at = static_cast<uint32_t>(need);
+          h.words = static_cast<uint32_t>((bytes - need) / 2);
+        }
+      }
+    }
+  }
+  __syncwarp();
+  const bool ok = valid && h.error == 0;
+  // Tables, previous symbols and flags per component; zeros into q for the
+  // components the stream does not code.
+  if (ok) {
+    const int16_t* scale = L.scale + uint64_t{desc.group} * d;
+    for (uint32_t i = j; i < d; i += kSeqLaneMax) {
+      table[i] = static_cast<uint16_t>(seqkv::internal::SeqLaneTable(
+          seqkv::internal::SeqLaneClass(scale[i], desc.step_class, desc.code), h.shift));
+      prev[i] = 0;
+      nonzero[i] = 0;
+    }
+    __syncwarp(half);
+    // Uncoded components: the bitmap bit is clear.
+    for (uint32_t i = j; i < d; i += kSeqLaneMax) {
+      if (__ldg(s + i / 8) & (1u << (i % 8))) continue;
+      for (uint32_t t = 0; t < desc.tokens; ++t) desc.q[uint64_t{t} * d + i] = 0;
+    }
+  }
+  const uint32_t lanes = ok ? h.lanes : 0;
+  SeqLaneCursor cur;
+  bool active = j < lanes;
+  bool bad = false;
+  if (active) {
+    cur.x = Load32(s + bitmap + 2 + 4 * j);
+    if (cur.x < kSeqLaneRansLow) {
+      bad = true;
+      active = false;
+    }
+  }
+  const SeqLaneGroupView view{cum, coded, table, prev, nonzero, desc.q, ok ? h.n : 0, lanes, desc.tokens, d};
+  const uint8_t* words = s + (ok ? h.words_at : 0);
+  const uint32_t nwords = ok ? h.words : 0;
+  uint32_t at = 0;  // words the half-warp has read
+  const unsigned below = (1u << (threadIdx.x % 32)) - 1;
+  __syncwarp();
+  while (__any_sync(0xFFFFFFFFu, active)) {
+    bool need = false, done = false;
+    if (active) {
+      const int rc = seqkv::internal::SeqLaneStep(&cur, view, j);
+      if (rc == seqkv::internal::kSeqLaneCorrupt) {
+        bad = true;
+        active = false;
+      } else {
+        need = cur.x < kSeqLaneRansLow;
+        done = rc == seqkv::internal::kSeqLaneDone;
+      }
+    }
+    const unsigned want = __ballot_sync(0xFFFFFFFFu, need) & half;
+    if (need) {
+      const uint32_t k = at + __popc(want & below);
+      if (k >= nwords) {
+        bad = true;
+        active = false;
+      } else {
+        const uint32_t w = uint32_t{__ldg(words + 2 * k)} | (uint32_t{__ldg(words + 2 * k + 1)} << 8);
+        cur.x = (cur.x << 16) | w;
+      }
+    }
+    at += __popc(want);
+    if (done) active = false;
+  }
+  if (j < lanes && !bad && cur.x != kSeqLaneRansLow) bad = true;
+  // Every word read, every coded component non-zero somewhere.
+  if (ok && j == 0 && lanes > 0 && at != nwords) bad = true;
+  __syncwarp();
+  if (ok) {
+    for (uint32_t c = j; c < h.n; c += kSeqLaneMax) {
+      if (!nonzero[coded[c]]) bad = true;
+    }
+  }
+  if (valid && (h.error != 0 || bad)) atomicCAS(&L.statuses[desc.status_index], 0, kSlCorrupt);
+}
+
+}  // namespace
+
+cudaError_t LaunchSlDecode(const SlLaunch& launch, cudaStream_t stream) {
+  if (launch.count == 0) return cudaSuccess;
+  const uint32_t smem = kCumBytes + kSlots * SlotBytes(launch.dim);
+  if (smem > 48 * 1024) {
+    const cudaError_t e = cudaFuncSetAttribute(SlDecodeKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                               static_cast<int>(smem));
+    if (e != cudaSuccess) return e;
+  }
+  const uint32_t blocks = (launch.count + kSlots - 1) / kSlots;
+  SlDecodeKernel<<<blocks, kThreads, smem, stream>>>(launch);
+  return cudaGetLastError();
+}
+
+}  // namespace seqkv::gpu::internal

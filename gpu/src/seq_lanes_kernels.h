@@ -1,0 +1,43 @@
+// Private to gpu/: launch interface of the seq codec's lane-stream decode
+// (streams=lanes; codec/src/seq_lanes.h, docs/format.md "Lane streams").
+// Included by host code (g++, C++20) and the .cu (nvcc, C++17): plain types.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace seqkv::gpu::internal {
+
+// A lane kernel's finding for an item (in SeqDecodeGpu's per-item status
+// array, beside SdDeviceStatus): DATA_LOSS, the stream is not a valid lane
+// stream (anything SeqDecodeLaneGroup rejects).
+inline constexpr int32_t kSlCorrupt = 3;
+
+// One group stream of a batch. Built on the host.
+struct SlDesc {
+  const uint8_t* stream;
+  uint64_t stream_bytes;
+  int32_t* q;             // [tokens][dim] (workspace)
+  uint32_t tokens;
+  uint32_t group;         // g, for the profile's scales
+  uint32_t status_index;  // the item's entry of the status array
+  int16_t step_class;     // the chunk's
+  uint8_t code;           // the group's step code
+  uint8_t pad;
+};
+
+struct SlLaunch {
+  const SlDesc* descs;  // device
+  uint32_t count;
+  uint32_t dim;
+  const uint16_t* cum;    // device: [kSeqStaticClasses][3][17] cumulative frequencies
+  const int16_t* scale;   // device: the profile's static_scale [G][dim]
+  int32_t* statuses;      // per item; a corrupt stream sets kSlCorrupt (first finding kept)
+};
+
+// Decodes every group stream of the launch into its q (symbols of uncoded
+// components are written as zeros).
+cudaError_t LaunchSlDecode(const SlLaunch& launch, cudaStream_t stream);
+
+}  // namespace seqkv::gpu::internal
