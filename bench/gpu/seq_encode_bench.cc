@@ -11,13 +11,16 @@
 // itself) and the chunks are compared byte for byte. CUDA events around the
 // Encode call (all launches), 2 warm-ups, median of 5; Finish (wait, copy the
 // sections to the host, frame the chunks) is timed once on the host, after a
-// first Finish has allocated its staging buffer.
+// first Finish has allocated its staging buffer. Rows with streams=lanes fit
+// the profile's static model first (FitSeqStaticModel on 32 tokens of the
+// same data, on the host).
 #include <cuda_runtime.h>
 
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <random>
 #include <string>
@@ -47,16 +50,6 @@ std::vector<Row> rows;
 
 void RunShape(const char* name, const std::string& spec, uint32_t L, uint32_t H, uint32_t d, SeqInputs inputs,
               uint32_t chunks, cudaStream_t stream) {
-  auto profile = seqkv::bench::SyntheticSeqProfile(L, H, d, inputs, /*orthonormal=*/true);
-  SeqResources::Default().AddProfile(profile);
-  auto made = MakeCodec(spec + ",profile=" + profile->Id());
-  CHECK_OK(made.status());
-  std::shared_ptr<const Codec> codec(std::move(*made));
-  auto gpu = SeqEncodeGpu::CreateFor(Backend::kCuda, codec);
-  CHECK_OK(gpu.status());
-  auto cpu = SeqEncodeGpu::CreateFor(Backend::kCpu, codec);
-  CHECK_OK(cpu.status());
-
   // K and V [L][H][chunks * 256][d] bf16, Gaussian.
   const uint64_t in_tokens = uint64_t{chunks} * kTokens;
   const uint64_t elements = uint64_t{L} * H * in_tokens * d;
@@ -72,6 +65,30 @@ void RunShape(const char* name, const std::string& spec, uint32_t L, uint32_t H,
     dev[kv] = seqkv::bench::DeviceAlloc(host[kv].size());
     CHECK_CUDA(cudaMemcpy(dev[kv], host[kv].data(), host[kv].size(), cudaMemcpyHostToDevice));
   }
+  SeqProfile synthetic = *seqkv::bench::SyntheticSeqProfile(L, H, d, inputs, /*orthonormal=*/true);
+  if (spec.find("streams=lanes") != std::string::npos) {
+    Chunk sample;
+    sample.shape = {L, H, 32, d};
+    sample.dtype = DType::kBF16;
+    sample.rope = {RopeStyle::kRotateHalf, 500000.0, d};
+    for (int kv = 0; kv < 2; ++kv) {
+      std::vector<uint8_t>& dst = kv ? sample.v : sample.k;
+      for (uint64_t lh = 0; lh < uint64_t{L} * H; ++lh) {
+        const uint8_t* src = host[kv].data() + lh * in_tokens * d * 2;
+        dst.insert(dst.end(), src, src + 32ull * d * 2);
+      }
+    }
+    CHECK_OK(FitSeqStaticModel({sample}, &synthetic));
+  }
+  auto profile = std::make_shared<const SeqProfile>(std::move(synthetic));
+  SeqResources::Default().AddProfile(profile);
+  auto made = MakeCodec(spec + ",profile=" + profile->Id());
+  CHECK_OK(made.status());
+  std::shared_ptr<const Codec> codec(std::move(*made));
+  auto gpu = SeqEncodeGpu::CreateFor(Backend::kCuda, codec);
+  CHECK_OK(gpu.status());
+  auto cpu = SeqEncodeGpu::CreateFor(Backend::kCpu, codec);
+  CHECK_OK(cpu.status());
   const std::vector<int32_t> token_ids(kTokens, 1);
   const uint64_t out_bytes = SeqEncodeMaxBytes(KvShape{L, H, kTokens, d});
   auto* outs = static_cast<uint8_t*>(seqkv::bench::DeviceAlloc(out_bytes * chunks));
@@ -140,17 +157,34 @@ void RunShape(const char* name, const std::string& spec, uint32_t L, uint32_t H,
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+  // An optional argument: run only the rows whose name contains it.
+  auto want = [&](const char* name) { return argc < 2 || std::strstr(name, argv[1]) != nullptr; };
   cudaStream_t stream;
   CHECK_CUDA(cudaStreamCreate(&stream));
   // An 8K-token Llama-3-8B context (32 chunks, 1 GiB of bf16 K+V), same-head
-  // predictors; the tinyllama shape with both predictor kinds.
-  RunShape("e2e-8k seq same-head", "seq:delta=20", 32, 8, 128, SeqInputs::kSameHead, 32, stream);
-  RunShape("tinyllama seq all-heads", "seq:delta=20", 6, 2, 64, SeqInputs::kAllHeads, 512, stream);
-  RunShape("tinyllama seq same-head", "seq:delta=20", 6, 2, 64, SeqInputs::kSameHead, 512, stream);
-  // Rate control: rounds of trial encodes (the closed loop and the models) until
-  // every chunk's step is found, then the streams.
-  RunShape("e2e-8k seq same-head bits=2", "seq:bits=2", 32, 8, 128, SeqInputs::kSameHead, 32, stream);
+  // predictors; the tinyllama shape with both predictor kinds; each with
+  // adaptive and lane streams. bits=2: rate control, rounds of trial encodes
+  // (the closed loop and the models) until every chunk's step is found.
+  struct Case {
+    const char* name;
+    const char* spec;
+    uint32_t layers, heads, dim;
+    SeqInputs inputs;
+    uint32_t chunks;
+  };
+  const Case cases[] = {
+      {"e2e-8k seq same-head", "seq:delta=20", 32, 8, 128, SeqInputs::kSameHead, 32},
+      {"e2e-8k seq same-head lanes", "seq:delta=20,streams=lanes", 32, 8, 128, SeqInputs::kSameHead, 32},
+      {"tinyllama seq all-heads", "seq:delta=20", 6, 2, 64, SeqInputs::kAllHeads, 512},
+      {"tinyllama seq same-head", "seq:delta=20", 6, 2, 64, SeqInputs::kSameHead, 512},
+      {"tinyllama seq same-head lanes", "seq:delta=20,streams=lanes", 6, 2, 64, SeqInputs::kSameHead, 512},
+      {"e2e-8k seq same-head bits=2", "seq:bits=2", 32, 8, 128, SeqInputs::kSameHead, 32},
+      {"e2e-8k same-head bits=2 lanes", "seq:bits=2,streams=lanes", 32, 8, 128, SeqInputs::kSameHead, 32},
+  };
+  for (const Case& c : cases) {
+    if (want(c.name)) RunShape(c.name, c.spec, c.layers, c.heads, c.dim, c.inputs, c.chunks, stream);
+  }
   std::printf("\n%-28s %7s %6s %10s %10s %9s %9s\n", "seq encode <- contiguous", "chunks", "bits", "encode ms",
               "finish ms", "in GB/s", "in GB");
   for (const Row& r : rows) {

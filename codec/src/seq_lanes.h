@@ -56,26 +56,51 @@ SEQKV_LANES_HD inline int SeqStaticClass(int16_t scale, int16_t step_class, uint
 
 SEQKV_LANES_HD inline int SeqLaneContext(int32_t prev) { return prev == 0 ? 0 : ((prev == 1 || prev == -1) ? 1 : 2); }
 
-// The symbol of `slot` (0 .. 2^15 - 1) in a cumulative row cum[0..16]
-// (cum[0] = 0, cum[16] = 2^15, strictly increasing).
-SEQKV_LANES_HD inline int SeqLaneFind(const uint16_t* cum, uint32_t slot) {
+// Cumulative rows as the lane decoders read them: kSeqLaneRowStride uint16
+// per row (17 used: cum[0] = 0 .. cum[16] = 2^15, strictly increasing; the
+// padding makes every row 16-byte aligned for the GPU's vector loads).
+inline constexpr uint32_t kSeqLaneRowStride = 24;
+
+// The symbol of `slot` (0 .. 2^15 - 1) in a cumulative row; *start and *freq
+// its interval.
+SEQKV_LANES_HD inline int SeqLaneFind(const uint16_t* row, uint32_t slot, uint32_t* start, uint32_t* freq) {
+#if defined(__CUDA_ARCH__)
+  // Three independent 16-byte shared loads instead of four dependent ones;
+  // the search runs on registers: u holds cum[2i] (low half) and cum[2i+1].
+  const uint4 a = reinterpret_cast<const uint4*>(row)[0], b = reinterpret_cast<const uint4*>(row)[1];
+  const uint32_t last = reinterpret_cast<const uint32_t*>(row)[8];  // cum[16] | pad
+  const bool h8 = (b.x & 0xFFFFu) <= slot;
+  const uint32_t u0 = h8 ? b.x : a.x, u1 = h8 ? b.y : a.y, u2 = h8 ? b.z : a.z, u3 = h8 ? b.w : a.w;
+  const uint32_t u4 = h8 ? last : b.x;
+  const bool h4 = (u2 & 0xFFFFu) <= slot;
+  const uint32_t v0 = h4 ? u2 : u0, v1 = h4 ? u3 : u1, v2 = h4 ? u4 : u2;
+  const bool h2 = (v1 & 0xFFFFu) <= slot;
+  const uint32_t w0 = h2 ? v1 : v0, w1 = h2 ? v2 : v1;
+  const bool h1 = (w0 >> 16) <= slot;
+  *start = h1 ? (w0 >> 16) : (w0 & 0xFFFFu);
+  *freq = (h1 ? (w1 & 0xFFFFu) : (w0 >> 16)) - *start;
+  return (h8 ? 8 : 0) + (h4 ? 4 : 0) + (h2 ? 2 : 0) + (h1 ? 1 : 0);
+#else
   int s = 0;
-  if (cum[s + 8] <= slot) s += 8;
-  if (cum[s + 4] <= slot) s += 4;
-  if (cum[s + 2] <= slot) s += 2;
-  if (cum[s + 1] <= slot) s += 1;
+  if (row[s + 8] <= slot) s += 8;
+  if (row[s + 4] <= slot) s += 4;
+  if (row[s + 2] <= slot) s += 2;
+  if (row[s + 1] <= slot) s += 1;
+  *start = row[s];
+  *freq = uint32_t{row[s + 1]} - row[s];
   return s;
+#endif
 }
 
 // One lane's decoder. Its symbols: for every token, the lane's components in
 // ascending order (coded component c is on lane c % lanes). Per symbol the
 // rANS operations are the magnitude class (static table), for class 15 the
 // Exp-Golomb-0 code of |q| - 15 in uniform bits (zeros, a one, the low
-// bits), then a uniform sign bit when q != 0.
+// bits), then a uniform sign bit when q != 0. Start a lane with idx = lane.
 struct SeqLaneCursor {
   uint32_t x = 0;       // rANS state
   uint32_t t = 0;       // token
-  uint32_t c = 0;       // which of the lane's components (0 ..)
+  uint32_t idx = 0;     // the current component's index among the coded ones (lane, lane + lanes, ...)
   uint32_t phase = 0;   // 0 magnitude, 1 escape zeros, 2 escape bits, 3 sign, 4 done
   uint32_t mag = 0;     // magnitude (escape: the Exp-Golomb value so far)
   int32_t k = 0;        // escape: zeros counted, then bits left
@@ -84,38 +109,34 @@ struct SeqLaneCursor {
 enum SeqLaneStepResult : int { kSeqLaneMore = 0, kSeqLaneDone = 1, kSeqLaneCorrupt = -1 };
 
 // What a lane decoder reads and writes for one group (the GPU keeps these in
-// shared memory): the coded components in ascending order (n of them), each
-// component's table row base (row(i) = &cum[(class * 3 + ctx) * 17] is
-// cum_rows + cls[i] * 3 * 17), every component's previous symbol, a flag per
-// component set by a non-zero symbol (a coded component without one is not
-// a valid stream), and q [tokens][dim] (only the coded components are written).
+// shared memory), per coded component (index 0 .. n-1 in ascending component
+// order): its component id and the table of its rows, its previous symbol,
+// a flag set by a non-zero symbol (a coded component without one is not a
+// valid stream); and q [tokens][dim] (only coded components are written).
 struct SeqLaneGroupView {
-  const uint16_t* cum;        // [kSeqStaticClasses][3][17]
-  const uint16_t* coded;      // [n] component ids
-  const uint16_t* cls;        // [dim] table index per component
-  int32_t* prev;              // [dim]
-  uint8_t* nonzero;           // [dim]
+  const uint16_t* cum;        // [kSeqStaticClasses][3][kSeqLaneRowStride]
+  const uint32_t* info;       // [n] component | table << 16
+  int32_t* prev;              // [n]
+  uint8_t* nonzero;           // [n]
   int32_t* q;                 // [tokens][dim]
   uint32_t n, lanes, tokens, dim;
 };
 
-// Components on lane `lane`: ceil((n - lane) / lanes).
-SEQKV_LANES_HD inline uint32_t SeqLaneComponents(uint32_t n, uint32_t lanes, uint32_t lane) {
-  return lane < n ? (n - lane + lanes - 1) / lanes : 0;
-}
+SEQKV_LANES_HD inline uint32_t SeqLaneInfo(uint32_t component, uint32_t table) { return component | (table << 16); }
 
 // Decodes the lane's next rANS operation (no renormalization: the caller
 // reads a word when cur->x < kSeqLaneRansLow afterwards, in step order).
 SEQKV_LANES_HD inline int SeqLaneStep(SeqLaneCursor* cur, const SeqLaneGroupView& g, uint32_t lane) {
   constexpr uint32_t kMask = (1u << kSeqLaneScaleBits) - 1, kHalf = 1u << (kSeqLaneScaleBits - 1);
-  const uint32_t comp = g.coded[lane + cur->c * g.lanes];
   const uint32_t slot = cur->x & kMask;
   int32_t value = 0;
   bool emit = false;
   if (cur->phase == 0) {
-    const uint16_t* row = g.cum + (uint32_t{g.cls[comp]} * kSeqLaneContexts + SeqLaneContext(g.prev[comp])) * 17;
-    const int s = SeqLaneFind(row, slot);
-    const uint32_t start = row[s], freq = uint32_t{row[s + 1]} - start;
+    const uint32_t info = g.info[cur->idx];
+    const int32_t prev = g.prev[cur->idx];
+    const uint16_t* row = g.cum + ((info >> 16) * kSeqLaneContexts + SeqLaneContext(prev)) * kSeqLaneRowStride;
+    uint32_t start, freq;
+    const int s = SeqLaneFind(row, slot, &start, &freq);
     cur->x = freq * (cur->x >> kSeqLaneScaleBits) + slot - start;
     if (s == kSeqLaneSymbols - 1) {
       cur->phase = 1;
@@ -150,12 +171,13 @@ SEQKV_LANES_HD inline int SeqLaneStep(SeqLaneCursor* cur, const SeqLaneGroupView
     }
   }
   if (!emit) return kSeqLaneMore;
-  g.q[size_t{cur->t} * g.dim + comp] = value;
-  g.prev[comp] = value;
-  if (value != 0) g.nonzero[comp] = 1;
+  g.q[size_t{cur->t} * g.dim + (g.info[cur->idx] & 0xFFFFu)] = value;
+  g.prev[cur->idx] = value;
+  if (value != 0) g.nonzero[cur->idx] = 1;
   cur->phase = 0;
-  if (++cur->c == SeqLaneComponents(g.n, g.lanes, lane)) {
-    cur->c = 0;
+  cur->idx += g.lanes;
+  if (cur->idx >= g.n) {
+    cur->idx = lane;
     if (++cur->t == g.tokens) {
       cur->phase = 4;
       return kSeqLaneDone;

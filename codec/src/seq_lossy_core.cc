@@ -353,18 +353,18 @@ SeqStaticTables MakeSeqStaticTables(const SeqProfile& profile) {
   SeqStaticTables t;
   if (!profile.has_static_model()) return t;
   const size_t rows = size_t{kSeqStaticClasses} * kSeqContexts;
-  t.cum.assign(rows * 17, 0);
+  t.cum.assign(rows * kSeqLaneRowStride, 0);
   t.cost.assign(rows * kSeqSymbols, 0);
   const std::vector<uint32_t>& table = SeqCostTable();
   for (size_t r = 0; r < rows; ++r) {
     uint32_t c = 0;
     for (int s = 0; s < kSeqSymbols; ++s) {
       const uint16_t f = profile.static_freq[r * kSeqSymbols + s];
-      t.cum[r * 17 + s] = static_cast<uint16_t>(c);
+      t.cum[r * kSeqLaneRowStride + s] = static_cast<uint16_t>(c);
       t.cost[r * kSeqSymbols + s] = table[f];
       c += f;
     }
-    t.cum[r * 17 + kSeqSymbols] = static_cast<uint16_t>(c);  // 2^15 (Validate checks)
+    t.cum[r * kSeqLaneRowStride + kSeqSymbols] = static_cast<uint16_t>(c);  // 2^15 (Validate checks)
   }
   return t;
 }
@@ -420,7 +420,7 @@ void LaneSymbols(const int32_t* q, uint32_t tokens, uint32_t dim, const std::vec
         const uint32_t mag = static_cast<uint32_t>(v < 0 ? -int64_t{v} : v);
         const int s = mag >= kEscape ? kEscape : static_cast<int>(mag);
         const size_t row = size_t{table_of[i]} * kContexts + Context(prev[i]);
-        const uint16_t* cum = tables.cum.data() + row * 17;
+        const uint16_t* cum = tables.cum.data() + row * kSeqLaneRowStride;
         emit(lane, row, s, cum[s], uint32_t{cum[s + 1]} - cum[s]);
         if (mag >= kEscape) {  // Exp-Golomb 0 of mag - 15, in uniform bits
           const uint32_t e = mag - kEscape + 1;
@@ -568,16 +568,17 @@ Status SeqDecodeLaneGroup(std::span<const uint8_t> stream, uint32_t tokens, uint
   if (!r.ok() || shift < -kSeqLaneMaxShift || shift > kSeqLaneMaxShift) return DataLoss("seq: bad class shift");
   SeqLaneCursor cur[kSeqLaneMax];
   for (uint32_t l = 0; l < lanes; ++l) {
+    cur[l].idx = l;
     cur[l].x = r.U32();
     if (!r.ok() || cur[l].x < kSeqLaneRansLow) return DataLoss("seq: bad rANS state");
   }
   if (r.remaining() % 2 != 0) return DataLoss("seq: odd rANS word bytes");
-  std::vector<uint16_t> table_of(dim, 0);
-  for (uint16_t i : coded) table_of[i] = static_cast<uint16_t>(SeqLaneTable(k[i], shift));
-  std::vector<int32_t> prev(dim, 0);
-  std::vector<uint8_t> nonzero(dim, 0);
-  const SeqLaneGroupView view{tables.cum.data(), coded.data(), table_of.data(), prev.data(), nonzero.data(), q,
-                              static_cast<uint32_t>(coded.size()), lanes, tokens, dim};
+  const uint32_t n = static_cast<uint32_t>(coded.size());
+  std::vector<uint32_t> info(n);
+  for (uint32_t c = 0; c < n; ++c) info[c] = SeqLaneInfo(coded[c], static_cast<uint32_t>(SeqLaneTable(k[coded[c]], shift)));
+  std::vector<int32_t> prev(n, 0);
+  std::vector<uint8_t> nonzero(n, 0);
+  const SeqLaneGroupView view{tables.cum.data(), info.data(), prev.data(), nonzero.data(), q, n, lanes, tokens, dim};
   uint32_t active = lanes;
   while (active > 0) {  // every step finishes one operation of each active lane: bounded by the stream
     for (uint32_t l = 0; l < lanes; ++l) {
@@ -596,8 +597,8 @@ Status SeqDecodeLaneGroup(std::span<const uint8_t> stream, uint32_t tokens, uint
     if (cur[l].x != kSeqLaneRansLow) return DataLoss("seq: group stream does not end exactly");
   }
   if (r.remaining() != 0) return DataLoss("seq: trailing bytes in group stream");
-  for (uint16_t i : coded) {
-    if (!nonzero[i]) return DataLoss("seq: a coded component has no non-zero symbol");
+  for (uint32_t c = 0; c < n; ++c) {
+    if (!nonzero[c]) return DataLoss("seq: a coded component has no non-zero symbol");
   }
   return Status::Ok();
 }

@@ -104,7 +104,7 @@ Status SeqDecodeGroup(std::span<const uint8_t> stream, uint32_t tokens, uint32_t
 // The profile's static model as the coder uses it: cumulative rows and code
 // lengths per (scale class, context).
 struct SeqStaticTables {
-  std::vector<uint16_t> cum;   // [kSeqStaticClasses][kSeqContexts][17]
+  std::vector<uint16_t> cum;   // [kSeqStaticClasses][kSeqContexts][kSeqLaneRowStride] (17 used)
   std::vector<uint32_t> cost;  // [kSeqStaticClasses][kSeqContexts][16], SeqCostTable units
 };
 // Empty tables when the profile has no static model.

@@ -12,6 +12,7 @@
 #include "device_tables.h"
 #include "gpu_util.h"
 #include "kv_layout.h"
+#include "seq_lanes.h"
 #include "seq_lossy_core.h"
 #include "seqkv/codec/format.h"
 #include "seqkv/codec/seq_profile.h"
@@ -36,10 +37,16 @@ constexpr char kBadBlock[] = "seq gpu encode: block table entry outside [0, num_
 constexpr char kTooManyBits[] =
     "seq gpu encode: a group stream takes more than 16 bits per element; encode this chunk on the CPU";
 
-// The largest group-stream header: bitmap, lane byte, the rANS states.
-uint32_t StreamHeaderBytes(uint32_t dim) { return (dim + 7) / 8 + 1 + 4 * seqkv::internal::kSeqMaxLanes; }
+// The largest group-stream header: bitmap, lane byte, the rANS states (lane
+// streams: and the shift byte).
+uint32_t StreamHeaderBytes(uint32_t dim, bool lanes) {
+  return lanes ? (dim + 7) / 8 + 2 + 4 * seqkv::internal::kSeqLaneMax
+               : (dim + 7) / 8 + 1 + 4 * seqkv::internal::kSeqMaxLanes;
+}
 
-uint64_t Elements(const KvShape& s) { return uint64_t{s.layers} * s.kv_heads * s.tokens * s.head_dim; }
+[[maybe_unused]] uint64_t Elements(const KvShape& s) {
+  return uint64_t{s.layers} * s.kv_heads * s.tokens * s.head_dim;
+}
 
 uint64_t StatusBytes(size_t items) { return internal::AlignUp(items * sizeof(int32_t) + sizeof(int32_t)); }
 
@@ -61,7 +68,7 @@ Chunk MetaOf(const SeqEncodeItem& item) {
 // On kCpu only the statuses.
 struct Layout {
   uint64_t descs = 0, steps = 0, q = 0, xhat = 0, sse_part = 0, sse = 0, cost = 0, ops = 0, rank = 0, coded = 0;
-  uint64_t lane_words = 0, lane_states = 0, arena_words = 0, arena_keys = 0;
+  uint64_t lane_words = 0, lane_states = 0, lane_ops = 0, shift = 0, arena_words = 0, arena_keys = 0;
   uint64_t stream_bytes = 0, dst = 0, section_bytes = 0, total = 0;
   uint64_t layer_elements = 0;  // one layer's K and V of every item
 };
@@ -71,7 +78,7 @@ struct Layout {
 uint64_t SeqEncodeMaxBytes(const KvShape& s) {
   const uint64_t groups = 2ull * s.layers * s.kv_heads;
   return uint64_t{s.layers} * (4 + 8ull * s.kv_heads) +
-         groups * (StreamHeaderBytes(s.head_dim) + 2ull * s.tokens * s.head_dim);
+         groups * (StreamHeaderBytes(s.head_dim, /*lanes=*/true) + 2ull * s.tokens * s.head_dim);
 }
 
 struct SeqEncodeGpu::Impl {
@@ -79,6 +86,10 @@ struct SeqEncodeGpu::Impl {
   ~Impl() {
     for (float* p : {predictor, basis, basis_t, step_scale}) BackendFree(backend, p);
     BackendFree(backend, cost_table);
+    BackendFree(backend, static_cost);
+    BackendFree(backend, static_cum);
+    BackendFree(backend, static_scale);
+    BackendFree(backend, device_mult_code);
 #ifdef SEQKV_WITH_CUDA
     if (staging != nullptr) cudaFreeHost(staging);
     for (cudaEvent_t e : events) {
@@ -105,6 +116,11 @@ struct SeqEncodeGpu::Impl {
   float* basis_t = nullptr;
   float* step_scale = nullptr;
   uint32_t* cost_table = nullptr;
+  // kCuda, streams=lanes: the profile's static model and the step codes.
+  uint32_t* static_cost = nullptr;
+  uint16_t* static_cum = nullptr;
+  int16_t* static_scale = nullptr;
+  uint8_t* device_mult_code = nullptr;
   internal::DeviceRope rope;
   // kCpu: the last Encode's chunks.
   std::vector<std::vector<uint8_t>> cpu_chunks;
@@ -139,7 +155,8 @@ struct SeqEncodeGpu::Impl {
     }
     SEQKV_ASSIGN_OR_RETURN(ChunkHeader header, ParseChunkHeader(*bytes));
     // The GPU's limit, judged the same way: every group stream within it.
-    const uint64_t limit = StreamHeaderBytes(item.shape.head_dim) + 2ull * item.shape.tokens * item.shape.head_dim;
+    const uint64_t limit =
+        StreamHeaderBytes(item.shape.head_dim, settings.lanes) + 2ull * item.shape.tokens * item.shape.head_dim;
     for (size_t k = 1; k < header.sections.size(); ++k) {
       const std::span<const uint8_t> section(bytes->data() + header.sections[k].offset, header.sections[k].length);
       SEQKV_ASSIGN_OR_RETURN(auto streams, seqkv::internal::UnpackSeqStreams(section, 2 * item.shape.kv_heads));
@@ -183,8 +200,11 @@ struct SeqEncodeGpu::Impl {
     l.rank = l.ops + AlignUp(elements * sizeof(uint32_t));
     l.coded = l.rank + AlignUp(groups * d * sizeof(int16_t));
     l.lane_words = l.coded + AlignUp(groups * sizeof(uint32_t));
-    l.lane_states = l.lane_words + AlignUp(groups * 8 * sizeof(uint32_t));
-    l.arena_words = l.lane_states + AlignUp(groups * 8 * sizeof(uint32_t));
+    constexpr uint32_t kSlots = internal::kSqLaneSlots;
+    l.lane_states = l.lane_words + AlignUp(groups * kSlots * sizeof(uint32_t));
+    l.lane_ops = l.lane_states + AlignUp(groups * kSlots * sizeof(uint32_t));
+    l.shift = l.lane_ops + AlignUp(groups * kSlots * sizeof(uint32_t));
+    l.arena_words = l.shift + AlignUp(groups * sizeof(int8_t));
     l.arena_keys = l.arena_words + AlignUp(arena * sizeof(uint16_t));
     l.stream_bytes = l.arena_keys + AlignUp(arena * sizeof(uint32_t));
     l.dst = l.stream_bytes + AlignUp(groups * sizeof(uint32_t));
@@ -206,6 +226,10 @@ struct SeqEncodeGpu::Impl {
     seqkv::internal::SeqLossyParams params;
     params.loop.delta0 = delta0;
     params.loop.mult_code = mult_code;
+    if (settings.lanes) {
+      params.streams = seqkv::internal::kSeqStreamsLanes;
+      params.step_class = seqkv::internal::SeqStepClass(delta0);
+    }
     const double proxy = seqkv::internal::SeqProxy(p, sse, item.shape.tokens);
     const std::vector<uint8_t> params_section = seqkv::internal::PackSeqLossyParams(params, static_cast<float>(proxy));
     std::vector<SectionView> sections;
@@ -276,10 +300,13 @@ Result<SeqEncodeGpu> SeqEncodeGpu::CreateFor(Backend backend, std::shared_ptr<co
     return Unimplemented("seq gpu encode: the profile takes layer 0 from the model; encode on the CPU");
   }
   if (p.head_dim > 1024) return Unimplemented("seq gpu encode: head_dim above 1024");
-  if (settings.lanes) return Unimplemented("seq gpu encode: streams=lanes is not implemented here; encode on the CPU");
 #ifdef SEQKV_WITH_CUDA
   static_assert(internal::kSqSseTile == seqkv::internal::kSeqSseTile, "tile of the squared-error sums");
-  if (internal::SqMaxHeaderBytes(p.head_dim) != StreamHeaderBytes(p.head_dim)) return Internal("seq gpu encode: header");
+  if (internal::SqMaxHeaderBytes(p.head_dim) != StreamHeaderBytes(p.head_dim, false) ||
+      internal::SqMaxHeaderBytes(p.head_dim, true) != StreamHeaderBytes(p.head_dim, true)) {
+    return Internal("seq gpu encode: header");
+  }
+  static_assert(internal::kSqLaneSlots == seqkv::internal::kSeqLaneMax, "lane slots");
 #endif
   auto impl = std::make_unique<Impl>(backend);
   impl->codec = std::move(codec);
@@ -306,6 +333,13 @@ Result<SeqEncodeGpu> SeqEncodeGpu::CreateFor(Backend backend, std::shared_ptr<co
     SEQKV_ASSIGN_OR_RETURN(void* t, BackendAllocate(backend, table.size() * sizeof(uint32_t)));
     impl->cost_table = static_cast<uint32_t*>(t);
     SEQKV_RETURN_IF_ERROR(BackendCopyIn(backend, t, table.data(), table.size() * sizeof(uint32_t)));
+    if (settings.lanes) {
+      const seqkv::internal::SeqStaticTables tables = seqkv::internal::MakeSeqStaticTables(p);
+      SEQKV_ASSIGN_OR_RETURN(impl->static_cost, internal::Upload(backend, tables.cost));
+      SEQKV_ASSIGN_OR_RETURN(impl->static_cum, internal::Upload(backend, tables.cum));
+      SEQKV_ASSIGN_OR_RETURN(impl->static_scale, internal::Upload(backend, p.static_scale));
+      SEQKV_ASSIGN_OR_RETURN(impl->device_mult_code, internal::Upload(backend, impl->mult_code));
+    }
   }
   return SeqEncodeGpu(std::move(impl));
 }
@@ -330,7 +364,6 @@ Status SeqEncodeGpu::Encode(const SeqEncodeArgs& args, void* workspace, uint64_t
   if (workspace == nullptr || workspace_bytes < WorkspaceBytes(args)) {
     return InvalidArgument("seq gpu encode: workspace too small");
   }
-  const SeqProfile& p = *impl_->profile;
   statuses->assign(args.items.size(), Status::Ok());
   for (size_t i = 0; i < args.items.size(); ++i) (*statuses)[i] = impl_->CheckItem(args, args.items[i]);
   if (impl_->backend == Backend::kCpu) {
@@ -342,6 +375,7 @@ Status SeqEncodeGpu::Encode(const SeqEncodeArgs& args, void* workspace, uint64_t
     return Status::Ok();
   }
 #ifdef SEQKV_WITH_CUDA
+  const SeqProfile& p = *impl_->profile;
   auto s = static_cast<cudaStream_t>(stream);
   // One RoPE table for the batch: items with other RoPE parameters than the
   // first rotated item are not taken.
@@ -381,8 +415,10 @@ Status SeqEncodeGpu::Encode(const SeqEncodeArgs& args, void* workspace, uint64_t
     e.ops = reinterpret_cast<uint32_t*>(base + layout.ops) + q_at;
     e.rank = reinterpret_cast<int16_t*>(base + layout.rank) + group_at * d;
     e.coded = reinterpret_cast<uint32_t*>(base + layout.coded) + group_at;
-    e.lane_words = reinterpret_cast<uint32_t*>(base + layout.lane_words) + group_at * 8;
-    e.lane_states = reinterpret_cast<uint32_t*>(base + layout.lane_states) + group_at * 8;
+    e.lane_words = reinterpret_cast<uint32_t*>(base + layout.lane_words) + group_at * internal::kSqLaneSlots;
+    e.lane_states = reinterpret_cast<uint32_t*>(base + layout.lane_states) + group_at * internal::kSqLaneSlots;
+    e.lane_ops = reinterpret_cast<uint32_t*>(base + layout.lane_ops) + group_at * internal::kSqLaneSlots;
+    e.shift = reinterpret_cast<int8_t*>(base + layout.shift) + group_at;
     e.arena_cap = internal::SqArenaWords(T, d);
     e.arena_words = reinterpret_cast<uint16_t*>(base + layout.arena_words) + arena_at;
     e.arena_keys = reinterpret_cast<uint32_t*>(base + layout.arena_keys) + arena_at;
@@ -419,6 +455,11 @@ Status SeqEncodeGpu::Encode(const SeqEncodeArgs& args, void* workspace, uint64_t
   launch.basis_t = impl_->basis_t;
   launch.step_scale = impl_->step_scale;
   launch.cost_table = impl_->cost_table;
+  launch.lanes = impl_->settings.lanes;
+  launch.static_cost = impl_->static_cost;
+  launch.static_cum = impl_->static_cum;
+  launch.static_scale = impl_->static_scale;
+  launch.mult_code = impl_->device_mult_code;
   launch.rope_style = rope != nullptr && rope->style == RopeStyle::kRotateHalf ? 1 : 2;
   launch.rotary_dim = impl_->rope.rotary_dim();
   launch.rope_cos = impl_->rope.cos();
@@ -436,6 +477,7 @@ Status SeqEncodeGpu::Encode(const SeqEncodeArgs& args, void* workspace, uint64_t
     for (size_t k : which) {
       internal::SqDesc e = all[k];
       e.step_base = steps + descs.size() * G;
+      e.step_class = seqkv::internal::SeqStepClass(delta0[k]);
       e.first_cta = ctas;
       e.first_group = groups;
       ctas += internal::SqCtasOf(p.kv_heads, e.tokens);

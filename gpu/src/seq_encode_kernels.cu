@@ -19,6 +19,7 @@
 
 #include "seq_dense_device.cuh"
 #include "seq_encode_kernels.h"
+#include "seq_lanes.h"
 #include "seq_model_device.cuh"
 
 namespace seqkv::gpu::internal {
@@ -34,7 +35,11 @@ constexpr uint32_t kHalf = kTotal / 2;
 constexpr uint32_t kLow = 1u << 16;
 constexpr uint32_t kSymbols = 16;
 constexpr uint32_t kEscape = 15;
-constexpr uint32_t kMaxLanes = 8;
+constexpr uint32_t kMaxLanes = 8;                       // adaptive streams
+constexpr uint32_t kMaxLaneLanes = seqkv::internal::kSeqLaneMax;  // lane streams (16)
+constexpr int kMaxShift = seqkv::internal::kSeqLaneMaxShift;
+constexpr uint32_t kShifts = 2 * kMaxShift + 1;
+static_assert(kMaxLaneLanes == kSqLaneSlots, "lane slots per group");
 constexpr float kMaxMagnitude = 16777216.0f;  // kSeqMaxMagnitude = 2^24
 constexpr int kCostFracBits = 20;             // kSeqCostFracBits
 
@@ -282,6 +287,122 @@ __global__ void SqModelKernel(SqLaunch L) {
   D.sse[g] = sse;
 }
 
+// Lane streams, one block per group, one thread per component: the counts of
+// the component's (context, magnitude class) pairs (shared memory, bin-major),
+// then their cost under each of the 17 class shifts (the static model's code
+// lengths, integers: the block's sums are exact in any order); thread 0 keeps
+// the cheapest shift as SeqEstimateLaneGroupCost does (0, -1, +1, -2, ...;
+// strictly cheaper wins), ranks the coded components and sums the squared
+// error; then every symbol's interval under that shift.
+constexpr uint32_t kBins = 3 * kSymbols;  // (context, magnitude class)
+
+__global__ void SqLaneModelKernel(SqLaunch L) {
+  extern __shared__ uint32_t counts_s[];  // [kBins][d]
+  __shared__ uint32_t coded_s[1024];
+  __shared__ unsigned long long shift_cost_s[kShifts];
+  __shared__ unsigned long long uniform_s;
+  __shared__ int shift_s;
+  const uint32_t gid = blockIdx.x;
+  const SqDesc& D = L.descs[dense::FindItem(L.descs, L.count, gid, &SqDesc::first_group)];
+  const uint32_t g = gid - D.first_group;
+  const uint32_t d = L.head_dim, T = D.tokens;
+  const uint32_t i = threadIdx.x;
+  if (i < kShifts) shift_cost_s[i] = 0;
+  if (i == 0) uniform_s = 0;
+  __syncthreads();
+  const int k = i < d ? seqkv::internal::SeqLaneClass(L.static_scale[uint64_t{g} * d + i], D.step_class, L.mult_code[g])
+                      : 0;
+  const int32_t* q = D.q + uint64_t{g} * T * d + i;
+  uint32_t uniform_bits = 0;
+  if (i < d) {
+    for (uint32_t b = 0; b < kBins; ++b) counts_s[b * d + i] = 0;
+    int32_t prev = 0;
+    bool any = false;
+    for (uint32_t t = 0; t < T; ++t) {
+      const int32_t v = q[uint64_t{t} * d];
+      const uint32_t mag = Magnitude(v);
+      ++counts_s[(Context(prev) * kSymbols + (mag >= kEscape ? kEscape : mag)) * d + i];
+      uniform_bits += (mag != 0 ? 1u : 0u) + (mag >= kEscape ? 2u * (31 - __clz(mag - kEscape + 1)) + 1u : 0u);
+      any |= v != 0;
+      prev = v;
+    }
+    coded_s[i] = any ? 1u : 0u;
+  }
+  // Per shift the coded components' code length (SeqEstimateLaneGroupCost
+  // counts only those): per thread, then summed over the warp by shuffles and
+  // added once per warp (64-bit shared atomics are compare-and-swap loops).
+  unsigned long long cost[kShifts];
+#pragma unroll
+  for (uint32_t s = 0; s < kShifts; ++s) cost[s] = 0;
+  unsigned long long uniform = 0;
+  if (i < d && coded_s[i]) {
+    for (uint32_t b = 0; b < kBins; ++b) {
+      const uint32_t n = counts_s[b * d + i];  // this thread's own counts: no barrier needed
+      if (n == 0) continue;
+#pragma unroll
+      for (uint32_t s = 0; s < kShifts; ++s) {
+        const uint32_t table = static_cast<uint32_t>(seqkv::internal::SeqLaneTable(k, static_cast<int>(s) - kMaxShift));
+        cost[s] += static_cast<unsigned long long>(n) * __ldg(L.static_cost + table * kBins + b);
+      }
+    }
+    uniform = uniform_bits;
+  }
+#pragma unroll
+  for (uint32_t s = 0; s < kShifts; ++s) {
+    for (int o = 16; o > 0; o /= 2) cost[s] += __shfl_down_sync(0xFFFFFFFFu, cost[s], o);
+  }
+  for (int o = 16; o > 0; o /= 2) uniform += __shfl_down_sync(0xFFFFFFFFu, uniform, o);
+  if (i % 32 == 0) {
+#pragma unroll
+    for (uint32_t s = 0; s < kShifts; ++s) atomicAdd(&shift_cost_s[s], cost[s]);
+    atomicAdd(&uniform_s, uniform);
+  }
+  __syncthreads();
+  if (i == 0) {
+    int16_t* rank = D.rank + uint64_t{g} * d;
+    uint32_t r = 0;
+    for (uint32_t c = 0; c < d; ++c) rank[c] = coded_s[c] ? static_cast<int16_t>(r++) : int16_t{-1};
+    D.coded[g] = r;
+    uint64_t cost = (8ull * ((d + 7) / 8 + 1)) << kCostFracBits;
+    int best_shift = 0;
+    if (r > 0) {
+      const uint32_t lanes = r < kMaxLaneLanes ? r : kMaxLaneLanes;
+      unsigned long long best = ~0ull;
+      for (int step = 0; step <= 2 * kMaxShift; ++step) {
+        const int sh = (step % 2 == 1) ? -(step + 1) / 2 : step / 2;
+        const unsigned long long c = shift_cost_s[sh + kMaxShift];
+        if (c < best) {
+          best = c;
+          best_shift = sh;
+        }
+      }
+      cost += ((8ull + 32ull * lanes + uniform_s) << kCostFracBits) + best;
+    }
+    D.cost[g] = cost;
+    D.shift[g] = static_cast<int8_t>(best_shift);
+    shift_s = best_shift;
+    const uint32_t tiles = (T + kSqSseTile - 1) / kSqSseTile;
+    double sse = 0.0;
+    for (uint64_t e = 0; e < uint64_t{tiles} * d; ++e) sse = __dadd_rn(sse, D.sse_part[uint64_t{g} * tiles * d + e]);
+    D.sse[g] = sse;
+  }
+  __syncthreads();
+  if (i >= d) return;
+  const uint16_t* rows =
+      L.static_cum + uint64_t(seqkv::internal::SeqLaneTable(k, shift_s)) * 3 * seqkv::internal::kSeqLaneRowStride;
+  uint32_t* ops = D.ops + uint64_t{g} * T * d + i;
+  int32_t prev = 0;
+  for (uint32_t t = 0; t < T; ++t) {
+    const int32_t v = q[uint64_t{t} * d];
+    const uint32_t mag = Magnitude(v);
+    const uint32_t sym = mag >= kEscape ? kEscape : mag;
+    const uint16_t* row = rows + Context(prev) * seqkv::internal::kSeqLaneRowStride;
+    const uint32_t start = __ldg(row + sym), freq = __ldg(row + sym + 1) - start;
+    ops[uint64_t{t} * d] = start | (freq << 16);
+    prev = v;
+  }
+}
+
 // rANS encode step; a word leaves when the state would overflow.
 template <bool kWrite>
 struct LaneCoder {
@@ -302,29 +423,33 @@ struct LaneCoder {
   }
 };
 
-constexpr uint32_t kLaneThreads = 128;  // 16 groups x 8 lanes per block
+constexpr uint32_t kLaneThreads = 128;  // 16 groups x 8 lanes (lane streams: 8 x 16) per block
 
 // One thread per (group, lane): the lane's symbols backwards through the rANS
-// coder. kWrite = false counts the words and keeps the final state; true
-// writes the words and their keys to the lane's part of the group's arena.
-template <bool kWrite>
+// coder. kWrite = false counts the words and the operations and keeps the
+// final state; true writes the words and their keys to the lane's part of the
+// group's arena. A word's key orders it in the stream: adaptive streams by
+// the symbol that emitted it ((t * d + i) * 64 + operation), lane streams by
+// the decoder's step and lane (operation index * 16 + lane).
+template <bool kWrite, bool kLanes>
 __global__ void __launch_bounds__(kLaneThreads) SqLaneKernel(SqLaunch L) {
+  constexpr uint32_t kSlots = kLanes ? kMaxLaneLanes : kMaxLanes;
   extern __shared__ uint16_t list_s[];  // per thread: its components, ascending rank
   const uint32_t tid = blockIdx.x * blockDim.x + threadIdx.x;
-  const uint32_t gid = tid / kMaxLanes, lane = tid % kMaxLanes;
+  const uint32_t gid = tid / kSlots, lane = tid % kSlots;
   if (gid >= L.total_groups) return;
   const SqDesc& D = L.descs[dense::FindItem(L.descs, L.count, gid, &SqDesc::first_group)];
   const uint32_t g = gid - D.first_group;
   const uint32_t d = L.head_dim, T = D.tokens;
   const uint32_t coded = D.coded[g];
-  const uint32_t lanes = coded < kMaxLanes ? coded : kMaxLanes;
-  uint32_t* lane_words = D.lane_words + uint64_t{g} * kMaxLanes;
+  const uint32_t lanes = coded < kSlots ? coded : kSlots;
+  uint32_t* lane_words = D.lane_words + uint64_t{g} * kSqLaneSlots;
   if (lane >= lanes) {
     if (!kWrite) lane_words[lane] = 0;
     return;
   }
   if (kWrite && L.statuses[D.status_index] != 0) return;
-  uint16_t* list = list_s + threadIdx.x * (d / kMaxLanes + 1);
+  uint16_t* list = list_s + threadIdx.x * (d / kSlots + 1);
   uint32_t n = 0;
   const int16_t* rank = D.rank + uint64_t{g} * d;
   for (uint32_t i = 0; i < d; ++i) {
@@ -338,6 +463,13 @@ __global__ void __launch_bounds__(kLaneThreads) SqLaneKernel(SqLaunch L) {
     coder.out_words = D.arena_words + at;
     coder.out_keys = D.arena_keys + at;
   }
+  // Lane streams: the operations left, counted down as they are coded.
+  uint32_t op = kWrite && kLanes ? D.lane_ops[uint64_t{g} * kSqLaneSlots + lane] : 0;
+  auto key_of = [&](uint32_t symbol_key) -> uint32_t {
+    if (!kLanes) return symbol_key;
+    if (kWrite) --op; else ++op;
+    return op * kSlots + lane;
+  };
   const int32_t* q = D.q + uint64_t{g} * T * d;
   const uint32_t* ops = D.ops + uint64_t{g} * T * d;
   for (uint32_t t = T; t-- > 0;) {
@@ -350,20 +482,21 @@ __global__ void __launch_bounds__(kLaneThreads) SqLaneKernel(SqLaunch L) {
       if (mag >= kEscape) {
         const uint32_t ev = mag - kEscape + 1;
         const uint32_t k = 31 - __clz(ev);
-        coder.Put(v < 0 ? kHalf : 0u, kHalf, key + 2 * k + 2);
-        for (uint32_t b = 0; b < k; ++b) coder.Put(((ev >> b) & 1u) ? kHalf : 0u, kHalf, key + 2 * k + 1 - b);
-        coder.Put(kHalf, kHalf, key + k + 1);
-        for (uint32_t b = k; b >= 1; --b) coder.Put(0u, kHalf, key + b);
+        coder.Put(v < 0 ? kHalf : 0u, kHalf, key_of(key + 2 * k + 2));
+        for (uint32_t b = 0; b < k; ++b) coder.Put(((ev >> b) & 1u) ? kHalf : 0u, kHalf, key_of(key + 2 * k + 1 - b));
+        coder.Put(kHalf, kHalf, key_of(key + k + 1));
+        for (uint32_t b = k; b >= 1; --b) coder.Put(0u, kHalf, key_of(key + b));
       } else if (mag != 0) {
-        coder.Put(v < 0 ? kHalf : 0u, kHalf, key + 1);
+        coder.Put(v < 0 ? kHalf : 0u, kHalf, key_of(key + 1));
       }
-      const uint32_t op = ops[idx];
-      coder.Put(op & 0xFFFFu, op >> 16, key);
+      const uint32_t sym_op = ops[idx];
+      coder.Put(sym_op & 0xFFFFu, sym_op >> 16, key_of(key));
     }
   }
   if (!kWrite) {
     lane_words[lane] = coder.words;
-    D.lane_states[uint64_t{g} * kMaxLanes + lane] = coder.x;
+    D.lane_states[uint64_t{g} * kSqLaneSlots + lane] = coder.x;
+    if (kLanes) D.lane_ops[uint64_t{g} * kSqLaneSlots + lane] = op;
   }
 }
 
@@ -374,7 +507,10 @@ __device__ __forceinline__ void PutU32(uint8_t* p, uint32_t v) {
   p[3] = static_cast<uint8_t>(v >> 24);
 }
 
-__device__ __forceinline__ uint32_t StreamHeader(uint32_t d, uint32_t lanes) { return (d + 7) / 8 + 1 + 4 * lanes; }
+// Bitmap, lane byte, (lane streams with lanes: the shift byte), the states.
+__device__ __forceinline__ uint32_t StreamHeader(uint32_t d, uint32_t lanes, bool lane_streams) {
+  return (d + 7) / 8 + 1 + (lane_streams && lanes > 0 ? 1 : 0) + 4 * lanes;
+}
 
 // Per item: each group stream's size (an item with a stream over the limit
 // fails: kSqOverflow), then section l = u32 n (2H), n x u32 stream length,
@@ -384,13 +520,14 @@ __global__ void SqSectionKernel(SqLaunch L) {
   if (item >= L.count) return;
   const SqDesc& D = L.descs[item];
   const uint32_t d = L.head_dim, n = 2 * L.heads;
-  const uint64_t limit = SqMaxHeaderBytes(d) + 2ull * D.tokens * d;
+  const uint64_t limit = SqMaxHeaderBytes(d, L.lanes) + 2ull * D.tokens * d;
   const uint32_t groups = L.layers * n;
+  const uint32_t max_lanes = L.lanes ? kMaxLaneLanes : kMaxLanes;
   for (uint32_t g = 0; g < groups; ++g) {
     const uint32_t coded = D.coded[g];
-    const uint32_t lanes = coded < kMaxLanes ? coded : kMaxLanes;
-    uint64_t bytes = StreamHeader(d, lanes);
-    for (uint32_t l = 0; l < lanes; ++l) bytes += 2ull * D.lane_words[uint64_t{g} * kMaxLanes + l];
+    const uint32_t lanes = coded < max_lanes ? coded : max_lanes;
+    uint64_t bytes = StreamHeader(d, lanes, L.lanes);
+    for (uint32_t l = 0; l < lanes; ++l) bytes += 2ull * D.lane_words[uint64_t{g} * kSqLaneSlots + l];
     if (bytes > limit) {
       atomicCAS(&L.statuses[D.status_index], 0, kSqOverflow);
       return;
@@ -431,7 +568,8 @@ __global__ void SqMergeKernel(SqLaunch L) {
   const uint32_t g = gid - D.first_group;
   const uint32_t d = L.head_dim;
   const uint32_t coded = D.coded[g];
-  const uint32_t lanes = coded < kMaxLanes ? coded : kMaxLanes;
+  const uint32_t max_lanes = L.lanes ? kMaxLaneLanes : kMaxLanes;
+  const uint32_t lanes = coded < max_lanes ? coded : max_lanes;
   uint8_t* out = D.out + D.dst[g];
   const int16_t* rank = D.rank + uint64_t{g} * d;
   const uint32_t bitmap_bytes = (d + 7) / 8;
@@ -440,11 +578,16 @@ __global__ void SqMergeKernel(SqLaunch L) {
     for (uint32_t k = 0; k < 8 && b * 8 + k < d; ++k) byte |= (rank[b * 8 + k] >= 0 ? 1u : 0u) << k;
     out[b] = static_cast<uint8_t>(byte);
   }
+  const uint32_t shift_bytes = L.lanes && lanes > 0 ? 1 : 0;
   if (threadIdx.x == 0) out[bitmap_bytes] = static_cast<uint8_t>(lanes);
-  if (threadIdx.x < lanes) PutU32(out + bitmap_bytes + 1 + 4 * threadIdx.x, D.lane_states[uint64_t{g} * kMaxLanes + threadIdx.x]);
-  const uint32_t* words_of = D.lane_words + uint64_t{g} * kMaxLanes;
-  uint8_t* body = out + StreamHeader(d, lanes);
-  uint64_t lane_at[kMaxLanes];
+  if (threadIdx.x == 0 && shift_bytes) out[bitmap_bytes + 1] = static_cast<uint8_t>(D.shift[g]);
+  if (threadIdx.x < lanes) {
+    PutU32(out + bitmap_bytes + 1 + shift_bytes + 4 * threadIdx.x,
+           D.lane_states[uint64_t{g} * kSqLaneSlots + threadIdx.x]);
+  }
+  const uint32_t* words_of = D.lane_words + uint64_t{g} * kSqLaneSlots;
+  uint8_t* body = out + StreamHeader(d, lanes, L.lanes);
+  uint64_t lane_at[kSqLaneSlots];
   uint64_t at = uint64_t{g} * D.arena_cap;
   for (uint32_t l = 0; l < lanes; ++l) {
     lane_at[l] = at;
@@ -482,16 +625,41 @@ cudaError_t LaunchSqLayer(const SqLaunch& launch, uint32_t layer, cudaStream_t s
 
 cudaError_t LaunchSqModels(const SqLaunch& launch, cudaStream_t stream) {
   if (launch.total_groups == 0) return cudaSuccess;
-  SqModelKernel<<<launch.total_groups, (launch.head_dim + 31) / 32 * 32, 0, stream>>>(launch);
+  const uint32_t threads = (launch.head_dim + 31) / 32 * 32;
+  if (launch.lanes) {
+    const uint32_t smem = kBins * launch.head_dim * sizeof(uint32_t);
+    if (smem > 48 * 1024) {
+      const cudaError_t e = cudaFuncSetAttribute(SqLaneModelKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                 static_cast<int>(smem));
+      if (e != cudaSuccess) return e;
+    }
+    SqLaneModelKernel<<<launch.total_groups, threads, smem, stream>>>(launch);
+  } else {
+    SqModelKernel<<<launch.total_groups, threads, 0, stream>>>(launch);
+  }
   return cudaGetLastError();
 }
 
+namespace {
+
+template <bool kWrite>
+cudaError_t LaunchLanes(const SqLaunch& launch, cudaStream_t stream) {
+  const uint32_t slots = launch.lanes ? kMaxLaneLanes : kMaxLanes;
+  const uint32_t blocks = (launch.total_groups * slots + kLaneThreads - 1) / kLaneThreads;
+  const size_t smem = sizeof(uint16_t) * kLaneThreads * (launch.head_dim / slots + 1);
+  if (launch.lanes) {
+    SqLaneKernel<kWrite, true><<<blocks, kLaneThreads, smem, stream>>>(launch);
+  } else {
+    SqLaneKernel<kWrite, false><<<blocks, kLaneThreads, smem, stream>>>(launch);
+  }
+  return cudaGetLastError();
+}
+
+}  // namespace
+
 cudaError_t LaunchSqLaneCounts(const SqLaunch& launch, cudaStream_t stream) {
   if (launch.total_groups == 0) return cudaSuccess;
-  const uint32_t blocks = (launch.total_groups * kMaxLanes + kLaneThreads - 1) / kLaneThreads;
-  const size_t smem = sizeof(uint16_t) * kLaneThreads * (launch.head_dim / kMaxLanes + 1);
-  SqLaneKernel<false><<<blocks, kLaneThreads, smem, stream>>>(launch);
-  return cudaGetLastError();
+  return LaunchLanes<false>(launch, stream);
 }
 
 cudaError_t LaunchSqPack(const SqLaunch& launch, cudaStream_t stream) {
@@ -499,10 +667,7 @@ cudaError_t LaunchSqPack(const SqLaunch& launch, cudaStream_t stream) {
   SqSectionKernel<<<(launch.count + 63) / 64, 64, 0, stream>>>(launch);
   cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) return e;
-  const uint32_t blocks = (launch.total_groups * kMaxLanes + kLaneThreads - 1) / kLaneThreads;
-  const size_t smem = sizeof(uint16_t) * kLaneThreads * (launch.head_dim / kMaxLanes + 1);
-  SqLaneKernel<true><<<blocks, kLaneThreads, smem, stream>>>(launch);
-  e = cudaGetLastError();
+  e = LaunchLanes<true>(launch, stream);
   if (e != cudaSuccess) return e;
   SqMergeKernel<<<launch.total_groups, 256, 0, stream>>>(launch);
   return cudaGetLastError();

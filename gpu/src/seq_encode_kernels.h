@@ -33,12 +33,18 @@ inline uint32_t SqCtasOf(uint32_t heads, uint32_t tokens) {
   return 2 * heads * ((tokens + kSqTileTokens - 1) / kSqTileTokens);
 }
 
-// The largest group-stream header: bitmap, lane byte, 8 rANS states.
-SEQKV_SQ_HD inline uint32_t SqMaxHeaderBytes(uint32_t dim) { return (dim + 7) / 8 + 1 + 4 * 8; }
+// Per group: lane word counts, final states and operation counts, for up to
+// 16 lanes (adaptive streams use 8, lane streams 16).
+inline constexpr uint32_t kSqLaneSlots = 16;
+// The largest group-stream header: bitmap, lane byte, 8 rANS states; lane
+// streams (streams=lanes): bitmap, lane byte, shift byte, 16 states.
+SEQKV_SQ_HD inline uint32_t SqMaxHeaderBytes(uint32_t dim, bool lanes = false) {
+  return lanes ? (dim + 7) / 8 + 2 + 4 * 16 : (dim + 7) / 8 + 1 + 4 * 8;
+}
 // Words a group's arena holds: every stream within the limit of
 // SeqEncodeMaxBytes (header + 16 bits per element) fits.
 SEQKV_SQ_HD inline uint64_t SqArenaWords(uint32_t tokens, uint32_t dim) {
-  return uint64_t{tokens} * dim + SqMaxHeaderBytes(dim) / 2 + 1;
+  return uint64_t{tokens} * dim + SqMaxHeaderBytes(dim, true) / 2 + 1;
 }
 
 // One chunk of a batch. Built on the host; arrays are workspace.
@@ -58,8 +64,10 @@ struct SqDesc {
   uint32_t* ops;               // [G][T][d] the magnitude symbols' start | freq << 16
   int16_t* rank;               // [G][d] rank among the coded components, -1: not coded
   uint32_t* coded;             // [G] coded components
-  uint32_t* lane_words;        // [G][8] words per rANS lane
-  uint32_t* lane_states;       // [G][8] final rANS states
+  uint32_t* lane_words;        // [G][kSqLaneSlots] words per rANS lane
+  uint32_t* lane_states;       // [G][kSqLaneSlots] final rANS states
+  uint32_t* lane_ops;          // [G][kSqLaneSlots] rANS operations per lane (lane streams' word keys)
+  int8_t* shift;               // [G] lane streams: the class shift
   uint16_t* arena_words;       // [G][arena_cap] each lane's words, in emission order
   uint32_t* arena_keys;        // [G][arena_cap] and their keys
   uint64_t arena_cap;          // SqArenaWords(tokens, d)
@@ -68,6 +76,7 @@ struct SqDesc {
   uint64_t* section_bytes;     // [layers]
   uint8_t* out;                // the item's output: the layer sections
   float rho;                   // rounding offset
+  int16_t step_class;          // lane streams: SeqStepClass(delta0) of this trial
   uint32_t tokens;
   uint32_t rotate_keys;        // 1: undo RoPE on this chunk's keys
   uint32_t status_index;
@@ -87,6 +96,12 @@ struct SqLaunch {
   const float* basis_t;    // [G][d][d] transposed
   const float* step_scale;
   const uint32_t* cost_table;  // SeqCostTable()
+  // Lane streams (streams=lanes): the profile's static model and step codes.
+  bool lanes;
+  const uint32_t* static_cost;  // [161][3][16] code lengths (SeqStaticTables::cost)
+  const uint16_t* static_cum;   // [161][3][kSeqLaneRowStride] cumulative frequencies
+  const int16_t* static_scale;  // [G][d]
+  const uint8_t* mult_code;     // [G]
   uint32_t rope_style;  // 1 rotate_half, 2 interleaved
   uint32_t rotary_dim;
   const float* rope_cos;
@@ -101,6 +116,8 @@ cudaError_t LaunchSqLayer(const SqLaunch& launch, uint32_t layer, cudaStream_t s
 // Runs the models over every group's symbols (each symbol's start and
 // frequency), ranks the coded components, and per group sums the squared
 // error and the estimated code length (what rate control needs of a trial).
+// Lane streams: prices every class shift with the static model, keeps the
+// cheapest (SeqEstimateLaneGroupCost's choice) and the symbols' intervals.
 cudaError_t LaunchSqModels(const SqLaunch& launch, cudaStream_t stream);
 // Counts each rANS lane's words (after LaunchSqModels).
 cudaError_t LaunchSqLaneCounts(const SqLaunch& launch, cudaStream_t stream);

@@ -135,6 +135,10 @@ TEST_P(SeqEncodeGpuTest, DevChunksEqualEncodeChunk) {
   std::string lrate;
   for (uint32_t l = 0; l < profile_->layers; ++l) lrate += (l ? "_" : "") + std::to_string(l % 3) + ".5";
   EncodeAndCompare("seq:delta=0.35,deadzone=0.4,krate=0.5,vrate=-0.25,lrate=" + lrate, {chunks[1], chunks[2]});
+  // Lane streams (streams=lanes): the static model, the class shift per group.
+  EncodeAndCompare("seq:delta=1,streams=lanes", chunks);
+  EncodeAndCompare("seq:delta=0.35,deadzone=0.4,krate=0.5,vrate=-0.25,streams=lanes,lrate=" + lrate,
+                   {chunks[1], chunks[2]});
 }
 
 // Rate control runs the CPU encoder's search (SeqRateSearch) one round of
@@ -146,6 +150,7 @@ TEST_P(SeqEncodeGpuTest, RateControlEqualsEncodeChunk) {
                                test::SliceTokens(*test_, 600, 64)};
   EncodeAndCompare("seq:bits=2", chunks);
   EncodeAndCompare("seq:bits=0.8,krate=0.5", {chunks[0], chunks[2]});
+  EncodeAndCompare("seq:bits=1.5,streams=lanes", {chunks[0], chunks[1]});
   // kl=: a budget near what delta=1 gives, and bits= under that budget
   // (the guardrail raises some chunks' rate).
   auto probe = MakeCodec("seq:delta=1");
@@ -245,6 +250,7 @@ TEST_P(SeqEncodeGpuTest, RandomDataWithEscapesEqualsEncodeChunk) {
   chunk.rope = test_->rope;
   chunk.first_position = 4000;
   EncodeAndCompare("seq:delta=0.06", {chunk});
+  EncodeAndCompare("seq:delta=0.06,streams=lanes", {chunk});
   {
     // Over 6 bits per element: most magnitudes are past the escape threshold (15).
     auto bytes = EncodeChunk(chunk, *CodecFor("seq:delta=0.06"));
@@ -256,6 +262,7 @@ TEST_P(SeqEncodeGpuTest, RandomDataWithEscapesEqualsEncodeChunk) {
   std::fill(flat.k.begin(), flat.k.end(), 0);
   std::fill(flat.v.begin(), flat.v.end(), 0);
   EncodeAndCompare("seq:delta=4", {flat});
+  EncodeAndCompare("seq:delta=4,streams=lanes", {flat});
 }
 
 TEST_P(SeqEncodeGpuTest, TooManyBitsIsResourceExhaustedAndOthersStillEncode) {
@@ -270,9 +277,11 @@ TEST_P(SeqEncodeGpuTest, TooManyBitsIsResourceExhaustedAndOthersStillEncode) {
     huge.k[at] = 0x6A;  // bf16 0x476A = 60000
     huge.k[at + 1] = 0x47;
   }
-  std::vector<Status> st = EncodeAndCompare("seq:delta=1", {huge, test::SliceTokens(*test_, 32, 32)}, {false, true});
-  ASSERT_EQ(st.size(), 2u);
-  EXPECT_EQ(st[0].code(), StatusCode::kResourceExhausted) << st[0].ToString();
+  for (const char* spec : {"seq:delta=1", "seq:delta=1,streams=lanes"}) {
+    std::vector<Status> st = EncodeAndCompare(spec, {huge, test::SliceTokens(*test_, 32, 32)}, {false, true});
+    ASSERT_EQ(st.size(), 2u);
+    EXPECT_EQ(st[0].code(), StatusCode::kResourceExhausted) << spec << ": " << st[0].ToString();
+  }
 }
 
 TEST_P(SeqEncodeGpuTest, BadItemsFailAloneAndOutOfScopeSpecsAreRefused) {
