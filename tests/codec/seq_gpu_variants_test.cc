@@ -22,6 +22,8 @@
 #include <vector>
 
 #include "../../codec/src/seq_lossy_core.h"
+#include "seqkv/codec/codec.h"
+#include "seqkv/codec/format.h"
 #include "seqkv/codec/safetensors.h"
 #include "seqkv/codec/seq_profile.h"
 #include "util/test_util.h"
@@ -264,6 +266,54 @@ TEST(SeqGpuVariantsMeasure, ScaleIndexedTablesAcrossSteps) {
     const double n = 2.0 * p.layers * p.kv_heads * T * d * test_pieces.size();
     std::printf("%6.2f %10.4f %14.4f %16.4f\n", delta, adaptive / n, parent / n, scaled / n);
     EXPECT_GT(scaled, 0);
+  }
+}
+
+
+// The implemented format (streams=lanes, docs/format.md) against the adaptive
+// streams, fresh and parent-chained, through the codec itself: profiles
+// calibrated (no model, no sensitivities) on 256-token pieces of doc00-03,
+// chunks = 256-token pieces of doc04-07, whole chunk bytes (headers and
+// tables included), bits per element of K and V.
+TEST(SeqGpuVariantsMeasure, LaneStreamsThroughTheCodec) {
+  if (!std::getenv("SEQKV_MEASURE")) GTEST_SKIP() << "set SEQKV_MEASURE=1";
+  if (test::DevDump("doc07.safetensors").empty()) GTEST_SKIP() << "no ../shared/kvdata/dev";
+  const std::vector<Chunk> cal = Pieces({0, 1, 2, 3});
+  const std::vector<Chunk> test_pieces = Pieces({4, 5, 6, 7});
+  std::printf("%6s %6s %10s %10s %10s %14s %14s\n", "inputs", "delta", "adaptive", "chained", "lanes",
+              "vs adaptive", "vs chained");
+  for (SeqInputs inputs : {SeqInputs::kSameHead, SeqInputs::kAllHeads}) {
+    SeqCalibrateOptions o;
+    o.inputs = inputs;
+    auto profile = CalibrateSeqProfile(cal, o, nullptr);
+    ASSERT_TRUE(profile.ok()) << profile.status().ToString();
+    auto shared = std::make_shared<const SeqProfile>(*profile);
+    SeqResources::Default().AddProfile(shared);
+    const std::string pid = ",profile=" + shared->Id();
+    for (const char* delta : {"0.25", "0.5", "1", "2"}) {
+      auto adaptive = MakeCodec(std::string("seq:delta=") + delta + pid);
+      auto lanes = MakeCodec(std::string("seq:delta=") + delta + ",streams=lanes" + pid);
+      ASSERT_TRUE(adaptive.ok() && lanes.ok());
+      double a = 0, c = 0, l = 0, n = 0;
+      ChunkContext ctx;
+      for (size_t i = 0; i < test_pieces.size(); ++i) {
+        const Chunk& piece = test_pieces[i];
+        auto ab = EncodeChunk(piece, **adaptive);
+        ChunkContext next;
+        auto cb = EncodeChunk(piece, **adaptive, i % 4 == 0 ? nullptr : &ctx, &next);  // 4 pieces per dump
+        auto lb = EncodeChunk(piece, **lanes);
+        ASSERT_TRUE(ab.ok() && cb.ok() && lb.ok());
+        ctx = next;
+        a += 8.0 * ab->size();
+        c += 8.0 * cb->size();
+        l += 8.0 * lb->size();
+        n += 2.0 * piece.shape.elements();
+      }
+      std::printf("%6s %6s %10.4f %10.4f %10.4f %13.1f%% %13.1f%%\n", std::string(SeqInputsName(inputs)).c_str(),
+                  delta, a / n, c / n, l / n, 100.0 * (l / a - 1.0), 100.0 * (l / c - 1.0));
+      EXPECT_GT(l, 0);
+    }
+    SeqResources::Default().Clear();
   }
 }
 
