@@ -15,11 +15,12 @@
 //   fallback=lossless|none  what kl= does when the budget cannot be met
 //                 below maxbits (default lossless: seq:lossless inside)
 //   maxbits=M     bits per element above which kl= falls back (default 8)
-//   streams=adaptive|lanes  how group streams are coded: adaptive models on 8
-//                 lanes of one chain (default; chunks can continue a parent)
-//                 or the profile's static model on 16 lanes that a GPU decodes
-//                 in parallel (needs a profile with a static model; chunks
-//                 never continue a parent)
+//   streams=adaptive|lanes  how group streams are coded: the profile's static
+//                 model on 16 lanes that a GPU decodes in parallel (needs a
+//                 profile with a static model; chunks never continue a parent;
+//                 the default when the profile has one) or adaptive models on
+//                 8 lanes of one chain (chunks continue their parents; the
+//                 only choice with an older profile)
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -106,7 +107,8 @@ class SeqLossyCodec final : public Codec, public SeqLossyEncoder {
       s.params["fallback"] = opts_.fallback_lossless ? "lossless" : "none";
       s.params["maxbits"] = FormatDouble(opts_.maxbits);
     }
-    if (opts_.lanes) s.params["streams"] = "lanes";
+    // Explicit whenever the profile offers both, so that the spec re-parses to this codec.
+    if (profile_->has_static_model()) s.params["streams"] = opts_.lanes ? "lanes" : "adaptive";
     s.params["profile"] = profile_id_;
     return s.ToString();
   }
@@ -536,11 +538,8 @@ Result<std::unique_ptr<Codec>> MakeSeqLossyCodec(const CodecSpec& spec) {
     o.fallback_lossless = fb->second == "lossless";
   }
   auto streams = spec.params.find("streams");
-  if (streams != spec.params.end()) {
-    if (streams->second != "adaptive" && streams->second != "lanes") {
-      return InvalidArgument("seq: streams must be adaptive or lanes");
-    }
-    o.lanes = streams->second == "lanes";
+  if (streams != spec.params.end() && streams->second != "adaptive" && streams->second != "lanes") {
+    return InvalidArgument("seq: streams must be adaptive or lanes");
   }
   if (o.delta > 0 && (o.bits > 0 || o.kl > 0)) return InvalidArgument("seq: delta= excludes bits= and kl=");
   if (o.delta > 0 && o.delta < kMinDelta) return InvalidArgument("seq: delta must be >= 1e-5");
@@ -580,6 +579,8 @@ Result<std::unique_ptr<Codec>> MakeSeqLossyCodec(const CodecSpec& spec) {
                              std::to_string(profile->layers) + " layers");
     }
   }
+  // Lane streams by default where the profile can code them.
+  o.lanes = streams != spec.params.end() ? streams->second == "lanes" : profile->has_static_model();
   if (o.lanes && !profile->has_static_model()) {
     return FailedPrecondition("seq: streams=lanes needs a profile with a static model (calibrate it again with this "
                               "version; profile " + profile->Id() + " has none)");

@@ -57,6 +57,7 @@ class ClientTest : public ::testing::Test {
     server_.reset();
     store_.reset();
   }
+  void SeqChunksRoundTrip(bool lanes);
 
   std::unique_ptr<server::Store> store_;
   std::unique_ptr<rpc::RpcServer> server_;
@@ -158,13 +159,26 @@ TEST_F(ClientTest, PutPrefixSkipsWhatIsStoredAndGetPrefixReassembles) {
   EXPECT_EQ(got->chunks, 0u);
 }
 
-TEST_F(ClientTest, ParentConditionedChunksRoundTripThroughTheStore) {
+// Adaptive seq streams: each chunk continues its parent. Lane streams (the
+// default with a profile that has a static model): every chunk stands alone.
+TEST_F(ClientTest, SeqChunksRoundTripThroughTheStoreWithAndWithoutParents) {
+  for (const bool lanes : {false, true}) {
+    SCOPED_TRACE(lanes ? "lanes" : "adaptive");
+    SeqChunksRoundTrip(lanes);
+    if (HasFatalFailure()) return;
+  }
+}
+
+void ClientTest::SeqChunksRoundTrip(bool lanes) {
   // A seq profile for the test shape, fitted on synthetic KV.
   Chunk cal = Sequence(200, 21);
   auto profile = CalibrateSeqProfile({cal}, SeqCalibrateOptions{}, nullptr);
   ASSERT_TRUE(profile.ok()) << profile.status().ToString();
+  ASSERT_TRUE(profile->has_static_model());
   SeqResources::Default().AddProfile(std::make_shared<const SeqProfile>(*profile));
-  NamespaceFields ns = TestFields("seq:delta=0.3,profile=" + profile->Id());
+  NamespaceFields ns =
+      TestFields(std::string("seq:delta=0.3") + (lanes ? "" : ",streams=adaptive") + ",profile=" + profile->Id());
+  if (lanes) ns.tenant_salt = "lanes";  // another namespace: the adaptive round stored the same tokens
   Chunk seq = Sequence(8 * 5, 22);
   auto put = client_->PutPrefix(ns, KvView::Of(seq));
   ASSERT_TRUE(put.ok()) << put.status().ToString();
@@ -181,7 +195,7 @@ TEST_F(ClientTest, ParentConditionedChunksRoundTripThroughTheStore) {
     ChunkContext next;
     auto bytes = EncodeChunk(*part, **codec, i ? &ctx : nullptr, &next);
     ASSERT_TRUE(bytes.ok());
-    EXPECT_EQ((ParseChunkHeader(*bytes)->flags & kFlagNeedsParent) != 0, i > 0);
+    EXPECT_EQ((ParseChunkHeader(*bytes)->flags & kFlagNeedsParent) != 0, !lanes && i > 0);
     ChunkContext dnext;
     auto back = DecodeChunk(*bytes, i ? &dctx : nullptr, &dnext);
     ASSERT_TRUE(back.ok()) << back.status().ToString();

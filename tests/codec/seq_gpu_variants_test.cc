@@ -15,6 +15,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -295,22 +296,38 @@ TEST(SeqGpuVariantsMeasure, LaneStreamsThroughTheCodec) {
       auto lanes = MakeCodec(std::string("seq:delta=") + delta + ",streams=lanes" + pid);
       ASSERT_TRUE(adaptive.ok() && lanes.ok());
       double a = 0, c = 0, l = 0, n = 0;
+      double enc_a = 0, enc_l = 0, dec_a = 0, dec_l = 0;  // seconds, one core
+      using Clock = std::chrono::steady_clock;
+      auto seconds = [](Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); };
       ChunkContext ctx;
       for (size_t i = 0; i < test_pieces.size(); ++i) {
         const Chunk& piece = test_pieces[i];
+        auto t0 = Clock::now();
         auto ab = EncodeChunk(piece, **adaptive);
+        enc_a += seconds(t0);
         ChunkContext next;
         auto cb = EncodeChunk(piece, **adaptive, i % 4 == 0 ? nullptr : &ctx, &next);  // 4 pieces per dump
+        t0 = Clock::now();
         auto lb = EncodeChunk(piece, **lanes);
+        enc_l += seconds(t0);
         ASSERT_TRUE(ab.ok() && cb.ok() && lb.ok());
+        t0 = Clock::now();
+        ASSERT_TRUE(DecodeChunk(*ab).ok());
+        dec_a += seconds(t0);
+        t0 = Clock::now();
+        ASSERT_TRUE(DecodeChunk(*lb).ok());
+        dec_l += seconds(t0);
         ctx = next;
         a += 8.0 * ab->size();
         c += 8.0 * cb->size();
         l += 8.0 * lb->size();
         n += 2.0 * piece.shape.elements();
       }
-      std::printf("%6s %6s %10.4f %10.4f %10.4f %13.1f%% %13.1f%%\n", std::string(SeqInputsName(inputs)).c_str(),
-                  delta, a / n, c / n, l / n, 100.0 * (l / a - 1.0), 100.0 * (l / c - 1.0));
+      std::printf("%6s %6s %10.4f %10.4f %10.4f %13.1f%% %13.1f%%   CPU MB/s encode %.1f / %.1f, decode %.1f / %.1f "
+                  "(adaptive / lanes)\n",
+                  std::string(SeqInputsName(inputs)).c_str(), delta, a / n, c / n, l / n, 100.0 * (l / a - 1.0),
+                  100.0 * (l / c - 1.0), n * 2 / 1e6 / enc_a, n * 2 / 1e6 / enc_l, n * 2 / 1e6 / dec_a,
+                  n * 2 / 1e6 / dec_l);
       EXPECT_GT(l, 0);
     }
     SeqResources::Default().Clear();

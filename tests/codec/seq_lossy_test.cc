@@ -401,7 +401,7 @@ TEST(SeqLossySpecTest, ClearErrors) {
     auto plain = MakeOrFail("seq:delta=0.2");
     auto tuned = MakeOrFail("seq:delta=0.2,krate=1,lrate=0_2");
     ASSERT_TRUE(plain && tuned);
-    EXPECT_EQ(tuned->Spec(), "seq:deadzone=0.5,delta=0.2,krate=1,lrate=0_2,profile=" + p->Id());
+    EXPECT_EQ(tuned->Spec(), "seq:deadzone=0.5,delta=0.2,krate=1,lrate=0_2,profile=" + p->Id() + ",streams=lanes");
     const Chunk c = test::RandomChunk(shape, DType::kBF16, 5);
     auto a = EncodeChunk(c, *plain), b = EncodeChunk(c, *tuned);
     ASSERT_TRUE(a.ok() && b.ok());
@@ -416,7 +416,7 @@ TEST(SeqLossySpecTest, ClearErrors) {
   // A chunk of another shape is refused at encode and its bytes name the profile.
   auto codec = MakeOrFail("seq:delta=0.1");
   ASSERT_TRUE(codec);
-  EXPECT_EQ(codec->Spec(), "seq:deadzone=0.5,delta=0.1,profile=" + p->Id());
+  EXPECT_EQ(codec->Spec(), "seq:deadzone=0.5,delta=0.1,profile=" + p->Id() + ",streams=lanes");
   EXPECT_EQ(EncodeChunk(test::RandomChunk({3, 2, 10, 8}, DType::kBF16, 1), *codec).status().code(),
             StatusCode::kInvalidArgument);
   auto bytes = EncodeChunk(test::RandomChunk(shape, DType::kBF16, 2), *codec);
@@ -589,7 +589,7 @@ TEST_F(SeqLossyDevTest, Fp32ChunksCodeLayerZeroToo) {
 
 TEST_F(SeqLossyDevTest, ParentConditionedChunksStartFromTheirParentsModels) {
   const Chunk doc = LoadDev("doc07.safetensors");
-  auto codec = MakeOrFail("seq:delta=0.4");
+  auto codec = MakeOrFail("seq:delta=0.4,streams=adaptive");
   ASSERT_TRUE(codec);
   const int n = 4;
   std::vector<std::vector<uint8_t>> chained, plain;
@@ -647,7 +647,7 @@ TEST_F(SeqLossyDevTest, ParentConditionedChunksStartFromTheirParentsModels) {
 TEST_F(SeqLossyDevTest, LaneStreamsDecodeToTheSameKvInFewerBytes) {
   ASSERT_TRUE(profile_->has_static_model());
   for (const char* delta : {"0.3", "1"}) {
-    auto adaptive = MakeOrFail(std::string("seq:delta=") + delta);
+    auto adaptive = MakeOrFail(std::string("seq:delta=") + delta + ",streams=adaptive");
     auto lanes = MakeOrFail(std::string("seq:delta=") + delta + ",streams=lanes");
     ASSERT_TRUE(adaptive && lanes);
     EXPECT_NE(lanes->Spec().find("streams=lanes"), std::string::npos) << lanes->Spec();
@@ -709,6 +709,16 @@ TEST_F(SeqLossyDevTest, LaneStreamsNeedAProfileWithAStaticModel) {
   EXPECT_EQ(back->static_freq, profile_->static_freq);
   EXPECT_EQ(back->Id(), profile_->Id());
   SeqResources::Default().AddProfile(std::make_shared<const SeqProfile>(old));
+  // The default: lane streams where the profile has a static model, else adaptive; the spec says which.
+  auto fresh = MakeCodec("seq:delta=0.3,profile=" + profile_->Id());
+  ASSERT_TRUE(fresh.ok());
+  EXPECT_NE((*fresh)->Spec().find("streams=lanes"), std::string::npos) << (*fresh)->Spec();
+  auto older = MakeCodec("seq:delta=0.3,profile=" + old.Id());
+  ASSERT_TRUE(older.ok());
+  EXPECT_EQ((*older)->Spec().find("streams="), std::string::npos) << (*older)->Spec();
+  auto chosen = MakeCodec("seq:delta=0.3,streams=adaptive,profile=" + profile_->Id());
+  ASSERT_TRUE(chosen.ok());
+  EXPECT_NE((*chosen)->Spec().find("streams=adaptive"), std::string::npos) << (*chosen)->Spec();
   auto codec = MakeCodec("seq:delta=0.3,streams=lanes,profile=" + old.Id());
   ASSERT_FALSE(codec.ok());
   EXPECT_EQ(codec.status().code(), StatusCode::kFailedPrecondition) << codec.status().ToString();
@@ -727,7 +737,7 @@ TEST_F(SeqLossyDevTest, LaneStreamsNeedAProfileWithAStaticModel) {
 TEST_F(SeqLossyDevTest, BytesAreTheSameOnEveryBuild) {
   const std::string profile_id = profile_->Id();
   const Chunk chunk = Slice(LoadDev("doc03.safetensors"), 512, 128);
-  auto codec = MakeOrFail("seq:delta=0.3");
+  auto codec = MakeOrFail("seq:delta=0.3,streams=adaptive");
   ASSERT_TRUE(codec);
   auto bytes = EncodeChunk(chunk, *codec);
   ASSERT_TRUE(bytes.ok());
@@ -742,7 +752,7 @@ TEST_F(SeqLossyDevTest, BytesAreTheSameOnEveryBuild) {
   std::printf("profile %s chunk %s decoded %s (%zu bytes)\n", profile_id.c_str(), chunk_digest, kv_digest,
               bytes->size());
   // The lane streams of the same chunk (the same KV).
-  auto lanes = MakeOrFail("seq:delta=0.3,streams=lanes");
+  auto lanes = MakeOrFail("seq:delta=0.3");  // lane streams: the default with this profile
   ASSERT_TRUE(lanes);
   auto lane_bytes = EncodeChunk(chunk, *lanes);
   ASSERT_TRUE(lane_bytes.ok());
@@ -756,7 +766,7 @@ TEST_F(SeqLossyDevTest, BytesAreTheSameOnEveryBuild) {
   std::printf("lanes chunk %s (%zu bytes)\n", lane_digest, lane_bytes->size());
   EXPECT_EQ(std::string(lane_digest), "7deb451b290fc9db");
   EXPECT_EQ(profile_id, "ac92e673cf83a75c");
-  EXPECT_EQ(std::string(chunk_digest), "8174335d7894a681");
+  EXPECT_EQ(std::string(chunk_digest), "42cec6b7feff45f3");
   EXPECT_EQ(std::string(kv_digest), "5dfe3b1198da1b51");
 }
 

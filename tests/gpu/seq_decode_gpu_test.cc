@@ -87,10 +87,10 @@ class SeqDecodeGpuTest : public test::SeqGpuTestBase {
   // 0), with adaptive and lane streams in one batch.
   std::vector<Coded> Cases() {
     std::vector<Coded> cases;
-    cases.push_back(Code(Slice(*test_, 0, 256), "seq:delta=1"));
-    cases.push_back(Code(Slice(*test_, 300, 256), "seq:delta=0.5"));
-    cases.push_back(Code(Slice(*test_, 700, 37), "seq:delta=2"));
-    cases.push_back(Code(*test_, "seq:delta=1"));
+    cases.push_back(Code(Slice(*test_, 0, 256), "seq:delta=1,streams=adaptive"));
+    cases.push_back(Code(Slice(*test_, 300, 256), "seq:delta=0.5,streams=adaptive"));
+    cases.push_back(Code(Slice(*test_, 700, 37), "seq:delta=2,streams=adaptive"));
+    cases.push_back(Code(*test_, "seq:delta=1,streams=adaptive"));
     cases.push_back(Code(Slice(*test_, 300, 256), "seq:delta=0.5,streams=lanes"));
     cases.push_back(Code(Slice(*test_, 700, 37), "seq:delta=2,streams=lanes"));
     cases.push_back(Code(*test_, "seq:delta=1,streams=lanes"));
@@ -148,7 +148,7 @@ TEST_P(SeqDecodeGpuTest, ContiguousEqualsDecodeChunk) {
 }
 
 TEST_P(SeqDecodeGpuTest, PagedEqualsDecodeChunk) {
-  for (const char* spec : {"seq:delta=1", "seq:delta=1,streams=lanes"}) {
+  for (const char* spec : {"seq:delta=1,streams=adaptive", "seq:delta=1,streams=lanes"}) {
     SCOPED_TRACE(spec);
     PagedCase(spec);
     if (HasFatalFailure()) return;
@@ -206,7 +206,7 @@ void SeqDecodeGpuTest::PagedCase(const std::string& spec) {
 
 TEST_P(SeqDecodeGpuTest, CorruptStreamIsDataLossAndOthersStillDecode) {
   // The first group stream's lane count (the byte after its bitmap): off by one.
-  CorruptCase("seq:delta=1", 0, 0);
+  CorruptCase("seq:delta=1,streams=adaptive", 0, 0);
   CorruptCase("seq:delta=1,streams=lanes", 0, 0);
   // A lane stream's class shift (the byte after the lane count) out of range.
   CorruptCase("seq:delta=1,streams=lanes", 1, 100);
@@ -260,7 +260,7 @@ TEST_P(SeqDecodeGpuTest, ChunksTheGpuPathDoesNotTakeAreRefusedClearly) {
   ASSERT_TRUE(other.ok());
   auto other_ptr = std::make_shared<const SeqProfile>(*other);
   SeqResources::Default().AddProfile(other_ptr);
-  Coded foreign = Code(piece, "seq:delta=1,profile=" + other_ptr->Id());
+  Coded foreign = Code(piece, "seq:delta=1,streams=adaptive,profile=" + other_ptr->Id());
   EXPECT_EQ(MakeSeqDecodeItem(foreign.header, foreign.bytes, foreign.bytes.data(), *profile_).status().code(),
             StatusCode::kFailedPrecondition);
   // seq:lossless.
@@ -268,7 +268,7 @@ TEST_P(SeqDecodeGpuTest, ChunksTheGpuPathDoesNotTakeAreRefusedClearly) {
   EXPECT_EQ(MakeSeqDecodeItem(lossless.header, lossless.bytes, lossless.bytes.data(), *profile_).status().code(),
             StatusCode::kUnimplemented);
   // A parent-conditioned chunk.
-  auto codec = MakeCodec("seq:delta=1,profile=" + profile_->Id());
+  auto codec = MakeCodec("seq:delta=1,streams=adaptive,profile=" + profile_->Id());
   ASSERT_TRUE(codec.ok());
   ChunkContext ctx;
   auto first = EncodeChunk(Slice(*test_, 0, 64), **codec, nullptr, &ctx);

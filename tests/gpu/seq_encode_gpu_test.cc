@@ -130,11 +130,12 @@ class SeqEncodeGpuTest : public test::SeqGpuTestBase {
 TEST_P(SeqEncodeGpuTest, DevChunksEqualEncodeChunk) {
   std::vector<Chunk> chunks = {test::SliceTokens(*test_, 0, 256), test::SliceTokens(*test_, 300, 256),
                                test::SliceTokens(*test_, 700, 37), test::SliceTokens(*test_, 900, 1)};
-  EncodeAndCompare("seq:delta=1", chunks);
+  EncodeAndCompare("seq:delta=1,streams=adaptive", chunks);
   // Per-tensor and per-layer rates and another rounding offset.
   std::string lrate;
   for (uint32_t l = 0; l < profile_->layers; ++l) lrate += (l ? "_" : "") + std::to_string(l % 3) + ".5";
-  EncodeAndCompare("seq:delta=0.35,deadzone=0.4,krate=0.5,vrate=-0.25,lrate=" + lrate, {chunks[1], chunks[2]});
+  EncodeAndCompare("seq:delta=0.35,deadzone=0.4,krate=0.5,vrate=-0.25,streams=adaptive,lrate=" + lrate,
+                   {chunks[1], chunks[2]});
   // Lane streams (streams=lanes): the static model, the class shift per group.
   EncodeAndCompare("seq:delta=1,streams=lanes", chunks);
   EncodeAndCompare("seq:delta=0.35,deadzone=0.4,krate=0.5,vrate=-0.25,streams=lanes,lrate=" + lrate,
@@ -148,20 +149,20 @@ TEST_P(SeqEncodeGpuTest, RateControlEqualsEncodeChunk) {
   // build runs this test ~25x slower.
   std::vector<Chunk> chunks = {test::SliceTokens(*test_, 0, 128), test::SliceTokens(*test_, 256, 96),
                                test::SliceTokens(*test_, 600, 64)};
-  EncodeAndCompare("seq:bits=2", chunks);
-  EncodeAndCompare("seq:bits=0.8,krate=0.5", {chunks[0], chunks[2]});
+  EncodeAndCompare("seq:bits=2,streams=adaptive", chunks);
+  EncodeAndCompare("seq:bits=0.8,krate=0.5,streams=adaptive", {chunks[0], chunks[2]});
   EncodeAndCompare("seq:bits=1.5,streams=lanes", {chunks[0], chunks[1]});
   // kl=: a budget near what delta=1 gives, and bits= under that budget
   // (the guardrail raises some chunks' rate).
-  auto probe = MakeCodec("seq:delta=1");
+  auto probe = MakeCodec("seq:delta=1,streams=adaptive");
   ASSERT_TRUE(probe.ok());
   ASSERT_TRUE(EncodeChunk(chunks[0], **probe).ok());
   const double proxy = SeqLastEncodeInfo().proxy;
   ASSERT_GT(proxy, 0);
   char spec[96];
-  std::snprintf(spec, sizeof spec, "seq:kl=%.6g", proxy);
+  std::snprintf(spec, sizeof spec, "seq:kl=%.6g,streams=adaptive", proxy);
   EncodeAndCompare(spec, chunks);
-  std::snprintf(spec, sizeof spec, "seq:bits=1,kl=%.6g", proxy * 0.5);
+  std::snprintf(spec, sizeof spec, "seq:bits=1,kl=%.6g,streams=adaptive", proxy * 0.5);
   EncodeAndCompare(spec, chunks);
   // A batch where the first chunk (noise: no step meets the budget below
   // maxbits=3) needs the lossless fallback and the next ones do not: each
@@ -171,7 +172,7 @@ TEST_P(SeqEncodeGpuTest, RateControlEqualsEncodeChunk) {
     Chunk noise = test::RandomChunk(ns, DType::kBF16, 77);
     noise.rope = chunks[2].rope;
     noise.first_position = chunks[2].first_position;
-    std::snprintf(spec, sizeof spec, "seq:kl=%.6g,maxbits=3", proxy);
+    std::snprintf(spec, sizeof spec, "seq:kl=%.6g,maxbits=3,streams=adaptive", proxy);
     std::vector<Status> st = EncodeAndCompare(spec, {noise, chunks[0], chunks[2]}, {false, true, true});
     ASSERT_EQ(st.size(), 3u);
     EXPECT_EQ(st[0].code(), StatusCode::kUnimplemented) << st[0].ToString();
@@ -180,7 +181,7 @@ TEST_P(SeqEncodeGpuTest, RateControlEqualsEncodeChunk) {
   // seq:lossless, which the GPU path does not encode (nor does its CPU
   // backend, so that both answer alike), or fails with fallback=none.
   for (const char* fallback : {"lossless", "none"}) {
-    std::snprintf(spec, sizeof spec, "seq:kl=%.6g,maxbits=1,fallback=%s", proxy * 1e-3, fallback);
+    std::snprintf(spec, sizeof spec, "seq:kl=%.6g,maxbits=1,fallback=%s,streams=adaptive", proxy * 1e-3, fallback);
     std::vector<Status> st = EncodeAndCompare(spec, {chunks[2]}, {false});
     ASSERT_EQ(st.size(), 1u);
     EXPECT_EQ(st[0].code(), std::string(fallback) == "none" ? StatusCode::kFailedPrecondition
@@ -193,7 +194,7 @@ TEST_P(SeqEncodeGpuTest, RateControlEqualsEncodeChunk) {
 // positions): the same chunks; a block table entry outside the cache:
 // OUT_OF_RANGE for that chunk only.
 TEST_P(SeqEncodeGpuTest, PagedSourceEqualsEncodeChunk) {
-  std::shared_ptr<const Codec> codec = CodecFor("seq:delta=0.7");
+  std::shared_ptr<const Codec> codec = CodecFor("seq:delta=0.7,streams=adaptive");
   auto enc = SeqEncodeGpu::CreateFor(backend(), codec);
   ASSERT_TRUE(enc.ok());
   const std::vector<Chunk> chunks = {test::SliceTokens(*test_, 100, 200), test::SliceTokens(*test_, 333, 45)};
@@ -249,11 +250,11 @@ TEST_P(SeqEncodeGpuTest, RandomDataWithEscapesEqualsEncodeChunk) {
   Chunk chunk = test::RandomChunk(s, DType::kBF16, 11);
   chunk.rope = test_->rope;
   chunk.first_position = 4000;
-  EncodeAndCompare("seq:delta=0.06", {chunk});
+  EncodeAndCompare("seq:delta=0.06,streams=adaptive", {chunk});
   EncodeAndCompare("seq:delta=0.06,streams=lanes", {chunk});
   {
     // Over 6 bits per element: most magnitudes are past the escape threshold (15).
-    auto bytes = EncodeChunk(chunk, *CodecFor("seq:delta=0.06"));
+    auto bytes = EncodeChunk(chunk, *CodecFor("seq:delta=0.06,streams=adaptive"));
     ASSERT_TRUE(bytes.ok());
     EXPECT_GT(8.0 * bytes->size() / (2.0 * s.elements()), 6.0);
   }
@@ -261,7 +262,7 @@ TEST_P(SeqEncodeGpuTest, RandomDataWithEscapesEqualsEncodeChunk) {
   Chunk flat = chunk;
   std::fill(flat.k.begin(), flat.k.end(), 0);
   std::fill(flat.v.begin(), flat.v.end(), 0);
-  EncodeAndCompare("seq:delta=4", {flat});
+  EncodeAndCompare("seq:delta=4,streams=adaptive", {flat});
   EncodeAndCompare("seq:delta=4,streams=lanes", {flat});
 }
 
@@ -277,7 +278,7 @@ TEST_P(SeqEncodeGpuTest, TooManyBitsIsResourceExhaustedAndOthersStillEncode) {
     huge.k[at] = 0x6A;  // bf16 0x476A = 60000
     huge.k[at + 1] = 0x47;
   }
-  for (const char* spec : {"seq:delta=1", "seq:delta=1,streams=lanes"}) {
+  for (const char* spec : {"seq:delta=1,streams=adaptive", "seq:delta=1,streams=lanes"}) {
     std::vector<Status> st = EncodeAndCompare(spec, {huge, test::SliceTokens(*test_, 32, 32)}, {false, true});
     ASSERT_EQ(st.size(), 2u);
     EXPECT_EQ(st[0].code(), StatusCode::kResourceExhausted) << spec << ": " << st[0].ToString();
@@ -285,7 +286,7 @@ TEST_P(SeqEncodeGpuTest, TooManyBitsIsResourceExhaustedAndOthersStillEncode) {
 }
 
 TEST_P(SeqEncodeGpuTest, BadItemsFailAloneAndOutOfScopeSpecsAreRefused) {
-  std::shared_ptr<const Codec> codec = CodecFor("seq:delta=1");
+  std::shared_ptr<const Codec> codec = CodecFor("seq:delta=1,streams=adaptive");
   auto enc = SeqEncodeGpu::CreateFor(backend(), codec);
   ASSERT_TRUE(enc.ok());
   const Chunk good = test::SliceTokens(*test_, 0, 32);

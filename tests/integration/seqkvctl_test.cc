@@ -111,7 +111,8 @@ TEST_F(SeqkvctlTest, SeqProfileFromCalibrateToTheStore) {
   json rt = Ctl("codec roundtrip --json --codec seq:bits=2 --profile " + profile + " --model " + model_ + " --in " + doc);
   EXPECT_NEAR(rt["bits_per_element"].get<double>(), 2.0, 0.05);
   EXPECT_EQ(rt["seq"]["layer_bits_per_element"].size(), 6u);
-  EXPECT_EQ(rt["codec"], "seq:bits=2,deadzone=0.5,profile=" + cal["id"].get<std::string>());
+  // The canonical spec names the stream coding: lane streams, the default with a fresh profile.
+  EXPECT_EQ(rt["codec"], "seq:bits=2,deadzone=0.5,profile=" + cal["id"].get<std::string>() + ",streams=lanes");
   // Without the profile: a clear usage error, exit code 2.
   int code = 0;
   RunCommand(std::string(SEQKVCTL_BIN) + " codec roundtrip --codec seq:bits=2 --in " + doc, &code);
