@@ -171,9 +171,11 @@ SEQKV_LANES_HD inline int SeqLaneStep(SeqLaneCursor* cur, const SeqLaneGroupView
     }
   }
   if (!emit) return kSeqLaneMore;
-  g.q[size_t{cur->t} * g.dim + (g.info[cur->idx] & 0xFFFFu)] = value;
+  if (value != 0) {  // q is zero beforehand: only non-zero symbols are stored
+    g.q[size_t{cur->t} * g.dim + (g.info[cur->idx] & 0xFFFFu)] = value;
+    g.nonzero[cur->idx] = 1;
+  }
   g.prev[cur->idx] = value;
-  if (value != 0) g.nonzero[cur->idx] = 1;
   cur->phase = 0;
   cur->idx += g.lanes;
   if (cur->idx >= g.n) {

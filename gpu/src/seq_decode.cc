@@ -411,8 +411,18 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
     SEQKV_RETURN_IF_ERROR(impl_->entropy.Decode(ea, base + layout.entropy, layout.total - layout.entropy, stream,
                                                 &impl_->group_statuses));
   }
-  // The lane streams: a half-warp per group.
+  // The lane streams: a half-warp per group, into symbols cleared first (the
+  // kernel stores only the non-zero ones).
   if (!lane_descs.empty()) {
+    uint64_t at = 0;
+    for (size_t i = 0; i < args.items.size(); ++i) {
+      if (!(*statuses)[i].ok()) continue;
+      const uint64_t symbols = Elements(args.items[i].shape) * 2;
+      if (args.items[i].lanes) {
+        SEQKV_CUDA_RETURN(cudaMemsetAsync(q + at, 0, symbols * sizeof(int32_t), s), "symbol reset");
+      }
+      at += symbols;
+    }
     internal::SlLaunch sl{};
     sl.descs = device_lane_descs;
     sl.count = static_cast<uint32_t>(lane_descs.size());

@@ -113,8 +113,10 @@ __global__ void __launch_bounds__(kThreads) SlDecodeKernel(SlLaunch L) {
   }
   __syncwarp();
   const bool ok = valid && h.error == 0;
-  // Tables, previous symbols and flags per coded component; zeros into q for
-  // the components the stream does not code.
+  // Tables, previous symbols and flags per coded component. q is zero
+  // beforehand (the launcher's caller clears it): only non-zero symbols are
+  // stored, which are the fewest (scattered 4-byte stores are this kernel's
+  // largest cost).
   if (ok) {
     const int16_t* scale = L.scale + uint64_t{desc.group} * d;
     for (uint32_t c = j; c < h.n; c += kSeqLaneMax) {
@@ -126,11 +128,6 @@ __global__ void __launch_bounds__(kThreads) SlDecodeKernel(SlLaunch L) {
       nonzero[c] = 0;
     }
     __syncwarp(half);
-    // Uncoded components: the bitmap bit is clear.
-    for (uint32_t i = j; i < d; i += kSeqLaneMax) {
-      if (__ldg(s + i / 8) & (1u << (i % 8))) continue;
-      for (uint32_t t = 0; t < desc.tokens; ++t) desc.q[uint64_t{t} * d + i] = 0;
-    }
   }
   const uint32_t lanes = ok ? h.lanes : 0;
   SeqLaneCursor cur;

@@ -18,7 +18,7 @@ inline constexpr int32_t kSlCorrupt = 3;
 struct SlDesc {
   const uint8_t* stream;
   uint64_t stream_bytes;
-  int32_t* q;             // [tokens][dim] (workspace)
+  int32_t* q;             // [tokens][dim] (workspace), zero beforehand
   uint32_t tokens;
   uint32_t group;         // g, for the profile's scales
   uint32_t status_index;  // the item's entry of the status array
@@ -36,8 +36,8 @@ struct SlLaunch {
   int32_t* statuses;      // per item; a corrupt stream sets kSlCorrupt (first finding kept)
 };
 
-// Decodes every group stream of the launch into its q (symbols of uncoded
-// components are written as zeros).
+// Decodes every group stream of the launch into its q, which must be all
+// zero beforehand (only non-zero symbols are stored).
 cudaError_t LaunchSlDecode(const SlLaunch& launch, cudaStream_t stream);
 
 }  // namespace seqkv::gpu::internal

@@ -75,7 +75,8 @@ class SeqDecodeGpuTest : public test::SeqGpuTestBase {
 
   std::vector<Status> Run(const SeqDecodeArgs& args) {
     EXPECT_TRUE(decoder_->CanImplement(args).ok());
-    std::vector<uint8_t> ws(decoder_->WorkspaceBytes(args), 0);
+    // A workspace full of garbage: the decoder must clear whatever it relies on.
+    std::vector<uint8_t> ws(decoder_->WorkspaceBytes(args), 0xA5);
     Buffer workspace(backend(), ws);
     std::vector<Status> statuses;
     EXPECT_TRUE(decoder_->Decode(args, workspace.get(), workspace.size(), nullptr, &statuses).ok());
@@ -283,6 +284,54 @@ TEST_P(SeqDecodeGpuTest, ChunksTheGpuPathDoesNotTakeAreRefusedClearly) {
   Coded raw = Code(piece, "raw");
   EXPECT_EQ(MakeSeqDecodeItem(raw.header, raw.bytes, raw.bytes.data(), *profile_).status().code(),
             StatusCode::kInvalidArgument);
+}
+
+// What a client writes by default (lane streams, each chunk encoded with its
+// parent's context as the client passes it) stands alone: every chunk of a
+// sequence goes through the GPU path in one batch, equal to DecodeChunk.
+TEST_P(SeqDecodeGpuTest, ClientWrittenLaneChunksAllDecodeInOneBatch) {
+  auto codec = MakeCodec("seq:delta=0.7,profile=" + profile_->Id());  // the default: lane streams
+  ASSERT_TRUE(codec.ok());
+  ASSERT_NE((*codec)->Spec().find("streams=lanes"), std::string::npos);
+  std::vector<Coded> chain;
+  ChunkContext ctx;
+  for (uint32_t i = 0; i < 4; ++i) {
+    Coded c;
+    c.original = Slice(*test_, 64 * i, 64);
+    ChunkContext next;
+    auto bytes = EncodeChunk(c.original, **codec, i == 0 ? nullptr : &ctx, &next);
+    ASSERT_TRUE(bytes.ok()) << bytes.status().ToString();
+    ctx = next;
+    c.bytes = std::move(*bytes);
+    c.header = *ParseChunkHeader(c.bytes);
+    EXPECT_EQ(c.header.flags & kFlagNeedsParent, 0u) << i;
+    auto decoded = DecodeChunk(c.bytes);
+    ASSERT_TRUE(decoded.ok()) << decoded.status().ToString();
+    c.reference = std::move(*decoded);
+    chain.push_back(std::move(c));
+  }
+  std::vector<std::unique_ptr<Buffer>> keep;
+  std::vector<SeqDecodeItem> items;
+  for (const Coded& c : chain) {
+    keep.push_back(std::make_unique<Buffer>(backend(), c.bytes));
+    auto item = MakeSeqDecodeItem(c.header, c.bytes, keep.back()->get(), *profile_);
+    ASSERT_TRUE(item.ok()) << item.status().ToString();
+    const uint64_t bytes = c.header.shape.elements() * 2;
+    keep.push_back(std::make_unique<Buffer>(backend(), std::vector<uint8_t>(bytes, kPoison)));
+    item->k_out = keep.back()->get();
+    keep.push_back(std::make_unique<Buffer>(backend(), std::vector<uint8_t>(bytes, kPoison)));
+    item->v_out = keep.back()->get();
+    item->out_tokens = c.header.shape.tokens;
+    items.push_back(std::move(*item));
+  }
+  SeqDecodeArgs args;
+  args.items = items;
+  std::vector<Status> statuses = Run(args);
+  for (size_t i = 0; i < chain.size(); ++i) {
+    ASSERT_TRUE(statuses[i].ok()) << i << ": " << statuses[i].ToString();
+    EXPECT_TRUE(keep[3 * i + 1]->Download() == chain[i].reference.k) << i;
+    EXPECT_TRUE(keep[3 * i + 2]->Download() == chain[i].reference.v) << i;
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, SeqDecodeGpuTest,
