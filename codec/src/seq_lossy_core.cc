@@ -110,6 +110,23 @@ struct Op {
   uint8_t lane;
 };
 
+// One rANS encode step of a 32-bit state with 16-bit words: a word leaves
+// first when the state would overflow.
+void RansPut(uint32_t& x, const Op& op, std::vector<uint16_t>* words) {
+  if (x >= (uint64_t{op.freq} << (32 - kScaleBits))) {
+    words->push_back(static_cast<uint16_t>(x));
+    x >>= 16;
+  }
+  x = ((x / op.freq) << kScaleBits) + (x % op.freq) + op.start;
+}
+
+// The lanes' final states, then the words in decode order (coded backwards).
+void PutStates(const uint32_t* states, uint32_t lanes, const std::vector<uint16_t>& words, std::vector<uint8_t>* out) {
+  ByteWriter w(out);
+  for (uint32_t l = 0; l < lanes; ++l) w.U32(states[l]);
+  for (size_t i = words.size(); i-- > 0;) w.U16(words[i]);
+}
+
 int Context(int32_t prev) { return prev == 0 ? 0 : ((prev == 1 || prev == -1) ? 1 : 2); }
 
 // Runs the models over the coded components in decode order; emit(lane,
@@ -191,18 +208,8 @@ std::vector<uint8_t> SeqEncodeGroup(const int32_t* q, uint32_t tokens, uint32_t 
   for (uint32_t l = 0; l < lanes; ++l) x_state[l] = kRansLow;
   std::vector<uint16_t> words;
   words.reserve(ops.size() / 4 + 16);
-  for (size_t i = ops.size(); i-- > 0;) {
-    const Op& op = ops[i];
-    uint32_t& x = x_state[op.lane];
-    if (x >= (uint64_t{op.freq} << (32 - kScaleBits))) {
-      words.push_back(static_cast<uint16_t>(x));
-      x >>= 16;
-    }
-    x = ((x / op.freq) << kScaleBits) + (x % op.freq) + op.start;
-  }
-  ByteWriter w(&out);
-  for (uint32_t l = 0; l < lanes; ++l) w.U32(x_state[l]);
-  for (size_t i = words.size(); i-- > 0;) w.U16(words[i]);
+  for (size_t i = ops.size(); i-- > 0;) RansPut(x_state[ops[i].lane], ops[i], &words);
+  PutStates(x_state, lanes, words, &out);
   return out;
 }
 
@@ -518,19 +525,10 @@ std::vector<uint8_t> SeqEncodeLaneGroup(const int32_t* q, uint32_t tokens, uint3
   // The decoder's order is (step ascending, lane ascending): code it backwards.
   for (size_t s = steps; s-- > 0;) {
     for (uint32_t l = lanes; l-- > 0;) {
-      if (s >= ops[l].size()) continue;
-      const Op& op = ops[l][s];
-      uint32_t& x = x_state[l];
-      if (x >= (uint64_t{op.freq} << (32 - kScaleBits))) {
-        words.push_back(static_cast<uint16_t>(x));
-        x >>= 16;
-      }
-      x = ((x / op.freq) << kScaleBits) + (x % op.freq) + op.start;
+      if (s < ops[l].size()) RansPut(x_state[l], ops[l][s], &words);
     }
   }
-  ByteWriter w(&out);
-  for (uint32_t l = 0; l < lanes; ++l) w.U32(x_state[l]);
-  for (size_t i = words.size(); i-- > 0;) w.U16(words[i]);
+  PutStates(x_state, lanes, words, &out);
   return out;
 }
 

@@ -106,6 +106,8 @@ TEST_F(SeqkvctlTest, SeqProfileFromCalibrateToTheStore) {
                  DevDump("doc00.safetensors") + " " + DevDump("doc05.safetensors"));
   EXPECT_EQ(cal["layer0_from_model"], true);
   EXPECT_EQ(cal["tokens"], 2048);
+  EXPECT_EQ(cal["static_model"], true);  // what lane streams (the default) need
+  EXPECT_GT(cal["bytes"]["static_model"].get<uint64_t>(), 0u);
   ASSERT_TRUE(std::filesystem::exists(profile));
   const std::string doc = DevDump("doc02.safetensors");
   json rt = Ctl("codec roundtrip --json --codec seq:bits=2 --profile " + profile + " --model " + model_ + " --in " + doc);

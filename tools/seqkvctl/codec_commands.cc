@@ -494,7 +494,8 @@ void RegisterCodecCommands(CLI::App& app, int* exit_code) {
                           {"layer0_from_model", profile->layer0_from_model},
                           {"sensitivity", sens_source},
                           {"bytes", {{"total", size.total}, {"predictor", size.predictor}, {"basis", size.basis},
-                                     {"steps", size.steps}}},
+                                     {"steps", size.steps}, {"static_model", size.static_model}}},
+                          {"static_model", profile->has_static_model()},
                           {"residual_energy_k", k_res},
                           {"residual_energy_v", v_res},
                           {"klt_gain_bits_k", k_gain},
@@ -505,8 +506,10 @@ void RegisterCodecCommands(CLI::App& app, int* exit_code) {
                          .dump()
                   << "\n";
       } else {
-        std::printf("wrote %s: profile %s, %.2f MB (predictors %.2f, bases %.2f, steps %.3f)\n", a->out.c_str(),
-                    profile->Id().c_str(), size.total / 1e6, size.predictor / 1e6, size.basis / 1e6, size.steps / 1e6);
+        std::printf("wrote %s: profile %s, %.2f MB (predictors %.2f, bases %.2f, steps %.3f, static model %.3f: "
+                    "lane streams)\n",
+                    a->out.c_str(), profile->Id().c_str(), size.total / 1e6, size.predictor / 1e6, size.basis / 1e6,
+                    size.steps / 1e6, size.static_model / 1e6);
         std::printf("fitted on %u tokens of %zu dumps in %.1f s; inputs %s; keys %s RoPE; layer 0 %s; "
                     "sensitivities: %s\n",
                     profile->calib_tokens, files->size(), report.seconds,
