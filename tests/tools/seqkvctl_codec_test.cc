@@ -115,6 +115,27 @@ TEST_F(SeqkvctlCodecTest, EvalOverAFolder) {
   EXPECT_LT(j["codecs"][1]["bits_per_element"].get<double>(), 11.5);
 }
 
+// --chunk-tokens codes each dump as a client stores it, in chunks of that
+// many tokens (here 300: three full chunks and a shorter last one): lossless
+// stays exact and pays a little for the extra headers; a token tier chunk per
+// piece still round-trips its ids.
+TEST_F(SeqkvctlCodecTest, EvalInChunksAsAClientStoresThem) {
+  std::filesystem::create_symlink(dump_, dir_ + "/doc03.safetensors");
+  CtlRun whole = Ctl("codec eval --json --in " + dir_ + " --codecs 'lossless;tokens'");
+  CtlRun parts = Ctl("codec eval --json --chunk-tokens 300 --per-file --in " + dir_ + " --codecs 'lossless;tokens'");
+  ASSERT_EQ(whole.exit_code, 0) << whole.out;
+  ASSERT_EQ(parts.exit_code, 0) << parts.out;
+  json w = json::parse(whole.out), p = json::parse(parts.out);
+  ASSERT_EQ(p["codecs"].size(), 2u);
+  EXPECT_EQ(p["codecs"][0]["k_rel_mse"].get<double>(), 0.0);
+  EXPECT_EQ(p["codecs"][0]["v_rel_mse"].get<double>(), 0.0);
+  EXPECT_GT(p["codecs"][0]["bits_per_element"].get<double>(), w["codecs"][0]["bits_per_element"].get<double>());
+  EXPECT_LT(p["codecs"][0]["bits_per_element"].get<double>(),
+            w["codecs"][0]["bits_per_element"].get<double>() * 1.05);
+  EXPECT_TRUE(p["codecs"][1]["recompute_needed"].get<bool>());
+  EXPECT_NE(Ctl("codec eval --chunk-tokens 2000000 --in " + dir_ + " --codecs raw").exit_code, 0);
+}
+
 // The C++ CLI drives the Python quality tool: a lossless cache must give KL 0
 // and agreement 1; a 1-bit TurboQuant cache must not.
 TEST_F(SeqkvctlCodecTest, EvalQualityThroughTheModel) {

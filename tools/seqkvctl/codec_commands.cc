@@ -306,6 +306,10 @@ void RegisterCodecCommands(CLI::App& app, int* exit_code) {
     cmd->add_option("--prefix", opts->prefix, "Positions used as the cache for --quality")->capture_default_str();
     cmd->add_flag("--json", *as_json, "Print one JSON object");
     cmd->add_flag("--per-file", opts->per_file, "Also list every file");
+    cmd->add_option("--chunk-tokens", opts->chunk_tokens,
+                    "Code each dump in chunks of this many tokens, as a client stores a sequence (0: whole dumps)")
+        ->capture_default_str()
+        ->check(CLI::Range(0u, kMaxTokens));
     cmd->callback([=] {
       Status side = LoadSideInfo(*profiles, opts->model_dir, *as_json);
       if (!side.ok()) { *exit_code = Fail(side); return; }

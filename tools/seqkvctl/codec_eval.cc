@@ -10,6 +10,7 @@
 #include <ostream>
 #include <random>
 
+#include "seqkv/client/client.h"
 #include "seqkv/codec/dtype.h"
 #include "seqkv/codec/format.h"
 #include "seqkv/codec/kv_model.h"
@@ -118,50 +119,93 @@ Result<std::vector<QualityMetrics>> RunQuality(const std::vector<std::pair<std::
 
 }  // namespace
 
-Result<RoundTripMetrics> RoundTrip(const Chunk& chunk, const Codec& codec, Chunk* recon) {
+Result<RoundTripMetrics> RoundTrip(const Chunk& chunk, const Codec& codec, Chunk* recon, uint32_t chunk_tokens) {
   RoundTripMetrics m;
   m.codec = codec.Spec();
   m.tokens = chunk.shape.tokens;
   m.raw_bytes = 2 * chunk.TensorBytes();
-  auto t0 = Clock::now();
-  SEQKV_ASSIGN_OR_RETURN(std::vector<uint8_t> bytes, EncodeChunk(chunk, codec));
-  auto t1 = Clock::now();
-  m.encoded_bytes = bytes.size();
-  m.bits_per_element = bytes.size() * 8.0 / (2.0 * chunk.shape.elements());
-  m.bits_per_token = bytes.size() * 8.0 / chunk.shape.tokens;
-  m.ratio = double(m.raw_bytes) / double(bytes.size());
-  m.encode_mb_s = m.raw_bytes / 1e6 / std::max(Seconds(t0, t1), 1e-9);
-  if (dynamic_cast<const SeqLossyEncoder*>(&codec) != nullptr) {
-    const SeqEncodeInfo& info = SeqLastEncodeInfo();
-    RoundTripMetrics::Seq seq;
-    seq.delta0 = info.delta0;
-    seq.proxy = info.proxy;
-    seq.lossless_fallback = info.lossless_fallback;
-    seq.guardrail_raised = info.guardrail_raised;
-    seq.layer0_corrections = info.layer0_corrections;
+  const uint32_t piece = chunk_tokens > 0 && chunk_tokens < chunk.shape.tokens ? chunk_tokens : chunk.shape.tokens;
+  // The pieces, each encoded with its parent's context as a client stores them.
+  std::vector<std::vector<uint8_t>> encoded;
+  std::vector<uint64_t> layer_bytes;
+  double encode_s = 0, proxy = 0;
+  ChunkContext ctx;
+  const bool is_seq = dynamic_cast<const SeqLossyEncoder*>(&codec) != nullptr;
+  RoundTripMetrics::Seq seq;
+  for (uint32_t t0 = 0; t0 < chunk.shape.tokens; t0 += piece) {
+    const uint32_t n = std::min(piece, chunk.shape.tokens - t0);
+    Chunk part;
+    if (n == chunk.shape.tokens) {
+      part = chunk;
+    } else {
+      SEQKV_ASSIGN_OR_RETURN(part, client::SliceKv(client::KvView::Of(chunk), t0, n));
+    }
+    ChunkContext next;
+    const auto t1 = Clock::now();
+    SEQKV_ASSIGN_OR_RETURN(std::vector<uint8_t> bytes, EncodeChunk(part, codec, t0 == 0 ? nullptr : &ctx, &next));
+    encode_s += Seconds(t1, Clock::now());
+    ctx = std::move(next);
+    m.encoded_bytes += bytes.size();
+    if (is_seq) {
+      const SeqEncodeInfo& info = SeqLastEncodeInfo();
+      seq.delta0 = info.delta0;  // the last piece's
+      proxy += info.proxy * n;
+      seq.lossless_fallback |= info.lossless_fallback;
+      seq.guardrail_raised |= info.guardrail_raised;
+      seq.layer0_corrections += info.layer0_corrections;
+      if (layer_bytes.size() < info.layer_bytes.size()) layer_bytes.resize(info.layer_bytes.size(), 0);
+      for (size_t l = 0; l < info.layer_bytes.size(); ++l) layer_bytes[l] += info.layer_bytes[l];
+    }
+    encoded.push_back(std::move(bytes));
+  }
+  m.bits_per_element = m.encoded_bytes * 8.0 / (2.0 * chunk.shape.elements());
+  m.bits_per_token = m.encoded_bytes * 8.0 / chunk.shape.tokens;
+  m.ratio = double(m.raw_bytes) / double(m.encoded_bytes);
+  m.encode_mb_s = m.raw_bytes / 1e6 / std::max(encode_s, 1e-9);
+  if (is_seq) {
+    seq.proxy = proxy / chunk.shape.tokens;  // token-weighted mean over the pieces
     const double per_layer = 2.0 * chunk.shape.kv_heads * chunk.shape.tokens * chunk.shape.head_dim;
-    for (uint64_t b : info.layer_bytes) seq.layer_bits.push_back(8.0 * b / per_layer);
+    for (uint64_t b : layer_bytes) seq.layer_bits.push_back(8.0 * b / per_layer);
     m.seq = seq;
   }
-  auto t2 = Clock::now();
-  auto decoded = DecodeChunk(bytes);
-  auto t3 = Clock::now();
-  if (!decoded.ok()) {
-    if (!IsRecomputeNeeded(decoded.status())) return decoded.status();
-    m.recompute_needed = true;
-    SEQKV_ASSIGN_OR_RETURN(Chunk tokens_only, DecodeTokens(bytes));
-    if (tokens_only.tokens != chunk.tokens) return DataLoss("token ids did not round-trip");
-    return m;
+  // Decoded in order, each piece with its parent's context.
+  std::vector<Chunk> parts;
+  double decode_s = 0;
+  ChunkContext dctx;
+  for (size_t i = 0; i < encoded.size(); ++i) {
+    ChunkContext next;
+    const auto t2 = Clock::now();
+    auto decoded = DecodeChunk(encoded[i], i == 0 ? nullptr : &dctx, &next);
+    decode_s += Seconds(t2, Clock::now());
+    dctx = std::move(next);
+    if (!decoded.ok()) {
+      if (!IsRecomputeNeeded(decoded.status())) return decoded.status();
+      m.recompute_needed = true;
+      SEQKV_ASSIGN_OR_RETURN(Chunk tokens_only, DecodeTokens(encoded[i]));
+      const uint32_t t0 = static_cast<uint32_t>(i) * piece;
+      if (!std::equal(tokens_only.tokens.begin(), tokens_only.tokens.end(), chunk.tokens.begin() + t0)) {
+        return DataLoss("token ids did not round-trip");
+      }
+      continue;
+    }
+    parts.push_back(std::move(decoded).value());
   }
-  m.decode_mb_s = m.raw_bytes / 1e6 / std::max(Seconds(t2, t3), 1e-9);
-  if (decoded->tokens != chunk.tokens || decoded->first_position != chunk.first_position ||
-      !(decoded->shape == chunk.shape)) {
+  if (m.recompute_needed) return m;
+  m.decode_mb_s = m.raw_bytes / 1e6 / std::max(decode_s, 1e-9);
+  Chunk decoded;
+  if (parts.size() == 1) {
+    decoded = std::move(parts[0]);
+  } else {
+    SEQKV_ASSIGN_OR_RETURN(decoded, client::ConcatChunks(parts));
+  }
+  if (decoded.tokens != chunk.tokens || decoded.first_position != chunk.first_position ||
+      !(decoded.shape == chunk.shape)) {
     return DataLoss("decoded chunk metadata differs from the input");
   }
-  m.bit_exact = decoded->k == chunk.k && decoded->v == chunk.v;
-  ErrorStats(chunk, chunk.k, decoded->k, &m.k_rel_mse, &m.k_max_err);
-  ErrorStats(chunk, chunk.v, decoded->v, &m.v_rel_mse, &m.v_max_err);
-  *recon = std::move(decoded).value();
+  m.bit_exact = decoded.k == chunk.k && decoded.v == chunk.v;
+  ErrorStats(chunk, chunk.k, decoded.k, &m.k_rel_mse, &m.k_max_err);
+  ErrorStats(chunk, chunk.v, decoded.v, &m.v_rel_mse, &m.v_max_err);
+  *recon = std::move(decoded);
   return m;
 }
 
@@ -279,7 +323,7 @@ Result<EvalResult> RunEval(const EvalOptions& opts, std::ostream* progress) {
       std::string name = fs::path(file).filename().string();
       *progress << "[" << step << "/" << steps << "] " << name << " " << codecs[ci]->Spec() << "\n" << std::flush;
       Chunk recon;
-      auto m = RoundTrip(dump.chunk, *codecs[ci], &recon);
+      auto m = RoundTrip(dump.chunk, *codecs[ci], &recon, opts.chunk_tokens);
       if (!m.ok()) return m.status().WithContext(name + " with " + codecs[ci]->Spec());
       m->file = name;
       if (opts.quality && !m->recompute_needed) {

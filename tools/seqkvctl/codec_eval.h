@@ -44,8 +44,12 @@ struct RoundTripMetrics {
 };
 
 // Encodes and decodes chunk with codec; *recon receives the reconstruction
-// (untouched when recompute is needed).
-Result<RoundTripMetrics> RoundTrip(const Chunk& chunk, const Codec& codec, Chunk* recon);
+// (untouched when recompute is needed). chunk_tokens > 0 cuts the chunk into
+// pieces of that many tokens first (the last may be shorter) and codes them
+// one after another as a client stores a sequence (each piece with its
+// parent's context, for codecs that continue parents); the metrics are the
+// pieces' together and *recon their decoded concatenation.
+Result<RoundTripMetrics> RoundTrip(const Chunk& chunk, const Codec& codec, Chunk* recon, uint32_t chunk_tokens = 0);
 
 struct EvalOptions {
   std::vector<std::string> inputs;  // folders (every *.safetensors) and/or files
@@ -54,6 +58,7 @@ struct EvalOptions {
   std::string model_dir;
   int prefix = 768;
   bool per_file = false;
+  uint32_t chunk_tokens = 0;  // > 0: code each dump in pieces of this many tokens (RoundTrip)
 };
 
 // Mean over files for one codec.
