@@ -15,7 +15,8 @@
 // bit (tests/gpu/seq_decode_gpu_test.cc).
 //
 // Scope: bf16 chunks of the profile given at Create, lossy mode, layer 0 coded
-// (profiles calibrated without a model). MakeSeqDecodeItem answers
+// (profiles calibrated without a model), adaptive or lane streams (lane
+// chunks, the default, never continue a parent). MakeSeqDecodeItem answers
 // UNIMPLEMENTED for a lossless-fallback chunk or a chunk whose layer 0 comes
 // from the model, and FAILED_PRECONDITION for a parent-conditioned chunk or
 // another profile's chunk: decode those with seqkv::DecodeChunk on the CPU.

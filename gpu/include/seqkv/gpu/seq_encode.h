@@ -12,9 +12,10 @@
 // every group from the previous layer's reconstruction, transforms the
 // residual with the group's KLT, quantizes, and reconstructs as the decoder
 // will (the closed loop); then one thread per component runs its adaptive
-// models, one thread per rANS lane codes the lane's symbols, and the lanes'
-// words are merged into the group streams, written as layer sections into
-// the caller's output buffers.
+// models (lane streams, streams=lanes: prices the class shifts with the
+// profile's static model), one thread per rANS lane codes the lane's symbols,
+// and the lanes' words are merged into the group streams, written as layer
+// sections into the caller's output buffers.
 //
 // Exactness: every float operation is the CPU reference's (codec/src/
 // seq_lossy_core.cc) in its order without FMA contraction, so the symbols,
@@ -29,7 +30,7 @@
 // typically); with delta=X it only enqueues.
 //
 // Scope: lossy seq specs (delta=, bits=, kl= with deadzone=, krate=, vrate=,
-// lrate=, maxbits=, fallback=); profiles without layer 0 from the model; no
+// lrate=, maxbits=, fallback=, streams=adaptive|lanes); profiles without layer 0 from the model; no
 // parent-conditioned chunks; bf16 input in the contiguous or the vLLM-paged
 // layout. A kl= budget that needs the codec's seq:lossless fallback fails with
 // UNIMPLEMENTED (FAILED_PRECONDITION with fallback=none); an item whose
