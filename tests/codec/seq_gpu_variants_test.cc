@@ -1,10 +1,19 @@
-// What a GPU-oriented variant of the seq codec's entropy stage would cost in
-// size, measured on the dev dumps (docs/gpu.md, "Sequential codec: the whole
-// decode"). Not a format: a measurement, only with SEQKV_MEASURE=1.
+// What GPU-oriented variants of the seq codec's entropy stage cost in size,
+// measured on the dev dumps (docs/gpu.md). Measurements, only with
+// SEQKV_MEASURE=1; each prints a table:
+//   StaticModelsAndIndependentLanes  per-component static tables and 32
+//       independent lanes against the adaptive format (ideal code lengths);
+//   ScaleIndexedTablesAcrossSteps   the design of lane streams before it was
+//       built: one table family indexed by scale (SEQKV_RES classes per octave),
+//       SEQKV_LANES lanes, SEQKV_SHAPES shape classes, SEQKV_SHIFT the range of
+//       a per-group class shift, SEQKV_ALL=1 all-heads predictors;
+//   LaneStreamsThroughTheCodec      the implemented format (streams=lanes)
+//       against adaptive and parent-chained adaptive chunks, whole chunk bytes
+//       and CPU speed.
 //
-// Symbols: a same-head profile calibrated (no model) on 256-token pieces of
-// doc00-03, the codec's own closed loop (SeqEncodeLoop) on pieces of doc04-07
-// at fixed steps. Compared, in bits per element of K and V:
+// Symbols: a profile calibrated (no model) on 256-token pieces of doc00-03,
+// the codec's own closed loop (SeqEncodeLoop) on pieces of doc04-07 at fixed
+// steps. The first test compares, in bits per element of K and V:
 //   adaptive      the format as it is (SeqEstimateGroupBits: adaptive models,
 //                 8 interleaved lanes sharing one word stream)
 //   static        per (group, component, context) frequencies fitted on the
