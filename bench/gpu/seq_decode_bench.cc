@@ -67,7 +67,7 @@ struct Row {
 std::vector<Row> rows;
 
 // A static model for the bench's symbols (step 1, code 128): per component
-// 16 log2 of its mean |q|, and the tables of their (class, context) counts.
+// SeqLog2Sixteenths of its mean |q|, and the tables of their counts.
 void FitStaticModel(const std::vector<std::vector<int32_t>>& sets, uint32_t d, SeqProfile* p) {
   std::vector<double> mean(d, 0.0);
   for (const auto& q : sets) {
@@ -75,26 +75,15 @@ void FitStaticModel(const std::vector<std::vector<int32_t>>& sets, uint32_t d, S
   }
   std::vector<int16_t> scale(d);
   for (uint32_t i = 0; i < d; ++i) {
-    scale[i] = mean[i] > 0 ? static_cast<int16_t>(std::lround(16 * std::log2(mean[i]))) : seqkv::internal::kSeqStaticScaleNone;
+    scale[i] = mean[i] > 0 ? seqkv::internal::SeqLog2Sixteenths(mean[i]) : seqkv::internal::kSeqStaticScaleNone;
   }
   p->static_scale.resize(size_t{p->groups()} * d);
   for (size_t k = 0; k < p->static_scale.size(); ++k) p->static_scale[k] = scale[k % d];
-  const size_t rows = size_t{seqkv::internal::kSeqStaticClasses} * seqkv::internal::kSeqLaneContexts;
-  std::vector<uint64_t> counts(rows * seqkv::internal::kSeqLaneSymbols, 1);
-  for (const auto& q : sets) {
-    for (uint32_t i = 0; i < d; ++i) {
-      const size_t table = size_t(seqkv::internal::SeqStaticClass(scale[i], 0, 128));
-      int32_t prev = 0;
-      for (uint32_t t = 0; t < kTokens; ++t) {
-        const int32_t v = q[size_t{t} * d + i];
-        const uint32_t m = static_cast<uint32_t>(std::abs(v));
-        counts[(table * 3 + seqkv::internal::SeqLaneContext(prev)) * 16 + (m >= 15 ? 15 : m)] += 2;
-        prev = v;
-      }
-    }
-  }
-  p->static_freq.resize(counts.size());
-  for (size_t r = 0; r < rows; ++r) seqkv::internal::SeqStaticRow(&counts[r * 16], &p->static_freq[r * 16]);
+  std::vector<uint64_t> counts(
+      size_t{seqkv::internal::kSeqStaticClasses} * seqkv::internal::kSeqLaneContexts * seqkv::internal::kSeqLaneSymbols,
+      1);
+  for (const auto& q : sets) seqkv::internal::SeqAddStaticCounts(q.data(), kTokens, d, scale.data(), 0, 128, counts.data());
+  p->static_freq = seqkv::internal::SeqStaticFreqs(counts);
   CHECK_OK(p->Validate());
 }
 

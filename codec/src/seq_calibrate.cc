@@ -87,36 +87,23 @@ Status FitSeqStaticModel(const std::vector<Chunk>& chunks, SeqProfile* profile) 
   p.static_scale.assign(size_t{G} * d, internal::kSeqStaticScaleNone);
   for (size_t k = size_t{first_group} * d; k < sum.size(); ++k) {
     const double a = sum[k] / tokens * kFine;
-    if (a > 0) p.static_scale[k] = static_cast<int16_t>(std::clamp(std::nearbyint(16.0 * std::log2(a)), -32767.0, 32767.0));
+    if (a > 0) p.static_scale[k] = internal::SeqLog2Sixteenths(a);
   }
   // Tables: symbol counts per (class, context) over loops at steps 1/4 .. 8.
-  constexpr size_t kRows = size_t{internal::kSeqStaticClasses} * internal::kSeqLaneContexts;
-  std::vector<uint64_t> counts(kRows * internal::kSeqLaneSymbols, 1);  // add-1/2, doubled below
+  std::vector<uint64_t> counts(
+      size_t{internal::kSeqStaticClasses} * internal::kSeqLaneContexts * internal::kSeqLaneSymbols, 1);
   for (const float delta : {0.25f, 0.5f, 1.0f, 2.0f, 4.0f, 8.0f}) {
     const int16_t step_class = internal::SeqStepClass(delta);
     for (const Chunk& c : chunks) {
       loop(c, delta, &r);
       const uint32_t T = c.shape.tokens;
       for (uint32_t g = first_group; g < G; ++g) {
-        for (uint32_t i = 0; i < d; ++i) {
-          const size_t cls = size_t(internal::SeqStaticClass(p.static_scale[size_t{g} * d + i], step_class, 128));
-          int32_t prev = 0;
-          for (uint32_t t = 0; t < T; ++t) {
-            const int32_t v = r.q[(size_t{g} * T + t) * d + i];
-            const uint32_t mag = static_cast<uint32_t>(v < 0 ? -int64_t{v} : v);
-            const int s = mag >= uint32_t(internal::kSeqLaneSymbols - 1) ? internal::kSeqLaneSymbols - 1 : int(mag);
-            counts[(cls * internal::kSeqLaneContexts + internal::SeqLaneContext(prev)) * internal::kSeqLaneSymbols + s] += 2;
-            prev = v;
-          }
-        }
+        internal::SeqAddStaticCounts(r.q.data() + size_t{g} * T * d, T, d, p.static_scale.data() + size_t{g} * d,
+                                     step_class, 128, counts.data());
       }
     }
   }
-  p.static_freq.assign(counts.size(), 0);
-  for (size_t row = 0; row < kRows; ++row) {
-    internal::SeqStaticRow(counts.data() + row * internal::kSeqLaneSymbols,
-                           p.static_freq.data() + row * internal::kSeqLaneSymbols);
-  }
+  p.static_freq = internal::SeqStaticFreqs(counts);
   return p.Validate();
 }
 

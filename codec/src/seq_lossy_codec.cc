@@ -203,9 +203,11 @@ class SeqLossyCodec final : public Codec, public SeqLossyEncoder {
     }
     return std::vector<SeqGroupState>(profile_->groups(), SeqGroupState(profile_->head_dim));
   }
-  void SetNext(ChunkContext* next, std::vector<SeqGroupState> states) const {
+  // What a child continues from: the states, or nothing after a lane chunk.
+  void SetNext(ChunkContext* next, std::vector<SeqGroupState> states, bool lanes) const {
     if (next == nullptr) return;
     *next = ChunkContext{};
+    if (lanes) return;
     next->codec_key = ContextKey();
     next->state = std::make_shared<const std::vector<SeqGroupState>>(std::move(states));
   }
@@ -399,11 +401,7 @@ Status SeqLossyCodec::EncodeImpl(const Chunk& chunk, const ChunkContext* parent,
     *recon = chunk;
     WriteOutput(chosen, first, rope, recon);
   }
-  if (opts_.lanes) {
-    if (next != nullptr) *next = ChunkContext{};  // nothing carries over
-  } else {
-    SetNext(next, std::move(states));
-  }
+  SetNext(next, std::move(states), opts_.lanes);
   (void)per_layer;
   return Status::Ok();
 }
@@ -432,12 +430,10 @@ Status SeqLossyCodec::DecodeImpl(std::span<const SectionView> sections, const Ch
   const uint32_t T = s.tokens, H = s.kv_heads, d = s.head_dim, L = s.layers;
   const size_t per_group = size_t{T} * d;
 
-  SEQKV_ASSIGN_OR_RETURN(SeqLossyParams header, ParseSeqLossyParams(sections[0].data.subspan(1), p.groups()));
+  SEQKV_ASSIGN_OR_RETURN(SeqLossyParams header, ParseSeqLossyParams(sections[0].data.subspan(1), p));
   SeqLoopParams params = std::move(header.loop);
   const uint64_t parent_hash = header.parent_hash;
   const bool lanes = header.streams == kSeqStreamsLanes;
-  if (lanes && !p.has_static_model()) return DataLoss("seq: lane streams with a profile that has no static model");
-  if (lanes && parent_hash != 0) return DataLoss("seq: lane streams never continue a parent");
   if (parent_hash != 0 && (parent == nullptr || !CanContinue(*parent))) {
     return FailedPrecondition("seq: chunk continues a parent chunk; decode it with its parent's context");
   }
@@ -507,11 +503,7 @@ Status SeqLossyCodec::DecodeImpl(std::span<const SectionView> sections, const Ch
   }
   SeqDecodeLoop(p, T, params.layer0_exact ? layer0.data() : nullptr, params, &loop);
   WriteOutput(loop, first, rope, chunk);
-  if (lanes) {
-    if (next != nullptr) *next = ChunkContext{};
-  } else {
-    SetNext(next, std::move(states));
-  }
+  SetNext(next, std::move(states), lanes);
   return Status::Ok();
 }
 

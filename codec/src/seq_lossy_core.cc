@@ -129,8 +129,21 @@ void PutStates(const uint32_t* states, uint32_t lanes, const std::vector<uint16_
 
 int Context(int32_t prev) { return prev == 0 ? 0 : ((prev == 1 || prev == -1) ? 1 : 2); }
 
-// Runs the models over the coded components in decode order; emit(lane,
-// start, freq) for every rANS symbol.
+// The uniform-bit operations after a symbol v of magnitude mag on `lane`:
+// for the escape class the Exp-Golomb-0 code of mag - 15 (zeros, a one, the
+// low bits), then the sign when v != 0. Both stream kinds code them alike.
+template <typename Emit>
+void EmitUniformBits(uint8_t lane, int32_t v, uint32_t mag, Emit&& emit) {
+  if (mag >= kEscape) {
+    const uint32_t e = mag - kEscape + 1;
+    const int k = std::bit_width(e) - 1;
+    for (int b = 0; b < k; ++b) emit(lane, 0, kHalf);
+    emit(lane, kHalf, kHalf);
+    for (int b = k - 1; b >= 0; --b) emit(lane, ((e >> b) & 1) ? kHalf : 0, kHalf);
+  }
+  if (mag != 0) emit(lane, v < 0 ? kHalf : 0, kHalf);
+}
+
 // Runs the models over the coded components in decode order; emit(lane,
 // start, freq) for every rANS symbol. The models and last symbols of every
 // component live in *st (components that are all zero in this chunk end with
@@ -150,14 +163,7 @@ void ModelSymbols(const int32_t* q, uint32_t tokens, uint32_t dim, const std::ve
       const int s = mag >= kEscape ? kEscape : static_cast<int>(mag);
       emit(lane, m.Start(s), m.Freq(s));
       m.Update(s);
-      if (mag >= kEscape) {  // Exp-Golomb 0 of mag - 15, in uniform bits
-        const uint32_t e = mag - kEscape + 1;
-        const int k = std::bit_width(e) - 1;
-        for (int b = 0; b < k; ++b) emit(lane, 0, kHalf);
-        emit(lane, kHalf, kHalf);
-        for (int b = k - 1; b >= 0; --b) emit(lane, ((e >> b) & 1) ? kHalf : 0, kHalf);
-      }
-      if (mag != 0) emit(lane, v < 0 ? kHalf : 0, kHalf);
+      EmitUniformBits(lane, v, mag, emit);
       st->prev[i] = v;
     }
   }
@@ -241,22 +247,37 @@ double SeqEstimateGroupBits(const int32_t* q, uint32_t tokens, uint32_t dim, con
   return double(SeqEstimateGroupCost(q, tokens, dim, state)) / double(1u << kSeqCostFracBits);
 }
 
-Status SeqDecodeGroup(std::span<const uint8_t> stream, uint32_t tokens, uint32_t dim, int32_t* q,
-                      SeqGroupState* state) {
-  std::fill(q, q + size_t{tokens} * dim, 0);
+namespace {
+
+// The start of either kind of group stream: the zero-flag bitmap (its coded
+// components, ascending) and the lane count, which must be min(max_lanes,
+// coded components); DATA_LOSS otherwise.
+Status ReadGroupHeader(std::span<const uint8_t> stream, uint32_t dim, uint32_t max_lanes,
+                       std::vector<uint32_t>* coded, uint32_t* lanes) {
   const size_t bitmap_bytes = (dim + 7) / 8;
   if (stream.size() < bitmap_bytes + 1) return DataLoss("seq: group stream truncated");
-  std::vector<uint32_t> coded;
   for (uint32_t i = 0; i < dim; ++i) {
-    if (stream[i / 8] & (1u << (i % 8))) coded.push_back(i);
+    if (stream[i / 8] & (1u << (i % 8))) coded->push_back(i);
   }
   for (uint32_t i = dim; i < bitmap_bytes * 8; ++i) {
     if (stream[i / 8] & (1u << (i % 8))) return DataLoss("seq: bad component bitmap");
   }
-  const uint32_t lanes = stream[bitmap_bytes];
-  if (lanes != std::min<uint32_t>(kSeqMaxLanes, static_cast<uint32_t>(coded.size()))) {
+  *lanes = stream[bitmap_bytes];
+  if (*lanes != std::min<uint32_t>(max_lanes, static_cast<uint32_t>(coded->size()))) {
     return DataLoss("seq: bad lane count");
   }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status SeqDecodeGroup(std::span<const uint8_t> stream, uint32_t tokens, uint32_t dim, int32_t* q,
+                      SeqGroupState* state) {
+  std::fill(q, q + size_t{tokens} * dim, 0);
+  const size_t bitmap_bytes = (dim + 7) / 8;
+  std::vector<uint32_t> coded;
+  uint32_t lanes = 0;
+  SEQKV_RETURN_IF_ERROR(ReadGroupHeader(stream, dim, kSeqMaxLanes, &coded, &lanes));
   SeqGroupState st = StartState(state, dim);
   if (lanes == 0) {
     if (stream.size() != bitmap_bytes + 1) return DataLoss("seq: trailing bytes in group stream");
@@ -397,9 +418,31 @@ void SeqStaticRow(const uint64_t* counts, uint16_t* freq) {
   for (int s = 0; s < kN; ++s) freq[s] = static_cast<uint16_t>(f[s]);
 }
 
-int16_t SeqStepClass(float delta0) {
-  const double c = std::nearbyint(16.0 * std::log2(double(delta0)));
-  return static_cast<int16_t>(std::clamp(c, -32767.0, 32767.0));
+std::vector<uint16_t> SeqStaticFreqs(const std::vector<uint64_t>& counts) {
+  std::vector<uint16_t> freq(counts.size(), 0);
+  for (size_t row = 0; row + kSeqLaneSymbols <= counts.size(); row += kSeqLaneSymbols) {
+    SeqStaticRow(counts.data() + row, freq.data() + row);
+  }
+  return freq;
+}
+
+void SeqAddStaticCounts(const int32_t* q, uint32_t tokens, uint32_t dim, const int16_t* scale, int16_t step_class,
+                        uint8_t code, uint64_t* counts) {
+  for (uint32_t i = 0; i < dim; ++i) {
+    const size_t table = size_t(SeqStaticClass(scale[i], step_class, code));
+    int32_t prev = 0;
+    for (uint32_t t = 0; t < tokens; ++t) {
+      const int32_t v = q[size_t{t} * dim + i];
+      const uint32_t mag = static_cast<uint32_t>(v < 0 ? -int64_t{v} : v);
+      const int s = mag >= kEscape ? kEscape : static_cast<int>(mag);
+      counts[(table * kContexts + Context(prev)) * kSymbols + s] += 2;
+      prev = v;
+    }
+  }
+}
+
+int16_t SeqLog2Sixteenths(double x) {
+  return static_cast<int16_t>(std::clamp(std::nearbyint(16.0 * std::log2(x)), -32767.0, 32767.0));
 }
 
 void SeqLaneClasses(const SeqProfile& profile, uint32_t g, int16_t step_class, uint8_t code, int16_t* k) {
@@ -412,8 +455,7 @@ void SeqLaneClasses(const SeqProfile& profile, uint32_t g, int16_t step_class, u
 
 namespace {
 
-// The rANS operations of every lane in decode order: emit(lane, row, s,
-// start, freq) with row = SIZE_MAX for the uniform bits.
+// The rANS operations of every lane in decode order: emit(lane, start, freq).
 template <typename Emit>
 void LaneSymbols(const int32_t* q, uint32_t tokens, uint32_t dim, const std::vector<uint32_t>& coded,
                  uint32_t lanes, const SeqStaticTables& tables, const uint16_t* table_of, Emit&& emit) {
@@ -426,17 +468,10 @@ void LaneSymbols(const int32_t* q, uint32_t tokens, uint32_t dim, const std::vec
         const int32_t v = q[size_t{t} * dim + i];
         const uint32_t mag = static_cast<uint32_t>(v < 0 ? -int64_t{v} : v);
         const int s = mag >= kEscape ? kEscape : static_cast<int>(mag);
-        const size_t row = size_t{table_of[i]} * kContexts + Context(prev[i]);
-        const uint16_t* cum = tables.cum.data() + row * kSeqLaneRowStride;
-        emit(lane, row, s, cum[s], uint32_t{cum[s + 1]} - cum[s]);
-        if (mag >= kEscape) {  // Exp-Golomb 0 of mag - 15, in uniform bits
-          const uint32_t e = mag - kEscape + 1;
-          const int k = std::bit_width(e) - 1;
-          for (int b = 0; b < k; ++b) emit(lane, SIZE_MAX, 0, 0, kHalf);
-          emit(lane, SIZE_MAX, 0, kHalf, kHalf);
-          for (int b = k - 1; b >= 0; --b) emit(lane, SIZE_MAX, 0, ((e >> b) & 1) ? kHalf : 0, kHalf);
-        }
-        if (mag != 0) emit(lane, SIZE_MAX, 0, v < 0 ? kHalf : 0, kHalf);
+        const uint16_t* cum =
+            tables.cum.data() + (size_t{table_of[i]} * kContexts + Context(prev[i])) * kSeqLaneRowStride;
+        emit(static_cast<uint8_t>(lane), cum[s], uint32_t{cum[s + 1]} - cum[s]);
+        EmitUniformBits(static_cast<uint8_t>(lane), v, mag, emit);
         prev[i] = v;
       }
     }
@@ -451,9 +486,9 @@ struct LaneCensus {
   uint64_t uniform_bits = 0;
 };
 
-LaneCensus Census(const int32_t* q, uint32_t tokens, uint32_t dim) {
+LaneCensus Census(const int32_t* q, uint32_t tokens, uint32_t dim, std::vector<uint32_t> coded) {
   LaneCensus c;
-  c.coded = CodedComponents(q, tokens, dim, nullptr);
+  c.coded = std::move(coded);
   c.counts.assign(c.coded.size() * kContexts * kSymbols, 0);
   for (size_t n = 0; n < c.coded.size(); ++n) {
     const uint32_t i = c.coded[n];
@@ -501,11 +536,10 @@ uint64_t PlanShift(const LaneCensus& c, uint32_t dim, const SeqStaticTables& tab
 
 std::vector<uint8_t> SeqEncodeLaneGroup(const int32_t* q, uint32_t tokens, uint32_t dim,
                                         const SeqStaticTables& tables, const int16_t* k) {
-  int shift = 0;
-  const LaneCensus census = Census(q, tokens, dim);
-  PlanShift(census, dim, tables, k, &shift);
   std::vector<uint8_t> out;
   const std::vector<uint32_t> coded = CodedComponents(q, tokens, dim, &out);
+  int shift = 0;
+  PlanShift(Census(q, tokens, dim, coded), dim, tables, k, &shift);
   const uint32_t lanes = std::min<uint32_t>(kSeqLaneMax, static_cast<uint32_t>(coded.size()));
   out.push_back(static_cast<uint8_t>(lanes));
   if (lanes == 0) return out;
@@ -514,9 +548,7 @@ std::vector<uint8_t> SeqEncodeLaneGroup(const int32_t* q, uint32_t tokens, uint3
   for (uint32_t i : coded) table_of[i] = static_cast<uint16_t>(SeqLaneTable(k[i], shift));
   std::vector<std::vector<Op>> ops(lanes);
   LaneSymbols(q, tokens, dim, coded, lanes, tables, table_of.data(),
-              [&](uint32_t lane, size_t, int, uint32_t start, uint32_t freq) {
-                ops[lane].push_back({start, freq, static_cast<uint8_t>(lane)});
-              });
+              [&](uint8_t lane, uint32_t start, uint32_t freq) { ops[lane].push_back({start, freq, lane}); });
   size_t steps = 0;
   for (const auto& o : ops) steps = std::max(steps, o.size());
   uint32_t x_state[kSeqLaneMax];
@@ -535,7 +567,7 @@ std::vector<uint8_t> SeqEncodeLaneGroup(const int32_t* q, uint32_t tokens, uint3
 uint64_t SeqEstimateLaneGroupCost(const int32_t* q, uint32_t tokens, uint32_t dim, const SeqStaticTables& tables,
                                   const int16_t* k, int* shift) {
   int s = 0;
-  const uint64_t cost = PlanShift(Census(q, tokens, dim), dim, tables, k, &s);
+  const uint64_t cost = PlanShift(Census(q, tokens, dim, CodedComponents(q, tokens, dim, nullptr)), dim, tables, k, &s);
   if (shift != nullptr) *shift = s;
   return cost;
 }
@@ -544,18 +576,9 @@ Status SeqDecodeLaneGroup(std::span<const uint8_t> stream, uint32_t tokens, uint
                           const SeqStaticTables& tables, const int16_t* k, int32_t* q) {
   std::fill(q, q + size_t{tokens} * dim, 0);
   const size_t bitmap_bytes = (dim + 7) / 8;
-  if (stream.size() < bitmap_bytes + 1) return DataLoss("seq: group stream truncated");
-  std::vector<uint16_t> coded;
-  for (uint32_t i = 0; i < dim; ++i) {
-    if (stream[i / 8] & (1u << (i % 8))) coded.push_back(static_cast<uint16_t>(i));
-  }
-  for (uint32_t i = dim; i < bitmap_bytes * 8; ++i) {
-    if (stream[i / 8] & (1u << (i % 8))) return DataLoss("seq: bad component bitmap");
-  }
-  const uint32_t lanes = stream[bitmap_bytes];
-  if (lanes != std::min<uint32_t>(kSeqLaneMax, static_cast<uint32_t>(coded.size()))) {
-    return DataLoss("seq: bad lane count");
-  }
+  std::vector<uint32_t> coded;
+  uint32_t lanes = 0;
+  SEQKV_RETURN_IF_ERROR(ReadGroupHeader(stream, dim, kSeqLaneMax, &coded, &lanes));
   if (lanes == 0) {
     if (stream.size() != bitmap_bytes + 1) return DataLoss("seq: trailing bytes in group stream");
     return Status::Ok();
@@ -822,7 +845,8 @@ void SeqDecodeLoop(const SeqProfile& profile, uint32_t tokens, const float* laye
 
 // ============================================================ container tables
 
-Result<SeqLossyParams> ParseSeqLossyParams(std::span<const uint8_t> after_mode, uint32_t groups) {
+Result<SeqLossyParams> ParseSeqLossyParams(std::span<const uint8_t> after_mode, const SeqProfile& profile) {
+  const uint32_t groups = profile.groups();
   ByteReader r(after_mode);
   SeqLossyParams out;
   const uint8_t layer0_mode = r.U8();
@@ -841,6 +865,10 @@ Result<SeqLossyParams> ParseSeqLossyParams(std::span<const uint8_t> after_mode, 
     return DataLoss("seq: bad parameters");
   }
   out.loop.layer0_exact = layer0_mode == 1;
+  if (out.streams == kSeqStreamsLanes && !profile.has_static_model()) {
+    return DataLoss("seq: lane streams with a profile that has no static model");
+  }
+  if (out.streams == kSeqStreamsLanes && out.parent_hash != 0) return DataLoss("seq: lane streams never continue a parent");
   return out;
 }
 

@@ -114,9 +114,20 @@ SeqStaticTables MakeSeqStaticTables(const SeqProfile& profile);
 // shortfall goes to the largest, an excess is taken from the largest, at most
 // half of it at a time.
 void SeqStaticRow(const uint64_t* counts, uint16_t* freq);
-// The chunk's step class: round(16 log2 delta0), clamped to int16 (encoder only;
-// the chunk records it).
-int16_t SeqStepClass(float delta0);
+// round(16 log2 x) clamped to [-32767, 32767], for x > 0: the unit of step
+// classes and of the profile's static scales.
+int16_t SeqLog2Sixteenths(double x);
+// The chunk's step class: SeqLog2Sixteenths(delta0) (encoder only; the chunk
+// records it).
+inline int16_t SeqStepClass(float delta0) { return SeqLog2Sixteenths(double(delta0)); }
+// Fitting a static model: counts [kSeqStaticClasses][kSeqContexts][16] start
+// at 1 (add-one-half, doubled); this adds 2 per symbol of one group's q
+// [tokens][dim], component i in the table of SeqStaticClass(scale[i],
+// step_class, code) under the context of its previous token's symbol.
+void SeqAddStaticCounts(const int32_t* q, uint32_t tokens, uint32_t dim, const int16_t* scale, int16_t step_class,
+                        uint8_t code, uint64_t* counts);
+// The frequencies of such counts, row by row (SeqStaticRow).
+std::vector<uint16_t> SeqStaticFreqs(const std::vector<uint64_t>& counts);
 // The classes before the shift (seq_lanes.h, SeqLaneClass) of every
 // component of group g, as int16.
 void SeqLaneClasses(const SeqProfile& profile, uint32_t g, int16_t step_class, uint8_t code, int16_t* k);
@@ -193,7 +204,7 @@ inline constexpr uint8_t kSeqModeLossy = 0, kSeqModeLossless = 1;
 
 // Section 1 of a lossy chunk after its mode byte: u8 layer-0 mode, u16 stream
 // coding (0 adaptive, 1 lanes), f32 delta0, f32 proxy, u64 parent hash, u32 G
-// (must be `groups`), G step codes, and with lanes an i16 step class. DATA_LOSS ("seq: bad parameters") for anything else. One parser for
+// (must be the profile's), G step codes, and with lanes an i16 step class. DATA_LOSS ("seq: bad parameters") for anything else. One parser for
 // the codec's decoder and the GPU decoder (gpu/src/seq_decode.cc).
 inline constexpr uint16_t kSeqStreamsAdaptive = 0, kSeqStreamsLanes = 1;
 struct SeqLossyParams {
@@ -202,7 +213,9 @@ struct SeqLossyParams {
   uint16_t streams = kSeqStreamsAdaptive;  // how the layer sections' group streams are coded
   int16_t step_class = 0;    // lanes: SeqStepClass(delta0), as the encoder wrote it
 };
-Result<SeqLossyParams> ParseSeqLossyParams(std::span<const uint8_t> after_mode, uint32_t groups);
+// Checked against the chunk's profile: G is its group count, and lane
+// streams need its static model and never continue a parent.
+Result<SeqLossyParams> ParseSeqLossyParams(std::span<const uint8_t> after_mode, const SeqProfile& profile);
 // Section 1 of a lossy chunk, mode byte included; `proxy` is the encoder's.
 std::vector<uint8_t> PackSeqLossyParams(const SeqLossyParams& params, float proxy);
 
