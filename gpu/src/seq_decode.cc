@@ -237,7 +237,7 @@ Result<SeqDecodeItem> MakeSeqDecodeItem(const ChunkHeader& header, std::span<con
   if (mode != 0) return DataLoss("seq: unknown mode");
   // The codec's own parsers, so both decoders accept and refuse the same chunks.
   SEQKV_ASSIGN_OR_RETURN(seqkv::internal::SeqLossyParams params,
-                         seqkv::internal::ParseSeqLossyParams(params_section.subspan(1), p.groups()));
+                         seqkv::internal::ParseSeqLossyParams(params_section.subspan(1), p));
   if (params.loop.layer0_exact) return Unimplemented("seq gpu: layer 0 from the model is not implemented on the GPU");
   if (params.parent_hash != 0) return FailedPrecondition("seq gpu: the chunk continues a parent chunk");
   if (header.sections.size() != 1 + size_t{s.layers}) return DataLoss("seq: wrong number of sections");
@@ -249,7 +249,6 @@ Result<SeqDecodeItem> MakeSeqDecodeItem(const ChunkHeader& header, std::span<con
   item.mult_code = std::move(params.loop.mult_code);
   item.lanes = params.streams == seqkv::internal::kSeqStreamsLanes;
   item.step_class = params.step_class;
-  if (item.lanes && !p.has_static_model()) return DataLoss("seq: lane streams with a profile that has no static model");
   for (uint32_t l = 0; l < s.layers; ++l) {
     if (header.sections[1 + l].type != kLayerSectionBase + l) return DataLoss("seq: unexpected section type");
     SEQKV_ASSIGN_OR_RETURN(auto streams, seqkv::internal::UnpackSeqStreams(section(1 + l), 2 * s.kv_heads));
@@ -379,6 +378,9 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
         lane_descs.push_back(ld);
       }
     }
+    if (item.lanes) {  // the lane kernel stores only non-zero symbols
+      SEQKV_CUDA_RETURN(cudaMemsetAsync(q + q_at, 0, Elements(item.shape) * 2 * sizeof(int32_t), s), "symbol reset");
+    }
     q_at += Elements(item.shape) * 2;
     layer_at += 2ull * p.kv_heads * item.shape.tokens * p.head_dim;
     descs.push_back(d);
@@ -411,18 +413,8 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
     SEQKV_RETURN_IF_ERROR(impl_->entropy.Decode(ea, base + layout.entropy, layout.total - layout.entropy, stream,
                                                 &impl_->group_statuses));
   }
-  // The lane streams: a half-warp per group, into symbols cleared first (the
-  // kernel stores only the non-zero ones).
+  // The lane streams: a half-warp per group, into symbols cleared above.
   if (!lane_descs.empty()) {
-    uint64_t at = 0;
-    for (size_t i = 0; i < args.items.size(); ++i) {
-      if (!(*statuses)[i].ok()) continue;
-      const uint64_t symbols = Elements(args.items[i].shape) * 2;
-      if (args.items[i].lanes) {
-        SEQKV_CUDA_RETURN(cudaMemsetAsync(q + at, 0, symbols * sizeof(int32_t), s), "symbol reset");
-      }
-      at += symbols;
-    }
     internal::SlLaunch sl{};
     sl.descs = device_lane_descs;
     sl.count = static_cast<uint32_t>(lane_descs.size());

@@ -207,6 +207,22 @@ __device__ __forceinline__ uint32_t Magnitude(int32_t v) {
 }
 
 
+// Thread 0 of a group's model kernel: each component's rank among the coded
+// ones (-1: not coded) and the number of coded components.
+__device__ uint32_t RankCoded(const uint32_t* coded_s, uint32_t d, int16_t* rank) {
+  uint32_t r = 0;
+  for (uint32_t c = 0; c < d; ++c) rank[c] = coded_s[c] ? static_cast<int16_t>(r++) : int16_t{-1};
+  return r;
+}
+
+// The group's squared error in SeqGroupSse's order: tiles ascending, channels ascending.
+__device__ double GroupSse(const SqDesc& D, uint32_t g, uint32_t T, uint32_t d) {
+  const uint32_t tiles = (T + kSqSseTile - 1) / kSqSseTile;
+  double sse = 0.0;
+  for (uint64_t k = 0; k < uint64_t{tiles} * d; ++k) sse = __dadd_rn(sse, D.sse_part[uint64_t{g} * tiles * d + k]);
+  return sse;
+}
+
 // One block per group, one thread per component: the component's three
 // adaptive models (SeqAdaptiveModel, 16 frequencies packed two per word) over
 // its symbols; each symbol's magnitude (start, freq) into ops. Then thread 0
@@ -269,22 +285,14 @@ __global__ void SqModelKernel(SqLaunch L) {
   }
   __syncthreads();
   if (i != 0) return;
-  int16_t* rank = D.rank + uint64_t{g} * d;
-  uint32_t r = 0;
+  const uint32_t r = RankCoded(coded_s, d, D.rank + uint64_t{g} * d);
   uint64_t cost = 0;  // integers: the same sum in any order (SeqEstimateGroupCost)
-  for (uint32_t c = 0; c < d; ++c) {
-    rank[c] = coded_s[c] ? static_cast<int16_t>(r++) : int16_t{-1};
-    cost += cost_s[c];
-  }
+  for (uint32_t c = 0; c < d; ++c) cost += cost_s[c];
   D.coded[g] = r;
   const uint32_t lanes = r < kMaxLanes ? r : kMaxLanes;
   cost += (8ull * ((d + 7) / 8 + 1) + 32ull * lanes) << kCostFracBits;
   D.cost[g] = cost;
-  // SeqGroupSse's order: tiles ascending, channels ascending.
-  const uint32_t tiles = (T + kSqSseTile - 1) / kSqSseTile;
-  double sse = 0.0;
-  for (uint64_t k = 0; k < uint64_t{tiles} * d; ++k) sse = __dadd_rn(sse, D.sse_part[uint64_t{g} * tiles * d + k]);
-  D.sse[g] = sse;
+  D.sse[g] = GroupSse(D, g, T, d);
 }
 
 // Lane streams, one block per group, one thread per component: the counts of
@@ -359,9 +367,7 @@ __global__ void SqLaneModelKernel(SqLaunch L) {
   }
   __syncthreads();
   if (i == 0) {
-    int16_t* rank = D.rank + uint64_t{g} * d;
-    uint32_t r = 0;
-    for (uint32_t c = 0; c < d; ++c) rank[c] = coded_s[c] ? static_cast<int16_t>(r++) : int16_t{-1};
+    const uint32_t r = RankCoded(coded_s, d, D.rank + uint64_t{g} * d);
     D.coded[g] = r;
     uint64_t cost = (8ull * ((d + 7) / 8 + 1)) << kCostFracBits;
     int best_shift = 0;
@@ -381,10 +387,7 @@ __global__ void SqLaneModelKernel(SqLaunch L) {
     D.cost[g] = cost;
     D.shift[g] = static_cast<int8_t>(best_shift);
     shift_s = best_shift;
-    const uint32_t tiles = (T + kSqSseTile - 1) / kSqSseTile;
-    double sse = 0.0;
-    for (uint64_t e = 0; e < uint64_t{tiles} * d; ++e) sse = __dadd_rn(sse, D.sse_part[uint64_t{g} * tiles * d + e]);
-    D.sse[g] = sse;
+    D.sse[g] = GroupSse(D, g, T, d);
   }
   __syncthreads();
   if (i >= d) return;
