@@ -341,8 +341,21 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
   auto* xhat = reinterpret_cast<float*>(base + layout.xhat);
   std::vector<internal::SdDesc> descs;
   std::vector<double> step_base;
+  const uint32_t math = !internal::SdTensorCoreFits(p.head_dim)       ? internal::kSdMathExact
+                        : args.math == SeqDenseMath::kTensorTf32x3 ? internal::kSdMathTf32x3
+                        : args.math == SeqDenseMath::kTensorTf32   ? internal::kSdMathTf32
+                                                                   : internal::kSdMathExact;
   uint64_t q_at = 0, layer_at = 0;
   uint32_t ctas = 0;
+  uint64_t clear_begin = 0, clear_end = 0;  // symbols [begin, end) still to clear
+  auto clear = [&]() -> Status {
+    if (clear_end > clear_begin) {
+      SEQKV_CUDA_RETURN(cudaMemsetAsync(q + clear_begin, 0, (clear_end - clear_begin) * sizeof(int32_t), s),
+                        "symbol reset");
+    }
+    clear_begin = clear_end;
+    return Status::Ok();
+  };
   for (size_t i = 0; i < args.items.size(); ++i) {
     if (!(*statuses)[i].ok()) continue;
     const SeqDecodeItem& item = args.items[i];
@@ -362,7 +375,7 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
     d.rotate_keys = rope_keys && item.rope.style != RopeStyle::kNone && impl_->rope.rotary_dim() > 0 ? 1 : 0;
     d.status_index = static_cast<uint32_t>(i);
     d.first_cta = ctas;
-    ctas += internal::SdCtasOf(p.kv_heads, item.shape.tokens);
+    ctas += internal::SdCtasOf(p.kv_heads, item.shape.tokens, math);
     for (uint32_t g = 0; g < p.groups(); ++g) {
       step_base.push_back(double{item.delta0} * seqkv::internal::SeqMultiplier(item.mult_code[g]));
       if (item.lanes) {
@@ -378,13 +391,18 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
         lane_descs.push_back(ld);
       }
     }
-    if (item.lanes) {  // the lane kernel stores only non-zero symbols
-      SEQKV_CUDA_RETURN(cudaMemsetAsync(q + q_at, 0, Elements(item.shape) * 2 * sizeof(int32_t), s), "symbol reset");
+    if (item.lanes) {  // the lane kernel stores only non-zero symbols: one clear per run of lane items
+      if (clear_end != q_at) {
+        SEQKV_RETURN_IF_ERROR(clear());
+        clear_begin = q_at;
+      }
+      clear_end = q_at + Elements(item.shape) * 2;
     }
     q_at += Elements(item.shape) * 2;
     layer_at += 2ull * p.kv_heads * item.shape.tokens * p.head_dim;
     descs.push_back(d);
   }
+  SEQKV_RETURN_IF_ERROR(clear());
   if (!descs.empty()) {
     SEQKV_CUDA_RETURN(cudaMemcpyAsync(device_descs, descs.data(), descs.size() * sizeof(internal::SdDesc),
                                       cudaMemcpyHostToDevice, s),
@@ -445,6 +463,7 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
   launch.block_size = args.block_size;
   launch.num_blocks = args.num_blocks;
   launch.statuses = static_cast<int32_t*>(workspace);
+  launch.math = math;
   if (descs.empty()) return Status::Ok();
   for (uint32_t l = 0; l < p.layers; ++l) {
     SEQKV_CUDA_RETURN(internal::LaunchSdLayer(launch, l, s), "kernel launch");

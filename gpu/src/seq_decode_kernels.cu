@@ -17,6 +17,10 @@
 // per layer: that layer's weights stay in L2); the symbols of the tile are
 // staged too, as float(q) * step. Loops are
 // reordered only across tokens; every token's sums keep the CPU's order.
+//
+// SdLayerTcKernel (below) computes the same sums on tensor cores (TF32,
+// SdLaunch::math), within the tolerance docs/gpu.md documents; both kernels
+// share the output stage (WriteRows).
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -30,6 +34,60 @@ namespace {
 
 constexpr uint32_t TT = kSdTileTokens;
 using dense::FC;
+
+// Output of a tile's reconstructed rows (row_s[k * stride + channel], k <
+// nt): RoPE on the keys, bf16, the destination layout; thread j writes
+// channel j of rows k0, k0 + k_step, ... Rows go kRowBatch at a time: their
+// global loads (RoPE table, block table) first, then their stores, so the
+// loads of a batch overlap (a load after a store to global memory cannot be
+// moved above it by the compiler).
+constexpr uint32_t kRowBatch = 8;
+
+__device__ __forceinline__ void WriteRows(const SdLaunch& L, const SdDesc& desc, uint32_t layer, uint32_t kv,
+                                          uint32_t h, uint32_t t0, uint32_t nt, const float* row_s,
+                                          uint32_t stride, uint32_t j, uint32_t k0 = 0, uint32_t k_step = 1) {
+  const uint32_t d = L.head_dim, H = L.heads;
+  const uint32_t rd = L.rotary_dim;
+  const bool rotate = kv == 0 && desc.rotate_keys && rd > 0 && j < rd;
+  for (uint32_t kb = k0; kb < nt; kb += kRowBatch * k_step) {
+    float cs[kRowBatch], sn[kRowBatch];
+    int32_t blk[kRowBatch];
+#pragma unroll
+    for (uint32_t u = 0; u < kRowBatch; ++u) {
+      const uint32_t k = kb + u * k_step;
+      cs[u] = 1.0f;
+      sn[u] = 0.0f;
+      blk[u] = 0;
+      if (k >= nt) continue;
+      if (rotate) {
+        const uint64_t pos = desc.first_position + t0 + k;
+        cs[u] = L.rope_cos[pos * rd + j];
+        sn[u] = L.rope_sin[pos * rd + j];
+      }
+      if (L.paged) blk[u] = desc.block_table[(desc.token_offset + t0 + k) / L.block_size];
+    }
+#pragma unroll
+    for (uint32_t u = 0; u < kRowBatch; ++u) {
+      const uint32_t k = kb + u * k_step;
+      if (k >= nt) continue;
+      const float* row = row_s + k * stride;
+      const float val = rotate ? dense::RopeChannel(row, j, rd, L.rope_style, cs[u], sn[u], false) : row[j];
+      const uint16_t bits = dense::ToBf16(val);
+      const uint64_t token = desc.token_offset + t0 + k;
+      if (L.paged) {
+        if (blk[u] < 0 || static_cast<uint32_t>(blk[u]) >= L.num_blocks) {
+          atomicCAS(&L.statuses[desc.status_index], 0, kSdBlockOutOfRange);
+          continue;
+        }
+        uint16_t* cache = static_cast<uint16_t*>(desc.layer_caches[layer]);
+        cache[(((uint64_t(blk[u]) * 2 + kv) * L.block_size + token % L.block_size) * H + h) * d + j] = bits;
+      } else {
+        uint16_t* out = static_cast<uint16_t*>(desc.out[kv]);
+        out[((uint64_t{layer} * H + h) * desc.outer_tokens + token) * d + j] = bits;
+      }
+    }
+  }
+}
 
 __global__ void SdLayerKernel(SdLaunch L, uint32_t layer) {
   extern __shared__ __align__(16) unsigned char smem[];
@@ -92,37 +150,273 @@ __global__ void SdLayerKernel(SdLaunch L, uint32_t layer) {
 
   // Output: RoPE on the keys, bf16, the destination layout.
   if (!active) return;
-  const uint32_t rd = L.rotary_dim;
-  const bool rotate = kv == 0 && desc.rotate_keys && rd > 0 && j < rd;
-  for (uint32_t k = 0; k < nt; ++k) {
-    const float* row = row_s + k * d;
-    float val = row[j];
-    if (rotate) {
-      const uint64_t pos = desc.first_position + t0 + k;
-      const float c = L.rope_cos[pos * rd + j], s = L.rope_sin[pos * rd + j];
-      val = dense::RopeChannel(row, j, rd, L.rope_style, c, s, false);
-    }
-    const uint16_t bits = dense::ToBf16(val);
-    const uint64_t token = desc.token_offset + t0 + k;
-    if (L.paged) {
-      const int32_t blk = desc.block_table[token / L.block_size];
-      if (blk < 0 || static_cast<uint32_t>(blk) >= L.num_blocks) {
-        atomicCAS(&L.statuses[desc.status_index], 0, kSdBlockOutOfRange);
-        continue;
-      }
-      uint16_t* cache = static_cast<uint16_t*>(desc.layer_caches[layer]);
-      cache[(((uint64_t(blk) * 2 + kv) * L.block_size + token % L.block_size) * H + h) * d + j] = bits;
+  WriteRows(L, desc, layer, kv, h, t0, nt, row_s, d, j);
+}
+
+// ---- Tensor-core variant (SdLaunch::math kSdMathTf32 / kSdMathTf32x3) ----
+//
+// The same sums as one matrix product per tile: the predictor's bias row
+// (the accumulators' start) plus row t of the tile times the stacked matrix
+// [W without its bias row; U] of the group, over K = nf + d columns: nf
+// feature columns (the previous layer's rows; none for layer 0 and mean
+// predictors) and d columns of symbols, whose weight rows are taken times
+// their steps (q_i * (step_i * U_ij) for the reference's (q_i * step_i) *
+// U_ij). K is then a multiple of 32 for the usual shapes. mma.sync m16n8k8 TF32 with float32 accumulation;
+// kPasses 3 splits every operand x into hi = tf32(x) and lo = tf32(x - hi)
+// and sums lo*hi + hi*lo + hi*hi. What differs from the reference — the
+// dropped lo*lo term, the step's place, the order of the sums — gives the
+// tolerance docs/gpu.md ("Sequential codec: the dense stage on tensor cores") measures.
+//
+// A CTA: TM = 128 tokens of one group, 2 * D / 32 warps; warp (wm, wn) owns
+// tokens [64 wm, 64 wm + 64) x channels [32 wn, 32 wn + 32) (4 x 4 tiles of
+// 16 x 8). The operands go through shared memory KC = 32 columns at a time,
+// raw (float bits, or a symbol's int32), copied by cp.async kTcStages
+// chunks deep, so the next chunks' copies run during this chunk's products; the
+// conversion and the split happen at the fragment loads. Strides make every
+// fragment load conflict-free.
+constexpr uint32_t TM = kSdTcTileTokens;
+constexpr uint32_t KC = 32;
+constexpr uint32_t kAStride = KC + 4;
+constexpr uint32_t kTcStages = 3;
+
+__device__ __forceinline__ uint32_t ToTf32(float x) {
+  uint32_t r;
+  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
+  return r;
+}
+
+__device__ __forceinline__ void MmaTf32(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+__device__ __forceinline__ void CopyAsync4(void* dst, const void* src) {
+  const uint32_t d = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(d), "l"(src));
+}
+__device__ __forceinline__ void CopyAsync16(void* dst, const void* src) {
+  const uint32_t d = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(src));
+}
+__device__ __forceinline__ void CopyCommit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void CopyWait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+// x split for the products: hi = tf32(x), lo = tf32(x - hi) (kPasses 3).
+template <int kPasses>
+__device__ __forceinline__ void Split(float x, uint32_t& hi, uint32_t& lo) {
+  hi = ToTf32(x);
+  if (kPasses == 3) lo = ToTf32(__fsub_rn(x, __uint_as_float(hi)));
+}
+
+// Shared memory of the tensor-core kernel: kTcStages stages of raw operands (A
+// [TM][kAStride], B [KC][D + 8]), or after the loop the tile's rows [TM][D +
+// 8]; then the steps.
+__host__ __device__ constexpr uint32_t SdTcStageWords(uint32_t d) { return TM * kAStride + KC * (d + 8); }
+__host__ __device__ constexpr uint32_t SdTcSharedBytes(uint32_t d) {
+  const uint32_t stages = kTcStages * SdTcStageWords(d), rows = TM * (d + 8);
+  return 4 * ((stages > rows ? stages : rows) + d);
+}
+
+template <int kPasses, uint32_t D>
+__global__ void __launch_bounds__(2 * D, 2) SdLayerTcKernel(SdLaunch L, uint32_t layer) {
+  constexpr uint32_t NT = 2 * D;            // threads
+  constexpr uint32_t kARows = TM * 32 / NT;  // A rows a thread copies per chunk
+  constexpr uint32_t BS = D + 8;             // B and row stride
+  constexpr uint32_t kBVecs = KC * D / 4 / NT;  // 16-byte B copies a thread issues per chunk
+  extern __shared__ __align__(16) unsigned char smem[];
+  const uint32_t H = L.heads, F = L.features;
+  uint32_t* const stages = reinterpret_cast<uint32_t*>(smem);  // stage s at s * SdTcStageWords(D)
+  float* row_s = reinterpret_cast<float*>(smem);  // after the loop: [TM][BS]
+  constexpr uint32_t kStages = kTcStages * SdTcStageWords(D), kRows = TM * BS;
+  float* step_s = reinterpret_cast<float*>(smem) + (kStages > kRows ? kStages : kRows);
+
+  const uint32_t cta = blockIdx.x;
+  const SdDesc& desc = L.descs[dense::FindItem(L.descs, L.count, cta, &SdDesc::first_cta)];
+  const uint32_t T = desc.tokens;
+  const dense::Tile tl = dense::TileOf<TM>(cta - desc.first_cta, T, H, layer);
+  const uint32_t kv = tl.kv, h = tl.h, g = tl.g, t0 = tl.t0, nt = tl.nt;
+  const uint32_t tid = threadIdx.x;
+
+  const float* W = L.predictor + uint64_t{g} * F * D;
+  const float* U = L.basis + uint64_t{g} * D * D;
+  const float* prev = desc.xhat[(layer + 1) % 2];
+  float* cur = desc.xhat[layer % 2];
+  const int32_t* q = desc.q + (uint64_t{g} * T + t0) * D;
+
+  for (uint32_t i = tid; i < D; i += NT) {
+    step_s[i] = __double2float_rn(__dmul_rn(desc.step_base[g], static_cast<double>(L.step_scale[uint64_t{g} * D + i])));
+  }
+  const bool feats = layer > 0 && L.inputs != 0;
+  const uint32_t nf = feats ? F - 1 : 0;  // feature columns; the bias row F - 1 starts the sums
+  const uint32_t K = nf + D;
+  const uint32_t chunks = (K + KC - 1) / KC;
+
+  // Chunk c0's raw operands into stage st: A column (c0 + tid % 32), rows
+  // tid / 32 + NT / 32 * i; B four channels of a row per 16-byte copy.
+  auto issue = [&](uint32_t c0, uint32_t* st) {
+    uint32_t* a = st;
+    uint32_t* b = st + TM * kAStride;
+    const uint32_t col = tid % 32, c = c0 + col;
+    const uint32_t* src = nullptr;
+    if (c >= K) {
+    } else if (c >= nf) {
+      src = reinterpret_cast<const uint32_t*>(q + (c - nf));
     } else {
-      uint16_t* out = static_cast<uint16_t*>(desc.out[kv]);
-      out[((uint64_t{layer} * H + h) * desc.outer_tokens + token) * d + j] = bits;
+      const uint32_t blk = c / D, ch = c % D;  // same head: blk = kv'; all heads: kv' * H + h'
+      src = reinterpret_cast<const uint32_t*>(
+          prev + (L.inputs == 1 ? (uint64_t{blk} * H + h) * T : uint64_t{blk} * T) * D + uint64_t{t0} * D + ch);
+    }
+#pragma unroll
+    for (uint32_t i = 0; i < kARows; ++i) {
+      const uint32_t k = tid / 32 + i * (NT / 32);
+      uint32_t* dst = a + k * kAStride + col;
+      if (k < nt && src != nullptr) {
+        CopyAsync4(dst, src + uint64_t{k} * D);
+      } else {
+        *dst = 0u;
+      }
+    }
+#pragma unroll
+    for (uint32_t i = 0; i < kBVecs; ++i) {
+      const uint32_t v = tid + i * NT, r = v / (D / 4), n = (v % (D / 4)) * 4, row = c0 + r;
+      uint32_t* dst = b + r * BS + n;
+      if (row < K) {
+        const float* w = row >= nf ? U + uint64_t{row - nf} * D : W + uint64_t{row} * D;
+        CopyAsync16(dst, w + n);
+      } else {
+        *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
+      }
+    }
+    CopyCommit();
+  };
+
+  const uint32_t warp = tid / 32, lane = tid % 32, gq = lane / 4, tq = lane % 4;
+  const uint32_t m0 = (warp / (D / 32)) * 64, n0 = (warp % (D / 32)) * 32;
+  float acc[4][4][4];
+#pragma unroll
+  for (uint32_t n = 0; n < 4; ++n) {
+    const float* bias = W + uint64_t{F - 1} * D + n0 + n * 8 + 2 * tq;  // columns of c0, c1 (c2, c3)
+    const float b0 = bias[0], b1 = bias[1];
+#pragma unroll
+    for (uint32_t m = 0; m < 4; ++m) {
+      acc[m][n][0] = b0;
+      acc[m][n][1] = b1;
+      acc[m][n][2] = b0;
+      acc[m][n][3] = b1;
     }
   }
+
+  // Chunks 0 .. kTcStages - 2 in flight first; then each step issues chunk
+  // ci + kTcStages - 1 (an empty group past the end, so the wait count holds)
+  // and waits for chunk ci.
+#pragma unroll
+  for (uint32_t ci = 0; ci + 1 < kTcStages; ++ci) {
+    if (ci < chunks) issue(ci * KC, stages + ci * SdTcStageWords(D));
+    else CopyCommit();
+  }
+  for (uint32_t ci = 0; ci < chunks; ++ci) {
+    const uint32_t c0 = ci * KC;
+    const uint32_t ahead = ci + kTcStages - 1;
+    if (ahead < chunks) issue(ahead * KC, stages + (ahead % kTcStages) * SdTcStageWords(D));
+    else CopyCommit();
+    CopyWait<kTcStages - 1>();  // chunk ci's copies done, the later ones may still run
+    __syncthreads();  // every thread's copies and constants visible (and step_s)
+    const uint32_t* a = stages + (ci % kTcStages) * SdTcStageWords(D);
+    const uint32_t* b = a + TM * kAStride;
+#pragma unroll
+    for (uint32_t kk = 0; kk < KC; kk += 8) {
+      // B: rows kk + tq and kk + tq + 4 (symbol rows times their steps).
+      uint32_t bh[4][2], bl[4][2];
+      float bscale[2];
+#pragma unroll
+      for (uint32_t e = 0; e < 2; ++e) {
+        const uint32_t row = c0 + kk + tq + 4 * e;
+        bscale[e] = row >= nf && row < K ? step_s[row - nf] : 1.0f;
+      }
+#pragma unroll
+      for (uint32_t n = 0; n < 4; ++n) {
+        const uint32_t at = (kk + tq) * BS + n0 + n * 8 + gq;
+#pragma unroll
+        for (uint32_t e = 0; e < 2; ++e) {
+          Split<kPasses>(__fmul_rn(__uint_as_float(b[at + 4 * e * BS]), bscale[e]), bh[n][e], bl[n][e]);
+        }
+      }
+      // A: columns kk + tq and kk + tq + 4 (a symbol column holds int32).
+      bool is_q[2];
+#pragma unroll
+      for (uint32_t e = 0; e < 2; ++e) is_q[e] = c0 + kk + tq + 4 * e >= nf;
+#pragma unroll
+      for (uint32_t m = 0; m < 4; ++m) {
+        uint32_t ah[4], al[4];
+        const uint32_t r0 = (m0 + m * 16 + gq) * kAStride + kk + tq;
+#pragma unroll
+        for (uint32_t e = 0; e < 4; ++e) {
+          // fragment register e: row +8 for odd e, column +4 for e >= 2
+          const uint32_t bits = a[r0 + (e & 1) * 8 * kAStride + (e >> 1) * 4];
+          const float x = is_q[e >> 1] ? static_cast<float>(static_cast<int32_t>(bits)) : __uint_as_float(bits);
+          Split<kPasses>(x, ah[e], al[e]);
+        }
+#pragma unroll
+        for (uint32_t n = 0; n < 4; ++n) {
+          if (kPasses == 3) {
+            MmaTf32(acc[m][n], al, bh[n]);
+            MmaTf32(acc[m][n], ah, bl[n]);
+          }
+          MmaTf32(acc[m][n], ah, bh[n]);
+        }
+      }
+    }
+    __syncthreads();  // this stage consumed before the next issue overwrites it
+  }
+#pragma unroll
+  for (uint32_t m = 0; m < 4; ++m) {
+#pragma unroll
+    for (uint32_t n = 0; n < 4; ++n) {
+      const uint32_t col = n0 + n * 8 + 2 * tq, r = m0 + m * 16 + gq;
+      *reinterpret_cast<float2*>(&row_s[r * BS + col]) = make_float2(acc[m][n][0], acc[m][n][1]);
+      *reinterpret_cast<float2*>(&row_s[(r + 8) * BS + col]) = make_float2(acc[m][n][2], acc[m][n][3]);
+    }
+  }
+  __syncthreads();
+  // Two threads per channel: j = tid % D, rows of parity tid / D.
+  const uint32_t j = tid % D, half = tid / D;
+  for (uint32_t k = half; k < nt; k += 2) cur[((uint64_t{kv} * H + h) * T + t0 + k) * D + j] = row_s[k * BS + j];
+  WriteRows(L, desc, layer, kv, h, t0, nt, row_s, BS, j, half, 2);
+}
+
+template <int kPasses, uint32_t D>
+cudaError_t LaunchSdLayerTcD(const SdLaunch& launch, uint32_t layer, cudaStream_t stream) {
+  const size_t smem = SdTcSharedBytes(D);
+  if (smem > 48 * 1024) {
+    const cudaError_t e = cudaFuncSetAttribute(SdLayerTcKernel<kPasses, D>,
+                                               cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+    if (e != cudaSuccess) return e;
+  }
+  SdLayerTcKernel<kPasses, D><<<launch.total_ctas, 2 * D, smem, stream>>>(launch, layer);
+  return cudaGetLastError();
+}
+
+template <int kPasses>
+cudaError_t LaunchSdLayerTc(const SdLaunch& launch, uint32_t layer, cudaStream_t stream) {
+  return launch.head_dim == 64 ? LaunchSdLayerTcD<kPasses, 64>(launch, layer, stream)
+                               : LaunchSdLayerTcD<kPasses, 128>(launch, layer, stream);
 }
 
 }  // namespace
 
 cudaError_t LaunchSdLayer(const SdLaunch& launch, uint32_t layer, cudaStream_t stream) {
   if (launch.total_ctas == 0) return cudaSuccess;
+  if (launch.math != kSdMathExact) {
+    if (!SdTensorCoreFits(launch.head_dim)) return cudaErrorInvalidValue;
+    return launch.math == kSdMathTf32x3 ? LaunchSdLayerTc<3>(launch, layer, stream)
+                                        : LaunchSdLayerTc<1>(launch, layer, stream);
+  }
   const uint32_t threads = (launch.head_dim + 31) / 32 * 32;
   const size_t smem = sizeof(float) * TT * FC + sizeof(float) * TT * launch.head_dim +
                       sizeof(float) * TT * launch.head_dim + sizeof(float) * launch.head_dim;

@@ -13,6 +13,16 @@ namespace seqkv::gpu::internal {
 inline constexpr uint32_t kSdTileTokens = 16;
 // Feature columns staged in shared memory at a time.
 inline constexpr uint32_t kSdFeatureChunk = 128;
+// Tensor-core variant (SdLaunch::math != kSdMathExact): tokens per CTA (two
+// rows of warps, a warp per 64 tokens x 32 channels).
+inline constexpr uint32_t kSdTcTileTokens = 128;
+
+// How the dense stage computes its sums (SeqDenseMath, seq_decode.h).
+enum SdMath : uint32_t {
+  kSdMathExact = 0,  // the CPU reference's float operations in its order
+  kSdMathTf32 = 1,   // tensor cores, one TF32 product per term
+  kSdMathTf32x3 = 3, // tensor cores, 3xTF32 (hi*hi + hi*lo + lo*hi)
+};
 
 enum SdDeviceStatus : int32_t {
   kSdOk = 0,
@@ -54,11 +64,19 @@ struct SdLaunch {
   bool paged;
   uint32_t block_size, num_blocks;
   int32_t* statuses;
+  uint32_t math;  // SdMath; a tensor-core math needs SdTensorCoreFits
 };
 
-// CTAs per item and layer: one per (kv, head, tile of kSdTileTokens tokens).
-inline uint32_t SdCtasOf(uint32_t heads, uint32_t tokens) {
-  return 2 * heads * ((tokens + kSdTileTokens - 1) / kSdTileTokens);
+// The tensor-core kernel is built for these head sizes.
+inline bool SdTensorCoreFits(uint32_t head_dim) { return head_dim == 64 || head_dim == 128; }
+
+// Tokens per CTA of the launch's kernel.
+inline uint32_t SdTileTokensOf(uint32_t math) { return math == kSdMathExact ? kSdTileTokens : kSdTcTileTokens; }
+
+// CTAs per item and layer: one per (kv, head, tile of SdTileTokensOf tokens).
+inline uint32_t SdCtasOf(uint32_t heads, uint32_t tokens, uint32_t math) {
+  const uint32_t tile = SdTileTokensOf(math);
+  return 2 * heads * ((tokens + tile - 1) / tile);
 }
 
 // Reconstructs layer `layer` of every chunk (reading layer - 1's

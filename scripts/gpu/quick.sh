@@ -28,7 +28,7 @@ for t in "$@"; do
   echo "== $t"
   case "$t" in
     *_test) "$build/tests/$t" --gtest_filter="${QUICK_FILTER:-*Cuda*}" 2>&1 |
-              grep -E "^\[  (PASSED|FAILED|SKIPPED)|Failure|tests ran" | head -20
+              grep -E "^\[  (PASSED|FAILED|SKIPPED)|Failure|tests ran|^\[ tolerance" | head -80
             [ "${PIPESTATUS[0]}" -eq 0 ] || status=1 ;;
     *) "$build/$t" 2>&1 | tail -30; [ "${PIPESTATUS[0]}" -eq 0 ] || status=1 ;;
   esac

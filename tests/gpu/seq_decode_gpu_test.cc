@@ -7,11 +7,15 @@
 // every element outside the chunk's region untouched; chunks the GPU path does
 // not take are refused by MakeSeqDecodeItem with the documented codes; a
 // corrupt group stream is DATA_LOSS and a bad block table entry OUT_OF_RANGE.
+// The tensor-core maths (SeqDenseMath) stay within the tolerance docs/gpu.md
+// documents, on dev-dump chunks and on fresh random KV; kCpu ignores them.
 #include "seqkv/gpu/seq_decode.h"
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -19,9 +23,11 @@
 #include <optional>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "seqkv/codec/codec.h"
+#include "seqkv/codec/dtype.h"
 #include "seqkv/codec/format.h"
 #include "seqkv/codec/safetensors.h"
 #include "seqkv/codec/seq_profile.h"
@@ -331,6 +337,105 @@ TEST_P(SeqDecodeGpuTest, ClientWrittenLaneChunksAllDecodeInOneBatch) {
     ASSERT_TRUE(statuses[i].ok()) << i << ": " << statuses[i].ToString();
     EXPECT_TRUE(keep[3 * i + 1]->Download() == chain[i].reference.k) << i;
     EXPECT_TRUE(keep[3 * i + 2]->Download() == chain[i].reference.v) << i;
+  }
+}
+
+struct Agreement {
+  uint64_t elements = 0, differ = 0;
+  double err2 = 0, ref2 = 0, codec2 = 0;  // sums of squares: GPU - reference, reference, reference - original
+  std::vector<std::pair<double, double>> pairs;  // (GPU, reference) of the differing elements
+};
+
+void Compare(const std::vector<uint8_t>& got, const std::vector<uint8_t>& ref, const std::vector<uint8_t>& orig,
+             Agreement* a) {
+  ASSERT_EQ(got.size(), ref.size());
+  for (size_t e = 0; e < got.size() / 2; ++e) {
+    uint16_t g, r, o;
+    std::memcpy(&g, &got[2 * e], 2);
+    std::memcpy(&r, &ref[2 * e], 2);
+    std::memcpy(&o, &orig[2 * e], 2);
+    const double gf = Bf16ToFloat(g), rf = Bf16ToFloat(r), of = Bf16ToFloat(o);
+    ++a->elements;
+    a->differ += g != r;
+    if (g != r) a->pairs.emplace_back(gf, rf);
+    a->err2 += (gf - rf) * (gf - rf);
+    a->ref2 += rf * rf;
+    a->codec2 += (rf - of) * (rf - of);
+  }
+}
+
+// The tolerance (docs/gpu.md, "Sequential codec: the dense stage on tensor cores"), per math, over a
+// chunk's K and V: the largest fraction of elements whose bf16 may differ
+// from DecodeChunk's; the largest relative difference |GPU - reference| /
+// max(|reference|, rms) (rms: the chunk's rms value, so that elements near
+// zero count against the chunk's scale); and the rms difference relative to
+// the codec's own rms error.
+struct Tolerance {
+  SeqDenseMath math;
+  const char* name;
+  double max_differ_fraction, max_relative, max_rms_over_codec;
+};
+constexpr Tolerance kTolerances[] = {
+    {SeqDenseMath::kTensorTf32x3, "tf32x3", 0.02, 1.0 / 64, 0.005},
+    {SeqDenseMath::kTensorTf32, "tf32", 0.6, 0.1, 0.05},
+};
+
+TEST_P(SeqDecodeGpuTest, TensorCoreMathIsWithinTheDocumentedTolerance) {
+  // Dev-dump chunks (both stream kinds, a whole 1024-token dump) and a chunk
+  // of fresh random KV (the dump's positions, uniform-ish bf16 values).
+  std::vector<Coded> cases;
+  cases.push_back(Code(Slice(*test_, 0, 256), "seq:delta=1,streams=adaptive"));
+  cases.push_back(Code(Slice(*test_, 300, 256), "seq:delta=0.5,streams=lanes"));
+  cases.push_back(Code(*test_, "seq:delta=1,streams=lanes"));
+  Chunk random = Slice(*test_, 100, 64);
+  const Chunk noise = test::RandomChunk(random.shape, random.dtype, 11);
+  random.k = noise.k;
+  random.v = noise.v;
+  cases.push_back(Code(random, "seq:delta=0.5,streams=lanes"));
+  for (const Tolerance& tol : kTolerances) {
+    SCOPED_TRACE(tol.name);
+    std::vector<std::unique_ptr<Buffer>> keep;
+    std::vector<SeqDecodeItem> items;
+    for (const Coded& c : cases) {
+      keep.push_back(std::make_unique<Buffer>(backend(), c.bytes));
+      auto item = MakeSeqDecodeItem(c.header, c.bytes, keep.back()->get(), *profile_);
+      ASSERT_TRUE(item.ok()) << item.status().ToString();
+      const uint64_t bytes = c.header.shape.elements() * 2;
+      keep.push_back(std::make_unique<Buffer>(backend(), std::vector<uint8_t>(bytes, kPoison)));
+      item->k_out = keep.back()->get();
+      keep.push_back(std::make_unique<Buffer>(backend(), std::vector<uint8_t>(bytes, kPoison)));
+      item->v_out = keep.back()->get();
+      item->out_tokens = c.header.shape.tokens;
+      items.push_back(std::move(*item));
+    }
+    SeqDecodeArgs args;
+    args.math = tol.math;
+    args.items = items;
+    std::vector<Status> statuses = Run(args);
+    for (size_t i = 0; i < cases.size(); ++i) {
+      ASSERT_TRUE(statuses[i].ok()) << i << ": " << statuses[i].ToString();
+      Agreement a;
+      Compare(keep[3 * i + 1]->Download(), cases[i].reference.k, cases[i].original.k, &a);
+      Compare(keep[3 * i + 2]->Download(), cases[i].reference.v, cases[i].original.v, &a);
+      const double fraction = double(a.differ) / a.elements;
+      const double value_rms = std::sqrt(a.ref2 / a.elements), rms = std::sqrt(a.err2 / a.codec2);
+      double max_relative = 0;
+      for (const auto& [g, r] : a.pairs) {
+        max_relative = std::max(max_relative, std::abs(g - r) / std::max(std::abs(r), value_rms));
+      }
+      std::printf("[ tolerance ] %s %s case %zu: %llu of %llu elements differ (%.2e), max relative diff %.2e, "
+                  "rms diff / codec rms error %.2e\n",
+                  test::SeqGpuCaseName(::testing::TestParamInfo<ParamType>(GetParam(), 0)).c_str(), tol.name, i,
+                  static_cast<unsigned long long>(a.differ), static_cast<unsigned long long>(a.elements), fraction,
+                  max_relative, rms);
+      if (backend() == Backend::kCpu) {  // the reference itself
+        EXPECT_EQ(a.differ, 0u) << i;
+        continue;
+      }
+      EXPECT_LE(fraction, tol.max_differ_fraction) << i;
+      EXPECT_LE(max_relative, tol.max_relative) << i;
+      EXPECT_LE(rms, tol.max_rms_over_codec) << i;
+    }
   }
 }
 

@@ -9,10 +9,14 @@
 // keeps the reconstruction for the next layer and writes bf16 K (RoPE applied
 // when the profile codes keys before RoPE) and V to the destination.
 //
-// Exactness: every float operation is the CPU reference's (codec/src/
-// seq_lossy_core.cc, engine_rope.cc), in the same order, without FMA
-// contraction: the output is the same bf16 as seqkv::DecodeChunk's, bit for
-// bit (tests/gpu/seq_decode_gpu_test.cc).
+// Exactness: with SeqDenseMath::kExact every float operation is the CPU
+// reference's (codec/src/seq_lossy_core.cc, engine_rope.cc), in the same
+// order, without FMA contraction: the output is the same bf16 as
+// seqkv::DecodeChunk's, bit for bit (tests/gpu/seq_decode_gpu_test.cc). The
+// tensor-core maths (SeqDenseMath) compute the same sums on tensor cores:
+// the symbols are the same, the bf16 output within the tolerance that
+// docs/gpu.md ("Sequential codec: the dense stage on tensor cores")
+// documents and the tests check.
 //
 // Scope: bf16 chunks of the profile given at Create, lossy mode, layer 0 coded
 // (profiles calibrated without a model), adaptive or lane streams (lane
@@ -66,7 +70,23 @@ struct SeqDecodeItem {
   uint64_t block_table_entries = 0;
 };
 
+// How the dense stage (prediction and reconstruction) computes its sums on
+// kCuda. kCpu always runs the reference (exact).
+enum class SeqDenseMath {
+  // The reference's float32 operations in its order: DecodeChunk's bytes.
+  kExact,
+  // Tensor cores, every product as three TF32 products (hi*hi + hi*lo +
+  // lo*hi, float32 sums): float32-like accuracy, bf16 output within the
+  // documented tolerance of DecodeChunk's (one bf16 ulp on the few elements
+  // that differ, measured). Runs kExact for head sizes other than 64 and 128.
+  kTensorTf32x3,
+  // Tensor cores, one TF32 product per term: fastest, least accurate (its
+  // documented tolerance is wider); the same head sizes.
+  kTensorTf32,
+};
+
 struct SeqDecodeArgs {
+  SeqDenseMath math = SeqDenseMath::kExact;
   KvDestination destination = KvDestination::kContiguous;
   uint32_t block_size = 16;  // kPaged
   uint32_t num_blocks = 0;   // kPaged
