@@ -105,6 +105,25 @@ class SeqDecodeGpuTest : public test::SeqGpuTestBase {
     return cases;
   }
 
+  // An item per case decoding into its own poisoned K and V buffers
+  // ([layers, kv_heads, tokens, head_dim]): (*keep)[3i] holds case i's chunk,
+  // [3i + 1] its K, [3i + 2] its V.
+  void ItemsInto(const std::vector<Coded>& cases, std::vector<std::unique_ptr<Buffer>>* keep,
+                 std::vector<SeqDecodeItem>* items) {
+    for (const Coded& c : cases) {
+      keep->push_back(std::make_unique<Buffer>(backend(), c.bytes));
+      auto item = MakeSeqDecodeItem(c.header, c.bytes, keep->back()->get(), *profile_);
+      ASSERT_TRUE(item.ok()) << item.status().ToString();
+      const uint64_t bytes = c.header.shape.elements() * 2;
+      keep->push_back(std::make_unique<Buffer>(backend(), std::vector<uint8_t>(bytes, kPoison)));
+      item->k_out = keep->back()->get();
+      keep->push_back(std::make_unique<Buffer>(backend(), std::vector<uint8_t>(bytes, kPoison)));
+      item->v_out = keep->back()->get();
+      item->out_tokens = c.header.shape.tokens;
+      items->push_back(std::move(*item));
+    }
+  }
+
   void PagedCase(const std::string& spec);
   void CorruptCase(const std::string& spec, uint32_t header_byte, uint8_t value);
 
@@ -318,18 +337,7 @@ TEST_P(SeqDecodeGpuTest, ClientWrittenLaneChunksAllDecodeInOneBatch) {
   }
   std::vector<std::unique_ptr<Buffer>> keep;
   std::vector<SeqDecodeItem> items;
-  for (const Coded& c : chain) {
-    keep.push_back(std::make_unique<Buffer>(backend(), c.bytes));
-    auto item = MakeSeqDecodeItem(c.header, c.bytes, keep.back()->get(), *profile_);
-    ASSERT_TRUE(item.ok()) << item.status().ToString();
-    const uint64_t bytes = c.header.shape.elements() * 2;
-    keep.push_back(std::make_unique<Buffer>(backend(), std::vector<uint8_t>(bytes, kPoison)));
-    item->k_out = keep.back()->get();
-    keep.push_back(std::make_unique<Buffer>(backend(), std::vector<uint8_t>(bytes, kPoison)));
-    item->v_out = keep.back()->get();
-    item->out_tokens = c.header.shape.tokens;
-    items.push_back(std::move(*item));
-  }
+  ASSERT_NO_FATAL_FAILURE(ItemsInto(chain, &keep, &items));
   SeqDecodeArgs args;
   args.items = items;
   std::vector<Status> statuses = Run(args);
@@ -396,18 +404,7 @@ TEST_P(SeqDecodeGpuTest, TensorCoreMathIsWithinTheDocumentedTolerance) {
     SCOPED_TRACE(tol.name);
     std::vector<std::unique_ptr<Buffer>> keep;
     std::vector<SeqDecodeItem> items;
-    for (const Coded& c : cases) {
-      keep.push_back(std::make_unique<Buffer>(backend(), c.bytes));
-      auto item = MakeSeqDecodeItem(c.header, c.bytes, keep.back()->get(), *profile_);
-      ASSERT_TRUE(item.ok()) << item.status().ToString();
-      const uint64_t bytes = c.header.shape.elements() * 2;
-      keep.push_back(std::make_unique<Buffer>(backend(), std::vector<uint8_t>(bytes, kPoison)));
-      item->k_out = keep.back()->get();
-      keep.push_back(std::make_unique<Buffer>(backend(), std::vector<uint8_t>(bytes, kPoison)));
-      item->v_out = keep.back()->get();
-      item->out_tokens = c.header.shape.tokens;
-      items.push_back(std::move(*item));
-    }
+    ASSERT_NO_FATAL_FAILURE(ItemsInto(cases, &keep, &items));
     SeqDecodeArgs args;
     args.math = tol.math;
     args.items = items;
