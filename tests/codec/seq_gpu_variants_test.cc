@@ -9,7 +9,12 @@
 //       a per-group class shift, SEQKV_ALL=1 all-heads predictors;
 //   LaneStreamsThroughTheCodec      the implemented format (streams=lanes)
 //       against adaptive and parent-chained adaptive chunks, whole chunk bytes
-//       and CPU speed.
+//       and CPU speed;
+//   FixedPointWeights               the profile's predictors and KLT bases
+//       rounded to B-bit fixed point (per group, a power-of-two scale), the
+//       first step toward integer arithmetic that tensor cores reproduce
+//       exactly (docs/seq_codec_design.md, "What next" 8): chunk bytes and
+//       K/V error at equal steps.
 //
 // Symbols: a profile calibrated (no model) on 256-token pieces of doc00-03,
 // the codec's own closed loop (SeqEncodeLoop) on pieces of doc04-07 at fixed
@@ -28,11 +33,14 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "../../codec/src/seq_lossy_core.h"
 #include "seqkv/codec/codec.h"
+#include "seqkv/codec/dtype.h"
 #include "seqkv/codec/format.h"
 #include "seqkv/codec/safetensors.h"
 #include "seqkv/codec/seq_profile.h"
@@ -338,6 +346,72 @@ TEST(SeqGpuVariantsMeasure, LaneStreamsThroughTheCodec) {
                   100.0 * (l / c - 1.0), n * 2 / 1e6 / enc_a, n * 2 / 1e6 / enc_l, n * 2 / 1e6 / dec_a,
                   n * 2 / 1e6 / dec_l);
       EXPECT_GT(l, 0);
+    }
+    SeqResources::Default().Clear();
+  }
+}
+
+// Each group's block of `w` (group_size values) rounded to `bits`-bit signed
+// fixed point: scale 2^e, the smallest with max |w| <= (2^(bits-1) - 1) 2^e.
+void ToFixedPoint(std::vector<float>* w, size_t group_size, int bits) {
+  const double top = std::ldexp(1.0, bits - 1) - 1;
+  for (size_t g0 = 0; g0 < w->size(); g0 += group_size) {
+    double m = 0;
+    for (size_t k = g0; k < g0 + group_size; ++k) m = std::max(m, std::abs(double((*w)[k])));
+    if (m == 0) continue;
+    const double scale = std::ldexp(1.0, static_cast<int>(std::ceil(std::log2(m / top))));
+    for (size_t k = g0; k < g0 + group_size; ++k) (*w)[k] = static_cast<float>(std::nearbyint((*w)[k] / scale) * scale);
+  }
+}
+
+TEST(SeqGpuVariantsMeasure, FixedPointWeights) {
+  if (!std::getenv("SEQKV_MEASURE")) GTEST_SKIP() << "set SEQKV_MEASURE=1";
+  if (test::DevDump("doc07.safetensors").empty()) GTEST_SKIP() << "no ../shared/kvdata/dev";
+  const std::vector<Chunk> cal = Pieces({0, 1, 2, 3});
+  const std::vector<Chunk> test_pieces = Pieces({4, 5, 6, 7});
+  std::printf("%6s %6s %7s %12s %12s %12s\n", "inputs", "delta", "weights", "bits/elem", "K rel MSE", "V rel MSE");
+  for (SeqInputs inputs : {SeqInputs::kSameHead, SeqInputs::kAllHeads}) {
+    SeqCalibrateOptions o;
+    o.inputs = inputs;
+    auto calibrated = CalibrateSeqProfile(cal, o, nullptr);
+    ASSERT_TRUE(calibrated.ok()) << calibrated.status().ToString();
+    for (int bits : {32, 16, 12, 8}) {
+      SeqProfile p = *calibrated;
+      if (bits < 32) {
+        ToFixedPoint(&p.predictor, size_t{p.features()} * p.head_dim, bits);
+        ToFixedPoint(&p.basis, size_t{p.head_dim} * p.head_dim, bits);
+      }
+      ASSERT_TRUE(p.Validate().ok());
+      auto shared = std::make_shared<const SeqProfile>(std::move(p));
+      SeqResources::Default().AddProfile(shared);
+      for (const char* delta : {"0.5", "1"}) {
+        auto codec = MakeCodec(std::string("seq:delta=") + delta + ",profile=" + shared->Id());
+        ASSERT_TRUE(codec.ok()) << codec.status().ToString();
+        double coded = 0, n = 0, err[2] = {0, 0}, energy[2] = {0, 0};
+        for (const Chunk& piece : test_pieces) {
+          auto bytes = EncodeChunk(piece, **codec);
+          ASSERT_TRUE(bytes.ok()) << bytes.status().ToString();
+          auto back = DecodeChunk(*bytes);
+          ASSERT_TRUE(back.ok()) << back.status().ToString();
+          coded += 8.0 * bytes->size();
+          n += 2.0 * piece.shape.elements();
+          for (int kv = 0; kv < 2; ++kv) {
+            const std::vector<uint8_t>& a = kv ? piece.v : piece.k;
+            const std::vector<uint8_t>& b = kv ? back->v : back->k;
+            for (size_t e = 0; e < a.size() / 2; ++e) {
+              uint16_t x, y;
+              std::memcpy(&x, &a[2 * e], 2);
+              std::memcpy(&y, &b[2 * e], 2);
+              const double xf = Bf16ToFloat(x), yf = Bf16ToFloat(y);
+              err[kv] += (xf - yf) * (xf - yf);
+              energy[kv] += xf * xf;
+            }
+          }
+        }
+        std::printf("%6s %6s %7s %12.4f %12.5f %12.5f\n", std::string(SeqInputsName(inputs)).c_str(), delta,
+                    bits == 32 ? "float" : ("int" + std::to_string(bits)).c_str(), coded / n, err[0] / energy[0],
+                    err[1] / energy[1]);
+      }
     }
     SeqResources::Default().Clear();
   }
