@@ -775,6 +775,27 @@ SEQKV_VECTOR_CLONES void Reconstruct(const float* basis, const float* steps, uin
   }
 }
 
+// SeqLoopParams::feature_bits: every column block of d features (not the bias
+// column) rounded to `bits`-bit signed fixed point with one power-of-two scale.
+void RoundFeatures(std::vector<float>* feats, uint32_t F, uint32_t d, int bits) {
+  const double top = std::ldexp(1.0, bits - 1) - 1;
+  const size_t rows = feats->size() / F;
+  for (uint32_t b0 = 0; b0 + 1 < F; b0 += d) {
+    double m = 0;
+    for (size_t r = 0; r < rows; ++r) {
+      for (uint32_t c = b0; c < b0 + d; ++c) m = std::max(m, std::abs(double((*feats)[r * F + c])));
+    }
+    if (m == 0) continue;
+    const double scale = std::ldexp(1.0, static_cast<int>(std::ceil(std::log2(m / top))));
+    for (size_t r = 0; r < rows; ++r) {
+      for (uint32_t c = b0; c < b0 + d; ++c) {
+        float& v = (*feats)[r * F + c];
+        v = static_cast<float>(std::nearbyint(v / scale) * scale);
+      }
+    }
+  }
+}
+
 void Loop(const SeqProfile& p, uint32_t tokens, const float* x, const float* layer0, const SeqLoopParams& params,
           bool encode, SeqLoopResult* out) {
   const uint32_t L = p.layers, H = p.kv_heads, d = p.head_dim;
@@ -795,6 +816,7 @@ void Loop(const SeqProfile& p, uint32_t tokens, const float* x, const float* lay
   for (uint32_t l = first; l < L; ++l) {
     std::vector<float> feats;
     if (l > 0 && p.inputs != SeqInputs::kMean) feats = Features(p, tokens, out->xhat.data() + (l - 1) * per_layer);
+    if (params.feature_bits > 0 && !feats.empty()) RoundFeatures(&feats, p.features(), d, params.feature_bits);
     for (uint32_t kv = 0; kv < 2; ++kv) {
       for (uint32_t h = 0; h < H; ++h) {
         const uint32_t g = SeqGroup(l, kv, h, H);

@@ -151,6 +151,11 @@ struct SeqLoopParams {
   std::vector<uint8_t> mult_code;  // [G]; step multiplier 2^((code - 128) / 16)
   float rho = 0.5f;                // rounding offset (encoder only)
   bool layer0_exact = false;       // layer 0 is given exactly (model + correction)
+  // Measurement only (tests/codec/seq_gpu_variants_test.cc, not reachable from
+  // a spec): > 0 rounds the predictor's features to this many bits of signed
+  // fixed point, per block of head_dim columns a power-of-two scale from the
+  // block's largest value, to measure integer arithmetic's cost.
+  int feature_bits = 0;
 };
 
 // Step multiplier of a code, deterministic.

@@ -14,7 +14,11 @@
 //       rounded to B-bit fixed point (per group, a power-of-two scale), the
 //       first step toward integer arithmetic that tensor cores reproduce
 //       exactly (docs/seq_codec_design.md, "What next" 8): chunk bytes and
-//       K/V error at equal steps.
+//       K/V error at equal steps;
+//   FixedPointFeatures              the other half: the predictor's features
+//       (the previous layer's reconstruction) rounded to B-bit fixed point in
+//       the closed loop (SeqLoopParams::feature_bits), with float or int16
+//       weights: ideal code lengths of the adaptive coder and squared error.
 //
 // Symbols: a profile calibrated (no model) on 256-token pieces of doc00-03,
 // the codec's own closed loop (SeqEncodeLoop) on pieces of doc04-07 at fixed
@@ -414,6 +418,53 @@ TEST(SeqGpuVariantsMeasure, FixedPointWeights) {
       }
     }
     SeqResources::Default().Clear();
+  }
+}
+
+TEST(SeqGpuVariantsMeasure, FixedPointFeatures) {
+  if (!std::getenv("SEQKV_MEASURE")) GTEST_SKIP() << "set SEQKV_MEASURE=1";
+  if (test::DevDump("doc07.safetensors").empty()) GTEST_SKIP() << "no ../shared/kvdata/dev";
+  const std::vector<Chunk> cal = Pieces({0, 1, 2, 3});
+  const std::vector<Chunk> test_pieces = Pieces({4, 5, 6, 7});
+  std::printf("%6s %6s %7s %8s %12s %12s\n", "inputs", "delta", "weights", "features", "bits/elem", "rel MSE");
+  for (SeqInputs inputs : {SeqInputs::kSameHead, SeqInputs::kAllHeads}) {
+    SeqCalibrateOptions o;
+    o.inputs = inputs;
+    auto calibrated = CalibrateSeqProfile(cal, o, nullptr);
+    ASSERT_TRUE(calibrated.ok()) << calibrated.status().ToString();
+    for (int weight_bits : {32, 16}) {
+      SeqProfile p = *calibrated;
+      if (weight_bits < 32) {
+        ToFixedPoint(&p.predictor, size_t{p.features()} * p.head_dim, weight_bits);
+        ToFixedPoint(&p.basis, size_t{p.head_dim} * p.head_dim, weight_bits);
+      }
+      const uint32_t d = p.head_dim;
+      for (float delta : {0.5f, 1.0f}) {
+        for (int feature_bits : {0, 16, 12, 8}) {
+          double bits = 0, n = 0, sse = 0, energy = 0;
+          for (const Chunk& c : test_pieces) {
+            internal::SeqLoopParams params;
+            params.delta0 = delta;
+            params.mult_code.assign(p.groups(), 128);
+            params.feature_bits = feature_bits;
+            internal::SeqLoopResult loop;
+            const std::vector<float> x = internal::SeqCodingDomain(c, p.pre_rope_keys);
+            internal::SeqEncodeLoop(p, c.shape.tokens, x.data(), nullptr, params, &loop);
+            const uint32_t T = c.shape.tokens;
+            for (uint32_t g = 0; g < p.groups(); ++g) {
+              bits += internal::SeqEstimateGroupBits(loop.q.data() + size_t{g} * T * d, T, d);
+              sse += loop.sse[g];
+            }
+            for (float v : x) energy += double(v) * v;
+            n += double(x.size());
+          }
+          std::printf("%6s %6.2f %7s %8s %12.4f %12.5f\n", std::string(SeqInputsName(inputs)).c_str(), delta,
+                      weight_bits == 32 ? "float" : "int16",
+                      feature_bits == 0 ? "float" : ("int" + std::to_string(feature_bits)).c_str(), bits / n,
+                      sse / energy);
+        }
+      }
+    }
   }
 }
 
