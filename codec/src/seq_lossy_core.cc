@@ -776,24 +776,10 @@ SEQKV_VECTOR_CLONES void Reconstruct(const float* basis, const float* steps, uin
 }
 
 // SeqLoopParams::feature_bits: every column block of d features (not the bias
-// column) rounded to `bits`-bit signed fixed point with one power-of-two scale.
+// column) in fixed point, one scale per block.
 void RoundFeatures(std::vector<float>* feats, uint32_t F, uint32_t d, int bits) {
-  const double top = std::ldexp(1.0, bits - 1) - 1;
   const size_t rows = feats->size() / F;
-  for (uint32_t b0 = 0; b0 + 1 < F; b0 += d) {
-    double m = 0;
-    for (size_t r = 0; r < rows; ++r) {
-      for (uint32_t c = b0; c < b0 + d; ++c) m = std::max(m, std::abs(double((*feats)[r * F + c])));
-    }
-    if (m == 0) continue;
-    const double scale = std::ldexp(1.0, static_cast<int>(std::ceil(std::log2(m / top))));
-    for (size_t r = 0; r < rows; ++r) {
-      for (uint32_t c = b0; c < b0 + d; ++c) {
-        float& v = (*feats)[r * F + c];
-        v = static_cast<float>(std::nearbyint(v / scale) * scale);
-      }
-    }
-  }
+  for (uint32_t b0 = 0; b0 + 1 < F; b0 += d) SeqRoundFixedPoint(feats->data() + b0, rows, F, d, bits);
 }
 
 void Loop(const SeqProfile& p, uint32_t tokens, const float* x, const float* layer0, const SeqLoopParams& params,
@@ -863,6 +849,22 @@ void SeqEncodeLoop(const SeqProfile& profile, uint32_t tokens, const float* x, c
 void SeqDecodeLoop(const SeqProfile& profile, uint32_t tokens, const float* layer0, const SeqLoopParams& params,
                    SeqLoopResult* out) {
   Loop(profile, tokens, nullptr, layer0, params, false, out);
+}
+
+void SeqRoundFixedPoint(float* v, size_t rows, size_t stride, size_t cols, int bits) {
+  double m = 0;
+  for (size_t r = 0; r < rows; ++r) {
+    for (size_t c = 0; c < cols; ++c) m = std::max(m, std::abs(double(v[r * stride + c])));
+  }
+  if (m == 0) return;
+  const double top = std::ldexp(1.0, bits - 1) - 1;
+  const double scale = std::ldexp(1.0, static_cast<int>(std::ceil(std::log2(m / top))));
+  for (size_t r = 0; r < rows; ++r) {
+    for (size_t c = 0; c < cols; ++c) {
+      float& x = v[r * stride + c];
+      x = static_cast<float>(std::nearbyint(x / scale) * scale);
+    }
+  }
 }
 
 // ============================================================ container tables

@@ -158,6 +158,12 @@ struct SeqLoopParams {
   int feature_bits = 0;
 };
 
+// A [rows][cols] block of v (row stride `stride`) rounded to `bits`-bit signed
+// fixed point with one power-of-two scale: the smallest 2^e with every |value|
+// <= (2^(bits-1) - 1) 2^e. For measurements of integer arithmetic
+// (SeqLoopParams::feature_bits, tests/codec/seq_gpu_variants_test.cc).
+void SeqRoundFixedPoint(float* v, size_t rows, size_t stride, size_t cols, int bits);
+
 // Step multiplier of a code, deterministic.
 double SeqMultiplier(uint8_t code);
 // The code of 2^-bits (extra bits of rate): clamp(round(128 - 16 bits), 0, 255).

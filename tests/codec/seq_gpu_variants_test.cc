@@ -98,25 +98,38 @@ int Class(int32_t v) {
   return mag >= static_cast<uint32_t>(kSeqSymbols - 1) ? kSeqSymbols - 1 : static_cast<int>(mag);
 }
 
-TEST(SeqGpuVariantsMeasure, StaticModelsAndIndependentLanes) {
-  if (!std::getenv("SEQKV_MEASURE")) GTEST_SKIP() << "set SEQKV_MEASURE=1";
-  if (test::DevDump("doc07.safetensors").empty()) GTEST_SKIP() << "no ../shared/kvdata/dev";
-  const std::vector<Chunk> cal = Pieces({0, 1, 2, 3});
-  const std::vector<Chunk> test_pieces = Pieces({4, 5, 6, 7});
-  SeqCalibrateOptions o;
-  o.inputs = SeqInputs::kSameHead;
-  auto profile = CalibrateSeqProfile(cal, o, nullptr);
+// The measurements' data, skipped without SEQKV_MEASURE or the dumps:
+// calibration pieces (doc00-03) and test pieces (doc04-07).
+class SeqGpuVariantsMeasure : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!std::getenv("SEQKV_MEASURE")) GTEST_SKIP() << "set SEQKV_MEASURE=1";
+    if (test::DevDump("doc07.safetensors").empty()) GTEST_SKIP() << "no ../shared/kvdata/dev";
+    cal_ = Pieces({0, 1, 2, 3});
+    test_pieces_ = Pieces({4, 5, 6, 7});
+  }
+  // A profile calibrated (no model) on the calibration pieces.
+  Result<SeqProfile> Calibrated(SeqInputs inputs) const {
+    SeqCalibrateOptions o;
+    o.inputs = inputs;
+    return CalibrateSeqProfile(cal_, o, nullptr);
+  }
+  std::vector<Chunk> cal_, test_pieces_;
+};
+
+TEST_F(SeqGpuVariantsMeasure, StaticModelsAndIndependentLanes) {
+  auto profile = Calibrated(SeqInputs::kSameHead);
   ASSERT_TRUE(profile.ok()) << profile.status().ToString();
   const SeqProfile& p = *profile;
   const uint32_t G = p.groups(), d = p.head_dim, T = kPiece;
   const double elements_per_piece = 2.0 * p.layers * p.kv_heads * T * d;
   std::printf("seq entropy variants: same-head profile on 256-token pieces of doc00-03 (%zu), scored on doc04-07 "
-              "(%zu)\n", cal.size(), test_pieces.size());
+              "(%zu)\n", cal_.size(), test_pieces_.size());
   std::printf("%6s %10s %10s %18s %16s\n", "delta", "adaptive", "static", "adaptive+32 lanes", "static+32 lanes");
   for (float delta : {0.5f, 1.0f, 2.0f}) {
     // Static models: counts per (group, component, context, class) on the calibration pieces.
     std::vector<double> counts(size_t{G} * d * kSeqContexts * kSeqSymbols, 0.5);  // add-1/2
-    for (const Chunk& c : cal) {
+    for (const Chunk& c : cal_) {
       const std::vector<int32_t> q = Symbols(p, c, delta);
       for (uint32_t g = 0; g < G; ++g) {
         for (uint32_t i = 0; i < d; ++i) {
@@ -130,7 +143,7 @@ TEST(SeqGpuVariantsMeasure, StaticModelsAndIndependentLanes) {
       }
     }
     double adaptive = 0, stat = 0, lanes_extra = 0;
-    for (const Chunk& c : test_pieces) {
+    for (const Chunk& c : test_pieces_) {
       const std::vector<int32_t> q = Symbols(p, c, delta);
       for (uint32_t g = 0; g < G; ++g) {
         const int32_t* qg = q.data() + size_t{g} * T * d;
@@ -161,7 +174,7 @@ TEST(SeqGpuVariantsMeasure, StaticModelsAndIndependentLanes) {
         lanes_extra += 32.0 * (lanes32 - lanes) + 16.0 * lanes32;
       }
     }
-    const double n = elements_per_piece * test_pieces.size();
+    const double n = elements_per_piece * test_pieces_.size();
     std::printf("%6.2f %10.4f %10.4f %18.4f %16.4f\n", delta, adaptive / n, stat / n, (adaptive + lanes_extra) / n,
                 (stat + lanes_extra) / n);
     EXPECT_GT(adaptive, 0);
@@ -177,14 +190,8 @@ TEST(SeqGpuVariantsMeasure, StaticModelsAndIndependentLanes) {
 // The tables are pooled histograms of the calibration pieces' symbols at
 // several steps. Scored at steps on and off that grid, against the adaptive
 // format with and without parent conditioning (pieces of one dump in order).
-TEST(SeqGpuVariantsMeasure, ScaleIndexedTablesAcrossSteps) {
-  if (!std::getenv("SEQKV_MEASURE")) GTEST_SKIP() << "set SEQKV_MEASURE=1";
-  if (test::DevDump("doc07.safetensors").empty()) GTEST_SKIP() << "no ../shared/kvdata/dev";
-  const std::vector<Chunk> cal = Pieces({0, 1, 2, 3});
-  const std::vector<Chunk> test_pieces = Pieces({4, 5, 6, 7});
-  SeqCalibrateOptions o;
-  o.inputs = std::getenv("SEQKV_ALL") ? SeqInputs::kAllHeads : SeqInputs::kSameHead;
-  auto profile = CalibrateSeqProfile(cal, o, nullptr);
+TEST_F(SeqGpuVariantsMeasure, ScaleIndexedTablesAcrossSteps) {
+  auto profile = Calibrated(std::getenv("SEQKV_ALL") ? SeqInputs::kAllHeads : SeqInputs::kSameHead);
   ASSERT_TRUE(profile.ok()) << profile.status().ToString();
   const SeqProfile& p = *profile;
   const uint32_t G = p.groups(), d = p.head_dim, T = kPiece;
@@ -194,7 +201,7 @@ TEST(SeqGpuVariantsMeasure, ScaleIndexedTablesAcrossSteps) {
   // L[g][i] from a fine step.
   const float fine = 0.0625f;
   std::vector<double> mean_abs(size_t{G} * d, 0.0), mean_sq(size_t{G} * d, 0.0);
-  for (const Chunk& c : cal) {
+  for (const Chunk& c : cal_) {
     const std::vector<int32_t> q = Symbols(p, c, fine);
     for (uint32_t g = 0; g < G; ++g)
       for (uint32_t t = 0; t < T; ++t)
@@ -207,13 +214,13 @@ TEST(SeqGpuVariantsMeasure, ScaleIndexedTablesAcrossSteps) {
   const int shapes = std::getenv("SEQKV_SHAPES") ? std::atoi(std::getenv("SEQKV_SHAPES")) : 1;
   std::vector<int> shape(size_t{G} * d, 0);
   for (size_t k = 0; k < shape.size(); ++k) {
-    const double r = mean_sq[k] > 0 ? mean_abs[k] * mean_abs[k] / (mean_sq[k] * double(T) * cal.size()) : 0.6;
+    const double r = mean_sq[k] > 0 ? mean_abs[k] * mean_abs[k] / (mean_sq[k] * double(T) * cal_.size()) : 0.6;
     // edges between shape classes over [0.3, 0.7]
     shape[k] = std::clamp(int((r - 0.3) / 0.4 * shapes), 0, shapes - 1);
   }
   std::vector<int> L(size_t{G} * d);
   for (size_t k = 0; k < L.size(); ++k) {
-    const double a = mean_abs[k] / (double(T) * cal.size()) * fine;
+    const double a = mean_abs[k] / (double(T) * cal_.size()) * fine;
     L[k] = a > 0 ? int(std::lround(res * std::log2(a))) : kmin - 1000;
   }
   auto klass = [&](uint32_t g, uint32_t i, float delta) {
@@ -222,7 +229,7 @@ TEST(SeqGpuVariantsMeasure, ScaleIndexedTablesAcrossSteps) {
   };
   std::vector<double> H(size_t(K) * shapes * kSeqContexts * kSeqSymbols, 0.0);
   for (float delta : {0.25f, 0.5f, 1.0f, 2.0f, 4.0f, 8.0f}) {
-    for (const Chunk& c : cal) {
+    for (const Chunk& c : cal_) {
       const std::vector<int32_t> q = Symbols(p, c, delta);
       for (uint32_t g = 0; g < G; ++g)
         for (uint32_t i = 0; i < d; ++i) {
@@ -250,9 +257,9 @@ TEST(SeqGpuVariantsMeasure, ScaleIndexedTablesAcrossSteps) {
   for (float delta : {0.35f, 0.5f, 0.7f, 1.0f, 1.4f, 2.0f, 3.0f}) {
     double adaptive = 0, parent = 0, scaled = 0;
     std::vector<internal::SeqGroupState> states;
-    for (size_t pi = 0; pi < test_pieces.size(); ++pi) {
+    for (size_t pi = 0; pi < test_pieces_.size(); ++pi) {
       if (pi % 4 == 0) states.assign(G, internal::SeqGroupState(d));  // a new dump: 1024 tokens = 4 pieces
-      const std::vector<int32_t> q = Symbols(p, test_pieces[pi], delta);
+      const std::vector<int32_t> q = Symbols(p, test_pieces_[pi], delta);
       for (uint32_t g = 0; g < G; ++g) {
         const int32_t* qg = q.data() + size_t{g} * T * d;
         adaptive += internal::SeqEstimateGroupBits(qg, T, d);
@@ -285,7 +292,7 @@ TEST(SeqGpuVariantsMeasure, ScaleIndexedTablesAcrossSteps) {
         scaled += bits;
       }
     }
-    const double n = 2.0 * p.layers * p.kv_heads * T * d * test_pieces.size();
+    const double n = 2.0 * p.layers * p.kv_heads * T * d * test_pieces_.size();
     std::printf("%6.2f %10.4f %14.4f %16.4f\n", delta, adaptive / n, parent / n, scaled / n);
     EXPECT_GT(scaled, 0);
   }
@@ -297,17 +304,11 @@ TEST(SeqGpuVariantsMeasure, ScaleIndexedTablesAcrossSteps) {
 // calibrated (no model, no sensitivities) on 256-token pieces of doc00-03,
 // chunks = 256-token pieces of doc04-07, whole chunk bytes (headers and
 // tables included), bits per element of K and V.
-TEST(SeqGpuVariantsMeasure, LaneStreamsThroughTheCodec) {
-  if (!std::getenv("SEQKV_MEASURE")) GTEST_SKIP() << "set SEQKV_MEASURE=1";
-  if (test::DevDump("doc07.safetensors").empty()) GTEST_SKIP() << "no ../shared/kvdata/dev";
-  const std::vector<Chunk> cal = Pieces({0, 1, 2, 3});
-  const std::vector<Chunk> test_pieces = Pieces({4, 5, 6, 7});
+TEST_F(SeqGpuVariantsMeasure, LaneStreamsThroughTheCodec) {
   std::printf("%6s %6s %10s %10s %10s %14s %14s\n", "inputs", "delta", "adaptive", "chained", "lanes",
               "vs adaptive", "vs chained");
   for (SeqInputs inputs : {SeqInputs::kSameHead, SeqInputs::kAllHeads}) {
-    SeqCalibrateOptions o;
-    o.inputs = inputs;
-    auto profile = CalibrateSeqProfile(cal, o, nullptr);
+    auto profile = Calibrated(inputs);
     ASSERT_TRUE(profile.ok()) << profile.status().ToString();
     auto shared = std::make_shared<const SeqProfile>(*profile);
     SeqResources::Default().AddProfile(shared);
@@ -321,8 +322,8 @@ TEST(SeqGpuVariantsMeasure, LaneStreamsThroughTheCodec) {
       using Clock = std::chrono::steady_clock;
       auto seconds = [](Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); };
       ChunkContext ctx;
-      for (size_t i = 0; i < test_pieces.size(); ++i) {
-        const Chunk& piece = test_pieces[i];
+      for (size_t i = 0; i < test_pieces_.size(); ++i) {
+        const Chunk& piece = test_pieces_[i];
         auto t0 = Clock::now();
         auto ab = EncodeChunk(piece, **adaptive);
         enc_a += seconds(t0);
@@ -355,36 +356,25 @@ TEST(SeqGpuVariantsMeasure, LaneStreamsThroughTheCodec) {
   }
 }
 
-// Each group's block of `w` (group_size values) rounded to `bits`-bit signed
-// fixed point: scale 2^e, the smallest with max |w| <= (2^(bits-1) - 1) 2^e.
-void ToFixedPoint(std::vector<float>* w, size_t group_size, int bits) {
-  const double top = std::ldexp(1.0, bits - 1) - 1;
-  for (size_t g0 = 0; g0 < w->size(); g0 += group_size) {
-    double m = 0;
-    for (size_t k = g0; k < g0 + group_size; ++k) m = std::max(m, std::abs(double((*w)[k])));
-    if (m == 0) continue;
-    const double scale = std::ldexp(1.0, static_cast<int>(std::ceil(std::log2(m / top))));
-    for (size_t k = g0; k < g0 + group_size; ++k) (*w)[k] = static_cast<float>(std::nearbyint((*w)[k] / scale) * scale);
+// The profile's predictors and KLT bases in `bits`-bit fixed point, one
+// power-of-two scale per group (internal::SeqRoundFixedPoint).
+void WeightsToFixedPoint(SeqProfile* p, int bits) {
+  for (std::vector<float>* w : {&p->predictor, &p->basis}) {
+    const size_t per_group = w->size() / p->groups();
+    for (size_t g0 = 0; g0 < w->size(); g0 += per_group) {
+      internal::SeqRoundFixedPoint(w->data() + g0, 1, per_group, per_group, bits);
+    }
   }
 }
 
-TEST(SeqGpuVariantsMeasure, FixedPointWeights) {
-  if (!std::getenv("SEQKV_MEASURE")) GTEST_SKIP() << "set SEQKV_MEASURE=1";
-  if (test::DevDump("doc07.safetensors").empty()) GTEST_SKIP() << "no ../shared/kvdata/dev";
-  const std::vector<Chunk> cal = Pieces({0, 1, 2, 3});
-  const std::vector<Chunk> test_pieces = Pieces({4, 5, 6, 7});
+TEST_F(SeqGpuVariantsMeasure, FixedPointWeights) {
   std::printf("%6s %6s %7s %12s %12s %12s\n", "inputs", "delta", "weights", "bits/elem", "K rel MSE", "V rel MSE");
   for (SeqInputs inputs : {SeqInputs::kSameHead, SeqInputs::kAllHeads}) {
-    SeqCalibrateOptions o;
-    o.inputs = inputs;
-    auto calibrated = CalibrateSeqProfile(cal, o, nullptr);
+    auto calibrated = Calibrated(inputs);
     ASSERT_TRUE(calibrated.ok()) << calibrated.status().ToString();
     for (int bits : {32, 16, 12, 8}) {
       SeqProfile p = *calibrated;
-      if (bits < 32) {
-        ToFixedPoint(&p.predictor, size_t{p.features()} * p.head_dim, bits);
-        ToFixedPoint(&p.basis, size_t{p.head_dim} * p.head_dim, bits);
-      }
+      if (bits < 32) WeightsToFixedPoint(&p, bits);
       ASSERT_TRUE(p.Validate().ok());
       auto shared = std::make_shared<const SeqProfile>(std::move(p));
       SeqResources::Default().AddProfile(shared);
@@ -392,7 +382,7 @@ TEST(SeqGpuVariantsMeasure, FixedPointWeights) {
         auto codec = MakeCodec(std::string("seq:delta=") + delta + ",profile=" + shared->Id());
         ASSERT_TRUE(codec.ok()) << codec.status().ToString();
         double coded = 0, n = 0, err[2] = {0, 0}, energy[2] = {0, 0};
-        for (const Chunk& piece : test_pieces) {
+        for (const Chunk& piece : test_pieces_) {
           auto bytes = EncodeChunk(piece, **codec);
           ASSERT_TRUE(bytes.ok()) << bytes.status().ToString();
           auto back = DecodeChunk(*bytes);
@@ -421,28 +411,19 @@ TEST(SeqGpuVariantsMeasure, FixedPointWeights) {
   }
 }
 
-TEST(SeqGpuVariantsMeasure, FixedPointFeatures) {
-  if (!std::getenv("SEQKV_MEASURE")) GTEST_SKIP() << "set SEQKV_MEASURE=1";
-  if (test::DevDump("doc07.safetensors").empty()) GTEST_SKIP() << "no ../shared/kvdata/dev";
-  const std::vector<Chunk> cal = Pieces({0, 1, 2, 3});
-  const std::vector<Chunk> test_pieces = Pieces({4, 5, 6, 7});
+TEST_F(SeqGpuVariantsMeasure, FixedPointFeatures) {
   std::printf("%6s %6s %7s %8s %12s %12s\n", "inputs", "delta", "weights", "features", "bits/elem", "rel MSE");
   for (SeqInputs inputs : {SeqInputs::kSameHead, SeqInputs::kAllHeads}) {
-    SeqCalibrateOptions o;
-    o.inputs = inputs;
-    auto calibrated = CalibrateSeqProfile(cal, o, nullptr);
+    auto calibrated = Calibrated(inputs);
     ASSERT_TRUE(calibrated.ok()) << calibrated.status().ToString();
     for (int weight_bits : {32, 16}) {
       SeqProfile p = *calibrated;
-      if (weight_bits < 32) {
-        ToFixedPoint(&p.predictor, size_t{p.features()} * p.head_dim, weight_bits);
-        ToFixedPoint(&p.basis, size_t{p.head_dim} * p.head_dim, weight_bits);
-      }
+      if (weight_bits < 32) WeightsToFixedPoint(&p, weight_bits);
       const uint32_t d = p.head_dim;
       for (float delta : {0.5f, 1.0f}) {
         for (int feature_bits : {0, 16, 12, 8}) {
           double bits = 0, n = 0, sse = 0, energy = 0;
-          for (const Chunk& c : test_pieces) {
+          for (const Chunk& c : test_pieces_) {
             internal::SeqLoopParams params;
             params.delta0 = delta;
             params.mult_code.assign(p.groups(), 128);
