@@ -18,7 +18,9 @@
 //   FixedPointFeatures              the other half: the predictor's features
 //       (the previous layer's reconstruction) rounded to B-bit fixed point in
 //       the closed loop (SeqLoopParams::feature_bits), with float or int16
-//       weights: ideal code lengths of the adaptive coder and squared error.
+//       weights: ideal code lengths of the adaptive coder and squared error;
+//   RateControlTrials               rate control's trial encodes per chunk
+//       (SeqLastEncodeInfo) with adaptive and lane streams at bits= targets.
 //
 // Symbols: a profile calibrated (no model) on 256-token pieces of doc00-03,
 // the codec's own closed loop (SeqEncodeLoop) on pieces of doc04-07 at fixed
@@ -447,6 +449,34 @@ TEST_F(SeqGpuVariantsMeasure, FixedPointFeatures) {
       }
     }
   }
+}
+
+TEST_F(SeqGpuVariantsMeasure, RateControlTrials) {
+  auto profile = Calibrated(SeqInputs::kSameHead);
+  ASSERT_TRUE(profile.ok()) << profile.status().ToString();
+  auto shared = std::make_shared<const SeqProfile>(*profile);
+  SeqResources::Default().AddProfile(shared);
+  std::printf("%9s %5s %12s %11s %10s\n", "streams", "bits", "trials mean", "trials max", "bits/elem");
+  for (const char* streams : {"adaptive", "lanes"}) {
+    for (const char* bits : {"1.5", "2", "3"}) {
+      auto codec = MakeCodec(std::string("seq:bits=") + bits + ",streams=" + streams + ",profile=" + shared->Id());
+      ASSERT_TRUE(codec.ok()) << codec.status().ToString();
+      uint32_t sum = 0, most = 0;
+      double coded = 0, n = 0;
+      for (const Chunk& piece : test_pieces_) {
+        auto bytes = EncodeChunk(piece, **codec);
+        ASSERT_TRUE(bytes.ok()) << bytes.status().ToString();
+        const uint32_t trials = SeqLastEncodeInfo().trials;
+        sum += trials;
+        most = std::max(most, trials);
+        coded += 8.0 * bytes->size();
+        n += 2.0 * piece.shape.elements();
+      }
+      std::printf("%9s %5s %12.2f %11u %10.4f\n", streams, bits, double(sum) / test_pieces_.size(), most, coded / n);
+      EXPECT_GT(most, 0u);
+    }
+  }
+  SeqResources::Default().Clear();
 }
 
 }  // namespace
