@@ -36,61 +36,91 @@ constexpr uint32_t TT = kSdTileTokens;
 using dense::FC;
 
 // Output of a tile's reconstructed rows (row_s[k * stride + channel], k <
-// nt): RoPE on the keys, bf16, the destination layout; thread j writes
-// channel j of rows k0, k0 + k_step, ... Rows go kRowBatch at a time: their
-// global loads (RoPE table, block table) first, then their stores, so the
-// loads of a batch overlap (a load after a store to global memory cannot be
-// moved above it by the compiler).
-constexpr uint32_t kRowBatch = 8;
+// nt): RoPE on the keys, bf16, the destination layout. Two cooperative steps,
+// every thread of the CTA in each (the caller synchronizes between them):
+// OutRowOffsets finds each row's destination once (block table, divisions),
+// OutWriteRows then converts and stores W channels of a row per unit — 16-byte
+// stores (W = 8) when the destination allows. (The former output stage, a
+// thread per channel with the row arithmetic per element, was over half of
+// the tensor-core kernel's instructions: ncu, 2026-11-29.)
+constexpr uint64_t kNoRow = ~uint64_t{0};  // a row whose block-table entry is out of range
 
-__device__ __forceinline__ void WriteRows(const SdLaunch& L, const SdDesc& desc, uint32_t layer, uint32_t kv,
-                                          uint32_t h, uint32_t t0, uint32_t nt, const float* row_s,
-                                          uint32_t stride, uint32_t j, uint32_t k0 = 0, uint32_t k_step = 1) {
+// Row k's first element in OutBase's array, for k < nt (one thread per row).
+__device__ __forceinline__ void OutRowOffsets(const SdLaunch& L, const SdDesc& desc, uint32_t layer, uint32_t kv,
+                                              uint32_t h, uint32_t t0, uint32_t nt, uint64_t* dst_s, uint32_t tid,
+                                              uint32_t nthreads) {
   const uint32_t d = L.head_dim, H = L.heads;
-  const uint32_t rd = L.rotary_dim;
-  const bool rotate = kv == 0 && desc.rotate_keys && rd > 0 && j < rd;
-  for (uint32_t kb = k0; kb < nt; kb += kRowBatch * k_step) {
-    float cs[kRowBatch], sn[kRowBatch];
-    int32_t blk[kRowBatch];
-#pragma unroll
-    for (uint32_t u = 0; u < kRowBatch; ++u) {
-      const uint32_t k = kb + u * k_step;
-      cs[u] = 1.0f;
-      sn[u] = 0.0f;
-      blk[u] = 0;
-      if (k >= nt) continue;
-      if (rotate) {
-        const uint64_t pos = desc.first_position + t0 + k;
-        cs[u] = L.rope_cos[pos * rd + j];
-        sn[u] = L.rope_sin[pos * rd + j];
-      }
-      if (L.paged) blk[u] = desc.block_table[(desc.token_offset + t0 + k) / L.block_size];
-    }
-#pragma unroll
-    for (uint32_t u = 0; u < kRowBatch; ++u) {
-      const uint32_t k = kb + u * k_step;
-      if (k >= nt) continue;
-      const float* row = row_s + k * stride;
-      const float val = rotate ? dense::RopeChannel(row, j, rd, L.rope_style, cs[u], sn[u], false) : row[j];
-      const uint16_t bits = dense::ToBf16(val);
-      const uint64_t token = desc.token_offset + t0 + k;
-      if (L.paged) {
-        if (blk[u] < 0 || static_cast<uint32_t>(blk[u]) >= L.num_blocks) {
-          atomicCAS(&L.statuses[desc.status_index], 0, kSdBlockOutOfRange);
-          continue;
-        }
-        uint16_t* cache = static_cast<uint16_t*>(desc.layer_caches[layer]);
-        cache[(((uint64_t(blk[u]) * 2 + kv) * L.block_size + token % L.block_size) * H + h) * d + j] = bits;
+  for (uint32_t k = tid; k < nt; k += nthreads) {
+    const uint64_t token = desc.token_offset + t0 + k;
+    uint64_t off;
+    if (L.paged) {
+      const int32_t blk = desc.block_table[token / L.block_size];
+      if (blk < 0 || static_cast<uint32_t>(blk) >= L.num_blocks) {
+        atomicCAS(&L.statuses[desc.status_index], 0, kSdBlockOutOfRange);
+        off = kNoRow;
       } else {
-        uint16_t* out = static_cast<uint16_t*>(desc.out[kv]);
-        out[((uint64_t{layer} * H + h) * desc.outer_tokens + token) * d + j] = bits;
+        off = (((uint64_t(blk) * 2 + kv) * L.block_size + token % L.block_size) * H + h) * d;
       }
+    } else {
+      off = ((uint64_t{layer} * H + h) * desc.outer_tokens + token) * d;
     }
+    dst_s[k] = off;
+  }
+}
+
+__device__ __forceinline__ uint16_t* OutBase(const SdLaunch& L, const SdDesc& desc, uint32_t layer, uint32_t kv) {
+  return static_cast<uint16_t*>(L.paged ? desc.layer_caches[layer] : desc.out[kv]);
+}
+
+// Units of W channels of a row; row k's RoPE position is pos0 + k. Each
+// element's arithmetic is the reference's (RopeChannel, ToBf16).
+template <uint32_t W>
+__device__ __forceinline__ void OutWriteRowsW(const SdLaunch& L, uint16_t* base, bool rotate, uint64_t pos0,
+                                              const uint64_t* dst_s, const float* row_s, uint32_t stride,
+                                              uint32_t nt, uint32_t tid, uint32_t nthreads) {
+  const uint32_t d = L.head_dim, rd = L.rotary_dim, cpr = d / W;
+  for (uint32_t u = tid; u < nt * cpr; u += nthreads) {
+    const uint32_t k = u / cpr, j0 = (u - k * cpr) * W;
+    const uint64_t off = dst_s[k];
+    if (off == kNoRow) continue;
+    const float* row = row_s + k * stride;
+    uint32_t bits[W];
+#pragma unroll
+    for (uint32_t e = 0; e < W; ++e) {
+      const uint32_t j = j0 + e;
+      float val = row[j];
+      if (rotate && j < rd) {
+        const uint64_t at = (pos0 + k) * rd + j;
+        val = dense::RopeChannel(row, j, rd, L.rope_style, L.rope_cos[at], L.rope_sin[at], false);
+      }
+      bits[e] = dense::ToBf16(val);
+    }
+    if constexpr (W == 8) {
+      *reinterpret_cast<uint4*>(base + off + j0) =
+          make_uint4(bits[0] | (bits[1] << 16), bits[2] | (bits[3] << 16), bits[4] | (bits[5] << 16),
+                     bits[6] | (bits[7] << 16));
+    } else {
+      base[off + j0] = static_cast<uint16_t>(bits[0]);
+    }
+  }
+}
+
+__device__ __forceinline__ void OutWriteRows(const SdLaunch& L, const SdDesc& desc, uint32_t layer, uint32_t kv,
+                                             uint32_t t0, uint32_t nt, const uint64_t* dst_s, const float* row_s,
+                                             uint32_t stride, uint32_t tid, uint32_t nthreads) {
+  uint16_t* base = OutBase(L, desc, layer, kv);
+  const bool rotate = kv == 0 && desc.rotate_keys && L.rotary_dim > 0;
+  const uint64_t pos0 = desc.first_position + t0;
+  if (L.head_dim % 8 == 0 && reinterpret_cast<uintptr_t>(base) % 16 == 0) {
+    OutWriteRowsW<8>(L, base, rotate, pos0, dst_s, row_s, stride, nt, tid, nthreads);
+  } else {
+    OutWriteRowsW<1>(L, base, rotate, pos0, dst_s, row_s, stride, nt, tid, nthreads);
   }
 }
 
 __global__ void SdLayerKernel(SdLaunch L, uint32_t layer) {
   extern __shared__ __align__(16) unsigned char smem[];
+  __shared__ uint64_t dst_s[TT];  // the rows' destinations (OutRowOffsets)
   const uint32_t d = L.head_dim, H = L.heads, F = L.features;
   float* feat_s = reinterpret_cast<float*>(smem);  // [TT][FC]
   float* y_s = feat_s + TT * FC;                    // [TT][d]: float(q) * step
@@ -132,6 +162,7 @@ __global__ void SdLayerKernel(SdLaunch L, uint32_t layer) {
   // term here gives the same float: y = +0 then, y * u = +-0 (u is finite),
   // and the running sum, which starts at +0 and cannot become -0 in
   // round-to-nearest, is unchanged by adding +-0. So no branch per symbol.
+  const bool keep = layer + 1 < L.layers && L.inputs != 0;  // a later layer reads these rows
   if (active) {
     float rec[TT];
 #pragma unroll
@@ -141,16 +172,16 @@ __global__ void SdLayerKernel(SdLaunch L, uint32_t layer) {
     for (uint32_t k = 0; k < TT; ++k) {
       if (k < nt) {
         const float x = __fadd_rn(acc[k], rec[k]);
-        cur[((uint64_t{kv} * H + h) * T + t0 + k) * d + j] = x;
+        if (keep) cur[((uint64_t{kv} * H + h) * T + t0 + k) * d + j] = x;
         row_s[k * d + j] = x;
       }
     }
   }
+  OutRowOffsets(L, desc, layer, kv, h, t0, nt, dst_s, j, blockDim.x);
   __syncthreads();
 
   // Output: RoPE on the keys, bf16, the destination layout.
-  if (!active) return;
-  WriteRows(L, desc, layer, kv, h, t0, nt, row_s, d, j);
+  OutWriteRows(L, desc, layer, kv, t0, nt, dst_s, row_s, d, j, blockDim.x);
 }
 
 // ---- Tensor-core variant (SdLaunch::math kSdMathTf32 / kSdMathTf32x3) ----
@@ -172,18 +203,20 @@ __global__ void SdLayerKernel(SdLaunch L, uint32_t layer) {
 // 16 x 8). The operands go through shared memory KC = 32 columns at a time,
 // raw (float bits, or a symbol's int32), copied by cp.async kTcStages
 // chunks deep, so the next chunks' copies run during this chunk's products; the
-// conversion and the split happen at the fragment loads. Strides make every
+// conversion and the split happen at the fragment loads. (Converting each
+// chunk once per CTA in shared memory instead, which saves the warps'
+// repeated conversions of shared operands, measured slower: 8.0 vs 7.5 ms
+// dense stage, tf32, 8K context, H200, 2026-11-29.) Strides make every
 // fragment load conflict-free.
 constexpr uint32_t TM = kSdTcTileTokens;
 constexpr uint32_t KC = 32;
 constexpr uint32_t kAStride = KC + 4;
 constexpr uint32_t kTcStages = 3;
 
-__device__ __forceinline__ uint32_t ToTf32(float x) {
-  uint32_t r;
-  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
-  return r;
-}
+// x rounded to TF32 (10 mantissa bits), to nearest with ties away from
+// zero: cvt.rna.tf32.f32's result for every finite x (the operands here are
+// finite), in two integer instructions where ptxas expands the cvt into more.
+__device__ __forceinline__ uint32_t ToTf32(float x) { return (__float_as_uint(x) + 0x1000u) & 0xFFFFE000u; }
 
 __device__ __forceinline__ void MmaTf32(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
   asm volatile(
@@ -230,6 +263,7 @@ __global__ void __launch_bounds__(2 * D, 2) SdLayerTcKernel(SdLaunch L, uint32_t
   constexpr uint32_t BS = D + 8;             // B and row stride
   constexpr uint32_t kBVecs = KC * D / 4 / NT;  // 16-byte B copies a thread issues per chunk
   extern __shared__ __align__(16) unsigned char smem[];
+  __shared__ uint64_t dst_s[TM];  // the rows' destinations (OutRowOffsets)
   const uint32_t H = L.heads, F = L.features;
   uint32_t* const stages = reinterpret_cast<uint32_t*>(smem);  // stage s at s * SdTcStageWords(D)
   float* row_s = reinterpret_cast<float*>(smem);  // after the loop: [TM][BS]
@@ -383,11 +417,16 @@ __global__ void __launch_bounds__(2 * D, 2) SdLayerTcKernel(SdLaunch L, uint32_t
       *reinterpret_cast<float2*>(&row_s[(r + 8) * BS + col]) = make_float2(acc[m][n][2], acc[m][n][3]);
     }
   }
+  OutRowOffsets(L, desc, layer, kv, h, t0, nt, dst_s, tid, NT);
   __syncthreads();
-  // Two threads per channel: j = tid % D, rows of parity tid / D.
-  const uint32_t j = tid % D, half = tid / D;
-  for (uint32_t k = half; k < nt; k += 2) cur[((uint64_t{kv} * H + h) * T + t0 + k) * D + j] = row_s[k * BS + j];
-  WriteRows(L, desc, layer, kv, h, t0, nt, row_s, BS, j, half, 2);
+  // The reconstruction for the next layer's features, four channels a store.
+  float* cur_rows = cur + ((uint64_t{kv} * H + h) * T + t0) * D;
+  const bool keep = layer + 1 < L.layers && L.inputs != 0;
+  for (uint32_t u = tid; keep && u < nt * (D / 4); u += NT) {
+    const uint32_t k = u / (D / 4), c = (u % (D / 4)) * 4;
+    *reinterpret_cast<float4*>(cur_rows + uint64_t{k} * D + c) = *reinterpret_cast<const float4*>(&row_s[k * BS + c]);
+  }
+  OutWriteRows(L, desc, layer, kv, t0, nt, dst_s, row_s, BS, tid, NT);
 }
 
 template <int kPasses, uint32_t D>
