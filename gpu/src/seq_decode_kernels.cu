@@ -127,10 +127,9 @@ __global__ void SdLayerKernel(SdLaunch L, uint32_t layer) {
   float* row_s = y_s + TT * d;                      // [TT][d]
   float* step_s = row_s + TT * d;                   // [d]
 
-  const uint32_t cta = blockIdx.x;
-  const SdDesc& desc = L.descs[dense::FindItem(L.descs, L.count, cta, &SdDesc::first_cta)];
+  dense::Tile tl;
+  const SdDesc& desc = dense::TileItem<TT>(L.descs, L.count, H, layer, &tl);
   const uint32_t T = desc.tokens;
-  const dense::Tile tl = dense::TileOf<TT>(cta - desc.first_cta, T, H, layer);
   const uint32_t kv = tl.kv, h = tl.h, g = tl.g, t0 = tl.t0, nt = tl.nt;
   const uint32_t j = threadIdx.x;
   const bool active = j < d;
@@ -251,10 +250,11 @@ __device__ __forceinline__ void Split(float x, uint32_t& hi, uint32_t& lo) {
 // [TM][kAStride], B [KC][D + 8]), or after the loop the tile's rows [TM][D +
 // 8]; then the steps.
 __host__ __device__ constexpr uint32_t SdTcStageWords(uint32_t d) { return TM * kAStride + KC * (d + 8); }
-__host__ __device__ constexpr uint32_t SdTcSharedBytes(uint32_t d) {
+__host__ __device__ constexpr uint32_t SdTcStepsAt(uint32_t d) {  // in words
   const uint32_t stages = kTcStages * SdTcStageWords(d), rows = TM * (d + 8);
-  return 4 * ((stages > rows ? stages : rows) + d);
+  return stages > rows ? stages : rows;
 }
+__host__ __device__ constexpr uint32_t SdTcSharedBytes(uint32_t d) { return 4 * (SdTcStepsAt(d) + d); }
 
 template <int kPasses, uint32_t D>
 __global__ void __launch_bounds__(2 * D, 2) SdLayerTcKernel(SdLaunch L, uint32_t layer) {
@@ -267,13 +267,11 @@ __global__ void __launch_bounds__(2 * D, 2) SdLayerTcKernel(SdLaunch L, uint32_t
   const uint32_t H = L.heads, F = L.features;
   uint32_t* const stages = reinterpret_cast<uint32_t*>(smem);  // stage s at s * SdTcStageWords(D)
   float* row_s = reinterpret_cast<float*>(smem);  // after the loop: [TM][BS]
-  constexpr uint32_t kStages = kTcStages * SdTcStageWords(D), kRows = TM * BS;
-  float* step_s = reinterpret_cast<float*>(smem) + (kStages > kRows ? kStages : kRows);
+  float* step_s = reinterpret_cast<float*>(smem) + SdTcStepsAt(D);
 
-  const uint32_t cta = blockIdx.x;
-  const SdDesc& desc = L.descs[dense::FindItem(L.descs, L.count, cta, &SdDesc::first_cta)];
+  dense::Tile tl;
+  const SdDesc& desc = dense::TileItem<TM>(L.descs, L.count, H, layer, &tl);
   const uint32_t T = desc.tokens;
-  const dense::Tile tl = dense::TileOf<TM>(cta - desc.first_cta, T, H, layer);
   const uint32_t kv = tl.kv, h = tl.h, g = tl.g, t0 = tl.t0, nt = tl.nt;
   const uint32_t tid = threadIdx.x;
 

@@ -49,6 +49,17 @@ __device__ __forceinline__ Tile TileOf(uint32_t local_cta, uint32_t tokens, uint
   return x;
 }
 
+// This CTA's item (the last whose first_cta <= blockIdx.x) and its tile, in
+// a per-layer dense launch (the decode's SdDesc, the encode's SqDesc).
+template <uint32_t TT, typename Desc>
+__device__ __forceinline__ const Desc& TileItem(const Desc* descs, uint32_t count, uint32_t heads, uint32_t layer,
+                                                Tile* tile) {
+  const uint32_t cta = blockIdx.x;
+  const Desc& desc = descs[FindItem(descs, count, cta, &Desc::first_cta)];
+  *tile = TileOf<TT>(cta - desc.first_cta, desc.tokens, heads, layer);
+  return desc;
+}
+
 // FloatToBf16 (dtype.h): round to nearest even, NaN made quiet.
 __device__ __forceinline__ uint16_t ToBf16(float f) {
   const uint32_t bits = __float_as_uint(f);

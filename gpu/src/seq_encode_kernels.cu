@@ -51,10 +51,9 @@ __global__ void SqLayerKernel(SqLaunch L, uint32_t layer) {
   float* r_s = x_s + TT * d;                        // [TT][d] residual, then float(q) * step
   float* step_s = r_s + TT * d;                     // [d]
 
-  const uint32_t cta = blockIdx.x;
-  const SqDesc& desc = L.descs[dense::FindItem(L.descs, L.count, cta, &SqDesc::first_cta)];
+  dense::Tile tl;
+  const SqDesc& desc = dense::TileItem<TT>(L.descs, L.count, H, layer, &tl);
   const uint32_t T = desc.tokens;
-  const dense::Tile tl = dense::TileOf<TT>(cta - desc.first_cta, T, H, layer);
   const uint32_t kv = tl.kv, h = tl.h, g = tl.g, t0 = tl.t0, nt = tl.nt;
   const uint32_t j = threadIdx.x;
   const bool active = j < d;
