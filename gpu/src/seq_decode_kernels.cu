@@ -20,7 +20,7 @@
 //
 // SdLayerTcKernel (below) computes the same sums on tensor cores (TF32,
 // SdLaunch::math), within the tolerance docs/gpu.md documents; both kernels
-// share the output stage (WriteRows).
+// share the output stage (OutRowOffsets, OutWriteRows).
 #include <cuda_runtime.h>
 
 #include <cstdint>
