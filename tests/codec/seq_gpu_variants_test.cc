@@ -20,7 +20,11 @@
 //       the closed loop (SeqLoopParams::feature_bits), with float or int16
 //       weights: ideal code lengths of the adaptive coder and squared error;
 //   RateControlTrials               rate control's trial encodes per chunk
-//       (SeqLastEncodeInfo) with adaptive and lane streams at bits= targets.
+//       (SeqLastEncodeInfo) with adaptive and lane streams at bits= targets;
+//   LaneAlphabetsForFasterDecode    what a lane model with fewer rANS
+//       operations per symbol would cost: the sign inside the alphabet (one
+//       operation per symbol instead of two for a non-zero one), with or
+//       without contexts, refitted on the calibration pieces (ideal lengths).
 //
 // Symbols: a profile calibrated (no model) on 256-token pieces of doc00-03,
 // the codec's own closed loop (SeqEncodeLoop) on pieces of doc04-07 at fixed
@@ -44,6 +48,7 @@
 #include <string>
 #include <vector>
 
+#include "../../codec/src/seq_lanes.h"
 #include "../../codec/src/seq_lossy_core.h"
 #include "seqkv/codec/codec.h"
 #include "seqkv/codec/dtype.h"
@@ -477,6 +482,131 @@ TEST_F(SeqGpuVariantsMeasure, RateControlTrials) {
     }
   }
   SeqResources::Default().Clear();
+}
+
+// Lane models for a faster GPU decode (docs/gpu.md: the lane decoder is
+// issue-bound, ~140 instructions per symbol). Each variant is refitted on
+// the calibration pieces' symbols with the implemented format's tables per
+// scale class (SeqLaneClass, no shift) and scored on the test pieces as ideal
+// code lengths of the coded components (groups' bitmaps, lane bytes and
+// states are the same for every variant and left out); counts start at 1/2.
+//   magnitude, |prev| ctx  the implemented structure: magnitudes 0..14 and an
+//                          escape, contexts by the previous token's |q| (0, 1,
+//                          >= 2), a sign operation per non-zero symbol;
+//   magnitude, no ctx      the same with one context;
+//   signed, |prev| ctx     one symbol per value: -14..14 and two escapes (one
+//                          per sign), no separate sign operation;
+//   signed, signed ctx     the same, contexts 0, +1, -1, >= 2, <= -2.
+// Escapes add their Exp-Golomb-0 bits in every variant. Operations: rANS
+// operations per coded symbol (magnitude or value, sign, escape bits).
+TEST_F(SeqGpuVariantsMeasure, LaneAlphabetsForFasterDecode) {
+  auto profile = Calibrated(SeqInputs::kSameHead);
+  ASSERT_TRUE(profile.ok()) << profile.status().ToString();
+  const SeqProfile& p = *profile;
+  ASSERT_FALSE(p.static_scale.empty());
+  const uint32_t G = p.groups(), d = p.head_dim, T = kPiece;
+  constexpr int kClasses = internal::kSeqStaticClasses;
+  constexpr int kMag = kSeqSymbols;              // 0..14, 15 = escape
+  constexpr int kSigned = 2 * kSeqSymbols - 1;   // -14..14 at v + 14, escapes 29 (+), 30 (-)
+  constexpr int kEsc = kSeqSymbols - 1;
+  auto mag_of = [](int32_t v) { return static_cast<uint32_t>(v < 0 ? -int64_t{v} : v); };
+  auto mag_symbol = [&](int32_t v) { return std::min<uint32_t>(mag_of(v), kEsc); };
+  auto signed_symbol = [&](int32_t v) -> int {
+    if (mag_of(v) >= static_cast<uint32_t>(kEsc)) return v > 0 ? kSigned - 2 : kSigned - 1;
+    return v + (kEsc - 1);
+  };
+  auto abs_ctx = [](int32_t prev) { return prev == 0 ? 0 : (prev == 1 || prev == -1) ? 1 : 2; };
+  auto signed_ctx = [](int32_t prev) { return prev == 0 ? 0 : prev == 1 ? 1 : prev == -1 ? 2 : prev > 0 ? 3 : 4; };
+  auto escape_bits = [&](int32_t v) {  // Exp-Golomb 0 of |q| - 15: 2 floor(log2(e)) + 1 bits, e = |q| - 14
+    const uint32_t m = mag_of(v);
+    return m >= static_cast<uint32_t>(kEsc) ? 2 * std::floor(std::log2(double(m - kEsc + 1))) + 1 : 0.0;
+  };
+  struct Model {
+    const char* name;
+    int contexts, symbols;
+    bool sign_op;
+  };
+  const Model models[] = {{"magnitude, |prev| ctx", 3, kMag, true},
+                          {"magnitude, no ctx", 1, kMag, true},
+                          {"signed, |prev| ctx", 3, kSigned, false},
+                          {"signed, signed ctx", 5, kSigned, false}};
+  auto slot = [&](int m, int32_t v, int32_t prev) -> std::pair<int, int> {  // (context, symbol)
+    switch (m) {
+      case 0: return {abs_ctx(prev), static_cast<int>(mag_symbol(v))};
+      case 1: return {0, static_cast<int>(mag_symbol(v))};
+      case 2: return {abs_ctx(prev), signed_symbol(v)};
+      default: return {signed_ctx(prev), signed_symbol(v)};
+    }
+  };
+  // Visits every coded component's symbols of every group: f(class, v, prev).
+  auto each_symbol = [&](const std::vector<int32_t>& q, int16_t step_class, auto&& f) {
+    std::vector<int16_t> k(d);
+    for (uint32_t g = 0; g < G; ++g) {
+      internal::SeqLaneClasses(p, g, step_class, 128, k.data());
+      const int32_t* qg = q.data() + size_t{g} * T * d;
+      for (uint32_t i = 0; i < d; ++i) {
+        bool coded = false;
+        for (uint32_t t = 0; t < T && !coded; ++t) coded = qg[size_t{t} * d + i] != 0;
+        if (!coded) continue;
+        const int cls = internal::SeqLaneTable(k[i], 0);
+        int32_t prev = 0;
+        for (uint32_t t = 0; t < T; ++t) {
+          const int32_t v = qg[size_t{t} * d + i];
+          f(cls, v, prev);
+          prev = v;
+        }
+      }
+    }
+  };
+  std::printf("lane models (same-head profile, calibration doc00-03 %zu pieces, scored on doc04-07 %zu pieces): "
+              "bits per element of K and V (coded components' payload) / rANS operations per coded symbol\n",
+              cal_.size(), test_pieces_.size());
+  std::printf("%6s %24s %24s %24s %24s   %s\n", "delta", models[0].name, models[1].name, models[2].name,
+              models[3].name, "coded symbols / non-zero");
+  for (float delta : {0.5f, 1.0f, 2.0f}) {
+    const int16_t step_class = internal::SeqStepClass(delta);
+    std::vector<std::vector<double>> counts;
+    for (const Model& m : models) counts.emplace_back(size_t(kClasses) * m.contexts * m.symbols, 0.5);
+    for (const Chunk& c : cal_) {
+      each_symbol(Symbols(p, c, delta), step_class, [&](int cls, int32_t v, int32_t prev) {
+        for (int m = 0; m < 4; ++m) {
+          const auto [ctx, sym] = slot(m, v, prev);
+          counts[m][(size_t{uint32_t(cls)} * models[m].contexts + ctx) * models[m].symbols + sym] += 1;
+        }
+      });
+    }
+    // Code lengths per row entry.
+    std::vector<std::vector<double>> len(4);
+    for (int m = 0; m < 4; ++m) {
+      const int n = models[m].symbols;
+      len[m].resize(counts[m].size());
+      for (size_t r = 0; r < counts[m].size(); r += n) {
+        double total = 0;
+        for (int s2 = 0; s2 < n; ++s2) total += counts[m][r + s2];
+        for (int s2 = 0; s2 < n; ++s2) len[m][r + s2] = -std::log2(counts[m][r + s2] / total);
+      }
+    }
+    double bits[4] = {0, 0, 0, 0}, ops[4] = {0, 0, 0, 0}, coded = 0, nonzero = 0, elements = 0;
+    for (const Chunk& c : test_pieces_) {
+      elements += 2.0 * c.shape.elements();
+      each_symbol(Symbols(p, c, delta), step_class, [&](int cls, int32_t v, int32_t prev) {
+        coded += 1;
+        nonzero += v != 0;
+        const double esc = escape_bits(v);
+        for (int m = 0; m < 4; ++m) {
+          const auto [ctx, sym] = slot(m, v, prev);
+          const bool sign = models[m].sign_op && v != 0;
+          bits[m] += len[m][(size_t{uint32_t(cls)} * models[m].contexts + ctx) * models[m].symbols + sym] + esc +
+                     (sign ? 1 : 0);
+          ops[m] += 1 + esc + (sign ? 1 : 0);
+        }
+      });
+    }
+    std::printf("%6.2f", delta);
+    for (int m = 0; m < 4; ++m) std::printf(" %16.4f / %5.3f", bits[m] / elements, ops[m] / coded);
+    std::printf("   %.3g / %.3f\n", coded, nonzero / coded);
+    EXPECT_GT(bits[0], 0);
+  }
 }
 
 }  // namespace
