@@ -24,6 +24,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "seq_decode_kernels.h"
 #include "seq_dense_device.cuh"
@@ -361,48 +362,66 @@ __global__ void __launch_bounds__(2 * D, 2) SdLayerTcKernel(SdLaunch L, uint32_t
     __syncthreads();  // every thread's copies and constants visible (and step_s)
     const uint32_t* a = stages + (ci % kTcStages) * SdTcStageWords(D);
     const uint32_t* b = a + TM * kAStride;
+    // A chunk holds feature columns only or symbol columns only (nf is a
+    // multiple of KC: LaunchSdLayer checks), so its conversions are chosen
+    // once per chunk: symbols become floats and their B rows take the steps;
+    // features are used as they are (for one pass they were stored rounded
+    // to TF32 by the previous layer, see the rows' output below).
+    auto products = [&](auto symbols) {
+      constexpr bool kSym = decltype(symbols)::value;
 #pragma unroll
-    for (uint32_t kk = 0; kk < KC; kk += 8) {
-      // B: rows kk + tq and kk + tq + 4 (symbol rows times their steps).
-      uint32_t bh[4][2], bl[4][2];
-      float bscale[2];
+      for (uint32_t kk = 0; kk < KC; kk += 8) {
+        // B: rows kk + tq and kk + tq + 4.
+        uint32_t bh[4][2], bl[4][2];
+        float bscale[2] = {1.0f, 1.0f};
+        if constexpr (kSym) {
 #pragma unroll
-      for (uint32_t e = 0; e < 2; ++e) {
-        const uint32_t row = c0 + kk + tq + 4 * e;
-        bscale[e] = row >= nf && row < K ? step_s[row - nf] : 1.0f;
-      }
-#pragma unroll
-      for (uint32_t n = 0; n < 4; ++n) {
-        const uint32_t at = (kk + tq) * BS + n0 + n * 8 + gq;
-#pragma unroll
-        for (uint32_t e = 0; e < 2; ++e) {
-          Split<kPasses>(__fmul_rn(__uint_as_float(b[at + 4 * e * BS]), bscale[e]), bh[n][e], bl[n][e]);
-        }
-      }
-      // A: columns kk + tq and kk + tq + 4 (a symbol column holds int32).
-      bool is_q[2];
-#pragma unroll
-      for (uint32_t e = 0; e < 2; ++e) is_q[e] = c0 + kk + tq + 4 * e >= nf;
-#pragma unroll
-      for (uint32_t m = 0; m < 4; ++m) {
-        uint32_t ah[4], al[4];
-        const uint32_t r0 = (m0 + m * 16 + gq) * kAStride + kk + tq;
-#pragma unroll
-        for (uint32_t e = 0; e < 4; ++e) {
-          // fragment register e: row +8 for odd e, column +4 for e >= 2
-          const uint32_t bits = a[r0 + (e & 1) * 8 * kAStride + (e >> 1) * 4];
-          const float x = is_q[e >> 1] ? static_cast<float>(static_cast<int32_t>(bits)) : __uint_as_float(bits);
-          Split<kPasses>(x, ah[e], al[e]);
+          for (uint32_t e = 0; e < 2; ++e) {
+            const uint32_t row = c0 + kk + tq + 4 * e;
+            bscale[e] = row < K ? step_s[row - nf] : 1.0f;
+          }
         }
 #pragma unroll
         for (uint32_t n = 0; n < 4; ++n) {
-          if (kPasses == 3) {
-            MmaTf32(acc[m][n], al, bh[n]);
-            MmaTf32(acc[m][n], ah, bl[n]);
+          const uint32_t at = (kk + tq) * BS + n0 + n * 8 + gq;
+#pragma unroll
+          for (uint32_t e = 0; e < 2; ++e) {
+            const float w = __uint_as_float(b[at + 4 * e * BS]);
+            Split<kPasses>(kSym ? __fmul_rn(w, bscale[e]) : w, bh[n][e], bl[n][e]);
           }
-          MmaTf32(acc[m][n], ah, bh[n]);
+        }
+        // A: columns kk + tq and kk + tq + 4.
+#pragma unroll
+        for (uint32_t m = 0; m < 4; ++m) {
+          uint32_t ah[4], al[4];
+          const uint32_t r0 = (m0 + m * 16 + gq) * kAStride + kk + tq;
+#pragma unroll
+          for (uint32_t e = 0; e < 4; ++e) {
+            // fragment register e: row +8 for odd e, column +4 for e >= 2
+            const uint32_t bits = a[r0 + (e & 1) * 8 * kAStride + (e >> 1) * 4];
+            if constexpr (kSym) {
+              Split<kPasses>(static_cast<float>(static_cast<int32_t>(bits)), ah[e], al[e]);
+            } else if constexpr (kPasses == 1) {
+              ah[e] = bits;
+            } else {
+              Split<kPasses>(__uint_as_float(bits), ah[e], al[e]);
+            }
+          }
+#pragma unroll
+          for (uint32_t n = 0; n < 4; ++n) {
+            if (kPasses == 3) {
+              MmaTf32(acc[m][n], al, bh[n]);
+              MmaTf32(acc[m][n], ah, bl[n]);
+            }
+            MmaTf32(acc[m][n], ah, bh[n]);
+          }
         }
       }
+    };
+    if (c0 >= nf) {
+      products(std::true_type{});
+    } else {
+      products(std::false_type{});
     }
     __syncthreads();  // this stage consumed before the next issue overwrites it
   }
@@ -417,12 +436,18 @@ __global__ void __launch_bounds__(2 * D, 2) SdLayerTcKernel(SdLaunch L, uint32_t
   }
   OutRowOffsets(L, desc, layer, kv, h, t0, nt, dst_s, tid, NT);
   __syncthreads();
-  // The reconstruction for the next layer's features, four channels a store.
+  // The reconstruction for the next layer's features, four channels a store;
+  // for one pass already rounded to TF32, as the next layer's products take it.
   float* cur_rows = cur + ((uint64_t{kv} * H + h) * T + t0) * D;
   const bool keep = layer + 1 < L.layers && L.inputs != 0;
   for (uint32_t u = tid; keep && u < nt * (D / 4); u += NT) {
     const uint32_t k = u / (D / 4), c = (u % (D / 4)) * 4;
-    *reinterpret_cast<float4*>(cur_rows + uint64_t{k} * D + c) = *reinterpret_cast<const float4*>(&row_s[k * BS + c]);
+    float4 v = *reinterpret_cast<const float4*>(&row_s[k * BS + c]);
+    if (kPasses == 1) {
+      v = make_float4(__uint_as_float(ToTf32(v.x)), __uint_as_float(ToTf32(v.y)), __uint_as_float(ToTf32(v.z)),
+                      __uint_as_float(ToTf32(v.w)));
+    }
+    *reinterpret_cast<float4*>(cur_rows + uint64_t{k} * D + c) = v;
   }
   OutWriteRows(L, desc, layer, kv, t0, nt, dst_s, row_s, BS, tid, NT);
 }
@@ -450,7 +475,9 @@ cudaError_t LaunchSdLayerTc(const SdLaunch& launch, uint32_t layer, cudaStream_t
 cudaError_t LaunchSdLayer(const SdLaunch& launch, uint32_t layer, cudaStream_t stream) {
   if (launch.total_ctas == 0) return cudaSuccess;
   if (launch.math != kSdMathExact) {
-    if (!SdTensorCoreFits(launch.head_dim)) return cudaErrorInvalidValue;
+    // Chunks of feature columns only or symbol columns only (always so at
+    // head sizes 64 and 128: the features are 2 or 2 * heads rows of them).
+    if (!SdTensorCoreFits(launch.head_dim) || (launch.features - 1) % KC != 0) return cudaErrorInvalidValue;
     return launch.math == kSdMathTf32x3 ? LaunchSdLayerTc<3>(launch, layer, stream)
                                         : LaunchSdLayerTc<1>(launch, layer, stream);
   }
