@@ -124,13 +124,18 @@ class SeqDecodeGpuTest : public test::SeqGpuTestBase {
     }
   }
 
+  void ContiguousCase(uint32_t shift);
   void PagedCase(const std::string& spec);
   void CorruptCase(const std::string& spec, uint32_t header_byte, uint8_t value);
 
   std::optional<SeqDecodeGpu> decoder_;
 };
 
-TEST_P(SeqDecodeGpuTest, ContiguousEqualsDecodeChunk) {
+// Every case into its own poisoned contiguous K and V buffers, with token
+// offsets and wider outer token counts; `shift` bytes into each buffer (2: the
+// rows are not 16-byte aligned, so the GPU's output stage stores one channel
+// at a time instead of eight). The bytes before and around the rows stay poison.
+void SeqDecodeGpuTest::ContiguousCase(uint32_t shift) {
   std::vector<Coded> cases = Cases();
   std::vector<std::unique_ptr<Buffer>> keep;
   std::vector<SeqDecodeItem> items;
@@ -143,11 +148,11 @@ TEST_P(SeqDecodeGpuTest, ContiguousEqualsDecodeChunk) {
     const KvShape& s = c.header.shape;
     offsets.push_back(i % 3);
     outer.push_back(s.tokens + i % 3 + 2);
-    const uint64_t bytes = uint64_t{s.layers} * s.kv_heads * outer.back() * s.head_dim * 2;
+    const uint64_t bytes = uint64_t{s.layers} * s.kv_heads * outer.back() * s.head_dim * 2 + shift;
     keep.push_back(std::make_unique<Buffer>(backend(), std::vector<uint8_t>(bytes, kPoison)));
-    item->k_out = keep.back()->get();
+    item->k_out = static_cast<uint8_t*>(keep.back()->get()) + shift;
     keep.push_back(std::make_unique<Buffer>(backend(), std::vector<uint8_t>(bytes, kPoison)));
-    item->v_out = keep.back()->get();
+    item->v_out = static_cast<uint8_t*>(keep.back()->get()) + shift;
     item->token_offset = offsets.back();
     item->out_tokens = outer.back();
     items.push_back(std::move(*item));
@@ -161,17 +166,22 @@ TEST_P(SeqDecodeGpuTest, ContiguousEqualsDecodeChunk) {
     const uint64_t row = uint64_t{s.head_dim} * 2;
     for (int kv = 0; kv < 2; ++kv) {
       const std::vector<uint8_t>& ref = kv ? cases[i].reference.v : cases[i].reference.k;
-      std::vector<uint8_t> want(uint64_t{s.layers} * s.kv_heads * outer[i] * row, kPoison);
+      std::vector<uint8_t> want(uint64_t{s.layers} * s.kv_heads * outer[i] * row + shift, kPoison);
       for (uint64_t lh = 0; lh < uint64_t{s.layers} * s.kv_heads; ++lh) {
-        std::memcpy(&want[(lh * outer[i] + offsets[i]) * row], &ref[lh * s.tokens * row], s.tokens * row);
+        std::memcpy(&want[shift + (lh * outer[i] + offsets[i]) * row], &ref[lh * s.tokens * row], s.tokens * row);
       }
       const std::vector<uint8_t> got = keep[3 * i + 1 + kv]->Download();
+      ASSERT_EQ(got.size(), want.size());
       uint64_t differ = 0;
       for (size_t b = 0; b < got.size(); ++b) differ += got[b] != want[b];
       EXPECT_EQ(differ, 0u) << "case " << i << " tensor " << kv;
     }
   }
 }
+
+TEST_P(SeqDecodeGpuTest, ContiguousEqualsDecodeChunk) { ContiguousCase(0); }
+
+TEST_P(SeqDecodeGpuTest, ContiguousIntoUnalignedRowsEqualsDecodeChunk) { ContiguousCase(2); }
 
 TEST_P(SeqDecodeGpuTest, PagedEqualsDecodeChunk) {
   for (const char* spec : {"seq:delta=1,streams=adaptive", "seq:delta=1,streams=lanes"}) {
