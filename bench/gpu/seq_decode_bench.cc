@@ -296,6 +296,19 @@ void RunShape(const char* name, uint32_t L, uint32_t H, uint32_t d, SeqInputs in
 int main() {
   cudaStream_t stream;
   CHECK_CUDA(cudaStreamCreate(&stream));
+  // SEQKV_BENCH_LARGE=N[,N...]: only Llama-3-8B-shape lane batches of N
+  // chunks (N = 256: a 64K-token batch, 8 GiB out, ~26 GiB of workspace),
+  // every math, to see how throughput scales with the batch.
+  if (const char* large = std::getenv("SEQKV_BENCH_LARGE")) {
+    for (const char* p = large; *p != '\0';) {
+      const uint32_t n = static_cast<uint32_t>(std::strtoul(p, nullptr, 10));
+      if (n == 0) break;
+      const std::string name = "llama lanes x" + std::to_string(n);
+      RunShape(name.c_str(), 32, 8, 128, SeqInputs::kSameHead, n, true, kAllMaths, stream);
+      while (*p != '\0' && *p != ',') ++p;
+      if (*p == ',') ++p;
+    }
+  } else {
   // An 8K-token Llama-3-8B context (32 chunks, 1 GiB of bf16 K+V), same-head
   // predictors (the form that scales); the tinyllama shape with both.
   RunShape("e2e-8k seq same-head", 32, 8, 128, SeqInputs::kSameHead, 32, false, kExactOnly, stream);
@@ -303,6 +316,7 @@ int main() {
   RunShape("tinyllama seq all-heads", 6, 2, 64, SeqInputs::kAllHeads, 512, false, kAllMaths, stream);
   RunShape("tinyllama seq same-head", 6, 2, 64, SeqInputs::kSameHead, 512, false, kExactOnly, stream);
   RunShape("tinyllama seq same-head lanes", 6, 2, 64, SeqInputs::kSameHead, 512, true, kAllMaths, stream);
+  }
   std::printf("\n%-32s %7s %6s %10s %11s %10s %9s %9s\n", "seq decode -> vLLM paged", "chunks", "bits", "total ms",
               "entropy ms", "dense ms", "out GB/s", "GB");
   for (const Row& r : rows) {
@@ -311,10 +325,12 @@ int main() {
   }
   std::printf("total: SeqDecodeGpu::Decode (entropy + dense); entropy: SeqEntropyGpu alone on the same streams;\n"
               "dense = total - entropy (prediction, reconstruction, RoPE, bf16 into the cache)\n");
-  std::printf("E2E\t%s\t%.4f\t%.4f\t%.4f\n", "e2e-8k seq decode paged", rows[0].ms, rows[0].ms, 0.0);
-  std::printf("E2E\t%s\t%.4f\t%.4f\t%.4f\n", "e2e-8k seq lanes decode paged", rows[1].ms, rows[1].ms, 0.0);
-  std::printf("E2E\t%s\t%.4f\t%.4f\t%.4f\n", "e2e-8k seq lanes decode paged tf32x3", rows[2].ms, rows[2].ms, 0.0);
-  std::printf("E2E\t%s\t%.4f\t%.4f\t%.4f\n", "e2e-8k seq lanes decode paged tf32", rows[3].ms, rows[3].ms, 0.0);
+  if (std::getenv("SEQKV_BENCH_LARGE") == nullptr) {  // the end-to-end lines of bench/gpu/run.sh
+    std::printf("E2E\t%s\t%.4f\t%.4f\t%.4f\n", "e2e-8k seq decode paged", rows[0].ms, rows[0].ms, 0.0);
+    std::printf("E2E\t%s\t%.4f\t%.4f\t%.4f\n", "e2e-8k seq lanes decode paged", rows[1].ms, rows[1].ms, 0.0);
+    std::printf("E2E\t%s\t%.4f\t%.4f\t%.4f\n", "e2e-8k seq lanes decode paged tf32x3", rows[2].ms, rows[2].ms, 0.0);
+    std::printf("E2E\t%s\t%.4f\t%.4f\t%.4f\n", "e2e-8k seq lanes decode paged tf32", rows[3].ms, rows[3].ms, 0.0);
+  }
   CHECK_CUDA(cudaStreamDestroy(stream));
   return 0;
 }
