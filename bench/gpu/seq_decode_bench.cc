@@ -18,7 +18,8 @@
 // byte for byte for exact rows; for tensor-core rows the differing elements
 // and the largest difference are printed (a difference over half the rms
 // value fails the bench). CUDA events around the whole API call, 2 warm-ups,
-// median of 5.
+// median of 5. SEQKV_BENCH_LARGE=32,256 runs only Llama-shape lane batches of
+// those chunk counts (docs/BENCHMARKS.md: throughput against batch size).
 #include <cuda_runtime.h>
 
 #include <algorithm>
