@@ -498,7 +498,9 @@ TEST_F(SeqGpuVariantsMeasure, RateControlTrials) {
 //                          per sign), no separate sign operation;
 //   signed, signed ctx     the same, contexts 0, +1, -1, >= 2, <= -2.
 // Escapes add their Exp-Golomb-0 bits in every variant. Operations: rANS
-// operations per coded symbol (magnitude or value, sign, escape bits).
+// operations per coded symbol (magnitude or value, sign, escape bits). Also
+// printed: the share of symbols beyond int8 and the largest |q| (what 8- or
+// 16-bit symbol storage on a GPU would have to carry aside).
 TEST_F(SeqGpuVariantsMeasure, LaneAlphabetsForFasterDecode) {
   auto profile = Calibrated(SeqInputs::kSameHead);
   ASSERT_TRUE(profile.ok()) << profile.status().ToString();
@@ -562,8 +564,8 @@ TEST_F(SeqGpuVariantsMeasure, LaneAlphabetsForFasterDecode) {
               "bits per element of K and V (coded components' payload) / rANS operations per coded symbol\n",
               cal_.size(), test_pieces_.size());
   std::printf("%6s %24s %24s %24s %24s   %s\n", "delta", models[0].name, models[1].name, models[2].name,
-              models[3].name, "coded symbols / non-zero");
-  for (float delta : {0.5f, 1.0f, 2.0f}) {
+              models[3].name, "coded symbols / non-zero share, beyond int8, largest");
+  for (float delta : {0.125f, 0.25f, 0.5f, 1.0f, 2.0f}) {
     const int16_t step_class = internal::SeqStepClass(delta);
     std::vector<std::vector<double>> counts;
     for (const Model& m : models) counts.emplace_back(size_t(kClasses) * m.contexts * m.symbols, 0.5);
@@ -587,11 +589,15 @@ TEST_F(SeqGpuVariantsMeasure, LaneAlphabetsForFasterDecode) {
       }
     }
     double bits[4] = {0, 0, 0, 0}, ops[4] = {0, 0, 0, 0}, coded = 0, nonzero = 0, elements = 0;
+    double over127 = 0;  // symbols beyond int8
+    uint32_t max_mag = 0;
     for (const Chunk& c : test_pieces_) {
       elements += 2.0 * c.shape.elements();
       each_symbol(Symbols(p, c, delta), step_class, [&](int cls, int32_t v, int32_t prev) {
         coded += 1;
         nonzero += v != 0;
+        over127 += mag_of(v) > 127;
+        max_mag = std::max(max_mag, mag_of(v));
         const double esc = escape_bits(v);
         for (int m = 0; m < 4; ++m) {
           const auto [ctx, sym] = slot(m, v, prev);
@@ -604,7 +610,7 @@ TEST_F(SeqGpuVariantsMeasure, LaneAlphabetsForFasterDecode) {
     }
     std::printf("%6.2f", delta);
     for (int m = 0; m < 4; ++m) std::printf(" %16.4f / %5.3f", bits[m] / elements, ops[m] / coded);
-    std::printf("   %.3g / %.3f\n", coded, nonzero / coded);
+    std::printf("   %.3g / %.3f   |q| > 127: %.2g, max |q| %u\n", coded, nonzero / coded, over127 / coded, max_mag);
     EXPECT_GT(bits[0], 0);
   }
 }
