@@ -119,6 +119,11 @@ __device__ __forceinline__ void OutWriteRows(const SdLaunch& L, const SdDesc& de
   }
 }
 
+// Whether a later layer reads layer `layer`'s reconstruction as features.
+__device__ __forceinline__ bool KeepsRows(const SdLaunch& L, uint32_t layer) {
+  return layer + 1 < L.layers && L.inputs != 0;
+}
+
 __global__ void SdLayerKernel(SdLaunch L, uint32_t layer) {
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ uint64_t dst_s[TT];  // the rows' destinations (OutRowOffsets)
@@ -162,7 +167,7 @@ __global__ void SdLayerKernel(SdLaunch L, uint32_t layer) {
   // term here gives the same float: y = +0 then, y * u = +-0 (u is finite),
   // and the running sum, which starts at +0 and cannot become -0 in
   // round-to-nearest, is unchanged by adding +-0. So no branch per symbol.
-  const bool keep = layer + 1 < L.layers && L.inputs != 0;  // a later layer reads these rows
+  const bool keep = KeepsRows(L, layer);
   if (active) {
     float rec[TT];
 #pragma unroll
@@ -296,14 +301,13 @@ __global__ void __launch_bounds__(2 * D, 2) SdLayerTcKernel(SdLaunch L, uint32_t
     uint32_t* a = st;
     uint32_t* b = st + TM * kAStride;
     const uint32_t col = tid % 32, c = c0 + col;
-    const uint32_t* src = nullptr;
-    if (c >= K) {
-    } else if (c >= nf) {
-      src = reinterpret_cast<const uint32_t*>(q + (c - nf));
-    } else {
+    const uint32_t* src = nullptr;  // none past K: zeros
+    if (c < nf) {
       const uint32_t blk = c / D, ch = c % D;  // same head: blk = kv'; all heads: kv' * H + h'
       src = reinterpret_cast<const uint32_t*>(
           prev + (L.inputs == 1 ? (uint64_t{blk} * H + h) * T : uint64_t{blk} * T) * D + uint64_t{t0} * D + ch);
+    } else if (c < K) {
+      src = reinterpret_cast<const uint32_t*>(q + (c - nf));
     }
 #pragma unroll
     for (uint32_t i = 0; i < kARows; ++i) {
@@ -439,7 +443,7 @@ __global__ void __launch_bounds__(2 * D, 2) SdLayerTcKernel(SdLaunch L, uint32_t
   // The reconstruction for the next layer's features, four channels a store;
   // for one pass already rounded to TF32, as the next layer's products take it.
   float* cur_rows = cur + ((uint64_t{kv} * H + h) * T + t0) * D;
-  const bool keep = layer + 1 < L.layers && L.inputs != 0;
+  const bool keep = KeepsRows(L, layer);
   for (uint32_t u = tid; keep && u < nt * (D / 4); u += NT) {
     const uint32_t k = u / (D / 4), c = (u % (D / 4)) * 4;
     float4 v = *reinterpret_cast<const float4*>(&row_s[k * BS + c]);
