@@ -11,7 +11,8 @@
 // symbols with the real codec's statistics (~1.4 bits/element: mostly |q| <=
 // 2, scale falling with the component index). The "lanes" rows code the same
 // symbols as lane streams (streams=lanes) with a static model fitted on them,
-// and time the lane kernel alone in place of SeqEntropyGpu. The "tc3" / "tc1"
+// and time the lane kernel alone in place of SeqEntropyGpu; the "lanes2" rows
+// as signed lane streams (streams=lanes2, the signed model fitted likewise). The "tc3" / "tc1"
 // rows decode the same batch with the dense stage on tensor cores
 // (SeqDenseMath::kTensorTf32x3 / kTensorTf32). Chunk 1 of each row is decoded
 // on the CPU backend too (the codec's reference functions) and compared:
@@ -90,8 +91,12 @@ void FitStaticModel(const std::vector<std::vector<int32_t>>& sets, uint32_t d, S
   std::vector<uint64_t> counts(
       size_t{seqkv::internal::kSeqStaticClasses} * seqkv::internal::kSeqLaneContexts * seqkv::internal::kSeqLaneSymbols,
       1);
-  for (const auto& q : sets) seqkv::internal::SeqAddStaticCounts(q.data(), kTokens, d, scale.data(), 0, 128, counts.data());
+  std::vector<uint64_t> signed_counts(size_t{seqkv::internal::kSeqStaticClasses} * seqkv::internal::kSeqSignedSymbols, 1);
+  for (const auto& q : sets) {
+    seqkv::internal::SeqAddStaticCounts(q.data(), kTokens, d, scale.data(), 0, 128, counts.data(), signed_counts.data());
+  }
   p->static_freq = seqkv::internal::SeqStaticFreqs(counts);
+  p->signed_freq = seqkv::internal::SeqStaticFreqs(signed_counts, seqkv::internal::kSeqSignedSymbols);
   CHECK_OK(p->Validate());
 }
 
@@ -103,8 +108,13 @@ constexpr Math kExactOnly[] = {{SeqDenseMath::kExact, ""}};
 constexpr Math kAllMaths[] = {
     {SeqDenseMath::kExact, ""}, {SeqDenseMath::kTensorTf32x3, " tc3"}, {SeqDenseMath::kTensorTf32, " tc1"}};
 
-void RunShape(const char* name, uint32_t L, uint32_t H, uint32_t d, SeqInputs inputs, uint32_t chunks, bool lanes,
-              std::span<const Math> maths, cudaStream_t stream) {
+// How the bench codes its group streams.
+enum class Streams { kAdaptive, kLanes, kSignedLanes };
+
+void RunShape(const char* name, uint32_t L, uint32_t H, uint32_t d, SeqInputs inputs, uint32_t chunks,
+              Streams kind, std::span<const Math> maths, cudaStream_t stream) {
+  const bool lanes = kind != Streams::kAdaptive, signed_lanes = kind == Streams::kSignedLanes;
+  const auto model = signed_lanes ? seqkv::internal::SeqLaneModel::kSigned : seqkv::internal::SeqLaneModel::kMagnitude;
   std::vector<std::vector<int32_t>> sets(kDistinct);
   for (uint32_t k = 0; k < kDistinct; ++k) sets[k] = Symbols(d, 100 + k);
   SeqProfile synthetic = *seqkv::bench::SyntheticSeqProfile(L, H, d, inputs, /*orthonormal=*/false);
@@ -123,7 +133,7 @@ void RunShape(const char* name, uint32_t L, uint32_t H, uint32_t d, SeqInputs in
   std::vector<uint64_t> at(kDistinct);
   for (uint32_t k = 0; k < kDistinct; ++k) {
     const std::vector<int32_t>& q = sets[k];
-    streams[k] = lanes ? seqkv::internal::SeqEncodeLaneGroup(q.data(), kTokens, d, tables, classes.data())
+    streams[k] = lanes ? seqkv::internal::SeqEncodeLaneGroup(q.data(), kTokens, d, tables, classes.data(), model)
                        : seqkv::internal::SeqEncodeGroup(q.data(), kTokens, d);
     at[k] = all.size();
     all.insert(all.end(), streams[k].begin(), streams[k].end());
@@ -146,6 +156,7 @@ void RunShape(const char* name, uint32_t L, uint32_t H, uint32_t d, SeqInputs in
     it.delta0 = 1.0f;
     it.mult_code.assign(G, 128);
     it.lanes = lanes;
+    it.signed_lanes = signed_lanes;
     it.step_class = 0;
     for (uint32_t g = 0; g < G; ++g) {
       const uint32_t k = (c * 7 + g) % kDistinct;
@@ -192,6 +203,14 @@ void RunShape(const char* name, uint32_t L, uint32_t H, uint32_t d, SeqInputs in
     int16_t* scale = nullptr;
     CHECK_CUDA(cudaMalloc(&cum, tables.cum.size() * 2));
     CHECK_CUDA(cudaMemcpy(cum, tables.cum.data(), tables.cum.size() * 2, cudaMemcpyHostToDevice));
+    // The signed model's search tables, as SeqDecodeGpu uploads them.
+    std::vector<uint32_t> pairs;
+    std::vector<uint8_t> buckets;
+    seqkv::internal::SeqSignedSearchTables(tables, &pairs, &buckets);
+    uint8_t* search = nullptr;
+    CHECK_CUDA(cudaMalloc(&search, pairs.size() * 4 + buckets.size()));
+    CHECK_CUDA(cudaMemcpy(search, pairs.data(), pairs.size() * 4, cudaMemcpyHostToDevice));
+    CHECK_CUDA(cudaMemcpy(search + pairs.size() * 4, buckets.data(), buckets.size(), cudaMemcpyHostToDevice));
     CHECK_CUDA(cudaMalloc(&scale, profile->static_scale.size() * 2));
     CHECK_CUDA(cudaMemcpy(scale, profile->static_scale.data(), profile->static_scale.size() * 2,
                           cudaMemcpyHostToDevice));
@@ -200,7 +219,8 @@ void RunShape(const char* name, uint32_t L, uint32_t H, uint32_t d, SeqInputs in
     CHECK_CUDA(cudaMemset(status, 0, 4));
     CHECK_CUDA(cudaMemcpy(descs, lane_descs.data(), lane_descs.size() * sizeof(gpu::internal::SlDesc),
                           cudaMemcpyHostToDevice));
-    gpu::internal::SlLaunch sl{descs, static_cast<uint32_t>(lane_descs.size()), d, cum, scale, status};
+    gpu::internal::SlLaunch sl{descs, static_cast<uint32_t>(lane_descs.size()), d, cum, scale, status, signed_lanes,
+                               search};
     // As SeqDecodeGpu runs it: the symbols cleared, then the kernel.
     const uint64_t q_bytes = uint64_t{chunks} * G * kTokens * d * 4;
     entropy_ms = seqkv::bench::MedianMs(stream, [&] {
@@ -214,6 +234,7 @@ void RunShape(const char* name, uint32_t L, uint32_t H, uint32_t d, SeqInputs in
       std::exit(1);
     }
     CHECK_CUDA(cudaFree(cum));
+    CHECK_CUDA(cudaFree(search));
     CHECK_CUDA(cudaFree(scale));
   } else {
     std::vector<Status> est;
@@ -305,18 +326,24 @@ int main() {
       const uint32_t n = static_cast<uint32_t>(std::strtoul(p, nullptr, 10));
       if (n == 0) break;
       const std::string name = "llama lanes x" + std::to_string(n);
-      RunShape(name.c_str(), 32, 8, 128, SeqInputs::kSameHead, n, true, kAllMaths, stream);
+      RunShape(name.c_str(), 32, 8, 128, SeqInputs::kSameHead, n, Streams::kLanes, kAllMaths, stream);
+      const std::string name2 = "llama lanes2 x" + std::to_string(n);
+      RunShape(name2.c_str(), 32, 8, 128, SeqInputs::kSameHead, n, Streams::kSignedLanes, kAllMaths, stream);
       while (*p != '\0' && *p != ',') ++p;
       if (*p == ',') ++p;
     }
   } else {
   // An 8K-token Llama-3-8B context (32 chunks, 1 GiB of bf16 K+V), same-head
   // predictors (the form that scales); the tinyllama shape with both.
-  RunShape("e2e-8k seq same-head", 32, 8, 128, SeqInputs::kSameHead, 32, false, kExactOnly, stream);
-  RunShape("e2e-8k seq same-head lanes", 32, 8, 128, SeqInputs::kSameHead, 32, true, kAllMaths, stream);
-  RunShape("tinyllama seq all-heads", 6, 2, 64, SeqInputs::kAllHeads, 512, false, kAllMaths, stream);
-  RunShape("tinyllama seq same-head", 6, 2, 64, SeqInputs::kSameHead, 512, false, kExactOnly, stream);
-  RunShape("tinyllama seq same-head lanes", 6, 2, 64, SeqInputs::kSameHead, 512, true, kAllMaths, stream);
+  RunShape("e2e-8k seq same-head", 32, 8, 128, SeqInputs::kSameHead, 32, Streams::kAdaptive, kExactOnly, stream);
+  RunShape("e2e-8k seq same-head lanes", 32, 8, 128, SeqInputs::kSameHead, 32, Streams::kLanes, kAllMaths, stream);
+  RunShape("e2e-8k seq same-head lanes2", 32, 8, 128, SeqInputs::kSameHead, 32, Streams::kSignedLanes, kAllMaths,
+           stream);
+  RunShape("tinyllama seq all-heads", 6, 2, 64, SeqInputs::kAllHeads, 512, Streams::kAdaptive, kAllMaths, stream);
+  RunShape("tinyllama seq same-head", 6, 2, 64, SeqInputs::kSameHead, 512, Streams::kAdaptive, kExactOnly, stream);
+  RunShape("tinyllama seq same-head lanes", 6, 2, 64, SeqInputs::kSameHead, 512, Streams::kLanes, kAllMaths, stream);
+  RunShape("tinyllama seq same-head lanes2", 6, 2, 64, SeqInputs::kSameHead, 512, Streams::kSignedLanes, kAllMaths,
+           stream);
   }
   std::printf("\n%-32s %7s %6s %10s %11s %10s %9s %9s\n", "seq decode -> vLLM paged", "chunks", "bits", "total ms",
               "entropy ms", "dense ms", "out GB/s", "GB");
@@ -331,6 +358,9 @@ int main() {
     std::printf("E2E\t%s\t%.4f\t%.4f\t%.4f\n", "e2e-8k seq lanes decode paged", rows[1].ms, rows[1].ms, 0.0);
     std::printf("E2E\t%s\t%.4f\t%.4f\t%.4f\n", "e2e-8k seq lanes decode paged tf32x3", rows[2].ms, rows[2].ms, 0.0);
     std::printf("E2E\t%s\t%.4f\t%.4f\t%.4f\n", "e2e-8k seq lanes decode paged tf32", rows[3].ms, rows[3].ms, 0.0);
+    std::printf("E2E\t%s\t%.4f\t%.4f\t%.4f\n", "e2e-8k seq lanes2 decode paged", rows[4].ms, rows[4].ms, 0.0);
+    std::printf("E2E\t%s\t%.4f\t%.4f\t%.4f\n", "e2e-8k seq lanes2 decode paged tf32x3", rows[5].ms, rows[5].ms, 0.0);
+    std::printf("E2E\t%s\t%.4f\t%.4f\t%.4f\n", "e2e-8k seq lanes2 decode paged tf32", rows[6].ms, rows[6].ms, 0.0);
   }
   CHECK_CUDA(cudaStreamDestroy(stream));
   return 0;

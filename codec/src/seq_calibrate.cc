@@ -92,6 +92,7 @@ Status FitSeqStaticModel(const std::vector<Chunk>& chunks, SeqProfile* profile) 
   // Tables: symbol counts per (class, context) over loops at steps 1/4 .. 8.
   std::vector<uint64_t> counts(
       size_t{internal::kSeqStaticClasses} * internal::kSeqLaneContexts * internal::kSeqLaneSymbols, 1);
+  std::vector<uint64_t> signed_counts(size_t{internal::kSeqStaticClasses} * internal::kSeqSignedSymbols, 1);
   for (const float delta : {0.25f, 0.5f, 1.0f, 2.0f, 4.0f, 8.0f}) {
     const int16_t step_class = internal::SeqStepClass(delta);
     for (const Chunk& c : chunks) {
@@ -99,11 +100,12 @@ Status FitSeqStaticModel(const std::vector<Chunk>& chunks, SeqProfile* profile) 
       const uint32_t T = c.shape.tokens;
       for (uint32_t g = first_group; g < G; ++g) {
         internal::SeqAddStaticCounts(r.q.data() + size_t{g} * T * d, T, d, p.static_scale.data() + size_t{g} * d,
-                                     step_class, 128, counts.data());
+                                     step_class, 128, counts.data(), signed_counts.data());
       }
     }
   }
   p.static_freq = internal::SeqStaticFreqs(counts);
+  p.signed_freq = internal::SeqStaticFreqs(signed_counts, internal::kSeqSignedSymbols);
   return p.Validate();
 }
 

@@ -104,6 +104,7 @@ struct SeqLaneCursor {
   uint32_t phase = 0;   // 0 magnitude, 1 escape zeros, 2 escape bits, 3 sign, 4 done
   uint32_t mag = 0;     // magnitude (escape: the Exp-Golomb value so far)
   int32_t k = 0;        // escape: zeros counted, then bits left
+  bool neg = false;     // signed lanes: the escape's sign
 };
 
 enum SeqLaneStepResult : int { kSeqLaneMore = 0, kSeqLaneDone = 1, kSeqLaneCorrupt = -1 };
@@ -176,6 +177,114 @@ SEQKV_LANES_HD inline int SeqLaneStep(SeqLaneCursor* cur, const SeqLaneGroupView
     g.nonzero[cur->idx] = 1;
   }
   g.prev[cur->idx] = value;
+  cur->phase = 0;
+  cur->idx += g.lanes;
+  if (cur->idx >= g.n) {
+    cur->idx = lane;
+    if (++cur->t == g.tokens) {
+      cur->phase = 4;
+      return kSeqLaneDone;
+    }
+  }
+  return kSeqLaneMore;
+}
+
+// ---- signed lane streams (`streams=lanes2`; docs/format.md, "Lane streams") --
+// The same lanes, word order, header and scale classes; the static model has
+// one row per class (no context) over a signed alphabet, so a symbol is one
+// rANS operation: s = 1 .. 29 is q = s - 15, s = 0 and s = 30 are escapes
+// (q <= -15, q >= 15) followed by the Exp-Golomb-0 code of |q| - 15 in uniform
+// bits, and no sign operation follows.
+inline constexpr int kSeqSignedSymbols = 31;
+inline constexpr int kSeqSignedZero = 15;            // the symbol of q = 0
+inline constexpr int kSeqSignedEscapeNeg = 0, kSeqSignedEscapePos = 30;
+inline constexpr uint32_t kSeqSignedRowStride = 32;  // cum[0] = 0 .. cum[31] = 2^15, one row 64 bytes
+
+SEQKV_LANES_HD inline int SeqSignedSymbol(int32_t v) {
+  return v <= -kSeqSignedZero ? kSeqSignedEscapeNeg : (v >= kSeqSignedZero ? kSeqSignedEscapePos : v + kSeqSignedZero);
+}
+
+// The symbol of `slot` in a signed row; *start and *freq its interval.
+SEQKV_LANES_HD inline int SeqSignedFind(const uint16_t* row, uint32_t slot, uint32_t* start, uint32_t* freq) {
+  int s = 0;
+  if (row[s + 16] <= slot) s += 16;
+  if (row[s + 8] <= slot) s += 8;
+  if (row[s + 4] <= slot) s += 4;
+  if (row[s + 2] <= slot) s += 2;
+  if (row[s + 1] <= slot) s += 1;
+  *start = row[s];
+  *freq = uint32_t{row[s + 1]} - row[s];
+  return s;
+}
+
+// The GPU's search tables of the signed model (built on the host from the
+// cumulative rows; the same symbol as SeqSignedFind for every slot): per
+// class the symbol of each bucket's first slot (kSeqSignedBuckets buckets of
+// 2^15 / kSeqSignedBuckets slots, u8) and per symbol its interval as one word
+// (cum[s] | cum[s + 1] << 16). A decode step is a bucket load, a pair load and
+// rarely a step or two forward: two 4-byte shared loads instead of a 64-byte
+// row (measured on the H200: the row loads were 12.5-way bank conflicts).
+inline constexpr uint32_t kSeqSignedBucketBits = 6, kSeqSignedBuckets = 1u << kSeqSignedBucketBits;
+inline constexpr uint32_t kSeqSignedPairStride = 32;  // pairs per class (31 used)
+
+SEQKV_LANES_HD inline int SeqSignedFindBucket(const uint8_t* buckets, const uint32_t* pairs, uint32_t slot,
+                                              uint32_t* start, uint32_t* freq) {
+  uint32_t s = buckets[slot >> (kSeqLaneScaleBits - kSeqSignedBucketBits)];
+  uint32_t pair = pairs[s];
+  while ((pair >> 16) <= slot) pair = pairs[++s];  // ends: the last pair's end is 2^15 > slot
+  *start = pair & 0xFFFFu;
+  *freq = (pair >> 16) - *start;
+  return static_cast<int>(s);
+}
+
+// One lane's next rANS operation of a signed lane stream (as SeqLaneStep;
+// g.cum and g.prev are not used: find(table, slot, &start, &freq) returns the
+// symbol of `slot` in the table's row, by SeqSignedFind or
+// SeqSignedFindBucket). Phases: 0 symbol, 1 escape zeros, 2 escape bits,
+// 4 done; the escape's sign waits in cur->neg.
+template <typename Find>
+SEQKV_LANES_HD inline int SeqSignedLaneStep(SeqLaneCursor* cur, const SeqLaneGroupView& g, uint32_t lane,
+                                            Find&& find) {
+  constexpr uint32_t kMask = (1u << kSeqLaneScaleBits) - 1, kHalf = 1u << (kSeqLaneScaleBits - 1);
+  const uint32_t slot = cur->x & kMask;
+  int32_t value;
+  const uint32_t info = g.info[cur->idx];
+  if (cur->phase == 0) {
+    uint32_t start, freq;
+    const int s = find(info >> 16, slot, &start, &freq);
+    cur->x = freq * (cur->x >> kSeqLaneScaleBits) + slot - start;
+    if (s == kSeqSignedEscapeNeg || s == kSeqSignedEscapePos) {
+      cur->phase = 1;
+      cur->k = 0;
+      cur->neg = s == kSeqSignedEscapeNeg;
+      return kSeqLaneMore;
+    }
+    value = s - kSeqSignedZero;
+  } else {
+    const uint32_t bit = slot >= kHalf ? 1u : 0u;
+    cur->x = kHalf * (cur->x >> kSeqLaneScaleBits) + slot - (bit ? kHalf : 0u);
+    if (cur->phase == 1) {
+      if (bit == 0) {
+        if (++cur->k > kSeqLaneMaxEscapeZeros) return kSeqLaneCorrupt;
+        return kSeqLaneMore;
+      }
+      cur->mag = 1;
+      if (cur->k > 0) {
+        cur->phase = 2;
+        return kSeqLaneMore;
+      }
+    } else {
+      cur->mag = (cur->mag << 1) | bit;
+      if (--cur->k != 0) return kSeqLaneMore;
+      if (cur->mag + (kSeqLaneSymbols - 2) > kSeqLaneMaxMagnitude) return kSeqLaneCorrupt;
+    }
+    const int32_t m = static_cast<int32_t>(cur->mag + (kSeqLaneSymbols - 2));  // |q| = e + 14
+    value = cur->neg ? -m : m;
+  }
+  if (value != 0) {  // q is zero beforehand: only non-zero symbols are stored
+    g.q[size_t{cur->t} * g.dim + (info & 0xFFFFu)] = value;
+    g.nonzero[cur->idx] = 1;
+  }
   cur->phase = 0;
   cur->idx += g.lanes;
   if (cur->idx >= g.n) {

@@ -15,12 +15,15 @@
 //   fallback=lossless|none  what kl= does when the budget cannot be met
 //                 below maxbits (default lossless: seq:lossless inside)
 //   maxbits=M     bits per element above which kl= falls back (default 8)
-//   streams=adaptive|lanes  how group streams are coded: the profile's static
-//                 model on 16 lanes that a GPU decodes in parallel (needs a
-//                 profile with a static model; chunks never continue a parent;
-//                 the default when the profile has one) or adaptive models on
-//                 8 lanes of one chain (chunks continue their parents; the
-//                 only choice with an older profile)
+//   streams=adaptive|lanes|lanes2  how group streams are coded: the
+//                 profile's static model on 16 lanes that a GPU decodes in
+//                 parallel (needs a profile with a static model; chunks never
+//                 continue a parent) — lanes2 with the signed model (one rANS
+//                 operation per symbol, the fastest GPU decode; the default
+//                 when the profile has it), lanes with the magnitude model and
+//                 a sign operation (the default with a version-2 profile) — or
+//                 adaptive models on 8 lanes of one chain (chunks continue
+//                 their parents; the only choice with a version-1 profile)
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -74,7 +77,8 @@ class SeqLossyCodec final : public Codec, public SeqLossyEncoder {
     double bits = 0, kl = 0, delta = 0, deadzone = 0.5, krate = 0, vrate = 0, maxbits = 8;
     std::vector<double> lrate;  // per layer, empty = 0
     bool fallback_lossless = true;
-    bool lanes = false;         // streams=lanes
+    bool lanes = false;         // streams=lanes or lanes2
+    bool signed_lanes = false;  // streams=lanes2
   };
 
   SeqLossyCodec(std::shared_ptr<const SeqProfile> profile, std::string profile_id,
@@ -86,8 +90,10 @@ class SeqLossyCodec final : public Codec, public SeqLossyEncoder {
   const SeqProfile& profile() const override { return *profile_; }
   SeqEncoderSettings Settings() const override {
     return {opts_.bits,  opts_.kl,    opts_.delta,   opts_.deadzone,         opts_.krate,
-            opts_.vrate, opts_.lrate, opts_.maxbits, opts_.fallback_lossless, opts_.lanes};
+            opts_.vrate, opts_.lrate, opts_.maxbits, opts_.fallback_lossless, opts_.lanes, opts_.signed_lanes};
   }
+
+  SeqLaneModel LaneModel() const { return opts_.signed_lanes ? SeqLaneModel::kSigned : SeqLaneModel::kMagnitude; }
 
   std::string Spec() const override {
     CodecSpec s;
@@ -108,7 +114,7 @@ class SeqLossyCodec final : public Codec, public SeqLossyEncoder {
       s.params["maxbits"] = FormatDouble(opts_.maxbits);
     }
     // Explicit whenever the profile offers both, so that the spec re-parses to this codec.
-    if (profile_->has_static_model()) s.params["streams"] = opts_.lanes ? "lanes" : "adaptive";
+    if (profile_->has_static_model()) s.params["streams"] = opts_.signed_lanes ? "lanes2" : (opts_.lanes ? "lanes" : "adaptive");
     s.params["profile"] = profile_id_;
     return s.ToString();
   }
@@ -319,7 +325,7 @@ Status SeqLossyCodec::EncodeImpl(const Chunk& chunk, const ChunkContext* parent,
       const int32_t* qg = loop.q.data() + size_t{g} * per_group;
       if (opts_.lanes) {
         SeqLaneClasses(p, g, step_class, params.mult_code[g], cls.data());
-        cost += SeqEstimateLaneGroupCost(qg, T, d, tables_, cls.data());
+        cost += SeqEstimateLaneGroupCost(qg, T, d, tables_, cls.data(), nullptr, LaneModel());
       } else {
         cost += SeqEstimateGroupCost(qg, T, d, &states[g]);
       }
@@ -371,7 +377,7 @@ Status SeqLossyCodec::EncodeImpl(const Chunk& chunk, const ChunkContext* parent,
   table.loop = params;
   table.parent_hash = continues ? parent->chunk_hash : 0;
   if (opts_.lanes) {
-    table.streams = kSeqStreamsLanes;
+    table.streams = opts_.signed_lanes ? kSeqStreamsSignedLanes : kSeqStreamsLanes;
     table.step_class = SeqStepClass(params.delta0);
   }
   sections->push_back({kParamsSection, PackSeqLossyParams(table, static_cast<float>(proxy))});
@@ -387,7 +393,7 @@ Status SeqLossyCodec::EncodeImpl(const Chunk& chunk, const ChunkContext* parent,
         const int32_t* qg = chosen.q.data() + size_t{g} * per_group;
         if (opts_.lanes) {
           SeqLaneClasses(p, g, table.step_class, params.mult_code[g], cls.data());
-          streams.push_back(SeqEncodeLaneGroup(qg, T, d, tables_, cls.data()));
+          streams.push_back(SeqEncodeLaneGroup(qg, T, d, tables_, cls.data(), LaneModel()));
         } else {
           streams.push_back(SeqEncodeGroup(qg, T, d, &states[g]));
         }
@@ -433,7 +439,9 @@ Status SeqLossyCodec::DecodeImpl(std::span<const SectionView> sections, const Ch
   SEQKV_ASSIGN_OR_RETURN(SeqLossyParams header, ParseSeqLossyParams(sections[0].data.subspan(1), p));
   SeqLoopParams params = std::move(header.loop);
   const uint64_t parent_hash = header.parent_hash;
-  const bool lanes = header.streams == kSeqStreamsLanes;
+  const bool lanes = header.streams == kSeqStreamsLanes || header.streams == kSeqStreamsSignedLanes;
+  const SeqLaneModel lane_model =
+      header.streams == kSeqStreamsSignedLanes ? SeqLaneModel::kSigned : SeqLaneModel::kMagnitude;
   if (parent_hash != 0 && (parent == nullptr || !CanContinue(*parent))) {
     return FailedPrecondition("seq: chunk continues a parent chunk; decode it with its parent's context");
   }
@@ -494,7 +502,7 @@ Status SeqLossyCodec::DecodeImpl(std::span<const SectionView> sections, const Ch
         int32_t* qg = loop.q.data() + size_t{g} * per_group;
         if (lanes) {
           SeqLaneClasses(p, g, header.step_class, params.mult_code[g], cls.data());
-          SEQKV_RETURN_IF_ERROR(SeqDecodeLaneGroup(streams[kv * H + h], T, d, tables_, cls.data(), qg));
+          SEQKV_RETURN_IF_ERROR(SeqDecodeLaneGroup(streams[kv * H + h], T, d, tables_, cls.data(), qg, lane_model));
         } else {
           SEQKV_RETURN_IF_ERROR(SeqDecodeGroup(streams[kv * H + h], T, d, qg, &states[g]));
         }
@@ -530,8 +538,9 @@ Result<std::unique_ptr<Codec>> MakeSeqLossyCodec(const CodecSpec& spec) {
     o.fallback_lossless = fb->second == "lossless";
   }
   auto streams = spec.params.find("streams");
-  if (streams != spec.params.end() && streams->second != "adaptive" && streams->second != "lanes") {
-    return InvalidArgument("seq: streams must be adaptive or lanes");
+  if (streams != spec.params.end() && streams->second != "adaptive" && streams->second != "lanes" &&
+      streams->second != "lanes2") {
+    return InvalidArgument("seq: streams must be adaptive, lanes or lanes2");
   }
   if (o.delta > 0 && (o.bits > 0 || o.kl > 0)) return InvalidArgument("seq: delta= excludes bits= and kl=");
   if (o.delta > 0 && o.delta < kMinDelta) return InvalidArgument("seq: delta must be >= 1e-5");
@@ -572,10 +581,22 @@ Result<std::unique_ptr<Codec>> MakeSeqLossyCodec(const CodecSpec& spec) {
     }
   }
   // Lane streams by default where the profile can code them.
-  o.lanes = streams != spec.params.end() ? streams->second == "lanes" : profile->has_static_model();
+  // Signed lanes where the profile has their model, else lanes where it has a static one.
+  if (streams != spec.params.end()) {
+    o.lanes = streams->second != "adaptive";
+    o.signed_lanes = streams->second == "lanes2";
+  } else {
+    o.lanes = profile->has_static_model();
+    o.signed_lanes = profile->has_signed_model();
+  }
   if (o.lanes && !profile->has_static_model()) {
-    return FailedPrecondition("seq: streams=lanes needs a profile with a static model (calibrate it again with this "
-                              "version; profile " + profile->Id() + " has none)");
+    return FailedPrecondition("seq: streams=" + streams->second +
+                              " needs a profile with a static model (calibrate it again with this version; "
+                              "profile " + profile->Id() + " has none)");
+  }
+  if (o.signed_lanes && !profile->has_signed_model()) {
+    return FailedPrecondition("seq: streams=lanes2 needs a profile with a signed model (calibrate it again with "
+                              "this version; profile " + profile->Id() + " has only the magnitude model)");
   }
   if (o.kl > 0 && !profile->has_sensitivity) {
     return FailedPrecondition("seq: kl= needs a profile calibrated with sensitivities (--sensitivity FILE)");

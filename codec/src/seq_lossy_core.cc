@@ -133,7 +133,7 @@ int Context(int32_t prev) { return prev == 0 ? 0 : ((prev == 1 || prev == -1) ? 
 // for the escape class the Exp-Golomb-0 code of mag - 15 (zeros, a one, the
 // low bits), then the sign when v != 0. Both stream kinds code them alike.
 template <typename Emit>
-void EmitUniformBits(uint8_t lane, int32_t v, uint32_t mag, Emit&& emit) {
+void EmitUniformBits(uint8_t lane, int32_t v, uint32_t mag, Emit&& emit, bool sign = true) {
   if (mag >= kEscape) {
     const uint32_t e = mag - kEscape + 1;
     const int k = std::bit_width(e) - 1;
@@ -141,7 +141,7 @@ void EmitUniformBits(uint8_t lane, int32_t v, uint32_t mag, Emit&& emit) {
     emit(lane, kHalf, kHalf);
     for (int b = k - 1; b >= 0; --b) emit(lane, ((e >> b) & 1) ? kHalf : 0, kHalf);
   }
-  if (mag != 0) emit(lane, v < 0 ? kHalf : 0, kHalf);
+  if (sign && mag != 0) emit(lane, v < 0 ? kHalf : 0, kHalf);
 }
 
 // Runs the models over the coded components in decode order; emit(lane,
@@ -394,15 +394,45 @@ SeqStaticTables MakeSeqStaticTables(const SeqProfile& profile) {
     }
     t.cum[r * kSeqLaneRowStride + kSeqSymbols] = static_cast<uint16_t>(c);  // 2^15 (Validate checks)
   }
+  if (profile.has_signed_model()) {
+    t.signed_cum.assign(size_t{kSeqStaticClasses} * kSeqSignedRowStride, 0);
+    t.signed_cost.assign(size_t{kSeqStaticClasses} * kSeqSignedSymbols, 0);
+    for (size_t r = 0; r < size_t{kSeqStaticClasses}; ++r) {
+      uint32_t c = 0;
+      for (int s = 0; s < kSeqSignedSymbols; ++s) {
+        const uint16_t f = profile.signed_freq[r * kSeqSignedSymbols + s];
+        t.signed_cum[r * kSeqSignedRowStride + s] = static_cast<uint16_t>(c);
+        t.signed_cost[r * kSeqSignedSymbols + s] = table[f];
+        c += f;
+      }
+      t.signed_cum[r * kSeqSignedRowStride + kSeqSignedSymbols] = static_cast<uint16_t>(c);  // 2^15
+    }
+  }
   return t;
 }
 
-void SeqStaticRow(const uint64_t* counts, uint16_t* freq) {
+void SeqSignedSearchTables(const SeqStaticTables& t, std::vector<uint32_t>* pairs, std::vector<uint8_t>* buckets) {
+  pairs->assign(size_t{kSeqStaticClasses} * kSeqSignedPairStride, 0);
+  buckets->assign(size_t{kSeqStaticClasses} * kSeqSignedBuckets, 0);
+  if (t.signed_cum.empty()) return;
+  constexpr uint32_t kWidth = 1u << (kSeqLaneScaleBits - kSeqSignedBucketBits);
+  for (size_t c = 0; c < size_t{kSeqStaticClasses}; ++c) {
+    const uint16_t* row = t.signed_cum.data() + c * kSeqSignedRowStride;
+    for (int s = 0; s < kSeqSignedSymbols; ++s) {
+      (*pairs)[c * kSeqSignedPairStride + s] = uint32_t{row[s]} | (uint32_t{row[s + 1]} << 16);
+    }
+    for (uint32_t b = 0; b < kSeqSignedBuckets; ++b) {
+      uint32_t start, freq;
+      (*buckets)[c * kSeqSignedBuckets + b] = static_cast<uint8_t>(SeqSignedFind(row, b * kWidth, &start, &freq));
+    }
+  }
+}
+
+void SeqStaticRow(const uint64_t* counts, uint16_t* freq, int kN) {
   constexpr int64_t kScale = int64_t{1} << kSeqLaneScaleBits;
-  constexpr int kN = kSeqLaneSymbols;
   uint64_t total = 0;
   for (int s = 0; s < kN; ++s) total += counts[s];
-  int64_t f[kN], sum = 0;
+  int64_t f[kSeqSignedSymbols], sum = 0;
   for (int s = 0; s < kN; ++s) {
     f[s] = std::max<int64_t>(1, static_cast<int64_t>(counts[s] * uint64_t(kScale) / total));
     sum += f[s];
@@ -418,16 +448,16 @@ void SeqStaticRow(const uint64_t* counts, uint16_t* freq) {
   for (int s = 0; s < kN; ++s) freq[s] = static_cast<uint16_t>(f[s]);
 }
 
-std::vector<uint16_t> SeqStaticFreqs(const std::vector<uint64_t>& counts) {
+std::vector<uint16_t> SeqStaticFreqs(const std::vector<uint64_t>& counts, int symbols) {
   std::vector<uint16_t> freq(counts.size(), 0);
-  for (size_t row = 0; row + kSeqLaneSymbols <= counts.size(); row += kSeqLaneSymbols) {
-    SeqStaticRow(counts.data() + row, freq.data() + row);
+  for (size_t row = 0; row + size_t(symbols) <= counts.size(); row += size_t(symbols)) {
+    SeqStaticRow(counts.data() + row, freq.data() + row, symbols);
   }
   return freq;
 }
 
 void SeqAddStaticCounts(const int32_t* q, uint32_t tokens, uint32_t dim, const int16_t* scale, int16_t step_class,
-                        uint8_t code, uint64_t* counts) {
+                        uint8_t code, uint64_t* counts, uint64_t* signed_counts) {
   for (uint32_t i = 0; i < dim; ++i) {
     const size_t table = size_t(SeqStaticClass(scale[i], step_class, code));
     int32_t prev = 0;
@@ -436,6 +466,7 @@ void SeqAddStaticCounts(const int32_t* q, uint32_t tokens, uint32_t dim, const i
       const uint32_t mag = static_cast<uint32_t>(v < 0 ? -int64_t{v} : v);
       const int s = mag >= kEscape ? kEscape : static_cast<int>(mag);
       counts[(table * kContexts + Context(prev)) * kSymbols + s] += 2;
+      if (signed_counts != nullptr) signed_counts[table * kSeqSignedSymbols + size_t(SeqSignedSymbol(v))] += 2;
       prev = v;
     }
   }
@@ -458,7 +489,8 @@ namespace {
 // The rANS operations of every lane in decode order: emit(lane, start, freq).
 template <typename Emit>
 void LaneSymbols(const int32_t* q, uint32_t tokens, uint32_t dim, const std::vector<uint32_t>& coded,
-                 uint32_t lanes, const SeqStaticTables& tables, const uint16_t* table_of, Emit&& emit) {
+                 uint32_t lanes, const SeqStaticTables& tables, const uint16_t* table_of, SeqLaneModel model,
+                 Emit&& emit) {
   std::vector<int32_t> prev(dim, 0);
   const uint32_t n = static_cast<uint32_t>(coded.size());
   for (uint32_t lane = 0; lane < lanes; ++lane) {
@@ -467,6 +499,13 @@ void LaneSymbols(const int32_t* q, uint32_t tokens, uint32_t dim, const std::vec
         const uint32_t i = coded[c];
         const int32_t v = q[size_t{t} * dim + i];
         const uint32_t mag = static_cast<uint32_t>(v < 0 ? -int64_t{v} : v);
+        if (model == SeqLaneModel::kSigned) {
+          const int s = SeqSignedSymbol(v);
+          const uint16_t* cum = tables.signed_cum.data() + size_t{table_of[i]} * kSeqSignedRowStride;
+          emit(static_cast<uint8_t>(lane), cum[s], uint32_t{cum[s + 1]} - cum[s]);
+          EmitUniformBits(static_cast<uint8_t>(lane), v, mag, emit, /*sign=*/false);
+          continue;
+        }
         const int s = mag >= kEscape ? kEscape : static_cast<int>(mag);
         const uint16_t* cum =
             tables.cum.data() + (size_t{table_of[i]} * kContexts + Context(prev[i])) * kSeqLaneRowStride;
@@ -482,14 +521,17 @@ void LaneSymbols(const int32_t* q, uint32_t tokens, uint32_t dim, const std::vec
 // number of uniform bits (escapes, signs): enough to price every shift.
 struct LaneCensus {
   std::vector<uint32_t> coded;
-  std::vector<uint32_t> counts;  // [coded][kContexts][kSymbols]
+  uint32_t bins = 0;             // per coded component: kContexts * kSymbols, or kSeqSignedSymbols
+  std::vector<uint32_t> counts;  // [coded][bins]
   uint64_t uniform_bits = 0;
 };
 
-LaneCensus Census(const int32_t* q, uint32_t tokens, uint32_t dim, std::vector<uint32_t> coded) {
+LaneCensus Census(const int32_t* q, uint32_t tokens, uint32_t dim, std::vector<uint32_t> coded, SeqLaneModel model) {
   LaneCensus c;
   c.coded = std::move(coded);
-  c.counts.assign(c.coded.size() * kContexts * kSymbols, 0);
+  const bool is_signed = model == SeqLaneModel::kSigned;
+  c.bins = is_signed ? kSeqSignedSymbols : kContexts * kSymbols;
+  c.counts.assign(c.coded.size() * c.bins, 0);
   for (size_t n = 0; n < c.coded.size(); ++n) {
     const uint32_t i = c.coded[n];
     int32_t prev = 0;
@@ -497,9 +539,9 @@ LaneCensus Census(const int32_t* q, uint32_t tokens, uint32_t dim, std::vector<u
       const int32_t v = q[size_t{t} * dim + i];
       const uint32_t mag = static_cast<uint32_t>(v < 0 ? -int64_t{v} : v);
       const int s = mag >= kEscape ? kEscape : static_cast<int>(mag);
-      ++c.counts[(n * kContexts + Context(prev)) * kSymbols + s];
+      ++c.counts[n * c.bins + (is_signed ? SeqSignedSymbol(v) : Context(prev) * kSymbols + s)];
       if (mag >= kEscape) c.uniform_bits += 2 * std::bit_width(mag - kEscape + 1) - 1;
-      if (mag != 0) ++c.uniform_bits;
+      if (!is_signed && mag != 0) ++c.uniform_bits;
       prev = v;
     }
   }
@@ -508,6 +550,7 @@ LaneCensus Census(const int32_t* q, uint32_t tokens, uint32_t dim, std::vector<u
 
 // The cheapest shift and its code length (SeqCostTable units).
 uint64_t PlanShift(const LaneCensus& c, uint32_t dim, const SeqStaticTables& tables, const int16_t* k, int* shift) {
+  const std::vector<uint32_t>& prices = c.bins == kSeqSignedSymbols ? tables.signed_cost : tables.cost;
   constexpr uint64_t kBit = uint64_t{1} << kSeqCostFracBits;
   uint64_t header = 8 * kBit * ((dim + 7) / 8 + 1);
   *shift = 0;
@@ -520,9 +563,9 @@ uint64_t PlanShift(const LaneCensus& c, uint32_t dim, const SeqStaticTables& tab
     uint64_t cost = 0;
     for (size_t n = 0; n < c.coded.size(); ++n) {
       const size_t table = size_t(SeqLaneTable(k[c.coded[n]], s));
-      const uint32_t* counts = c.counts.data() + n * kContexts * kSymbols;
-      const uint32_t* price = tables.cost.data() + table * kContexts * kSymbols;
-      for (int j = 0; j < kContexts * kSymbols; ++j) cost += uint64_t{counts[j]} * price[j];
+      const uint32_t* counts = c.counts.data() + n * c.bins;
+      const uint32_t* price = prices.data() + table * c.bins;
+      for (uint32_t j = 0; j < c.bins; ++j) cost += uint64_t{counts[j]} * price[j];
     }
     if (cost < best) {
       best = cost;
@@ -535,11 +578,11 @@ uint64_t PlanShift(const LaneCensus& c, uint32_t dim, const SeqStaticTables& tab
 }  // namespace
 
 std::vector<uint8_t> SeqEncodeLaneGroup(const int32_t* q, uint32_t tokens, uint32_t dim,
-                                        const SeqStaticTables& tables, const int16_t* k) {
+                                        const SeqStaticTables& tables, const int16_t* k, SeqLaneModel model) {
   std::vector<uint8_t> out;
   const std::vector<uint32_t> coded = CodedComponents(q, tokens, dim, &out);
   int shift = 0;
-  PlanShift(Census(q, tokens, dim, coded), dim, tables, k, &shift);
+  PlanShift(Census(q, tokens, dim, coded, model), dim, tables, k, &shift);
   const uint32_t lanes = std::min<uint32_t>(kSeqLaneMax, static_cast<uint32_t>(coded.size()));
   out.push_back(static_cast<uint8_t>(lanes));
   if (lanes == 0) return out;
@@ -547,7 +590,7 @@ std::vector<uint8_t> SeqEncodeLaneGroup(const int32_t* q, uint32_t tokens, uint3
   std::vector<uint16_t> table_of(dim, 0);
   for (uint32_t i : coded) table_of[i] = static_cast<uint16_t>(SeqLaneTable(k[i], shift));
   std::vector<std::vector<Op>> ops(lanes);
-  LaneSymbols(q, tokens, dim, coded, lanes, tables, table_of.data(),
+  LaneSymbols(q, tokens, dim, coded, lanes, tables, table_of.data(), model,
               [&](uint8_t lane, uint32_t start, uint32_t freq) { ops[lane].push_back({start, freq, lane}); });
   size_t steps = 0;
   for (const auto& o : ops) steps = std::max(steps, o.size());
@@ -565,15 +608,17 @@ std::vector<uint8_t> SeqEncodeLaneGroup(const int32_t* q, uint32_t tokens, uint3
 }
 
 uint64_t SeqEstimateLaneGroupCost(const int32_t* q, uint32_t tokens, uint32_t dim, const SeqStaticTables& tables,
-                                  const int16_t* k, int* shift) {
+                                  const int16_t* k, int* shift, SeqLaneModel model) {
   int s = 0;
-  const uint64_t cost = PlanShift(Census(q, tokens, dim, CodedComponents(q, tokens, dim, nullptr)), dim, tables, k, &s);
+  const uint64_t cost =
+      PlanShift(Census(q, tokens, dim, CodedComponents(q, tokens, dim, nullptr), model), dim, tables, k, &s);
   if (shift != nullptr) *shift = s;
   return cost;
 }
 
 Status SeqDecodeLaneGroup(std::span<const uint8_t> stream, uint32_t tokens, uint32_t dim,
-                          const SeqStaticTables& tables, const int16_t* k, int32_t* q) {
+                          const SeqStaticTables& tables, const int16_t* k, int32_t* q, SeqLaneModel model) {
+  const bool is_signed = model == SeqLaneModel::kSigned;
   std::fill(q, q + size_t{tokens} * dim, 0);
   const size_t bitmap_bytes = (dim + 7) / 8;
   std::vector<uint32_t> coded;
@@ -599,12 +644,18 @@ Status SeqDecodeLaneGroup(std::span<const uint8_t> stream, uint32_t tokens, uint
   for (uint32_t c = 0; c < n; ++c) info[c] = SeqLaneInfo(coded[c], static_cast<uint32_t>(SeqLaneTable(k[coded[c]], shift)));
   std::vector<int32_t> prev(n, 0);
   std::vector<uint8_t> nonzero(n, 0);
-  const SeqLaneGroupView view{tables.cum.data(), info.data(), prev.data(), nonzero.data(), q, n, lanes, tokens, dim};
+  const SeqLaneGroupView view{is_signed ? tables.signed_cum.data() : tables.cum.data(),
+                              info.data(), prev.data(), nonzero.data(), q, n, lanes, tokens, dim};
   uint32_t active = lanes;
   while (active > 0) {  // every step finishes one operation of each active lane: bounded by the stream
     for (uint32_t l = 0; l < lanes; ++l) {
       if (cur[l].phase == 4) continue;
-      const int rc = SeqLaneStep(&cur[l], view, l);
+      const int rc =
+          is_signed ? SeqSignedLaneStep(&cur[l], view, l,
+                                        [&](uint32_t table, uint32_t slot, uint32_t* start, uint32_t* freq) {
+                                          return SeqSignedFind(view.cum + table * kSeqSignedRowStride, slot, start, freq);
+                                        })
+                    : SeqLaneStep(&cur[l], view, l);
       if (rc == kSeqLaneCorrupt) return DataLoss("seq: bad escape in group stream");
       if (cur[l].x < kSeqLaneRansLow) {
         const uint16_t word = r.U16();
@@ -882,8 +933,9 @@ Result<SeqLossyParams> ParseSeqLossyParams(std::span<const uint8_t> after_mode, 
   const uint32_t g = r.U32();
   if (!r.ok() || g != groups) return DataLoss("seq: bad parameters");
   auto codes = r.Bytes(groups);
-  if (out.streams == kSeqStreamsLanes) out.step_class = static_cast<int16_t>(r.U16());
-  if (!r.ok() || r.remaining() != 0 || out.streams > kSeqStreamsLanes) return DataLoss("seq: bad parameters");
+  const bool lanes = out.streams == kSeqStreamsLanes || out.streams == kSeqStreamsSignedLanes;
+  if (lanes) out.step_class = static_cast<int16_t>(r.U16());
+  if (!r.ok() || r.remaining() != 0 || out.streams > kSeqStreamsSignedLanes) return DataLoss("seq: bad parameters");
   out.loop.mult_code.assign(codes.begin(), codes.end());
   if (layer0_mode > 1 || !(out.loop.delta0 > 0) || !std::isfinite(out.loop.delta0)) {
     return DataLoss("seq: bad parameters");
@@ -892,7 +944,10 @@ Result<SeqLossyParams> ParseSeqLossyParams(std::span<const uint8_t> after_mode, 
   if (out.streams == kSeqStreamsLanes && !profile.has_static_model()) {
     return DataLoss("seq: lane streams with a profile that has no static model");
   }
-  if (out.streams == kSeqStreamsLanes && out.parent_hash != 0) return DataLoss("seq: lane streams never continue a parent");
+  if (out.streams == kSeqStreamsSignedLanes && !profile.has_signed_model()) {
+    return DataLoss("seq: signed lane streams with a profile that has no signed model");
+  }
+  if (lanes && out.parent_hash != 0) return DataLoss("seq: lane streams never continue a parent");
   return out;
 }
 
@@ -910,7 +965,9 @@ std::vector<uint8_t> PackSeqLossyParams(const SeqLossyParams& params, float prox
   w.U64(params.parent_hash);
   w.U32(static_cast<uint32_t>(params.loop.mult_code.size()));
   w.Bytes(params.loop.mult_code);
-  if (params.streams == kSeqStreamsLanes) w.U16(static_cast<uint16_t>(params.step_class));
+  if (params.streams == kSeqStreamsLanes || params.streams == kSeqStreamsSignedLanes) {
+    w.U16(static_cast<uint16_t>(params.step_class));
+  }
   return out;
 }
 

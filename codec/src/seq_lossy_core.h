@@ -106,14 +106,25 @@ Status SeqDecodeGroup(std::span<const uint8_t> stream, uint32_t tokens, uint32_t
 struct SeqStaticTables {
   std::vector<uint16_t> cum;   // [kSeqStaticClasses][kSeqContexts][kSeqLaneRowStride] (17 used)
   std::vector<uint32_t> cost;  // [kSeqStaticClasses][kSeqContexts][16], SeqCostTable units
+  // The signed model (streams=lanes2), empty when the profile has none:
+  std::vector<uint16_t> signed_cum;   // [kSeqStaticClasses][kSeqSignedRowStride] (32 used)
+  std::vector<uint32_t> signed_cost;  // [kSeqStaticClasses][kSeqSignedSymbols]
 };
+// Which static model a lane stream codes with: magnitude classes under the
+// previous token's context plus a sign operation (streams=lanes), or one
+// signed alphabet without context (streams=lanes2).
+enum class SeqLaneModel : uint8_t { kMagnitude = 0, kSigned = 1 };
 // Empty tables when the profile has no static model.
 SeqStaticTables MakeSeqStaticTables(const SeqProfile& profile);
+// The GPU's search tables of the signed model (seq_lanes.h,
+// SeqSignedFindBucket): pairs [kSeqStaticClasses][kSeqSignedPairStride] and
+// buckets [kSeqStaticClasses][kSeqSignedBuckets]; zeros without the model.
+void SeqSignedSearchTables(const SeqStaticTables& tables, std::vector<uint32_t>* pairs, std::vector<uint8_t>* buckets);
 // A static row: frequencies (>= 1 each, summing to 2^15) from counts > 0 of
 // the 16 symbols: the proportional share rounded down, at least 1; a
 // shortfall goes to the largest, an excess is taken from the largest, at most
 // half of it at a time.
-void SeqStaticRow(const uint64_t* counts, uint16_t* freq);
+void SeqStaticRow(const uint64_t* counts, uint16_t* freq, int symbols = kSeqSymbols);
 // round(16 log2 x) clamped to [-32767, 32767], for x > 0: the unit of step
 // classes and of the profile's static scales.
 int16_t SeqLog2Sixteenths(double x);
@@ -124,10 +135,12 @@ inline int16_t SeqStepClass(float delta0) { return SeqLog2Sixteenths(double(delt
 // at 1 (add-one-half, doubled); this adds 2 per symbol of one group's q
 // [tokens][dim], component i in the table of SeqStaticClass(scale[i],
 // step_class, code) under the context of its previous token's symbol.
+// signed_counts (optional) [kSeqStaticClasses][kSeqSignedSymbols] gets the
+// same for the signed model (no context).
 void SeqAddStaticCounts(const int32_t* q, uint32_t tokens, uint32_t dim, const int16_t* scale, int16_t step_class,
-                        uint8_t code, uint64_t* counts);
-// The frequencies of such counts, row by row (SeqStaticRow).
-std::vector<uint16_t> SeqStaticFreqs(const std::vector<uint64_t>& counts);
+                        uint8_t code, uint64_t* counts, uint64_t* signed_counts = nullptr);
+// The frequencies of such counts, row by row of `symbols` (SeqStaticRow).
+std::vector<uint16_t> SeqStaticFreqs(const std::vector<uint64_t>& counts, int symbols = kSeqSymbols);
 // The classes before the shift (seq_lanes.h, SeqLaneClass) of every
 // component of group g, as int16.
 void SeqLaneClasses(const SeqProfile& profile, uint32_t g, int16_t step_class, uint8_t code, int16_t* k);
@@ -137,13 +150,16 @@ void SeqLaneClasses(const SeqProfile& profile, uint32_t g, int16_t step_class, u
 // shift of the smallest code length (ties: the smaller |shift|, then the
 // negative one).
 std::vector<uint8_t> SeqEncodeLaneGroup(const int32_t* q, uint32_t tokens, uint32_t dim,
-                                        const SeqStaticTables& tables, const int16_t* k);
+                                        const SeqStaticTables& tables, const int16_t* k,
+                                        SeqLaneModel model = SeqLaneModel::kMagnitude);
 // Ideal code length of that stream (bitmap, lane byte, shift and states
 // included), in SeqCostTable units; *shift (optional) receives the shift.
 uint64_t SeqEstimateLaneGroupCost(const int32_t* q, uint32_t tokens, uint32_t dim, const SeqStaticTables& tables,
-                                  const int16_t* k, int* shift = nullptr);
+                                  const int16_t* k, int* shift = nullptr,
+                                  SeqLaneModel model = SeqLaneModel::kMagnitude);
 Status SeqDecodeLaneGroup(std::span<const uint8_t> stream, uint32_t tokens, uint32_t dim,
-                          const SeqStaticTables& tables, const int16_t* k, int32_t* q);
+                          const SeqStaticTables& tables, const int16_t* k, int32_t* q,
+                          SeqLaneModel model = SeqLaneModel::kMagnitude);
 
 // ---- the closed loop ------------------------------------------------------
 struct SeqLoopParams {
@@ -217,7 +233,7 @@ inline constexpr uint8_t kSeqModeLossy = 0, kSeqModeLossless = 1;
 // coding (0 adaptive, 1 lanes), f32 delta0, f32 proxy, u64 parent hash, u32 G
 // (must be the profile's), G step codes, and with lanes an i16 step class. DATA_LOSS ("seq: bad parameters") for anything else. One parser for
 // the codec's decoder and the GPU decoder (gpu/src/seq_decode.cc).
-inline constexpr uint16_t kSeqStreamsAdaptive = 0, kSeqStreamsLanes = 1;
+inline constexpr uint16_t kSeqStreamsAdaptive = 0, kSeqStreamsLanes = 1, kSeqStreamsSignedLanes = 2;
 struct SeqLossyParams {
   SeqLoopParams loop;        // delta0, mult_code, layer0_exact
   uint64_t parent_hash = 0;  // 0: the chunk continues no parent

@@ -7,7 +7,8 @@
 //   u8 pre_rope_keys  u8 layer0_from_model  u8 inputs  u8 has_sensitivity
 //   16 bytes model id   f32 proxy_scale   u32 calib_tokens
 //   4 arrays (predictor, basis, step_scale, sensitivity): u64 count, f32 x count
-//   version 2 only: u64 count, i16 static_scale x count; u64 count, u16 static_freq x count
+//   version 2 and 3: u64 count, i16 static_scale x count; u64 count, u16 static_freq x count
+//   version 3 only: u64 count, u16 signed_freq x count
 //   u64 XXH3-64 of every byte before it (the profile's id)
 #include "seqkv/codec/seq_profile.h"
 
@@ -126,6 +127,21 @@ Status SeqProfile::Validate() const {
       if (sum != (1u << internal::kSeqLaneScaleBits)) return InvalidArgument("seq profile: a static row does not sum to 2^15");
     }
   }
+  if (!signed_freq.empty()) {
+    constexpr size_t kRows = internal::kSeqStaticClasses, kN = internal::kSeqSignedSymbols;
+    if (static_freq.empty() || signed_freq.size() != kRows * kN) {
+      return InvalidArgument("seq profile: signed model sizes do not match (or no static model)");
+    }
+    for (size_t r = 0; r < kRows; ++r) {
+      uint32_t sum = 0;
+      for (size_t k = 0; k < kN; ++k) {
+        const uint16_t f = signed_freq[r * kN + k];
+        if (f == 0) return InvalidArgument("seq profile: a signed frequency is zero");
+        sum += f;
+      }
+      if (sum != (1u << internal::kSeqLaneScaleBits)) return InvalidArgument("seq profile: a signed row does not sum to 2^15");
+    }
+  }
   return Status::Ok();
 }
 
@@ -133,7 +149,8 @@ std::vector<uint8_t> SeqProfile::Serialize() const {
   std::vector<uint8_t> out;
   ByteWriter w(&out);
   w.U32(kSeqProfileMagic);
-  w.U16(has_static_model() ? kSeqProfileVersionStatic : kSeqProfileVersion);
+  w.U16(has_signed_model() ? kSeqProfileVersionSigned
+                            : (has_static_model() ? kSeqProfileVersionStatic : kSeqProfileVersion));
   w.U16(0);
   w.U32(layers);
   w.U32(kv_heads);
@@ -157,6 +174,10 @@ std::vector<uint8_t> SeqProfile::Serialize() const {
     w.U64(static_freq.size());
     for (uint16_t v : static_freq) w.U16(v);
   }
+  if (has_signed_model()) {
+    w.U64(signed_freq.size());
+    for (uint16_t v : signed_freq) w.U16(v);
+  }
   w.U64(internal::Xxh3(out));
   return out;
 }
@@ -176,7 +197,7 @@ Result<SeqProfile> SeqProfile::Parse(std::span<const uint8_t> bytes) {
   ByteReader r(body);
   if (r.U32() != kSeqProfileMagic) return DataLoss("seq profile: not a profile (bad magic)");
   const uint16_t version = r.U16();
-  if (version != kSeqProfileVersion && version != kSeqProfileVersionStatic) {
+  if (version != kSeqProfileVersion && version != kSeqProfileVersionStatic && version != kSeqProfileVersionSigned) {
     return DataLoss("seq profile: unsupported version " + std::to_string(version));
   }
   r.U16();
@@ -205,7 +226,7 @@ Result<SeqProfile> SeqProfile::Parse(std::span<const uint8_t> bytes) {
       !GetFloats(&r, g * d, &p.step_scale) || !GetFloats(&r, g, &p.sensitivity)) {
     return DataLoss("seq profile: arrays truncated or of the wrong size");
   }
-  if (version == kSeqProfileVersionStatic) {
+  if (version >= kSeqProfileVersionStatic) {
     constexpr uint64_t kFreqs =
         uint64_t{internal::kSeqStaticClasses} * internal::kSeqLaneContexts * internal::kSeqLaneSymbols;
     uint64_t n = r.U64();
@@ -217,6 +238,15 @@ Result<SeqProfile> SeqProfile::Parse(std::span<const uint8_t> bytes) {
     p.static_freq.resize(n);
     for (auto& v : p.static_freq) v = r.U16();
     if (!r.ok()) return DataLoss("seq profile: static model truncated");
+  }
+  if (version == kSeqProfileVersionSigned) {
+    const uint64_t n = r.U64();
+    if (!r.ok() || n != uint64_t{internal::kSeqStaticClasses} * internal::kSeqSignedSymbols || n > r.remaining() / 2) {
+      return DataLoss("seq profile: signed model truncated");
+    }
+    p.signed_freq.resize(n);
+    for (auto& v : p.signed_freq) v = r.U16();
+    if (!r.ok()) return DataLoss("seq profile: signed model truncated");
   }
   if (r.remaining() != 0) return DataLoss("seq profile: trailing bytes");
   Status st = p.Validate();
@@ -242,6 +272,7 @@ SeqProfile::Size SeqProfile::SizeBytes() const {
   s.basis = basis.size() * 4;
   s.steps = (step_scale.size() + sensitivity.size()) * 4;
   s.static_model = has_static_model() ? 16 + 2 * (static_scale.size() + static_freq.size()) : 0;
+  if (has_signed_model()) s.static_model += 8 + 2 * signed_freq.size();
   s.total = Serialize().size();
   return s;
 }

@@ -49,6 +49,9 @@ Status CheckItem(const SeqDecodeArgs& args, const SeqDecodeItem& item, const Seq
   if (item.lanes && !p.has_static_model()) {
     return FailedPrecondition("seq gpu: lane streams need a profile with a static model");
   }
+  if (item.signed_lanes && (!item.lanes || !p.has_signed_model())) {
+    return FailedPrecondition("seq gpu: signed lane streams need a profile with a signed model");
+  }
   if (item.first_position + item.shape.tokens > (uint64_t{1} << 24)) {
     return OutOfRange("seq gpu: RoPE positions must stay below 2^24");
   }
@@ -69,8 +72,9 @@ Status CpuDecodeItem(const SeqDecodeArgs& args, const SeqDecodeItem& item, const
     const std::span<const uint8_t> stream(item.streams[g], item.stream_bytes[g]);
     if (item.lanes) {
       seqkv::internal::SeqLaneClasses(p, g, item.step_class, item.mult_code[g], classes.data());
-      SEQKV_RETURN_IF_ERROR(
-          seqkv::internal::SeqDecodeLaneGroup(stream, T, d, tables, classes.data(), loop.q.data() + g * per_group));
+      SEQKV_RETURN_IF_ERROR(seqkv::internal::SeqDecodeLaneGroup(
+          stream, T, d, tables, classes.data(), loop.q.data() + g * per_group,
+          item.signed_lanes ? seqkv::internal::SeqLaneModel::kSigned : seqkv::internal::SeqLaneModel::kMagnitude));
     } else {
       SEQKV_RETURN_IF_ERROR(seqkv::internal::SeqDecodeGroup(stream, T, d, loop.q.data() + g * per_group));
     }
@@ -130,6 +134,7 @@ struct SeqDecodeGpu::Impl {
   // cumulative rows and scales in device memory (kCuda).
   seqkv::internal::SeqStaticTables tables;
   uint16_t* lane_cum = nullptr;
+  uint8_t* signed_search = nullptr;  // the signed model's search tables (streams=lanes2)
   int16_t* lane_scale = nullptr;
   // kCuda: RoPE cos/sin of the pre-RoPE keys' rotation.
   internal::DeviceRope rope{Backend::kCpu};
@@ -142,6 +147,7 @@ struct SeqDecodeGpu::Impl {
   ~Impl() {
     for (float* p : {predictor, basis, step_scale}) BackendFree(backend, p);
     BackendFree(backend, lane_cum);
+    BackendFree(backend, signed_search);
     BackendFree(backend, lane_scale);
   }
 
@@ -247,7 +253,8 @@ Result<SeqDecodeItem> MakeSeqDecodeItem(const ChunkHeader& header, std::span<con
   item.first_position = header.first_position;
   item.delta0 = params.loop.delta0;
   item.mult_code = std::move(params.loop.mult_code);
-  item.lanes = params.streams == seqkv::internal::kSeqStreamsLanes;
+  item.signed_lanes = params.streams == seqkv::internal::kSeqStreamsSignedLanes;
+  item.lanes = params.streams == seqkv::internal::kSeqStreamsLanes || item.signed_lanes;
   item.step_class = params.step_class;
   for (uint32_t l = 0; l < s.layers; ++l) {
     if (header.sections[1 + l].type != kLayerSectionBase + l) return DataLoss("seq: unexpected section type");
@@ -286,6 +293,15 @@ Result<SeqDecodeGpu> SeqDecodeGpu::CreateFor(Backend backend, std::shared_ptr<co
     if (impl->profile->has_static_model()) {
       SEQKV_ASSIGN_OR_RETURN(impl->lane_cum, internal::Upload(backend, impl->tables.cum));
       SEQKV_ASSIGN_OR_RETURN(impl->lane_scale, internal::Upload(backend, impl->profile->static_scale));
+    }
+    if (impl->profile->has_signed_model()) {
+      std::vector<uint32_t> pairs;
+      std::vector<uint8_t> buckets;
+      seqkv::internal::SeqSignedSearchTables(impl->tables, &pairs, &buckets);
+      std::vector<uint8_t> bytes(pairs.size() * 4);
+      std::memcpy(bytes.data(), pairs.data(), bytes.size());
+      bytes.insert(bytes.end(), buckets.begin(), buckets.end());
+      SEQKV_ASSIGN_OR_RETURN(impl->signed_search, internal::Upload(backend, bytes));
     }
   }
   return SeqDecodeGpu(std::move(impl));
@@ -336,7 +352,7 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
   auto* device_descs = reinterpret_cast<internal::SdDesc*>(base + layout.descs);
   auto* steps = reinterpret_cast<double*>(base + layout.steps);
   auto* device_lane_descs = reinterpret_cast<internal::SlDesc*>(base + layout.lane_descs);
-  std::vector<internal::SlDesc> lane_descs;
+  std::vector<internal::SlDesc> lane_descs, signed_descs;  // magnitude, signed model
   auto* q = reinterpret_cast<int32_t*>(base + layout.q);
   auto* xhat = reinterpret_cast<float*>(base + layout.xhat);
   std::vector<internal::SdDesc> descs;
@@ -388,7 +404,7 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
         ld.status_index = static_cast<uint32_t>(i);
         ld.step_class = item.step_class;
         ld.code = item.mult_code[g];
-        lane_descs.push_back(ld);
+        (item.signed_lanes ? signed_descs : lane_descs).push_back(ld);
       }
     }
     if (item.lanes) {  // the lane kernel stores only non-zero symbols: one clear per run of lane items
@@ -403,6 +419,8 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
     descs.push_back(d);
   }
   SEQKV_RETURN_IF_ERROR(clear());
+  const size_t magnitude_descs = lane_descs.size();  // then the signed ones, each set one launch
+  lane_descs.insert(lane_descs.end(), signed_descs.begin(), signed_descs.end());
   if (!descs.empty()) {
     SEQKV_CUDA_RETURN(cudaMemcpyAsync(device_descs, descs.data(), descs.size() * sizeof(internal::SdDesc),
                                       cudaMemcpyHostToDevice, s),
@@ -432,15 +450,17 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
                                                 &impl_->group_statuses));
   }
   // The lane streams: a half-warp per group, into symbols cleared above.
-  if (!lane_descs.empty()) {
+  for (const bool signed_model : {false, true}) {
     internal::SlLaunch sl{};
-    sl.descs = device_lane_descs;
-    sl.count = static_cast<uint32_t>(lane_descs.size());
+    sl.descs = device_lane_descs + (signed_model ? magnitude_descs : 0);
+    sl.count = static_cast<uint32_t>(signed_model ? lane_descs.size() - magnitude_descs : magnitude_descs);
     sl.dim = p.head_dim;
     sl.cum = impl_->lane_cum;
+    sl.signed_model = signed_model;
+    sl.signed_search = impl_->signed_search;
     sl.scale = impl_->lane_scale;
     sl.statuses = static_cast<int32_t*>(workspace);
-    SEQKV_CUDA_RETURN(internal::LaunchSlDecode(sl, s), "lane kernel launch");
+    if (sl.count > 0) SEQKV_CUDA_RETURN(internal::LaunchSlDecode(sl, s), "lane kernel launch");
   }
 
   internal::SdLaunch launch{};

@@ -227,7 +227,7 @@ struct SeqEncodeGpu::Impl {
     params.loop.delta0 = delta0;
     params.loop.mult_code = mult_code;
     if (settings.lanes) {
-      params.streams = seqkv::internal::kSeqStreamsLanes;
+      params.streams = settings.signed_lanes ? seqkv::internal::kSeqStreamsSignedLanes : seqkv::internal::kSeqStreamsLanes;
       params.step_class = seqkv::internal::SeqStepClass(delta0);
     }
     const double proxy = seqkv::internal::SeqProxy(p, sse, item.shape.tokens);
@@ -335,8 +335,9 @@ Result<SeqEncodeGpu> SeqEncodeGpu::CreateFor(Backend backend, std::shared_ptr<co
     SEQKV_RETURN_IF_ERROR(BackendCopyIn(backend, t, table.data(), table.size() * sizeof(uint32_t)));
     if (settings.lanes) {
       const seqkv::internal::SeqStaticTables tables = seqkv::internal::MakeSeqStaticTables(p);
-      SEQKV_ASSIGN_OR_RETURN(impl->static_cost, internal::Upload(backend, tables.cost));
-      SEQKV_ASSIGN_OR_RETURN(impl->static_cum, internal::Upload(backend, tables.cum));
+      const bool s = settings.signed_lanes;
+      SEQKV_ASSIGN_OR_RETURN(impl->static_cost, internal::Upload(backend, s ? tables.signed_cost : tables.cost));
+      SEQKV_ASSIGN_OR_RETURN(impl->static_cum, internal::Upload(backend, s ? tables.signed_cum : tables.cum));
       SEQKV_ASSIGN_OR_RETURN(impl->static_scale, internal::Upload(backend, p.static_scale));
       SEQKV_ASSIGN_OR_RETURN(impl->device_mult_code, internal::Upload(backend, impl->mult_code));
     }
@@ -456,6 +457,7 @@ Status SeqEncodeGpu::Encode(const SeqEncodeArgs& args, void* workspace, uint64_t
   launch.step_scale = impl_->step_scale;
   launch.cost_table = impl_->cost_table;
   launch.lanes = impl_->settings.lanes;
+  launch.signed_lanes = impl_->settings.signed_lanes;
   launch.static_cost = impl_->static_cost;
   launch.static_cum = impl_->static_cum;
   launch.static_scale = impl_->static_scale;

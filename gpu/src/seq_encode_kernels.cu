@@ -301,10 +301,15 @@ __global__ void SqModelKernel(SqLaunch L) {
 // the cheapest shift as SeqEstimateLaneGroupCost does (0, -1, +1, -2, ...;
 // strictly cheaper wins), ranks the coded components and sums the squared
 // error; then every symbol's interval under that shift.
-constexpr uint32_t kBins = 3 * kSymbols;  // (context, magnitude class)
+// With the signed model (streams=lanes2) the bins are the 31 signed symbols
+// (no context), the uniform bits only the escapes', and the rows are signed.
+template <bool kSigned>
+constexpr uint32_t kBins = kSigned ? seqkv::internal::kSeqSignedSymbols : 3 * kSymbols;  // (context, magnitude class)
 
+template <bool kSigned>
 __global__ void SqLaneModelKernel(SqLaunch L) {
-  extern __shared__ uint32_t counts_s[];  // [kBins][d]
+  constexpr uint32_t kNumBins = kBins<kSigned>;
+  extern __shared__ uint32_t counts_s[];  // [kNumBins][d]
   __shared__ uint32_t coded_s[1024];
   __shared__ unsigned long long shift_cost_s[kShifts];
   __shared__ unsigned long long uniform_s;
@@ -322,14 +327,16 @@ __global__ void SqLaneModelKernel(SqLaunch L) {
   const int32_t* q = D.q + uint64_t{g} * T * d + i;
   uint32_t uniform_bits = 0;
   if (i < d) {
-    for (uint32_t b = 0; b < kBins; ++b) counts_s[b * d + i] = 0;
+    for (uint32_t b = 0; b < kNumBins; ++b) counts_s[b * d + i] = 0;
     int32_t prev = 0;
     bool any = false;
     for (uint32_t t = 0; t < T; ++t) {
       const int32_t v = q[uint64_t{t} * d];
       const uint32_t mag = Magnitude(v);
-      ++counts_s[(Context(prev) * kSymbols + (mag >= kEscape ? kEscape : mag)) * d + i];
-      uniform_bits += (mag != 0 ? 1u : 0u) + (mag >= kEscape ? 2u * (31 - __clz(mag - kEscape + 1)) + 1u : 0u);
+      const uint32_t bin = kSigned ? static_cast<uint32_t>(seqkv::internal::SeqSignedSymbol(v))
+                                   : Context(prev) * kSymbols + (mag >= kEscape ? kEscape : mag);
+      ++counts_s[bin * d + i];
+      uniform_bits += (!kSigned && mag != 0 ? 1u : 0u) + (mag >= kEscape ? 2u * (31 - __clz(mag - kEscape + 1)) + 1u : 0u);
       any |= v != 0;
       prev = v;
     }
@@ -343,13 +350,13 @@ __global__ void SqLaneModelKernel(SqLaunch L) {
   for (uint32_t s = 0; s < kShifts; ++s) cost[s] = 0;
   unsigned long long uniform = 0;
   if (i < d && coded_s[i]) {
-    for (uint32_t b = 0; b < kBins; ++b) {
+    for (uint32_t b = 0; b < kNumBins; ++b) {
       const uint32_t n = counts_s[b * d + i];  // this thread's own counts: no barrier needed
       if (n == 0) continue;
 #pragma unroll
       for (uint32_t s = 0; s < kShifts; ++s) {
         const uint32_t table = static_cast<uint32_t>(seqkv::internal::SeqLaneTable(k, static_cast<int>(s) - kMaxShift));
-        cost[s] += static_cast<unsigned long long>(n) * __ldg(L.static_cost + table * kBins + b);
+        cost[s] += static_cast<unsigned long long>(n) * __ldg(L.static_cost + table * kNumBins + b);
       }
     }
     uniform = uniform_bits;
@@ -391,14 +398,16 @@ __global__ void SqLaneModelKernel(SqLaunch L) {
   __syncthreads();
   if (i >= d) return;
   const uint16_t* rows =
-      L.static_cum + uint64_t(seqkv::internal::SeqLaneTable(k, shift_s)) * 3 * seqkv::internal::kSeqLaneRowStride;
+      L.static_cum + uint64_t(seqkv::internal::SeqLaneTable(k, shift_s)) *
+                         (kSigned ? seqkv::internal::kSeqSignedRowStride : 3 * seqkv::internal::kSeqLaneRowStride);
   uint32_t* ops = D.ops + uint64_t{g} * T * d + i;
   int32_t prev = 0;
   for (uint32_t t = 0; t < T; ++t) {
     const int32_t v = q[uint64_t{t} * d];
     const uint32_t mag = Magnitude(v);
-    const uint32_t sym = mag >= kEscape ? kEscape : mag;
-    const uint16_t* row = rows + Context(prev) * seqkv::internal::kSeqLaneRowStride;
+    const uint32_t sym = kSigned ? static_cast<uint32_t>(seqkv::internal::SeqSignedSymbol(v))
+                                 : (mag >= kEscape ? kEscape : mag);
+    const uint16_t* row = kSigned ? rows : rows + Context(prev) * seqkv::internal::kSeqLaneRowStride;
     const uint32_t start = __ldg(row + sym), freq = __ldg(row + sym + 1) - start;
     ops[uint64_t{t} * d] = start | (freq << 16);
     prev = v;
@@ -474,6 +483,7 @@ __global__ void __launch_bounds__(kLaneThreads) SqLaneKernel(SqLaunch L) {
   };
   const int32_t* q = D.q + uint64_t{g} * T * d;
   const uint32_t* ops = D.ops + uint64_t{g} * T * d;
+  const bool sign_op = !(kLanes && L.signed_lanes);  // the signed model has the sign in its symbols
   for (uint32_t t = T; t-- > 0;) {
     for (uint32_t e = n; e-- > 0;) {
       const uint32_t i = list[e];
@@ -484,11 +494,11 @@ __global__ void __launch_bounds__(kLaneThreads) SqLaneKernel(SqLaunch L) {
       if (mag >= kEscape) {
         const uint32_t ev = mag - kEscape + 1;
         const uint32_t k = 31 - __clz(ev);
-        coder.Put(v < 0 ? kHalf : 0u, kHalf, key_of(key + 2 * k + 2));
+        if (sign_op) coder.Put(v < 0 ? kHalf : 0u, kHalf, key_of(key + 2 * k + 2));
         for (uint32_t b = 0; b < k; ++b) coder.Put(((ev >> b) & 1u) ? kHalf : 0u, kHalf, key_of(key + 2 * k + 1 - b));
         coder.Put(kHalf, kHalf, key_of(key + k + 1));
         for (uint32_t b = k; b >= 1; --b) coder.Put(0u, kHalf, key_of(key + b));
-      } else if (mag != 0) {
+      } else if (mag != 0 && sign_op) {
         coder.Put(v < 0 ? kHalf : 0u, kHalf, key_of(key + 1));
       }
       const uint32_t sym_op = ops[idx];
@@ -629,13 +639,14 @@ cudaError_t LaunchSqModels(const SqLaunch& launch, cudaStream_t stream) {
   if (launch.total_groups == 0) return cudaSuccess;
   const uint32_t threads = (launch.head_dim + 31) / 32 * 32;
   if (launch.lanes) {
-    const uint32_t smem = kBins * launch.head_dim * sizeof(uint32_t);
+    const uint32_t smem = (launch.signed_lanes ? kBins<true> : kBins<false>) * launch.head_dim * sizeof(uint32_t);
+    const auto kernel = launch.signed_lanes ? SqLaneModelKernel<true> : SqLaneModelKernel<false>;
     if (smem > 48 * 1024) {
-      const cudaError_t e = cudaFuncSetAttribute(SqLaneModelKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                 static_cast<int>(smem));
+      const cudaError_t e =
+          cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
       if (e != cudaSuccess) return e;
     }
-    SqLaneModelKernel<<<launch.total_groups, threads, smem, stream>>>(launch);
+    kernel<<<launch.total_groups, threads, smem, stream>>>(launch);
   } else {
     SqModelKernel<<<launch.total_groups, threads, 0, stream>>>(launch);
   }

@@ -98,8 +98,9 @@ struct SqLaunch {
   const uint32_t* cost_table;  // SeqCostTable()
   // Lane streams (streams=lanes): the profile's static model and step codes.
   bool lanes;
-  const uint32_t* static_cost;  // [161][3][16] code lengths (SeqStaticTables::cost)
-  const uint16_t* static_cum;   // [161][3][kSeqLaneRowStride] cumulative frequencies
+  bool signed_lanes;            // streams=lanes2: the tables below are the signed model's
+  const uint32_t* static_cost;  // [161][3][16] code lengths (SeqStaticTables::cost), or signed_cost [161][31]
+  const uint16_t* static_cum;   // [161][3][kSeqLaneRowStride] cumulative frequencies, or signed_cum [161][32]
   const int16_t* static_scale;  // [G][d]
   const uint8_t* mult_code;     // [G]
   uint32_t rope_style;  // 1 rotate_half, 2 interleaved

@@ -28,15 +28,25 @@ using seqkv::internal::kSeqStaticClasses;
 using seqkv::internal::SeqLaneCursor;
 using seqkv::internal::SeqLaneGroupView;
 
-constexpr uint32_t kThreads = 128;
-constexpr uint32_t kSlots = kThreads / kSeqLaneMax;  // groups per block
-constexpr uint32_t kCumEntries = kSeqStaticClasses * 3 * seqkv::internal::kSeqLaneRowStride;
-constexpr uint32_t kCumBytes = kCumEntries * 2;
-static_assert(kCumBytes % 16 == 0, "rows of 16-byte units");
+// Threads per block: the signed model's tables are larger, so more groups
+// share one copy.
+template <bool kSigned>
+constexpr uint32_t kThreads = kSigned ? 256 : 128;
+template <bool kSigned>
+constexpr uint32_t kSlots = kThreads<kSigned> / kSeqLaneMax;  // groups per block
+// The static model in shared memory: the magnitude model's cumulative rows (3
+// contexts per class), or the signed model's search tables (pairs, buckets).
+constexpr uint32_t kPairBytes = 4u * kSeqStaticClasses * seqkv::internal::kSeqSignedPairStride;
+template <bool kSigned>
+constexpr uint32_t kCumBytes = kSigned ? kPairBytes + kSeqStaticClasses * seqkv::internal::kSeqSignedBuckets
+                                       : 2u * kSeqStaticClasses * 3 * seqkv::internal::kSeqLaneRowStride;
+static_assert(kCumBytes<false> % 16 == 0 && kCumBytes<true> % 16 == 0, "rows of 16-byte units");
 static_assert(kSeqLaneMax == 16, "a half-warp per group");
 
+// Per coded component: info, (magnitude model) previous symbol, non-zero flag.
+template <bool kSigned>
 __host__ __device__ inline uint32_t SlotBytes(uint32_t dim) {
-  return (dim * (4 + 4 + 1) + 15) / 16 * 16;  // info, prev, non-zero flag per coded component
+  return (dim * (kSigned ? 4 + 1 : 4 + 4 + 1) + 15) / 16 * 16;
 }
 
 struct SlotHeader {
@@ -52,23 +62,27 @@ __device__ __forceinline__ uint32_t Load32(const uint8_t* p) {
 
 // (Measured on the H200, 8K Llama-3-8B context: the rows read through L1
 // from global memory instead of shared took 19.3 ms instead of 13.8.)
-__global__ void __launch_bounds__(kThreads) SlDecodeKernel(SlLaunch L) {
+template <bool kSigned>
+__global__ void __launch_bounds__(kThreads<kSigned>) SlDecodeKernel(SlLaunch L) {
+  constexpr uint32_t kCum = kCumBytes<kSigned>;
+  constexpr uint32_t kGroups = kSlots<kSigned>;
   extern __shared__ __align__(16) unsigned char smem[];
-  __shared__ SlotHeader headers[kSlots];
-  for (uint32_t i = threadIdx.x; i < kCumBytes / 16; i += blockDim.x) {
-    reinterpret_cast<uint4*>(smem)[i] = reinterpret_cast<const uint4*>(L.cum)[i];
-  }
+  __shared__ SlotHeader headers[kGroups];
+  const auto* table_src = reinterpret_cast<const uint4*>(kSigned ? L.signed_search : static_cast<const void*>(L.cum));
+  for (uint32_t i = threadIdx.x; i < kCum / 16; i += blockDim.x) reinterpret_cast<uint4*>(smem)[i] = table_src[i];
+  const auto* pairs = reinterpret_cast<const uint32_t*>(smem);  // signed model
+  const auto* buckets = smem + kPairBytes;
   const auto* cum = reinterpret_cast<const uint16_t*>(smem);
   __syncthreads();
 
   const uint32_t d = L.dim;
   const uint32_t slot = threadIdx.x / kSeqLaneMax, j = threadIdx.x % kSeqLaneMax;
-  const uint32_t item = blockIdx.x * kSlots + slot;
+  const uint32_t item = blockIdx.x * kGroups + slot;
   const bool valid = item < L.count;
-  unsigned char* mine = smem + kCumBytes + slot * SlotBytes(d);
+  unsigned char* mine = smem + kCum + slot * SlotBytes<kSigned>(d);
   auto* info = reinterpret_cast<uint32_t*>(mine);  // [n] component, then | table << 16
-  auto* prev = reinterpret_cast<int32_t*>(mine + 4 * d);
-  auto* nonzero = mine + 8 * d;
+  auto* prev = kSigned ? nullptr : reinterpret_cast<int32_t*>(mine + 4 * d);
+  auto* nonzero = mine + (kSigned ? 4 : 8) * d;
   SlotHeader& h = headers[slot];
   const unsigned half = 0xFFFFu << (16 * (slot % 2));
 
@@ -124,7 +138,7 @@ __global__ void __launch_bounds__(kThreads) SlDecodeKernel(SlLaunch L) {
       info[c] = seqkv::internal::SeqLaneInfo(
           i, static_cast<uint32_t>(seqkv::internal::SeqLaneTable(
                  seqkv::internal::SeqLaneClass(scale[i], desc.step_class, desc.code), h.shift)));
-      prev[c] = 0;
+      if (!kSigned) prev[c] = 0;
       nonzero[c] = 0;
     }
     __syncwarp(half);
@@ -150,7 +164,17 @@ __global__ void __launch_bounds__(kThreads) SlDecodeKernel(SlLaunch L) {
   while (__any_sync(0xFFFFFFFFu, active)) {
     bool need = false, done = false;
     if (active) {
-      const int rc = seqkv::internal::SeqLaneStep(&cur, view, j);
+      int rc;
+      if constexpr (kSigned) {
+        rc = seqkv::internal::SeqSignedLaneStep(
+            &cur, view, j, [&](uint32_t table, uint32_t at, uint32_t* start, uint32_t* freq) {
+              return seqkv::internal::SeqSignedFindBucket(buckets + table * seqkv::internal::kSeqSignedBuckets,
+                                                          pairs + table * seqkv::internal::kSeqSignedPairStride, at,
+                                                          start, freq);
+            });
+      } else {
+        rc = seqkv::internal::SeqLaneStep(&cur, view, j);
+      }
       if (rc == seqkv::internal::kSeqLaneCorrupt) {
         bad = true;
         active = false;
@@ -185,19 +209,24 @@ __global__ void __launch_bounds__(kThreads) SlDecodeKernel(SlLaunch L) {
   if (valid && (h.error != 0 || bad)) atomicCAS(&L.statuses[desc.status_index], 0, kSlCorrupt);
 }
 
+template <bool kSigned>
+cudaError_t Launch(const SlLaunch& launch, cudaStream_t stream) {
+  const uint32_t smem = kCumBytes<kSigned> + kSlots<kSigned> * SlotBytes<kSigned>(launch.dim);
+  if (smem > 48 * 1024) {
+    const cudaError_t e = cudaFuncSetAttribute(SlDecodeKernel<kSigned>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                               static_cast<int>(smem));
+    if (e != cudaSuccess) return e;
+  }
+  const uint32_t blocks = (launch.count + kSlots<kSigned> - 1) / kSlots<kSigned>;
+  SlDecodeKernel<kSigned><<<blocks, kThreads<kSigned>, smem, stream>>>(launch);
+  return cudaGetLastError();
+}
+
 }  // namespace
 
 cudaError_t LaunchSlDecode(const SlLaunch& launch, cudaStream_t stream) {
   if (launch.count == 0) return cudaSuccess;
-  const uint32_t smem = kCumBytes + kSlots * SlotBytes(launch.dim);
-  if (smem > 48 * 1024) {
-    const cudaError_t e = cudaFuncSetAttribute(SlDecodeKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                               static_cast<int>(smem));
-    if (e != cudaSuccess) return e;
-  }
-  const uint32_t blocks = (launch.count + kSlots - 1) / kSlots;
-  SlDecodeKernel<<<blocks, kThreads, smem, stream>>>(launch);
-  return cudaGetLastError();
+  return launch.signed_model ? Launch<true>(launch, stream) : Launch<false>(launch, stream);
 }
 
 }  // namespace seqkv::gpu::internal

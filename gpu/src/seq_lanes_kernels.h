@@ -1,5 +1,5 @@
 // Private to gpu/: launch interface of the seq codec's lane-stream decode
-// (streams=lanes; codec/src/seq_lanes.h, docs/format.md "Lane streams").
+// (streams=lanes and lanes2; codec/src/seq_lanes.h, docs/format.md "Lane streams").
 // Included by host code (g++, C++20) and the .cu (nvcc, C++17): plain types.
 #pragma once
 
@@ -31,9 +31,12 @@ struct SlLaunch {
   const SlDesc* descs;  // device
   uint32_t count;
   uint32_t dim;
-  const uint16_t* cum;    // device: [kSeqStaticClasses][3][17] cumulative frequencies
+  const uint16_t* cum;    // device: [kSeqStaticClasses][3][kSeqLaneRowStride] cumulative frequencies, or
+                          // with signed_model [kSeqStaticClasses][kSeqSignedRowStride]
   const int16_t* scale;   // device: the profile's static_scale [G][dim]
   int32_t* statuses;      // per item; a corrupt stream sets kSlCorrupt (first finding kept)
+  bool signed_model;      // streams=lanes2: every desc is a signed lane stream, and
+  const void* signed_search;  // device: SeqSignedSearchTables' pairs (u32 [161][32]) then buckets (u8 [161][64])
 };
 
 // Decodes every group stream of the launch into its q, which must be all

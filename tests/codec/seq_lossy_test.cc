@@ -123,11 +123,35 @@ internal::SeqStaticTables SyntheticTables() {
     }
     p.static_freq[size_t(r) * internal::kSeqLaneSymbols] = static_cast<uint16_t>(32768 - sum);
   }
+  // The signed model: geometric in |q| with a class-dependent ratio, negative
+  // values a little less likely than positive ones.
+  constexpr int kN = internal::kSeqSignedSymbols, kZero = internal::kSeqSignedZero;
+  p.signed_freq.resize(size_t(internal::kSeqStaticClasses) * kN);
+  for (int r = 0; r < internal::kSeqStaticClasses; ++r) {
+    const double ratio = 0.05 + 0.9 * r / double(internal::kSeqStaticClasses);
+    double w[kN], total = 0;
+    for (int s = 0; s < kN; ++s) {
+      const int m = s == 0 || s == kN - 1 ? kZero : std::abs(s - kZero);
+      total += w[s] = std::pow(ratio, m) * (s < kZero ? 0.8 : 1.0);
+    }
+    uint32_t sum = 0;
+    for (int s = 0; s < kN; ++s) {
+      if (s == kZero) continue;
+      const uint32_t f = std::max<uint32_t>(1, static_cast<uint32_t>(w[s] / total * 32768));
+      p.signed_freq[size_t(r) * kN + s] = static_cast<uint16_t>(f);
+      sum += f;
+    }
+    p.signed_freq[size_t(r) * kN + kZero] = static_cast<uint16_t>(32768 - sum);
+  }
   return internal::MakeSeqStaticTables(p);
 }
 
+constexpr internal::SeqLaneModel kLaneModels[] = {internal::SeqLaneModel::kMagnitude, internal::SeqLaneModel::kSigned};
+
 TEST(SeqLaneCoderTest, RoundTripsEveryKindOfSymbol) {
   const internal::SeqStaticTables tables = SyntheticTables();
+  for (const internal::SeqLaneModel model : kLaneModels) {
+  SCOPED_TRACE(model == internal::SeqLaneModel::kSigned ? "signed model" : "magnitude model");
   struct Case { uint32_t tokens, dim; double zero_p, scale; };
   for (const Case& c : {Case{1, 1, 0.5, 1}, Case{7, 3, 0.0, 2}, Case{256, 64, 0.7, 1.5}, Case{100, 33, 0.2, 40},
                         Case{64, 8, 0.9, 0.3}, Case{300, 16, 0.0, 5000}, Case{256, 128, 0.6, 1}}) {
@@ -136,38 +160,113 @@ TEST(SeqLaneCoderTest, RoundTripsEveryKindOfSymbol) {
     if (c.tokens > 10) q[6] = -(1 << 24);
     std::vector<int16_t> cls(c.dim);
     for (uint32_t i = 0; i < c.dim; ++i) cls[i] = static_cast<int16_t>((i * 37) % 200 - 120);
-    std::vector<uint8_t> stream = internal::SeqEncodeLaneGroup(q.data(), c.tokens, c.dim, tables, cls.data());
+    std::vector<uint8_t> stream =
+        internal::SeqEncodeLaneGroup(q.data(), c.tokens, c.dim, tables, cls.data(), model);
     std::vector<int32_t> back(q.size(), 7);
-    Status st = internal::SeqDecodeLaneGroup(stream, c.tokens, c.dim, tables, cls.data(), back.data());
+    Status st = internal::SeqDecodeLaneGroup(stream, c.tokens, c.dim, tables, cls.data(), back.data(), model);
     ASSERT_TRUE(st.ok()) << st.ToString() << " " << c.tokens << "x" << c.dim;
     EXPECT_EQ(back, q) << c.tokens << "x" << c.dim;
-    const double est = double(internal::SeqEstimateLaneGroupCost(q.data(), c.tokens, c.dim, tables, cls.data())) /
-                       double(1u << internal::kSeqCostFracBits);
+    const double est =
+        double(internal::SeqEstimateLaneGroupCost(q.data(), c.tokens, c.dim, tables, cls.data(), nullptr, model)) /
+        double(1u << internal::kSeqCostFracBits);
     EXPECT_NEAR(est, 8.0 * stream.size(), 0.02 * 8.0 * stream.size() + 64) << c.tokens << "x" << c.dim;
   }
   std::vector<int32_t> zeros(64 * 10, 0);
   std::vector<int16_t> cls(64, 0);
-  std::vector<uint8_t> stream = internal::SeqEncodeLaneGroup(zeros.data(), 10, 64, tables, cls.data());
+  std::vector<uint8_t> stream = internal::SeqEncodeLaneGroup(zeros.data(), 10, 64, tables, cls.data(), model);
   EXPECT_EQ(stream.size(), 9u);
   std::vector<int32_t> back(zeros.size(), 3);
-  ASSERT_TRUE(internal::SeqDecodeLaneGroup(stream, 10, 64, tables, cls.data(), back.data()).ok());
+  ASSERT_TRUE(internal::SeqDecodeLaneGroup(stream, 10, 64, tables, cls.data(), back.data(), model).ok());
   EXPECT_EQ(back, zeros);
+  }
+}
+
+// The signed model round-trips the alphabet's edges and the escapes past
+// them, and a stream of one model never decodes as the same symbols with the
+// other.
+TEST(SeqLaneCoderTest, SignedModelRoundTripsEdgesAndIsNotTheMagnitudeModel) {
+  const internal::SeqStaticTables tables = SyntheticTables();
+  const uint32_t tokens = 256, dim = 64;
+  std::vector<int32_t> q = RandomSymbols(tokens, dim, 0.5, 2, 11);
+  std::vector<int16_t> cls(dim, -4);
+  const auto mag = internal::SeqEncodeLaneGroup(q.data(), tokens, dim, tables, cls.data(),
+                                                internal::SeqLaneModel::kMagnitude);
+  const auto sgn = internal::SeqEncodeLaneGroup(q.data(), tokens, dim, tables, cls.data(),
+                                                internal::SeqLaneModel::kSigned);
+  std::vector<int32_t> back(q.size());
+  ASSERT_TRUE(internal::SeqDecodeLaneGroup(sgn, tokens, dim, tables, cls.data(), back.data(),
+                                           internal::SeqLaneModel::kSigned).ok());
+  EXPECT_EQ(back, q);
+  EXPECT_NE(mag, sgn);
+  std::vector<int32_t> wrong(q.size());
+  const Status st = internal::SeqDecodeLaneGroup(sgn, tokens, dim, tables, cls.data(), wrong.data(),
+                                                 internal::SeqLaneModel::kMagnitude);
+  EXPECT_TRUE(!st.ok() || wrong != q);  // never silently the same symbols
+  if (!st.ok()) {
+    EXPECT_EQ(st.code(), StatusCode::kDataLoss);
+  }
+  // Symbols at the alphabet's edges and just past them (escapes).
+  std::vector<int32_t> edges;
+  for (int v : {-16, -15, -14, -1, 0, 1, 14, 15, 16, 300, -300}) {
+    for (uint32_t i = 0; i < dim; ++i) edges.push_back(i % 3 == 0 ? v : static_cast<int32_t>(i % 5) - 2);
+  }
+  const uint32_t edge_tokens = static_cast<uint32_t>(edges.size() / dim);
+  const auto e = internal::SeqEncodeLaneGroup(edges.data(), edge_tokens, dim, tables, cls.data(),
+                                              internal::SeqLaneModel::kSigned);
+  std::vector<int32_t> edge_back(edges.size());
+  ASSERT_TRUE(internal::SeqDecodeLaneGroup(e, edge_tokens, dim, tables, cls.data(), edge_back.data(),
+                                           internal::SeqLaneModel::kSigned).ok());
+  EXPECT_EQ(edge_back, edges);
+}
+
+// The GPU's bucket search finds the same symbol as the reference's binary
+// search for every slot of every class, on the synthetic model and on a
+// model with the extremes (one symbol taking almost all of 2^15).
+TEST(SeqLaneCoderTest, BucketSearchFindsTheReferenceSymbol) {
+  internal::SeqStaticTables tables = SyntheticTables();
+  uint16_t* last = tables.signed_cum.data() + size_t{internal::kSeqStaticClasses - 1} * internal::kSeqSignedRowStride;
+  for (int k = 0; k <= internal::kSeqSignedSymbols; ++k) {  // symbol 15 takes 2^15 - 30
+    last[k] = static_cast<uint16_t>(k <= internal::kSeqSignedZero ? k : k + 32768 - internal::kSeqSignedSymbols);
+  }
+  std::vector<uint32_t> pairs;
+  std::vector<uint8_t> buckets;
+  internal::SeqSignedSearchTables(tables, &pairs, &buckets);
+  uint64_t checked = 0;
+  for (uint32_t c = 0; c < uint32_t(internal::kSeqStaticClasses); ++c) {
+    const uint16_t* row = tables.signed_cum.data() + size_t{c} * internal::kSeqSignedRowStride;
+    for (uint32_t slot = 0; slot < (1u << internal::kSeqLaneScaleBits); ++slot) {
+      uint32_t s0, f0, s1, f1;
+      const int a = internal::SeqSignedFind(row, slot, &s0, &f0);
+      const int b = internal::SeqSignedFindBucket(buckets.data() + size_t{c} * internal::kSeqSignedBuckets,
+                                                  pairs.data() + size_t{c} * internal::kSeqSignedPairStride, slot, &s1,
+                                                  &f1);
+      if (a != b || s0 != s1 || f0 != f1) {
+        ADD_FAILURE() << "class " << c << " slot " << slot << ": " << a << " vs " << b;
+        return;
+      }
+      ++checked;
+    }
+  }
+  EXPECT_EQ(checked, uint64_t{internal::kSeqStaticClasses} << internal::kSeqLaneScaleBits);
 }
 
 TEST(SeqLaneCoderTest, CorruptOrTruncatedStreamsAreErrorsNotCrashes) {
   const internal::SeqStaticTables tables = SyntheticTables();
+  for (const internal::SeqLaneModel model : kLaneModels) {
+  SCOPED_TRACE(model == internal::SeqLaneModel::kSigned ? "signed model" : "magnitude model");
   const uint32_t tokens = 128, dim = 64;
   std::vector<int32_t> q = RandomSymbols(tokens, dim, 0.5, 2, 5);
   std::vector<int16_t> cls(dim, -10);
-  std::vector<uint8_t> stream = internal::SeqEncodeLaneGroup(q.data(), tokens, dim, tables, cls.data());
+  std::vector<uint8_t> stream = internal::SeqEncodeLaneGroup(q.data(), tokens, dim, tables, cls.data(), model);
   std::vector<int32_t> back(q.size());
   auto decode = [&](std::span<const uint8_t> s) {
-    return internal::SeqDecodeLaneGroup(s, tokens, dim, tables, cls.data(), back.data());
+    return internal::SeqDecodeLaneGroup(s, tokens, dim, tables, cls.data(), back.data(), model);
   };
   ExpectDamageIsDataLoss(stream, decode);
   std::vector<uint8_t> lanes = stream;
   lanes[dim / 8] = 3;  // not min(16, coded)
   EXPECT_EQ(decode(lanes).code(), StatusCode::kDataLoss);
+  }
 }
 
 TEST(SeqLaneCoderTest, ClassesFollowTheStepInEighthsOfAnOctave) {
@@ -390,7 +489,7 @@ TEST(SeqLossySpecTest, ClearErrors) {
     auto plain = MakeOrFail("seq:delta=0.2");
     auto tuned = MakeOrFail("seq:delta=0.2,krate=1,lrate=0_2");
     ASSERT_TRUE(plain && tuned);
-    EXPECT_EQ(tuned->Spec(), "seq:deadzone=0.5,delta=0.2,krate=1,lrate=0_2,profile=" + p->Id() + ",streams=lanes");
+    EXPECT_EQ(tuned->Spec(), "seq:deadzone=0.5,delta=0.2,krate=1,lrate=0_2,profile=" + p->Id() + ",streams=lanes2");
     const Chunk c = test::RandomChunk(shape, DType::kBF16, 5);
     auto a = EncodeChunk(c, *plain), b = EncodeChunk(c, *tuned);
     ASSERT_TRUE(a.ok() && b.ok());
@@ -405,7 +504,7 @@ TEST(SeqLossySpecTest, ClearErrors) {
   // A chunk of another shape is refused at encode and its bytes name the profile.
   auto codec = MakeOrFail("seq:delta=0.1");
   ASSERT_TRUE(codec);
-  EXPECT_EQ(codec->Spec(), "seq:deadzone=0.5,delta=0.1,profile=" + p->Id() + ",streams=lanes");
+  EXPECT_EQ(codec->Spec(), "seq:deadzone=0.5,delta=0.1,profile=" + p->Id() + ",streams=lanes2");
   EXPECT_EQ(EncodeChunk(test::RandomChunk({3, 2, 10, 8}, DType::kBF16, 1), *codec).status().code(),
             StatusCode::kInvalidArgument);
   auto bytes = EncodeChunk(test::RandomChunk(shape, DType::kBF16, 2), *codec);
@@ -638,9 +737,11 @@ TEST_F(SeqLossyDevTest, LaneStreamsDecodeToTheSameKvInFewerBytes) {
   for (const char* delta : {"0.3", "1"}) {
     auto adaptive = MakeOrFail(std::string("seq:delta=") + delta + ",streams=adaptive");
     auto lanes = MakeOrFail(std::string("seq:delta=") + delta + ",streams=lanes");
-    ASSERT_TRUE(adaptive && lanes);
-    EXPECT_NE(lanes->Spec().find("streams=lanes"), std::string::npos) << lanes->Spec();
-    size_t adaptive_bytes = 0, lanes_bytes = 0, chained_bytes = 0;
+    auto lanes2 = MakeOrFail(std::string("seq:delta=") + delta + ",streams=lanes2");
+    ASSERT_TRUE(adaptive && lanes && lanes2);
+    EXPECT_TRUE(lanes->Spec().ends_with(",streams=lanes")) << lanes->Spec();
+    EXPECT_NE(lanes2->Spec().find("streams=lanes2"), std::string::npos) << lanes2->Spec();
+    size_t adaptive_bytes = 0, lanes_bytes = 0, chained_bytes = 0, signed_bytes = 0;
     ChunkContext ctx;
     for (const char* doc : {"doc06.safetensors", "doc07.safetensors"}) {
       const Chunk whole = LoadDev(doc);
@@ -660,48 +761,82 @@ TEST_F(SeqLossyDevTest, LaneStreamsDecodeToTheSameKvInFewerBytes) {
         adaptive_bytes += a->size();
         lanes_bytes += l->size();
         chained_bytes += c->size();
+        ChunkContext next2;
+        auto l2 = EncodeChunk(chunk, *lanes2, t0 == 0 ? nullptr : &ctx, &next2);
+        ASSERT_TRUE(l2.ok()) << l2.status().ToString();
+        EXPECT_EQ(ParseChunkHeader(*l2)->flags & kFlagNeedsParent, 0u);
+        signed_bytes += l2->size();
         auto da = DecodeChunk(*a);
         auto dl = DecodeChunk(*l);
-        ASSERT_TRUE(da.ok() && dl.ok()) << dl.status().ToString();
+        auto dl2 = DecodeChunk(*l2);
+        ASSERT_TRUE(da.ok() && dl.ok() && dl2.ok()) << dl.status().ToString() << dl2.status().ToString();
         EXPECT_EQ(dl->k, da->k) << doc << " " << t0;
         EXPECT_EQ(dl->v, da->v) << doc << " " << t0;
+        EXPECT_EQ(dl2->k, da->k) << doc << " " << t0;
+        EXPECT_EQ(dl2->v, da->v) << doc << " " << t0;
       }
     }
     std::printf("doc06-07 in 256-token chunks at delta %s: adaptive %zu bytes, adaptive chained %zu, lanes %zu "
-                "(%.1f%% smaller than adaptive)\n",
+                "(%.1f%% smaller than adaptive), lanes2 %zu (%+.2f%% against lanes)\n",
                 delta, adaptive_bytes, chained_bytes, lanes_bytes,
-                100.0 * (1.0 - double(lanes_bytes) / double(adaptive_bytes)));
+                100.0 * (1.0 - double(lanes_bytes) / double(adaptive_bytes)), signed_bytes,
+                100.0 * (double(signed_bytes) / double(lanes_bytes) - 1.0));
     EXPECT_LT(lanes_bytes, adaptive_bytes) << delta;
     EXPECT_LT(lanes_bytes, chained_bytes) << delta;  // even against chunks that continue their parents
+    EXPECT_LT(signed_bytes, chained_bytes) << delta;
+    // The signed model drops the context and puts the sign in the alphabet:
+    // within 1 % of the magnitude model (docs/BENCHMARKS.md).
+    EXPECT_LT(std::abs(double(signed_bytes) / double(lanes_bytes) - 1.0), 0.01) << delta;
   }
   // Rate control with lanes counts the lane streams' bits.
-  auto rate = MakeOrFail("seq:bits=2,streams=lanes");
-  ASSERT_TRUE(rate);
-  Coded c = EncodeAndCheck(*rate, Slice(LoadDev("doc06.safetensors"), 256, 256));
-  EXPECT_NEAR(c.bits_per_element, 2.0, 0.1);
+  for (const char* streams : {"lanes", "lanes2"}) {
+    auto rate = MakeOrFail(std::string("seq:bits=2,streams=") + streams);
+    ASSERT_TRUE(rate);
+    Coded c = EncodeAndCheck(*rate, Slice(LoadDev("doc06.safetensors"), 256, 256));
+    EXPECT_NEAR(c.bits_per_element, 2.0, 0.1) << streams;
+  }
 }
 
 TEST_F(SeqLossyDevTest, LaneStreamsNeedAProfileWithAStaticModel) {
   SeqProfile old = *profile_;
   old.static_scale.clear();
   old.static_freq.clear();
+  old.signed_freq.clear();
   const std::vector<uint8_t> bytes = old.Serialize();
   EXPECT_EQ(bytes[4] | (bytes[5] << 8), kSeqProfileVersion);  // written as version 1, as before
   auto parsed = SeqProfile::Parse(bytes);
   ASSERT_TRUE(parsed.ok());
   EXPECT_FALSE(parsed->has_static_model());
   const std::vector<uint8_t> full = profile_->Serialize();
-  EXPECT_EQ(full[4] | (full[5] << 8), kSeqProfileVersionStatic);
+  EXPECT_EQ(full[4] | (full[5] << 8), kSeqProfileVersionSigned);
   auto back = SeqProfile::Parse(full);
   ASSERT_TRUE(back.ok()) << back.status().ToString();
   EXPECT_EQ(back->static_scale, profile_->static_scale);
   EXPECT_EQ(back->static_freq, profile_->static_freq);
+  EXPECT_EQ(back->signed_freq, profile_->signed_freq);
   EXPECT_EQ(back->Id(), profile_->Id());
+  // A version-2 profile (the magnitude model only) still reads, and codes streams=lanes.
+  SeqProfile v2 = *profile_;
+  v2.signed_freq.clear();
+  const std::vector<uint8_t> v2_bytes = v2.Serialize();
+  EXPECT_EQ(v2_bytes[4] | (v2_bytes[5] << 8), kSeqProfileVersionStatic);
+  auto v2_back = SeqProfile::Parse(v2_bytes);
+  ASSERT_TRUE(v2_back.ok()) << v2_back.status().ToString();
+  EXPECT_TRUE(v2_back->has_static_model());
+  EXPECT_FALSE(v2_back->has_signed_model());
   SeqResources::Default().AddProfile(std::make_shared<const SeqProfile>(old));
-  // The default: lane streams where the profile has a static model, else adaptive; the spec says which.
+  SeqResources::Default().AddProfile(std::make_shared<const SeqProfile>(v2));
+  // The default: signed lane streams where the profile has their model, else
+  // lane streams where it has a static model, else adaptive; the spec says which.
   auto fresh = MakeCodec("seq:delta=0.3,profile=" + profile_->Id());
   ASSERT_TRUE(fresh.ok());
-  EXPECT_NE((*fresh)->Spec().find("streams=lanes"), std::string::npos) << (*fresh)->Spec();
+  EXPECT_NE((*fresh)->Spec().find("streams=lanes2"), std::string::npos) << (*fresh)->Spec();
+  auto middle = MakeCodec("seq:delta=0.3,profile=" + v2.Id());
+  ASSERT_TRUE(middle.ok());
+  EXPECT_TRUE((*middle)->Spec().ends_with(",streams=lanes")) << (*middle)->Spec();
+  auto no_signed = MakeCodec("seq:delta=0.3,streams=lanes2,profile=" + v2.Id());
+  ASSERT_FALSE(no_signed.ok());
+  EXPECT_EQ(no_signed.status().code(), StatusCode::kFailedPrecondition) << no_signed.status().ToString();
   auto older = MakeCodec("seq:delta=0.3,profile=" + old.Id());
   ASSERT_TRUE(older.ok());
   EXPECT_EQ((*older)->Spec().find("streams="), std::string::npos) << (*older)->Spec();
@@ -713,10 +848,17 @@ TEST_F(SeqLossyDevTest, LaneStreamsNeedAProfileWithAStaticModel) {
   EXPECT_EQ(codec.status().code(), StatusCode::kFailedPrecondition) << codec.status().ToString();
   EXPECT_EQ(MakeCodec("seq:delta=0.3,streams=fast,profile=" + old.Id()).status().code(),
             StatusCode::kInvalidArgument);
-  // A static model that does not add up is refused.
+  // A static model that does not add up is refused, a signed one too, and a
+  // signed model without the static one (whose scales it uses).
   SeqProfile bad = *profile_;
   bad.static_freq[0] += 1;
   EXPECT_EQ(bad.Validate().code(), StatusCode::kInvalidArgument);
+  SeqProfile bad_signed = *profile_;
+  bad_signed.signed_freq[40] += 1;
+  EXPECT_EQ(bad_signed.Validate().code(), StatusCode::kInvalidArgument);
+  SeqProfile orphan = old;
+  orphan.signed_freq = profile_->signed_freq;
+  EXPECT_EQ(orphan.Validate().code(), StatusCode::kInvalidArgument);
 }
 
 // The same input and spec give the same bytes with every compiler, vector
@@ -741,7 +883,7 @@ TEST_F(SeqLossyDevTest, BytesAreTheSameOnEveryBuild) {
   std::printf("profile %s chunk %s decoded %s (%zu bytes)\n", profile_id.c_str(), chunk_digest, kv_digest,
               bytes->size());
   // The lane streams of the same chunk (the same KV).
-  auto lanes = MakeOrFail("seq:delta=0.3");  // lane streams: the default with this profile
+  auto lanes = MakeOrFail("seq:delta=0.3,streams=lanes");
   ASSERT_TRUE(lanes);
   auto lane_bytes = EncodeChunk(chunk, *lanes);
   ASSERT_TRUE(lane_bytes.ok());
@@ -753,9 +895,24 @@ TEST_F(SeqLossyDevTest, BytesAreTheSameOnEveryBuild) {
   EXPECT_EQ(lane_decoded->k, decoded->k);
   EXPECT_EQ(lane_decoded->v, decoded->v);
   std::printf("lanes chunk %s (%zu bytes)\n", lane_digest, lane_bytes->size());
-  EXPECT_EQ(std::string(lane_digest), "7deb451b290fc9db");
-  EXPECT_EQ(profile_id, "ac92e673cf83a75c");
-  EXPECT_EQ(std::string(chunk_digest), "42cec6b7feff45f3");
+  // And the signed lane streams, the default with this profile.
+  auto signed_lanes = MakeOrFail("seq:delta=0.3");
+  ASSERT_TRUE(signed_lanes);
+  EXPECT_NE(signed_lanes->Spec().find("streams=lanes2"), std::string::npos);
+  auto signed_bytes = EncodeChunk(chunk, *signed_lanes);
+  ASSERT_TRUE(signed_bytes.ok());
+  char signed_digest[17];
+  std::snprintf(signed_digest, sizeof signed_digest, "%016llx",
+                static_cast<unsigned long long>(internal::Xxh3(*signed_bytes)));
+  auto signed_decoded = DecodeChunk(*signed_bytes);
+  ASSERT_TRUE(signed_decoded.ok());
+  EXPECT_EQ(signed_decoded->k, decoded->k);
+  EXPECT_EQ(signed_decoded->v, decoded->v);
+  std::printf("lanes2 chunk %s (%zu bytes)\n", signed_digest, signed_bytes->size());
+  EXPECT_EQ(std::string(signed_digest), "9b8abf5b0b394e03");
+  EXPECT_EQ(std::string(lane_digest), "02c60f344c9cc698");
+  EXPECT_EQ(profile_id, "c31f333e92bb0051");
+  EXPECT_EQ(std::string(chunk_digest), "bd54dab1479d42f9");
   EXPECT_EQ(std::string(kv_digest), "5dfe3b1198da1b51");
 }
 

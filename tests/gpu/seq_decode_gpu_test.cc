@@ -102,6 +102,11 @@ class SeqDecodeGpuTest : public test::SeqGpuTestBase {
     cases.push_back(Code(Slice(*test_, 700, 37), "seq:delta=2,streams=lanes"));
     cases.push_back(Code(*test_, "seq:delta=1,streams=lanes"));
     cases.push_back(Code(Slice(*test_, 500, 256), "seq:delta=0.2,streams=lanes"));
+    // Signed lane streams (streams=lanes2) in the same batch: both lane kernels.
+    cases.push_back(Code(Slice(*test_, 200, 256), "seq:delta=0.5,streams=lanes2"));
+    cases.push_back(Code(Slice(*test_, 650, 37), "seq:delta=2,streams=lanes2"));
+    cases.push_back(Code(*test_, "seq:delta=1,streams=lanes2"));
+    cases.push_back(Code(Slice(*test_, 450, 256), "seq:delta=0.15,streams=lanes2"));
     return cases;
   }
 
@@ -184,7 +189,7 @@ TEST_P(SeqDecodeGpuTest, ContiguousEqualsDecodeChunk) { ContiguousCase(0); }
 TEST_P(SeqDecodeGpuTest, ContiguousIntoUnalignedRowsEqualsDecodeChunk) { ContiguousCase(2); }
 
 TEST_P(SeqDecodeGpuTest, PagedEqualsDecodeChunk) {
-  for (const char* spec : {"seq:delta=1,streams=adaptive", "seq:delta=1,streams=lanes"}) {
+  for (const char* spec : {"seq:delta=1,streams=adaptive", "seq:delta=1,streams=lanes", "seq:delta=1,streams=lanes2"}) {
     SCOPED_TRACE(spec);
     PagedCase(spec);
     if (HasFatalFailure()) return;
@@ -248,6 +253,10 @@ TEST_P(SeqDecodeGpuTest, CorruptStreamIsDataLossAndOthersStillDecode) {
   CorruptCase("seq:delta=1,streams=lanes", 1, 100);
   // A lane stream's first state below 2^16 (its high bytes zero).
   CorruptCase("seq:delta=1,streams=lanes", 5, 0);
+  // The same three in signed lane streams.
+  CorruptCase("seq:delta=1,streams=lanes2", 0, 0);
+  CorruptCase("seq:delta=1,streams=lanes2", 1, 100);
+  CorruptCase("seq:delta=1,streams=lanes2", 5, 0);
 }
 
 // Byte `header_byte` after the first group stream's bitmap set to `value`
@@ -325,9 +334,9 @@ TEST_P(SeqDecodeGpuTest, ChunksTheGpuPathDoesNotTakeAreRefusedClearly) {
 // parent's context as the client passes it) stands alone: every chunk of a
 // sequence goes through the GPU path in one batch, equal to DecodeChunk.
 TEST_P(SeqDecodeGpuTest, ClientWrittenLaneChunksAllDecodeInOneBatch) {
-  auto codec = MakeCodec("seq:delta=0.7,profile=" + profile_->Id());  // the default: lane streams
+  auto codec = MakeCodec("seq:delta=0.7,profile=" + profile_->Id());  // the default: signed lane streams
   ASSERT_TRUE(codec.ok());
-  ASSERT_NE((*codec)->Spec().find("streams=lanes"), std::string::npos);
+  ASSERT_NE((*codec)->Spec().find("streams=lanes2"), std::string::npos);
   std::vector<Coded> chain;
   ChunkContext ctx;
   for (uint32_t i = 0; i < 4; ++i) {
@@ -404,7 +413,7 @@ TEST_P(SeqDecodeGpuTest, TensorCoreMathIsWithinTheDocumentedTolerance) {
   std::vector<Coded> cases;
   cases.push_back(Code(Slice(*test_, 0, 256), "seq:delta=1,streams=adaptive"));
   cases.push_back(Code(Slice(*test_, 300, 256), "seq:delta=0.5,streams=lanes"));
-  cases.push_back(Code(*test_, "seq:delta=1,streams=lanes"));
+  cases.push_back(Code(*test_, "seq:delta=1,streams=lanes2"));
   Chunk random = Slice(*test_, 100, 64);
   const Chunk noise = test::RandomChunk(random.shape, random.dtype, 11);
   random.k = noise.k;

@@ -140,6 +140,10 @@ TEST_P(SeqEncodeGpuTest, DevChunksEqualEncodeChunk) {
   EncodeAndCompare("seq:delta=1,streams=lanes", chunks);
   EncodeAndCompare("seq:delta=0.35,deadzone=0.4,krate=0.5,vrate=-0.25,streams=lanes,lrate=" + lrate,
                    {chunks[1], chunks[2]});
+  // Signed lane streams (streams=lanes2, the default with this profile).
+  EncodeAndCompare("seq:delta=1,streams=lanes2", chunks);
+  EncodeAndCompare("seq:delta=0.35,deadzone=0.4,krate=0.5,vrate=-0.25,streams=lanes2,lrate=" + lrate,
+                   {chunks[1], chunks[2]});
 }
 
 // Rate control runs the CPU encoder's search (SeqRateSearch) one round of
@@ -152,6 +156,7 @@ TEST_P(SeqEncodeGpuTest, RateControlEqualsEncodeChunk) {
   EncodeAndCompare("seq:bits=2,streams=adaptive", chunks);
   EncodeAndCompare("seq:bits=0.8,krate=0.5,streams=adaptive", {chunks[0], chunks[2]});
   EncodeAndCompare("seq:bits=1.5,streams=lanes", {chunks[0], chunks[1]});
+  EncodeAndCompare("seq:bits=1.5,streams=lanes2", {chunks[1], chunks[2]});
   // kl=: a budget near what delta=1 gives, and bits= under that budget
   // (the guardrail raises some chunks' rate).
   auto probe = MakeCodec("seq:delta=1,streams=adaptive");
@@ -252,6 +257,7 @@ TEST_P(SeqEncodeGpuTest, RandomDataWithEscapesEqualsEncodeChunk) {
   chunk.first_position = 4000;
   EncodeAndCompare("seq:delta=0.06,streams=adaptive", {chunk});
   EncodeAndCompare("seq:delta=0.06,streams=lanes", {chunk});
+  EncodeAndCompare("seq:delta=0.06,streams=lanes2", {chunk});
   {
     // Over 6 bits per element: most magnitudes are past the escape threshold (15).
     auto bytes = EncodeChunk(chunk, *CodecFor("seq:delta=0.06,streams=adaptive"));
@@ -264,6 +270,7 @@ TEST_P(SeqEncodeGpuTest, RandomDataWithEscapesEqualsEncodeChunk) {
   std::fill(flat.v.begin(), flat.v.end(), 0);
   EncodeAndCompare("seq:delta=4,streams=adaptive", {flat});
   EncodeAndCompare("seq:delta=4,streams=lanes", {flat});
+  EncodeAndCompare("seq:delta=4,streams=lanes2", {flat});
 }
 
 TEST_P(SeqEncodeGpuTest, TooManyBitsIsResourceExhaustedAndOthersStillEncode) {
@@ -278,7 +285,7 @@ TEST_P(SeqEncodeGpuTest, TooManyBitsIsResourceExhaustedAndOthersStillEncode) {
     huge.k[at] = 0x6A;  // bf16 0x476A = 60000
     huge.k[at + 1] = 0x47;
   }
-  for (const char* spec : {"seq:delta=1,streams=adaptive", "seq:delta=1,streams=lanes"}) {
+  for (const char* spec : {"seq:delta=1,streams=adaptive", "seq:delta=1,streams=lanes", "seq:delta=1,streams=lanes2"}) {
     std::vector<Status> st = EncodeAndCompare(spec, {huge, test::SliceTokens(*test_, 32, 32)}, {false, true});
     ASSERT_EQ(st.size(), 2u);
     EXPECT_EQ(st[0].code(), StatusCode::kResourceExhausted) << spec << ": " << st[0].ToString();

@@ -31,6 +31,7 @@ class KvModel;
 inline constexpr uint32_t kSeqProfileMagic = 0x504B5153;  // "SQKP" little-endian
 inline constexpr uint16_t kSeqProfileVersion = 1;         // without a static model
 inline constexpr uint16_t kSeqProfileVersionStatic = 2;   // with one (streams=lanes)
+inline constexpr uint16_t kSeqProfileVersionSigned = 3;   // and the signed model (streams=lanes2)
 
 // Which previous-layer values feed a group's predictor.
 enum class SeqInputs : uint8_t {
@@ -63,9 +64,14 @@ struct SeqProfile {
   // empty: none, and the profile is written as version 1):
   std::vector<int16_t> static_scale;  // [G][head_dim]: 16 log2(mean |coefficient| / step scale), or -32768
   std::vector<uint16_t> static_freq;  // [161 classes][3 contexts][16 symbols]: frequencies >= 1, rows sum to 2^15
+  // The signed model of streams=lanes2 (version 3; needs the static model's
+  // scales): [161 classes][31 symbols], q = s - 15 for s = 1 .. 29, s = 0 and
+  // 30 escapes; frequencies >= 1, rows sum to 2^15.
+  std::vector<uint16_t> signed_freq;
 
   uint32_t groups() const { return layers * 2 * kv_heads; }
   bool has_static_model() const { return !static_freq.empty(); }
+  bool has_signed_model() const { return !signed_freq.empty(); }
   // Predictor inputs per group, bias included.
   uint32_t features() const;
   // Checks sizes and values (finite, positive scales); InvalidArgument otherwise.
@@ -180,7 +186,8 @@ struct SeqEncoderSettings {
   std::vector<double> lrate;  // per layer, empty = 0
   double maxbits = 8;
   bool fallback_lossless = true;
-  bool lanes = false;  // streams=lanes
+  bool lanes = false;         // streams=lanes or lanes2
+  bool signed_lanes = false;  // streams=lanes2 (the signed model)
 };
 
 // Implemented by the lossy seq codec (dynamic_cast a Codec to it).

@@ -55,9 +55,11 @@ struct SeqDecodeItem {
   // The group streams, [layer][kv][head], in backend memory.
   std::vector<const uint8_t*> streams;
   std::vector<uint64_t> stream_bytes;
-  // streams=lanes chunks: the streams are lane streams (the profile's static
-  // model; decoded by a half-warp per group) and step_class is the chunk's.
+  // streams=lanes and lanes2 chunks: the streams are lane streams (the
+  // profile's static model; decoded by a half-warp per group) and step_class
+  // is the chunk's; signed_lanes (lanes2) says they use the signed model.
   bool lanes = false;
+  bool signed_lanes = false;
   int16_t step_class = 0;
 
   // Destination, as in TurboQuantDecodeItem.
