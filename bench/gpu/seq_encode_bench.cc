@@ -176,11 +176,13 @@ int main(int argc, char** argv) {
   const Case cases[] = {
       {"e2e-8k seq same-head", "seq:delta=20", 32, 8, 128, SeqInputs::kSameHead, 32},
       {"e2e-8k seq same-head lanes", "seq:delta=20,streams=lanes", 32, 8, 128, SeqInputs::kSameHead, 32},
+      {"e2e-8k seq same-head lanes2", "seq:delta=20,streams=lanes2", 32, 8, 128, SeqInputs::kSameHead, 32},
       {"tinyllama seq all-heads", "seq:delta=20", 6, 2, 64, SeqInputs::kAllHeads, 512},
       {"tinyllama seq same-head", "seq:delta=20", 6, 2, 64, SeqInputs::kSameHead, 512},
       {"tinyllama seq same-head lanes", "seq:delta=20,streams=lanes", 6, 2, 64, SeqInputs::kSameHead, 512},
       {"e2e-8k seq same-head bits=2", "seq:bits=2", 32, 8, 128, SeqInputs::kSameHead, 32},
       {"e2e-8k same-head bits=2 lanes", "seq:bits=2,streams=lanes", 32, 8, 128, SeqInputs::kSameHead, 32},
+      {"e2e-8k same-head bits=2 lanes2", "seq:bits=2,streams=lanes2", 32, 8, 128, SeqInputs::kSameHead, 32},
   };
   for (const Case& c : cases) {
     if (want(c.name)) RunShape(c.name, c.spec, c.layers, c.heads, c.dim, c.inputs, c.chunks, stream);

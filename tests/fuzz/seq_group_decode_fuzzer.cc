@@ -1,12 +1,13 @@
 // libFuzzer target: the seq lossy codec's group entropy decoders
 // (codec/src/seq_lossy_core.h) — the adaptive group stream and the lane
-// stream — must never crash, hang or read out of bounds, whatever the bytes.
+// stream with either static model (magnitude, signed) — must never crash, hang or read out of bounds, whatever the bytes.
 // What the adaptive decoder accepts must re-encode to the same bytes; what the
 // lane decoder accepts must re-encode to a stream that decodes to the same
 // symbols (its encoder may pick another class shift). The first two bytes
 // pick the shape (tokens 1..64, dim 1..64); the lane decoder's classes come
 // from the shape.
 #include <algorithm>
+#include <cstdlib>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -33,6 +34,17 @@ const seqkv::internal::SeqStaticTables& Tables() {
       for (int s = 0; s < kSeqLaneSymbols; ++s, c = c * keep / 16 + 1) counts[s] = c;
       SeqStaticRow(counts.data(), &p.static_freq[size_t(r) * kSeqLaneSymbols]);
     }
+    p.signed_freq.resize(size_t(kSeqStaticClasses) * kSeqSignedSymbols);
+    for (int r = 0; r < kSeqStaticClasses; ++r) {  // geometric in |q| around the zero symbol
+      std::vector<uint64_t> counts(kSeqSignedSymbols);
+      const uint32_t keep = 8 + r * 7 / kSeqStaticClasses;
+      for (int s = 0; s < kSeqSignedSymbols; ++s) {
+        uint64_t c = 1u << 20;
+        for (int m = std::abs(s - kSeqSignedZero); m > 0; --m) c = c * keep / 16 + 1;
+        counts[s] = c;
+      }
+      SeqStaticRow(counts.data(), &p.signed_freq[size_t(r) * kSeqSignedSymbols], kSeqSignedSymbols);
+    }
     return MakeSeqStaticTables(p);
   }();
   return tables;
@@ -54,12 +66,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::vector<int16_t> classes(dim);
   for (uint32_t i = 0; i < dim; ++i) classes[i] = static_cast<int16_t>((i * 37 + data[0]) % 200) - 120;
   const seqkv::internal::SeqStaticTables& tables = Tables();
-  if (seqkv::internal::SeqDecodeLaneGroup(stream, tokens, dim, tables, classes.data(), q.data()).ok()) {
-    std::vector<uint8_t> again = seqkv::internal::SeqEncodeLaneGroup(q.data(), tokens, dim, tables, classes.data());
-    std::vector<int32_t> back(q.size(), 7);
-    if (!seqkv::internal::SeqDecodeLaneGroup(again, tokens, dim, tables, classes.data(), back.data()).ok() ||
-        back != q) {
-      __builtin_trap();
+  for (const auto model : {seqkv::internal::SeqLaneModel::kMagnitude, seqkv::internal::SeqLaneModel::kSigned}) {
+    if (seqkv::internal::SeqDecodeLaneGroup(stream, tokens, dim, tables, classes.data(), q.data(), model).ok()) {
+      std::vector<uint8_t> again =
+          seqkv::internal::SeqEncodeLaneGroup(q.data(), tokens, dim, tables, classes.data(), model);
+      std::vector<int32_t> back(q.size(), 7);
+      if (!seqkv::internal::SeqDecodeLaneGroup(again, tokens, dim, tables, classes.data(), back.data(), model).ok() ||
+          back != q) {
+        __builtin_trap();
+      }
     }
   }
   return 0;

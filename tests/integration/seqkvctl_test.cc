@@ -106,7 +106,8 @@ TEST_F(SeqkvctlTest, SeqProfileFromCalibrateToTheStore) {
                  DevDump("doc00.safetensors") + " " + DevDump("doc05.safetensors"));
   EXPECT_EQ(cal["layer0_from_model"], true);
   EXPECT_EQ(cal["tokens"], 2048);
-  EXPECT_EQ(cal["static_model"], true);  // what lane streams (the default) need
+  EXPECT_EQ(cal["static_model"], true);  // what lane streams need
+  EXPECT_EQ(cal["signed_model"], true);  // and signed lane streams (the default)
   EXPECT_GT(cal["bytes"]["static_model"].get<uint64_t>(), 0u);
   ASSERT_TRUE(std::filesystem::exists(profile));
   const std::string doc = DevDump("doc02.safetensors");
@@ -114,7 +115,7 @@ TEST_F(SeqkvctlTest, SeqProfileFromCalibrateToTheStore) {
   EXPECT_NEAR(rt["bits_per_element"].get<double>(), 2.0, 0.05);
   EXPECT_EQ(rt["seq"]["layer_bits_per_element"].size(), 6u);
   // The canonical spec names the stream coding: lane streams, the default with a fresh profile.
-  EXPECT_EQ(rt["codec"], "seq:bits=2,deadzone=0.5,profile=" + cal["id"].get<std::string>() + ",streams=lanes");
+  EXPECT_EQ(rt["codec"], "seq:bits=2,deadzone=0.5,profile=" + cal["id"].get<std::string>() + ",streams=lanes2");
   // Without the profile: a clear usage error, exit code 2.
   int code = 0;
   RunCommand(std::string(SEQKVCTL_BIN) + " codec roundtrip --codec seq:bits=2 --in " + doc, &code);
