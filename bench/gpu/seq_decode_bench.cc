@@ -227,6 +227,15 @@ void RunShape(const char* name, uint32_t L, uint32_t H, uint32_t d, SeqInputs in
       CHECK_CUDA(cudaMemsetAsync(q, 0, q_bytes, stream));
       CHECK_CUDA(gpu::internal::LaunchSlDecode(sl, stream));
     }, kTiming);
+    if (signed_lanes) {  // the block size SeqDecodeGpu uses (256) against 128 threads
+      gpu::internal::SlLaunch small = sl;
+      small.threads = 128;
+      const double small_ms = seqkv::bench::MedianMs(stream, [&] {
+        CHECK_CUDA(cudaMemsetAsync(q, 0, q_bytes, stream));
+        CHECK_CUDA(gpu::internal::LaunchSlDecode(small, stream));
+      }, kTiming);
+      std::printf("%s: lane stage %.3f ms with 256 threads per block, %.3f ms with 128\n", name, entropy_ms, small_ms);
+    }
     int32_t code = 0;
     CHECK_CUDA(cudaMemcpy(&code, status, 4, cudaMemcpyDeviceToHost));
     if (code != 0) {

@@ -28,12 +28,8 @@ using seqkv::internal::kSeqStaticClasses;
 using seqkv::internal::SeqLaneCursor;
 using seqkv::internal::SeqLaneGroupView;
 
-// Threads per block: the signed model's tables are larger, so more groups
-// share one copy.
-template <bool kSigned>
-constexpr uint32_t kThreads = kSigned ? 256 : 128;
-template <bool kSigned>
-constexpr uint32_t kSlots = kThreads<kSigned> / kSeqLaneMax;  // groups per block
+// Threads per block (SlLaunch::threads; default 256 for the signed model,
+// whose tables are larger, so more groups share one copy; 128 otherwise).
 // The static model in shared memory: the magnitude model's cumulative rows (3
 // contexts per class), or the signed model's search tables (pairs, buckets).
 constexpr uint32_t kPairBytes = 4u * kSeqStaticClasses * seqkv::internal::kSeqSignedPairStride;
@@ -62,10 +58,10 @@ __device__ __forceinline__ uint32_t Load32(const uint8_t* p) {
 
 // (Measured on the H200, 8K Llama-3-8B context: the rows read through L1
 // from global memory instead of shared took 19.3 ms instead of 13.8.)
-template <bool kSigned>
-__global__ void __launch_bounds__(kThreads<kSigned>) SlDecodeKernel(SlLaunch L) {
+template <bool kSigned, uint32_t kThreads>
+__global__ void __launch_bounds__(kThreads) SlDecodeKernel(SlLaunch L) {
   constexpr uint32_t kCum = kCumBytes<kSigned>;
-  constexpr uint32_t kGroups = kSlots<kSigned>;
+  constexpr uint32_t kGroups = kThreads / kSeqLaneMax;  // groups per block
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ SlotHeader headers[kGroups];
   const auto* table_src = reinterpret_cast<const uint4*>(kSigned ? L.signed_search : static_cast<const void*>(L.cum));
@@ -209,16 +205,17 @@ __global__ void __launch_bounds__(kThreads<kSigned>) SlDecodeKernel(SlLaunch L) 
   if (valid && (h.error != 0 || bad)) atomicCAS(&L.statuses[desc.status_index], 0, kSlCorrupt);
 }
 
-template <bool kSigned>
+template <bool kSigned, uint32_t kThreads>
 cudaError_t Launch(const SlLaunch& launch, cudaStream_t stream) {
-  const uint32_t smem = kCumBytes<kSigned> + kSlots<kSigned> * SlotBytes<kSigned>(launch.dim);
+  constexpr uint32_t kGroups = kThreads / kSeqLaneMax;
+  const uint32_t smem = kCumBytes<kSigned> + kGroups * SlotBytes<kSigned>(launch.dim);
   if (smem > 48 * 1024) {
-    const cudaError_t e = cudaFuncSetAttribute(SlDecodeKernel<kSigned>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+    const cudaError_t e = cudaFuncSetAttribute(SlDecodeKernel<kSigned, kThreads>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                static_cast<int>(smem));
     if (e != cudaSuccess) return e;
   }
-  const uint32_t blocks = (launch.count + kSlots<kSigned> - 1) / kSlots<kSigned>;
-  SlDecodeKernel<kSigned><<<blocks, kThreads<kSigned>, smem, stream>>>(launch);
+  const uint32_t blocks = (launch.count + kGroups - 1) / kGroups;
+  SlDecodeKernel<kSigned, kThreads><<<blocks, kThreads, smem, stream>>>(launch);
   return cudaGetLastError();
 }
 
@@ -226,7 +223,8 @@ cudaError_t Launch(const SlLaunch& launch, cudaStream_t stream) {
 
 cudaError_t LaunchSlDecode(const SlLaunch& launch, cudaStream_t stream) {
   if (launch.count == 0) return cudaSuccess;
-  return launch.signed_model ? Launch<true>(launch, stream) : Launch<false>(launch, stream);
+  if (!launch.signed_model) return Launch<false, 128>(launch, stream);
+  return launch.threads == 128 ? Launch<true, 128>(launch, stream) : Launch<true, 256>(launch, stream);
 }
 
 }  // namespace seqkv::gpu::internal

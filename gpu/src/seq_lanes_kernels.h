@@ -37,6 +37,7 @@ struct SlLaunch {
   int32_t* statuses;      // per item; a corrupt stream sets kSlCorrupt (first finding kept)
   bool signed_model;      // streams=lanes2: every desc is a signed lane stream, and
   const void* signed_search;  // device: SeqSignedSearchTables' pairs (u32 [161][32]) then buckets (u8 [161][64])
+  uint32_t threads;       // signed model: threads per block, 128 or 256 (0: 256); the magnitude model: 128
 };
 
 // Decodes every group stream of the launch into its q, which must be all
