@@ -7,7 +7,7 @@
 //       built: one table family indexed by scale (SEQKV_RES classes per octave),
 //       SEQKV_LANES lanes, SEQKV_SHAPES shape classes, SEQKV_SHIFT the range of
 //       a per-group class shift, SEQKV_ALL=1 all-heads predictors;
-//   LaneStreamsThroughTheCodec      the implemented format (streams=lanes)
+//   LaneStreamsThroughTheCodec      the implemented formats (streams=lanes, lanes2)
 //       against adaptive and parent-chained adaptive chunks, whole chunk bytes
 //       and CPU speed;
 //   FixedPointWeights               the profile's predictors and KLT bases
@@ -312,8 +312,8 @@ TEST_F(SeqGpuVariantsMeasure, ScaleIndexedTablesAcrossSteps) {
 // chunks = 256-token pieces of doc04-07, whole chunk bytes (headers and
 // tables included), bits per element of K and V.
 TEST_F(SeqGpuVariantsMeasure, LaneStreamsThroughTheCodec) {
-  std::printf("%6s %6s %10s %10s %10s %14s %14s\n", "inputs", "delta", "adaptive", "chained", "lanes",
-              "vs adaptive", "vs chained");
+  std::printf("%6s %6s %10s %10s %10s %10s %14s %14s %14s\n", "inputs", "delta", "adaptive", "chained", "lanes",
+              "lanes2", "vs adaptive", "vs chained", "lanes2/lanes");
   for (SeqInputs inputs : {SeqInputs::kSameHead, SeqInputs::kAllHeads}) {
     auto profile = Calibrated(inputs);
     ASSERT_TRUE(profile.ok()) << profile.status().ToString();
@@ -321,11 +321,13 @@ TEST_F(SeqGpuVariantsMeasure, LaneStreamsThroughTheCodec) {
     SeqResources::Default().AddProfile(shared);
     const std::string pid = ",profile=" + shared->Id();
     for (const char* delta : {"0.25", "0.5", "1", "2"}) {
-      auto adaptive = MakeCodec(std::string("seq:delta=") + delta + pid);
+      // Every stream coding named: the default is lanes2 with this profile.
+      auto adaptive = MakeCodec(std::string("seq:delta=") + delta + ",streams=adaptive" + pid);
       auto lanes = MakeCodec(std::string("seq:delta=") + delta + ",streams=lanes" + pid);
-      ASSERT_TRUE(adaptive.ok() && lanes.ok());
-      double a = 0, c = 0, l = 0, n = 0;
-      double enc_a = 0, enc_l = 0, dec_a = 0, dec_l = 0;  // seconds, one core
+      auto lanes2 = MakeCodec(std::string("seq:delta=") + delta + ",streams=lanes2" + pid);
+      ASSERT_TRUE(adaptive.ok() && lanes.ok() && lanes2.ok());
+      double a = 0, c = 0, l = 0, l2 = 0, n = 0;
+      double enc_a = 0, enc_l = 0, enc_l2 = 0, dec_a = 0, dec_l = 0, dec_l2 = 0;  // seconds, one core
       using Clock = std::chrono::steady_clock;
       auto seconds = [](Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); };
       ChunkContext ctx;
@@ -346,17 +348,26 @@ TEST_F(SeqGpuVariantsMeasure, LaneStreamsThroughTheCodec) {
         t0 = Clock::now();
         ASSERT_TRUE(DecodeChunk(*lb).ok());
         dec_l += seconds(t0);
+        t0 = Clock::now();
+        auto l2b = EncodeChunk(piece, **lanes2);
+        enc_l2 += seconds(t0);
+        ASSERT_TRUE(l2b.ok());
+        t0 = Clock::now();
+        ASSERT_TRUE(DecodeChunk(*l2b).ok());
+        dec_l2 += seconds(t0);
+        l2 += 8.0 * l2b->size();
         ctx = next;
         a += 8.0 * ab->size();
         c += 8.0 * cb->size();
         l += 8.0 * lb->size();
         n += 2.0 * piece.shape.elements();
       }
-      std::printf("%6s %6s %10.4f %10.4f %10.4f %13.1f%% %13.1f%%   CPU MB/s encode %.1f / %.1f, decode %.1f / %.1f "
-                  "(adaptive / lanes)\n",
-                  std::string(SeqInputsName(inputs)).c_str(), delta, a / n, c / n, l / n, 100.0 * (l / a - 1.0),
-                  100.0 * (l / c - 1.0), n * 2 / 1e6 / enc_a, n * 2 / 1e6 / enc_l, n * 2 / 1e6 / dec_a,
-                  n * 2 / 1e6 / dec_l);
+      std::printf("%6s %6s %10.4f %10.4f %10.4f %10.4f %13.1f%% %13.1f%% %13.2f%%   CPU MB/s encode %.1f / %.1f / "
+                  "%.1f, decode %.1f / %.1f / %.1f (adaptive / lanes / lanes2)\n",
+                  std::string(SeqInputsName(inputs)).c_str(), delta, a / n, c / n, l / n, l2 / n,
+                  100.0 * (l / a - 1.0), 100.0 * (l / c - 1.0), 100.0 * (l2 / l - 1.0), n * 2 / 1e6 / enc_a,
+                  n * 2 / 1e6 / enc_l, n * 2 / 1e6 / enc_l2, n * 2 / 1e6 / dec_a, n * 2 / 1e6 / dec_l,
+                  n * 2 / 1e6 / dec_l2);
       EXPECT_GT(l, 0);
     }
     SeqResources::Default().Clear();
