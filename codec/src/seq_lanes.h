@@ -1,7 +1,8 @@
-// The seq codec's lane streams (`seq:…,streams=lanes`; docs/format.md, "Lane
-// stream"): a group's symbols on up to kSeqLaneMax independent rANS lanes that
-// share one word stream in lock-step order, each symbol coded with a static
-// model from the profile (a table per scale class and context). Written once
+// The seq codec's lane streams (`seq:…,streams=lanes` and `lanes2`;
+// docs/format.md, "Lane streams"): a group's symbols on up to kSeqLaneMax
+// independent rANS lanes that share one word stream in lock-step order, each
+// symbol coded with a static model from the profile (a table per scale class
+// and context; lanes2: a signed table per class, below). Written once
 // for the CPU reference (seq_lossy_core.cc) and the GPU decoder
 // (gpu/src/seq_lanes_kernels.cu): plain C++ on the host, __host__ __device__
 // under nvcc. Integer arithmetic only.

@@ -230,7 +230,7 @@ inline constexpr uint32_t kSeqLayerSectionBase = 16;  // + layer
 inline constexpr uint8_t kSeqModeLossy = 0, kSeqModeLossless = 1;
 
 // Section 1 of a lossy chunk after its mode byte: u8 layer-0 mode, u16 stream
-// coding (0 adaptive, 1 lanes), f32 delta0, f32 proxy, u64 parent hash, u32 G
+// coding (0 adaptive, 1 lanes, 2 signed lanes), f32 delta0, f32 proxy, u64 parent hash, u32 G
 // (must be the profile's), G step codes, and with lanes an i16 step class. DATA_LOSS ("seq: bad parameters") for anything else. One parser for
 // the codec's decoder and the GPU decoder (gpu/src/seq_decode.cc).
 inline constexpr uint16_t kSeqStreamsAdaptive = 0, kSeqStreamsLanes = 1, kSeqStreamsSignedLanes = 2;
