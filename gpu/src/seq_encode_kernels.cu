@@ -19,6 +19,7 @@
 
 #include "seq_dense_device.cuh"
 #include "seq_encode_kernels.h"
+#include "seq_lane_merge.h"
 #include "seq_lanes.h"
 #include "seq_model_device.cuh"
 
@@ -571,9 +572,22 @@ __device__ __forceinline__ uint32_t CountBelow(const uint32_t* keys, uint32_t n,
   return n - lo;
 }
 
+// Lane streams whose lanes take at most kMergeSegments * 32 operations are
+// merged through bitmasks (seq_lane_merge.h): 16 KB of shared memory per block.
+constexpr uint32_t kMergeThreads = 256;
+constexpr uint32_t kMergeSegments = 256;
+static_assert(kMergeSegments <= kMergeThreads, "a thread per segment");
+static_assert(kSqMergeLanes == kMaxLaneLanes, "one mask word per lane and segment");
+
 // One block per group: the stream at its place in the item's output. Header
-// (bitmap, lane count, final states), then every word at its key's rank.
-__global__ void SqMergeKernel(SqLaunch L) {
+// (bitmap, lane count, final states), then every word at its key's rank:
+// lane streams through the operation bitmasks, adaptive streams (and lanes
+// of more operations than the masks hold) by counting each other lane's
+// smaller keys with a binary search.
+__global__ void __launch_bounds__(kMergeThreads) SqMergeKernel(SqLaunch L) {
+  __shared__ uint32_t mask_s[kMergeSegments * kSqMergeLanes];
+  __shared__ uint32_t seg_s[kMergeSegments];
+  __shared__ uint32_t warp_s[kMergeThreads / 32];
   const uint32_t gid = blockIdx.x;
   const SqDesc& D = L.descs[dense::FindItem(L.descs, L.count, gid, &SqDesc::first_group)];
   if (L.statuses[D.status_index] != 0) return;
@@ -601,9 +615,53 @@ __global__ void SqMergeKernel(SqLaunch L) {
   uint8_t* body = out + StreamHeader(d, lanes, L.lanes);
   uint64_t lane_at[kSqLaneSlots];
   uint64_t at = uint64_t{g} * D.arena_cap;
+  uint32_t max_ops = 0;
   for (uint32_t l = 0; l < lanes; ++l) {
     lane_at[l] = at;
     at += words_of[l];
+    if (L.lanes) {
+      const uint32_t ops = D.lane_ops[uint64_t{g} * kSqLaneSlots + l];
+      max_ops = ops > max_ops ? ops : max_ops;
+    }
+  }
+  const uint32_t segments = (max_ops + 31) / 32;
+  if (L.lanes && segments <= kMergeSegments) {  // every thread takes this branch or none
+    for (uint32_t k = threadIdx.x; k < segments * kSqMergeLanes; k += blockDim.x) mask_s[k] = 0;
+    __syncthreads();
+    for (uint32_t l = 0; l < lanes; ++l) {
+      for (uint32_t p = threadIdx.x; p < words_of[l]; p += blockDim.x) {
+        const uint32_t op = D.arena_keys[lane_at[l] + p] / kMaxLaneLanes;
+        atomicOr(&mask_s[(op / 32) * kSqMergeLanes + l], 1u << (op % 32));
+      }
+    }
+    __syncthreads();
+    // Words per segment, then their exclusive prefix (a scan per warp, then over the warps).
+    const uint32_t s = threadIdx.x;
+    uint32_t count = 0;
+    if (s < segments) {
+      for (uint32_t o = 0; o < lanes; ++o) count += SqPopc(mask_s[s * kSqMergeLanes + o]);
+    }
+    uint32_t incl = count;
+    for (uint32_t o = 1; o < 32; o *= 2) {
+      const uint32_t v = __shfl_up_sync(0xFFFFFFFFu, incl, o);
+      if (threadIdx.x % 32 >= o) incl += v;
+    }
+    if (threadIdx.x % 32 == 31) warp_s[threadIdx.x / 32] = incl;
+    __syncthreads();
+    uint32_t before = incl - count;
+    for (uint32_t w = 0; w < threadIdx.x / 32; ++w) before += warp_s[w];
+    if (s < segments) seg_s[s] = before;
+    __syncthreads();
+    for (uint32_t l = 0; l < lanes; ++l) {
+      for (uint32_t p = threadIdx.x; p < words_of[l]; p += blockDim.x) {
+        const uint32_t op = D.arena_keys[lane_at[l] + p] / kMaxLaneLanes;
+        const uint32_t r = SqLaneWordRank(mask_s, seg_s, lanes, l, op);
+        const uint16_t w = D.arena_words[lane_at[l] + p];
+        body[2ull * r] = static_cast<uint8_t>(w);
+        body[2ull * r + 1] = static_cast<uint8_t>(w >> 8);
+      }
+    }
+    return;
   }
   for (uint32_t l = 0; l < lanes; ++l) {
     const uint32_t nl = words_of[l];
@@ -682,7 +740,7 @@ cudaError_t LaunchSqPack(const SqLaunch& launch, cudaStream_t stream) {
   if (e != cudaSuccess) return e;
   e = LaunchLanes<true>(launch, stream);
   if (e != cudaSuccess) return e;
-  SqMergeKernel<<<launch.total_groups, 256, 0, stream>>>(launch);
+  SqMergeKernel<<<launch.total_groups, kMergeThreads, 0, stream>>>(launch);
   return cudaGetLastError();
 }
 

@@ -13,14 +13,17 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <map>
 #include <memory>
 #include <optional>
+#include <random>
 #include <string>
 #include <vector>
 
+#include "../../gpu/src/seq_lane_merge.h"
 #include "seqkv/codec/codec.h"
 #include "seqkv/codec/format.h"
 #include "seqkv/codec/safetensors.h"
@@ -336,6 +339,42 @@ INSTANTIATE_TEST_SUITE_P(Backends, SeqEncodeGpuTest,
                          ::testing::Combine(::testing::Values(Backend::kCpu, Backend::kCuda),
                                             ::testing::Values("same", "all", "mean")),
                          test::SeqGpuCaseName);
+
+// The encoder's lane-stream merge (gpu/src/seq_lane_merge.h): every word's
+// rank from the operation bitmasks equals its place when all words are
+// sorted by (operation, lane), the decoder's order. Plain C++, on the CPU.
+TEST(SeqLaneMergeTest, RanksFromBitmasksAreTheDecodersOrder) {
+  std::mt19937 rng(7);
+  for (int trial = 0; trial < 200; ++trial) {
+    const uint32_t lanes = 1 + rng() % 16, ops = 1 + rng() % 4000;
+    const uint32_t segments = (ops + 31) / 32;
+    std::vector<uint32_t> mask(size_t{segments} * gpu::internal::kSqMergeLanes, 0);
+    std::vector<std::pair<uint32_t, uint32_t>> words;  // (op, lane)
+    const uint32_t density = 1 + rng() % 8;            // about one word in `density` operations
+    for (uint32_t l = 0; l < lanes; ++l) {
+      for (uint32_t op = 0; op < ops; ++op) {
+        if (rng() % density != 0) continue;
+        words.push_back({op, l});
+        mask[(op / 32) * gpu::internal::kSqMergeLanes + l] |= 1u << (op % 32);
+      }
+    }
+    std::vector<uint32_t> before(segments, 0);
+    for (uint32_t s = 1; s < segments; ++s) {
+      before[s] = before[s - 1];
+      for (uint32_t l = 0; l < lanes; ++l) {
+        before[s] += static_cast<uint32_t>(
+            __builtin_popcount(mask[(s - 1) * gpu::internal::kSqMergeLanes + l]));
+      }
+    }
+    std::vector<std::pair<uint32_t, uint32_t>> sorted = words;
+    std::sort(sorted.begin(), sorted.end());
+    for (uint32_t r = 0; r < sorted.size(); ++r) {
+      const auto [op, lane] = sorted[r];
+      ASSERT_EQ(gpu::internal::SqLaneWordRank(mask.data(), before.data(), lanes, lane, op), r)
+          << "trial " << trial << " op " << op << " lane " << lane;
+    }
+  }
+}
 
 }  // namespace
 }  // namespace seqkv::gpu
