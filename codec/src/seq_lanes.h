@@ -126,10 +126,40 @@ struct SeqLaneGroupView {
 
 SEQKV_LANES_HD inline uint32_t SeqLaneInfo(uint32_t component, uint32_t table) { return component | (table << 16); }
 
+// A lane's symbol `value` for its current component and token is complete:
+// store it (q is zero beforehand, so only non-zero symbols are stored), then
+// move to the lane's next component, or to the next token.
+SEQKV_LANES_HD inline int SeqLaneEmit(SeqLaneCursor* cur, const SeqLaneGroupView& g, uint32_t lane, uint32_t info,
+                                      int32_t value) {
+  if (value != 0) {
+    g.q[size_t{cur->t} * g.dim + (info & 0xFFFFu)] = value;
+    g.nonzero[cur->idx] = 1;
+  }
+  cur->phase = 0;
+  cur->idx += g.lanes;
+  if (cur->idx >= g.n) {
+    cur->idx = lane;
+    if (++cur->t == g.tokens) {
+      cur->phase = 4;
+      return kSeqLaneDone;
+    }
+  }
+  return kSeqLaneMore;
+}
+
+// A uniform bit's rANS operation (escape bits, signs): the bit, and the state
+// after it.
+SEQKV_LANES_HD inline uint32_t SeqLaneBit(SeqLaneCursor* cur, uint32_t slot) {
+  constexpr uint32_t kHalf = 1u << (kSeqLaneScaleBits - 1);
+  const uint32_t bit = slot >= kHalf ? 1u : 0u;
+  cur->x = kHalf * (cur->x >> kSeqLaneScaleBits) + slot - (bit ? kHalf : 0u);
+  return bit;
+}
+
 // Decodes the lane's next rANS operation (no renormalization: the caller
 // reads a word when cur->x < kSeqLaneRansLow afterwards, in step order).
 SEQKV_LANES_HD inline int SeqLaneStep(SeqLaneCursor* cur, const SeqLaneGroupView& g, uint32_t lane) {
-  constexpr uint32_t kMask = (1u << kSeqLaneScaleBits) - 1, kHalf = 1u << (kSeqLaneScaleBits - 1);
+  constexpr uint32_t kMask = (1u << kSeqLaneScaleBits) - 1;
   const uint32_t slot = cur->x & kMask;
   int32_t value = 0;
   bool emit = false;
@@ -150,8 +180,7 @@ SEQKV_LANES_HD inline int SeqLaneStep(SeqLaneCursor* cur, const SeqLaneGroupView
       emit = true;
     }
   } else {
-    const uint32_t bit = slot >= kHalf ? 1u : 0u;
-    cur->x = kHalf * (cur->x >> kSeqLaneScaleBits) + slot - (bit ? kHalf : 0u);
+    const uint32_t bit = SeqLaneBit(cur, slot);
     if (cur->phase == 1) {
       if (bit == 0) {
         if (++cur->k > kSeqLaneMaxEscapeZeros) return kSeqLaneCorrupt;
@@ -173,21 +202,8 @@ SEQKV_LANES_HD inline int SeqLaneStep(SeqLaneCursor* cur, const SeqLaneGroupView
     }
   }
   if (!emit) return kSeqLaneMore;
-  if (value != 0) {  // q is zero beforehand: only non-zero symbols are stored
-    g.q[size_t{cur->t} * g.dim + (g.info[cur->idx] & 0xFFFFu)] = value;
-    g.nonzero[cur->idx] = 1;
-  }
   g.prev[cur->idx] = value;
-  cur->phase = 0;
-  cur->idx += g.lanes;
-  if (cur->idx >= g.n) {
-    cur->idx = lane;
-    if (++cur->t == g.tokens) {
-      cur->phase = 4;
-      return kSeqLaneDone;
-    }
-  }
-  return kSeqLaneMore;
+  return SeqLaneEmit(cur, g, lane, g.info[cur->idx], value);
 }
 
 // ---- signed lane streams (`streams=lanes2`; docs/format.md, "Lane streams") --
@@ -246,7 +262,7 @@ SEQKV_LANES_HD inline int SeqSignedFindBucket(const uint8_t* buckets, const uint
 template <typename Find>
 SEQKV_LANES_HD inline int SeqSignedLaneStep(SeqLaneCursor* cur, const SeqLaneGroupView& g, uint32_t lane,
                                             Find&& find) {
-  constexpr uint32_t kMask = (1u << kSeqLaneScaleBits) - 1, kHalf = 1u << (kSeqLaneScaleBits - 1);
+  constexpr uint32_t kMask = (1u << kSeqLaneScaleBits) - 1;
   const uint32_t slot = cur->x & kMask;
   int32_t value;
   const uint32_t info = g.info[cur->idx];
@@ -262,8 +278,7 @@ SEQKV_LANES_HD inline int SeqSignedLaneStep(SeqLaneCursor* cur, const SeqLaneGro
     }
     value = s - kSeqSignedZero;
   } else {
-    const uint32_t bit = slot >= kHalf ? 1u : 0u;
-    cur->x = kHalf * (cur->x >> kSeqLaneScaleBits) + slot - (bit ? kHalf : 0u);
+    const uint32_t bit = SeqLaneBit(cur, slot);
     if (cur->phase == 1) {
       if (bit == 0) {
         if (++cur->k > kSeqLaneMaxEscapeZeros) return kSeqLaneCorrupt;
@@ -282,20 +297,7 @@ SEQKV_LANES_HD inline int SeqSignedLaneStep(SeqLaneCursor* cur, const SeqLaneGro
     const int32_t m = static_cast<int32_t>(cur->mag + (kSeqLaneSymbols - 2));  // |q| = e + 14
     value = cur->neg ? -m : m;
   }
-  if (value != 0) {  // q is zero beforehand: only non-zero symbols are stored
-    g.q[size_t{cur->t} * g.dim + (info & 0xFFFFu)] = value;
-    g.nonzero[cur->idx] = 1;
-  }
-  cur->phase = 0;
-  cur->idx += g.lanes;
-  if (cur->idx >= g.n) {
-    cur->idx = lane;
-    if (++cur->t == g.tokens) {
-      cur->phase = 4;
-      return kSeqLaneDone;
-    }
-  }
-  return kSeqLaneMore;
+  return SeqLaneEmit(cur, g, lane, info, value);
 }
 
 }  // namespace seqkv::internal

@@ -377,36 +377,36 @@ Status SeqDecodeGroup(std::span<const uint8_t> stream, uint32_t tokens, uint32_t
 
 // ============================================================ lane streams
 
-SeqStaticTables MakeSeqStaticTables(const SeqProfile& profile) {
-  SeqStaticTables t;
-  if (!profile.has_static_model()) return t;
-  const size_t rows = size_t{kSeqStaticClasses} * kSeqContexts;
-  t.cum.assign(rows * kSeqLaneRowStride, 0);
-  t.cost.assign(rows * kSeqSymbols, 0);
+namespace {
+
+// Rows of `symbols` frequencies into cumulative rows of `stride` entries
+// (cum[symbols] = 2^15, Validate checks) and code lengths.
+void StaticRows(const std::vector<uint16_t>& freq, int symbols, uint32_t stride, std::vector<uint16_t>* cum,
+                std::vector<uint32_t>* cost) {
+  const size_t rows = freq.size() / size_t(symbols);
+  cum->assign(rows * stride, 0);
+  cost->assign(freq.size(), 0);
   const std::vector<uint32_t>& table = SeqCostTable();
   for (size_t r = 0; r < rows; ++r) {
     uint32_t c = 0;
-    for (int s = 0; s < kSeqSymbols; ++s) {
-      const uint16_t f = profile.static_freq[r * kSeqSymbols + s];
-      t.cum[r * kSeqLaneRowStride + s] = static_cast<uint16_t>(c);
-      t.cost[r * kSeqSymbols + s] = table[f];
+    for (int s = 0; s < symbols; ++s) {
+      const uint16_t f = freq[r * symbols + s];
+      (*cum)[r * stride + s] = static_cast<uint16_t>(c);
+      (*cost)[r * symbols + s] = table[f];
       c += f;
     }
-    t.cum[r * kSeqLaneRowStride + kSeqSymbols] = static_cast<uint16_t>(c);  // 2^15 (Validate checks)
+    (*cum)[r * stride + symbols] = static_cast<uint16_t>(c);
   }
+}
+
+}  // namespace
+
+SeqStaticTables MakeSeqStaticTables(const SeqProfile& profile) {
+  SeqStaticTables t;
+  if (!profile.has_static_model()) return t;
+  StaticRows(profile.static_freq, kSeqSymbols, kSeqLaneRowStride, &t.cum, &t.cost);
   if (profile.has_signed_model()) {
-    t.signed_cum.assign(size_t{kSeqStaticClasses} * kSeqSignedRowStride, 0);
-    t.signed_cost.assign(size_t{kSeqStaticClasses} * kSeqSignedSymbols, 0);
-    for (size_t r = 0; r < size_t{kSeqStaticClasses}; ++r) {
-      uint32_t c = 0;
-      for (int s = 0; s < kSeqSignedSymbols; ++s) {
-        const uint16_t f = profile.signed_freq[r * kSeqSignedSymbols + s];
-        t.signed_cum[r * kSeqSignedRowStride + s] = static_cast<uint16_t>(c);
-        t.signed_cost[r * kSeqSignedSymbols + s] = table[f];
-        c += f;
-      }
-      t.signed_cum[r * kSeqSignedRowStride + kSeqSignedSymbols] = static_cast<uint16_t>(c);  // 2^15
-    }
+    StaticRows(profile.signed_freq, kSeqSignedSymbols, kSeqSignedRowStride, &t.signed_cum, &t.signed_cost);
   }
   return t;
 }
