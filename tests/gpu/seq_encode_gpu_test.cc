@@ -143,10 +143,10 @@ TEST_P(SeqEncodeGpuTest, DevChunksEqualEncodeChunk) {
   EncodeAndCompare("seq:delta=1,streams=lanes", chunks);
   EncodeAndCompare("seq:delta=0.35,deadzone=0.4,krate=0.5,vrate=-0.25,streams=lanes,lrate=" + lrate,
                    {chunks[1], chunks[2]});
-  // Signed lane streams (streams=lanes2, the default with this profile).
-  EncodeAndCompare("seq:delta=1,streams=lanes2", chunks);
-  EncodeAndCompare("seq:delta=0.35,deadzone=0.4,krate=0.5,vrate=-0.25,streams=lanes2,lrate=" + lrate,
-                   {chunks[1], chunks[2]});
+  // Signed lane streams (streams=lanes2, the default with this profile);
+  // the rates and rounding above do not depend on the stream coding. (kCpu is
+  // EncodeChunk itself, ~30x slower in the sanitizer build: not repeated there.)
+  if (backend() == Backend::kCuda) EncodeAndCompare("seq:delta=1,streams=lanes2", {chunks[1], chunks[2], chunks[3]});
 }
 
 // Rate control runs the CPU encoder's search (SeqRateSearch) one round of
@@ -159,7 +159,7 @@ TEST_P(SeqEncodeGpuTest, RateControlEqualsEncodeChunk) {
   EncodeAndCompare("seq:bits=2,streams=adaptive", chunks);
   EncodeAndCompare("seq:bits=0.8,krate=0.5,streams=adaptive", {chunks[0], chunks[2]});
   EncodeAndCompare("seq:bits=1.5,streams=lanes", {chunks[0], chunks[1]});
-  EncodeAndCompare("seq:bits=1.5,streams=lanes2", {chunks[1], chunks[2]});
+  if (backend() == Backend::kCuda) EncodeAndCompare("seq:bits=1.5,streams=lanes2", {chunks[1], chunks[2]});
   // kl=: a budget near what delta=1 gives, and bits= under that budget
   // (the guardrail raises some chunks' rate).
   auto probe = MakeCodec("seq:delta=1,streams=adaptive");
