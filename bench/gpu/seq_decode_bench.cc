@@ -207,10 +207,10 @@ void RunShape(const char* name, uint32_t L, uint32_t H, uint32_t d, SeqInputs in
     std::vector<uint32_t> pairs;
     std::vector<uint8_t> buckets;
     seqkv::internal::SeqSignedSearchTables(tables, &pairs, &buckets);
+    const std::vector<uint8_t> search_bytes = gpu::internal::SlSignedSearchBytes(pairs, buckets);
     uint8_t* search = nullptr;
-    CHECK_CUDA(cudaMalloc(&search, pairs.size() * 4 + buckets.size()));
-    CHECK_CUDA(cudaMemcpy(search, pairs.data(), pairs.size() * 4, cudaMemcpyHostToDevice));
-    CHECK_CUDA(cudaMemcpy(search + pairs.size() * 4, buckets.data(), buckets.size(), cudaMemcpyHostToDevice));
+    CHECK_CUDA(cudaMalloc(&search, search_bytes.size()));
+    CHECK_CUDA(cudaMemcpy(search, search_bytes.data(), search_bytes.size(), cudaMemcpyHostToDevice));
     CHECK_CUDA(cudaMalloc(&scale, profile->static_scale.size() * 2));
     CHECK_CUDA(cudaMemcpy(scale, profile->static_scale.data(), profile->static_scale.size() * 2,
                           cudaMemcpyHostToDevice));

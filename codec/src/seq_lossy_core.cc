@@ -521,6 +521,7 @@ void LaneSymbols(const int32_t* q, uint32_t tokens, uint32_t dim, const std::vec
 // number of uniform bits (escapes, signs): enough to price every shift.
 struct LaneCensus {
   std::vector<uint32_t> coded;
+  SeqLaneModel model = SeqLaneModel::kMagnitude;
   uint32_t bins = 0;             // per coded component: kContexts * kSymbols, or kSeqSignedSymbols
   std::vector<uint32_t> counts;  // [coded][bins]
   uint64_t uniform_bits = 0;
@@ -529,6 +530,7 @@ struct LaneCensus {
 LaneCensus Census(const int32_t* q, uint32_t tokens, uint32_t dim, std::vector<uint32_t> coded, SeqLaneModel model) {
   LaneCensus c;
   c.coded = std::move(coded);
+  c.model = model;
   const bool is_signed = model == SeqLaneModel::kSigned;
   c.bins = is_signed ? kSeqSignedSymbols : kContexts * kSymbols;
   c.counts.assign(c.coded.size() * c.bins, 0);
@@ -550,7 +552,7 @@ LaneCensus Census(const int32_t* q, uint32_t tokens, uint32_t dim, std::vector<u
 
 // The cheapest shift and its code length (SeqCostTable units).
 uint64_t PlanShift(const LaneCensus& c, uint32_t dim, const SeqStaticTables& tables, const int16_t* k, int* shift) {
-  const std::vector<uint32_t>& prices = c.bins == kSeqSignedSymbols ? tables.signed_cost : tables.cost;
+  const std::vector<uint32_t>& prices = c.model == SeqLaneModel::kSigned ? tables.signed_cost : tables.cost;
   constexpr uint64_t kBit = uint64_t{1} << kSeqCostFracBits;
   uint64_t header = 8 * kBit * ((dim + 7) / 8 + 1);
   *shift = 0;

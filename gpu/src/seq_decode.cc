@@ -298,10 +298,8 @@ Result<SeqDecodeGpu> SeqDecodeGpu::CreateFor(Backend backend, std::shared_ptr<co
       std::vector<uint32_t> pairs;
       std::vector<uint8_t> buckets;
       seqkv::internal::SeqSignedSearchTables(impl->tables, &pairs, &buckets);
-      std::vector<uint8_t> bytes(pairs.size() * 4);
-      std::memcpy(bytes.data(), pairs.data(), bytes.size());
-      bytes.insert(bytes.end(), buckets.begin(), buckets.end());
-      SEQKV_ASSIGN_OR_RETURN(impl->signed_search, internal::Upload(backend, bytes));
+      SEQKV_ASSIGN_OR_RETURN(impl->signed_search,
+                             internal::Upload(backend, internal::SlSignedSearchBytes(pairs, buckets)));
     }
   }
   return SeqDecodeGpu(std::move(impl));

@@ -6,6 +6,8 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <cstring>
+#include <vector>
 
 namespace seqkv::gpu::internal {
 
@@ -39,6 +41,16 @@ struct SlLaunch {
   const void* signed_search;  // device: SeqSignedSearchTables' pairs (u32 [161][32]) then buckets (u8 [161][64])
   uint32_t threads;       // signed model: threads per block, 128 or 256 (0: 256); the magnitude model: 128
 };
+
+// SlLaunch::signed_search's bytes: SeqSignedSearchTables' pairs, then its
+// buckets (host).
+inline std::vector<uint8_t> SlSignedSearchBytes(const std::vector<uint32_t>& pairs,
+                                                const std::vector<uint8_t>& buckets) {
+  std::vector<uint8_t> bytes(pairs.size() * sizeof(uint32_t));
+  std::memcpy(bytes.data(), pairs.data(), bytes.size());
+  bytes.insert(bytes.end(), buckets.begin(), buckets.end());
+  return bytes;
+}
 
 // Decodes every group stream of the launch into its q, which must be all
 // zero beforehand (only non-zero symbols are stored).
