@@ -204,10 +204,7 @@ void RunShape(const char* name, uint32_t L, uint32_t H, uint32_t d, SeqInputs in
     CHECK_CUDA(cudaMalloc(&cum, tables.cum.size() * 2));
     CHECK_CUDA(cudaMemcpy(cum, tables.cum.data(), tables.cum.size() * 2, cudaMemcpyHostToDevice));
     // The signed model's search tables, as SeqDecodeGpu uploads them.
-    std::vector<uint32_t> pairs;
-    std::vector<uint8_t> buckets;
-    seqkv::internal::SeqSignedSearchTables(tables, &pairs, &buckets);
-    const std::vector<uint8_t> search_bytes = gpu::internal::SlSignedSearchBytes(pairs, buckets);
+    const std::vector<uint8_t> search_bytes = seqkv::internal::SeqSignedSearchBytes(tables);
     uint8_t* search = nullptr;
     CHECK_CUDA(cudaMalloc(&search, search_bytes.size()));
     CHECK_CUDA(cudaMemcpy(search, search_bytes.data(), search_bytes.size(), cudaMemcpyHostToDevice));

@@ -428,6 +428,16 @@ void SeqSignedSearchTables(const SeqStaticTables& t, std::vector<uint32_t>* pair
   }
 }
 
+std::vector<uint8_t> SeqSignedSearchBytes(const SeqStaticTables& t) {
+  std::vector<uint32_t> pairs;
+  std::vector<uint8_t> buckets;
+  SeqSignedSearchTables(t, &pairs, &buckets);
+  std::vector<uint8_t> bytes(pairs.size() * sizeof(uint32_t));
+  std::memcpy(bytes.data(), pairs.data(), bytes.size());
+  bytes.insert(bytes.end(), buckets.begin(), buckets.end());
+  return bytes;
+}
+
 void SeqStaticRow(const uint64_t* counts, uint16_t* freq, int kN) {
   constexpr int64_t kScale = int64_t{1} << kSeqLaneScaleBits;
   uint64_t total = 0;

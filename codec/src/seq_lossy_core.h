@@ -120,6 +120,8 @@ SeqStaticTables MakeSeqStaticTables(const SeqProfile& profile);
 // SeqSignedFindBucket): pairs [kSeqStaticClasses][kSeqSignedPairStride] and
 // buckets [kSeqStaticClasses][kSeqSignedBuckets]; zeros without the model.
 void SeqSignedSearchTables(const SeqStaticTables& tables, std::vector<uint32_t>* pairs, std::vector<uint8_t>* buckets);
+// The same as the GPU lane kernel copies them: the pairs' bytes, then the buckets.
+std::vector<uint8_t> SeqSignedSearchBytes(const SeqStaticTables& tables);
 // A static row: frequencies (>= 1 each, summing to 2^15) from counts > 0 of
 // the 16 symbols: the proportional share rounded down, at least 1; a
 // shortfall goes to the largest, an excess is taken from the largest, at most

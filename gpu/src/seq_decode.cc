@@ -295,11 +295,8 @@ Result<SeqDecodeGpu> SeqDecodeGpu::CreateFor(Backend backend, std::shared_ptr<co
       SEQKV_ASSIGN_OR_RETURN(impl->lane_scale, internal::Upload(backend, impl->profile->static_scale));
     }
     if (impl->profile->has_signed_model()) {
-      std::vector<uint32_t> pairs;
-      std::vector<uint8_t> buckets;
-      seqkv::internal::SeqSignedSearchTables(impl->tables, &pairs, &buckets);
       SEQKV_ASSIGN_OR_RETURN(impl->signed_search,
-                             internal::Upload(backend, internal::SlSignedSearchBytes(pairs, buckets)));
+                             internal::Upload(backend, seqkv::internal::SeqSignedSearchBytes(impl->tables)));
     }
   }
   return SeqDecodeGpu(std::move(impl));

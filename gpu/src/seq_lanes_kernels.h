@@ -6,8 +6,6 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
-#include <cstring>
-#include <vector>
 
 namespace seqkv::gpu::internal {
 
@@ -38,19 +36,9 @@ struct SlLaunch {
   const int16_t* scale;   // device: the profile's static_scale [G][dim]
   int32_t* statuses;      // per item; a corrupt stream sets kSlCorrupt (first finding kept)
   bool signed_model;      // streams=lanes2: every desc is a signed lane stream, and
-  const void* signed_search;  // device: SeqSignedSearchTables' pairs (u32 [161][32]) then buckets (u8 [161][64])
+  const void* signed_search;  // device: SeqSignedSearchBytes (pairs u32 [161][32], then buckets u8 [161][64])
   uint32_t threads;       // signed model: threads per block, 128 or 256 (0: 256); the magnitude model: 128
 };
-
-// SlLaunch::signed_search's bytes: SeqSignedSearchTables' pairs, then its
-// buckets (host).
-inline std::vector<uint8_t> SlSignedSearchBytes(const std::vector<uint32_t>& pairs,
-                                                const std::vector<uint8_t>& buckets) {
-  std::vector<uint8_t> bytes(pairs.size() * sizeof(uint32_t));
-  std::memcpy(bytes.data(), pairs.data(), bytes.size());
-  bytes.insert(bytes.end(), buckets.begin(), buckets.end());
-  return bytes;
-}
 
 // Decodes every group stream of the launch into its q, which must be all
 // zero beforehand (only non-zero symbols are stored).
