@@ -12,9 +12,9 @@
 // 2, scale falling with the component index). The "lanes" rows code the same
 // symbols as lane streams (streams=lanes) with a static model fitted on them,
 // and time the lane kernel alone in place of SeqEntropyGpu; the "lanes2" rows
-// as signed lane streams (streams=lanes2, the signed model fitted likewise). The "tc3" / "tc1"
-// rows decode the same batch with the dense stage on tensor cores
-// (SeqDenseMath::kTensorTf32x3 / kTensorTf32). Chunk 1 of each row is decoded
+// as signed lane streams (streams=lanes2, the signed model fitted likewise). The "tc3" / "tc1" /
+// "f16" rows decode the same batch with the dense stage on tensor cores
+// (SeqDenseMath::kTensorTf32x3 / kTensorTf32 / kTensorF16). Chunk 1 of each row is decoded
 // on the CPU backend too (the codec's reference functions) and compared:
 // byte for byte for exact rows; for tensor-core rows the differing elements
 // and the largest difference are printed (a difference over half the rms
@@ -33,6 +33,7 @@
 #include <random>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "bench_util.h"
@@ -105,8 +106,10 @@ struct Math {
   const char* suffix;  // appended to the row's name
 };
 constexpr Math kExactOnly[] = {{SeqDenseMath::kExact, ""}};
-constexpr Math kAllMaths[] = {
-    {SeqDenseMath::kExact, ""}, {SeqDenseMath::kTensorTf32x3, " tc3"}, {SeqDenseMath::kTensorTf32, " tc1"}};
+constexpr Math kAllMaths[] = {{SeqDenseMath::kExact, ""},
+                              {SeqDenseMath::kTensorTf32x3, " tc3"},
+                              {SeqDenseMath::kTensorTf32, " tc1"},
+                              {SeqDenseMath::kTensorF16, " f16"}};
 
 // How the bench codes its group streams.
 enum class Streams { kAdaptive, kLanes, kSignedLanes };
@@ -217,7 +220,7 @@ void RunShape(const char* name, uint32_t L, uint32_t H, uint32_t d, SeqInputs in
     CHECK_CUDA(cudaMemcpy(descs, lane_descs.data(), lane_descs.size() * sizeof(gpu::internal::SlDesc),
                           cudaMemcpyHostToDevice));
     gpu::internal::SlLaunch sl{descs, static_cast<uint32_t>(lane_descs.size()), d, cum, scale, status, signed_lanes,
-                               search};
+                               search, /*threads=*/0};
     // As SeqDecodeGpu runs it: the symbols cleared, then the kernel.
     const uint64_t q_bytes = uint64_t{chunks} * G * kTokens * d * 4;
     entropy_ms = seqkv::bench::MedianMs(stream, [&] {
@@ -360,13 +363,23 @@ int main() {
   std::printf("total: SeqDecodeGpu::Decode (entropy + dense); entropy: SeqEntropyGpu alone on the same streams;\n"
               "dense = total - entropy (prediction, reconstruction, RoPE, bf16 into the cache)\n");
   if (std::getenv("SEQKV_BENCH_LARGE") == nullptr) {  // the end-to-end lines of bench/gpu/run.sh
-    std::printf("E2E\t%s\t%.4f\t%.4f\t%.4f\n", "e2e-8k seq decode paged", rows[0].ms, rows[0].ms, 0.0);
-    std::printf("E2E\t%s\t%.4f\t%.4f\t%.4f\n", "e2e-8k seq lanes decode paged", rows[1].ms, rows[1].ms, 0.0);
-    std::printf("E2E\t%s\t%.4f\t%.4f\t%.4f\n", "e2e-8k seq lanes decode paged tf32x3", rows[2].ms, rows[2].ms, 0.0);
-    std::printf("E2E\t%s\t%.4f\t%.4f\t%.4f\n", "e2e-8k seq lanes decode paged tf32", rows[3].ms, rows[3].ms, 0.0);
-    std::printf("E2E\t%s\t%.4f\t%.4f\t%.4f\n", "e2e-8k seq lanes2 decode paged", rows[4].ms, rows[4].ms, 0.0);
-    std::printf("E2E\t%s\t%.4f\t%.4f\t%.4f\n", "e2e-8k seq lanes2 decode paged tf32x3", rows[5].ms, rows[5].ms, 0.0);
-    std::printf("E2E\t%s\t%.4f\t%.4f\t%.4f\n", "e2e-8k seq lanes2 decode paged tf32", rows[6].ms, rows[6].ms, 0.0);
+    // (the bench's row, the E2E line's name)
+    const std::pair<const char*, const char*> e2e[] = {
+        {"e2e-8k seq same-head", "e2e-8k seq decode paged"},
+        {"e2e-8k seq same-head lanes", "e2e-8k seq lanes decode paged"},
+        {"e2e-8k seq same-head lanes tc3", "e2e-8k seq lanes decode paged tf32x3"},
+        {"e2e-8k seq same-head lanes tc1", "e2e-8k seq lanes decode paged tf32"},
+        {"e2e-8k seq same-head lanes f16", "e2e-8k seq lanes decode paged f16"},
+        {"e2e-8k seq same-head lanes2", "e2e-8k seq lanes2 decode paged"},
+        {"e2e-8k seq same-head lanes2 tc3", "e2e-8k seq lanes2 decode paged tf32x3"},
+        {"e2e-8k seq same-head lanes2 tc1", "e2e-8k seq lanes2 decode paged tf32"},
+        {"e2e-8k seq same-head lanes2 f16", "e2e-8k seq lanes2 decode paged f16"},
+    };
+    for (const auto& [row, line] : e2e) {
+      for (const Row& r : rows) {
+        if (r.name == row) std::printf("E2E\t%s\t%.4f\t%.4f\t%.4f\n", line, r.ms, r.ms, 0.0);
+      }
+    }
   }
   CHECK_CUDA(cudaStreamDestroy(stream));
   return 0;

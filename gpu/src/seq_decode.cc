@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <optional>
 #include <string>
 
 #include "device_tables.h"
@@ -130,6 +131,11 @@ struct SeqDecodeGpu::Impl {
   float* predictor = nullptr;
   float* basis = nullptr;
   float* step_scale = nullptr;
+  // kCuda, SeqDenseMath::kTensorF16: the predictor and basis rounded to FP16,
+  // made by the first such decode (half_status: why they could not be).
+  uint16_t* predictor_h = nullptr;
+  uint16_t* basis_h = nullptr;
+  std::optional<Status> half_status;
   // The profile's static model (streams=lanes): tables on the host (kCpu),
   // cumulative rows and scales in device memory (kCuda).
   seqkv::internal::SeqStaticTables tables;
@@ -147,8 +153,34 @@ struct SeqDecodeGpu::Impl {
   ~Impl() {
     for (float* p : {predictor, basis, step_scale}) BackendFree(backend, p);
     BackendFree(backend, lane_cum);
+    BackendFree(backend, predictor_h);
+    BackendFree(backend, basis_h);
     BackendFree(backend, signed_search);
     BackendFree(backend, lane_scale);
+  }
+
+  // The FP16 copies of the predictor and basis, once; FAILED_PRECONDITION
+  // (every later call too) when a weight is outside FP16's range.
+  Status EnsureHalfWeights() {
+    if (half_status.has_value()) return *half_status;
+    auto convert = [](const std::vector<float>& src, std::vector<uint16_t>* dst) {
+      dst->resize(src.size());
+      for (size_t i = 0; i < src.size(); ++i) {
+        (*dst)[i] = FloatToHalf(src[i]);
+        if (((*dst)[i] & 0x7C00u) == 0x7C00u) return false;  // infinity or NaN
+      }
+      return true;
+    };
+    std::vector<uint16_t> w, u;
+    if (!convert(profile->predictor, &w) || !convert(profile->basis, &u)) {
+      half_status = FailedPrecondition(
+          "seq gpu: the profile has a weight outside FP16's range; use SeqDenseMath::kTensorTf32 or kExact");
+      return *half_status;
+    }
+    SEQKV_ASSIGN_OR_RETURN(predictor_h, internal::Upload(backend, w));
+    SEQKV_ASSIGN_OR_RETURN(basis_h, internal::Upload(backend, u));
+    half_status = Status::Ok();
+    return *half_status;
   }
 
   std::vector<SeqEntropyItem> EntropyItems(const SeqDecodeArgs& args, const std::vector<Status>* statuses,
@@ -355,7 +387,9 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
   const uint32_t math = !internal::SdTensorCoreFits(p.head_dim)       ? internal::kSdMathExact
                         : args.math == SeqDenseMath::kTensorTf32x3 ? internal::kSdMathTf32x3
                         : args.math == SeqDenseMath::kTensorTf32   ? internal::kSdMathTf32
+                        : args.math == SeqDenseMath::kTensorF16    ? internal::kSdMathF16
                                                                    : internal::kSdMathExact;
+  if (math == internal::kSdMathF16) SEQKV_RETURN_IF_ERROR(impl_->EnsureHalfWeights());
   uint64_t q_at = 0, layer_at = 0;
   uint32_t ctas = 0;
   uint64_t clear_begin = 0, clear_end = 0;  // symbols [begin, end) still to clear
@@ -470,6 +504,8 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
   launch.predictor = impl_->predictor;
   launch.basis = impl_->basis;
   launch.step_scale = impl_->step_scale;
+  launch.predictor_h = impl_->predictor_h;
+  launch.basis_h = impl_->basis_h;
   launch.rope_style = rope != nullptr && rope->style == RopeStyle::kRotateHalf ? 1 : 2;
   launch.rotary_dim = impl_->rope.rotary_dim();
   launch.rope_cos = impl_->rope.cos();
@@ -513,7 +549,11 @@ Status SeqDecodeGpu::CollectStatuses(const void* workspace, void* stream, std::v
     (*statuses)[i] = codes[i] == internal::kSdBlockOutOfRange
                          ? OutOfRange("seq gpu: block table entry outside [0, num_blocks)")
                      : codes[i] == internal::kSlCorrupt ? DataLoss("seq gpu: corrupt lane stream")
-                                                        : Internal("seq gpu: unknown device status");
+                     : codes[i] == internal::kSdHalfRange
+                         ? FailedPrecondition("seq gpu: a value outside FP16's range (|x| >= 65520) in the "
+                                              "SeqDenseMath::kTensorF16 decode; decode this chunk with kTensorTf32 "
+                                              "or kExact")
+                         : Internal("seq gpu: unknown device status");
   }
   return Status::Ok();
 #else

@@ -19,11 +19,14 @@
 // reordered only across tokens; every token's sums keep the CPU's order.
 //
 // SdLayerTcKernel (below) computes the same sums on tensor cores (TF32,
-// SdLaunch::math), within the tolerance docs/gpu.md documents; both kernels
-// share the output stage (OutRowOffsets, OutWriteRows).
+// SdLaunch::math), SdLayerH16Kernel with FP16 operands, within the
+// tolerances docs/gpu.md documents; the kernels share the output stage
+// (OutRowOffsets, OutWriteRows).
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 
 #include "seq_decode_kernels.h"
@@ -456,6 +459,252 @@ __global__ void __launch_bounds__(2 * D, 2) SdLayerTcKernel(SdLaunch L, uint32_t
   OutWriteRows(L, desc, layer, kv, t0, nt, dst_s, row_s, BS, tid, NT);
 }
 
+// ---- FP16 tensor-core variant (SdLaunch::math kSdMathF16) ----
+//
+// The tile's product as above, with FP16 operands: mma.sync m16n8k16 (f16
+// inputs, float32 accumulation) fed by ldmatrix. FP16 has TF32's 11-bit
+// significand, so the rounding of each operand is one-pass TF32's; what it
+// adds is FP16's range (|x| < 65520; magnitudes under 2^-14 lose precision,
+// below 2^-24 flush to zero). The operands:
+//   * features: the previous layer's rows, which this kernel stores as FP16
+//     (half the bytes of the float32 rows), copied as they are;
+//   * symbols: q_i * step_i (the step on the symbol side, so the basis needs
+//     no per-chunk scaling), rounded to FP16 by the thread that copied the
+//     raw int32 symbols, in its own copies, before the chunk's barrier;
+//   * weights: the predictor without its bias row and the basis, rounded to
+//     FP16 once per profile on the host (SdLaunch::predictor_h, basis_h),
+//     copied as they are. The bias row starts the float32 sums, as above.
+// A row or symbol term outside FP16's range sets kSdHalfRange on the item
+// (FAILED_PRECONDITION: decode it with another math); the profile's weights
+// are checked on the host. Same tiles and warps as the TF32 kernel; shared
+// row strides of 80 bytes (A) and 2 * (D + 8) bytes (B) keep every ldmatrix
+// free of bank conflicts.
+constexpr uint32_t kHAStride = KC + 8;  // A row stride, halves
+
+// A stage, in bytes: A [TM][kHAStride] halves, B [KC][D + 8] halves, raw
+// symbols [TM][KC] int32.
+__host__ __device__ constexpr uint32_t SdHStageBytes(uint32_t d) { return TM * kHAStride * 2 + KC * (d + 8) * 2 + TM * KC * 4; }
+__host__ __device__ constexpr uint32_t SdHStepsAt(uint32_t d) {  // bytes; the tile's rows [TM][D + 8] floats overlay the stages
+  const uint32_t stages = kTcStages * SdHStageBytes(d), rows = TM * (d + 8) * 4;
+  return stages > rows ? stages : rows;
+}
+__host__ __device__ constexpr uint32_t SdHSharedBytes(uint32_t d) { return SdHStepsAt(d) + 4 * d; }
+
+__device__ __forceinline__ void LdMatrixX4(uint32_t (&r)[4], const void* p) {
+  const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(p));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a));
+}
+__device__ __forceinline__ void LdMatrixX4Trans(uint32_t (&r)[4], const void* p) {
+  const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(p));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a));
+}
+__device__ __forceinline__ void MmaF16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// (a, b) rounded to FP16 (to nearest even), a in the low half; `bad` is set
+// when either is outside FP16's range (or not a number).
+__device__ __forceinline__ uint32_t PackHalf2(float a, float b, bool& bad) {
+  bad |= !(fabsf(a) < 65520.0f) || !(fabsf(b) < 65520.0f);
+  const __half2 h = __floats2half2_rn(a, b);
+  uint32_t bits;
+  memcpy(&bits, &h, sizeof(bits));
+  return bits;
+}
+
+template <uint32_t D>
+__global__ void __launch_bounds__(2 * D, 2) SdLayerH16Kernel(SdLaunch L, uint32_t layer) {
+  constexpr uint32_t NT = 2 * D;    // threads
+  constexpr uint32_t BS = D + 8;    // B stride (halves) and row stride (floats)
+  constexpr uint32_t AS = kHAStride;
+  constexpr uint32_t kFeatCopies = TM * (KC / 8) / NT;  // 16-byte copies a thread issues per chunk
+  constexpr uint32_t kSymCopies = TM * (KC / 4) / NT;
+  constexpr uint32_t kBCopies = KC * (D / 8) / NT;
+  extern __shared__ __align__(16) unsigned char smem[];
+  __shared__ uint64_t dst_s[TM];  // the rows' destinations (OutRowOffsets)
+  const uint32_t H = L.heads, F = L.features;
+  float* row_s = reinterpret_cast<float*>(smem);  // after the loop: [TM][BS]
+  float* step_s = reinterpret_cast<float*>(smem + SdHStepsAt(D));
+
+  dense::Tile tl;
+  const SdDesc& desc = dense::TileItem<TM>(L.descs, L.count, H, layer, &tl);
+  const uint32_t T = desc.tokens;
+  const uint32_t kv = tl.kv, h = tl.h, g = tl.g, t0 = tl.t0, nt = tl.nt;
+  const uint32_t tid = threadIdx.x;
+
+  const uint16_t* W = L.predictor_h + uint64_t{g} * F * D;
+  const uint16_t* U = L.basis_h + uint64_t{g} * D * D;
+  const uint16_t* prev = reinterpret_cast<const uint16_t*>(desc.xhat[(layer + 1) % 2]);
+  uint16_t* cur = reinterpret_cast<uint16_t*>(desc.xhat[layer % 2]);
+  const int32_t* q = desc.q + (uint64_t{g} * T + t0) * D;
+
+  for (uint32_t i = tid; i < D; i += NT) {
+    step_s[i] = __double2float_rn(__dmul_rn(desc.step_base[g], static_cast<double>(L.step_scale[uint64_t{g} * D + i])));
+  }
+  __syncthreads();  // step_s, read by the symbol conversions below
+  const bool feats = layer > 0 && L.inputs != 0;
+  const uint32_t nf = feats ? F - 1 : 0;
+  const uint32_t K = nf + D;
+  const uint32_t chunks = (K + KC - 1) / KC;
+  auto a_of = [&](uint32_t s) { return reinterpret_cast<uint16_t*>(smem + s * SdHStageBytes(D)); };
+  auto b_of = [&](uint32_t s) { return a_of(s) + TM * AS; };
+  auto q_of = [&](uint32_t s) { return reinterpret_cast<int32_t*>(b_of(s) + KC * BS); };
+
+  // Chunk c0's operands into stage st (a chunk is all feature or all symbol
+  // columns: nf is a multiple of KC).
+  auto issue = [&](uint32_t c0, uint32_t st) {
+    if (c0 < nf) {
+      const uint32_t blk = c0 / D, ch = c0 % D;  // same head: blk = kv'; all heads: kv' * H + h'
+      const uint16_t* src =
+          prev + (L.inputs == 1 ? (uint64_t{blk} * H + h) * T : uint64_t{blk} * T) * D + uint64_t{t0} * D + ch;
+#pragma unroll
+      for (uint32_t i = 0; i < kFeatCopies; ++i) {
+        const uint32_t v = tid + i * NT, k = v / (KC / 8), c = (v % (KC / 8)) * 8;
+        uint16_t* dst = a_of(st) + k * AS + c;
+        if (k < nt) {
+          CopyAsync16(dst, src + uint64_t{k} * D + c);
+        } else {
+          *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
+        }
+      }
+    } else {
+      const int32_t* src = q + (c0 - nf);
+#pragma unroll
+      for (uint32_t i = 0; i < kSymCopies; ++i) {
+        const uint32_t v = tid + i * NT, k = v / (KC / 4), c = (v % (KC / 4)) * 4;
+        if (k < nt) CopyAsync16(q_of(st) + k * KC + c, src + uint64_t{k} * D + c);
+      }
+    }
+#pragma unroll
+    for (uint32_t i = 0; i < kBCopies; ++i) {
+      const uint32_t v = tid + i * NT, r = v / (D / 8), n = (v % (D / 8)) * 8, row = c0 + r;
+      uint16_t* dst = b_of(st) + r * BS + n;
+      if (row < K) {
+        const uint16_t* w = row >= nf ? U + uint64_t{row - nf} * D : W + uint64_t{row} * D;
+        CopyAsync16(dst, w + n);
+      } else {
+        *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
+      }
+    }
+    CopyCommit();
+  };
+
+  const uint32_t warp = tid / 32, lane = tid % 32, tq = lane % 4;
+  const uint32_t m0 = (warp / (D / 32)) * 64, n0 = (warp % (D / 32)) * 32;
+  float acc[4][4][4];
+#pragma unroll
+  for (uint32_t n = 0; n < 4; ++n) {
+    const float* bias = L.predictor + uint64_t{g} * F * D + uint64_t{F - 1} * D + n0 + n * 8 + 2 * tq;
+    const float b0 = bias[0], b1 = bias[1];
+#pragma unroll
+    for (uint32_t m = 0; m < 4; ++m) {
+      acc[m][n][0] = b0;
+      acc[m][n][1] = b1;
+      acc[m][n][2] = b0;
+      acc[m][n][3] = b1;
+    }
+  }
+
+  bool bad = false;  // an operand outside FP16's range
+#pragma unroll
+  for (uint32_t ci = 0; ci + 1 < kTcStages; ++ci) {
+    if (ci < chunks) issue(ci * KC, ci);
+    else CopyCommit();
+  }
+  for (uint32_t ci = 0; ci < chunks; ++ci) {
+    const uint32_t c0 = ci * KC, st = ci % kTcStages;
+    const uint32_t ahead = ci + kTcStages - 1;
+    if (ahead < chunks) issue(ahead * KC, ahead % kTcStages);
+    else CopyCommit();
+    CopyWait<kTcStages - 1>();  // this thread's copies of chunk ci are done
+    if (c0 >= nf) {
+      // Symbols: the raw int32 this thread copied, times their steps, to FP16.
+#pragma unroll
+      for (uint32_t i = 0; i < kSymCopies; ++i) {
+        const uint32_t v = tid + i * NT, k = v / (KC / 4), c = (v % (KC / 4)) * 4;
+        uint2 out = make_uint2(0, 0);
+        if (k < nt) {
+          const int4 x = *reinterpret_cast<const int4*>(q_of(st) + k * KC + c);
+          const float* sp = step_s + (c0 - nf) + c;
+          out.x = PackHalf2(__fmul_rn(static_cast<float>(x.x), sp[0]), __fmul_rn(static_cast<float>(x.y), sp[1]), bad);
+          out.y = PackHalf2(__fmul_rn(static_cast<float>(x.z), sp[2]), __fmul_rn(static_cast<float>(x.w), sp[3]), bad);
+        }
+        *reinterpret_cast<uint2*>(a_of(st) + k * AS + c) = out;
+      }
+    }
+    __syncthreads();  // every thread's operands of chunk ci in place
+    const uint16_t* a = a_of(st);
+    const uint16_t* b = b_of(st);
+#pragma unroll
+    for (uint32_t ks = 0; ks < KC; ks += 16) {
+      // B: k rows ks..ks+15 of channel tiles n0 + 16 np (two n8 tiles a load).
+      uint32_t bf[4][2];
+#pragma unroll
+      for (uint32_t np = 0; np < 2; ++np) {
+        uint32_t r[4];
+        LdMatrixX4Trans(r, b + (ks + lane % 8 + ((lane / 8) % 2) * 8) * BS + n0 + np * 16 + (lane / 16) * 8);
+        bf[2 * np][0] = r[0];
+        bf[2 * np][1] = r[1];
+        bf[2 * np + 1][0] = r[2];
+        bf[2 * np + 1][1] = r[3];
+      }
+#pragma unroll
+      for (uint32_t m = 0; m < 4; ++m) {
+        uint32_t af[4];
+        LdMatrixX4(af, a + (m0 + m * 16 + lane % 16) * AS + ks + (lane / 16) * 8);
+#pragma unroll
+        for (uint32_t n = 0; n < 4; ++n) MmaF16(acc[m][n], af, bf[n][0], bf[n][1]);
+      }
+    }
+    __syncthreads();  // this stage consumed before the next issue overwrites it
+  }
+  const uint32_t gq = lane / 4;
+#pragma unroll
+  for (uint32_t m = 0; m < 4; ++m) {
+#pragma unroll
+    for (uint32_t n = 0; n < 4; ++n) {
+      const uint32_t col = n0 + n * 8 + 2 * tq, r = m0 + m * 16 + gq;
+      *reinterpret_cast<float2*>(&row_s[r * BS + col]) = make_float2(acc[m][n][0], acc[m][n][1]);
+      *reinterpret_cast<float2*>(&row_s[(r + 8) * BS + col]) = make_float2(acc[m][n][2], acc[m][n][3]);
+    }
+  }
+  OutRowOffsets(L, desc, layer, kv, h, t0, nt, dst_s, tid, NT);
+  __syncthreads();
+  // The next layer's features: the rows as FP16, eight channels a store.
+  uint16_t* cur_rows = cur + ((uint64_t{kv} * H + h) * T + t0) * D;
+  const bool keep = KeepsRows(L, layer);
+  for (uint32_t u = tid; keep && u < nt * (D / 8); u += NT) {
+    const uint32_t k = u / (D / 8), c = (u % (D / 8)) * 8;
+    const float4 x = *reinterpret_cast<const float4*>(&row_s[k * BS + c]);
+    const float4 y = *reinterpret_cast<const float4*>(&row_s[k * BS + c + 4]);
+    const uint4 out = make_uint4(PackHalf2(x.x, x.y, bad), PackHalf2(x.z, x.w, bad), PackHalf2(y.x, y.y, bad),
+                                 PackHalf2(y.z, y.w, bad));
+    *reinterpret_cast<uint4*>(cur_rows + uint64_t{k} * D + c) = out;
+  }
+  if (bad) atomicCAS(&L.statuses[desc.status_index], 0, kSdHalfRange);
+  OutWriteRows(L, desc, layer, kv, t0, nt, dst_s, row_s, BS, tid, NT);
+}
+
+template <uint32_t D>
+cudaError_t LaunchSdLayerH16D(const SdLaunch& launch, uint32_t layer, cudaStream_t stream) {
+  const size_t smem = SdHSharedBytes(D);
+  if (smem > 48 * 1024) {
+    const cudaError_t e = cudaFuncSetAttribute(SdLayerH16Kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                               static_cast<int>(smem));
+    if (e != cudaSuccess) return e;
+  }
+  SdLayerH16Kernel<D><<<launch.total_ctas, 2 * D, smem, stream>>>(launch, layer);
+  return cudaGetLastError();
+}
+
 template <int kPasses, uint32_t D>
 cudaError_t LaunchSdLayerTcD(const SdLaunch& launch, uint32_t layer, cudaStream_t stream) {
   const size_t smem = SdTcSharedBytes(D);
@@ -482,6 +731,11 @@ cudaError_t LaunchSdLayer(const SdLaunch& launch, uint32_t layer, cudaStream_t s
     // Chunks of feature columns only or symbol columns only (always so at
     // head sizes 64 and 128: the features are 2 or 2 * heads rows of them).
     if (!SdTensorCoreFits(launch.head_dim) || (launch.features - 1) % KC != 0) return cudaErrorInvalidValue;
+    if (launch.math == kSdMathF16) {
+      if (launch.predictor_h == nullptr || launch.basis_h == nullptr) return cudaErrorInvalidValue;
+      return launch.head_dim == 64 ? LaunchSdLayerH16D<64>(launch, layer, stream)
+                                   : LaunchSdLayerH16D<128>(launch, layer, stream);
+    }
     return launch.math == kSdMathTf32x3 ? LaunchSdLayerTc<3>(launch, layer, stream)
                                         : LaunchSdLayerTc<1>(launch, layer, stream);
   }

@@ -21,12 +21,14 @@ inline constexpr uint32_t kSdTcTileTokens = 128;
 enum SdMath : uint32_t {
   kSdMathExact = 0,  // the CPU reference's float operations in its order
   kSdMathTf32 = 1,   // tensor cores, one TF32 product per term
+  kSdMathF16 = 2,    // tensor cores, FP16 operands, float32 sums
   kSdMathTf32x3 = 3, // tensor cores, 3xTF32 (hi*hi + hi*lo + lo*hi)
 };
 
 enum SdDeviceStatus : int32_t {
   kSdOk = 0,
   kSdBlockOutOfRange = 2,  // OUT_OF_RANGE
+  kSdHalfRange = 4,        // kSdMathF16: an operand outside FP16's range (FAILED_PRECONDITION; 3 is kSlCorrupt)
 };
 
 // One chunk of a batch. Built on the host.
@@ -55,6 +57,9 @@ struct SdLaunch {
   const float* predictor;   // device: the profile's arrays
   const float* basis;
   const float* step_scale;
+  // kSdMathF16: the predictor and basis rounded to FP16 (the same layout).
+  const uint16_t* predictor_h;
+  const uint16_t* basis_h;
   // RoPE for the keys' output (chunks with rotate_keys): cos/sin
   // [positions][rotary_dim], one set of RoPE parameters per launch.
   uint32_t rope_style;  // 1 rotate_half, 2 interleaved

@@ -82,9 +82,15 @@ enum class SeqDenseMath {
   // documented tolerance of DecodeChunk's (one bf16 ulp on the few elements
   // that differ, measured). Runs kExact for head sizes other than 64 and 128.
   kTensorTf32x3,
-  // Tensor cores, one TF32 product per term: fastest, least accurate (its
-  // documented tolerance is wider); the same head sizes.
+  // Tensor cores, one TF32 product per term: its documented tolerance is
+  // wider; the same head sizes.
   kTensorTf32,
+  // Tensor cores with FP16 operands (features, q * step, weights; float32
+  // sums): TF32's significand, half the operand bytes, the fastest. FP16's
+  // range bounds it: a chunk with a value of magnitude >= 65520 on the way
+  // gets FAILED_PRECONDITION (decode it with another math), and a profile
+  // with such a weight refuses the call. The same head sizes.
+  kTensorF16,
 };
 
 struct SeqDecodeArgs {
