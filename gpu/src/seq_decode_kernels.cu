@@ -109,6 +109,59 @@ __device__ __forceinline__ void OutWriteRowsW(const SdLaunch& L, uint16_t* base,
   }
 }
 
+// Eight values of a row from shared memory (16-byte aligned).
+__device__ __forceinline__ void Load8(const float* p, float (&v)[8]) {
+  const float4 a = *reinterpret_cast<const float4*>(p), b = *reinterpret_cast<const float4*>(p + 4);
+  v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+}
+
+// OutWriteRowsW<8> with every operand read as 16-byte vectors: the unit's
+// values, their RoPE partners and the cos/sin of the unit. For row strides
+// that are multiples of 4 and rotary sizes that are multiples of 16 (a unit is
+// then wholly rotated or not, and its rotate_half partners are one aligned
+// unit too). Element j's operations are RopeChannel's: x[j] * cos + p * sin
+// with p = -x[partner] for the pair's first element, x[partner] for its
+// second. (The scalar loads of the unit above were most of the tensor-core
+// kernels' instructions: ncu, 2026-11-29.)
+__device__ __forceinline__ void OutWriteRowsVec(const SdLaunch& L, uint16_t* base, bool rotate, uint64_t pos0,
+                                                const uint64_t* dst_s, const float* row_s, uint32_t stride,
+                                                uint32_t nt, uint32_t tid, uint32_t nthreads) {
+  const uint32_t d = L.head_dim, rd = L.rotary_dim, cpr = d / 8, half = rd / 2;
+  for (uint32_t u = tid; u < nt * cpr; u += nthreads) {
+    const uint32_t k = u / cpr, j0 = (u - k * cpr) * 8;
+    const uint64_t off = dst_s[k];
+    if (off == kNoRow) continue;
+    const float* row = row_s + k * stride;
+    float v[8];
+    Load8(row + j0, v);
+    if (rotate && j0 < rd) {
+      float p[8], c[8], sn[8];
+      if (L.rope_style == 1) {  // rotate_half: partner j +- rd / 2
+        const bool first = j0 < half;
+        Load8(row + (first ? j0 + half : j0 - half), p);
+#pragma unroll
+        for (uint32_t e = 0; e < 8; ++e) p[e] = first ? -p[e] : p[e];
+      } else {  // interleaved: pairs (2i, 2i + 1) within the unit
+#pragma unroll
+        for (uint32_t e = 0; e < 8; e += 2) {
+          p[e] = -v[e + 1];
+          p[e + 1] = v[e];
+        }
+      }
+      const uint64_t at = (pos0 + k) * rd + j0;
+      Load8(L.rope_cos + at, c);
+      Load8(L.rope_sin + at, sn);
+#pragma unroll
+      for (uint32_t e = 0; e < 8; ++e) v[e] = __fadd_rn(__fmul_rn(v[e], c[e]), __fmul_rn(p[e], sn[e]));
+    }
+    uint32_t bits[8];
+#pragma unroll
+    for (uint32_t e = 0; e < 8; ++e) bits[e] = dense::ToBf16(v[e]);
+    *reinterpret_cast<uint4*>(base + off + j0) = make_uint4(bits[0] | (bits[1] << 16), bits[2] | (bits[3] << 16),
+                                                            bits[4] | (bits[5] << 16), bits[6] | (bits[7] << 16));
+  }
+}
+
 __device__ __forceinline__ void OutWriteRows(const SdLaunch& L, const SdDesc& desc, uint32_t layer, uint32_t kv,
                                              uint32_t t0, uint32_t nt, const uint64_t* dst_s, const float* row_s,
                                              uint32_t stride, uint32_t tid, uint32_t nthreads) {
@@ -116,7 +169,11 @@ __device__ __forceinline__ void OutWriteRows(const SdLaunch& L, const SdDesc& de
   const bool rotate = kv == 0 && desc.rotate_keys && L.rotary_dim > 0;
   const uint64_t pos0 = desc.first_position + t0;
   if (L.head_dim % 8 == 0 && reinterpret_cast<uintptr_t>(base) % 16 == 0) {
-    OutWriteRowsW<8>(L, base, rotate, pos0, dst_s, row_s, stride, nt, tid, nthreads);
+    if (stride % 4 == 0 && L.rotary_dim % 16 == 0) {
+      OutWriteRowsVec(L, base, rotate, pos0, dst_s, row_s, stride, nt, tid, nthreads);
+    } else {
+      OutWriteRowsW<8>(L, base, rotate, pos0, dst_s, row_s, stride, nt, tid, nthreads);
+    }
   } else {
     OutWriteRowsW<1>(L, base, rotate, pos0, dst_s, row_s, stride, nt, tid, nthreads);
   }
