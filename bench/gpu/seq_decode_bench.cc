@@ -40,9 +40,14 @@
 #include "seq_lanes.h"
 #include "seq_lanes_kernels.h"
 #include "seq_lossy_core.h"
+#include "seqkv/codec/chunk.h"
+#include "seqkv/codec/codec.h"
 #include "seqkv/codec/dtype.h"
+#include "seqkv/codec/safetensors.h"
+#include "seqkv/codec/seq_profile.h"
 #include "seqkv/gpu/seq_decode.h"
 #include "seqkv/gpu/seq_entropy.h"
+#include "util/test_util.h"
 
 using namespace seqkv;
 using namespace seqkv::gpu;
@@ -322,6 +327,132 @@ void RunShape(const char* name, uint32_t L, uint32_t H, uint32_t d, SeqInputs in
   CHECK_CUDA(cudaFree(q));
 }
 
+
+// Real KV: the tinyllama dev dumps (../shared/kvdata/dev). A same-head
+// profile calibrated on doc00-03 (its static models included), then doc04-07
+// cut into 256-token chunks and coded by the codec itself (EncodeChunk, spec
+// `spec`), 16 distinct chunks, each decoded `copies` times into its own place
+// of a vLLM paged cache (the lane work depends on the data; which copy does
+// not matter). Chunk 0 is compared with DecodeChunk's output, every element.
+// The entropy stage is not timed apart here (0 in the table).
+void RunRealDumps(const char* name, const std::string& spec, uint32_t copies, cudaStream_t stream) {
+  const std::string dir = seqkv::test::SharedDir();
+  if (dir.empty() || seqkv::test::DevDump("doc00.safetensors").empty()) {
+    std::printf("%s: no ../shared/kvdata/dev (SEQKV_SHARED_DIR): skipped\n", name);
+    return;
+  }
+  auto read = [](int doc) {
+    char file[32];
+    std::snprintf(file, sizeof(file), "doc%02d.safetensors", doc);
+    auto dump = ReadKvDump(seqkv::test::DevDump(file));
+    CHECK_OK(dump.status());
+    return dump->chunk;
+  };
+  static std::shared_ptr<const SeqProfile> profile;  // one calibration for every spec
+  if (profile == nullptr) {
+    std::vector<Chunk> cal;
+    for (int doc = 0; doc < 4; ++doc) cal.push_back(read(doc));
+    SeqCalibrateOptions o;
+    o.inputs = SeqInputs::kSameHead;
+    auto p = CalibrateSeqProfile(cal, o, nullptr);
+    CHECK_OK(p.status());
+    profile = std::make_shared<const SeqProfile>(std::move(*p));
+    SeqResources::Default().AddProfile(profile);
+  }
+  auto codec = MakeCodec(spec);
+  CHECK_OK(codec.status());
+  std::vector<Chunk> pieces;
+  std::vector<std::vector<uint8_t>> coded;
+  uint64_t coded_bytes = 0;
+  for (int doc = 4; doc < 8; ++doc) {
+    const Chunk c = read(doc);
+    for (uint32_t t0 = 0; t0 + kTokens <= c.shape.tokens; t0 += kTokens) {
+      pieces.push_back(seqkv::test::SliceTokens(c, t0, kTokens));
+      auto bytes = EncodeChunk(pieces.back(), **codec);
+      CHECK_OK(bytes.status());
+      coded_bytes += bytes->size();
+      coded.push_back(std::move(*bytes));
+    }
+  }
+  const KvShape shape = pieces[0].shape;
+  const uint32_t L = shape.layers, H = shape.kv_heads, d = shape.head_dim;
+  auto gpu = SeqDecodeGpu::CreateFor(Backend::kCuda, profile);
+  CHECK_OK(gpu.status());
+  std::vector<uint8_t*> dev(coded.size());
+  std::vector<SeqDecodeItem> distinct;
+  for (size_t i = 0; i < coded.size(); ++i) {
+    CHECK_CUDA(cudaMalloc(&dev[i], coded[i].size()));
+    CHECK_CUDA(cudaMemcpy(dev[i], coded[i].data(), coded[i].size(), cudaMemcpyHostToDevice));
+    auto header = ParseChunkHeader(coded[i]);
+    CHECK_OK(header.status());
+    auto item = MakeSeqDecodeItem(*header, coded[i], dev[i], *profile);
+    CHECK_OK(item.status());
+    distinct.push_back(std::move(*item));
+  }
+  const uint32_t chunks = static_cast<uint32_t>(distinct.size()) * copies;
+  const seqkv::bench::PagedCache cache(L, H, d, uint64_t{chunks} * kTokens, 16, 5);
+  std::vector<SeqDecodeItem> items;
+  for (uint32_t c = 0; c < chunks; ++c) {
+    items.push_back(distinct[c % distinct.size()]);
+    items.back().out_tokens = kTokens;
+    items.back().token_offset = uint64_t{c} * kTokens;
+  }
+  cache.Point(items);
+  SeqDecodeArgs args;
+  args.destination = KvDestination::kPaged;
+  args.block_size = cache.block_size;
+  args.num_blocks = cache.num_blocks;
+  args.items = items;
+  CHECK_OK(gpu->CanImplement(args));
+  const uint64_t ws_bytes = gpu->WorkspaceBytes(args);
+  void* ws = nullptr;
+  CHECK_CUDA(cudaMalloc(&ws, ws_bytes));
+  auto ref = DecodeChunk(coded[0]);
+  CHECK_OK(ref.status());
+  const double out_gb = 2.0 * uint64_t{L} * H * chunks * kTokens * d * 2 / 1e9;
+  const double bits = 8.0 * coded_bytes / (2.0 * pieces.size() * shape.elements());
+  for (const Math& m : kAllMaths) {
+    args.math = m.math;
+    std::vector<Status> statuses;
+    const double ms =
+        seqkv::bench::MedianMs(stream, [&] { CHECK_OK(gpu->Decode(args, ws, ws_bytes, stream, &statuses)); }, kTiming);
+    CHECK_OK(gpu->CollectStatuses(ws, stream, &statuses));
+    for (const Status& st : statuses) CHECK_OK(st);
+    uint64_t differ = 0, elements = 0;
+    double max_abs = 0, ref2 = 0;
+    std::vector<uint16_t> got(d);
+    for (uint32_t l = 0; l < L; ++l) {
+      for (uint32_t kv = 0; kv < 2; ++kv) {
+        for (uint32_t h = 0; h < H; ++h) {
+          for (uint32_t t = 0; t < kTokens; ++t) {
+            CHECK_CUDA(cudaMemcpy(got.data(), static_cast<uint8_t*>(cache.layers[l]) + cache.RowOffset(t, kv, h),
+                                  uint64_t{d} * 2, cudaMemcpyDeviceToHost));
+            const std::vector<uint8_t>& r = kv ? ref->v : ref->k;
+            for (uint32_t j = 0; j < d; ++j) {
+              uint16_t rv;
+              std::memcpy(&rv, &r[(((uint64_t{l} * H + h) * kTokens + t) * d + j) * 2], 2);
+              const double gf = Bf16ToFloat(got[j]), rf = Bf16ToFloat(rv);
+              ++elements;
+              differ += got[j] != rv;
+              max_abs = std::max(max_abs, std::abs(gf - rf));
+              ref2 += rf * rf;
+            }
+          }
+        }
+      }
+    }
+    const std::string row = std::string(name) + m.suffix;
+    const double rms = std::sqrt(ref2 / elements);
+    std::printf("%s: chunk 0 elements differing from DecodeChunk: %llu of %llu (max |diff| %.3g, rms value %.3g)\n",
+                row.c_str(), static_cast<unsigned long long>(differ), static_cast<unsigned long long>(elements),
+                max_abs, rms);
+    if (m.math == SeqDenseMath::kExact ? differ != 0 : max_abs > 0.5 * rms) std::exit(1);
+    rows.push_back({row, chunks, ms, 0.0, out_gb, bits});
+  }
+  CHECK_CUDA(cudaFree(ws));
+  for (uint8_t* p : dev) CHECK_CUDA(cudaFree(p));
+}
+
 }  // namespace
 
 int main() {
@@ -353,6 +484,8 @@ int main() {
   RunShape("tinyllama seq same-head lanes", 6, 2, 64, SeqInputs::kSameHead, 512, Streams::kLanes, kAllMaths, stream);
   RunShape("tinyllama seq same-head lanes2", 6, 2, 64, SeqInputs::kSameHead, 512, Streams::kSignedLanes, kAllMaths,
            stream);
+  RunRealDumps("tinyllama real lanes2 d=1", "seq:delta=1,streams=lanes2", 32, stream);
+  RunRealDumps("tinyllama real lanes2 d=0.5", "seq:delta=0.5,streams=lanes2", 32, stream);
   }
   std::printf("\n%-32s %7s %6s %10s %11s %10s %9s %9s\n", "seq decode -> vLLM paged", "chunks", "bits", "total ms",
               "entropy ms", "dense ms", "out GB/s", "GB");
