@@ -28,6 +28,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <numeric>
 #include <random>
@@ -116,6 +117,89 @@ constexpr Math kAllMaths[] = {{SeqDenseMath::kExact, ""},
                               {SeqDenseMath::kTensorTf32, " tc1"},
                               {SeqDenseMath::kTensorF16, " f16"}};
 
+// How a chunk decoded into the cache compares with the reference's bf16 K
+// and V ([layers][heads][kTokens][d]).
+struct Agreement {
+  uint64_t differ = 0, elements = 0;
+  double max_abs = 0, ref2 = 0, err2 = 0;
+};
+
+// The chunk at cache token s0: rows of `layers`, tokens 0, step, 2 step, ...
+Agreement CompareChunk(const seqkv::bench::PagedCache& cache, uint32_t H, uint32_t d, uint64_t s0,
+                       std::span<const uint32_t> layers, uint32_t step, const std::vector<uint8_t>& ref_k,
+                       const std::vector<uint8_t>& ref_v) {
+  Agreement a;
+  std::vector<uint16_t> got(d);
+  for (uint32_t l : layers) {
+    for (uint32_t t = 0; t < kTokens; t += step) {
+      for (uint32_t kv = 0; kv < 2; ++kv) {
+        for (uint32_t h = 0; h < H; ++h) {
+          CHECK_CUDA(cudaMemcpy(got.data(), static_cast<uint8_t*>(cache.layers[l]) + cache.RowOffset(s0 + t, kv, h),
+                                uint64_t{d} * 2, cudaMemcpyDeviceToHost));
+          const std::vector<uint8_t>& ref = kv ? ref_v : ref_k;
+          for (uint32_t j = 0; j < d; ++j) {
+            uint16_t r;
+            std::memcpy(&r, &ref[(((uint64_t{l} * H + h) * kTokens + t) * d + j) * 2], 2);
+            const double gf = Bf16ToFloat(got[j]), rf = Bf16ToFloat(r);
+            ++a.elements;
+            a.differ += got[j] != r;
+            a.max_abs = std::max(a.max_abs, std::abs(gf - rf));
+            a.ref2 += rf * rf;
+            a.err2 += (gf - rf) * (gf - rf);
+          }
+        }
+      }
+    }
+  }
+  return a;
+}
+
+// A paged decode of `items` into `cache` (which it points them at).
+SeqDecodeArgs PagedArgs(const seqkv::bench::PagedCache& cache, std::vector<SeqDecodeItem>& items,
+                        const SeqDecodeGpu& gpu) {
+  cache.Point(items);
+  SeqDecodeArgs args;
+  args.destination = KvDestination::kPaged;
+  args.block_size = cache.block_size;
+  args.num_blocks = cache.num_blocks;
+  args.items = items;
+  CHECK_OK(gpu.CanImplement(args));
+  return args;
+}
+
+// What one bench row decodes, and how its output is checked.
+struct Batch {
+  const char* name;
+  uint32_t chunks;
+  double entropy_ms, out_gb, bits;
+  const char* compared;                  // what `compare` compares, for the printed line
+  std::function<Agreement()> compare;    // the output against the reference
+};
+
+// Times the batch's decode with every math (statuses must all be OK),
+// prints the check and records a row per math. Exact: not one element may
+// differ; tensor cores: a difference over half the rms value is a bug.
+void TimeMaths(const Batch& b, std::span<const Math> maths, SeqDecodeGpu& gpu, SeqDecodeArgs args, void* ws,
+               uint64_t ws_bytes, cudaStream_t stream) {
+  for (const Math& m : maths) {
+    args.math = m.math;
+    std::vector<Status> statuses;
+    const double ms =
+        seqkv::bench::MedianMs(stream, [&] { CHECK_OK(gpu.Decode(args, ws, ws_bytes, stream, &statuses)); }, kTiming);
+    CHECK_OK(gpu.CollectStatuses(ws, stream, &statuses));
+    for (const Status& st : statuses) CHECK_OK(st);
+    const Agreement a = b.compare();
+    const std::string row = std::string(b.name) + m.suffix;
+    const double rms = std::sqrt(a.ref2 / a.elements);
+    std::printf("%s: %s elements differing from the CPU reference: %llu of %llu (max |diff| %.3g, rms diff %.3g, "
+                "rms value %.3g)\n",
+                row.c_str(), b.compared, static_cast<unsigned long long>(a.differ),
+                static_cast<unsigned long long>(a.elements), a.max_abs, std::sqrt(a.err2 / a.elements), rms);
+    if (m.math == SeqDenseMath::kExact ? a.differ != 0 : a.max_abs > 0.5 * rms) std::exit(1);
+    rows.push_back({row, b.chunks, ms, b.entropy_ms, b.out_gb, b.bits});
+  }
+}
+
 // How the bench codes its group streams.
 enum class Streams { kAdaptive, kLanes, kSignedLanes };
 
@@ -174,13 +258,7 @@ void RunShape(const char* name, uint32_t L, uint32_t H, uint32_t d, SeqInputs in
     }
     it.token_offset = uint64_t{c} * kTokens;
   }
-  cache.Point(items);
-  SeqDecodeArgs args;
-  args.destination = KvDestination::kPaged;
-  args.block_size = cache.block_size;
-  args.num_blocks = cache.num_blocks;
-  args.items = items;
-  CHECK_OK(gpu->CanImplement(args));
+  const SeqDecodeArgs args = PagedArgs(cache, items, *gpu);
   const uint64_t ws_bytes = gpu->WorkspaceBytes(args);
   void* ws = nullptr;
   CHECK_CUDA(cudaMalloc(&ws, ws_bytes));
@@ -275,52 +353,12 @@ void RunShape(const char* name, uint32_t L, uint32_t H, uint32_t d, SeqInputs in
     CHECK_OK(cpu->Decode(one, cws.data(), cws.size(), nullptr, &cst));
     CHECK_OK(cst[0]);
   }
-  const double out_gb = 2.0 * uint64_t{L} * H * total_tokens * d * 2 / 1e9;
-  const double bits = 8.0 * coded / (2.0 * L * H * total_tokens * d);
-  for (const Math& m : maths) {
-    args.math = m.math;
-    std::vector<Status> statuses;
-    const double ms =
-        seqkv::bench::MedianMs(stream, [&] { CHECK_OK(gpu->Decode(args, ws, ws_bytes, stream, &statuses)); }, kTiming);
-    CHECK_OK(gpu->CollectStatuses(ws, stream, &statuses));
-    for (const Status& st : statuses) CHECK_OK(st);
-    // Chunk 1 in the cache against the reference: rows of layers 0 and L-1.
-    uint64_t differ = 0, elements = 0;
-    double max_abs = 0, ref2 = 0, err2 = 0;
-    std::vector<uint16_t> got(d);
-    for (uint32_t l : {0u, L - 1}) {
-      for (uint32_t t = 0; t < kTokens; t += 37) {
-        const uint64_t s = kTokens + t;
-        for (uint32_t kv = 0; kv < 2; ++kv) {
-          for (uint32_t h = 0; h < H; ++h) {
-            const uint64_t off = cache.RowOffset(s, kv, h);
-            CHECK_CUDA(cudaMemcpy(got.data(), static_cast<uint8_t*>(cache.layers[l]) + off, uint64_t{d} * 2,
-                                  cudaMemcpyDeviceToHost));
-            const std::vector<uint8_t>& ref = kv ? ref_v : ref_k;
-            for (uint32_t j = 0; j < d; ++j) {
-              uint16_t r;
-              std::memcpy(&r, &ref[(((uint64_t{l} * H + h) * kTokens + t) * d + j) * 2], 2);
-              const double gf = Bf16ToFloat(got[j]), rf = Bf16ToFloat(r);
-              ++elements;
-              differ += got[j] != r;
-              max_abs = std::max(max_abs, std::abs(gf - rf));
-              ref2 += rf * rf;
-              err2 += (gf - rf) * (gf - rf);
-            }
-          }
-        }
-      }
-    }
-    const std::string row = std::string(name) + m.suffix;
-    const double rms = std::sqrt(ref2 / elements);
-    std::printf("%s: chunk 1 sampled elements differing from the CPU reference: %llu of %llu (max |diff| %.3g, "
-                "rms diff %.3g, rms value %.3g)\n",
-                row.c_str(), static_cast<unsigned long long>(differ), static_cast<unsigned long long>(elements),
-                max_abs, std::sqrt(err2 / elements), rms);
-    // Exact: not one element; tensor cores: a gross error is a bug.
-    if (m.math == SeqDenseMath::kExact ? differ != 0 : max_abs > 0.5 * rms) std::exit(1);
-    rows.push_back({row, chunks, ms, entropy_ms, out_gb, bits});
-  }
+  // Chunk 1 in the cache against the reference: rows of layers 0 and L-1.
+  const uint32_t sampled[] = {0u, L - 1};
+  const Batch b{name, chunks, entropy_ms, 2.0 * uint64_t{L} * H * total_tokens * d * 2 / 1e9,
+                8.0 * coded / (2.0 * L * H * total_tokens * d), "chunk 1 sampled",
+                [&] { return CompareChunk(cache, H, d, kTokens, sampled, 37, ref_k, ref_v); }};
+  TimeMaths(b, maths, *gpu, args, ws, ws_bytes, stream);
   CHECK_CUDA(cudaFree(dev_streams));
   CHECK_CUDA(cudaFree(ws));
   CHECK_CUDA(cudaFree(ews));
@@ -397,58 +435,18 @@ void RunRealDumps(const char* name, const std::string& spec, uint32_t copies, cu
     items.back().out_tokens = kTokens;
     items.back().token_offset = uint64_t{c} * kTokens;
   }
-  cache.Point(items);
-  SeqDecodeArgs args;
-  args.destination = KvDestination::kPaged;
-  args.block_size = cache.block_size;
-  args.num_blocks = cache.num_blocks;
-  args.items = items;
-  CHECK_OK(gpu->CanImplement(args));
+  const SeqDecodeArgs args = PagedArgs(cache, items, *gpu);
   const uint64_t ws_bytes = gpu->WorkspaceBytes(args);
   void* ws = nullptr;
   CHECK_CUDA(cudaMalloc(&ws, ws_bytes));
   auto ref = DecodeChunk(coded[0]);
   CHECK_OK(ref.status());
-  const double out_gb = 2.0 * uint64_t{L} * H * chunks * kTokens * d * 2 / 1e9;
-  const double bits = 8.0 * coded_bytes / (2.0 * pieces.size() * shape.elements());
-  for (const Math& m : kAllMaths) {
-    args.math = m.math;
-    std::vector<Status> statuses;
-    const double ms =
-        seqkv::bench::MedianMs(stream, [&] { CHECK_OK(gpu->Decode(args, ws, ws_bytes, stream, &statuses)); }, kTiming);
-    CHECK_OK(gpu->CollectStatuses(ws, stream, &statuses));
-    for (const Status& st : statuses) CHECK_OK(st);
-    uint64_t differ = 0, elements = 0;
-    double max_abs = 0, ref2 = 0;
-    std::vector<uint16_t> got(d);
-    for (uint32_t l = 0; l < L; ++l) {
-      for (uint32_t kv = 0; kv < 2; ++kv) {
-        for (uint32_t h = 0; h < H; ++h) {
-          for (uint32_t t = 0; t < kTokens; ++t) {
-            CHECK_CUDA(cudaMemcpy(got.data(), static_cast<uint8_t*>(cache.layers[l]) + cache.RowOffset(t, kv, h),
-                                  uint64_t{d} * 2, cudaMemcpyDeviceToHost));
-            const std::vector<uint8_t>& r = kv ? ref->v : ref->k;
-            for (uint32_t j = 0; j < d; ++j) {
-              uint16_t rv;
-              std::memcpy(&rv, &r[(((uint64_t{l} * H + h) * kTokens + t) * d + j) * 2], 2);
-              const double gf = Bf16ToFloat(got[j]), rf = Bf16ToFloat(rv);
-              ++elements;
-              differ += got[j] != rv;
-              max_abs = std::max(max_abs, std::abs(gf - rf));
-              ref2 += rf * rf;
-            }
-          }
-        }
-      }
-    }
-    const std::string row = std::string(name) + m.suffix;
-    const double rms = std::sqrt(ref2 / elements);
-    std::printf("%s: chunk 0 elements differing from DecodeChunk: %llu of %llu (max |diff| %.3g, rms value %.3g)\n",
-                row.c_str(), static_cast<unsigned long long>(differ), static_cast<unsigned long long>(elements),
-                max_abs, rms);
-    if (m.math == SeqDenseMath::kExact ? differ != 0 : max_abs > 0.5 * rms) std::exit(1);
-    rows.push_back({row, chunks, ms, 0.0, out_gb, bits});
-  }
+  std::vector<uint32_t> every_layer(L);
+  std::iota(every_layer.begin(), every_layer.end(), 0u);
+  const Batch b{name, chunks, 0.0, 2.0 * uint64_t{L} * H * chunks * kTokens * d * 2 / 1e9,
+                8.0 * coded_bytes / (2.0 * pieces.size() * shape.elements()), "chunk 0 (every row)",
+                [&] { return CompareChunk(cache, H, d, 0, every_layer, 1, ref->k, ref->v); }};
+  TimeMaths(b, kAllMaths, *gpu, args, ws, ws_bytes, stream);
   CHECK_CUDA(cudaFree(ws));
   for (uint8_t* p : dev) CHECK_CUDA(cudaFree(p));
 }

@@ -184,6 +184,15 @@ __device__ __forceinline__ bool KeepsRows(const SdLaunch& L, uint32_t layer) {
   return layer + 1 < L.layers && L.inputs != 0;
 }
 
+// The group's steps float(step_base * step_scale[i]) (the reference's) into
+// step_s, i = tid, tid + n, ... < d.
+__device__ __forceinline__ void StepsToShared(const SdLaunch& L, const SdDesc& desc, uint32_t g, uint32_t d,
+                                              float* step_s, uint32_t tid, uint32_t n) {
+  for (uint32_t i = tid; i < d; i += n) {
+    step_s[i] = __double2float_rn(__dmul_rn(desc.step_base[g], static_cast<double>(L.step_scale[uint64_t{g} * d + i])));
+  }
+}
+
 __global__ void SdLayerKernel(SdLaunch L, uint32_t layer) {
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ uint64_t dst_s[TT];  // the rows' destinations (OutRowOffsets)
@@ -205,9 +214,7 @@ __global__ void SdLayerKernel(SdLaunch L, uint32_t layer) {
   const float* prev = desc.xhat[(layer + 1) % 2];  // layer - 1's reconstruction
   float* cur = desc.xhat[layer % 2];
 
-  for (uint32_t i = j; i < d; i += blockDim.x) {
-    step_s[i] = __double2float_rn(__dmul_rn(desc.step_base[g], static_cast<double>(L.step_scale[uint64_t{g} * d + i])));
-  }
+  StepsToShared(L, desc, g, d, step_s, j, blockDim.x);
   __syncthreads();
   // y = float(q) * step, the reference's first product, once per tile.
   for (uint32_t idx = j; idx < TT * d; idx += blockDim.x) {
@@ -322,6 +329,39 @@ __host__ __device__ constexpr uint32_t SdTcStepsAt(uint32_t d) {  // in words
 }
 __host__ __device__ constexpr uint32_t SdTcSharedBytes(uint32_t d) { return 4 * (SdTcStepsAt(d) + d); }
 
+// A warp's accumulators (4 x 4 tiles of 16 x 8, tokens m0.., channels n0..;
+// mma's C layout: c0, c1 at row gq, columns 2 tq, 2 tq + 1; c2, c3 eight rows
+// down), each starting at the bias row's value of its column.
+__device__ __forceinline__ void AccFromBias(const float* bias_row, uint32_t n0, uint32_t tq, float (&acc)[4][4][4]) {
+#pragma unroll
+  for (uint32_t n = 0; n < 4; ++n) {
+    const float* bias = bias_row + n0 + n * 8 + 2 * tq;
+    const float b0 = bias[0], b1 = bias[1];
+#pragma unroll
+    for (uint32_t m = 0; m < 4; ++m) {
+      acc[m][n][0] = b0;
+      acc[m][n][1] = b1;
+      acc[m][n][2] = b0;
+      acc[m][n][3] = b1;
+    }
+  }
+}
+
+// The accumulators into the tile's rows (row_s[token * stride + channel]).
+__device__ __forceinline__ void AccToRows(const float (&acc)[4][4][4], float* row_s, uint32_t stride, uint32_t m0,
+                                          uint32_t n0, uint32_t lane) {
+  const uint32_t gq = lane / 4, tq = lane % 4;
+#pragma unroll
+  for (uint32_t m = 0; m < 4; ++m) {
+#pragma unroll
+    for (uint32_t n = 0; n < 4; ++n) {
+      const uint32_t col = n0 + n * 8 + 2 * tq, r = m0 + m * 16 + gq;
+      *reinterpret_cast<float2*>(&row_s[r * stride + col]) = make_float2(acc[m][n][0], acc[m][n][1]);
+      *reinterpret_cast<float2*>(&row_s[(r + 8) * stride + col]) = make_float2(acc[m][n][2], acc[m][n][3]);
+    }
+  }
+}
+
 template <int kPasses, uint32_t D>
 __global__ void __launch_bounds__(2 * D, 2) SdLayerTcKernel(SdLaunch L, uint32_t layer) {
   constexpr uint32_t NT = 2 * D;            // threads
@@ -347,9 +387,7 @@ __global__ void __launch_bounds__(2 * D, 2) SdLayerTcKernel(SdLaunch L, uint32_t
   float* cur = desc.xhat[layer % 2];
   const int32_t* q = desc.q + (uint64_t{g} * T + t0) * D;
 
-  for (uint32_t i = tid; i < D; i += NT) {
-    step_s[i] = __double2float_rn(__dmul_rn(desc.step_base[g], static_cast<double>(L.step_scale[uint64_t{g} * D + i])));
-  }
+  StepsToShared(L, desc, g, D, step_s, tid, NT);
   const bool feats = layer > 0 && L.inputs != 0;
   const uint32_t nf = feats ? F - 1 : 0;  // feature columns; the bias row F - 1 starts the sums
   const uint32_t K = nf + D;
@@ -396,18 +434,7 @@ __global__ void __launch_bounds__(2 * D, 2) SdLayerTcKernel(SdLaunch L, uint32_t
   const uint32_t warp = tid / 32, lane = tid % 32, gq = lane / 4, tq = lane % 4;
   const uint32_t m0 = (warp / (D / 32)) * 64, n0 = (warp % (D / 32)) * 32;
   float acc[4][4][4];
-#pragma unroll
-  for (uint32_t n = 0; n < 4; ++n) {
-    const float* bias = W + uint64_t{F - 1} * D + n0 + n * 8 + 2 * tq;  // columns of c0, c1 (c2, c3)
-    const float b0 = bias[0], b1 = bias[1];
-#pragma unroll
-    for (uint32_t m = 0; m < 4; ++m) {
-      acc[m][n][0] = b0;
-      acc[m][n][1] = b1;
-      acc[m][n][2] = b0;
-      acc[m][n][3] = b1;
-    }
-  }
+  AccFromBias(W + uint64_t{F - 1} * D, n0, tq, acc);
 
   // Chunks 0 .. kTcStages - 2 in flight first; then each step issues chunk
   // ci + kTcStages - 1 (an empty group past the end, so the wait count holds)
@@ -489,15 +516,7 @@ __global__ void __launch_bounds__(2 * D, 2) SdLayerTcKernel(SdLaunch L, uint32_t
     }
     __syncthreads();  // this stage consumed before the next issue overwrites it
   }
-#pragma unroll
-  for (uint32_t m = 0; m < 4; ++m) {
-#pragma unroll
-    for (uint32_t n = 0; n < 4; ++n) {
-      const uint32_t col = n0 + n * 8 + 2 * tq, r = m0 + m * 16 + gq;
-      *reinterpret_cast<float2*>(&row_s[r * BS + col]) = make_float2(acc[m][n][0], acc[m][n][1]);
-      *reinterpret_cast<float2*>(&row_s[(r + 8) * BS + col]) = make_float2(acc[m][n][2], acc[m][n][3]);
-    }
-  }
+  AccToRows(acc, row_s, BS, m0, n0, lane);
   OutRowOffsets(L, desc, layer, kv, h, t0, nt, dst_s, tid, NT);
   __syncthreads();
   // The reconstruction for the next layer's features, four channels a store;
@@ -603,9 +622,7 @@ __global__ void __launch_bounds__(2 * D, 2) SdLayerH16Kernel(SdLaunch L, uint32_
   uint16_t* cur = reinterpret_cast<uint16_t*>(desc.xhat[layer % 2]);
   const int32_t* q = desc.q + (uint64_t{g} * T + t0) * D;
 
-  for (uint32_t i = tid; i < D; i += NT) {
-    step_s[i] = __double2float_rn(__dmul_rn(desc.step_base[g], static_cast<double>(L.step_scale[uint64_t{g} * D + i])));
-  }
+  StepsToShared(L, desc, g, D, step_s, tid, NT);
   __syncthreads();  // step_s, read by the symbol conversions below
   const bool feats = layer > 0 && L.inputs != 0;
   const uint32_t nf = feats ? F - 1 : 0;
@@ -657,18 +674,7 @@ __global__ void __launch_bounds__(2 * D, 2) SdLayerH16Kernel(SdLaunch L, uint32_
   const uint32_t warp = tid / 32, lane = tid % 32, tq = lane % 4;
   const uint32_t m0 = (warp / (D / 32)) * 64, n0 = (warp % (D / 32)) * 32;
   float acc[4][4][4];
-#pragma unroll
-  for (uint32_t n = 0; n < 4; ++n) {
-    const float* bias = L.predictor + uint64_t{g} * F * D + uint64_t{F - 1} * D + n0 + n * 8 + 2 * tq;
-    const float b0 = bias[0], b1 = bias[1];
-#pragma unroll
-    for (uint32_t m = 0; m < 4; ++m) {
-      acc[m][n][0] = b0;
-      acc[m][n][1] = b1;
-      acc[m][n][2] = b0;
-      acc[m][n][3] = b1;
-    }
-  }
+  AccFromBias(L.predictor + uint64_t{g} * F * D + uint64_t{F - 1} * D, n0, tq, acc);
 
   bool bad = false;  // an operand outside FP16's range
 #pragma unroll
@@ -723,16 +729,7 @@ __global__ void __launch_bounds__(2 * D, 2) SdLayerH16Kernel(SdLaunch L, uint32_
     }
     __syncthreads();  // this stage consumed before the next issue overwrites it
   }
-  const uint32_t gq = lane / 4;
-#pragma unroll
-  for (uint32_t m = 0; m < 4; ++m) {
-#pragma unroll
-    for (uint32_t n = 0; n < 4; ++n) {
-      const uint32_t col = n0 + n * 8 + 2 * tq, r = m0 + m * 16 + gq;
-      *reinterpret_cast<float2*>(&row_s[r * BS + col]) = make_float2(acc[m][n][0], acc[m][n][1]);
-      *reinterpret_cast<float2*>(&row_s[(r + 8) * BS + col]) = make_float2(acc[m][n][2], acc[m][n][3]);
-    }
-  }
+  AccToRows(acc, row_s, BS, m0, n0, lane);
   OutRowOffsets(L, desc, layer, kv, h, t0, nt, dst_s, tid, NT);
   __syncthreads();
   // The next layer's features: the rows as FP16, eight channels a store.
