@@ -247,8 +247,9 @@ void RunShape(const char* name, uint32_t L, uint32_t H, uint32_t d, SeqInputs in
     it.first_position = uint64_t{c} * kTokens;
     it.delta0 = 1.0f;
     it.mult_code.assign(G, 128);
-    it.lanes = lanes;
-    it.signed_lanes = signed_lanes;
+    it.coding = signed_lanes ? SeqStreamCoding::kSignedLanes
+                : lanes      ? SeqStreamCoding::kLanes
+                             : SeqStreamCoding::kAdaptive;
     it.step_class = 0;
     for (uint32_t g = 0; g < G; ++g) {
       const uint32_t k = (c * 7 + g) % kDistinct;

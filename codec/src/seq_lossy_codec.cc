@@ -77,8 +77,8 @@ class SeqLossyCodec final : public Codec, public SeqLossyEncoder {
     double bits = 0, kl = 0, delta = 0, deadzone = 0.5, krate = 0, vrate = 0, maxbits = 8;
     std::vector<double> lrate;  // per layer, empty = 0
     bool fallback_lossless = true;
-    bool lanes = false;         // streams=lanes or lanes2
-    bool signed_lanes = false;  // streams=lanes2
+    SeqStreamCoding streams = SeqStreamCoding::kAdaptive;
+    bool lanes() const { return IsLaneCoding(streams); }
   };
 
   SeqLossyCodec(std::shared_ptr<const SeqProfile> profile, std::string profile_id,
@@ -90,10 +90,12 @@ class SeqLossyCodec final : public Codec, public SeqLossyEncoder {
   const SeqProfile& profile() const override { return *profile_; }
   SeqEncoderSettings Settings() const override {
     return {opts_.bits,  opts_.kl,    opts_.delta,   opts_.deadzone,         opts_.krate,
-            opts_.vrate, opts_.lrate, opts_.maxbits, opts_.fallback_lossless, opts_.lanes, opts_.signed_lanes};
+            opts_.vrate, opts_.lrate, opts_.maxbits, opts_.fallback_lossless, opts_.streams};
   }
 
-  SeqLaneModel LaneModel() const { return opts_.signed_lanes ? SeqLaneModel::kSigned : SeqLaneModel::kMagnitude; }
+  SeqLaneModel LaneModel() const {
+    return opts_.streams == SeqStreamCoding::kSignedLanes ? SeqLaneModel::kSigned : SeqLaneModel::kMagnitude;
+  }
 
   std::string Spec() const override {
     CodecSpec s;
@@ -114,7 +116,11 @@ class SeqLossyCodec final : public Codec, public SeqLossyEncoder {
       s.params["maxbits"] = FormatDouble(opts_.maxbits);
     }
     // Explicit whenever the profile offers both, so that the spec re-parses to this codec.
-    if (profile_->has_static_model()) s.params["streams"] = opts_.signed_lanes ? "lanes2" : (opts_.lanes ? "lanes" : "adaptive");
+    if (profile_->has_static_model()) {
+      s.params["streams"] = opts_.streams == SeqStreamCoding::kSignedLanes ? "lanes2"
+                            : opts_.streams == SeqStreamCoding::kLanes     ? "lanes"
+                                                                           : "adaptive";
+    }
     s.params["profile"] = profile_id_;
     return s.ToString();
   }
@@ -140,7 +146,7 @@ class SeqLossyCodec final : public Codec, public SeqLossyEncoder {
   // models (and last symbols) its parent chunk ended with.
   // Lane streams never continue a parent (their models are static).
   bool CanContinue(const ChunkContext& parent) const override {
-    return !opts_.lanes && parent.state != nullptr && parent.codec_key == ContextKey();
+    return !opts_.lanes() && parent.state != nullptr && parent.codec_key == ContextKey();
   }
   Status EncodeContinuing(const Chunk& chunk, const ChunkContext* parent, std::vector<Section>* sections,
                           ChunkContext* next) const override {
@@ -323,7 +329,7 @@ Status SeqLossyCodec::EncodeImpl(const Chunk& chunk, const ChunkContext* parent,
     uint64_t cost = 0;  // fixed point: exact in any order (the GPU encoder's sums agree)
     for (uint32_t g = SeqGroup(first, 0, 0, H); g < p.groups(); ++g) {
       const int32_t* qg = loop.q.data() + size_t{g} * per_group;
-      if (opts_.lanes) {
+      if (opts_.lanes()) {
         SeqLaneClasses(p, g, step_class, params.mult_code[g], cls.data());
         cost += SeqEstimateLaneGroupCost(qg, T, d, tables_, cls.data(), nullptr, LaneModel());
       } else {
@@ -376,8 +382,8 @@ Status SeqLossyCodec::EncodeImpl(const Chunk& chunk, const ChunkContext* parent,
   SeqLossyParams table;
   table.loop = params;
   table.parent_hash = continues ? parent->chunk_hash : 0;
-  if (opts_.lanes) {
-    table.streams = opts_.signed_lanes ? kSeqStreamsSignedLanes : kSeqStreamsLanes;
+  if (opts_.lanes()) {
+    table.streams = opts_.streams == SeqStreamCoding::kSignedLanes ? kSeqStreamsSignedLanes : kSeqStreamsLanes;
     table.step_class = SeqStepClass(params.delta0);
   }
   sections->push_back({kParamsSection, PackSeqLossyParams(table, static_cast<float>(proxy))});
@@ -391,7 +397,7 @@ Status SeqLossyCodec::EncodeImpl(const Chunk& chunk, const ChunkContext* parent,
       for (uint32_t h = 0; h < H; ++h) {
         const uint32_t g = SeqGroup(l, kv, h, H);
         const int32_t* qg = chosen.q.data() + size_t{g} * per_group;
-        if (opts_.lanes) {
+        if (opts_.lanes()) {
           SeqLaneClasses(p, g, table.step_class, params.mult_code[g], cls.data());
           streams.push_back(SeqEncodeLaneGroup(qg, T, d, tables_, cls.data(), LaneModel()));
         } else {
@@ -407,7 +413,7 @@ Status SeqLossyCodec::EncodeImpl(const Chunk& chunk, const ChunkContext* parent,
     *recon = chunk;
     WriteOutput(chosen, first, rope, recon);
   }
-  SetNext(next, std::move(states), opts_.lanes);
+  SetNext(next, std::move(states), opts_.lanes());
   (void)per_layer;
   return Status::Ok();
 }
@@ -583,18 +589,20 @@ Result<std::unique_ptr<Codec>> MakeSeqLossyCodec(const CodecSpec& spec) {
   // Lane streams by default where the profile can code them.
   // Signed lanes where the profile has their model, else lanes where it has a static one.
   if (streams != spec.params.end()) {
-    o.lanes = streams->second != "adaptive";
-    o.signed_lanes = streams->second == "lanes2";
+    o.streams = streams->second == "lanes2" ? SeqStreamCoding::kSignedLanes
+                : streams->second == "lanes" ? SeqStreamCoding::kLanes
+                                             : SeqStreamCoding::kAdaptive;
   } else {
-    o.lanes = profile->has_static_model();
-    o.signed_lanes = profile->has_signed_model();
+    o.streams = profile->has_signed_model() ? SeqStreamCoding::kSignedLanes
+                : profile->has_static_model() ? SeqStreamCoding::kLanes
+                                              : SeqStreamCoding::kAdaptive;
   }
-  if (o.lanes && !profile->has_static_model()) {
+  if (o.lanes() && !profile->has_static_model()) {
     return FailedPrecondition("seq: streams=" + streams->second +
                               " needs a profile with a static model (calibrate it again with this version; "
                               "profile " + profile->Id() + " has none)");
   }
-  if (o.signed_lanes && !profile->has_signed_model()) {
+  if (o.streams == SeqStreamCoding::kSignedLanes && !profile->has_signed_model()) {
     return FailedPrecondition("seq: streams=lanes2 needs a profile with a signed model (calibrate it again with "
                               "this version; profile " + profile->Id() + " has only the magnitude model)");
   }

@@ -47,10 +47,10 @@ Status CheckItem(const SeqDecodeArgs& args, const SeqDecodeItem& item, const Seq
     return InvalidArgument("seq gpu: an item needs one stream and one step code per group");
   }
   if (!(item.delta0 > 0) || !std::isfinite(item.delta0)) return DataLoss("seq gpu: bad step");
-  if (item.lanes && !p.has_static_model()) {
+  if (IsLaneCoding(item.coding) && !p.has_static_model()) {
     return FailedPrecondition("seq gpu: lane streams need a profile with a static model");
   }
-  if (item.signed_lanes && (!item.lanes || !p.has_signed_model())) {
+  if (item.coding == SeqStreamCoding::kSignedLanes && !p.has_signed_model()) {
     return FailedPrecondition("seq gpu: signed lane streams need a profile with a signed model");
   }
   if (item.first_position + item.shape.tokens > (uint64_t{1} << 24)) {
@@ -71,11 +71,12 @@ Status CpuDecodeItem(const SeqDecodeArgs& args, const SeqDecodeItem& item, const
   std::vector<int16_t> classes(d);
   for (uint32_t g = 0; g < p.groups(); ++g) {
     const std::span<const uint8_t> stream(item.streams[g], item.stream_bytes[g]);
-    if (item.lanes) {
+    if (IsLaneCoding(item.coding)) {
       seqkv::internal::SeqLaneClasses(p, g, item.step_class, item.mult_code[g], classes.data());
       SEQKV_RETURN_IF_ERROR(seqkv::internal::SeqDecodeLaneGroup(
           stream, T, d, tables, classes.data(), loop.q.data() + g * per_group,
-          item.signed_lanes ? seqkv::internal::SeqLaneModel::kSigned : seqkv::internal::SeqLaneModel::kMagnitude));
+          item.coding == SeqStreamCoding::kSignedLanes ? seqkv::internal::SeqLaneModel::kSigned
+                                                       : seqkv::internal::SeqLaneModel::kMagnitude));
     } else {
       SEQKV_RETURN_IF_ERROR(seqkv::internal::SeqDecodeGroup(stream, T, d, loop.q.data() + g * per_group));
     }
@@ -192,7 +193,7 @@ struct SeqDecodeGpu::Impl {
       if (statuses != nullptr && !(*statuses)[i].ok()) continue;
       const SeqDecodeItem& item = args.items[i];
       const uint64_t per_group = uint64_t{item.shape.tokens} * p.head_dim;
-      if (item.lanes) {  // the lane kernel's (their symbols still take their place in q)
+      if (IsLaneCoding(item.coding)) {  // the lane kernel's (their symbols still take their place in q)
         q_at += per_group * p.groups();
         continue;
       }
@@ -219,7 +220,7 @@ struct SeqDecodeGpu::Impl {
     for (size_t i = 0; i < n; ++i) {
       if (statuses != nullptr && !(*statuses)[i].ok()) continue;
       elements += Elements(args.items[i].shape);
-      if (args.items[i].lanes) lane_groups += profile->groups();
+      if (IsLaneCoding(args.items[i].coding)) lane_groups += profile->groups();
       l.layer_elements += 2ull * profile->kv_heads * args.items[i].shape.tokens * profile->head_dim;
     }
     l.steps = l.descs + internal::AlignUp(n * sizeof(internal::SdDesc));
@@ -285,8 +286,9 @@ Result<SeqDecodeItem> MakeSeqDecodeItem(const ChunkHeader& header, std::span<con
   item.first_position = header.first_position;
   item.delta0 = params.loop.delta0;
   item.mult_code = std::move(params.loop.mult_code);
-  item.signed_lanes = params.streams == seqkv::internal::kSeqStreamsSignedLanes;
-  item.lanes = params.streams == seqkv::internal::kSeqStreamsLanes || item.signed_lanes;
+  item.coding = params.streams == seqkv::internal::kSeqStreamsSignedLanes ? SeqStreamCoding::kSignedLanes
+                : params.streams == seqkv::internal::kSeqStreamsLanes      ? SeqStreamCoding::kLanes
+                                                                           : SeqStreamCoding::kAdaptive;
   item.step_class = params.step_class;
   for (uint32_t l = 0; l < s.layers; ++l) {
     if (header.sections[1 + l].type != kLayerSectionBase + l) return DataLoss("seq: unexpected section type");
@@ -423,7 +425,7 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
     ctas += internal::SdCtasOf(p.kv_heads, item.shape.tokens, math);
     for (uint32_t g = 0; g < p.groups(); ++g) {
       step_base.push_back(double{item.delta0} * seqkv::internal::SeqMultiplier(item.mult_code[g]));
-      if (item.lanes) {
+      if (IsLaneCoding(item.coding)) {
         internal::SlDesc ld{};
         ld.stream = item.streams[g];
         ld.stream_bytes = item.stream_bytes[g];
@@ -433,10 +435,10 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
         ld.status_index = static_cast<uint32_t>(i);
         ld.step_class = item.step_class;
         ld.code = item.mult_code[g];
-        (item.signed_lanes ? signed_descs : lane_descs).push_back(ld);
+        (item.coding == SeqStreamCoding::kSignedLanes ? signed_descs : lane_descs).push_back(ld);
       }
     }
-    if (item.lanes) {  // the lane kernel stores only non-zero symbols: one clear per run of lane items
+    if (IsLaneCoding(item.coding)) {  // the lane kernel stores only non-zero symbols: one clear per run of lane items
       if (clear_end != q_at) {
         SEQKV_RETURN_IF_ERROR(clear());
         clear_begin = q_at;
@@ -468,7 +470,7 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
   // The symbols: every group of every item through the entropy stage.
   const std::vector<SeqEntropyItem> eitems = impl_->EntropyItems(args, statuses, q);
   for (size_t i = 0; i < args.items.size(); ++i) {
-    if (!(*statuses)[i].ok() || args.items[i].lanes) continue;
+    if (!(*statuses)[i].ok() || IsLaneCoding(args.items[i].coding)) continue;
     for (uint32_t g = 0; g < p.groups(); ++g) impl_->group_item.push_back(static_cast<uint32_t>(i));
   }
   SeqEntropyDecodeArgs ea;

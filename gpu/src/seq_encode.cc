@@ -156,7 +156,7 @@ struct SeqEncodeGpu::Impl {
     SEQKV_ASSIGN_OR_RETURN(ChunkHeader header, ParseChunkHeader(*bytes));
     // The GPU's limit, judged the same way: every group stream within it.
     const uint64_t limit =
-        StreamHeaderBytes(item.shape.head_dim, settings.lanes) + 2ull * item.shape.tokens * item.shape.head_dim;
+        StreamHeaderBytes(item.shape.head_dim, IsLaneCoding(settings.streams)) + 2ull * item.shape.tokens * item.shape.head_dim;
     for (size_t k = 1; k < header.sections.size(); ++k) {
       const std::span<const uint8_t> section(bytes->data() + header.sections[k].offset, header.sections[k].length);
       SEQKV_ASSIGN_OR_RETURN(auto streams, seqkv::internal::UnpackSeqStreams(section, 2 * item.shape.kv_heads));
@@ -226,8 +226,9 @@ struct SeqEncodeGpu::Impl {
     seqkv::internal::SeqLossyParams params;
     params.loop.delta0 = delta0;
     params.loop.mult_code = mult_code;
-    if (settings.lanes) {
-      params.streams = settings.signed_lanes ? seqkv::internal::kSeqStreamsSignedLanes : seqkv::internal::kSeqStreamsLanes;
+    if (IsLaneCoding(settings.streams)) {
+      params.streams = settings.streams == SeqStreamCoding::kSignedLanes ? seqkv::internal::kSeqStreamsSignedLanes
+                                                                         : seqkv::internal::kSeqStreamsLanes;
       params.step_class = seqkv::internal::SeqStepClass(delta0);
     }
     const double proxy = seqkv::internal::SeqProxy(p, sse, item.shape.tokens);
@@ -333,9 +334,9 @@ Result<SeqEncodeGpu> SeqEncodeGpu::CreateFor(Backend backend, std::shared_ptr<co
     SEQKV_ASSIGN_OR_RETURN(void* t, BackendAllocate(backend, table.size() * sizeof(uint32_t)));
     impl->cost_table = static_cast<uint32_t*>(t);
     SEQKV_RETURN_IF_ERROR(BackendCopyIn(backend, t, table.data(), table.size() * sizeof(uint32_t)));
-    if (settings.lanes) {
+    if (IsLaneCoding(settings.streams)) {
       const seqkv::internal::SeqStaticTables tables = seqkv::internal::MakeSeqStaticTables(p);
-      const bool s = settings.signed_lanes;
+      const bool s = settings.streams == SeqStreamCoding::kSignedLanes;
       SEQKV_ASSIGN_OR_RETURN(impl->static_cost, internal::Upload(backend, s ? tables.signed_cost : tables.cost));
       SEQKV_ASSIGN_OR_RETURN(impl->static_cum, internal::Upload(backend, s ? tables.signed_cum : tables.cum));
       SEQKV_ASSIGN_OR_RETURN(impl->static_scale, internal::Upload(backend, p.static_scale));
@@ -456,8 +457,8 @@ Status SeqEncodeGpu::Encode(const SeqEncodeArgs& args, void* workspace, uint64_t
   launch.basis_t = impl_->basis_t;
   launch.step_scale = impl_->step_scale;
   launch.cost_table = impl_->cost_table;
-  launch.lanes = impl_->settings.lanes;
-  launch.signed_lanes = impl_->settings.signed_lanes;
+  launch.lanes = IsLaneCoding(impl_->settings.streams);
+  launch.signed_lanes = impl_->settings.streams == SeqStreamCoding::kSignedLanes;
   launch.static_cost = impl_->static_cost;
   launch.static_cum = impl_->static_cum;
   launch.static_scale = impl_->static_scale;

@@ -177,6 +177,15 @@ struct SeqEncodeInfo {
 // did through Codec::Encode), for tools that want per-layer numbers.
 const SeqEncodeInfo& SeqLastEncodeInfo();
 
+// How a lossy seq chunk's group streams are coded (docs/format.md, "seq
+// lossy", streams=).
+enum class SeqStreamCoding : uint8_t {
+  kAdaptive,     // streams=adaptive: one rANS stream per group, adaptive models
+  kLanes,        // streams=lanes: 16 lane streams, the profile's magnitude model
+  kSignedLanes,  // streams=lanes2: 16 lane streams, the profile's signed model
+};
+inline bool IsLaneCoding(SeqStreamCoding c) { return c != SeqStreamCoding::kAdaptive; }
+
 // A lossy seq codec's settings, as parsed from its spec (docs/format.md,
 // "seq lossy"): 0 = not given. The GPU encoder takes them from here so that it
 // quantizes with exactly the CPU encoder's numbers.
@@ -186,8 +195,7 @@ struct SeqEncoderSettings {
   std::vector<double> lrate;  // per layer, empty = 0
   double maxbits = 8;
   bool fallback_lossless = true;
-  bool lanes = false;         // streams=lanes or lanes2
-  bool signed_lanes = false;  // streams=lanes2 (the signed model)
+  SeqStreamCoding streams = SeqStreamCoding::kAdaptive;
 };
 
 // Implemented by the lossy seq codec (dynamic_cast a Codec to it).

@@ -55,11 +55,10 @@ struct SeqDecodeItem {
   // The group streams, [layer][kv][head], in backend memory.
   std::vector<const uint8_t*> streams;
   std::vector<uint64_t> stream_bytes;
-  // streams=lanes and lanes2 chunks: the streams are lane streams (the
-  // profile's static model; decoded by a half-warp per group) and step_class
-  // is the chunk's; signed_lanes (lanes2) says they use the signed model.
-  bool lanes = false;
-  bool signed_lanes = false;
+  // How the streams are coded: lane streams (streams=lanes, lanes2: the
+  // profile's static magnitude or signed model, a half-warp per group) take
+  // step_class, the chunk's.
+  SeqStreamCoding coding = SeqStreamCoding::kAdaptive;
   int16_t step_class = 0;
 
   // Destination, as in TurboQuantDecodeItem.
