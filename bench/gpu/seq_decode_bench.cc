@@ -200,13 +200,11 @@ void TimeMaths(const Batch& b, std::span<const Math> maths, SeqDecodeGpu& gpu, S
   }
 }
 
-// How the bench codes its group streams.
-enum class Streams { kAdaptive, kLanes, kSignedLanes };
 
 void RunShape(const char* name, uint32_t L, uint32_t H, uint32_t d, SeqInputs inputs, uint32_t chunks,
-              Streams kind, std::span<const Math> maths, cudaStream_t stream) {
-  const bool lanes = kind != Streams::kAdaptive, signed_lanes = kind == Streams::kSignedLanes;
-  const auto model = signed_lanes ? seqkv::internal::SeqLaneModel::kSigned : seqkv::internal::SeqLaneModel::kMagnitude;
+              SeqStreamCoding kind, std::span<const Math> maths, cudaStream_t stream) {
+  const bool lanes = IsLaneCoding(kind), signed_lanes = kind == SeqStreamCoding::kSignedLanes;
+  const auto model = seqkv::internal::SeqLaneModelOf(kind);
   std::vector<std::vector<int32_t>> sets(kDistinct);
   for (uint32_t k = 0; k < kDistinct; ++k) sets[k] = Symbols(d, 100 + k);
   SeqProfile synthetic = *seqkv::bench::SyntheticSeqProfile(L, H, d, inputs, /*orthonormal=*/false);
@@ -247,9 +245,7 @@ void RunShape(const char* name, uint32_t L, uint32_t H, uint32_t d, SeqInputs in
     it.first_position = uint64_t{c} * kTokens;
     it.delta0 = 1.0f;
     it.mult_code.assign(G, 128);
-    it.coding = signed_lanes ? SeqStreamCoding::kSignedLanes
-                : lanes      ? SeqStreamCoding::kLanes
-                             : SeqStreamCoding::kAdaptive;
+    it.coding = kind;
     it.step_class = 0;
     for (uint32_t g = 0; g < G; ++g) {
       const uint32_t k = (c * 7 + g) % kDistinct;
@@ -465,29 +461,35 @@ int main() {
       const uint32_t n = static_cast<uint32_t>(std::strtoul(p, nullptr, 10));
       if (n == 0) break;
       const std::string name = "llama lanes x" + std::to_string(n);
-      RunShape(name.c_str(), 32, 8, 128, SeqInputs::kSameHead, n, Streams::kLanes, kAllMaths, stream);
+      RunShape(name.c_str(), 32, 8, 128, SeqInputs::kSameHead, n, SeqStreamCoding::kLanes, kAllMaths, stream);
       const std::string name2 = "llama lanes2 x" + std::to_string(n);
-      RunShape(name2.c_str(), 32, 8, 128, SeqInputs::kSameHead, n, Streams::kSignedLanes, kAllMaths, stream);
+      RunShape(name2.c_str(), 32, 8, 128, SeqInputs::kSameHead, n, SeqStreamCoding::kSignedLanes, kAllMaths,
+               stream);
       while (*p != '\0' && *p != ',') ++p;
       if (*p == ',') ++p;
     }
   } else {
-  // An 8K-token Llama-3-8B context (32 chunks, 1 GiB of bf16 K+V), same-head
-  // predictors (the form that scales); the tinyllama shape with both.
-  RunShape("e2e-8k seq same-head", 32, 8, 128, SeqInputs::kSameHead, 32, Streams::kAdaptive, kExactOnly, stream);
-  RunShape("e2e-8k seq same-head lanes", 32, 8, 128, SeqInputs::kSameHead, 32, Streams::kLanes, kAllMaths, stream);
-  RunShape("e2e-8k seq same-head lanes2", 32, 8, 128, SeqInputs::kSameHead, 32, Streams::kSignedLanes, kAllMaths,
-           stream);
-  RunShape("tinyllama seq all-heads", 6, 2, 64, SeqInputs::kAllHeads, 512, Streams::kAdaptive, kAllMaths, stream);
-  RunShape("tinyllama seq same-head", 6, 2, 64, SeqInputs::kSameHead, 512, Streams::kAdaptive, kExactOnly, stream);
-  RunShape("tinyllama seq same-head lanes", 6, 2, 64, SeqInputs::kSameHead, 512, Streams::kLanes, kAllMaths, stream);
-  RunShape("tinyllama seq same-head lanes2", 6, 2, 64, SeqInputs::kSameHead, 512, Streams::kSignedLanes, kAllMaths,
-           stream);
-  RunRealDumps("tinyllama real lanes2 d=1", "seq:delta=1,streams=lanes2", 32, stream);
-  RunRealDumps("tinyllama real lanes2 d=0.5", "seq:delta=0.5,streams=lanes2", 32, stream);
+    // An 8K-token Llama-3-8B context (32 chunks, 1 GiB of bf16 K+V), same-head
+    // predictors (the form that scales); the tinyllama shape with both.
+    RunShape("e2e-8k seq same-head", 32, 8, 128, SeqInputs::kSameHead, 32, SeqStreamCoding::kAdaptive,
+             kExactOnly, stream);
+    RunShape("e2e-8k seq same-head lanes", 32, 8, 128, SeqInputs::kSameHead, 32, SeqStreamCoding::kLanes,
+             kAllMaths, stream);
+    RunShape("e2e-8k seq same-head lanes2", 32, 8, 128, SeqInputs::kSameHead, 32,
+             SeqStreamCoding::kSignedLanes, kAllMaths, stream);
+    RunShape("tinyllama seq all-heads", 6, 2, 64, SeqInputs::kAllHeads, 512, SeqStreamCoding::kAdaptive,
+             kAllMaths, stream);
+    RunShape("tinyllama seq same-head", 6, 2, 64, SeqInputs::kSameHead, 512, SeqStreamCoding::kAdaptive,
+             kExactOnly, stream);
+    RunShape("tinyllama seq same-head lanes", 6, 2, 64, SeqInputs::kSameHead, 512, SeqStreamCoding::kLanes,
+             kAllMaths, stream);
+    RunShape("tinyllama seq same-head lanes2", 6, 2, 64, SeqInputs::kSameHead, 512,
+             SeqStreamCoding::kSignedLanes, kAllMaths, stream);
+    RunRealDumps("tinyllama real lanes2 d=1", "seq:delta=1,streams=lanes2", 32, stream);
+    RunRealDumps("tinyllama real lanes2 d=0.5", "seq:delta=0.5,streams=lanes2", 32, stream);
   }
-  std::printf("\n%-32s %7s %6s %10s %11s %10s %9s %9s\n", "seq decode -> vLLM paged", "chunks", "bits", "total ms",
-              "entropy ms", "dense ms", "out GB/s", "GB");
+  std::printf("\n%-32s %7s %6s %10s %11s %10s %9s %9s\n", "seq decode -> vLLM paged", "chunks", "bits",
+              "total ms", "entropy ms", "dense ms", "out GB/s", "GB");
   for (const Row& r : rows) {
     std::printf("%-32s %7u %6.2f %10.3f %11.3f %10.3f %9.1f %9.3f\n", r.name.c_str(), r.chunks, r.bits, r.ms,
                 r.entropy_ms, r.ms - r.entropy_ms, r.out_gb / (r.ms / 1e3), r.out_gb);

@@ -93,9 +93,7 @@ class SeqLossyCodec final : public Codec, public SeqLossyEncoder {
             opts_.vrate, opts_.lrate, opts_.maxbits, opts_.fallback_lossless, opts_.streams};
   }
 
-  SeqLaneModel LaneModel() const {
-    return opts_.streams == SeqStreamCoding::kSignedLanes ? SeqLaneModel::kSigned : SeqLaneModel::kMagnitude;
-  }
+  SeqLaneModel LaneModel() const { return SeqLaneModelOf(opts_.streams); }
 
   std::string Spec() const override {
     CodecSpec s;
@@ -382,8 +380,8 @@ Status SeqLossyCodec::EncodeImpl(const Chunk& chunk, const ChunkContext* parent,
   SeqLossyParams table;
   table.loop = params;
   table.parent_hash = continues ? parent->chunk_hash : 0;
+  table.streams = opts_.streams;
   if (opts_.lanes()) {
-    table.streams = opts_.streams == SeqStreamCoding::kSignedLanes ? kSeqStreamsSignedLanes : kSeqStreamsLanes;
     table.step_class = SeqStepClass(params.delta0);
   }
   sections->push_back({kParamsSection, PackSeqLossyParams(table, static_cast<float>(proxy))});
@@ -445,9 +443,8 @@ Status SeqLossyCodec::DecodeImpl(std::span<const SectionView> sections, const Ch
   SEQKV_ASSIGN_OR_RETURN(SeqLossyParams header, ParseSeqLossyParams(sections[0].data.subspan(1), p));
   SeqLoopParams params = std::move(header.loop);
   const uint64_t parent_hash = header.parent_hash;
-  const bool lanes = header.streams == kSeqStreamsLanes || header.streams == kSeqStreamsSignedLanes;
-  const SeqLaneModel lane_model =
-      header.streams == kSeqStreamsSignedLanes ? SeqLaneModel::kSigned : SeqLaneModel::kMagnitude;
+  const bool lanes = IsLaneCoding(header.streams);
+  const SeqLaneModel lane_model = SeqLaneModelOf(header.streams);
   if (parent_hash != 0 && (parent == nullptr || !CanContinue(*parent))) {
     return FailedPrecondition("seq: chunk continues a parent chunk; decode it with its parent's context");
   }

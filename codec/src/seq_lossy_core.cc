@@ -937,7 +937,8 @@ Result<SeqLossyParams> ParseSeqLossyParams(std::span<const uint8_t> after_mode, 
   ByteReader r(after_mode);
   SeqLossyParams out;
   const uint8_t layer0_mode = r.U8();
-  out.streams = r.U16();
+  const uint16_t streams = r.U16();
+  out.streams = static_cast<SeqStreamCoding>(streams);
   const uint32_t dbits = r.U32();
   r.U32();  // the encoder's proxy (information)
   out.parent_hash = r.U64();
@@ -945,18 +946,19 @@ Result<SeqLossyParams> ParseSeqLossyParams(std::span<const uint8_t> after_mode, 
   const uint32_t g = r.U32();
   if (!r.ok() || g != groups) return DataLoss("seq: bad parameters");
   auto codes = r.Bytes(groups);
-  const bool lanes = out.streams == kSeqStreamsLanes || out.streams == kSeqStreamsSignedLanes;
+  if (streams > static_cast<uint16_t>(SeqStreamCoding::kSignedLanes)) return DataLoss("seq: bad parameters");
+  const bool lanes = IsLaneCoding(out.streams);
   if (lanes) out.step_class = static_cast<int16_t>(r.U16());
-  if (!r.ok() || r.remaining() != 0 || out.streams > kSeqStreamsSignedLanes) return DataLoss("seq: bad parameters");
+  if (!r.ok() || r.remaining() != 0) return DataLoss("seq: bad parameters");
   out.loop.mult_code.assign(codes.begin(), codes.end());
   if (layer0_mode > 1 || !(out.loop.delta0 > 0) || !std::isfinite(out.loop.delta0)) {
     return DataLoss("seq: bad parameters");
   }
   out.loop.layer0_exact = layer0_mode == 1;
-  if (out.streams == kSeqStreamsLanes && !profile.has_static_model()) {
+  if (out.streams == SeqStreamCoding::kLanes && !profile.has_static_model()) {
     return DataLoss("seq: lane streams with a profile that has no static model");
   }
-  if (out.streams == kSeqStreamsSignedLanes && !profile.has_signed_model()) {
+  if (out.streams == SeqStreamCoding::kSignedLanes && !profile.has_signed_model()) {
     return DataLoss("seq: signed lane streams with a profile that has no signed model");
   }
   if (lanes && out.parent_hash != 0) return DataLoss("seq: lane streams never continue a parent");
@@ -968,7 +970,7 @@ std::vector<uint8_t> PackSeqLossyParams(const SeqLossyParams& params, float prox
   ByteWriter w(&out);
   w.U8(kSeqModeLossy);
   w.U8(params.loop.layer0_exact ? 1 : 0);
-  w.U16(params.streams);
+  w.U16(static_cast<uint16_t>(params.streams));
   uint32_t dbits, pbits;
   std::memcpy(&dbits, &params.loop.delta0, 4);
   std::memcpy(&pbits, &proxy, 4);
@@ -977,7 +979,7 @@ std::vector<uint8_t> PackSeqLossyParams(const SeqLossyParams& params, float prox
   w.U64(params.parent_hash);
   w.U32(static_cast<uint32_t>(params.loop.mult_code.size()));
   w.Bytes(params.loop.mult_code);
-  if (params.streams == kSeqStreamsLanes || params.streams == kSeqStreamsSignedLanes) {
+  if (IsLaneCoding(params.streams)) {
     w.U16(static_cast<uint16_t>(params.step_class));
   }
   return out;

@@ -114,6 +114,10 @@ struct SeqStaticTables {
 // previous token's context plus a sign operation (streams=lanes), or one
 // signed alphabet without context (streams=lanes2).
 enum class SeqLaneModel : uint8_t { kMagnitude = 0, kSigned = 1 };
+// The model of a lane coding (streams=lanes2: the signed one).
+inline SeqLaneModel SeqLaneModelOf(SeqStreamCoding c) {
+  return c == SeqStreamCoding::kSignedLanes ? SeqLaneModel::kSigned : SeqLaneModel::kMagnitude;
+}
 // Empty tables when the profile has no static model.
 SeqStaticTables MakeSeqStaticTables(const SeqProfile& profile);
 // The GPU's search tables of the signed model (seq_lanes.h,
@@ -232,14 +236,13 @@ inline constexpr uint32_t kSeqLayerSectionBase = 16;  // + layer
 inline constexpr uint8_t kSeqModeLossy = 0, kSeqModeLossless = 1;
 
 // Section 1 of a lossy chunk after its mode byte: u8 layer-0 mode, u16 stream
-// coding (0 adaptive, 1 lanes, 2 signed lanes), f32 delta0, f32 proxy, u64 parent hash, u32 G
+// coding (SeqStreamCoding: 0 adaptive, 1 lanes, 2 signed lanes), f32 delta0, f32 proxy, u64 parent hash, u32 G
 // (must be the profile's), G step codes, and with lanes an i16 step class. DATA_LOSS ("seq: bad parameters") for anything else. One parser for
 // the codec's decoder and the GPU decoder (gpu/src/seq_decode.cc).
-inline constexpr uint16_t kSeqStreamsAdaptive = 0, kSeqStreamsLanes = 1, kSeqStreamsSignedLanes = 2;
 struct SeqLossyParams {
   SeqLoopParams loop;        // delta0, mult_code, layer0_exact
   uint64_t parent_hash = 0;  // 0: the chunk continues no parent
-  uint16_t streams = kSeqStreamsAdaptive;  // how the layer sections' group streams are coded
+  SeqStreamCoding streams = SeqStreamCoding::kAdaptive;  // how the layer sections' group streams are coded
   int16_t step_class = 0;    // lanes: SeqStepClass(delta0), as the encoder wrote it
 };
 // Checked against the chunk's profile: G is its group count, and lane

@@ -75,8 +75,7 @@ Status CpuDecodeItem(const SeqDecodeArgs& args, const SeqDecodeItem& item, const
       seqkv::internal::SeqLaneClasses(p, g, item.step_class, item.mult_code[g], classes.data());
       SEQKV_RETURN_IF_ERROR(seqkv::internal::SeqDecodeLaneGroup(
           stream, T, d, tables, classes.data(), loop.q.data() + g * per_group,
-          item.coding == SeqStreamCoding::kSignedLanes ? seqkv::internal::SeqLaneModel::kSigned
-                                                       : seqkv::internal::SeqLaneModel::kMagnitude));
+          seqkv::internal::SeqLaneModelOf(item.coding)));
     } else {
       SEQKV_RETURN_IF_ERROR(seqkv::internal::SeqDecodeGroup(stream, T, d, loop.q.data() + g * per_group));
     }
@@ -286,9 +285,7 @@ Result<SeqDecodeItem> MakeSeqDecodeItem(const ChunkHeader& header, std::span<con
   item.first_position = header.first_position;
   item.delta0 = params.loop.delta0;
   item.mult_code = std::move(params.loop.mult_code);
-  item.coding = params.streams == seqkv::internal::kSeqStreamsSignedLanes ? SeqStreamCoding::kSignedLanes
-                : params.streams == seqkv::internal::kSeqStreamsLanes      ? SeqStreamCoding::kLanes
-                                                                           : SeqStreamCoding::kAdaptive;
+  item.coding = params.streams;
   item.step_class = params.step_class;
   for (uint32_t l = 0; l < s.layers; ++l) {
     if (header.sections[1 + l].type != kLayerSectionBase + l) return DataLoss("seq: unexpected section type");

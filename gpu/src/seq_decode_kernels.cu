@@ -329,6 +329,22 @@ __host__ __device__ constexpr uint32_t SdTcStepsAt(uint32_t d) {  // in words
 }
 __host__ __device__ constexpr uint32_t SdTcSharedBytes(uint32_t d) { return 4 * (SdTcStepsAt(d) + d); }
 
+// Where feature column c (< nf) of token t0 lies in the previous layer's
+// reconstruction ([2][H][T][d], element index): the column's block is kv'
+// (same head) or kv' * H + h' (all heads), its channel c % d.
+__device__ __forceinline__ uint64_t FeatureAt(const SdLaunch& L, uint32_t c, uint32_t H, uint32_t h, uint32_t T,
+                                              uint32_t t0, uint32_t d) {
+  const uint32_t blk = c / d;
+  return (L.inputs == 1 ? (uint64_t{blk} * H + h) * T : uint64_t{blk} * T) * d + uint64_t{t0} * d + c % d;
+}
+
+// Row `row` of the stacked weights [W without its bias row; U] (nf feature
+// rows, then the basis).
+template <typename T>
+__device__ __forceinline__ const T* WeightRow(const T* W, const T* U, uint32_t nf, uint32_t row, uint32_t d) {
+  return row >= nf ? U + uint64_t{row - nf} * d : W + uint64_t{row} * d;
+}
+
 // A warp's accumulators (4 x 4 tiles of 16 x 8, tokens m0.., channels n0..;
 // mma's C layout: c0, c1 at row gq, columns 2 tq, 2 tq + 1; c2, c3 eight rows
 // down), each starting at the bias row's value of its column.
@@ -401,9 +417,7 @@ __global__ void __launch_bounds__(2 * D, 2) SdLayerTcKernel(SdLaunch L, uint32_t
     const uint32_t col = tid % 32, c = c0 + col;
     const uint32_t* src = nullptr;  // none past K: zeros
     if (c < nf) {
-      const uint32_t blk = c / D, ch = c % D;  // same head: blk = kv'; all heads: kv' * H + h'
-      src = reinterpret_cast<const uint32_t*>(
-          prev + (L.inputs == 1 ? (uint64_t{blk} * H + h) * T : uint64_t{blk} * T) * D + uint64_t{t0} * D + ch);
+      src = reinterpret_cast<const uint32_t*>(prev + FeatureAt(L, c, H, h, T, t0, D));
     } else if (c < K) {
       src = reinterpret_cast<const uint32_t*>(q + (c - nf));
     }
@@ -422,8 +436,7 @@ __global__ void __launch_bounds__(2 * D, 2) SdLayerTcKernel(SdLaunch L, uint32_t
       const uint32_t v = tid + i * NT, r = v / (D / 4), n = (v % (D / 4)) * 4, row = c0 + r;
       uint32_t* dst = b + r * BS + n;
       if (row < K) {
-        const float* w = row >= nf ? U + uint64_t{row - nf} * D : W + uint64_t{row} * D;
-        CopyAsync16(dst, w + n);
+        CopyAsync16(dst, WeightRow(W, U, nf, row, D) + n);
       } else {
         *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
       }
@@ -559,8 +572,11 @@ constexpr uint32_t kHAStride = KC + 8;  // A row stride, halves
 
 // A stage, in bytes: A [TM][kHAStride] halves, B [KC][D + 8] halves, raw
 // symbols [TM][KC] int32.
-__host__ __device__ constexpr uint32_t SdHStageBytes(uint32_t d) { return TM * kHAStride * 2 + KC * (d + 8) * 2 + TM * KC * 4; }
-__host__ __device__ constexpr uint32_t SdHStepsAt(uint32_t d) {  // bytes; the tile's rows [TM][D + 8] floats overlay the stages
+__host__ __device__ constexpr uint32_t SdHStageBytes(uint32_t d) {
+  return TM * kHAStride * 2 + KC * (d + 8) * 2 + TM * KC * 4;
+}
+// In bytes: the tile's rows [TM][D + 8] floats overlay the stages.
+__host__ __device__ constexpr uint32_t SdHStepsAt(uint32_t d) {
   const uint32_t stages = kTcStages * SdHStageBytes(d), rows = TM * (d + 8) * 4;
   return stages > rows ? stages : rows;
 }
@@ -636,9 +652,7 @@ __global__ void __launch_bounds__(2 * D, 2) SdLayerH16Kernel(SdLaunch L, uint32_
   // columns: nf is a multiple of KC).
   auto issue = [&](uint32_t c0, uint32_t st) {
     if (c0 < nf) {
-      const uint32_t blk = c0 / D, ch = c0 % D;  // same head: blk = kv'; all heads: kv' * H + h'
-      const uint16_t* src =
-          prev + (L.inputs == 1 ? (uint64_t{blk} * H + h) * T : uint64_t{blk} * T) * D + uint64_t{t0} * D + ch;
+      const uint16_t* src = prev + FeatureAt(L, c0, H, h, T, t0, D);
 #pragma unroll
       for (uint32_t i = 0; i < kFeatCopies; ++i) {
         const uint32_t v = tid + i * NT, k = v / (KC / 8), c = (v % (KC / 8)) * 8;
@@ -662,8 +676,7 @@ __global__ void __launch_bounds__(2 * D, 2) SdLayerH16Kernel(SdLaunch L, uint32_
       const uint32_t v = tid + i * NT, r = v / (D / 8), n = (v % (D / 8)) * 8, row = c0 + r;
       uint16_t* dst = b_of(st) + r * BS + n;
       if (row < K) {
-        const uint16_t* w = row >= nf ? U + uint64_t{row - nf} * D : W + uint64_t{row} * D;
-        CopyAsync16(dst, w + n);
+        CopyAsync16(dst, WeightRow(W, U, nf, row, D) + n);
       } else {
         *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
       }

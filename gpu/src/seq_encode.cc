@@ -155,8 +155,8 @@ struct SeqEncodeGpu::Impl {
     }
     SEQKV_ASSIGN_OR_RETURN(ChunkHeader header, ParseChunkHeader(*bytes));
     // The GPU's limit, judged the same way: every group stream within it.
-    const uint64_t limit =
-        StreamHeaderBytes(item.shape.head_dim, IsLaneCoding(settings.streams)) + 2ull * item.shape.tokens * item.shape.head_dim;
+    const uint64_t limit = StreamHeaderBytes(item.shape.head_dim, IsLaneCoding(settings.streams)) +
+                           2ull * item.shape.tokens * item.shape.head_dim;
     for (size_t k = 1; k < header.sections.size(); ++k) {
       const std::span<const uint8_t> section(bytes->data() + header.sections[k].offset, header.sections[k].length);
       SEQKV_ASSIGN_OR_RETURN(auto streams, seqkv::internal::UnpackSeqStreams(section, 2 * item.shape.kv_heads));
@@ -226,9 +226,8 @@ struct SeqEncodeGpu::Impl {
     seqkv::internal::SeqLossyParams params;
     params.loop.delta0 = delta0;
     params.loop.mult_code = mult_code;
+    params.streams = settings.streams;
     if (IsLaneCoding(settings.streams)) {
-      params.streams = settings.streams == SeqStreamCoding::kSignedLanes ? seqkv::internal::kSeqStreamsSignedLanes
-                                                                         : seqkv::internal::kSeqStreamsLanes;
       params.step_class = seqkv::internal::SeqStepClass(delta0);
     }
     const double proxy = seqkv::internal::SeqProxy(p, sse, item.shape.tokens);
