@@ -289,7 +289,7 @@ void RunShape(const char* name, uint32_t L, uint32_t H, uint32_t d, SeqInputs in
     // The signed model's search tables, as SeqDecodeGpu uploads them.
     const std::vector<uint8_t> search_bytes = seqkv::internal::SeqSignedSearchBytes(tables);
     uint8_t* search = nullptr;
-    CHECK_CUDA(cudaMalloc(&search, search_bytes.size()));
+    CHECK_CUDA(cudaMalloc(&search, std::max<size_t>(search_bytes.size(), 1)));
     CHECK_CUDA(cudaMemcpy(search, search_bytes.data(), search_bytes.size(), cudaMemcpyHostToDevice));
     CHECK_CUDA(cudaMalloc(&scale, profile->static_scale.size() * 2));
     CHECK_CUDA(cudaMemcpy(scale, profile->static_scale.data(), profile->static_scale.size() * 2,

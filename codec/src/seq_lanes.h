@@ -234,23 +234,34 @@ SEQKV_LANES_HD inline int SeqSignedFind(const uint16_t* row, uint32_t slot, uint
   return s;
 }
 
-// The GPU's search tables of the signed model (built on the host from the
+// The GPU's search table of the signed model (built on the host from the
 // cumulative rows; the same symbol as SeqSignedFind for every slot): per
-// class the symbol of each bucket's first slot (kSeqSignedBuckets buckets of
-// 2^15 / kSeqSignedBuckets slots, u8) and per symbol its interval as one word
-// (cum[s] | cum[s + 1] << 16). A decode step is a bucket load, a pair load and
-// rarely a step or two forward: two 4-byte shared loads instead of a 64-byte
-// row (measured on the H200: the row loads were 12.5-way bank conflicts).
-inline constexpr uint32_t kSeqSignedBucketBits = 6, kSeqSignedBuckets = 1u << kSeqSignedBucketBits;
-inline constexpr uint32_t kSeqSignedPairStride = 32;  // pairs per class (31 used)
+// class the symbol of each bucket's middle slot (kSeqSignedBuckets buckets of
+// 2^15 / kSeqSignedBuckets slots, u8). A decode step reads the bucket, then
+// the row's cum[s] and cum[s + 1] (two 2-byte shared loads, independent), and
+// walks down while slot < cum[s] or up while cum[s + 1] <= slot. The middle
+// slot's symbol is the bucket's median symbol by slots, so walks are rare and
+// short; a bucket's first symbol (the former start) made every slot of a
+// frequent symbol walk past all the small symbols before it in its bucket,
+// and a warp waits for its longest walk (ncu on the H200, 2026-11-30: 6.4
+// loads per step). (Loading the whole 64-byte row instead gave 12.5-way bank
+// conflicts.)
+inline constexpr uint32_t kSeqSignedBucketBits = 7, kSeqSignedBuckets = 1u << kSeqSignedBucketBits;
 
-SEQKV_LANES_HD inline int SeqSignedFindBucket(const uint8_t* buckets, const uint32_t* pairs, uint32_t slot,
+SEQKV_LANES_HD inline int SeqSignedFindBucket(const uint8_t* buckets, const uint16_t* row, uint32_t slot,
                                               uint32_t* start, uint32_t* freq) {
   uint32_t s = buckets[slot >> (kSeqLaneScaleBits - kSeqSignedBucketBits)];
-  uint32_t pair = pairs[s];
-  while ((pair >> 16) <= slot) pair = pairs[++s];  // ends: the last pair's end is 2^15 > slot
-  *start = pair & 0xFFFFu;
-  *freq = (pair >> 16) - *start;
+  uint32_t lo = row[s], hi = row[s + 1];
+  while (slot < lo) {  // ends: cum[0] = 0 <= slot
+    hi = lo;
+    lo = row[--s];
+  }
+  while (hi <= slot) {  // ends: cum[31] = 2^15 > slot
+    lo = hi;
+    hi = row[++s + 1];
+  }
+  *start = lo;
+  *freq = hi - lo;
   return static_cast<int>(s);
 }
 

@@ -411,29 +411,26 @@ SeqStaticTables MakeSeqStaticTables(const SeqProfile& profile) {
   return t;
 }
 
-void SeqSignedSearchTables(const SeqStaticTables& t, std::vector<uint32_t>* pairs, std::vector<uint8_t>* buckets) {
-  pairs->assign(size_t{kSeqStaticClasses} * kSeqSignedPairStride, 0);
-  buckets->assign(size_t{kSeqStaticClasses} * kSeqSignedBuckets, 0);
-  if (t.signed_cum.empty()) return;
+std::vector<uint8_t> SeqSignedBuckets(const SeqStaticTables& t) {
+  std::vector<uint8_t> buckets(size_t{kSeqStaticClasses} * kSeqSignedBuckets, 0);
+  if (t.signed_cum.empty()) return buckets;
   constexpr uint32_t kWidth = 1u << (kSeqLaneScaleBits - kSeqSignedBucketBits);
   for (size_t c = 0; c < size_t{kSeqStaticClasses}; ++c) {
     const uint16_t* row = t.signed_cum.data() + c * kSeqSignedRowStride;
-    for (int s = 0; s < kSeqSignedSymbols; ++s) {
-      (*pairs)[c * kSeqSignedPairStride + s] = uint32_t{row[s]} | (uint32_t{row[s + 1]} << 16);
-    }
     for (uint32_t b = 0; b < kSeqSignedBuckets; ++b) {
       uint32_t start, freq;
-      (*buckets)[c * kSeqSignedBuckets + b] = static_cast<uint8_t>(SeqSignedFind(row, b * kWidth, &start, &freq));
+      buckets[c * kSeqSignedBuckets + b] =
+          static_cast<uint8_t>(SeqSignedFind(row, b * kWidth + kWidth / 2, &start, &freq));
     }
   }
+  return buckets;
 }
 
 std::vector<uint8_t> SeqSignedSearchBytes(const SeqStaticTables& t) {
-  std::vector<uint32_t> pairs;
-  std::vector<uint8_t> buckets;
-  SeqSignedSearchTables(t, &pairs, &buckets);
-  std::vector<uint8_t> bytes(pairs.size() * sizeof(uint32_t));
-  std::memcpy(bytes.data(), pairs.data(), bytes.size());
+  if (t.signed_cum.empty()) return {};
+  std::vector<uint8_t> bytes(t.signed_cum.size() * sizeof(uint16_t));
+  std::memcpy(bytes.data(), t.signed_cum.data(), bytes.size());
+  const std::vector<uint8_t> buckets = SeqSignedBuckets(t);
   bytes.insert(bytes.end(), buckets.begin(), buckets.end());
   return bytes;
 }

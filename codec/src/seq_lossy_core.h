@@ -120,11 +120,12 @@ inline SeqLaneModel SeqLaneModelOf(SeqStreamCoding c) {
 }
 // Empty tables when the profile has no static model.
 SeqStaticTables MakeSeqStaticTables(const SeqProfile& profile);
-// The GPU's search tables of the signed model (seq_lanes.h,
-// SeqSignedFindBucket): pairs [kSeqStaticClasses][kSeqSignedPairStride] and
-// buckets [kSeqStaticClasses][kSeqSignedBuckets]; zeros without the model.
-void SeqSignedSearchTables(const SeqStaticTables& tables, std::vector<uint32_t>* pairs, std::vector<uint8_t>* buckets);
-// The same as the GPU lane kernel copies them: the pairs' bytes, then the buckets.
+// The GPU's search table of the signed model (seq_lanes.h,
+// SeqSignedFindBucket): buckets [kSeqStaticClasses][kSeqSignedBuckets]; zeros
+// without the model.
+std::vector<uint8_t> SeqSignedBuckets(const SeqStaticTables& tables);
+// What the GPU lane kernel copies: the signed cumulative rows' bytes
+// (tables.signed_cum), then the buckets; empty without the model.
 std::vector<uint8_t> SeqSignedSearchBytes(const SeqStaticTables& tables);
 // A static row: frequencies (>= 1 each, summing to 2^15) from counts > 0 of
 // the 16 symbols: the proportional share rounded down, at least 1; a

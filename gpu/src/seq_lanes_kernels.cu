@@ -31,10 +31,10 @@ using seqkv::internal::SeqLaneGroupView;
 // Threads per block (SlLaunch::threads; default 256 for the signed model,
 // whose tables are larger, so more groups share one copy; 128 otherwise).
 // The static model in shared memory: the magnitude model's cumulative rows (3
-// contexts per class), or the signed model's search tables (pairs, buckets).
-constexpr uint32_t kPairBytes = 4u * kSeqStaticClasses * seqkv::internal::kSeqSignedPairStride;
+// contexts per class), or the signed model's search tables (cumulative rows, buckets).
+constexpr uint32_t kSignedRowBytes = 2u * kSeqStaticClasses * seqkv::internal::kSeqSignedRowStride;
 template <bool kSigned>
-constexpr uint32_t kCumBytes = kSigned ? kPairBytes + kSeqStaticClasses * seqkv::internal::kSeqSignedBuckets
+constexpr uint32_t kCumBytes = kSigned ? kSignedRowBytes + kSeqStaticClasses * seqkv::internal::kSeqSignedBuckets
                                        : 2u * kSeqStaticClasses * 3 * seqkv::internal::kSeqLaneRowStride;
 static_assert(kCumBytes<false> % 16 == 0 && kCumBytes<true> % 16 == 0, "rows of 16-byte units");
 static_assert(kSeqLaneMax == 16, "a half-warp per group");
@@ -66,8 +66,8 @@ __global__ void __launch_bounds__(kThreads) SlDecodeKernel(SlLaunch L) {
   __shared__ SlotHeader headers[kGroups];
   const auto* table_src = reinterpret_cast<const uint4*>(kSigned ? L.signed_search : static_cast<const void*>(L.cum));
   for (uint32_t i = threadIdx.x; i < kCum / 16; i += blockDim.x) reinterpret_cast<uint4*>(smem)[i] = table_src[i];
-  const auto* pairs = reinterpret_cast<const uint32_t*>(smem);  // signed model
-  const auto* buckets = smem + kPairBytes;
+  const auto* signed_rows = reinterpret_cast<const uint16_t*>(smem);  // signed model
+  const auto* buckets = smem + kSignedRowBytes;
   const auto* cum = reinterpret_cast<const uint16_t*>(smem);
   __syncthreads();
 
@@ -164,9 +164,9 @@ __global__ void __launch_bounds__(kThreads) SlDecodeKernel(SlLaunch L) {
       if constexpr (kSigned) {
         rc = seqkv::internal::SeqSignedLaneStep(
             &cur, view, j, [&](uint32_t table, uint32_t at, uint32_t* start, uint32_t* freq) {
-              return seqkv::internal::SeqSignedFindBucket(buckets + table * seqkv::internal::kSeqSignedBuckets,
-                                                          pairs + table * seqkv::internal::kSeqSignedPairStride, at,
-                                                          start, freq);
+              return seqkv::internal::SeqSignedFindBucket(
+                  buckets + table * seqkv::internal::kSeqSignedBuckets,
+                  signed_rows + table * seqkv::internal::kSeqSignedRowStride, at, start, freq);
             });
       } else {
         rc = seqkv::internal::SeqLaneStep(&cur, view, j);

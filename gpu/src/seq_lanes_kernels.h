@@ -36,7 +36,7 @@ struct SlLaunch {
   const int16_t* scale;   // device: the profile's static_scale [G][dim]
   int32_t* statuses;      // per item; a corrupt stream sets kSlCorrupt (first finding kept)
   bool signed_model;      // streams=lanes2: every desc is a signed lane stream, and
-  const void* signed_search;  // device: SeqSignedSearchBytes (pairs u32 [161][32], then buckets u8 [161][64])
+  const void* signed_search;  // device: SeqSignedSearchBytes (cumulative rows u16 [161][32], then buckets u8 [161][128])
   uint32_t threads;       // signed model: threads per block, 128 or 256 (0: 256); the magnitude model: 128
 };
 

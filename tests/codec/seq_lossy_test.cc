@@ -228,18 +228,15 @@ TEST(SeqLaneCoderTest, BucketSearchFindsTheReferenceSymbol) {
   for (int k = 0; k <= internal::kSeqSignedSymbols; ++k) {  // symbol 15 takes 2^15 - 30
     last[k] = static_cast<uint16_t>(k <= internal::kSeqSignedZero ? k : k + 32768 - internal::kSeqSignedSymbols);
   }
-  std::vector<uint32_t> pairs;
-  std::vector<uint8_t> buckets;
-  internal::SeqSignedSearchTables(tables, &pairs, &buckets);
+  const std::vector<uint8_t> buckets = internal::SeqSignedBuckets(tables);
   uint64_t checked = 0;
   for (uint32_t c = 0; c < uint32_t(internal::kSeqStaticClasses); ++c) {
     const uint16_t* row = tables.signed_cum.data() + size_t{c} * internal::kSeqSignedRowStride;
     for (uint32_t slot = 0; slot < (1u << internal::kSeqLaneScaleBits); ++slot) {
       uint32_t s0, f0, s1, f1;
       const int a = internal::SeqSignedFind(row, slot, &s0, &f0);
-      const int b = internal::SeqSignedFindBucket(buckets.data() + size_t{c} * internal::kSeqSignedBuckets,
-                                                  pairs.data() + size_t{c} * internal::kSeqSignedPairStride, slot, &s1,
-                                                  &f1);
+      const int b = internal::SeqSignedFindBucket(buckets.data() + size_t{c} * internal::kSeqSignedBuckets, row,
+                                                  slot, &s1, &f1);
       if (a != b || s0 != s1 || f0 != f1) {
         ADD_FAILURE() << "class " << c << " slot " << slot << ": " << a << " vs " << b;
         return;
