@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# On the GPU machine: profile one launch of a kernel with ncu (--set full) and
+# export its per-SASS-instruction counts, for scripts/gpu/sass_hot.py on the
+# development machine. Builds TARGET (a bench or test of the codec-only CUDA
+# build with bench/gpu/bench.cmake, as quick.sh) and runs it under ncu with
+# the environment given after it.
+# Usage (device run, carrying .debs and .shared):
+#   bash scripts/gpu/ncu_sass.sh seq_decode_bench 'SlDecodeKernelILb1ELj256' SEQKV_BENCH_LARGE=32
+# KERNEL is a regex on the mangled name (template arguments included, e.g.
+# ILb1ELj256 for <true, 256>). Writes $OUT/kernel.ncu-rep, $OUT/sass.csv and
+# $OUT/details.txt, and prints the headline metrics.
+set -uo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+[ $# -ge 2 ] || { echo "usage: ncu_sass.sh TARGET KERNEL_REGEX [VAR=VALUE...]" >&2; exit 2; }
+target=$1 kernel=$2
+shift 2
+out="${OUT:?set OUT (the device run sets it)}"
+deps=/tmp/seqkv-deps
+build=/tmp/seqkv-quick
+mkdir -p "$deps"
+for f in "$root"/.debs/*.deb; do dpkg -x "$f" "$deps"; done
+export PATH="/usr/local/cuda/bin:$PATH"
+cmake -S "$root" -B "$build" -DSEQKV_CODEC_ONLY=ON -DSEQKV_BUILD_BENCH=OFF -DSEQKV_CUDA=ON \
+  -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$deps/usr" -DCMAKE_INCLUDE_PATH="$deps/usr/include" \
+  -DGTest_DIR="$deps/usr/lib/x86_64-linux-gnu/cmake/GTest" \
+  -DCMAKE_PROJECT_seqkv_INCLUDE="$root/bench/gpu/bench.cmake" >/dev/null || exit 1
+cmake --build "$build" -j "$(nproc)" --target "$target" 2>&1 | grep -E "error" | head -20
+[ -d "$root/.shared" ] && export SEQKV_SHARED_DIR="$root/.shared"
+export SEQKV_SOURCE_DIR="$root"
+bin="$build/$target"
+[ -x "$bin" ] || bin="$build/tests/$target"
+ncu_bin="$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)"
+[ -n "$ncu_bin" ] || { echo "no ncu on this machine" >&2; exit 1; }
+env "$@" "$ncu_bin" --clock-control none --kernel-name-base mangled -k regex:"$kernel" --launch-count 1 \
+  --set full --import-source no -o "$out/kernel" "$bin" >"$out/ncu_run.txt" 2>&1
+[ -f "$out/kernel.ncu-rep" ] || { tail -20 "$out/ncu_run.txt"; exit 1; }
+"$ncu_bin" -i "$out/kernel.ncu-rep" --page source --print-source sass --csv >"$out/sass.csv" 2>&1
+"$ncu_bin" -i "$out/kernel.ncu-rep" --page details >"$out/details.txt" 2>&1
+grep -E "^  +(Duration|Issue Slots Busy|Issued Warp Per Scheduler|Achieved Occupancy|Warp Cycles Per Issued|Avg. Active Threads|Registers Per Thread)" \
+  "$out/details.txt"
