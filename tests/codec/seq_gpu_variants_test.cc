@@ -26,6 +26,13 @@
 //       operation per symbol instead of two for a non-zero one), with or
 //       without contexts, refitted on the calibration pieces (ideal lengths).
 //
+//   LaneZeroRuns                    fewer lock-step steps for the GPU lane
+//       kernel (its time is its steps: docs/BENCHMARKS.md): the signed lane
+//       model (streams=lanes2) with run symbols for 2 .. 16 zeros of a lane,
+//       in the format's token-major order or component-major; and run-level
+//       coding per component column (run then level, or one joint symbol):
+//       size, rANS operations per symbol, half-warp steps per group.
+//
 // Symbols: a profile calibrated (no model) on 256-token pieces of doc00-03,
 // the codec's own closed loop (SeqEncodeLoop) on pieces of doc04-07 at fixed
 // steps. The first test compares, in bits per element of K and V:
@@ -623,6 +630,252 @@ TEST_F(SeqGpuVariantsMeasure, LaneAlphabetsForFasterDecode) {
     for (int m = 0; m < 4; ++m) std::printf(" %16.4f / %5.3f", bits[m] / elements, ops[m] / coded);
     std::printf("   %.3g / %.3f   |q| > 127: %.2g, max |q| %u\n", coded, nonzero / coded, over127 / coded, max_mag);
     EXPECT_GT(bits[0], 0);
+  }
+}
+
+// The lane kernel executes a fixed budget of instructions per lock-step step
+// of a group's 16 lanes (ncu, docs/BENCHMARKS.md "lane kernel's symbol
+// search"), so its time follows the steps, not the bits. Most symbols are
+// zero at useful steps (73 % at delta0 1). Here: the signed lane model
+// (31 symbols per scale class, no context: streams=lanes2 as implemented)
+// against the same model with R more symbols per class, "the lane's next
+// 2^k symbols are zero" (k = 1 .. R, greedy longest run, the class of the
+// run's first component), each refitted on the calibration pieces' symbols
+// and scored on the test pieces (ideal code lengths of the coded components'
+// payload, escapes' Exp-Golomb bits included). Columns: bits per element of
+// K and V; rANS operations per coded symbol; half-warp steps (per group the
+// most operations of any lane, summed) relative to lanes2's.
+TEST_F(SeqGpuVariantsMeasure, LaneZeroRuns) {
+  auto profile = Calibrated(SeqInputs::kSameHead);
+  ASSERT_TRUE(profile.ok()) << profile.status().ToString();
+  const SeqProfile& p = *profile;
+  ASSERT_FALSE(p.static_scale.empty());
+  const uint32_t G = p.groups(), d = p.head_dim, T = kPiece;
+  constexpr int kClasses = internal::kSeqStaticClasses;
+  constexpr int kBase = internal::kSeqSignedSymbols;  // q = -14..14, two escapes
+  constexpr int kMaxRuns = 4;                         // runs of 2, 4, 8, 16 zeros
+  auto mag_of = [](int32_t v) { return static_cast<uint32_t>(v < 0 ? -int64_t{v} : v); };
+  auto escape_ops = [&](int32_t v) {  // Exp-Golomb 0 of |q| - 15, one operation per bit
+    const uint32_t m = mag_of(v);
+    return m >= 15 ? 2 * std::floor(std::log2(double(m - 14))) + 1 : 0.0;
+  };
+  // One parsed token of a lane: (class, symbol, operations beyond the symbol's).
+  struct Token {
+    int cls, sym;
+    double extra;
+  };
+  // Every lane's tokens of every group of q, with at most `runs` run symbols;
+  // f(group, lane, token). Lanes as the format: coded component c on lane
+  // c % lanes, a lane's symbols token-major.
+  auto each_token = [&](const std::vector<int32_t>& q, int16_t step_class, int runs, bool columns, auto&& f) {
+    std::vector<int16_t> k(d);
+    std::vector<uint32_t> coded;
+    for (uint32_t g = 0; g < G; ++g) {
+      internal::SeqLaneClasses(p, g, step_class, 128, k.data());
+      const int32_t* qg = q.data() + size_t{g} * T * d;
+      coded.clear();
+      for (uint32_t i = 0; i < d; ++i) {
+        bool any = false;
+        for (uint32_t t = 0; t < T && !any; ++t) any = qg[size_t{t} * d + i] != 0;
+        if (any) coded.push_back(i);
+      }
+      const uint32_t n = static_cast<uint32_t>(coded.size());
+      const uint32_t lanes = std::min<uint32_t>(n, internal::kSeqLaneMax);
+      for (uint32_t j = 0; j < lanes; ++j) {
+        std::vector<uint32_t> mine;  // the lane's components
+        for (uint32_t c = j; c < n; c += lanes) mine.push_back(coded[c]);
+        const size_t m = mine.size(), positions = m * T;
+        // Token-major (the format's order), or component-major (a component's tokens in a row; runs
+        // then stay within one component).
+        auto comp_at = [&](size_t pos) { return columns ? mine[pos / T] : mine[pos % m]; };
+        auto at = [&](size_t pos) {
+          return columns ? qg[(pos % T) * d + mine[pos / T]] : qg[(pos / m) * d + mine[pos % m]];
+        };
+        for (size_t pos = 0; pos < positions;) {
+          const int cls = internal::SeqLaneTable(k[comp_at(pos)], 0);
+          int run = 0;
+          for (int r = runs; r >= 1 && run == 0; --r) {
+            const size_t len = size_t{1} << r;
+            if (pos + len > positions || (columns && (pos + len - 1) / T != pos / T)) continue;
+            bool zeros = true;
+            for (size_t e = 0; e < len && zeros; ++e) zeros = at(pos + e) == 0;
+            if (zeros) run = r;
+          }
+          if (run > 0) {
+            f(g, j, Token{cls, kBase + run - 1, 0.0});
+            pos += size_t{1} << run;
+          } else {
+            const int32_t v = at(pos);
+            f(g, j, Token{cls, internal::SeqSignedSymbol(v), escape_ops(v)});
+            pos += 1;
+          }
+        }
+      }
+    }
+  };
+  for (const bool columns : {false, true}) {
+    std::printf(
+        "lane zero runs, %s (same-head profile, calibration doc00-03 %zu pieces, scored on doc04-07 %zu "
+        "pieces): bits per element / rANS operations per coded symbol / half-warp steps vs lanes2\n",
+        columns ? "component-major" : "token-major", cal_.size(), test_pieces_.size());
+    std::printf("%6s", "delta");
+    for (int runs = 0; runs <= kMaxRuns; ++runs) std::printf(" %27s%d", "runs up to ", runs == 0 ? 0 : 1 << runs);
+    std::printf("\n");
+    for (float delta : {0.25f, 0.5f, 1.0f, 2.0f}) {
+      const int16_t step_class = internal::SeqStepClass(delta);
+      std::vector<std::vector<int32_t>> cal_q, test_q;
+      for (const Chunk& c : cal_) cal_q.push_back(Symbols(p, c, delta));
+      for (const Chunk& c : test_pieces_) test_q.push_back(Symbols(p, c, delta));
+      double elements = 0, coded_symbols = 0;
+      for (const Chunk& c : test_pieces_) elements += 2.0 * c.shape.elements();
+      std::printf("%6.2f", delta);
+      double base_steps = 0;
+      for (int runs = 0; runs <= kMaxRuns; ++runs) {
+        const int symbols = kBase + runs;
+        std::vector<double> counts(size_t(kClasses) * symbols, 0.5);  // add-1/2
+        for (const auto& q : cal_q) {
+          each_token(q, step_class, runs, columns,
+                     [&](uint32_t, uint32_t, const Token& tk) { counts[size_t(tk.cls) * symbols + tk.sym] += 1; });
+        }
+        std::vector<double> len(counts.size());
+        for (size_t r = 0; r < counts.size(); r += symbols) {
+          double total = 0;
+          for (int s2 = 0; s2 < symbols; ++s2) total += counts[r + s2];
+          for (int s2 = 0; s2 < symbols; ++s2) len[r + s2] = -std::log2(counts[r + s2] / total);
+        }
+        double bits = 0, ops = 0, steps = 0, coded = 0;
+        for (const auto& q : test_q) {
+          std::vector<double> lane_ops(size_t{G} * internal::kSeqLaneMax, 0);
+          each_token(q, step_class, runs, columns, [&](uint32_t g, uint32_t j, const Token& tk) {
+            bits += len[size_t(tk.cls) * symbols + tk.sym] + tk.extra;
+            ops += 1 + tk.extra;
+            lane_ops[size_t{g} * internal::kSeqLaneMax + j] += 1 + tk.extra;
+            coded += tk.sym >= kBase ? double(1u << (tk.sym - kBase + 1)) : 1.0;
+          });
+          for (uint32_t g = 0; g < G; ++g) {
+            steps += *std::max_element(lane_ops.begin() + size_t{g} * internal::kSeqLaneMax,
+                                       lane_ops.begin() + size_t{g + 1} * internal::kSeqLaneMax);
+          }
+        }
+        if (runs == 0) {
+          base_steps = steps;
+          coded_symbols = coded;
+        }
+        EXPECT_EQ(coded, coded_symbols);  // every parse covers every coded symbol once
+        std::printf(" %13.4f / %5.3f / %5.3f", bits / elements, ops / coded, steps / base_steps);
+      }
+      std::printf("\n");
+    }
+  }
+  // Run-level coding per component column (component-major within the lane):
+  // per non-zero symbol the zeros before it (run 0 .. kRuns - 1, kRuns: an
+  // escape with the Exp-Golomb 0 code of run - kRuns, kRuns + 1: the column's
+  // end after its last non-zero) and then its value (the signed alphabet
+  // without zero); every model per scale class. The same sequence without
+  // redundancy, so with i.i.d. symbols per class the same ideal size.
+  constexpr int kRuns = 16, kValues = kBase - 1;
+  auto value_symbol = [&](int32_t v) {
+    const int s0 = internal::SeqSignedSymbol(v);
+    return s0 > internal::kSeqSignedZero ? s0 - 1 : s0;
+  };
+  auto eg_ops = [](uint32_t e) { return 2 * std::floor(std::log2(double(e + 1))) + 1; };
+  // f(group, lane, is_value, class, symbol, extra operations).
+  auto each_run_token = [&](const std::vector<int32_t>& q, int16_t step_class, bool joint, auto&& f) {
+    std::vector<int16_t> k(d);
+    std::vector<uint32_t> coded;
+    for (uint32_t g = 0; g < G; ++g) {
+      internal::SeqLaneClasses(p, g, step_class, 128, k.data());
+      const int32_t* qg = q.data() + size_t{g} * T * d;
+      coded.clear();
+      for (uint32_t i = 0; i < d; ++i) {
+        bool any = false;
+        for (uint32_t t = 0; t < T && !any; ++t) any = qg[size_t{t} * d + i] != 0;
+        if (any) coded.push_back(i);
+      }
+      const uint32_t n = static_cast<uint32_t>(coded.size());
+      const uint32_t lanes = std::min<uint32_t>(n, internal::kSeqLaneMax);
+      for (uint32_t c = 0; c < n; ++c) {
+        const uint32_t i = coded[c], j = c % lanes;
+        const int cls = internal::SeqLaneTable(k[i], 0);
+        uint32_t run = 0;
+        for (uint32_t t = 0; t < T; ++t) {
+          const int32_t v = qg[size_t{t} * d + i];
+          if (v == 0) {
+            ++run;
+            continue;
+          }
+          if (joint) {  // one symbol: min(run, 3) x (-3 .. -1, 1 .. 3, big -, big +)
+            const uint32_t m = mag_of(v);
+            const int level = m >= 4 ? (v < 0 ? 6 : 7) : (v < 0 ? 3 - int(m) : 2 + int(m));
+            double extra = (run >= 3 ? eg_ops(run - 3) : 0.0) + (m >= 4 ? eg_ops(m - 4) : 0.0);
+            f(g, j, false, cls, int(std::min<uint32_t>(run, 3)) * 8 + level, extra);
+          } else {
+            if (run < uint32_t{kRuns}) {
+              f(g, j, false, cls, static_cast<int>(run), 0.0);
+            } else {
+              f(g, j, false, cls, kRuns, eg_ops(run - kRuns));
+            }
+            f(g, j, true, cls, value_symbol(v), escape_ops(v));
+          }
+          run = 0;
+        }
+        if (run > 0) f(g, j, false, cls, joint ? 32 : kRuns + 1, 0.0);  // the column's end
+      }
+    }
+  };
+  for (const bool joint : {false, true}) {
+    // joint: one symbol per non-zero, min(run, 3) x (-3 .. -1, 1 .. 3, larger negative, larger positive),
+    // then Exp-Golomb 0 bits for run - 3 and |q| - 4; symbol 32 ends the column.
+    const int run_symbols = joint ? 33 : kRuns + 2;
+    std::printf(
+        "run-level coding per component column, %s: bits per element / rANS operations per coded "
+        "symbol / half-warp steps vs lanes2\n",
+        joint ? "(run, level) joint" : "run then level");
+    for (float delta : {0.25f, 0.5f, 1.0f, 2.0f}) {
+      const int16_t step_class = internal::SeqStepClass(delta);
+      std::vector<double> run_counts(size_t(kClasses) * run_symbols, 0.5),
+          value_counts(size_t(kClasses) * kValues, 0.5);
+      for (const Chunk& c : cal_) {
+        each_run_token(
+            Symbols(p, c, delta), step_class, joint, [&](uint32_t, uint32_t, bool is_value, int cls, int sym, double) {
+              (is_value ? value_counts[size_t(cls) * kValues + sym] : run_counts[size_t(cls) * run_symbols + sym]) += 1;
+            });
+      }
+      auto lengths = [](const std::vector<double>& counts, int symbols) {
+        std::vector<double> len(counts.size());
+        for (size_t r = 0; r < counts.size(); r += symbols) {
+          double total = 0;
+          for (int s2 = 0; s2 < symbols; ++s2) total += counts[r + s2];
+          for (int s2 = 0; s2 < symbols; ++s2) len[r + s2] = -std::log2(counts[r + s2] / total);
+        }
+        return len;
+      };
+      const std::vector<double> run_len = lengths(run_counts, run_symbols), value_len = lengths(value_counts, kValues);
+      double bits = 0, ops = 0, steps = 0, base_steps = 0, coded = 0, elements = 0;
+      for (const Chunk& c : test_pieces_) {
+        elements += 2.0 * c.shape.elements();
+        const std::vector<int32_t> q = Symbols(p, c, delta);
+        std::vector<double> lane_ops(size_t{G} * internal::kSeqLaneMax, 0), base_ops(lane_ops.size(), 0);
+        each_run_token(
+            q, step_class, joint, [&](uint32_t g, uint32_t j, bool is_value, int cls, int sym, double extra) {
+              bits += (is_value ? value_len[size_t(cls) * kValues + sym] : run_len[size_t(cls) * run_symbols + sym]) +
+                      extra;
+              ops += 1 + extra;
+              lane_ops[size_t{g} * internal::kSeqLaneMax + j] += 1 + extra;
+            });
+        each_token(q, step_class, 0, false, [&](uint32_t g, uint32_t j, const Token& tk) {
+          base_ops[size_t{g} * internal::kSeqLaneMax + j] += 1 + tk.extra;
+          coded += 1;
+        });
+        for (uint32_t g = 0; g < G; ++g) {
+          const auto lo = size_t{g} * internal::kSeqLaneMax, hi = lo + internal::kSeqLaneMax;
+          steps += *std::max_element(lane_ops.begin() + lo, lane_ops.begin() + hi);
+          base_steps += *std::max_element(base_ops.begin() + lo, base_ops.begin() + hi);
+        }
+      }
+      std::printf("%6.2f %13.4f / %5.3f / %5.3f\n", delta, bits / elements, ops / coded, steps / base_steps);
+      EXPECT_GT(bits, 0);
+    }
   }
 }
 
