@@ -835,6 +835,25 @@ SEQKV_VECTOR_CLONES void Reconstruct(const float* basis, const float* steps, uin
   }
 }
 
+// SeqLoopParams::transform_bits: xhat[t][j] = pred[t][j] + base * sum_i q[t][i] * v[i][j],
+// v = step_scale * U in fixed point (the sum exact in double: integer products below 2^53).
+void ReconstructFixed(const float* v, double base, uint32_t tokens, uint32_t d, const int32_t* q, const float* pred,
+                      float* xhat, std::vector<double>* acc) {
+  for (uint32_t t = 0; t < tokens; ++t) {
+    const int32_t* qr = q + size_t{t} * d;
+    std::fill(acc->begin(), acc->end(), 0.0);
+    for (uint32_t i = 0; i < d; ++i) {
+      if (qr[i] == 0) continue;
+      const double y = qr[i];
+      const float* u = v + size_t{i} * d;
+      for (uint32_t j = 0; j < d; ++j) (*acc)[j] += y * u[j];
+    }
+    for (uint32_t j = 0; j < d; ++j) {
+      xhat[size_t{t} * d + j] = pred[size_t{t} * d + j] + static_cast<float>(base * (*acc)[j]);
+    }
+  }
+}
+
 // SeqLoopParams::feature_bits: every column block of d features (not the bias
 // column) in fixed point, one scale per block.
 void RoundFeatures(std::vector<float>* feats, uint32_t F, uint32_t d, int bits) {
@@ -854,6 +873,8 @@ void Loop(const SeqProfile& p, uint32_t tokens, const float* x, const float* lay
     out->sse.assign(p.groups(), 0.0);
   }
   std::vector<float> pred(per_group), acc(d), c(d), basis_t(size_t{d} * d);
+  std::vector<float> resid, fixed_v;  // transform_bits
+  std::vector<double> acc_fixed(d);
   uint32_t first = 0;
   if (params.layer0_exact) {
     std::copy(layer0, layer0 + per_layer, out->xhat.begin());
@@ -876,13 +897,18 @@ void Loop(const SeqProfile& p, uint32_t tokens, const float* x, const float* lay
             for (uint32_t j = 0; j < d; ++j) basis_t[size_t{j} * d + i] = basis[size_t{i} * d + j];
           }
           const float* xs = x + l * per_layer + (size_t{kv} * H + h) * per_group;
+          if (params.transform_bits > 0) {
+            resid.resize(per_group);
+            for (size_t e = 0; e < per_group; ++e) resid[e] = xs[e] - pred[e];
+            SeqRoundFixedPoint(resid.data(), tokens, d, d, params.transform_bits);
+          }
           for (uint32_t t = 0; t < tokens; ++t) {
             const float* xr = xs + size_t{t} * d;
             const float* pr = pred.data() + size_t{t} * d;
             // c = U r, accumulated over j ascending (vectorizes over i).
             for (uint32_t i = 0; i < d; ++i) c[i] = 0.0f;
             for (uint32_t j = 0; j < d; ++j) {
-              const float rj = xr[j] - pr[j];
+              const float rj = params.transform_bits > 0 ? resid[size_t{t} * d + j] : xr[j] - pr[j];
               const float* ut = basis_t.data() + size_t{j} * d;
               for (uint32_t i = 0; i < d; ++i) c[i] += rj * ut[i];
             }
@@ -890,7 +916,18 @@ void Loop(const SeqProfile& p, uint32_t tokens, const float* x, const float* lay
             for (uint32_t i = 0; i < d; ++i) qr[i] = SeqQuantize(c[i], st[i], params.rho);
           }
         }
-        Reconstruct(basis, st, tokens, d, q, pred.data(), xhat, acc.data());
+        if (params.transform_bits > 0) {
+          fixed_v.resize(size_t{d} * d);
+          const float* scale = p.step_scale.data() + size_t{g} * d;
+          for (uint32_t i = 0; i < d; ++i) {
+            for (uint32_t j = 0; j < d; ++j) fixed_v[size_t{i} * d + j] = scale[i] * basis[size_t{i} * d + j];
+          }
+          SeqRoundFixedPoint(fixed_v.data(), 1, size_t{d} * d, size_t{d} * d, params.transform_bits);
+          const double mult = params.mult_code.empty() ? 1.0 : SeqMultiplier(params.mult_code[g]);
+          ReconstructFixed(fixed_v.data(), double{params.delta0} * mult, tokens, d, q, pred.data(), xhat, &acc_fixed);
+        } else {
+          Reconstruct(basis, st, tokens, d, q, pred.data(), xhat, acc.data());
+        }
         if (encode) {
           out->sse[g] = SeqGroupSse(x + l * per_layer + (size_t{kv} * H + h) * per_group, xhat, tokens, d);
         }

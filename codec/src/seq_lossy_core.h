@@ -179,6 +179,12 @@ struct SeqLoopParams {
   // fixed point, per block of head_dim columns a power-of-two scale from the
   // block's largest value, to measure integer arithmetic's cost.
   int feature_bits = 0;
+  // Measurement only, as feature_bits: > 0 gives the transform this many bits
+  // of fixed point: the encoder's residual rows (one scale per group's
+  // tokens x head_dim block) and the reconstruction's weights step_scale[i] *
+  // U[i][j] (one scale per group; the step's chunk factor delta0 * multiplier
+  // applied after the sum), the forms an integer transform would take.
+  int transform_bits = 0;
 };
 
 // A [rows][cols] block of v (row stride `stride`) rounded to `bits`-bit signed

@@ -15,6 +15,8 @@
 //       first step toward integer arithmetic that tensor cores reproduce
 //       exactly (docs/seq_codec_design.md, "What next" 8): chunk bytes and
 //       K/V error at equal steps;
+//   FixedPointTransform             all three dense products in fixed point:
+//       weights, features, and the transform (SeqLoopParams::transform_bits);
 //   FixedPointFeatures              the other half: the predictor's features
 //       (the previous layer's reconstruction) rounded to B-bit fixed point in
 //       the closed loop (SeqLoopParams::feature_bits), with float or int16
@@ -469,6 +471,57 @@ TEST_F(SeqGpuVariantsMeasure, FixedPointFeatures) {
                       feature_bits == 0 ? "float" : ("int" + std::to_string(feature_bits)).c_str(), bits / n,
                       sse / energy);
         }
+      }
+    }
+  }
+}
+
+// All three dense products in fixed point: the predictor (weights and
+// features), the encoder's forward transform (residual rows and basis) and
+// the reconstruction (step_scale * U, SeqLoopParams::transform_bits), as an
+// integer dense stage that tensor cores compute exactly would need them
+// (docs/seq_codec_design.md, "What next" 8). Same method as
+// FixedPointFeatures: the closed loop, ideal code lengths of the adaptive
+// coder, squared error in the coding domain.
+TEST_F(SeqGpuVariantsMeasure, FixedPointTransform) {
+  std::printf("%6s %6s %7s %8s %9s %12s %12s\n", "inputs", "delta", "weights", "features", "transform", "bits/elem",
+              "rel MSE");
+  struct Row {
+    int weights, features, transform;
+  };
+  const Row rows[] = {{32, 0, 0},  {32, 0, 16}, {32, 0, 12},  {32, 0, 8},   {16, 16, 16},
+                      {16, 12, 12}, {16, 8, 16}, {12, 12, 12}, {16, 16, 8}};
+  auto name = [](int bits, int none) { return bits == none ? std::string("float") : "int" + std::to_string(bits); };
+  for (SeqInputs inputs : {SeqInputs::kSameHead, SeqInputs::kAllHeads}) {
+    auto calibrated = Calibrated(inputs);
+    ASSERT_TRUE(calibrated.ok()) << calibrated.status().ToString();
+    for (float delta : {0.5f, 1.0f}) {
+      for (const Row& row : rows) {
+        SeqProfile p = *calibrated;
+        if (row.weights < 32) WeightsToFixedPoint(&p, row.weights);
+        const uint32_t d = p.head_dim;
+        double bits = 0, n = 0, sse = 0, energy = 0;
+        for (const Chunk& c : test_pieces_) {
+          internal::SeqLoopParams params;
+          params.delta0 = delta;
+          params.mult_code.assign(p.groups(), 128);
+          params.feature_bits = row.features;
+          params.transform_bits = row.transform;
+          internal::SeqLoopResult loop;
+          const std::vector<float> x = internal::SeqCodingDomain(c, p.pre_rope_keys);
+          internal::SeqEncodeLoop(p, c.shape.tokens, x.data(), nullptr, params, &loop);
+          const uint32_t T = c.shape.tokens;
+          for (uint32_t g = 0; g < p.groups(); ++g) {
+            bits += internal::SeqEstimateGroupBits(loop.q.data() + size_t{g} * T * d, T, d);
+            sse += loop.sse[g];
+          }
+          for (float v : x) energy += double(v) * v;
+          n += double(x.size());
+        }
+        std::printf("%6s %6.2f %7s %8s %9s %12.4f %12.5f\n", std::string(SeqInputsName(inputs)).c_str(), delta,
+                    name(row.weights, 32).c_str(), name(row.features, 0).c_str(), name(row.transform, 0).c_str(),
+                    bits / n, sse / energy);
+        EXPECT_GT(bits, 0);
       }
     }
   }
