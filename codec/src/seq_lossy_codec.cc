@@ -340,7 +340,7 @@ Status SeqLossyCodec::EncodeImpl(const Chunk& chunk, const ChunkContext* parent,
 
   // Rate control (SeqRateSearch): typically 3-6 trial encodes.
   SeqLoopResult chosen;
-  SeqRateSearch search(opts_.bits, opts_.kl, opts_.delta, opts_.maxbits);
+  SeqRateSearch search(opts_.bits, opts_.kl, opts_.delta, opts_.maxbits, opts_.streams);
   while (!search.done()) {
     double b, pr;
     trial(search.delta(), &b, &pr);

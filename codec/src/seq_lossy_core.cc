@@ -1064,11 +1064,16 @@ double SeqRateSearch::Secant::Next(double x, double f, double target, bool root_
   return nx > lo && nx < hi ? nx : 0.5 * (lo + hi);
 }
 
-SeqRateSearch::SeqRateSearch(double bits, double kl, double delta, double maxbits)
+double SeqRateFirstSlope(SeqStreamCoding coding, double bits) {
+  return IsLaneCoding(coding) ? -(1.019 + 0.103 * bits) : -1.44;
+}
+
+SeqRateSearch::SeqRateSearch(double bits, double kl, double delta, double maxbits, SeqStreamCoding coding)
     : opt_bits_(bits), opt_kl_(kl), opt_delta_(delta), opt_maxbits_(maxbits), chosen_delta_(delta) {
   if (opt_bits_ > 0) {
     phase_ = Phase::kBits;
-    search_ = {std::log(kMinDelta), std::log(kMaxDelta), -1.44, -20, -0.05, NAN, NAN};
+    const double slope = std::clamp(SeqRateFirstSlope(coding, opt_bits_), -20.0, -0.05);
+    search_ = {std::log(kMinDelta), std::log(kMaxDelta), slope, -20, -0.05, NAN, NAN};
     x_ = std::log(0.3);
     best_ = INFINITY;  // the best |bits - target| so far
     it_ = 0;

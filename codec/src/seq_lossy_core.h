@@ -268,7 +268,9 @@ Result<std::vector<std::span<const uint8_t>>> UnpackSeqStreams(std::span<const u
 // the GPU encoder (a batch, one round of trials at a time) take the same
 // steps: while (!done()) { trial at delta(); Report(bits, proxy); }.
 //   bits=B: a safeguarded secant search on log(delta0) for B bits/element
-//           (bits fall ~1.44 per unit of log step), the closest trial kept;
+//           from delta0 0.3, the closest trial kept; the first step assumes
+//           bits fall 1.44 per unit of log step with adaptive streams, and
+//           1.019 + 0.103 B with lane streams (SeqRateFirstSlope);
 //   kl=D:   the largest step whose proxy is <= D (aim 1.5% under it; the proxy
 //           grows ~2 per unit), after bits= when bits='s step exceeds D;
 //   delta=X: one trial at X (kept).
@@ -276,7 +278,7 @@ Result<std::vector<std::span<const uint8_t>>> UnpackSeqStreams(std::span<const u
 // only one above maxbits (the codec's fallback decides what happens).
 class SeqRateSearch {
  public:
-  SeqRateSearch(double bits, double kl, double delta, double maxbits);
+  SeqRateSearch(double bits, double kl, double delta, double maxbits, SeqStreamCoding coding);
   bool done() const { return phase_ == Phase::kDone; }
   double delta() const { return next_; }  // the next trial's step (!done())
   // The trial at delta() gave `bits` per element and `proxy`; true when it
@@ -311,6 +313,16 @@ class SeqRateSearch {
   double chosen_delta_ = 0, bits_ = 0, proxy_ = 0;
   bool lossless_ = false, raised_ = false;
 };
+
+// The bits= search's first slope, d(bits per element) / d(log delta0), for a
+// target of `bits`. Lane streams' bits fall slower than the adaptive
+// streams' as the step grows (their static model codes the tails with fewer
+// bits): fitted on the 256-token pieces of the dev dumps doc00-03 (the slope
+// from delta0 0.3 to the step each target needed); on doc04-07 it takes lane
+// streams 2.0-3.0 trial encodes per chunk instead of 3.0-3.9 at bits=1.5-3
+// (docs/BENCHMARKS.md, "rate-control trials"). Adaptive streams keep -1.44,
+// which fits them as well as a fitted line does.
+double SeqRateFirstSlope(SeqStreamCoding coding, double bits);
 
 // KL proxy of a reconstruction: proxy_scale * sum_g sensitivity_g * SSE_g / T.
 double SeqProxy(const SeqProfile& profile, const std::vector<double>& sse, uint32_t tokens);

@@ -513,7 +513,7 @@ Status SeqEncodeGpu::Encode(const SeqEncodeArgs& args, void* workspace, uint64_t
     // Rate control: every item's SeqRateSearch, one round of trials at a time
     // (one wait per round), as the CPU encoder runs them one after another.
     std::vector<seqkv::internal::SeqRateSearch> search;
-    for (size_t k = 0; k < all.size(); ++k) search.emplace_back(o.bits, o.kl, o.delta, o.maxbits);
+    for (size_t k = 0; k < all.size(); ++k) search.emplace_back(o.bits, o.kl, o.delta, o.maxbits, o.streams);
     std::vector<uint8_t> kept_last(all.size(), 0);
     std::vector<uint64_t> cost(group_at);
     std::vector<double> sse(group_at);
