@@ -24,6 +24,10 @@
 //                 a sign operation (the default with a version-2 profile) — or
 //                 adaptive models on 8 lanes of one chain (chunks continue
 //                 their parents; the only choice with a version-1 profile)
+//   arith=float|int12  the dense stage's arithmetic (default float):
+//                 int12 computes prediction, transform and reconstruction on
+//                 12-bit fixed point with exact integer sums, which any
+//                 summation order (tensor cores) reproduces bit for bit
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -78,6 +82,7 @@ class SeqLossyCodec final : public Codec, public SeqLossyEncoder {
     std::vector<double> lrate;  // per layer, empty = 0
     bool fallback_lossless = true;
     SeqStreamCoding streams = SeqStreamCoding::kAdaptive;
+    SeqArith arith = SeqArith::kFloat;
     bool lanes() const { return IsLaneCoding(streams); }
   };
 
@@ -89,8 +94,8 @@ class SeqLossyCodec final : public Codec, public SeqLossyEncoder {
   CodecId id() const override { return CodecId::kSeq; }
   const SeqProfile& profile() const override { return *profile_; }
   SeqEncoderSettings Settings() const override {
-    return {opts_.bits,  opts_.kl,    opts_.delta,   opts_.deadzone,         opts_.krate,
-            opts_.vrate, opts_.lrate, opts_.maxbits, opts_.fallback_lossless, opts_.streams};
+    return {opts_.bits,  opts_.kl,    opts_.delta,   opts_.deadzone,         opts_.krate,  opts_.vrate,
+            opts_.lrate, opts_.maxbits, opts_.fallback_lossless, opts_.streams, opts_.arith};
   }
 
   SeqLaneModel LaneModel() const { return SeqLaneModelOf(opts_.streams); }
@@ -119,6 +124,7 @@ class SeqLossyCodec final : public Codec, public SeqLossyEncoder {
                             : opts_.streams == SeqStreamCoding::kLanes     ? "lanes"
                                                                            : "adaptive";
     }
+    if (opts_.arith == SeqArith::kInt12) s.params["arith"] = "int12";
     s.params["profile"] = profile_id_;
     return s.ToString();
   }
@@ -280,6 +286,7 @@ Status SeqLossyCodec::EncodeImpl(const Chunk& chunk, const ChunkContext* parent,
   // (pre-RoPE keys), the model's layer-0 keys and the reconstruction.
   SeqLoopParams params;
   params.rho = static_cast<float>(opts_.deadzone);
+  params.arith = opts_.arith;
   params.layer0_exact = Layer0Exact(chunk);
   RopeTable rope_table;
   const RopeTable* rope = ChunkRope(chunk, p.pre_rope_keys || params.layer0_exact, &rope_table);
@@ -524,7 +531,7 @@ Result<std::unique_ptr<Codec>> MakeSeqLossyCodec(const CodecSpec& spec) {
   SEQKV_RETURN_IF_ERROR(SpecCheckKeys(
       spec,
       {"profile", "bits", "kl", "delta", "deadzone", "krate", "vrate", "lrate", "fallback", "maxbits", "lossless",
-       "streams"}));
+       "streams", "arith"}));
   SeqLossyCodec::Options o;
   SEQKV_ASSIGN_OR_RETURN(o.bits, SpecDouble(spec, "bits", 0, 0, 16));
   SEQKV_ASSIGN_OR_RETURN(o.kl, SpecDouble(spec, "kl", 0, 0, 100));
@@ -544,6 +551,11 @@ Result<std::unique_ptr<Codec>> MakeSeqLossyCodec(const CodecSpec& spec) {
   if (streams != spec.params.end() && streams->second != "adaptive" && streams->second != "lanes" &&
       streams->second != "lanes2") {
     return InvalidArgument("seq: streams must be adaptive, lanes or lanes2");
+  }
+  auto arith = spec.params.find("arith");
+  if (arith != spec.params.end()) {
+    if (arith->second != "float" && arith->second != "int12") return InvalidArgument("seq: arith must be float or int12");
+    o.arith = arith->second == "int12" ? SeqArith::kInt12 : SeqArith::kFloat;
   }
   if (o.delta > 0 && (o.bits > 0 || o.kl > 0)) return InvalidArgument("seq: delta= excludes bits= and kl=");
   if (o.delta > 0 && o.delta < kMinDelta) return InvalidArgument("seq: delta must be >= 1e-5");
@@ -602,6 +614,10 @@ Result<std::unique_ptr<Codec>> MakeSeqLossyCodec(const CodecSpec& spec) {
   if (o.streams == SeqStreamCoding::kSignedLanes && !profile->has_signed_model()) {
     return FailedPrecondition("seq: streams=lanes2 needs a profile with a signed model (calibrate it again with "
                               "this version; profile " + profile->Id() + " has only the magnitude model)");
+  }
+  if (o.arith == SeqArith::kInt12 && profile->head_dim > internal::kSeqFixedMaxDim) {
+    return FailedPrecondition("seq: arith=int12 needs head_dim <= 512 (profile " + profile->Id() + " has " +
+                              std::to_string(profile->head_dim) + ")");
   }
   if (o.kl > 0 && !profile->has_sensitivity) {
     return FailedPrecondition("seq: kl= needs a profile calibrated with sensitivities (--sensitivity FILE)");

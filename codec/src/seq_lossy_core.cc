@@ -835,6 +835,129 @@ SEQKV_VECTOR_CLONES void Reconstruct(const float* basis, const float* steps, uin
   }
 }
 
+// ---- arith=int12: the dense stage on 12-bit fixed point with exact integer sums.
+
+// The profile's operands of one group in fixed point (built per loop).
+struct FixedGroup {
+  std::vector<int16_t> w;  // predictor feature rows [F - 1][d] (not the bias row)
+  std::vector<int16_t> u;  // basis [d][d] (encoder: the forward transform)
+  std::vector<int16_t> v;  // step_scale[i] * basis[i][j], [d][d] (reconstruction)
+  int ew = 0, eu = 0, ev = 0;
+};
+
+std::vector<FixedGroup> FixedGroups(const SeqProfile& p, bool encode) {
+  const uint32_t d = p.head_dim, F = p.features();
+  std::vector<FixedGroup> out(p.groups());
+  std::vector<float> sv(size_t{d} * d);
+  for (uint32_t g = 0; g < p.groups(); ++g) {
+    FixedGroup& fg = out[g];
+    if (F > 1) {
+      fg.w.resize(size_t{F - 1} * d);
+      fg.ew = SeqToFixed(p.predictor.data() + size_t{g} * F * d, F - 1, d, d, fg.w.data());
+    }
+    const float* basis = p.basis.data() + size_t{g} * d * d;
+    if (encode) {
+      fg.u.resize(size_t{d} * d);
+      fg.eu = SeqToFixed(basis, d, d, d, fg.u.data());
+    }
+    const float* scale = p.step_scale.data() + size_t{g} * d;
+    for (uint32_t i = 0; i < d; ++i) {
+      for (uint32_t j = 0; j < d; ++j) sv[size_t{i} * d + j] = scale[i] * basis[size_t{i} * d + j];
+    }
+    fg.v.resize(size_t{d} * d);
+    fg.ev = SeqToFixed(sv.data(), d, d, d, fg.v.data());
+  }
+  return out;
+}
+
+// pred[t][j] = float(sum over feature blocks b, ascending, of 2^(e_b + ew) *
+// S_b[t][j]) + bias[j], S_b the exact int32 sum over the block's d columns of
+// feature * weight. Blocks: the previous layer's [T][d] reconstruction of
+// (kv', h'), feats [2][H][T][d] with exponents e [2][H]; same head: (0, h),
+// (1, h); all heads: every (kv', h') in order.
+SEQKV_VECTOR_CLONES void PredictFixed(const SeqProfile& p, uint32_t g, uint32_t h, uint32_t tokens, const std::vector<int16_t>& feats,
+                  const std::vector<int>& e, const FixedGroup& fg, float* pred, std::vector<int32_t>* acc,
+                  std::vector<double>* sum) {
+  const uint32_t H = p.kv_heads, d = p.head_dim, F = p.features();
+  const float* bias = p.predictor.data() + (size_t{g} * F + (F - 1)) * d;
+  const bool same = p.inputs == SeqInputs::kSameHead;
+  const uint32_t blocks = same ? 2 : 2 * H;
+  for (uint32_t t = 0; t < tokens; ++t) {
+    std::fill(sum->begin(), sum->end(), 0.0);
+    for (uint32_t b = 0; b < blocks; ++b) {
+      const uint32_t block = same ? b * H + h : b;  // (kv', h') = (b, h) or (b / H, b % H)
+      const int16_t* x = feats.data() + (size_t{block} * tokens + t) * d;
+      const int16_t* w = fg.w.data() + size_t{b} * d * d;
+      int32_t* __restrict a = acc->data();
+      std::fill(a, a + d, 0);
+      for (uint32_t c = 0; c < d; ++c) {
+        const int32_t xc = x[c];
+        if (xc == 0) continue;
+        const int16_t* __restrict wr = w + size_t{c} * d;
+        for (uint32_t j = 0; j < d; ++j) a[j] += xc * int32_t{wr[j]};
+      }
+      const double scale = std::ldexp(1.0, e[block] + fg.ew);  // a * scale is exact (a power of two)
+      for (uint32_t j = 0; j < d; ++j) (*sum)[j] += double(a[j]) * scale;
+    }
+    for (uint32_t j = 0; j < d; ++j) pred[size_t{t} * d + j] = static_cast<float>((*sum)[j]) + bias[j];
+  }
+}
+
+// xhat[t][j] = pred[t][j] + float(2^ev * A[t][j] * base), A the exact sum
+// over i of q[t][i] * v[i][j] (int64), base = delta0 * multiplier (double).
+// (A row whose symbols are all below 2^31 / (2047 d) in magnitude, nearly every row, sums in int32:
+// the same integers, in vector registers.)
+SEQKV_VECTOR_CLONES void ReconstructInt(const FixedGroup& fg, double base, uint32_t tokens, uint32_t d,
+                                        const int32_t* q, const float* pred, float* xhat, std::vector<int64_t>* acc,
+                                        std::vector<int32_t>* acc32) {
+  const int64_t small = (int64_t{1} << 31) / (int64_t{kSeqFixedMax} * d);
+  const double scale = std::ldexp(1.0, fg.ev);  // a * scale is exact (a power of two)
+  for (uint32_t t = 0; t < tokens; ++t) {
+    const int32_t* qr = q + size_t{t} * d;
+    int64_t* __restrict a = acc->data();
+    int64_t most = 0;
+    for (uint32_t i = 0; i < d; ++i) most = std::max<int64_t>(most, std::abs(int64_t{qr[i]}));
+    if (most < small) {
+      int32_t* __restrict a32 = acc32->data();
+      std::fill(a32, a32 + d, 0);
+      for (uint32_t i = 0; i < d; ++i) {
+        if (qr[i] == 0) continue;
+        const int32_t y = qr[i];
+        const int16_t* __restrict vr = fg.v.data() + size_t{i} * d;
+        for (uint32_t j = 0; j < d; ++j) a32[j] += y * int32_t{vr[j]};
+      }
+      for (uint32_t j = 0; j < d; ++j) a[j] = a32[j];
+    } else {
+      std::fill(a, a + d, 0);
+      for (uint32_t i = 0; i < d; ++i) {
+        if (qr[i] == 0) continue;
+        const int64_t y = qr[i];
+        const int16_t* __restrict vr = fg.v.data() + size_t{i} * d;
+        for (uint32_t j = 0; j < d; ++j) a[j] += y * vr[j];
+      }
+    }
+    for (uint32_t j = 0; j < d; ++j) {
+      xhat[size_t{t} * d + j] = pred[size_t{t} * d + j] + static_cast<float>(double(a[j]) * scale * base);
+    }
+  }
+}
+
+// c[t][i] = float(2^e * sum_j r[t][j] * u[i][j]) (exact int32 sums), quantized.
+SEQKV_VECTOR_CLONES void ForwardFixed(const FixedGroup& fg, const int16_t* r, int e, uint32_t tokens, uint32_t d,
+                                      const float* steps, float rho, int32_t* q) {
+  const double scale = std::ldexp(1.0, e + fg.eu);  // s * scale is exact (a power of two)
+  for (uint32_t t = 0; t < tokens; ++t) {
+    const int16_t* rr = r + size_t{t} * d;
+    int32_t* qr = q + size_t{t} * d;
+    for (uint32_t i = 0; i < d; ++i) {
+      const int16_t* __restrict ur = fg.u.data() + size_t{i} * d;
+      int32_t s = 0;
+      for (uint32_t j = 0; j < d; ++j) s += int32_t{rr[j]} * ur[j];
+      qr[i] = SeqQuantize(static_cast<float>(double(s) * scale), steps[i], rho);
+    }
+  }
+}
+
 // SeqLoopParams::transform_bits: xhat[t][j] = pred[t][j] + base * sum_i q[t][i] * v[i][j],
 // v = step_scale * U in fixed point (the sum exact in double: integer products below 2^53).
 void ReconstructFixed(const float* v, double base, uint32_t tokens, uint32_t d, const int32_t* q, const float* pred,
@@ -875,6 +998,14 @@ void Loop(const SeqProfile& p, uint32_t tokens, const float* x, const float* lay
   std::vector<float> pred(per_group), acc(d), c(d), basis_t(size_t{d} * d);
   std::vector<float> resid, fixed_v;  // transform_bits
   std::vector<double> acc_fixed(d);
+  // arith=int12: the profile's operands and the previous layer's reconstruction in fixed point.
+  const bool fixed = params.arith == SeqArith::kInt12;
+  const std::vector<FixedGroup> fixed_groups = fixed ? FixedGroups(p, encode) : std::vector<FixedGroup>{};
+  std::vector<int16_t> fixed_feats, fixed_resid;
+  std::vector<int> feat_exp(2 * H);
+  std::vector<int32_t> acc32(d);
+  std::vector<int64_t> acc64(d);
+  std::vector<double> pred_sum(d);
   uint32_t first = 0;
   if (params.layer0_exact) {
     std::copy(layer0, layer0 + per_layer, out->xhat.begin());
@@ -882,17 +1013,40 @@ void Loop(const SeqProfile& p, uint32_t tokens, const float* x, const float* lay
   }
   for (uint32_t l = first; l < L; ++l) {
     std::vector<float> feats;
-    if (l > 0 && p.inputs != SeqInputs::kMean) feats = Features(p, tokens, out->xhat.data() + (l - 1) * per_layer);
+    const bool has_feats = l > 0 && p.inputs != SeqInputs::kMean;
+    if (has_feats && fixed) {
+      fixed_feats.resize(per_layer);
+      const float* prev = out->xhat.data() + (l - 1) * per_layer;
+      for (uint32_t b = 0; b < 2 * H; ++b) {
+        feat_exp[b] = SeqToFixed(prev + b * per_group, tokens, d, d, fixed_feats.data() + b * per_group);
+      }
+    } else if (has_feats) {
+      feats = Features(p, tokens, out->xhat.data() + (l - 1) * per_layer);
+    }
     if (params.feature_bits > 0 && !feats.empty()) RoundFeatures(&feats, p.features(), d, params.feature_bits);
     for (uint32_t kv = 0; kv < 2; ++kv) {
       for (uint32_t h = 0; h < H; ++h) {
         const uint32_t g = SeqGroup(l, kv, h, H);
-        Predict(p, g, h, tokens, feats, pred.data());
+        if (fixed && has_feats) {
+          PredictFixed(p, g, h, tokens, fixed_feats, feat_exp, fixed_groups[g], pred.data(), &acc32, &pred_sum);
+        } else {
+          Predict(p, g, h, tokens, feats, pred.data());
+        }
         const float* basis = p.basis.data() + size_t{g} * d * d;
         const float* st = steps.data() + size_t{g} * d;
         int32_t* q = out->q.data() + size_t{g} * per_group;
         float* xhat = out->xhat.data() + l * per_layer + (size_t{kv} * H + h) * per_group;
-        if (encode) {
+        if (encode && fixed) {
+          // c[t][i] = float(2^(er + eu) * sum_j r[t][j] * u[i][j]), r = x - pred in fixed point (one
+          // exponent er for the group's block), the sum exact in int32.
+          const float* xs = x + l * per_layer + (size_t{kv} * H + h) * per_group;
+          resid.resize(per_group);
+          for (size_t e = 0; e < per_group; ++e) resid[e] = xs[e] - pred[e];
+          fixed_resid.resize(per_group);
+          const FixedGroup& fg = fixed_groups[g];
+          const int er = SeqToFixed(resid.data(), tokens, d, d, fixed_resid.data());
+          ForwardFixed(fg, fixed_resid.data(), er, tokens, d, st, params.rho, q);
+        } else if (encode) {
           for (uint32_t i = 0; i < d; ++i) {
             for (uint32_t j = 0; j < d; ++j) basis_t[size_t{j} * d + i] = basis[size_t{i} * d + j];
           }
@@ -916,7 +1070,11 @@ void Loop(const SeqProfile& p, uint32_t tokens, const float* x, const float* lay
             for (uint32_t i = 0; i < d; ++i) qr[i] = SeqQuantize(c[i], st[i], params.rho);
           }
         }
-        if (params.transform_bits > 0) {
+        if (fixed) {
+          const double mult = params.mult_code.empty() ? 1.0 : SeqMultiplier(params.mult_code[g]);
+          ReconstructInt(fixed_groups[g], double{params.delta0} * mult, tokens, d, q, pred.data(), xhat, &acc64,
+                         &acc32);
+        } else if (params.transform_bits > 0) {
           fixed_v.resize(size_t{d} * d);
           const float* scale = p.step_scale.data() + size_t{g} * d;
           for (uint32_t i = 0; i < d; ++i) {
@@ -964,6 +1122,35 @@ void SeqRoundFixedPoint(float* v, size_t rows, size_t stride, size_t cols, int b
   }
 }
 
+int SeqFixedExponent(double m) {
+  if (!(m > 0) || !std::isfinite(m)) return 0;
+  const double top = kSeqFixedMax;
+  int e = 0;
+  std::frexp(m / top, &e);  // a first guess; the checks below are exact
+  while (m > std::ldexp(top, e)) ++e;
+  while (m <= std::ldexp(top, e - 1)) --e;
+  return e;
+}
+
+int SeqToFixed(const float* v, size_t rows, size_t stride, size_t cols, int16_t* out) {
+  double m = 0;
+  for (size_t r = 0; r < rows; ++r) {
+    for (size_t c = 0; c < cols; ++c) {
+      const double x = v[r * stride + c];
+      if (std::isfinite(x)) m = std::max(m, std::abs(x));
+    }
+  }
+  const int e = SeqFixedExponent(m);
+  const double inv = std::ldexp(1.0, -e);  // x * inv is exact (a power of two)
+  for (size_t r = 0; r < rows; ++r) {
+    for (size_t c = 0; c < cols; ++c) {
+      const double x = v[r * stride + c];
+      out[r * cols + c] = std::isfinite(x) ? static_cast<int16_t>(std::nearbyint(x * inv)) : 0;
+    }
+  }
+  return e;
+}
+
 // ============================================================ container tables
 
 Result<SeqLossyParams> ParseSeqLossyParams(std::span<const uint8_t> after_mode, const SeqProfile& profile) {
@@ -985,10 +1172,14 @@ Result<SeqLossyParams> ParseSeqLossyParams(std::span<const uint8_t> after_mode, 
   if (lanes) out.step_class = static_cast<int16_t>(r.U16());
   if (!r.ok() || r.remaining() != 0) return DataLoss("seq: bad parameters");
   out.loop.mult_code.assign(codes.begin(), codes.end());
-  if (layer0_mode > 1 || !(out.loop.delta0 > 0) || !std::isfinite(out.loop.delta0)) {
+  if (layer0_mode > 3 || !(out.loop.delta0 > 0) || !std::isfinite(out.loop.delta0)) {
     return DataLoss("seq: bad parameters");
   }
-  out.loop.layer0_exact = layer0_mode == 1;
+  out.loop.layer0_exact = (layer0_mode & 1) != 0;
+  out.loop.arith = (layer0_mode & 2) != 0 ? SeqArith::kInt12 : SeqArith::kFloat;
+  if (out.loop.arith == SeqArith::kInt12 && profile.head_dim > kSeqFixedMaxDim) {
+    return DataLoss("seq: arith=int12 with a head_dim above 512");
+  }
   if (out.streams == SeqStreamCoding::kLanes && !profile.has_static_model()) {
     return DataLoss("seq: lane streams with a profile that has no static model");
   }
@@ -1003,7 +1194,8 @@ std::vector<uint8_t> PackSeqLossyParams(const SeqLossyParams& params, float prox
   std::vector<uint8_t> out;
   ByteWriter w(&out);
   w.U8(kSeqModeLossy);
-  w.U8(params.loop.layer0_exact ? 1 : 0);
+  // Bit 0: layer 0 from the model; bit 1: arith=int12.
+  w.U8(static_cast<uint8_t>((params.loop.layer0_exact ? 1 : 0) | (params.loop.arith == SeqArith::kInt12 ? 2 : 0)));
   w.U16(static_cast<uint16_t>(params.streams));
   uint32_t dbits, pbits;
   std::memcpy(&dbits, &params.loop.delta0, 4);

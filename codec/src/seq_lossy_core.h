@@ -185,7 +185,21 @@ struct SeqLoopParams {
   // U[i][j] (one scale per group; the step's chunk factor delta0 * multiplier
   // applied after the sum), the forms an integer transform would take.
   int transform_bits = 0;
+  // The dense stage's arithmetic (the chunk's arith=; docs/format.md).
+  SeqArith arith = SeqArith::kFloat;
 };
+
+// Fixed point for arith=int12: values v as integers n with |n| <= 2047 and
+// one power-of-two scale 2^e per block, e the smallest with max |v| <= 2047 *
+// 2^e (exactly: frexp, then checked with ldexp), n = round-half-even(v / 2^e).
+// Non-finite values are taken as 0; an all-zero block has e = 0.
+inline constexpr int kSeqFixedBits = 12;
+inline constexpr int32_t kSeqFixedMax = (1 << (kSeqFixedBits - 1)) - 1;  // 2047
+int SeqFixedExponent(double max_abs);
+// The int32 sums over a head_dim block stay exact up to 512 terms (512 * 2047^2 < 2^31).
+inline constexpr uint32_t kSeqFixedMaxDim = 512;
+// v [rows][cols] (row stride `stride`) into out [rows][cols]; returns e.
+int SeqToFixed(const float* v, size_t rows, size_t stride, size_t cols, int16_t* out);
 
 // A [rows][cols] block of v (row stride `stride`) rounded to `bits`-bit signed
 // fixed point with one power-of-two scale: the smallest 2^e with every |value|

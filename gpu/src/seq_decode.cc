@@ -277,6 +277,10 @@ Result<SeqDecodeItem> MakeSeqDecodeItem(const ChunkHeader& header, std::span<con
   SEQKV_ASSIGN_OR_RETURN(seqkv::internal::SeqLossyParams params,
                          seqkv::internal::ParseSeqLossyParams(params_section.subspan(1), p));
   if (params.loop.layer0_exact) return Unimplemented("seq gpu: layer 0 from the model is not implemented on the GPU");
+  if (params.loop.arith != SeqArith::kFloat) {
+    return Unimplemented("seq gpu: arith=int12 chunks decode on the CPU only (the GPU's integer dense stage is not "
+                         "built yet)");
+  }
   if (params.parent_hash != 0) return FailedPrecondition("seq gpu: the chunk continues a parent chunk");
   if (header.sections.size() != 1 + size_t{s.layers}) return DataLoss("seq: wrong number of sections");
   SeqDecodeItem item;

@@ -300,6 +300,10 @@ Result<SeqEncodeGpu> SeqEncodeGpu::CreateFor(Backend backend, std::shared_ptr<co
     return Unimplemented("seq gpu encode: the profile takes layer 0 from the model; encode on the CPU");
   }
   if (p.head_dim > 1024) return Unimplemented("seq gpu encode: head_dim above 1024");
+  if (settings.arith != SeqArith::kFloat) {
+    return Unimplemented("seq gpu encode: arith=int12 encodes on the CPU only (the GPU's integer dense stage is not "
+                         "built yet)");
+  }
 #ifdef SEQKV_WITH_CUDA
   static_assert(internal::kSqSseTile == seqkv::internal::kSeqSseTile, "tile of the squared-error sums");
   if (internal::SqMaxHeaderBytes(p.head_dim) != StreamHeaderBytes(p.head_dim, false) ||

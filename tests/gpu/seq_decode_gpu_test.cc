@@ -310,6 +310,11 @@ TEST_P(SeqDecodeGpuTest, ChunksTheGpuPathDoesNotTakeAreRefusedClearly) {
   Coded foreign = Code(piece, "seq:delta=1,streams=adaptive,profile=" + other_ptr->Id());
   EXPECT_EQ(MakeSeqDecodeItem(foreign.header, foreign.bytes, foreign.bytes.data(), *profile_).status().code(),
             StatusCode::kFailedPrecondition);
+  // Integer dense arithmetic (the CPU codec's only, for now).
+  Coded int12 = Code(piece, "seq:delta=1,arith=int12,profile=" + profile_->Id());
+  const Status int12_status = MakeSeqDecodeItem(int12.header, int12.bytes, int12.bytes.data(), *profile_).status();
+  EXPECT_EQ(int12_status.code(), StatusCode::kUnimplemented) << int12_status.ToString();
+  EXPECT_NE(int12_status.message().find("arith=int12"), std::string::npos) << int12_status.ToString();
   // seq:lossless.
   Coded lossless = Code(piece, "seq:lossless");
   EXPECT_EQ(MakeSeqDecodeItem(lossless.header, lossless.bytes, lossless.bytes.data(), *profile_).status().code(),

@@ -333,6 +333,10 @@ TEST_P(SeqEncodeGpuTest, BadItemsFailAloneAndOutOfScopeSpecsAreRefused) {
   EXPECT_EQ(SeqEncodeGpu::CreateFor(backend(), CodecFor("seq:lossless")).status().code(),
             StatusCode::kInvalidArgument);
   EXPECT_EQ(SeqEncodeGpu::CreateFor(backend(), nullptr).status().code(), StatusCode::kInvalidArgument);
+  // Integer dense arithmetic is the CPU codec's only, for now.
+  auto int12 = SeqEncodeGpu::CreateFor(backend(), CodecFor("seq:delta=1,arith=int12"));
+  EXPECT_EQ(int12.status().code(), StatusCode::kUnimplemented);
+  EXPECT_NE(int12.status().message().find("arith=int12"), std::string::npos) << int12.status().ToString();
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, SeqEncodeGpuTest,

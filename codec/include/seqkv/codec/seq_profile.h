@@ -186,6 +186,13 @@ enum class SeqStreamCoding : uint8_t {
 };
 inline bool IsLaneCoding(SeqStreamCoding c) { return c != SeqStreamCoding::kAdaptive; }
 
+// How a lossy seq chunk's dense stage (prediction, transform, reconstruction)
+// computes (docs/format.md, "seq lossy", arith=).
+enum class SeqArith : uint8_t {
+  kFloat,  // arith=float: float32 operations in the reference's order
+  kInt12,  // arith=int12: 12-bit fixed-point operands, exact integer sums (any order gives the same bytes)
+};
+
 // A lossy seq codec's settings, as parsed from its spec (docs/format.md,
 // "seq lossy"): 0 = not given. The GPU encoder takes them from here so that it
 // quantizes with exactly the CPU encoder's numbers.
@@ -196,6 +203,7 @@ struct SeqEncoderSettings {
   double maxbits = 8;
   bool fallback_lossless = true;
   SeqStreamCoding streams = SeqStreamCoding::kAdaptive;
+  SeqArith arith = SeqArith::kFloat;
 };
 
 // Implemented by the lossy seq codec (dynamic_cast a Codec to it).
