@@ -554,7 +554,9 @@ Result<std::unique_ptr<Codec>> MakeSeqLossyCodec(const CodecSpec& spec) {
   }
   auto arith = spec.params.find("arith");
   if (arith != spec.params.end()) {
-    if (arith->second != "float" && arith->second != "int12") return InvalidArgument("seq: arith must be float or int12");
+    if (arith->second != "float" && arith->second != "int12") {
+      return InvalidArgument("seq: arith must be float or int12");
+    }
     o.arith = arith->second == "int12" ? SeqArith::kInt12 : SeqArith::kFloat;
   }
   if (o.delta > 0 && (o.bits > 0 || o.kl > 0)) return InvalidArgument("seq: delta= excludes bits= and kl=");

@@ -875,9 +875,10 @@ std::vector<FixedGroup> FixedGroups(const SeqProfile& p, bool encode) {
 // feature * weight. Blocks: the previous layer's [T][d] reconstruction of
 // (kv', h'), feats [2][H][T][d] with exponents e [2][H]; same head: (0, h),
 // (1, h); all heads: every (kv', h') in order.
-SEQKV_VECTOR_CLONES void PredictFixed(const SeqProfile& p, uint32_t g, uint32_t h, uint32_t tokens, const std::vector<int16_t>& feats,
-                  const std::vector<int>& e, const FixedGroup& fg, float* pred, std::vector<int32_t>* acc,
-                  std::vector<double>* sum) {
+SEQKV_VECTOR_CLONES void PredictFixed(const SeqProfile& p, uint32_t g, uint32_t h, uint32_t tokens,
+                                      const std::vector<int16_t>& feats, const std::vector<int>& e,
+                                      const FixedGroup& fg, float* pred, std::vector<int32_t>* acc,
+                                      std::vector<double>* sum) {
   const uint32_t H = p.kv_heads, d = p.head_dim, F = p.features();
   const float* bias = p.predictor.data() + (size_t{g} * F + (F - 1)) * d;
   const bool same = p.inputs == SeqInputs::kSameHead;

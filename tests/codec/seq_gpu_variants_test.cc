@@ -720,7 +720,8 @@ TEST_F(SeqGpuVariantsMeasure, LaneZeroRuns) {
   // Every lane's tokens of every group of q, with at most `runs` run symbols;
   // f(group, lane, token). Lanes as the format: coded component c on lane
   // c % lanes, a lane's symbols token-major.
-  auto each_token = [&](const std::vector<int32_t>& q, int16_t step_class, int runs, bool columns, auto&& f) {
+  // Every group of q: f(g, its symbols, its components' classes, its coded components, its lanes).
+  auto each_group = [&](const std::vector<int32_t>& q, int16_t step_class, auto&& f) {
     std::vector<int16_t> k(d);
     std::vector<uint32_t> coded;
     for (uint32_t g = 0; g < G; ++g) {
@@ -733,7 +734,13 @@ TEST_F(SeqGpuVariantsMeasure, LaneZeroRuns) {
         if (any) coded.push_back(i);
       }
       const uint32_t n = static_cast<uint32_t>(coded.size());
-      const uint32_t lanes = std::min<uint32_t>(n, internal::kSeqLaneMax);
+      f(g, qg, k, coded, std::min<uint32_t>(n, internal::kSeqLaneMax));
+    }
+  };
+  auto each_token = [&](const std::vector<int32_t>& q, int16_t step_class, int runs, bool columns, auto&& f) {
+    each_group(q, step_class, [&](uint32_t g, const int32_t* qg, const std::vector<int16_t>& k,
+                                  const std::vector<uint32_t>& coded, uint32_t lanes) {
+      const uint32_t n = static_cast<uint32_t>(coded.size());
       for (uint32_t j = 0; j < lanes; ++j) {
         std::vector<uint32_t> mine;  // the lane's components
         for (uint32_t c = j; c < n; c += lanes) mine.push_back(coded[c]);
@@ -764,7 +771,7 @@ TEST_F(SeqGpuVariantsMeasure, LaneZeroRuns) {
           }
         }
       }
-    }
+    });
   };
   for (const bool columns : {false, true}) {
     std::printf(
@@ -834,19 +841,9 @@ TEST_F(SeqGpuVariantsMeasure, LaneZeroRuns) {
   auto eg_ops = [](uint32_t e) { return 2 * std::floor(std::log2(double(e + 1))) + 1; };
   // f(group, lane, is_value, class, symbol, extra operations).
   auto each_run_token = [&](const std::vector<int32_t>& q, int16_t step_class, bool joint, auto&& f) {
-    std::vector<int16_t> k(d);
-    std::vector<uint32_t> coded;
-    for (uint32_t g = 0; g < G; ++g) {
-      internal::SeqLaneClasses(p, g, step_class, 128, k.data());
-      const int32_t* qg = q.data() + size_t{g} * T * d;
-      coded.clear();
-      for (uint32_t i = 0; i < d; ++i) {
-        bool any = false;
-        for (uint32_t t = 0; t < T && !any; ++t) any = qg[size_t{t} * d + i] != 0;
-        if (any) coded.push_back(i);
-      }
+    each_group(q, step_class, [&](uint32_t g, const int32_t* qg, const std::vector<int16_t>& k,
+                                  const std::vector<uint32_t>& coded, uint32_t lanes) {
       const uint32_t n = static_cast<uint32_t>(coded.size());
-      const uint32_t lanes = std::min<uint32_t>(n, internal::kSeqLaneMax);
       for (uint32_t c = 0; c < n; ++c) {
         const uint32_t i = coded[c], j = c % lanes;
         const int cls = internal::SeqLaneTable(k[i], 0);
@@ -874,7 +871,7 @@ TEST_F(SeqGpuVariantsMeasure, LaneZeroRuns) {
         }
         if (run > 0) f(g, j, false, cls, joint ? 32 : kRuns + 1, 0.0);  // the column's end
       }
-    }
+    });
   };
   for (const bool joint : {false, true}) {
     // joint: one symbol per non-zero, min(run, 3) x (-3 .. -1, 1 .. 3, larger negative, larger positive),

@@ -912,62 +912,49 @@ TEST_F(SeqLossyDevTest, LaneStreamsNeedAProfileWithAStaticModel) {
 TEST_F(SeqLossyDevTest, BytesAreTheSameOnEveryBuild) {
   const std::string profile_id = profile_->Id();
   const Chunk chunk = Slice(LoadDev("doc03.safetensors"), 512, 128);
-  auto codec = MakeOrFail("seq:delta=0.3,streams=adaptive");
-  ASSERT_TRUE(codec);
-  auto bytes = EncodeChunk(chunk, *codec);
-  ASSERT_TRUE(bytes.ok());
-  auto decoded = DecodeChunk(*bytes);
-  ASSERT_TRUE(decoded.ok());
-  char chunk_digest[17], kv_digest[17];
-  std::snprintf(chunk_digest, sizeof chunk_digest, "%016llx",
-                static_cast<unsigned long long>(internal::Xxh3(*bytes)));
-  std::vector<uint8_t> kv = decoded->k;
-  kv.insert(kv.end(), decoded->v.begin(), decoded->v.end());
-  std::snprintf(kv_digest, sizeof kv_digest, "%016llx", static_cast<unsigned long long>(internal::Xxh3(kv)));
-  std::printf("profile %s chunk %s decoded %s (%zu bytes)\n", profile_id.c_str(), chunk_digest, kv_digest,
-              bytes->size());
-  // The lane streams of the same chunk (the same KV): the magnitude model,
-  // and the signed one (the default with this profile).
-  auto lane_digest = [&](const char* spec) -> std::string {
+  auto hex = [](const std::vector<uint8_t>& bytes) {
+    char digest[17];
+    std::snprintf(digest, sizeof digest, "%016llx", static_cast<unsigned long long>(internal::Xxh3(bytes)));
+    return std::string(digest);
+  };
+  // A spec's chunk digest and its decoded K then V digest.
+  struct Digests {
+    std::string chunk, kv;
+  };
+  auto digests = [&](const std::string& spec) -> Digests {
     auto codec = MakeOrFail(spec);
     EXPECT_TRUE(codec);
-    if (!codec) return "";
-    auto lane_bytes = EncodeChunk(chunk, *codec);
-    EXPECT_TRUE(lane_bytes.ok());
-    if (!lane_bytes.ok()) return "";
-    auto lane_decoded = DecodeChunk(*lane_bytes);
-    EXPECT_TRUE(lane_decoded.ok());
-    if (!lane_decoded.ok()) return "";
-    EXPECT_EQ(lane_decoded->k, decoded->k);
-    EXPECT_EQ(lane_decoded->v, decoded->v);
-    char digest[17];
-    std::snprintf(digest, sizeof digest, "%016llx", static_cast<unsigned long long>(internal::Xxh3(*lane_bytes)));
-    std::printf("%s: chunk %s (%zu bytes), spec %s\n", spec, digest, lane_bytes->size(), codec->Spec().c_str());
-    return digest;
+    if (!codec) return {};
+    auto bytes = EncodeChunk(chunk, *codec);
+    EXPECT_TRUE(bytes.ok());
+    if (!bytes.ok()) return {};
+    auto decoded = DecodeChunk(*bytes);
+    EXPECT_TRUE(decoded.ok());
+    if (!decoded.ok()) return {};
+    std::vector<uint8_t> kv = decoded->k;
+    kv.insert(kv.end(), decoded->v.begin(), decoded->v.end());
+    Digests d{hex(*bytes), hex(kv)};
+    std::printf("%s: chunk %s (%zu bytes) decoded %s, spec %s\n", spec.c_str(), d.chunk.c_str(), bytes->size(),
+                d.kv.c_str(), codec->Spec().c_str());
+    return d;
   };
-  EXPECT_EQ(lane_digest("seq:delta=0.3,streams=lanes"), "02c60f344c9cc698");
-  EXPECT_EQ(lane_digest("seq:delta=0.3"), "9b8abf5b0b394e03");  // streams=lanes2
-  // Integer dense arithmetic: its own bytes and KV, pinned too (its sums are exact, its few float
-  // operations are in a fixed order).
-  {
-    auto codec = MakeOrFail("seq:delta=0.3,arith=int12");
-    ASSERT_TRUE(codec);
-    auto int_bytes = EncodeChunk(chunk, *codec);
-    ASSERT_TRUE(int_bytes.ok());
-    auto int_decoded = DecodeChunk(*int_bytes);
-    ASSERT_TRUE(int_decoded.ok());
-    std::vector<uint8_t> int_kv = int_decoded->k;
-    int_kv.insert(int_kv.end(), int_decoded->v.begin(), int_decoded->v.end());
-    char a[17], b[17];
-    std::snprintf(a, sizeof a, "%016llx", static_cast<unsigned long long>(internal::Xxh3(*int_bytes)));
-    std::snprintf(b, sizeof b, "%016llx", static_cast<unsigned long long>(internal::Xxh3(int_kv)));
-    std::printf("arith=int12: chunk %s decoded %s (%zu bytes)\n", a, b, int_bytes->size());
-    EXPECT_EQ(std::string(a), "d0976e4dd2e52af1");
-    EXPECT_EQ(std::string(b), "8a82aa180719397e");
-  }
+  const Digests adaptive = digests("seq:delta=0.3,streams=adaptive");
+  // The lane streams of the same chunk decode to the same KV: the magnitude
+  // model, and the signed one (the default with this profile).
+  const Digests lanes = digests("seq:delta=0.3,streams=lanes");
+  const Digests lanes2 = digests("seq:delta=0.3");
+  EXPECT_EQ(lanes.kv, adaptive.kv);
+  EXPECT_EQ(lanes2.kv, adaptive.kv);
+  EXPECT_EQ(lanes.chunk, "02c60f344c9cc698");
+  EXPECT_EQ(lanes2.chunk, "9b8abf5b0b394e03");
+  // Integer dense arithmetic: its own bytes and KV, pinned too (its sums are
+  // exact, its few float operations in a fixed order).
+  const Digests int12 = digests("seq:delta=0.3,arith=int12");
+  EXPECT_EQ(int12.chunk, "d0976e4dd2e52af1");
+  EXPECT_EQ(int12.kv, "8a82aa180719397e");
   EXPECT_EQ(profile_id, "c31f333e92bb0051");
-  EXPECT_EQ(std::string(chunk_digest), "bd54dab1479d42f9");
-  EXPECT_EQ(std::string(kv_digest), "5dfe3b1198da1b51");
+  EXPECT_EQ(adaptive.chunk, "bd54dab1479d42f9");
+  EXPECT_EQ(adaptive.kv, "5dfe3b1198da1b51");
 }
 
 }  // namespace
