@@ -7,15 +7,11 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 out="${1:-/tmp}"
-deps=/tmp/seqkv-deps
-mkdir -p "$deps"
-for f in "$root"/.debs/*.deb; do dpkg -x "$f" "$deps"; done
-export PATH="/usr/local/cuda/bin:$PATH"
+# shellcheck source=codec_only.sh
+source "$root/scripts/gpu/codec_only.sh"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 # shellcheck disable=SC2086
-cmake -S "$root" -B /tmp/seqkv-build -DSEQKV_CODEC_ONLY=ON -DSEQKV_BUILD_BENCH=OFF -DSEQKV_CUDA=ON \
-  -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$deps/usr" -DCMAKE_INCLUDE_PATH="$deps/usr/include" \
-  -DGTest_DIR="$deps/usr/lib/x86_64-linux-gnu/cmake/GTest" ${SEQKV_CHECK_CMAKE_ARGS:-} 2>&1 | tail -5
+codec_only_configure /tmp/seqkv-build ${SEQKV_CHECK_CMAKE_ARGS:-} 2>&1 | tail -5
 cmake --build /tmp/seqkv-build -j "$(nproc)" 2>&1 | tail -3
 cd /tmp/seqkv-build
 # The dev dumps travel in .shared/ (copied there by scripts/gpu/fetch_debs.sh).

@@ -15,15 +15,10 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 target=$1 kernel=$2
 shift 2
 out="${OUT:?set OUT (the device run sets it)}"
-deps=/tmp/seqkv-deps
 build=/tmp/seqkv-quick
-mkdir -p "$deps"
-for f in "$root"/.debs/*.deb; do dpkg -x "$f" "$deps"; done
-export PATH="/usr/local/cuda/bin:$PATH"
-cmake -S "$root" -B "$build" -DSEQKV_CODEC_ONLY=ON -DSEQKV_BUILD_BENCH=OFF -DSEQKV_CUDA=ON \
-  -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$deps/usr" -DCMAKE_INCLUDE_PATH="$deps/usr/include" \
-  -DGTest_DIR="$deps/usr/lib/x86_64-linux-gnu/cmake/GTest" \
-  -DCMAKE_PROJECT_seqkv_INCLUDE="$root/bench/gpu/bench.cmake" >/dev/null || exit 1
+# shellcheck source=codec_only.sh
+source "$root/scripts/gpu/codec_only.sh"
+codec_only_configure "$build" -DCMAKE_PROJECT_seqkv_INCLUDE="$root/bench/gpu/bench.cmake" >/dev/null || exit 1
 cmake --build "$build" -j "$(nproc)" --target "$target" 2>&1 | grep -E "error" | head -20
 [ -d "$root/.shared" ] && export SEQKV_SHARED_DIR="$root/.shared"
 export SEQKV_SOURCE_DIR="$root"
