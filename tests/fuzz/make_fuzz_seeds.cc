@@ -2,6 +2,7 @@
 #include <cstdio>
 #include <string>
 
+#include "fuzz_profile.h"
 #include "seqkv/codec/format.h"
 #include "seqkv/codec/safetensors.h"
 #include "util/test_util.h"
@@ -29,6 +30,32 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "%s\n", s.ToString().c_str());
         return 1;
       }
+    }
+  }
+  // Sequential-codec chunks of the fuzzer's profile (chunk_decode_fuzzer adds
+  // the same one): adaptive and both lane streams, arith=int12, rate control.
+  auto profile = seqkv::fuzz::AddFuzzSeqProfile();
+  if (profile == nullptr) {
+    std::fprintf(stderr, "the fuzz profile did not calibrate\n");
+    return 1;
+  }
+  const char* seq_specs[] = {"seq:delta=0.5,streams=adaptive", "seq:delta=0.5,streams=lanes", "seq:delta=0.5",
+                             "seq:delta=0.5,arith=int12", "seq:bits=2,streams=adaptive,arith=int12"};
+  for (const char* spec : seq_specs) {
+    auto codec = seqkv::MakeCodec(spec);
+    if (!codec.ok()) {
+      std::fprintf(stderr, "%s: %s\n", spec, codec.status().ToString().c_str());
+      return 1;
+    }
+    auto bytes = seqkv::EncodeChunk(seqkv::fuzz::FuzzSeqChunk(16, 100 + n), **codec);
+    if (!bytes.ok()) {
+      std::fprintf(stderr, "%s: %s\n", spec, bytes.status().ToString().c_str());
+      return 1;
+    }
+    auto s = seqkv::WriteFileBytes(dir + "/seed" + std::to_string(n++), *bytes);
+    if (!s.ok()) {
+      std::fprintf(stderr, "%s\n", s.ToString().c_str());
+      return 1;
     }
   }
   std::printf("wrote %d seeds to %s\n", n, dir.c_str());
