@@ -1,15 +1,52 @@
-// Writes valid chunks of every codec into a folder: the fuzzer's seed corpus.
+// Writes valid chunks of every codec into a folder: chunk_decode_fuzzer's
+// seed corpus. With --sections, seq_sections_fuzzer's instead: per spec of
+// kFuzzSeqSpecs and per section of its chunk, [spec, section, payload].
+#include <cstdint>
 #include <cstdio>
 #include <string>
+#include <vector>
 
 #include "fuzz_profile.h"
 #include "seqkv/codec/format.h"
 #include "seqkv/codec/safetensors.h"
 #include "util/test_util.h"
 
+namespace {
+
+int WriteSectionSeeds(const std::string& dir) {
+  if (seqkv::fuzz::AddFuzzSeqProfile() == nullptr) {
+    std::fprintf(stderr, "the fuzz profile did not calibrate\n");
+    return 1;
+  }
+  int n = 0;
+  for (uint32_t i = 0; i < seqkv::fuzz::kFuzzSeqSpecCount; ++i) {
+    auto codec = seqkv::MakeCodec(seqkv::fuzz::kFuzzSeqSpecs[i]);
+    if (!codec.ok()) return 1;
+    auto bytes = seqkv::EncodeChunk(seqkv::fuzz::FuzzSeqChunk(16, 100), **codec);
+    if (!bytes.ok()) return 1;
+    auto header = seqkv::VerifyChunk(*bytes);
+    if (!header.ok()) return 1;
+    for (size_t j = 0; j < header->sections.size(); ++j) {
+      const auto& s = header->sections[j];
+      std::vector<uint8_t> seed = {static_cast<uint8_t>(i), static_cast<uint8_t>(j)};
+      seed.insert(seed.end(), bytes->begin() + s.offset, bytes->begin() + s.offset + s.length);
+      auto st = seqkv::WriteFileBytes(dir + "/section" + std::to_string(n++), seed);
+      if (!st.ok()) {
+        std::fprintf(stderr, "%s\n", st.ToString().c_str());
+        return 1;
+      }
+    }
+  }
+  std::printf("wrote %d section seeds to %s\n", n, dir.c_str());
+  return 0;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
+  if (argc == 3 && std::string(argv[1]) == "--sections") return WriteSectionSeeds(argv[2]);
   if (argc != 2) {
-    std::fprintf(stderr, "usage: make_fuzz_seeds DIR\n");
+    std::fprintf(stderr, "usage: make_fuzz_seeds DIR | make_fuzz_seeds --sections DIR\n");
     return 2;
   }
   std::string dir = argv[1];
