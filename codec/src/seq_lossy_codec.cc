@@ -89,7 +89,9 @@ class SeqLossyCodec final : public Codec, public SeqLossyEncoder {
   SeqLossyCodec(std::shared_ptr<const SeqProfile> profile, std::string profile_id,
                 std::shared_ptr<const KvModel> model, Options opts, std::unique_ptr<Codec> lossless)
       : profile_(std::move(profile)), profile_id_(std::move(profile_id)), model_(std::move(model)),
-        opts_(opts), lossless_(std::move(lossless)), tables_(internal::MakeSeqStaticTables(*profile_)) {}
+        opts_(opts), lossless_(std::move(lossless)), tables_(internal::MakeSeqStaticTables(*profile_)),
+        fixed_groups_(opts_.arith == SeqArith::kInt12 ? internal::SeqFixedGroups(*profile_)
+                                                      : std::vector<internal::SeqFixedGroup>{}) {}
 
   CodecId id() const override { return CodecId::kSeq; }
   const SeqProfile& profile() const override { return *profile_; }
@@ -238,6 +240,13 @@ class SeqLossyCodec final : public Codec, public SeqLossyEncoder {
   Options opts_;
   std::unique_ptr<Codec> lossless_;
   SeqStaticTables tables_;  // the profile's static model (empty without one)
+  // arith=int12: the profile's operands in fixed point, made once for every
+  // loop (each rate-control trial is one); empty otherwise.
+  std::vector<internal::SeqFixedGroup> fixed_groups_;
+  // What the loop's params point at: fixed_groups_ where this codec made them.
+  const std::vector<internal::SeqFixedGroup>* FixedGroupsFor(SeqArith arith) const {
+    return arith == SeqArith::kInt12 && !fixed_groups_.empty() ? &fixed_groups_ : nullptr;
+  }
 };
 
 uint16_t Load16(const std::vector<uint8_t>& bytes, size_t i) {
@@ -287,6 +296,7 @@ Status SeqLossyCodec::EncodeImpl(const Chunk& chunk, const ChunkContext* parent,
   SeqLoopParams params;
   params.rho = static_cast<float>(opts_.deadzone);
   params.arith = opts_.arith;
+  params.fixed_groups = FixedGroupsFor(params.arith);
   params.layer0_exact = Layer0Exact(chunk);
   RopeTable rope_table;
   const RopeTable* rope = ChunkRope(chunk, p.pre_rope_keys || params.layer0_exact, &rope_table);
@@ -449,6 +459,7 @@ Status SeqLossyCodec::DecodeImpl(std::span<const SectionView> sections, const Ch
 
   SEQKV_ASSIGN_OR_RETURN(SeqLossyParams header, ParseSeqLossyParams(sections[0].data.subspan(1), p));
   SeqLoopParams params = std::move(header.loop);
+  params.fixed_groups = FixedGroupsFor(params.arith);
   const uint64_t parent_hash = header.parent_hash;
   const bool lanes = IsLaneCoding(header.streams);
   const SeqLaneModel lane_model = SeqLaneModelOf(header.streams);

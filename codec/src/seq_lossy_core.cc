@@ -730,12 +730,16 @@ double SeqGroupSse(const float* x, const float* xhat, uint32_t tokens, uint32_t 
   return sse;
 }
 
+double SeqStepBase(const SeqLoopParams& params, uint32_t g) {
+  const double mult = params.mult_code.empty() ? 1.0 : SeqMultiplier(params.mult_code[g]);
+  return double{params.delta0} * mult;
+}
+
 std::vector<float> SeqSteps(const SeqProfile& p, const SeqLoopParams& params) {
   const uint32_t g_count = p.groups(), d = p.head_dim;
   std::vector<float> steps(size_t{g_count} * d);
   for (uint32_t g = 0; g < g_count; ++g) {
-    const double mult = params.mult_code.empty() ? 1.0 : SeqMultiplier(params.mult_code[g]);
-    const double base = double{params.delta0} * mult;
+    const double base = SeqStepBase(params, g);
     for (uint32_t i = 0; i < d; ++i) {
       steps[size_t{g} * d + i] = static_cast<float>(base * double{p.step_scale[size_t{g} * d + i]});
     }
@@ -837,37 +841,14 @@ SEQKV_VECTOR_CLONES void Reconstruct(const float* basis, const float* steps, uin
 
 // ---- arith=int12: the dense stage on 12-bit fixed point with exact integer sums.
 
-// The profile's operands of one group in fixed point (built per loop).
-struct FixedGroup {
-  std::vector<int16_t> w;  // predictor feature rows [F - 1][d] (not the bias row)
-  std::vector<int16_t> u;  // basis [d][d] (encoder: the forward transform)
-  std::vector<int16_t> v;  // step_scale[i] * basis[i][j], [d][d] (reconstruction)
-  int ew = 0, eu = 0, ev = 0;
-};
-
-std::vector<FixedGroup> FixedGroups(const SeqProfile& p, bool encode) {
-  const uint32_t d = p.head_dim, F = p.features();
-  std::vector<FixedGroup> out(p.groups());
-  std::vector<float> sv(size_t{d} * d);
-  for (uint32_t g = 0; g < p.groups(); ++g) {
-    FixedGroup& fg = out[g];
-    if (F > 1) {
-      fg.w.resize(size_t{F - 1} * d);
-      fg.ew = SeqToFixed(p.predictor.data() + size_t{g} * F * d, F - 1, d, d, fg.w.data());
-    }
-    const float* basis = p.basis.data() + size_t{g} * d * d;
-    if (encode) {
-      fg.u.resize(size_t{d} * d);
-      fg.eu = SeqToFixed(basis, d, d, d, fg.u.data());
-    }
-    const float* scale = p.step_scale.data() + size_t{g} * d;
-    for (uint32_t i = 0; i < d; ++i) {
-      for (uint32_t j = 0; j < d; ++j) sv[size_t{i} * d + j] = scale[i] * basis[size_t{i} * d + j];
-    }
-    fg.v.resize(size_t{d} * d);
-    fg.ev = SeqToFixed(sv.data(), d, d, d, fg.v.data());
+// Group g's reconstruction weights float(step_scale[i] * basis[i][j]) into out [d][d].
+void StepScaledBasis(const SeqProfile& p, uint32_t g, float* out) {
+  const uint32_t d = p.head_dim;
+  const float* basis = p.basis.data() + size_t{g} * d * d;
+  const float* scale = p.step_scale.data() + size_t{g} * d;
+  for (uint32_t i = 0; i < d; ++i) {
+    for (uint32_t j = 0; j < d; ++j) out[size_t{i} * d + j] = scale[i] * basis[size_t{i} * d + j];
   }
-  return out;
 }
 
 // pred[t][j] = float(sum over feature blocks b, ascending, of 2^(e_b + ew) *
@@ -877,7 +858,7 @@ std::vector<FixedGroup> FixedGroups(const SeqProfile& p, bool encode) {
 // (1, h); all heads: every (kv', h') in order.
 SEQKV_VECTOR_CLONES void PredictFixed(const SeqProfile& p, uint32_t g, uint32_t h, uint32_t tokens,
                                       const std::vector<int16_t>& feats, const std::vector<int>& e,
-                                      const FixedGroup& fg, float* pred, std::vector<int32_t>* acc,
+                                      const SeqFixedGroup& fg, float* pred, std::vector<int32_t>* acc,
                                       std::vector<double>* sum) {
   const uint32_t H = p.kv_heads, d = p.head_dim, F = p.features();
   const float* bias = p.predictor.data() + (size_t{g} * F + (F - 1)) * d;
@@ -908,7 +889,7 @@ SEQKV_VECTOR_CLONES void PredictFixed(const SeqProfile& p, uint32_t g, uint32_t 
 // over i of q[t][i] * v[i][j] (int64), base = delta0 * multiplier (double).
 // (A row whose symbols are all below 2^31 / (2047 d) in magnitude, nearly every row, sums in int32:
 // the same integers, in vector registers.)
-SEQKV_VECTOR_CLONES void ReconstructInt(const FixedGroup& fg, double base, uint32_t tokens, uint32_t d,
+SEQKV_VECTOR_CLONES void ReconstructInt(const SeqFixedGroup& fg, double base, uint32_t tokens, uint32_t d,
                                         const int32_t* q, const float* pred, float* xhat, std::vector<int64_t>* acc,
                                         std::vector<int32_t>* acc32) {
   const int64_t small = (int64_t{1} << 31) / (int64_t{kSeqFixedMax} * d);
@@ -944,7 +925,7 @@ SEQKV_VECTOR_CLONES void ReconstructInt(const FixedGroup& fg, double base, uint3
 }
 
 // c[t][i] = float(2^e * sum_j r[t][j] * u[i][j]) (exact int32 sums), quantized.
-SEQKV_VECTOR_CLONES void ForwardFixed(const FixedGroup& fg, const int16_t* r, int e, uint32_t tokens, uint32_t d,
+SEQKV_VECTOR_CLONES void ForwardFixed(const SeqFixedGroup& fg, const int16_t* r, int e, uint32_t tokens, uint32_t d,
                                       const float* steps, float rho, int32_t* q) {
   const double scale = std::ldexp(1.0, e + fg.eu);  // s * scale is exact (a power of two)
   for (uint32_t t = 0; t < tokens; ++t) {
@@ -1001,7 +982,12 @@ void Loop(const SeqProfile& p, uint32_t tokens, const float* x, const float* lay
   std::vector<double> acc_fixed(d);
   // arith=int12: the profile's operands and the previous layer's reconstruction in fixed point.
   const bool fixed = params.arith == SeqArith::kInt12;
-  const std::vector<FixedGroup> fixed_groups = fixed ? FixedGroups(p, encode) : std::vector<FixedGroup>{};
+  std::vector<SeqFixedGroup> own_groups;
+  const std::vector<SeqFixedGroup>* fixed_groups = params.fixed_groups;
+  if (fixed && fixed_groups == nullptr) {
+    own_groups = SeqFixedGroups(p);
+    fixed_groups = &own_groups;
+  }
   std::vector<int16_t> fixed_feats, fixed_resid;
   std::vector<int> feat_exp(2 * H);
   std::vector<int32_t> acc32(d);
@@ -1029,7 +1015,7 @@ void Loop(const SeqProfile& p, uint32_t tokens, const float* x, const float* lay
       for (uint32_t h = 0; h < H; ++h) {
         const uint32_t g = SeqGroup(l, kv, h, H);
         if (fixed && has_feats) {
-          PredictFixed(p, g, h, tokens, fixed_feats, feat_exp, fixed_groups[g], pred.data(), &acc32, &pred_sum);
+          PredictFixed(p, g, h, tokens, fixed_feats, feat_exp, (*fixed_groups)[g], pred.data(), &acc32, &pred_sum);
         } else {
           Predict(p, g, h, tokens, feats, pred.data());
         }
@@ -1037,26 +1023,22 @@ void Loop(const SeqProfile& p, uint32_t tokens, const float* x, const float* lay
         const float* st = steps.data() + size_t{g} * d;
         int32_t* q = out->q.data() + size_t{g} * per_group;
         float* xhat = out->xhat.data() + l * per_layer + (size_t{kv} * H + h) * per_group;
+        const float* xs = encode ? x + l * per_layer + (size_t{kv} * H + h) * per_group : nullptr;
+        if (encode && (fixed || params.transform_bits > 0)) {  // the residual rows, to be put in fixed point
+          resid.resize(per_group);
+          for (size_t e = 0; e < per_group; ++e) resid[e] = xs[e] - pred[e];
+        }
         if (encode && fixed) {
           // c[t][i] = float(2^(er + eu) * sum_j r[t][j] * u[i][j]), r = x - pred in fixed point (one
           // exponent er for the group's block), the sum exact in int32.
-          const float* xs = x + l * per_layer + (size_t{kv} * H + h) * per_group;
-          resid.resize(per_group);
-          for (size_t e = 0; e < per_group; ++e) resid[e] = xs[e] - pred[e];
           fixed_resid.resize(per_group);
-          const FixedGroup& fg = fixed_groups[g];
           const int er = SeqToFixed(resid.data(), tokens, d, d, fixed_resid.data());
-          ForwardFixed(fg, fixed_resid.data(), er, tokens, d, st, params.rho, q);
+          ForwardFixed((*fixed_groups)[g], fixed_resid.data(), er, tokens, d, st, params.rho, q);
         } else if (encode) {
           for (uint32_t i = 0; i < d; ++i) {
             for (uint32_t j = 0; j < d; ++j) basis_t[size_t{j} * d + i] = basis[size_t{i} * d + j];
           }
-          const float* xs = x + l * per_layer + (size_t{kv} * H + h) * per_group;
-          if (params.transform_bits > 0) {
-            resid.resize(per_group);
-            for (size_t e = 0; e < per_group; ++e) resid[e] = xs[e] - pred[e];
-            SeqRoundFixedPoint(resid.data(), tokens, d, d, params.transform_bits);
-          }
+          if (params.transform_bits > 0) SeqRoundFixedPoint(resid.data(), tokens, d, d, params.transform_bits);
           for (uint32_t t = 0; t < tokens; ++t) {
             const float* xr = xs + size_t{t} * d;
             const float* pr = pred.data() + size_t{t} * d;
@@ -1072,18 +1054,13 @@ void Loop(const SeqProfile& p, uint32_t tokens, const float* x, const float* lay
           }
         }
         if (fixed) {
-          const double mult = params.mult_code.empty() ? 1.0 : SeqMultiplier(params.mult_code[g]);
-          ReconstructInt(fixed_groups[g], double{params.delta0} * mult, tokens, d, q, pred.data(), xhat, &acc64,
+          ReconstructInt((*fixed_groups)[g], SeqStepBase(params, g), tokens, d, q, pred.data(), xhat, &acc64,
                          &acc32);
         } else if (params.transform_bits > 0) {
           fixed_v.resize(size_t{d} * d);
-          const float* scale = p.step_scale.data() + size_t{g} * d;
-          for (uint32_t i = 0; i < d; ++i) {
-            for (uint32_t j = 0; j < d; ++j) fixed_v[size_t{i} * d + j] = scale[i] * basis[size_t{i} * d + j];
-          }
+          StepScaledBasis(p, g, fixed_v.data());
           SeqRoundFixedPoint(fixed_v.data(), 1, size_t{d} * d, size_t{d} * d, params.transform_bits);
-          const double mult = params.mult_code.empty() ? 1.0 : SeqMultiplier(params.mult_code[g]);
-          ReconstructFixed(fixed_v.data(), double{params.delta0} * mult, tokens, d, q, pred.data(), xhat, &acc_fixed);
+          ReconstructFixed(fixed_v.data(), SeqStepBase(params, g), tokens, d, q, pred.data(), xhat, &acc_fixed);
         } else {
           Reconstruct(basis, st, tokens, d, q, pred.data(), xhat, acc.data());
         }
@@ -1150,6 +1127,25 @@ int SeqToFixed(const float* v, size_t rows, size_t stride, size_t cols, int16_t*
     }
   }
   return e;
+}
+
+std::vector<SeqFixedGroup> SeqFixedGroups(const SeqProfile& p) {
+  const uint32_t d = p.head_dim, F = p.features();
+  std::vector<SeqFixedGroup> out(p.groups());
+  std::vector<float> sv(size_t{d} * d);
+  for (uint32_t g = 0; g < p.groups(); ++g) {
+    SeqFixedGroup& fg = out[g];
+    if (F > 1) {
+      fg.w.resize(size_t{F - 1} * d);
+      fg.ew = SeqToFixed(p.predictor.data() + size_t{g} * F * d, F - 1, d, d, fg.w.data());
+    }
+    fg.u.resize(size_t{d} * d);
+    fg.eu = SeqToFixed(p.basis.data() + size_t{g} * d * d, d, d, d, fg.u.data());
+    StepScaledBasis(p, g, sv.data());
+    fg.v.resize(size_t{d} * d);
+    fg.ev = SeqToFixed(sv.data(), d, d, d, fg.v.data());
+  }
+  return out;
 }
 
 // ============================================================ container tables

@@ -169,6 +169,17 @@ Status SeqDecodeLaneGroup(std::span<const uint8_t> stream, uint32_t tokens, uint
                           SeqLaneModel model = SeqLaneModel::kMagnitude);
 
 // ---- the closed loop ------------------------------------------------------
+// arith=int12: the profile's operands of one group in fixed point
+// (SeqToFixed, below; docs/format.md).
+struct SeqFixedGroup {
+  std::vector<int16_t> w;  // predictor feature rows [F - 1][d] (not the bias row)
+  std::vector<int16_t> u;  // basis [d][d] (the encoder's forward transform)
+  std::vector<int16_t> v;  // float(step_scale[i] * basis[i][j]), [d][d] (reconstruction)
+  int ew = 0, eu = 0, ev = 0;
+};
+// Every group's, [G]: made once per codec (a loop without them makes its own).
+std::vector<SeqFixedGroup> SeqFixedGroups(const SeqProfile& profile);
+
 struct SeqLoopParams {
   float delta0 = 1.0f;
   std::vector<uint8_t> mult_code;  // [G]; step multiplier 2^((code - 128) / 16)
@@ -187,6 +198,8 @@ struct SeqLoopParams {
   int transform_bits = 0;
   // The dense stage's arithmetic (the chunk's arith=; docs/format.md).
   SeqArith arith = SeqArith::kFloat;
+  // arith=int12: SeqFixedGroups(profile), not owned; null: the loop makes them.
+  const std::vector<SeqFixedGroup>* fixed_groups = nullptr;
 };
 
 // Fixed point for arith=int12: values v as integers n with |n| <= 2047 and
@@ -232,6 +245,9 @@ inline int32_t SeqQuantize(float c, float step, float rho) {
 // (ascending) from 0.0, the partials added to the total in (tile, j) order.
 inline constexpr uint32_t kSeqSseTile = 16;
 double SeqGroupSse(const float* x, const float* xhat, uint32_t tokens, uint32_t d);
+// Group g's step factor double(delta0) * multiplier(code_g); its steps are
+// float(factor * step_scale[g][i]).
+double SeqStepBase(const SeqLoopParams& params, uint32_t g);
 // Steps [G][dim] as float32.
 std::vector<float> SeqSteps(const SeqProfile& profile, const SeqLoopParams& params);
 
