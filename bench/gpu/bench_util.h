@@ -15,6 +15,7 @@
 
 #include "seqkv/codec/seq_profile.h"
 #include "seqkv/codec/status.h"
+#include "seqkv/gpu/backend.h"
 
 #define CHECK_CUDA(expr)                                                                         \
   do {                                                                                           \
@@ -156,6 +157,19 @@ struct PagedCache {
       it.block_table = table_dev;
       it.block_table_entries = table.size();
     }
+  }
+  // A paged decode's arguments (any API's Args) with `items` pointed at this
+  // cache, checked by gpu.CanImplement.
+  template <typename Args, typename Item, typename Gpu>
+  Args PagedArgs(std::vector<Item>& items, const Gpu& gpu) const {
+    Point(items);
+    Args args;
+    args.destination = seqkv::gpu::KvDestination::kPaged;
+    args.block_size = block_size;
+    args.num_blocks = num_blocks;
+    args.items = items;
+    CHECK_OK(gpu.CanImplement(args));
+    return args;
   }
   // Byte offset in a layer's tensor of sequence token s, tensor kv, head h.
   uint64_t RowOffset(uint64_t s, uint32_t kv, uint32_t h) const {

@@ -225,13 +225,7 @@ void RunShape(const char* name, KvShape shape, uint32_t chunks, double copy_gbps
 
   // vLLM's paged layout: block 16, a random block table.
   const seqkv::bench::PagedCache cache(L, H, D, total_tokens, 16, 7);
-  cache.Point(dec);
-  LosslessDecodeArgs pargs;
-  pargs.destination = KvDestination::kPaged;
-  pargs.block_size = cache.block_size;
-  pargs.num_blocks = cache.num_blocks;
-  pargs.items = dec;
-  CHECK_OK(ll.CanImplement(pargs));
+  const auto pargs = cache.PagedArgs<LosslessDecodeArgs>(dec, ll);
   const uint64_t pws = ll.WorkspaceBytes(pargs);
   void* pworkspace = DeviceAlloc(pws);
   Measure(tag + " decode paged", stream, [&] { CHECK_OK(ll.Decode(pargs, pworkspace, pws, stream, &statuses)); },

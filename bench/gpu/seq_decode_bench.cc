@@ -154,19 +154,6 @@ Agreement CompareChunk(const seqkv::bench::PagedCache& cache, uint32_t H, uint32
   return a;
 }
 
-// A paged decode of `items` into `cache` (which it points them at).
-SeqDecodeArgs PagedArgs(const seqkv::bench::PagedCache& cache, std::vector<SeqDecodeItem>& items,
-                        const SeqDecodeGpu& gpu) {
-  cache.Point(items);
-  SeqDecodeArgs args;
-  args.destination = KvDestination::kPaged;
-  args.block_size = cache.block_size;
-  args.num_blocks = cache.num_blocks;
-  args.items = items;
-  CHECK_OK(gpu.CanImplement(args));
-  return args;
-}
-
 // What one bench row decodes, and how its output is checked.
 struct Batch {
   const char* name;
@@ -255,7 +242,7 @@ void RunShape(const char* name, uint32_t L, uint32_t H, uint32_t d, SeqInputs in
     }
     it.token_offset = uint64_t{c} * kTokens;
   }
-  const SeqDecodeArgs args = PagedArgs(cache, items, *gpu);
+  const auto args = cache.PagedArgs<SeqDecodeArgs>(items, *gpu);
   const uint64_t ws_bytes = gpu->WorkspaceBytes(args);
   void* ws = nullptr;
   CHECK_CUDA(cudaMalloc(&ws, ws_bytes));
@@ -432,7 +419,7 @@ void RunRealDumps(const char* name, const std::string& spec, uint32_t copies, cu
     items.back().out_tokens = kTokens;
     items.back().token_offset = uint64_t{c} * kTokens;
   }
-  const SeqDecodeArgs args = PagedArgs(cache, items, *gpu);
+  const auto args = cache.PagedArgs<SeqDecodeArgs>(items, *gpu);
   const uint64_t ws_bytes = gpu->WorkspaceBytes(args);
   void* ws = nullptr;
   CHECK_CUDA(cudaMalloc(&ws, ws_bytes));

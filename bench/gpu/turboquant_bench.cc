@@ -225,13 +225,7 @@ void RunShape(const char* name, KvShape chunk_shape, uint32_t chunks, int bits, 
 
   // Decode into vLLM's paged layout: block 16, a random block table.
   const seqkv::bench::PagedCache cache(L, H, D, total_tokens, 16, rng());
-  cache.Point(dec);
-  TurboQuantDecodeArgs pargs;
-  pargs.destination = KvDestination::kPaged;
-  pargs.block_size = cache.block_size;
-  pargs.num_blocks = cache.num_blocks;
-  pargs.items = dec;
-  CHECK_OK(tq.CanImplement(pargs));
+  const auto pargs = cache.PagedArgs<TurboQuantDecodeArgs>(dec, tq);
   if (mode == Mode::kProfile) {
     CHECK_OK(tq.Decode(pargs, dworkspace, dws, stream, &statuses));
   } else {
