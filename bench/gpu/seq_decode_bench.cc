@@ -14,7 +14,8 @@
 // and time the lane kernel alone in place of SeqEntropyGpu; the "lanes2" rows
 // as signed lane streams (streams=lanes2, the signed model fitted likewise). The "tc3" / "tc1" /
 // "f16" rows decode the same batch with the dense stage on tensor cores
-// (SeqDenseMath::kTensorTf32x3 / kTensorTf32 / kTensorF16). Chunk 1 of each row is decoded
+// (SeqDenseMath::kTensorTf32x3 / kTensorTf32 / kTensorF16); the "int12" rows decode
+// arith=int12 chunks (exact, on int8 tensor cores). Chunk 1 of each row is decoded
 // on the CPU backend too (the codec's reference functions) and compared:
 // byte for byte for exact rows; for tensor-core rows the differing elements
 // and the largest difference are printed (a difference over half the rms
@@ -189,7 +190,8 @@ void TimeMaths(const Batch& b, std::span<const Math> maths, SeqDecodeGpu& gpu, S
 
 
 void RunShape(const char* name, uint32_t L, uint32_t H, uint32_t d, SeqInputs inputs, uint32_t chunks,
-              SeqStreamCoding kind, std::span<const Math> maths, cudaStream_t stream) {
+              SeqStreamCoding kind, std::span<const Math> maths, cudaStream_t stream,
+              SeqArith arith = SeqArith::kFloat) {
   const bool lanes = IsLaneCoding(kind), signed_lanes = kind == SeqStreamCoding::kSignedLanes;
   const auto model = seqkv::internal::SeqLaneModelOf(kind);
   std::vector<std::vector<int32_t>> sets(kDistinct);
@@ -234,6 +236,7 @@ void RunShape(const char* name, uint32_t L, uint32_t H, uint32_t d, SeqInputs in
     it.mult_code.assign(G, 128);
     it.coding = kind;
     it.step_class = 0;
+    it.arith = arith;
     for (uint32_t g = 0; g < G; ++g) {
       const uint32_t k = (c * 7 + g) % kDistinct;
       it.streams.push_back(dev_streams + at[k]);
@@ -357,7 +360,8 @@ void RunShape(const char* name, uint32_t L, uint32_t H, uint32_t d, SeqInputs in
 // of a vLLM paged cache (the lane work depends on the data; which copy does
 // not matter). Chunk 0 is compared with DecodeChunk's output, every element.
 // The entropy stage is not timed apart here (0 in the table).
-void RunRealDumps(const char* name, const std::string& spec, uint32_t copies, cudaStream_t stream) {
+void RunRealDumps(const char* name, const std::string& spec, uint32_t copies, std::span<const Math> maths,
+                  cudaStream_t stream) {
   const std::string dir = seqkv::test::SharedDir();
   if (dir.empty() || seqkv::test::DevDump("doc00.safetensors").empty()) {
     std::printf("%s: no ../shared/kvdata/dev (SEQKV_SHARED_DIR): skipped\n", name);
@@ -430,7 +434,7 @@ void RunRealDumps(const char* name, const std::string& spec, uint32_t copies, cu
   const Batch b{name, chunks, 0.0, 2.0 * uint64_t{L} * H * chunks * kTokens * d * 2 / 1e9,
                 8.0 * coded_bytes / (2.0 * pieces.size() * shape.elements()), "chunk 0 (every row)",
                 [&] { return CompareChunk(cache, H, d, 0, every_layer, 1, ref->k, ref->v); }};
-  TimeMaths(b, kAllMaths, *gpu, args, ws, ws_bytes, stream);
+  TimeMaths(b, maths, *gpu, args, ws, ws_bytes, stream);
   CHECK_CUDA(cudaFree(ws));
   for (uint8_t* p : dev) CHECK_CUDA(cudaFree(p));
 }
@@ -464,16 +468,25 @@ int main() {
              kAllMaths, stream);
     RunShape("e2e-8k seq same-head lanes2", 32, 8, 128, SeqInputs::kSameHead, 32,
              SeqStreamCoding::kSignedLanes, kAllMaths, stream);
+    // arith=int12 (exact integer sums on int8 tensor cores; the math does not apply).
+    RunShape("e2e-8k seq same-head lanes2 int12", 32, 8, 128, SeqInputs::kSameHead, 32,
+             SeqStreamCoding::kSignedLanes, kExactOnly, stream, SeqArith::kInt12);
     RunShape("tinyllama seq all-heads", 6, 2, 64, SeqInputs::kAllHeads, 512, SeqStreamCoding::kAdaptive,
              kAllMaths, stream);
+    RunShape("tinyllama seq all-heads int12", 6, 2, 64, SeqInputs::kAllHeads, 512, SeqStreamCoding::kAdaptive,
+             kExactOnly, stream, SeqArith::kInt12);
     RunShape("tinyllama seq same-head", 6, 2, 64, SeqInputs::kSameHead, 512, SeqStreamCoding::kAdaptive,
              kExactOnly, stream);
     RunShape("tinyllama seq same-head lanes", 6, 2, 64, SeqInputs::kSameHead, 512, SeqStreamCoding::kLanes,
              kAllMaths, stream);
     RunShape("tinyllama seq same-head lanes2", 6, 2, 64, SeqInputs::kSameHead, 512,
              SeqStreamCoding::kSignedLanes, kAllMaths, stream);
-    RunRealDumps("tinyllama real lanes2 d=1", "seq:delta=1,streams=lanes2", 32, stream);
-    RunRealDumps("tinyllama real lanes2 d=0.5", "seq:delta=0.5,streams=lanes2", 32, stream);
+    RunShape("tinyllama seq same-head lanes2 int12", 6, 2, 64, SeqInputs::kSameHead, 512,
+             SeqStreamCoding::kSignedLanes, kExactOnly, stream, SeqArith::kInt12);
+    RunRealDumps("tinyllama real lanes2 d=1", "seq:delta=1,streams=lanes2", 32, kAllMaths, stream);
+    RunRealDumps("tinyllama real lanes2 d=0.5", "seq:delta=0.5,streams=lanes2", 32, kAllMaths, stream);
+    RunRealDumps("tinyllama real lanes2 d=1 int12", "seq:delta=1,streams=lanes2,arith=int12", 32, kExactOnly,
+                 stream);
   }
   std::printf("\n%-32s %7s %6s %10s %11s %10s %9s %9s\n", "seq decode -> vLLM paged", "chunks", "bits",
               "total ms", "entropy ms", "dense ms", "out GB/s", "GB");
@@ -495,6 +508,7 @@ int main() {
         {"e2e-8k seq same-head lanes2 tc3", "e2e-8k seq lanes2 decode paged tf32x3"},
         {"e2e-8k seq same-head lanes2 tc1", "e2e-8k seq lanes2 decode paged tf32"},
         {"e2e-8k seq same-head lanes2 f16", "e2e-8k seq lanes2 decode paged f16"},
+        {"e2e-8k seq same-head lanes2 int12", "e2e-8k seq lanes2 decode paged int12"},
     };
     for (const auto& [row, line] : e2e) {
       for (const Row& r : rows) {

@@ -62,7 +62,8 @@ Status CheckItem(const SeqDecodeArgs& args, const SeqDecodeItem& item, const Seq
 // The CPU reference for one item: SeqDecodeGroup per group, SeqDecodeLoop,
 // then the codec's output step (RoPE on the keys, bf16), then the scatter.
 Status CpuDecodeItem(const SeqDecodeArgs& args, const SeqDecodeItem& item, const SeqProfile& p,
-                     const seqkv::internal::SeqStaticTables& tables) {
+                     const seqkv::internal::SeqStaticTables& tables,
+                     const std::vector<seqkv::internal::SeqFixedGroup>* fixed_groups) {
   const KvShape& s = item.shape;
   const uint32_t T = s.tokens, d = s.head_dim, H = s.kv_heads;
   const size_t per_group = size_t{T} * d;
@@ -83,6 +84,8 @@ Status CpuDecodeItem(const SeqDecodeArgs& args, const SeqDecodeItem& item, const
   seqkv::internal::SeqLoopParams params;
   params.delta0 = item.delta0;
   params.mult_code = item.mult_code;
+  params.arith = item.arith;
+  params.fixed_groups = fixed_groups;
   seqkv::internal::SeqDecodeLoop(p, T, nullptr, params, &loop);
   Chunk out;
   out.shape = s;
@@ -112,10 +115,11 @@ Status CpuDecodeItem(const SeqDecodeArgs& args, const SeqDecodeItem& item, const
 #endif  // SEQKV_WITH_CUDA
 
 // Workspace: [int32 status per item][descriptors][step bases][symbols]
-// [two layers of reconstruction][the entropy stage's workspace]. On kCpu only
-// the statuses.
+// [two layers of reconstruction][arith=int12 items' largest |x| per layer and
+// block][the entropy stage's workspace]. On kCpu only the statuses.
 struct Layout {
-  uint64_t descs = 0, steps = 0, lane_descs = 0, q = 0, xhat = 0, entropy = 0, total = 0;
+  uint64_t descs = 0, steps = 0, lane_descs = 0, q = 0, xhat = 0, max_bits = 0, entropy = 0, total = 0;
+  uint64_t max_words = 0;  // the max_bits words
   uint64_t layer_elements = 0;  // one layer's K and V of every item: each xhat buffer's floats
 };
 
@@ -136,6 +140,13 @@ struct SeqDecodeGpu::Impl {
   uint16_t* predictor_h = nullptr;
   uint16_t* basis_h = nullptr;
   std::optional<Status> half_status;
+  // arith=int12: the profile's fixed-point operands (SeqFixedGroups), made by
+  // the first such decode; kCuda: their int8 halves (SdLaunch::w_i8, v_i8,
+  // fixed_exp).
+  std::optional<std::vector<seqkv::internal::SeqFixedGroup>> fixed_groups;
+  int8_t* w_i8 = nullptr;
+  int8_t* v_i8 = nullptr;
+  int32_t* fixed_exp = nullptr;
   // The profile's static model (streams=lanes): tables on the host (kCpu),
   // cumulative rows and scales in device memory (kCuda).
   seqkv::internal::SeqStaticTables tables;
@@ -157,6 +168,53 @@ struct SeqDecodeGpu::Impl {
     BackendFree(backend, basis_h);
     BackendFree(backend, signed_search);
     BackendFree(backend, lane_scale);
+    BackendFree(backend, w_i8);
+    BackendFree(backend, v_i8);
+    BackendFree(backend, fixed_exp);
+  }
+
+  const std::vector<seqkv::internal::SeqFixedGroup>& FixedGroups() {
+    if (!fixed_groups.has_value()) fixed_groups = seqkv::internal::SeqFixedGroups(*profile);
+    return *fixed_groups;
+  }
+
+  // The int8 halves of the fixed-point operands on the device, once: each
+  // int12 n as n = 64 hi + lo with lo in [-32, 31], transposed (a row per
+  // output channel; seq_decode_kernels.h, SdLaunch::w_i8).
+  Status EnsureIntTables() {
+    if (v_i8 != nullptr) return Status::Ok();
+    const SeqProfile& p = *profile;
+    const std::vector<seqkv::internal::SeqFixedGroup>& fg = FixedGroups();
+    const uint32_t d = p.head_dim, G = p.groups(), blocks = (p.features() - 1) / d;
+    const size_t dd = size_t{d} * d;
+    auto split = [&](const int16_t* m, int8_t* hi, int8_t* lo) {  // m [k][j] -> hi, lo [j][k]
+      for (uint32_t k = 0; k < d; ++k) {
+        for (uint32_t j = 0; j < d; ++j) {
+          const int32_t n = m[size_t{k} * d + j];
+          const int32_t h = (n + 32) >> 6;
+          hi[size_t{j} * d + k] = static_cast<int8_t>(h);
+          lo[size_t{j} * d + k] = static_cast<int8_t>(n - h * 64);
+        }
+      }
+    };
+    std::vector<int8_t> w(size_t{G} * blocks * 2 * dd), v(size_t{G} * 2 * dd);
+    std::vector<int32_t> e(size_t{G} * 2);
+    for (uint32_t g = 0; g < G; ++g) {
+      for (uint32_t b = 0; b < blocks; ++b) {
+        int8_t* at = w.data() + (size_t{g} * blocks + b) * 2 * dd;
+        split(fg[g].w.data() + b * dd, at, at + dd);
+      }
+      int8_t* at = v.data() + size_t{g} * 2 * dd;
+      split(fg[g].v.data(), at, at + dd);
+      e[2 * g] = fg[g].ew;
+      e[2 * g + 1] = fg[g].ev;
+    }
+    if (!w.empty()) {
+      SEQKV_ASSIGN_OR_RETURN(w_i8, internal::Upload(backend, w));
+    }
+    SEQKV_ASSIGN_OR_RETURN(fixed_exp, internal::Upload(backend, e));
+    SEQKV_ASSIGN_OR_RETURN(v_i8, internal::Upload(backend, v));
+    return Status::Ok();
   }
 
   // The FP16 copies of the predictor and basis, once; FAILED_PRECONDITION
@@ -221,12 +279,14 @@ struct SeqDecodeGpu::Impl {
       elements += Elements(args.items[i].shape);
       if (IsLaneCoding(args.items[i].coding)) lane_groups += profile->groups();
       l.layer_elements += 2ull * profile->kv_heads * args.items[i].shape.tokens * profile->head_dim;
+      if (args.items[i].arith == SeqArith::kInt12) l.max_words += 2ull * profile->layers * profile->kv_heads;
     }
     l.steps = l.descs + internal::AlignUp(n * sizeof(internal::SdDesc));
     l.lane_descs = l.steps + internal::AlignUp(n * uint64_t{profile->groups()} * sizeof(double));
     l.q = l.lane_descs + internal::AlignUp(lane_groups * sizeof(internal::SlDesc));
     l.xhat = l.q + internal::AlignUp(2 * elements * sizeof(int32_t));  // K and V symbols
-    l.entropy = l.xhat + internal::AlignUp(2 * l.layer_elements * sizeof(float));
+    l.max_bits = l.xhat + internal::AlignUp(2 * l.layer_elements * sizeof(float));
+    l.entropy = l.max_bits + internal::AlignUp(l.max_words * sizeof(uint32_t));
     SeqEntropyDecodeArgs ea;
     const std::vector<SeqEntropyItem> items = EntropyItems(args, statuses, nullptr);
     ea.items = items;
@@ -277,10 +337,6 @@ Result<SeqDecodeItem> MakeSeqDecodeItem(const ChunkHeader& header, std::span<con
   SEQKV_ASSIGN_OR_RETURN(seqkv::internal::SeqLossyParams params,
                          seqkv::internal::ParseSeqLossyParams(params_section.subspan(1), p));
   if (params.loop.layer0_exact) return Unimplemented("seq gpu: layer 0 from the model is not implemented on the GPU");
-  if (params.loop.arith != SeqArith::kFloat) {
-    return Unimplemented("seq gpu: arith=int12 chunks decode on the CPU only (the GPU's integer dense stage is not "
-                         "built yet)");
-  }
   if (params.parent_hash != 0) return FailedPrecondition("seq gpu: the chunk continues a parent chunk");
   if (header.sections.size() != 1 + size_t{s.layers}) return DataLoss("seq: wrong number of sections");
   SeqDecodeItem item;
@@ -291,6 +347,7 @@ Result<SeqDecodeItem> MakeSeqDecodeItem(const ChunkHeader& header, std::span<con
   item.mult_code = std::move(params.loop.mult_code);
   item.coding = params.streams;
   item.step_class = params.step_class;
+  item.arith = params.loop.arith;
   for (uint32_t l = 0; l < s.layers; ++l) {
     if (header.sections[1 + l].type != kLayerSectionBase + l) return DataLoss("seq: unexpected section type");
     SEQKV_ASSIGN_OR_RETURN(auto streams, seqkv::internal::UnpackSeqStreams(section(1 + l), 2 * s.kv_heads));
@@ -365,7 +422,9 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
   if (impl_->backend == Backend::kCpu) {
     std::memset(workspace, 0, StatusBytes(args.items.size()));
     for (size_t i = 0; i < args.items.size(); ++i) {
-      if ((*statuses)[i].ok()) (*statuses)[i] = CpuDecodeItem(args, args.items[i], p, impl_->tables);
+      if (!(*statuses)[i].ok()) continue;
+      const bool fixed = args.items[i].arith == SeqArith::kInt12;
+      (*statuses)[i] = CpuDecodeItem(args, args.items[i], p, impl_->tables, fixed ? &impl_->FixedGroups() : nullptr);
     }
     return Status::Ok();
   }
@@ -377,6 +436,17 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
   SEQKV_ASSIGN_OR_RETURN(const RopeParams* rope,
                          impl_->rope.ForBatch(args.items, rope_keys, p.head_dim, kWho, statuses));
 
+  bool any_int = false;  // arith=int12 items (their own launches, kSdMathInt12)
+  for (size_t i = 0; i < args.items.size(); ++i) {
+    if (!(*statuses)[i].ok() || args.items[i].arith != SeqArith::kInt12) continue;
+    if (!internal::SdTensorCoreFits(p.head_dim)) {
+      (*statuses)[i] = Unimplemented("seq gpu: arith=int12 chunks decode on the GPU for head sizes 64 and 128 only; "
+                                     "decode this one on the CPU");
+    } else {
+      any_int = true;
+    }
+  }
+  if (any_int) SEQKV_RETURN_IF_ERROR(impl_->EnsureIntTables());
   const Layout layout = impl_->MakeLayout(args, statuses);
   auto* base = static_cast<uint8_t*>(workspace);
   auto* device_descs = reinterpret_cast<internal::SdDesc*>(base + layout.descs);
@@ -385,7 +455,8 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
   std::vector<internal::SlDesc> lane_descs, signed_descs;  // magnitude, signed model
   auto* q = reinterpret_cast<int32_t*>(base + layout.q);
   auto* xhat = reinterpret_cast<float*>(base + layout.xhat);
-  std::vector<internal::SdDesc> descs;
+  auto* max_bits = reinterpret_cast<uint32_t*>(base + layout.max_bits);
+  std::vector<internal::SdDesc> descs, int_descs;  // float chunks, arith=int12 chunks
   std::vector<double> step_base;
   const uint32_t math = !internal::SdTensorCoreFits(p.head_dim)       ? internal::kSdMathExact
                         : args.math == SeqDenseMath::kTensorTf32x3 ? internal::kSdMathTf32x3
@@ -393,8 +464,8 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
                         : args.math == SeqDenseMath::kTensorF16    ? internal::kSdMathF16
                                                                    : internal::kSdMathExact;
   if (math == internal::kSdMathF16) SEQKV_RETURN_IF_ERROR(impl_->EnsureHalfWeights());
-  uint64_t q_at = 0, layer_at = 0;
-  uint32_t ctas = 0;
+  uint64_t q_at = 0, layer_at = 0, max_at = 0;
+  uint32_t ctas = 0, int_ctas = 0, item_at = 0;
   uint64_t clear_begin = 0, clear_end = 0;  // symbols [begin, end) still to clear
   auto clear = [&]() -> Status {
     if (clear_end > clear_begin) {
@@ -411,7 +482,8 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
     d.q = q + q_at;
     d.xhat[0] = xhat + layer_at;
     d.xhat[1] = xhat + layout.layer_elements + layer_at;
-    d.step_base = steps + descs.size() * p.groups();
+    const bool fixed = item.arith == SeqArith::kInt12;
+    d.step_base = steps + uint64_t{item_at++} * p.groups();
     d.out[0] = item.k_out;
     d.out[1] = item.v_out;
     d.layer_caches = item.layer_caches;
@@ -422,8 +494,15 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
     d.tokens = item.shape.tokens;
     d.rotate_keys = rope_keys && item.rope.style != RopeStyle::kNone && impl_->rope.rotary_dim() > 0 ? 1 : 0;
     d.status_index = static_cast<uint32_t>(i);
-    d.first_cta = ctas;
-    ctas += internal::SdCtasOf(p.kv_heads, item.shape.tokens, math);
+    if (fixed) {
+      d.max_bits = max_bits + max_at;
+      max_at += 2ull * p.layers * p.kv_heads;
+      d.first_cta = int_ctas;
+      int_ctas += internal::SdCtasOf(p.kv_heads, item.shape.tokens, internal::kSdMathInt12);
+    } else {
+      d.first_cta = ctas;
+      ctas += internal::SdCtasOf(p.kv_heads, item.shape.tokens, math);
+    }
     for (uint32_t g = 0; g < p.groups(); ++g) {
       step_base.push_back(double{item.delta0} * seqkv::internal::SeqMultiplier(item.mult_code[g]));
       if (IsLaneCoding(item.coding)) {
@@ -448,8 +527,10 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
     }
     q_at += Elements(item.shape) * 2;
     layer_at += 2ull * p.kv_heads * item.shape.tokens * p.head_dim;
-    descs.push_back(d);
+    (fixed ? int_descs : descs).push_back(d);
   }
+  const size_t float_descs = descs.size();  // then the int12 ones, each set its own launches
+  descs.insert(descs.end(), int_descs.begin(), int_descs.end());
   SEQKV_RETURN_IF_ERROR(clear());
   const size_t magnitude_descs = lane_descs.size();  // then the signed ones, each set one launch
   lane_descs.insert(lane_descs.end(), signed_descs.begin(), signed_descs.end());
@@ -467,6 +548,9 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
                       "lane descriptor upload");
   }
   SEQKV_CUDA_RETURN(cudaMemsetAsync(workspace, 0, StatusBytes(args.items.size()), s), "status reset");
+  if (layout.max_words > 0) {
+    SEQKV_CUDA_RETURN(cudaMemsetAsync(max_bits, 0, layout.max_words * sizeof(uint32_t), s), "int12 maxima reset");
+  }
 
   // The symbols: every group of every item through the entropy stage.
   const std::vector<SeqEntropyItem> eitems = impl_->EntropyItems(args, statuses, q);
@@ -497,7 +581,7 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
 
   internal::SdLaunch launch{};
   launch.descs = device_descs;
-  launch.count = static_cast<uint32_t>(descs.size());
+  launch.count = static_cast<uint32_t>(float_descs);
   launch.total_ctas = ctas;
   launch.layers = p.layers;
   launch.heads = p.kv_heads;
@@ -518,9 +602,17 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
   launch.num_blocks = args.num_blocks;
   launch.statuses = static_cast<int32_t*>(workspace);
   launch.math = math;
-  if (descs.empty()) return Status::Ok();
+  internal::SdLaunch int_launch = launch;
+  int_launch.descs = device_descs + float_descs;
+  int_launch.count = static_cast<uint32_t>(int_descs.size());
+  int_launch.total_ctas = int_ctas;
+  int_launch.math = internal::kSdMathInt12;
+  int_launch.w_i8 = impl_->w_i8;
+  int_launch.v_i8 = impl_->v_i8;
+  int_launch.fixed_exp = impl_->fixed_exp;
   for (uint32_t l = 0; l < p.layers; ++l) {
-    SEQKV_CUDA_RETURN(internal::LaunchSdLayer(launch, l, s), "kernel launch");
+    if (launch.count > 0) SEQKV_CUDA_RETURN(internal::LaunchSdLayer(launch, l, s), "kernel launch");
+    if (int_launch.count > 0) SEQKV_CUDA_RETURN(internal::LaunchSdLayer(int_launch, l, s), "int12 kernel launch");
   }
   return Status::Ok();
 #else

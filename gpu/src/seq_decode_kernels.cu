@@ -760,6 +760,311 @@ __global__ void __launch_bounds__(2 * D, 2) SdLayerH16Kernel(SdLaunch L, uint32_
   OutWriteRows(L, desc, layer, kv, t0, nt, dst_s, row_s, BS, tid, NT);
 }
 
+// ---- arith=int12 on int8 tensor cores (SdLaunch::math kSdMathInt12) ----
+//
+// The dense stage of arith=int12 chunks (docs/format.md; codec/src/
+// seq_lossy_core.cc PredictFixed, ReconstructInt): every sum is an exact
+// integer, so the tensor cores' order of summation gives the CPU's bytes.
+//   * features: the previous layer's float rows of block (kv', h') as int12,
+//     n = rint(x 2^-e_b), e_b from the block's largest finite |x| over the
+//     chunk's tokens, which that layer's CTAs gathered (atomicMax on the float
+//     bits, SdDesc::max_bits);
+//   * weights: the profile's int12 operands (SeqFixedGroups), split on the
+//     host (SdLaunch::w_i8, v_i8);
+//   * an int12 x int12 sum as four int8 products: with n = 64 hi + lo,
+//     lo in [-32, 31], hi in [-32, 32], acc1 = 64 sum(hi*hi) + sum(hi*lo +
+//     lo*hi) and acc0 = sum(lo*lo), S = 64 acc1 + acc0. For d <= 128 every
+//     partial and final sum stays below 2^31 (|S| <= d 2047^2).
+//   * symbols: int8 operands (A = 64 sum(q*v_hi) + sum(q*v_lo)); a row with a
+//     symbol outside [-128, 127] is summed again in int64 on the CUDA cores
+//     afterwards (such rows need a step ~100x finer than the residual).
+// The blocks' sums are scaled and added in double in the CPU's order (block
+// ascending, from 0.0), kept in shared memory per element; then
+// pred = float(sum) + bias and xhat = pred + float(double(A) 2^ev * base),
+// each a separate round-to-nearest operation as on the CPU.
+//
+// A CTA: TMI = 64 tokens of one group, 2 * D / 32 warps; warp (wm, wn) owns
+// tokens [32 wm, 32 wm + 32) x channels [32 wn, 32 wn + 32) (2 x 4 tiles of
+// m16n8k32). Operands go through shared memory KCI = 64 columns at a time:
+// the weights by cp.async (already int8 on the device), the features
+// converted and split by the threads that load them. Rows are 80 bytes apart,
+// so every ldmatrix is free of bank conflicts.
+constexpr uint32_t TMI = kSdIntTileTokens;
+constexpr uint32_t KCI = 64;             // K columns (bytes) staged at a time
+constexpr uint32_t kIStride = KCI + 16;  // staged row stride, bytes
+
+// Shared memory: the per-element double sums [TMI][d + 2], then the stage
+// (features or symbols: hi and lo [TMI][kIStride]; weights: hi and lo
+// [d][kIStride]), which the tile's float rows [TMI][d + 4] overlay at the end.
+__host__ __device__ constexpr uint32_t SdIStageBytes(uint32_t d) { return 2 * TMI * kIStride + 2 * d * kIStride; }
+__host__ __device__ constexpr uint32_t SdIRowBytes(uint32_t d) { return TMI * (d + 4) * 4; }
+__host__ __device__ constexpr uint32_t SdISumBytes(uint32_t d) { return TMI * (d + 2) * 8; }
+__host__ __device__ constexpr uint32_t SdISharedBytes(uint32_t d) {
+  return SdISumBytes(d) + (SdIStageBytes(d) > SdIRowBytes(d) ? SdIStageBytes(d) : SdIRowBytes(d));
+}
+
+__device__ __forceinline__ void MmaS8(int32_t (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+// SeqFixedExponent (seq_lossy_core.cc): the smallest e with m <= 2047 2^e;
+// 0 for m = 0. m is finite here.
+__device__ __forceinline__ int FixedExponent(double m) {
+  if (!(m > 0)) return 0;
+  int e = 0;
+  frexp(__ddiv_rn(m, 2047.0), &e);  // a first guess; the checks below are exact
+  while (m > ldexp(2047.0, e)) ++e;
+  while (m <= ldexp(2047.0, e - 1)) --e;
+  return e;
+}
+
+// SeqToFixed's value: rint(x 2^-e) for finite x, else 0. `scale` is 2^-e
+// as a float when that is a normal float (the product is then exact, or
+// below 2^-126 where both round to 0), else 0 (scalbnf, exact).
+__device__ __forceinline__ int32_t ToFixed(float x, float scale, int e) {
+  if (!isfinite(x)) return 0;
+  return __float2int_rn(scale != 0.0f ? __fmul_rn(x, scale) : scalbnf(x, -e));
+}
+
+// |x| as float bits (ordered as the values), 0 for a value that is not finite.
+__device__ __forceinline__ uint32_t FiniteAbsBits(float x) { return isfinite(x) ? __float_as_uint(fabsf(x)) : 0u; }
+
+// n = 64 hi + lo as two int8 bytes in byte `at` of the words.
+__device__ __forceinline__ void SplitInto(int32_t n, uint32_t at, uint32_t& hi, uint32_t& lo) {
+  const int32_t h = (n + 32) >> 6;
+  hi |= (static_cast<uint32_t>(h) & 0xFFu) << (8 * at);
+  lo |= (static_cast<uint32_t>(n - h * 64) & 0xFFu) << (8 * at);
+}
+
+template <uint32_t D>
+__global__ void __launch_bounds__(2 * D, 2) SdLayerI12Kernel(SdLaunch L, uint32_t layer) {
+  constexpr uint32_t NT = 2 * D;
+  constexpr uint32_t DS = D + 2;  // double-sum row stride
+  constexpr uint32_t RS = D + 4;  // float row stride
+  constexpr uint32_t AS = kIStride;
+  constexpr uint32_t kBCopies = 2 * D * (KCI / 16) / NT;  // 16-byte weight copies a thread issues per chunk
+  constexpr uint32_t kAUnits = TMI * (KCI / 4) / NT;      // four-column units a thread stages per chunk
+  extern __shared__ __align__(16) unsigned char smem[];
+  __shared__ uint64_t dst_s[TMI];  // the rows' destinations (OutRowOffsets)
+  __shared__ uint32_t big_s[TMI];  // row k has a symbol outside int8
+  double* const dsum = reinterpret_cast<double*>(smem);
+  unsigned char* const stage = smem + SdISumBytes(D);
+  unsigned char* const xh = stage;
+  unsigned char* const xl = stage + TMI * AS;
+  unsigned char* const bh = stage + 2 * TMI * AS;
+  unsigned char* const bl = bh + D * AS;
+  float* const row_s = reinterpret_cast<float*>(stage);  // after the products: [TMI][RS]
+
+  dense::Tile tl;
+  const SdDesc& desc = dense::TileItem<TMI>(L.descs, L.count, L.heads, layer, &tl);
+  const uint32_t H = L.heads, F = L.features, T = desc.tokens;
+  const uint32_t kv = tl.kv, h = tl.h, g = tl.g, t0 = tl.t0, nt = tl.nt;
+  const uint32_t tid = threadIdx.x;
+  for (uint32_t k = tid; k < TMI; k += NT) big_s[k] = 0;
+
+  const bool feats = layer > 0 && L.inputs != 0;
+  const uint32_t blocks = (F - 1) / D;  // the predictor's feature blocks
+  const int ew = L.fixed_exp[2 * g], ev = L.fixed_exp[2 * g + 1];
+  const uint32_t warp = tid / 32, lane = tid % 32, gq = lane / 4, tq = lane % 4;
+  const uint32_t m0 = (warp / (D / 32)) * 32, n0 = (warp % (D / 32)) * 32;
+  int32_t acc1[2][4][4], acc0[2][4][4];
+  auto zero = [&]() {
+#pragma unroll
+    for (uint32_t m = 0; m < 2; ++m)
+#pragma unroll
+      for (uint32_t n = 0; n < 4; ++n)
+#pragma unroll
+        for (uint32_t r = 0; r < 4; ++r) acc1[m][n][r] = acc0[m][n][r] = 0;
+  };
+  // Columns [k0, k0 + KCI) of the D weight rows of hi and lo, by cp.async.
+  auto issue_weights = [&](const int8_t* hi_rows, const int8_t* lo_rows, uint32_t k0) {
+#pragma unroll
+    for (uint32_t i = 0; i < kBCopies; ++i) {
+      const uint32_t v = tid + i * NT, part = v / (D * (KCI / 16)), r = (v / (KCI / 16)) % D;
+      const uint32_t c = (v % (KCI / 16)) * 16;
+      CopyAsync16((part ? bl : bh) + r * AS + c, (part ? lo_rows : hi_rows) + uint64_t{r} * D + k0 + c);
+    }
+    CopyCommit();
+  };
+  // The staged chunk's products: features (split: four products) or symbols
+  // (int8 as they are: two).
+  auto products = [&](auto split) {
+    constexpr bool kSplit = decltype(split)::value;
+#pragma unroll
+    for (uint32_t ks = 0; ks < KCI; ks += 32) {
+      uint32_t fh[4][2], fl[4][2];
+#pragma unroll
+      for (uint32_t np = 0; np < 2; ++np) {
+        const uint32_t at = (n0 + np * 16 + lane % 8 + (lane / 16) * 8) * AS + ks + ((lane / 8) % 2) * 16;
+        uint32_t r[4];
+        LdMatrixX4(r, bh + at);
+        fh[2 * np][0] = r[0], fh[2 * np][1] = r[1], fh[2 * np + 1][0] = r[2], fh[2 * np + 1][1] = r[3];
+        LdMatrixX4(r, bl + at);
+        fl[2 * np][0] = r[0], fl[2 * np][1] = r[1], fl[2 * np + 1][0] = r[2], fl[2 * np + 1][1] = r[3];
+      }
+#pragma unroll
+      for (uint32_t m = 0; m < 2; ++m) {
+        const uint32_t at = (m0 + m * 16 + lane % 16) * AS + ks + (lane / 16) * 16;
+        uint32_t ah[4], al[4];
+        LdMatrixX4(ah, xh + at);
+        if constexpr (kSplit) LdMatrixX4(al, xl + at);
+#pragma unroll
+        for (uint32_t n = 0; n < 4; ++n) {
+          if constexpr (kSplit) {
+            int32_t t[4] = {0, 0, 0, 0};
+            MmaS8(t, ah, fh[n]);
+#pragma unroll
+            for (uint32_t r = 0; r < 4; ++r) acc1[m][n][r] += t[r] * 64;
+            MmaS8(acc1[m][n], ah, fl[n]);
+            MmaS8(acc1[m][n], al, fh[n]);
+            MmaS8(acc0[m][n], al, fl[n]);
+          } else {
+            MmaS8(acc1[m][n], ah, fh[n]);
+            MmaS8(acc0[m][n], ah, fl[n]);
+          }
+        }
+      }
+    }
+  };
+  // Element r of tile (m, n) of this thread: its row and channel.
+  auto row_of = [&](uint32_t m, uint32_t r) { return m0 + m * 16 + gq + (r / 2) * 8; };
+  auto col_of = [&](uint32_t n, uint32_t r) { return n0 + n * 8 + 2 * tq + (r % 2); };
+
+  // Prediction: per feature block, the exact int32 sums, scaled and added in double.
+  const float* prev = desc.xhat[(layer + 1) % 2];
+  for (uint32_t b = 0; feats && b < blocks; ++b) {
+    const uint32_t blk = L.inputs == 1 ? b * H + h : b;  // (kv', h') = (b, h), or b = kv' H + h'
+    const int eb = FixedExponent(static_cast<double>(__uint_as_float(desc.max_bits[(layer - 1) * 2 * H + blk])));
+    const float to_fixed = eb >= -127 && eb <= 126 ? __int_as_float((127 - eb) << 23) : 0.0f;
+    const float* src = prev + (uint64_t{blk} * T + t0) * D;
+    const int8_t* wrows = L.w_i8 + (uint64_t{g} * blocks + b) * 2 * D * D;
+    zero();
+    for (uint32_t k0 = 0; k0 < D; k0 += KCI) {
+      __syncthreads();  // the stage's previous readers are done
+      issue_weights(wrows, wrows + D * D, k0);
+#pragma unroll
+      for (uint32_t i = 0; i < kAUnits; ++i) {
+        const uint32_t v = tid + i * NT, k = v / (KCI / 4), c = (v % (KCI / 4)) * 4;
+        uint32_t hi = 0, lo = 0;
+        if (k < nt) {
+          const float4 x = *reinterpret_cast<const float4*>(src + uint64_t{k} * D + k0 + c);
+          SplitInto(ToFixed(x.x, to_fixed, eb), 0, hi, lo);
+          SplitInto(ToFixed(x.y, to_fixed, eb), 1, hi, lo);
+          SplitInto(ToFixed(x.z, to_fixed, eb), 2, hi, lo);
+          SplitInto(ToFixed(x.w, to_fixed, eb), 3, hi, lo);
+        }
+        *reinterpret_cast<uint32_t*>(xh + k * AS + c) = hi;
+        *reinterpret_cast<uint32_t*>(xl + k * AS + c) = lo;
+      }
+      CopyWait<0>();
+      __syncthreads();
+      products(std::true_type{});
+    }
+    const double scale = ldexp(1.0, eb + ew);  // S * scale is exact (a power of two)
+#pragma unroll
+    for (uint32_t m = 0; m < 2; ++m)
+#pragma unroll
+      for (uint32_t n = 0; n < 4; ++n)
+#pragma unroll
+        for (uint32_t r = 0; r < 4; ++r) {
+          double& s = dsum[row_of(m, r) * DS + col_of(n, r)];
+          const double term = __dmul_rn(static_cast<double>(acc1[m][n][r] * 64 + acc0[m][n][r]), scale);
+          s = __dadd_rn(b == 0 ? 0.0 : s, term);
+        }
+  }
+
+  // Reconstruction: A = sum_i q[t][i] v[i][j], symbols as int8.
+  const int8_t* vrows = L.v_i8 + uint64_t{g} * 2 * D * D;
+  const int32_t* qrows = desc.q + (uint64_t{g} * T + t0) * D;
+  zero();
+  for (uint32_t k0 = 0; k0 < D; k0 += KCI) {
+    __syncthreads();
+    issue_weights(vrows, vrows + D * D, k0);
+#pragma unroll
+    for (uint32_t i = 0; i < kAUnits; ++i) {
+      const uint32_t v = tid + i * NT, k = v / (KCI / 4), c = (v % (KCI / 4)) * 4;
+      uint32_t packed = 0;
+      if (k < nt) {
+        const int4 x = *reinterpret_cast<const int4*>(qrows + uint64_t{k} * D + k0 + c);
+        const bool big = x.x < -128 || x.x > 127 || x.y < -128 || x.y > 127 || x.z < -128 || x.z > 127 ||
+                         x.w < -128 || x.w > 127;
+        if (big) big_s[k] = 1;
+        packed = (static_cast<uint32_t>(x.x) & 0xFFu) | (static_cast<uint32_t>(x.y) & 0xFFu) << 8 |
+                 (static_cast<uint32_t>(x.z) & 0xFFu) << 16 | (static_cast<uint32_t>(x.w) & 0xFFu) << 24;
+      }
+      *reinterpret_cast<uint32_t*>(xh + k * AS + c) = packed;
+    }
+    CopyWait<0>();
+    __syncthreads();
+    products(std::false_type{});
+  }
+  __syncthreads();  // the stage read: the rows overlay it
+
+  const float* bias = L.predictor + (uint64_t{g} * F + (F - 1)) * D;
+  const double base = desc.step_base[g];
+  const double vscale = ldexp(1.0, ev);
+  auto pred_of = [&](uint32_t k, uint32_t j) {
+    return feats ? __fadd_rn(__double2float_rn(dsum[k * DS + j]), bias[j]) : __fadd_rn(0.0f, __fmul_rn(1.0f, bias[j]));
+  };
+  auto rec_of = [&](double a) { return __double2float_rn(__dmul_rn(__dmul_rn(a, vscale), base)); };
+#pragma unroll
+  for (uint32_t m = 0; m < 2; ++m)
+#pragma unroll
+    for (uint32_t n = 0; n < 4; ++n)
+#pragma unroll
+      for (uint32_t r = 0; r < 4; ++r) {
+        const uint32_t k = row_of(m, r), j = col_of(n, r);
+        const int32_t a = acc1[m][n][r] * 64 + acc0[m][n][r];
+        row_s[k * RS + j] = __fadd_rn(pred_of(k, j), rec_of(static_cast<double>(a)));
+      }
+  __syncthreads();
+  // Rows with a symbol outside int8: the sums again, in int64.
+  for (uint32_t k = 0; k < nt; ++k) {
+    if (big_s[k] == 0) continue;
+    const int32_t* qr = qrows + uint64_t{k} * D;
+    for (uint32_t j = tid; j < D; j += NT) {
+      const int8_t* vh = vrows + uint64_t{j} * D;
+      const int8_t* vl = vh + uint64_t{D} * D;
+      int64_t a = 0;
+      for (uint32_t i = 0; i < D; ++i) a += int64_t{qr[i]} * (int32_t{vh[i]} * 64 + vl[i]);
+      row_s[k * RS + j] = __fadd_rn(pred_of(k, j), rec_of(static_cast<double>(a)));
+    }
+  }
+  OutRowOffsets(L, desc, layer, kv, h, t0, nt, dst_s, tid, NT);
+  __syncthreads();
+  // The next layer's features (float rows) and their blocks' largest |x|.
+  float* cur_rows = desc.xhat[layer % 2] + ((uint64_t{kv} * H + h) * T + t0) * D;
+  if (KeepsRows(L, layer)) {
+    uint32_t most = 0;
+    for (uint32_t u = tid; u < nt * (D / 4); u += NT) {
+      const uint32_t k = u / (D / 4), c = (u % (D / 4)) * 4;
+      const float4 v = *reinterpret_cast<const float4*>(&row_s[k * RS + c]);
+      *reinterpret_cast<float4*>(cur_rows + uint64_t{k} * D + c) = v;
+      most = max(most, FiniteAbsBits(v.x));
+      most = max(most, FiniteAbsBits(v.y));
+      most = max(most, FiniteAbsBits(v.z));
+      most = max(most, FiniteAbsBits(v.w));
+    }
+    most = __reduce_max_sync(0xFFFFFFFFu, most);
+    if (lane == 0 && most != 0) atomicMax(&desc.max_bits[layer * 2 * H + kv * H + h], most);
+  }
+  OutWriteRows(L, desc, layer, kv, t0, nt, dst_s, row_s, RS, tid, NT);
+}
+
+template <uint32_t D>
+cudaError_t LaunchSdLayerI12D(const SdLaunch& launch, uint32_t layer, cudaStream_t stream) {
+  const size_t smem = SdISharedBytes(D);
+  const cudaError_t e =
+      cudaFuncSetAttribute(SdLayerI12Kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+  if (e != cudaSuccess) return e;
+  SdLayerI12Kernel<D><<<launch.total_ctas, 2 * D, smem, stream>>>(launch, layer);
+  return cudaGetLastError();
+}
+
 template <uint32_t D>
 cudaError_t LaunchSdLayerH16D(const SdLaunch& launch, uint32_t layer, cudaStream_t stream) {
   const size_t smem = SdHSharedBytes(D);
@@ -798,6 +1103,13 @@ cudaError_t LaunchSdLayer(const SdLaunch& launch, uint32_t layer, cudaStream_t s
     // Chunks of feature columns only or symbol columns only (always so at
     // head sizes 64 and 128: the features are 2 or 2 * heads rows of them).
     if (!SdTensorCoreFits(launch.head_dim) || (launch.features - 1) % KC != 0) return cudaErrorInvalidValue;
+    if (launch.math == kSdMathInt12) {
+      if (launch.v_i8 == nullptr || launch.fixed_exp == nullptr || (launch.features > 1 && launch.w_i8 == nullptr)) {
+        return cudaErrorInvalidValue;
+      }
+      return launch.head_dim == 64 ? LaunchSdLayerI12D<64>(launch, layer, stream)
+                                   : LaunchSdLayerI12D<128>(launch, layer, stream);
+    }
     if (launch.math == kSdMathF16) {
       if (launch.predictor_h == nullptr || launch.basis_h == nullptr) return cudaErrorInvalidValue;
       return launch.head_dim == 64 ? LaunchSdLayerH16D<64>(launch, layer, stream)

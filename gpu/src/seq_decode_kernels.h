@@ -16,6 +16,9 @@ inline constexpr uint32_t kSdFeatureChunk = 128;
 // Tensor-core variant (SdLaunch::math != kSdMathExact): tokens per CTA (two
 // rows of warps, a warp per 64 tokens x 32 channels).
 inline constexpr uint32_t kSdTcTileTokens = 128;
+// The integer kernel (kSdMathInt12): tokens per CTA (two rows of warps, a
+// warp per 32 tokens x 32 channels).
+inline constexpr uint32_t kSdIntTileTokens = 64;
 
 // How the dense stage computes its sums (SeqDenseMath, seq_decode.h).
 enum SdMath : uint32_t {
@@ -23,6 +26,7 @@ enum SdMath : uint32_t {
   kSdMathTf32 = 1,   // tensor cores, one TF32 product per term
   kSdMathF16 = 2,    // tensor cores, FP16 operands, float32 sums
   kSdMathTf32x3 = 3, // tensor cores, 3xTF32 (hi*hi + hi*lo + lo*hi)
+  kSdMathInt12 = 4,  // arith=int12 chunks: exact integer sums on int8 tensor cores (the CPU's bytes)
 };
 
 enum SdDeviceStatus : int32_t {
@@ -46,6 +50,10 @@ struct SdDesc {
   uint32_t rotate_keys;  // 1: apply RoPE to this chunk's keys on output
   uint32_t status_index;
   uint32_t first_cta;  // prefix over items of CTAs per layer launch
+  // kSdMathInt12: per layer and block (kv, head), the largest finite |x| of
+  // the layer's reconstruction as float bits, [layers][2][H], zeroed before
+  // the launches (each layer's CTAs raise it; the next layer's exponents).
+  uint32_t* max_bits;
 };
 
 struct SdLaunch {
@@ -70,13 +78,24 @@ struct SdLaunch {
   uint32_t block_size, num_blocks;
   int32_t* statuses;
   uint32_t math;  // SdMath; a tensor-core math needs SdTensorCoreFits
+  // kSdMathInt12: the profile's fixed-point operands (SeqFixedGroups), each
+  // int12 value n split as n = 64 hi + lo (lo in [-32, 31]) into int8 halves
+  // and stored transposed (a row per output channel, K contiguous):
+  // predictor w_i8 [G][blocks][2 (hi, lo)][d][d] (blocks = (features - 1) / d;
+  // null without features), reconstruction v_i8 [G][2][d][d], and the
+  // exponents fixed_exp [G][2] (ew, ev).
+  const int8_t* w_i8;
+  const int8_t* v_i8;
+  const int32_t* fixed_exp;
 };
 
 // The tensor-core kernel is built for these head sizes.
 inline bool SdTensorCoreFits(uint32_t head_dim) { return head_dim == 64 || head_dim == 128; }
 
 // Tokens per CTA of the launch's kernel.
-inline uint32_t SdTileTokensOf(uint32_t math) { return math == kSdMathExact ? kSdTileTokens : kSdTcTileTokens; }
+inline uint32_t SdTileTokensOf(uint32_t math) {
+  return math == kSdMathExact ? kSdTileTokens : math == kSdMathInt12 ? kSdIntTileTokens : kSdTcTileTokens;
+}
 
 // CTAs per item and layer: one per (kv, head, tile of SdTileTokensOf tokens).
 inline uint32_t SdCtasOf(uint32_t heads, uint32_t tokens, uint32_t math) {

@@ -34,6 +34,7 @@
 #include "seqkv/gpu/device.h"
 #include "gpu/backend_buffer.h"
 #include "gpu/seq_fixture.h"
+#include "../../codec/src/seq_lossy_core.h"
 #include "util/test_util.h"
 
 namespace seqkv::gpu {
@@ -67,6 +68,25 @@ Coded Code(const Chunk& c, const std::string& spec) {
   EXPECT_TRUE(decoded.ok()) << decoded.status().ToString();
   out.reference = std::move(*decoded);
   return out;
+}
+
+// The largest |symbol| of a chunk of adaptive group streams (the codec's own parsers).
+int32_t LargestSymbol(const Coded& c) {
+  const KvShape& s = c.header.shape;
+  std::vector<int32_t> q(size_t{s.tokens} * s.head_dim);
+  int32_t most = 0;
+  for (uint32_t l = 0; l < s.layers; ++l) {
+    const SectionInfo& sec = c.header.sections[1 + l];
+    auto streams = seqkv::internal::UnpackSeqStreams(std::span<const uint8_t>(c.bytes).subspan(sec.offset, sec.length),
+                                                     2 * s.kv_heads);
+    EXPECT_TRUE(streams.ok());
+    if (!streams.ok()) return 0;
+    for (std::span<const uint8_t> stream : *streams) {
+      EXPECT_TRUE(seqkv::internal::SeqDecodeGroup(stream, s.tokens, s.head_dim, q.data()).ok());
+      for (const int32_t v : q) most = std::max(most, std::abs(v));
+    }
+  }
+  return most;
 }
 
 class SeqDecodeGpuTest : public test::SeqGpuTestBase {
@@ -109,6 +129,15 @@ class SeqDecodeGpuTest : public test::SeqGpuTestBase {
     if (all) cases.push_back(Code(Slice(*test_, 650, 37), "seq:delta=2,streams=lanes2"));
     cases.push_back(Code(Slice(*test_, 450, 64), "seq:delta=0.15,streams=lanes2"));  // escapes
     if (whole && all) cases.push_back(Code(*test_, "seq:delta=1,streams=lanes2"));
+    // arith=int12 (exact on every path, in the same batch as the float chunks):
+    // both stream codings, a tile of tokens past 64, and steps fine enough
+    // for symbols outside int8 (the GPU sums those rows in int64).
+    cases.push_back(Code(Slice(*test_, 120, 37), "seq:delta=1,streams=lanes2,arith=int12"));
+    if (all) cases.push_back(Code(Slice(*test_, 350, 200), "seq:delta=0.5,streams=adaptive,arith=int12"));
+    Coded fine = Code(Slice(*test_, 800, 70), "seq:delta=0.005,streams=adaptive,arith=int12");
+    EXPECT_GT(LargestSymbol(fine), 127);
+    if (all) cases.push_back(std::move(fine));
+    if (whole && all) cases.push_back(Code(*test_, "seq:delta=1,streams=lanes2,arith=int12"));
     return cases;
   }
 
@@ -191,7 +220,8 @@ TEST_P(SeqDecodeGpuTest, ContiguousEqualsDecodeChunk) { ContiguousCase(0); }
 TEST_P(SeqDecodeGpuTest, ContiguousIntoUnalignedRowsEqualsDecodeChunk) { ContiguousCase(2); }
 
 TEST_P(SeqDecodeGpuTest, PagedEqualsDecodeChunk) {
-  for (const char* spec : {"seq:delta=1,streams=adaptive", "seq:delta=1,streams=lanes", "seq:delta=1,streams=lanes2"}) {
+  for (const char* spec : {"seq:delta=1,streams=adaptive", "seq:delta=1,streams=lanes", "seq:delta=1,streams=lanes2",
+                           "seq:delta=1,streams=lanes2,arith=int12"}) {
     SCOPED_TRACE(spec);
     PagedCase(spec);
     if (HasFatalFailure()) return;
@@ -310,11 +340,6 @@ TEST_P(SeqDecodeGpuTest, ChunksTheGpuPathDoesNotTakeAreRefusedClearly) {
   Coded foreign = Code(piece, "seq:delta=1,streams=adaptive,profile=" + other_ptr->Id());
   EXPECT_EQ(MakeSeqDecodeItem(foreign.header, foreign.bytes, foreign.bytes.data(), *profile_).status().code(),
             StatusCode::kFailedPrecondition);
-  // Integer dense arithmetic (the CPU codec's only, for now).
-  Coded int12 = Code(piece, "seq:delta=1,arith=int12,profile=" + profile_->Id());
-  const Status int12_status = MakeSeqDecodeItem(int12.header, int12.bytes, int12.bytes.data(), *profile_).status();
-  EXPECT_EQ(int12_status.code(), StatusCode::kUnimplemented) << int12_status.ToString();
-  EXPECT_NE(int12_status.message().find("arith=int12"), std::string::npos) << int12_status.ToString();
   // seq:lossless.
   Coded lossless = Code(piece, "seq:lossless");
   EXPECT_EQ(MakeSeqDecodeItem(lossless.header, lossless.bytes, lossless.bytes.data(), *profile_).status().code(),

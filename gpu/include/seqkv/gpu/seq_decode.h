@@ -9,7 +9,8 @@
 // keeps the reconstruction for the next layer and writes bf16 K (RoPE applied
 // when the profile codes keys before RoPE) and V to the destination.
 //
-// Exactness: with SeqDenseMath::kExact every float operation is the CPU
+// Exactness: arith=int12 chunks are exact on every path (integer sums on
+// int8 tensor cores on kCuda). For float chunks, with SeqDenseMath::kExact every float operation is the CPU
 // reference's (codec/src/seq_lossy_core.cc, engine_rope.cc), in the same
 // order, without FMA contraction: the output is the same bf16 as
 // seqkv::DecodeChunk's, bit for bit (tests/gpu/seq_decode_gpu_test.cc). The
@@ -25,8 +26,9 @@
 // from the model, and FAILED_PRECONDITION for a parent-conditioned chunk or
 // another profile's chunk: decode those with seqkv::DecodeChunk on the CPU.
 //
-// Memory: the workspace holds the symbols (4 bytes per element of the batch)
-// and two layers of float reconstructions; WorkspaceBytes says how much.
+// Memory: the workspace holds the symbols (4 bytes per element of the batch),
+// two layers of float reconstructions and, for arith=int12 chunks, a word per
+// layer and (kv, head); WorkspaceBytes says how much.
 //
 // Thread safety: Decode calls on one SeqDecodeGpu are serialized by the
 // caller (the object keeps a device RoPE table that grows with the positions
@@ -60,6 +62,11 @@ struct SeqDecodeItem {
   // step_class, the chunk's.
   SeqStreamCoding coding = SeqStreamCoding::kAdaptive;
   int16_t step_class = 0;
+  // The chunk's dense arithmetic (arith=; docs/format.md). kInt12 chunks
+  // decode exactly on every path, whatever SeqDecodeArgs::math says: on kCuda
+  // with integer sums on int8 tensor cores (head sizes 64 and 128; others
+  // are UNIMPLEMENTED there, decode them on the CPU).
+  SeqArith arith = SeqArith::kFloat;
 
   // Destination, as in TurboQuantDecodeItem.
   uint64_t token_offset = 0;
