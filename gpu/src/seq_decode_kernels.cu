@@ -785,23 +785,31 @@ __global__ void __launch_bounds__(2 * D, 2) SdLayerH16Kernel(SdLaunch L, uint32_
 //
 // A CTA: TMI = 64 tokens of one group, 2 * D / 32 warps; warp (wm, wn) owns
 // tokens [32 wm, 32 wm + 32) x channels [32 wn, 32 wn + 32) (2 x 4 tiles of
-// m16n8k32). Operands go through shared memory KCI = 64 columns at a time:
-// the weights by cp.async (already int8 on the device), the features
-// converted and split by the threads that load them. Rows are 80 bytes apart,
-// so every ldmatrix is free of bank conflicts.
+// m16n8k32). The operands go through shared memory KCI = 32 columns (one
+// k-step) at a time, two chunks deep: cp.async copies the raw chunk (feature
+// floats or int32 symbols) and its int8 weights while the previous chunk's
+// products run; then each thread converts the raw values it copied into the
+// int8 operands. The chunks: every feature block's D columns, then the
+// symbols'. Operand rows are 48 bytes apart, so every ldmatrix is free of bank
+// conflicts; the double sums are stored in pairs at a row-dependent place
+// (DsumAt), so the fragments' 16-byte accesses are too.
 constexpr uint32_t TMI = kSdIntTileTokens;
-constexpr uint32_t KCI = 64;             // K columns (bytes) staged at a time
-constexpr uint32_t kIStride = KCI + 16;  // staged row stride, bytes
+constexpr uint32_t KCI = 32;             // K columns staged at a time
+constexpr uint32_t kIStride = KCI + 16;  // int8 operand row stride, bytes
 
-// Shared memory: the per-element double sums [TMI][d + 2], then the stage
-// (features or symbols: hi and lo [TMI][kIStride]; weights: hi and lo
-// [d][kIStride]), which the tile's float rows [TMI][d + 4] overlay at the end.
-__host__ __device__ constexpr uint32_t SdIStageBytes(uint32_t d) { return 2 * TMI * kIStride + 2 * d * kIStride; }
+// Shared memory: the per-element double sums [TMI][d]; two stages, each the
+// raw chunk [TMI][KCI] words and the weights' hi and lo [d][kIStride]; the
+// converted operands' hi and lo [TMI][kIStride]. The tile's float rows
+// [TMI][d + 4] overlay the stages at the end.
+__host__ __device__ constexpr uint32_t SdIStageBytes(uint32_t d) { return TMI * KCI * 4 + 2 * d * kIStride; }
+__host__ __device__ constexpr uint32_t SdIAreaBytes(uint32_t d) { return 2 * SdIStageBytes(d) + 2 * TMI * kIStride; }
 __host__ __device__ constexpr uint32_t SdIRowBytes(uint32_t d) { return TMI * (d + 4) * 4; }
-__host__ __device__ constexpr uint32_t SdISumBytes(uint32_t d) { return TMI * (d + 2) * 8; }
+__host__ __device__ constexpr uint32_t SdISumBytes(uint32_t d) { return TMI * d * 8; }
 __host__ __device__ constexpr uint32_t SdISharedBytes(uint32_t d) {
-  return SdISumBytes(d) + (SdIStageBytes(d) > SdIRowBytes(d) ? SdIStageBytes(d) : SdIRowBytes(d));
+  return SdISumBytes(d) + (SdIAreaBytes(d) > SdIRowBytes(d) ? SdIAreaBytes(d) : SdIRowBytes(d));
 }
+// The feature blocks a launch takes (their exponents are kept in shared memory).
+constexpr uint32_t kSdIMaxBlocks = 256;
 
 __device__ __forceinline__ void MmaS8(int32_t (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
   asm volatile(
@@ -840,37 +848,83 @@ __device__ __forceinline__ void SplitInto(int32_t n, uint32_t at, uint32_t& hi, 
   lo |= (static_cast<uint32_t>(n - h * 64) & 0xFFu) << (8 * at);
 }
 
+// Element (k, j) of the double sums [TMI][d]: pairs of channels, pair p of
+// row k stored at p ^ (k % 8).
+__device__ __forceinline__ uint32_t DsumAt(uint32_t d, uint32_t k, uint32_t j) {
+  return k * d + (((j / 2) ^ (k % 8)) * 2) + (j % 2);
+}
+
 template <uint32_t D>
 __global__ void __launch_bounds__(2 * D, 2) SdLayerI12Kernel(SdLaunch L, uint32_t layer) {
   constexpr uint32_t NT = 2 * D;
-  constexpr uint32_t DS = D + 2;  // double-sum row stride
   constexpr uint32_t RS = D + 4;  // float row stride
   constexpr uint32_t AS = kIStride;
-  constexpr uint32_t kBCopies = 2 * D * (KCI / 16) / NT;  // 16-byte weight copies a thread issues per chunk
-  constexpr uint32_t kAUnits = TMI * (KCI / 4) / NT;      // four-column units a thread stages per chunk
+  constexpr uint32_t kRawCopies = TMI * (KCI / 4) / NT;   // 16-byte raw copies (four columns) a thread issues
+  constexpr uint32_t kBCopies = 2 * D * (KCI / 16) / NT;  // 16-byte weight copies a thread issues
+  constexpr uint32_t kChunksPer = D / KCI;
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ uint64_t dst_s[TMI];  // the rows' destinations (OutRowOffsets)
   __shared__ uint32_t big_s[TMI];  // row k has a symbol outside int8
+  __shared__ int exp_s[kSdIMaxBlocks];  // the feature blocks' exponents
   double* const dsum = reinterpret_cast<double*>(smem);
-  unsigned char* const stage = smem + SdISumBytes(D);
-  unsigned char* const xh = stage;
-  unsigned char* const xl = stage + TMI * AS;
-  unsigned char* const bh = stage + 2 * TMI * AS;
-  unsigned char* const bl = bh + D * AS;
-  float* const row_s = reinterpret_cast<float*>(stage);  // after the products: [TMI][RS]
+  unsigned char* const area = smem + SdISumBytes(D);
+  auto raw_of = [&](uint32_t s) { return reinterpret_cast<uint32_t*>(area + s * SdIStageBytes(D)); };
+  auto bh_of = [&](uint32_t s) { return area + s * SdIStageBytes(D) + TMI * KCI * 4; };
+  unsigned char* const xh = area + 2 * SdIStageBytes(D);
+  unsigned char* const xl = xh + TMI * AS;
+  float* const row_s = reinterpret_cast<float*>(area);  // after the products: [TMI][RS]
 
   dense::Tile tl;
   const SdDesc& desc = dense::TileItem<TMI>(L.descs, L.count, L.heads, layer, &tl);
   const uint32_t H = L.heads, F = L.features, T = desc.tokens;
   const uint32_t kv = tl.kv, h = tl.h, g = tl.g, t0 = tl.t0, nt = tl.nt;
   const uint32_t tid = threadIdx.x;
-  for (uint32_t k = tid; k < TMI; k += NT) big_s[k] = 0;
-
   const bool feats = layer > 0 && L.inputs != 0;
   const uint32_t blocks = (F - 1) / D;  // the predictor's feature blocks
+  const uint32_t nblk = feats ? blocks : 0;
+  for (uint32_t k = tid; k < TMI; k += NT) big_s[k] = 0;
+  // Block b of the features: (kv', h') = (b, h) (same head), or b = kv' H + h' (all heads).
+  auto block_of = [&](uint32_t b) { return L.inputs == 1 ? b * H + h : b; };
+  for (uint32_t b = tid; b < nblk; b += NT) {
+    exp_s[b] = FixedExponent(static_cast<double>(__uint_as_float(desc.max_bits[(layer - 1) * 2 * H + block_of(b)])));
+  }
   const int ew = L.fixed_exp[2 * g], ev = L.fixed_exp[2 * g + 1];
+  const float* prev = desc.xhat[(layer + 1) % 2];
+  const int32_t* qrows = desc.q + (uint64_t{g} * T + t0) * D;
+  const int8_t* vrows = L.v_i8 + uint64_t{g} * 2 * D * D;
+  const uint32_t chunks = (nblk + 1) * kChunksPer;
+
+  // Chunk ci (block ci / kChunksPer, or the symbols past the blocks; columns
+  // k0 = (ci % kChunksPer) KCI) into stage s.
+  auto issue = [&](uint32_t ci, uint32_t s) {
+    const uint32_t pb = ci / kChunksPer, k0 = (ci % kChunksPer) * KCI;
+    const uint32_t* src;
+    const int8_t* wrows;
+    if (pb < nblk) {
+      src = reinterpret_cast<const uint32_t*>(prev + (uint64_t{block_of(pb)} * T + t0) * D + k0);
+      wrows = L.w_i8 + (uint64_t{g} * blocks + pb) * 2 * D * D;
+    } else {
+      src = reinterpret_cast<const uint32_t*>(qrows + k0);
+      wrows = vrows;
+    }
+#pragma unroll
+    for (uint32_t i = 0; i < kRawCopies; ++i) {
+      const uint32_t v = tid + i * NT, k = v / (KCI / 4), c = (v % (KCI / 4)) * 4;
+      if (k < nt) CopyAsync16(raw_of(s) + k * KCI + c, src + uint64_t{k} * D + c);
+    }
+#pragma unroll
+    for (uint32_t i = 0; i < kBCopies; ++i) {
+      const uint32_t v = tid + i * NT, part = v / (D * (KCI / 16)), r = (v / (KCI / 16)) % D;
+      const uint32_t c = (v % (KCI / 16)) * 16;
+      CopyAsync16(bh_of(s) + part * D * AS + r * AS + c, wrows + part * D * D + uint64_t{r} * D + k0 + c);
+    }
+    CopyCommit();
+  };
+
   const uint32_t warp = tid / 32, lane = tid % 32, gq = lane / 4, tq = lane % 4;
   const uint32_t m0 = (warp / (D / 32)) * 32, n0 = (warp % (D / 32)) * 32;
+  auto row_of = [&](uint32_t m, uint32_t r) { return m0 + m * 16 + gq + (r / 2) * 8; };
+  auto col_of = [&](uint32_t n) { return n0 + n * 8 + 2 * tq; };  // and + 1 (r odd)
   int32_t acc1[2][4][4], acc0[2][4][4];
   auto zero = [&]() {
 #pragma unroll
@@ -880,135 +934,110 @@ __global__ void __launch_bounds__(2 * D, 2) SdLayerI12Kernel(SdLaunch L, uint32_
 #pragma unroll
         for (uint32_t r = 0; r < 4; ++r) acc1[m][n][r] = acc0[m][n][r] = 0;
   };
-  // Columns [k0, k0 + KCI) of the D weight rows of hi and lo, by cp.async.
-  auto issue_weights = [&](const int8_t* hi_rows, const int8_t* lo_rows, uint32_t k0) {
+  zero();
+  bool big = false;  // a symbol outside int8 in this thread's copies
+  issue(0, 0);
+  __syncthreads();  // exp_s, big_s
+  for (uint32_t ci = 0; ci < chunks; ++ci) {
+    const uint32_t s = ci % 2, pb = ci / kChunksPer;
+    if (ci + 1 < chunks) issue(ci + 1, (ci + 1) % 2);  // into the stage chunk ci - 1 used
+    else CopyCommit();
+    CopyWait<1>();  // this thread's copies of chunk ci are done
+    // The raw values this thread copied into the int8 operands (zeros past nt).
+    const bool split = pb < nblk;
+    const int eb = split ? exp_s[pb] : 0;
+    const float to_fixed = eb >= -127 && eb <= 126 ? __int_as_float((127 - eb) << 23) : 0.0f;
 #pragma unroll
-    for (uint32_t i = 0; i < kBCopies; ++i) {
-      const uint32_t v = tid + i * NT, part = v / (D * (KCI / 16)), r = (v / (KCI / 16)) % D;
-      const uint32_t c = (v % (KCI / 16)) * 16;
-      CopyAsync16((part ? bl : bh) + r * AS + c, (part ? lo_rows : hi_rows) + uint64_t{r} * D + k0 + c);
-    }
-    CopyCommit();
-  };
-  // The staged chunk's products: features (split: four products) or symbols
-  // (int8 as they are: two).
-  auto products = [&](auto split) {
-    constexpr bool kSplit = decltype(split)::value;
-#pragma unroll
-    for (uint32_t ks = 0; ks < KCI; ks += 32) {
-      uint32_t fh[4][2], fl[4][2];
-#pragma unroll
-      for (uint32_t np = 0; np < 2; ++np) {
-        const uint32_t at = (n0 + np * 16 + lane % 8 + (lane / 16) * 8) * AS + ks + ((lane / 8) % 2) * 16;
-        uint32_t r[4];
-        LdMatrixX4(r, bh + at);
-        fh[2 * np][0] = r[0], fh[2 * np][1] = r[1], fh[2 * np + 1][0] = r[2], fh[2 * np + 1][1] = r[3];
-        LdMatrixX4(r, bl + at);
-        fl[2 * np][0] = r[0], fl[2 * np][1] = r[1], fl[2 * np + 1][0] = r[2], fl[2 * np + 1][1] = r[3];
+    for (uint32_t i = 0; i < kRawCopies; ++i) {
+      const uint32_t v = tid + i * NT, k = v / (KCI / 4), c = (v % (KCI / 4)) * 4;
+      uint32_t hi = 0, lo = 0;
+      if (k < nt) {
+        const uint4 x = *reinterpret_cast<const uint4*>(raw_of(s) + k * KCI + c);
+        if (split) {
+          SplitInto(ToFixed(__uint_as_float(x.x), to_fixed, eb), 0, hi, lo);
+          SplitInto(ToFixed(__uint_as_float(x.y), to_fixed, eb), 1, hi, lo);
+          SplitInto(ToFixed(__uint_as_float(x.z), to_fixed, eb), 2, hi, lo);
+          SplitInto(ToFixed(__uint_as_float(x.w), to_fixed, eb), 3, hi, lo);
+        } else {
+          const int32_t q0 = static_cast<int32_t>(x.x), q1 = static_cast<int32_t>(x.y);
+          const int32_t q2 = static_cast<int32_t>(x.z), q3 = static_cast<int32_t>(x.w);
+          const bool row_big = q0 < -128 || q0 > 127 || q1 < -128 || q1 > 127 || q2 < -128 || q2 > 127 ||
+                               q3 < -128 || q3 > 127;
+          if (row_big) {
+            big_s[k] = 1;
+            big = true;
+          }
+          hi = (x.x & 0xFFu) | (x.y & 0xFFu) << 8 | (x.z & 0xFFu) << 16 | (x.w & 0xFFu) << 24;
+        }
       }
+      *reinterpret_cast<uint32_t*>(xh + k * AS + c) = hi;
+      if (split) *reinterpret_cast<uint32_t*>(xl + k * AS + c) = lo;
+    }
+    __syncthreads();  // the operands and every thread's weight copies of chunk ci in place
+    const unsigned char* bh = bh_of(s);
+    const unsigned char* bl = bh + D * AS;
+    uint32_t fh[4][2], fl[4][2];
 #pragma unroll
-      for (uint32_t m = 0; m < 2; ++m) {
-        const uint32_t at = (m0 + m * 16 + lane % 16) * AS + ks + (lane / 16) * 16;
-        uint32_t ah[4], al[4];
-        LdMatrixX4(ah, xh + at);
-        if constexpr (kSplit) LdMatrixX4(al, xl + at);
+    for (uint32_t np = 0; np < 2; ++np) {
+      const uint32_t at = (n0 + np * 16 + lane % 8 + (lane / 16) * 8) * AS + ((lane / 8) % 2) * 16;
+      uint32_t r[4];
+      LdMatrixX4(r, bh + at);
+      fh[2 * np][0] = r[0], fh[2 * np][1] = r[1], fh[2 * np + 1][0] = r[2], fh[2 * np + 1][1] = r[3];
+      LdMatrixX4(r, bl + at);
+      fl[2 * np][0] = r[0], fl[2 * np][1] = r[1], fl[2 * np + 1][0] = r[2], fl[2 * np + 1][1] = r[3];
+    }
+#pragma unroll
+    for (uint32_t m = 0; m < 2; ++m) {
+      const uint32_t at = (m0 + m * 16 + lane % 16) * AS + (lane / 16) * 16;
+      uint32_t ah[4], al[4];
+      LdMatrixX4(ah, xh + at);
+      if (split) {
+        LdMatrixX4(al, xl + at);
 #pragma unroll
         for (uint32_t n = 0; n < 4; ++n) {
-          if constexpr (kSplit) {
-            int32_t t[4] = {0, 0, 0, 0};
-            MmaS8(t, ah, fh[n]);
+          int32_t t[4] = {0, 0, 0, 0};
+          MmaS8(t, ah, fh[n]);
 #pragma unroll
-            for (uint32_t r = 0; r < 4; ++r) acc1[m][n][r] += t[r] * 64;
-            MmaS8(acc1[m][n], ah, fl[n]);
-            MmaS8(acc1[m][n], al, fh[n]);
-            MmaS8(acc0[m][n], al, fl[n]);
-          } else {
-            MmaS8(acc1[m][n], ah, fh[n]);
-            MmaS8(acc0[m][n], ah, fl[n]);
+          for (uint32_t r = 0; r < 4; ++r) acc1[m][n][r] += t[r] * 64;
+          MmaS8(acc1[m][n], ah, fl[n]);
+          MmaS8(acc1[m][n], al, fh[n]);
+          MmaS8(acc0[m][n], al, fl[n]);
+        }
+      } else {
+#pragma unroll
+        for (uint32_t n = 0; n < 4; ++n) {
+          MmaS8(acc1[m][n], ah, fh[n]);
+          MmaS8(acc0[m][n], ah, fl[n]);
+        }
+      }
+    }
+    if (split && ci % kChunksPer == kChunksPer - 1) {
+      // The block's exact sums S = 64 acc1 + acc0, scaled and added in double
+      // (the CPU's sum += double(S) * 2^(e_b + ew), blocks ascending from 0.0).
+      const double scale = ldexp(1.0, eb + ew);  // S * scale is exact (a power of two)
+#pragma unroll
+      for (uint32_t m = 0; m < 2; ++m)
+#pragma unroll
+        for (uint32_t n = 0; n < 4; ++n)
+#pragma unroll
+          for (uint32_t r = 0; r < 4; r += 2) {
+            double2* at = reinterpret_cast<double2*>(dsum + DsumAt(D, row_of(m, r), col_of(n)));
+            const double t0v = __dmul_rn(static_cast<double>(acc1[m][n][r] * 64 + acc0[m][n][r]), scale);
+            const double t1v = __dmul_rn(static_cast<double>(acc1[m][n][r + 1] * 64 + acc0[m][n][r + 1]), scale);
+            const double2 old = pb == 0 ? make_double2(0.0, 0.0) : *at;
+            *at = make_double2(__dadd_rn(old.x, t0v), __dadd_rn(old.y, t1v));
           }
-        }
-      }
+      zero();
     }
-  };
-  // Element r of tile (m, n) of this thread: its row and channel.
-  auto row_of = [&](uint32_t m, uint32_t r) { return m0 + m * 16 + gq + (r / 2) * 8; };
-  auto col_of = [&](uint32_t n, uint32_t r) { return n0 + n * 8 + 2 * tq + (r % 2); };
-
-  // Prediction: per feature block, the exact int32 sums, scaled and added in double.
-  const float* prev = desc.xhat[(layer + 1) % 2];
-  for (uint32_t b = 0; feats && b < blocks; ++b) {
-    const uint32_t blk = L.inputs == 1 ? b * H + h : b;  // (kv', h') = (b, h), or b = kv' H + h'
-    const int eb = FixedExponent(static_cast<double>(__uint_as_float(desc.max_bits[(layer - 1) * 2 * H + blk])));
-    const float to_fixed = eb >= -127 && eb <= 126 ? __int_as_float((127 - eb) << 23) : 0.0f;
-    const float* src = prev + (uint64_t{blk} * T + t0) * D;
-    const int8_t* wrows = L.w_i8 + (uint64_t{g} * blocks + b) * 2 * D * D;
-    zero();
-    for (uint32_t k0 = 0; k0 < D; k0 += KCI) {
-      __syncthreads();  // the stage's previous readers are done
-      issue_weights(wrows, wrows + D * D, k0);
-#pragma unroll
-      for (uint32_t i = 0; i < kAUnits; ++i) {
-        const uint32_t v = tid + i * NT, k = v / (KCI / 4), c = (v % (KCI / 4)) * 4;
-        uint32_t hi = 0, lo = 0;
-        if (k < nt) {
-          const float4 x = *reinterpret_cast<const float4*>(src + uint64_t{k} * D + k0 + c);
-          SplitInto(ToFixed(x.x, to_fixed, eb), 0, hi, lo);
-          SplitInto(ToFixed(x.y, to_fixed, eb), 1, hi, lo);
-          SplitInto(ToFixed(x.z, to_fixed, eb), 2, hi, lo);
-          SplitInto(ToFixed(x.w, to_fixed, eb), 3, hi, lo);
-        }
-        *reinterpret_cast<uint32_t*>(xh + k * AS + c) = hi;
-        *reinterpret_cast<uint32_t*>(xl + k * AS + c) = lo;
-      }
-      CopyWait<0>();
-      __syncthreads();
-      products(std::true_type{});
-    }
-    const double scale = ldexp(1.0, eb + ew);  // S * scale is exact (a power of two)
-#pragma unroll
-    for (uint32_t m = 0; m < 2; ++m)
-#pragma unroll
-      for (uint32_t n = 0; n < 4; ++n)
-#pragma unroll
-        for (uint32_t r = 0; r < 4; ++r) {
-          double& s = dsum[row_of(m, r) * DS + col_of(n, r)];
-          const double term = __dmul_rn(static_cast<double>(acc1[m][n][r] * 64 + acc0[m][n][r]), scale);
-          s = __dadd_rn(b == 0 ? 0.0 : s, term);
-        }
+    __syncthreads();  // the operands and stage s consumed
   }
-
-  // Reconstruction: A = sum_i q[t][i] v[i][j], symbols as int8.
-  const int8_t* vrows = L.v_i8 + uint64_t{g} * 2 * D * D;
-  const int32_t* qrows = desc.q + (uint64_t{g} * T + t0) * D;
-  zero();
-  for (uint32_t k0 = 0; k0 < D; k0 += KCI) {
-    __syncthreads();
-    issue_weights(vrows, vrows + D * D, k0);
-#pragma unroll
-    for (uint32_t i = 0; i < kAUnits; ++i) {
-      const uint32_t v = tid + i * NT, k = v / (KCI / 4), c = (v % (KCI / 4)) * 4;
-      uint32_t packed = 0;
-      if (k < nt) {
-        const int4 x = *reinterpret_cast<const int4*>(qrows + uint64_t{k} * D + k0 + c);
-        const bool big = x.x < -128 || x.x > 127 || x.y < -128 || x.y > 127 || x.z < -128 || x.z > 127 ||
-                         x.w < -128 || x.w > 127;
-        if (big) big_s[k] = 1;
-        packed = (static_cast<uint32_t>(x.x) & 0xFFu) | (static_cast<uint32_t>(x.y) & 0xFFu) << 8 |
-                 (static_cast<uint32_t>(x.z) & 0xFFu) << 16 | (static_cast<uint32_t>(x.w) & 0xFFu) << 24;
-      }
-      *reinterpret_cast<uint32_t*>(xh + k * AS + c) = packed;
-    }
-    CopyWait<0>();
-    __syncthreads();
-    products(std::false_type{});
-  }
-  __syncthreads();  // the stage read: the rows overlay it
 
   const float* bias = L.predictor + (uint64_t{g} * F + (F - 1)) * D;
   const double base = desc.step_base[g];
   const double vscale = ldexp(1.0, ev);
   auto pred_of = [&](uint32_t k, uint32_t j) {
-    return feats ? __fadd_rn(__double2float_rn(dsum[k * DS + j]), bias[j]) : __fadd_rn(0.0f, __fmul_rn(1.0f, bias[j]));
+    return feats ? __fadd_rn(__double2float_rn(dsum[DsumAt(D, k, j)]), bias[j])
+                 : __fadd_rn(0.0f, __fmul_rn(1.0f, bias[j]));
   };
   auto rec_of = [&](double a) { return __double2float_rn(__dmul_rn(__dmul_rn(a, vscale), base)); };
 #pragma unroll
@@ -1017,21 +1046,22 @@ __global__ void __launch_bounds__(2 * D, 2) SdLayerI12Kernel(SdLaunch L, uint32_
     for (uint32_t n = 0; n < 4; ++n)
 #pragma unroll
       for (uint32_t r = 0; r < 4; ++r) {
-        const uint32_t k = row_of(m, r), j = col_of(n, r);
+        const uint32_t k = row_of(m, r), j = col_of(n) + r % 2;
         const int32_t a = acc1[m][n][r] * 64 + acc0[m][n][r];
         row_s[k * RS + j] = __fadd_rn(pred_of(k, j), rec_of(static_cast<double>(a)));
       }
-  __syncthreads();
-  // Rows with a symbol outside int8: the sums again, in int64.
-  for (uint32_t k = 0; k < nt; ++k) {
-    if (big_s[k] == 0) continue;
-    const int32_t* qr = qrows + uint64_t{k} * D;
-    for (uint32_t j = tid; j < D; j += NT) {
-      const int8_t* vh = vrows + uint64_t{j} * D;
-      const int8_t* vl = vh + uint64_t{D} * D;
-      int64_t a = 0;
-      for (uint32_t i = 0; i < D; ++i) a += int64_t{qr[i]} * (int32_t{vh[i]} * 64 + vl[i]);
-      row_s[k * RS + j] = __fadd_rn(pred_of(k, j), rec_of(static_cast<double>(a)));
+  // Rows with a symbol outside int8 (rare): the sums again, in int64.
+  if (__syncthreads_or(big)) {
+    for (uint32_t k = 0; k < nt; ++k) {
+      if (big_s[k] == 0) continue;
+      const int32_t* qr = qrows + uint64_t{k} * D;
+      for (uint32_t j = tid; j < D; j += NT) {
+        const int8_t* vh = vrows + uint64_t{j} * D;
+        const int8_t* vl = vh + uint64_t{D} * D;
+        int64_t a = 0;
+        for (uint32_t i = 0; i < D; ++i) a += int64_t{qr[i]} * (int32_t{vh[i]} * 64 + vl[i]);
+        row_s[k * RS + j] = __fadd_rn(pred_of(k, j), rec_of(static_cast<double>(a)));
+      }
     }
   }
   OutRowOffsets(L, desc, layer, kv, h, t0, nt, dst_s, tid, NT);
