@@ -439,9 +439,9 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
   bool any_int = false;  // arith=int12 items (their own launches, kSdMathInt12)
   for (size_t i = 0; i < args.items.size(); ++i) {
     if (!(*statuses)[i].ok() || args.items[i].arith != SeqArith::kInt12) continue;
-    if (!internal::SdTensorCoreFits(p.head_dim)) {
-      (*statuses)[i] = Unimplemented("seq gpu: arith=int12 chunks decode on the GPU for head sizes 64 and 128 only; "
-                                     "decode this one on the CPU");
+    if (!internal::SdTensorCoreFits(p.head_dim) || (p.features() - 1) / p.head_dim > internal::kSdIntMaxBlocks) {
+      (*statuses)[i] = Unimplemented("seq gpu: arith=int12 chunks decode on the GPU for head sizes 64 and 128 (and "
+                                     "at most 128 kv heads) only; decode this one on the CPU");
     } else {
       any_int = true;
     }

@@ -808,8 +808,6 @@ __host__ __device__ constexpr uint32_t SdISumBytes(uint32_t d) { return TMI * d 
 __host__ __device__ constexpr uint32_t SdISharedBytes(uint32_t d) {
   return SdISumBytes(d) + (SdIAreaBytes(d) > SdIRowBytes(d) ? SdIAreaBytes(d) : SdIRowBytes(d));
 }
-// The feature blocks a launch takes (their exponents are kept in shared memory).
-constexpr uint32_t kSdIMaxBlocks = 256;
 
 __device__ __forceinline__ void MmaS8(int32_t (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
   asm volatile(
@@ -865,7 +863,7 @@ __global__ void __launch_bounds__(2 * D, 2) SdLayerI12Kernel(SdLaunch L, uint32_
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ uint64_t dst_s[TMI];  // the rows' destinations (OutRowOffsets)
   __shared__ uint32_t big_s[TMI];  // row k has a symbol outside int8
-  __shared__ int exp_s[kSdIMaxBlocks];  // the feature blocks' exponents
+  __shared__ int exp_s[kSdIntMaxBlocks];  // the feature blocks' exponents
   double* const dsum = reinterpret_cast<double*>(smem);
   unsigned char* const area = smem + SdISumBytes(D);
   auto raw_of = [&](uint32_t s) { return reinterpret_cast<uint32_t*>(area + s * SdIStageBytes(D)); };
@@ -1134,7 +1132,8 @@ cudaError_t LaunchSdLayer(const SdLaunch& launch, uint32_t layer, cudaStream_t s
     // head sizes 64 and 128: the features are 2 or 2 * heads rows of them).
     if (!SdTensorCoreFits(launch.head_dim) || (launch.features - 1) % KC != 0) return cudaErrorInvalidValue;
     if (launch.math == kSdMathInt12) {
-      if (launch.v_i8 == nullptr || launch.fixed_exp == nullptr || (launch.features > 1 && launch.w_i8 == nullptr)) {
+      if (launch.v_i8 == nullptr || launch.fixed_exp == nullptr || (launch.features > 1 && launch.w_i8 == nullptr) ||
+          (launch.features - 1) / launch.head_dim > kSdIntMaxBlocks) {
         return cudaErrorInvalidValue;
       }
       return launch.head_dim == 64 ? LaunchSdLayerI12D<64>(launch, layer, stream)

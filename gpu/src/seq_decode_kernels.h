@@ -19,6 +19,9 @@ inline constexpr uint32_t kSdTcTileTokens = 128;
 // The integer kernel (kSdMathInt12): tokens per CTA (two rows of warps, a
 // warp per 32 tokens x 32 channels).
 inline constexpr uint32_t kSdIntTileTokens = 64;
+// The integer kernel takes profiles of at most this many feature blocks of
+// head_dim columns (2 * kv_heads for all-heads predictors).
+inline constexpr uint32_t kSdIntMaxBlocks = 256;
 
 // How the dense stage computes its sums (SeqDenseMath, seq_decode.h).
 enum SdMath : uint32_t {
