@@ -46,4 +46,49 @@ Status DeviceRope::Ensure(const RopeParams& rope, uint32_t head_dim, uint32_t po
   return Status::Ok();
 }
 
+Int12Tables::~Int12Tables() {
+  BackendFree(backend, w);
+  BackendFree(backend, u);
+  BackendFree(backend, v);
+  BackendFree(backend, exps);
+}
+
+Status Int12Tables::Ensure(Backend b, const SeqProfile& p, const std::vector<seqkv::internal::SeqFixedGroup>& fixed) {
+  if (v != nullptr) return Status::Ok();
+  backend = b;
+  const uint32_t d = p.head_dim, G = p.groups(), blocks = (p.features() - 1) / d;
+  const size_t dd = size_t{d} * d;
+  // m [k][n] (or [n][k] when `by_rows`) into hi, lo [n][k].
+  auto split = [&](const int16_t* m, bool by_rows, int8_t* hi, int8_t* lo) {
+    for (uint32_t k = 0; k < d; ++k) {
+      for (uint32_t n = 0; n < d; ++n) {
+        const int32_t x = by_rows ? m[size_t{n} * d + k] : m[size_t{k} * d + n];
+        const int32_t h = (x + 32) >> 6;
+        hi[size_t{n} * d + k] = static_cast<int8_t>(h);
+        lo[size_t{n} * d + k] = static_cast<int8_t>(x - h * 64);
+      }
+    }
+  };
+  std::vector<int8_t> hw(size_t{G} * blocks * 2 * dd), hu(size_t{G} * 2 * dd), hv(size_t{G} * 2 * dd);
+  std::vector<int32_t> he(size_t{G} * 3);
+  for (uint32_t g = 0; g < G; ++g) {
+    for (uint32_t blk = 0; blk < blocks; ++blk) {
+      int8_t* at = hw.data() + (size_t{g} * blocks + blk) * 2 * dd;
+      split(fixed[g].w.data() + blk * dd, false, at, at + dd);  // W [c][j]: rows j
+    }
+    split(fixed[g].u.data(), true, hu.data() + size_t{g} * 2 * dd, hu.data() + size_t{g} * 2 * dd + dd);  // U [i][j]: rows i
+    split(fixed[g].v.data(), false, hv.data() + size_t{g} * 2 * dd, hv.data() + size_t{g} * 2 * dd + dd);  // V [i][j]: rows j
+    he[3 * g] = fixed[g].ew;
+    he[3 * g + 1] = fixed[g].ev;
+    he[3 * g + 2] = fixed[g].eu;
+  }
+  if (!hw.empty()) {
+    SEQKV_ASSIGN_OR_RETURN(w, Upload(backend, hw));
+  }
+  SEQKV_ASSIGN_OR_RETURN(u, Upload(backend, hu));
+  SEQKV_ASSIGN_OR_RETURN(exps, Upload(backend, he));
+  SEQKV_ASSIGN_OR_RETURN(v, Upload(backend, hv));
+  return Status::Ok();
+}
+
 }  // namespace seqkv::gpu::internal

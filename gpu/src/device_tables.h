@@ -8,8 +8,10 @@
 #include <vector>
 
 #include "seqkv/codec/chunk.h"
+#include "seqkv/codec/seq_profile.h"
 #include "seqkv/codec/status.h"
 #include "seqkv/gpu/backend.h"
+#include "seq_lossy_core.h"
 
 namespace seqkv::gpu::internal {
 
@@ -26,6 +28,28 @@ inline Result<float*> UploadFloats(Backend backend, const std::vector<float>& va
 }
 
 bool SameRope(const RopeParams& a, const RopeParams& b);
+
+// arith=int12's operands in backend memory, for the int8 tensor-core kernels
+// (seq_int12_device.cuh): the profile's fixed-point groups (SeqFixedGroups),
+// each int12 n split as n = 64 hi + lo (lo in [-32, 31]) into int8 halves,
+// hi then lo, a row per output column with K contiguous:
+//   w  predictor [G][blocks][2][d][d] (blocks = (features - 1) / d; null without features)
+//   u  forward transform [G][2][d][d] (rows: components)
+//   v  reconstruction [G][2][d][d] (rows: channels)
+//   exps [G][3]: ew, ev, eu.
+struct Int12Tables {
+  Backend backend = Backend::kCpu;
+  int8_t* w = nullptr;
+  int8_t* u = nullptr;
+  int8_t* v = nullptr;
+  int32_t* exps = nullptr;
+  Int12Tables() = default;
+  Int12Tables(const Int12Tables&) = delete;
+  Int12Tables& operator=(const Int12Tables&) = delete;
+  ~Int12Tables();
+  // Uploads them once (`fixed`: SeqFixedGroups of `profile`); OK when they are there.
+  Status Ensure(Backend b, const SeqProfile& profile, const std::vector<seqkv::internal::SeqFixedGroup>& fixed);
+};
 
 // cos/sin [positions][rotary_dim] of one set of RoPE parameters for positions
 // [0, positions), in backend memory, grown on demand (engine_rope.h's tables,

@@ -144,9 +144,7 @@ struct SeqDecodeGpu::Impl {
   // the first such decode; kCuda: their int8 halves (SdLaunch::w_i8, v_i8,
   // fixed_exp).
   std::optional<std::vector<seqkv::internal::SeqFixedGroup>> fixed_groups;
-  int8_t* w_i8 = nullptr;
-  int8_t* v_i8 = nullptr;
-  int32_t* fixed_exp = nullptr;
+  internal::Int12Tables int12;
   // The profile's static model (streams=lanes): tables on the host (kCpu),
   // cumulative rows and scales in device memory (kCuda).
   seqkv::internal::SeqStaticTables tables;
@@ -168,9 +166,6 @@ struct SeqDecodeGpu::Impl {
     BackendFree(backend, basis_h);
     BackendFree(backend, signed_search);
     BackendFree(backend, lane_scale);
-    BackendFree(backend, w_i8);
-    BackendFree(backend, v_i8);
-    BackendFree(backend, fixed_exp);
   }
 
   const std::vector<seqkv::internal::SeqFixedGroup>& FixedGroups() {
@@ -178,44 +173,6 @@ struct SeqDecodeGpu::Impl {
     return *fixed_groups;
   }
 
-  // The int8 halves of the fixed-point operands on the device, once: each
-  // int12 n as n = 64 hi + lo with lo in [-32, 31], transposed (a row per
-  // output channel; seq_decode_kernels.h, SdLaunch::w_i8).
-  Status EnsureIntTables() {
-    if (v_i8 != nullptr) return Status::Ok();
-    const SeqProfile& p = *profile;
-    const std::vector<seqkv::internal::SeqFixedGroup>& fg = FixedGroups();
-    const uint32_t d = p.head_dim, G = p.groups(), blocks = (p.features() - 1) / d;
-    const size_t dd = size_t{d} * d;
-    auto split = [&](const int16_t* m, int8_t* hi, int8_t* lo) {  // m [k][j] -> hi, lo [j][k]
-      for (uint32_t k = 0; k < d; ++k) {
-        for (uint32_t j = 0; j < d; ++j) {
-          const int32_t n = m[size_t{k} * d + j];
-          const int32_t h = (n + 32) >> 6;
-          hi[size_t{j} * d + k] = static_cast<int8_t>(h);
-          lo[size_t{j} * d + k] = static_cast<int8_t>(n - h * 64);
-        }
-      }
-    };
-    std::vector<int8_t> w(size_t{G} * blocks * 2 * dd), v(size_t{G} * 2 * dd);
-    std::vector<int32_t> e(size_t{G} * 2);
-    for (uint32_t g = 0; g < G; ++g) {
-      for (uint32_t b = 0; b < blocks; ++b) {
-        int8_t* at = w.data() + (size_t{g} * blocks + b) * 2 * dd;
-        split(fg[g].w.data() + b * dd, at, at + dd);
-      }
-      int8_t* at = v.data() + size_t{g} * 2 * dd;
-      split(fg[g].v.data(), at, at + dd);
-      e[2 * g] = fg[g].ew;
-      e[2 * g + 1] = fg[g].ev;
-    }
-    if (!w.empty()) {
-      SEQKV_ASSIGN_OR_RETURN(w_i8, internal::Upload(backend, w));
-    }
-    SEQKV_ASSIGN_OR_RETURN(fixed_exp, internal::Upload(backend, e));
-    SEQKV_ASSIGN_OR_RETURN(v_i8, internal::Upload(backend, v));
-    return Status::Ok();
-  }
 
   // The FP16 copies of the predictor and basis, once; FAILED_PRECONDITION
   // (every later call too) when a weight is outside FP16's range.
@@ -446,7 +403,7 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
       any_int = true;
     }
   }
-  if (any_int) SEQKV_RETURN_IF_ERROR(impl_->EnsureIntTables());
+  if (any_int) SEQKV_RETURN_IF_ERROR(impl_->int12.Ensure(impl_->backend, p, impl_->FixedGroups()));
   const Layout layout = impl_->MakeLayout(args, statuses);
   auto* base = static_cast<uint8_t*>(workspace);
   auto* device_descs = reinterpret_cast<internal::SdDesc*>(base + layout.descs);
@@ -607,9 +564,9 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
   int_launch.count = static_cast<uint32_t>(int_descs.size());
   int_launch.total_ctas = int_ctas;
   int_launch.math = internal::kSdMathInt12;
-  int_launch.w_i8 = impl_->w_i8;
-  int_launch.v_i8 = impl_->v_i8;
-  int_launch.fixed_exp = impl_->fixed_exp;
+  int_launch.w_i8 = impl_->int12.w;
+  int_launch.v_i8 = impl_->int12.v;
+  int_launch.fixed_exp = impl_->int12.exps;
   for (uint32_t l = 0; l < p.layers; ++l) {
     if (launch.count > 0) SEQKV_CUDA_RETURN(internal::LaunchSdLayer(launch, l, s), "kernel launch");
     if (int_launch.count > 0) SEQKV_CUDA_RETURN(internal::LaunchSdLayer(int_launch, l, s), "int12 kernel launch");

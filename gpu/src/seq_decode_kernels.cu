@@ -31,13 +31,20 @@
 
 #include "seq_decode_kernels.h"
 #include "seq_dense_device.cuh"
+#include "seq_int12_device.cuh"
 
 namespace seqkv::gpu::internal {
 
 namespace {
 
 constexpr uint32_t TT = kSdTileTokens;
+using dense::CopyAsync16;
+using dense::CopyAsync4;
+using dense::CopyCommit;
+using dense::CopyWait;
 using dense::FC;
+using dense::LdMatrixX4;
+using dense::LdMatrixX4Trans;
 
 // Output of a tile's reconstructed rows (row_s[k * stride + channel], k <
 // nt): RoPE on the keys, bf16, the destination layout. Two cooperative steps,
@@ -296,20 +303,6 @@ __device__ __forceinline__ void MmaTf32(float (&c)[4], const uint32_t (&a)[4], c
       "{%0,%1,%2,%3};\n"
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
-
-__device__ __forceinline__ void CopyAsync4(void* dst, const void* src) {
-  const uint32_t d = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(d), "l"(src));
-}
-__device__ __forceinline__ void CopyAsync16(void* dst, const void* src) {
-  const uint32_t d = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(src));
-}
-__device__ __forceinline__ void CopyCommit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void CopyWait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
 // x split for the products: hi = tf32(x), lo = tf32(x - hi) (kPasses 3).
@@ -582,18 +575,6 @@ __host__ __device__ constexpr uint32_t SdHStepsAt(uint32_t d) {
 }
 __host__ __device__ constexpr uint32_t SdHSharedBytes(uint32_t d) { return SdHStepsAt(d) + 4 * d; }
 
-__device__ __forceinline__ void LdMatrixX4(uint32_t (&r)[4], const void* p) {
-  const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(p));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(a));
-}
-__device__ __forceinline__ void LdMatrixX4Trans(uint32_t (&r)[4], const void* p) {
-  const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(p));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(a));
-}
 __device__ __forceinline__ void MmaF16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
   asm volatile(
       "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
@@ -762,121 +743,33 @@ __global__ void __launch_bounds__(2 * D, 2) SdLayerH16Kernel(SdLaunch L, uint32_
 
 // ---- arith=int12 on int8 tensor cores (SdLaunch::math kSdMathInt12) ----
 //
-// The dense stage of arith=int12 chunks (docs/format.md; codec/src/
-// seq_lossy_core.cc PredictFixed, ReconstructInt): every sum is an exact
-// integer, so the tensor cores' order of summation gives the CPU's bytes.
-//   * features: the previous layer's float rows of block (kv', h') as int12,
-//     n = rint(x 2^-e_b), e_b from the block's largest finite |x| over the
-//     chunk's tokens, which that layer's CTAs gathered (atomicMax on the float
-//     bits, SdDesc::max_bits);
-//   * weights: the profile's int12 operands (SeqFixedGroups), split on the
-//     host (SdLaunch::w_i8, v_i8);
-//   * an int12 x int12 sum as four int8 products: with n = 64 hi + lo,
-//     lo in [-32, 31], hi in [-32, 32], acc1 = 64 sum(hi*hi) + sum(hi*lo +
-//     lo*hi) and acc0 = sum(lo*lo), S = 64 acc1 + acc0. For d <= 128 every
-//     partial and final sum stays below 2^31 (|S| <= d 2047^2).
-//   * symbols: int8 operands (A = 64 sum(q*v_hi) + sum(q*v_lo)); a row with a
-//     symbol outside [-128, 127] is summed again in int64 on the CUDA cores
-//     afterwards (such rows need a step ~100x finer than the residual).
-// The blocks' sums are scaled and added in double in the CPU's order (block
-// ascending, from 0.0), kept in shared memory per element; then
-// pred = float(sum) + bias and xhat = pred + float(double(A) 2^ev * base),
-// each a separate round-to-nearest operation as on the CPU.
-//
-// A CTA: TMI = 64 tokens of one group, 2 * D / 32 warps; warp (wm, wn) owns
-// tokens [32 wm, 32 wm + 32) x channels [32 wn, 32 wn + 32) (2 x 4 tiles of
-// m16n8k32). The operands go through shared memory KCI = 32 columns (one
-// k-step) at a time, two chunks deep: cp.async copies the raw chunk (feature
-// floats or int32 symbols) and its int8 weights while the previous chunk's
-// products run; then each thread converts the raw values it copied into the
-// int8 operands. The chunks: every feature block's D columns, then the
-// symbols'. Operand rows are 48 bytes apart, so every ldmatrix is free of bank
-// conflicts; the double sums are stored in pairs at a row-dependent place
-// (DsumAt), so the fragments' 16-byte accesses are too.
-constexpr uint32_t TMI = kSdIntTileTokens;
-constexpr uint32_t KCI = 32;             // K columns staged at a time
-constexpr uint32_t kIStride = KCI + 16;  // int8 operand row stride, bytes
-
-// Shared memory: the per-element double sums [TMI][d]; two stages, each the
-// raw chunk [TMI][KCI] words and the weights' hi and lo [d][kIStride]; the
-// converted operands' hi and lo [TMI][kIStride]. The tile's float rows
-// [TMI][d + 4] overlay the stages at the end.
-__host__ __device__ constexpr uint32_t SdIStageBytes(uint32_t d) { return TMI * KCI * 4 + 2 * d * kIStride; }
-__host__ __device__ constexpr uint32_t SdIAreaBytes(uint32_t d) { return 2 * SdIStageBytes(d) + 2 * TMI * kIStride; }
-__host__ __device__ constexpr uint32_t SdIRowBytes(uint32_t d) { return TMI * (d + 4) * 4; }
-__host__ __device__ constexpr uint32_t SdISumBytes(uint32_t d) { return TMI * d * 8; }
-__host__ __device__ constexpr uint32_t SdISharedBytes(uint32_t d) {
-  return SdISumBytes(d) + (SdIAreaBytes(d) > SdIRowBytes(d) ? SdIAreaBytes(d) : SdIRowBytes(d));
-}
-
-__device__ __forceinline__ void MmaS8(int32_t (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
-
-// SeqFixedExponent (seq_lossy_core.cc): the smallest e with m <= 2047 2^e;
-// 0 for m = 0. m is finite here.
-__device__ __forceinline__ int FixedExponent(double m) {
-  if (!(m > 0)) return 0;
-  int e = 0;
-  frexp(__ddiv_rn(m, 2047.0), &e);  // a first guess; the checks below are exact
-  while (m > ldexp(2047.0, e)) ++e;
-  while (m <= ldexp(2047.0, e - 1)) --e;
-  return e;
-}
-
-// SeqToFixed's value: rint(x 2^-e) for finite x, else 0. `scale` is 2^-e
-// as a float when that is a normal float (the product is then exact, or
-// below 2^-126 where both round to 0), else 0 (scalbnf, exact).
-__device__ __forceinline__ int32_t ToFixed(float x, float scale, int e) {
-  if (!isfinite(x)) return 0;
-  return __float2int_rn(scale != 0.0f ? __fmul_rn(x, scale) : scalbnf(x, -e));
-}
-
-// |x| as float bits (ordered as the values), 0 for a value that is not finite.
-__device__ __forceinline__ uint32_t FiniteAbsBits(float x) { return isfinite(x) ? __float_as_uint(fabsf(x)) : 0u; }
-
-// n = 64 hi + lo as two int8 bytes in byte `at` of the words.
-__device__ __forceinline__ void SplitInto(int32_t n, uint32_t at, uint32_t& hi, uint32_t& lo) {
-  const int32_t h = (n + 32) >> 6;
-  hi |= (static_cast<uint32_t>(h) & 0xFFu) << (8 * at);
-  lo |= (static_cast<uint32_t>(n - h * 64) & 0xFFu) << (8 * at);
-}
-
-// Element (k, j) of the double sums [TMI][d]: pairs of channels, pair p of
-// row k stored at p ^ (k % 8).
-__device__ __forceinline__ uint32_t DsumAt(uint32_t d, uint32_t k, uint32_t j) {
-  return k * d + (((j / 2) ^ (k % 8)) * 2) + (j % 2);
-}
+// The dense stage of arith=int12 chunks, exactly (seq_int12_device.cuh):
+// per CTA, the prediction's feature blocks (the previous layer's float rows
+// of block (kv', h') as int12 with the block's exponent, from the largest
+// |x| that layer's CTAs gathered in SdDesc::max_bits) times the predictor's
+// int12 rows, each block's exact sums scaled and added in double in the
+// CPU's order (block ascending, from 0.0); then the symbols times the
+// reconstruction weights. pred = float(sum) + bias and xhat = pred +
+// float(double(A) 2^ev * base), each a separate round-to-nearest operation
+// as on the CPU; then the shared output stage.
+using i12::TMI;
+static_assert(TMI == kSdIntTileTokens, "the int12 tile");
 
 template <uint32_t D>
 __global__ void __launch_bounds__(2 * D, 2) SdLayerI12Kernel(SdLaunch L, uint32_t layer) {
-  constexpr uint32_t NT = 2 * D;
-  constexpr uint32_t RS = D + 4;  // float row stride
-  constexpr uint32_t AS = kIStride;
-  constexpr uint32_t kRawCopies = TMI * (KCI / 4) / NT;   // 16-byte raw copies (four columns) a thread issues
-  constexpr uint32_t kBCopies = 2 * D * (KCI / 16) / NT;  // 16-byte weight copies a thread issues
-  constexpr uint32_t kChunksPer = D / KCI;
+  using Cta = i12::Cta<D>;
+  constexpr uint32_t NT = Cta::NT, RS = D + 4;
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ uint64_t dst_s[TMI];  // the rows' destinations (OutRowOffsets)
   __shared__ uint32_t big_s[TMI];  // row k has a symbol outside int8
   __shared__ int exp_s[kSdIntMaxBlocks];  // the feature blocks' exponents
-  double* const dsum = reinterpret_cast<double*>(smem);
-  unsigned char* const area = smem + SdISumBytes(D);
-  auto raw_of = [&](uint32_t s) { return reinterpret_cast<uint32_t*>(area + s * SdIStageBytes(D)); };
-  auto bh_of = [&](uint32_t s) { return area + s * SdIStageBytes(D) + TMI * KCI * 4; };
-  unsigned char* const xh = area + 2 * SdIStageBytes(D);
-  unsigned char* const xl = xh + TMI * AS;
-  float* const row_s = reinterpret_cast<float*>(area);  // after the products: [TMI][RS]
+  Cta cta(smem);
 
   dense::Tile tl;
   const SdDesc& desc = dense::TileItem<TMI>(L.descs, L.count, L.heads, layer, &tl);
   const uint32_t H = L.heads, F = L.features, T = desc.tokens;
   const uint32_t kv = tl.kv, h = tl.h, g = tl.g, t0 = tl.t0, nt = tl.nt;
-  const uint32_t tid = threadIdx.x;
+  const uint32_t tid = cta.tid;
   const bool feats = layer > 0 && L.inputs != 0;
   const uint32_t blocks = (F - 1) / D;  // the predictor's feature blocks
   const uint32_t nblk = feats ? blocks : 0;
@@ -884,181 +777,63 @@ __global__ void __launch_bounds__(2 * D, 2) SdLayerI12Kernel(SdLaunch L, uint32_
   // Block b of the features: (kv', h') = (b, h) (same head), or b = kv' H + h' (all heads).
   auto block_of = [&](uint32_t b) { return L.inputs == 1 ? b * H + h : b; };
   for (uint32_t b = tid; b < nblk; b += NT) {
-    exp_s[b] = FixedExponent(static_cast<double>(__uint_as_float(desc.max_bits[(layer - 1) * 2 * H + block_of(b)])));
+    exp_s[b] = i12::ExponentOfBits(desc.max_bits[(layer - 1) * 2 * H + block_of(b)]);
   }
-  const int ew = L.fixed_exp[2 * g], ev = L.fixed_exp[2 * g + 1];
+  const int ew = L.fixed_exp[3 * g], ev = L.fixed_exp[3 * g + 1];
   const float* prev = desc.xhat[(layer + 1) % 2];
   const int32_t* qrows = desc.q + (uint64_t{g} * T + t0) * D;
   const int8_t* vrows = L.v_i8 + uint64_t{g} * 2 * D * D;
-  const uint32_t chunks = (nblk + 1) * kChunksPer;
 
-  // Chunk ci (block ci / kChunksPer, or the symbols past the blocks; columns
-  // k0 = (ci % kChunksPer) KCI) into stage s.
-  auto issue = [&](uint32_t ci, uint32_t s) {
-    const uint32_t pb = ci / kChunksPer, k0 = (ci % kChunksPer) * KCI;
-    const uint32_t* src;
-    const int8_t* wrows;
-    if (pb < nblk) {
-      src = reinterpret_cast<const uint32_t*>(prev + (uint64_t{block_of(pb)} * T + t0) * D + k0);
-      wrows = L.w_i8 + (uint64_t{g} * blocks + pb) * 2 * D * D;
-    } else {
-      src = reinterpret_cast<const uint32_t*>(qrows + k0);
-      wrows = vrows;
-    }
-#pragma unroll
-    for (uint32_t i = 0; i < kRawCopies; ++i) {
-      const uint32_t v = tid + i * NT, k = v / (KCI / 4), c = (v % (KCI / 4)) * 4;
-      if (k < nt) CopyAsync16(raw_of(s) + k * KCI + c, src + uint64_t{k} * D + c);
-    }
-#pragma unroll
-    for (uint32_t i = 0; i < kBCopies; ++i) {
-      const uint32_t v = tid + i * NT, part = v / (D * (KCI / 16)), r = (v / (KCI / 16)) % D;
-      const uint32_t c = (v % (KCI / 16)) * 16;
-      CopyAsync16(bh_of(s) + part * D * AS + r * AS + c, wrows + part * D * D + uint64_t{r} * D + k0 + c);
-    }
-    CopyCommit();
-  };
-
-  const uint32_t warp = tid / 32, lane = tid % 32, gq = lane / 4, tq = lane % 4;
-  const uint32_t m0 = (warp / (D / 32)) * 32, n0 = (warp % (D / 32)) * 32;
-  auto row_of = [&](uint32_t m, uint32_t r) { return m0 + m * 16 + gq + (r / 2) * 8; };
-  auto col_of = [&](uint32_t n) { return n0 + n * 8 + 2 * tq; };  // and + 1 (r odd)
-  int32_t acc1[2][4][4], acc0[2][4][4];
-  auto zero = [&]() {
-#pragma unroll
-    for (uint32_t m = 0; m < 2; ++m)
-#pragma unroll
-      for (uint32_t n = 0; n < 4; ++n)
-#pragma unroll
-        for (uint32_t r = 0; r < 4; ++r) acc1[m][n][r] = acc0[m][n][r] = 0;
-  };
-  zero();
-  bool big = false;  // a symbol outside int8 in this thread's copies
-  issue(0, 0);
-  __syncthreads();  // exp_s, big_s
-  for (uint32_t ci = 0; ci < chunks; ++ci) {
-    const uint32_t s = ci % 2, pb = ci / kChunksPer;
-    if (ci + 1 < chunks) issue(ci + 1, (ci + 1) % 2);  // into the stage chunk ci - 1 used
-    else CopyCommit();
-    CopyWait<1>();  // this thread's copies of chunk ci are done
-    // The raw values this thread copied into the int8 operands (zeros past nt).
-    const bool split = pb < nblk;
-    const int eb = split ? exp_s[pb] : 0;
-    const float to_fixed = eb >= -127 && eb <= 126 ? __int_as_float((127 - eb) << 23) : 0.0f;
-#pragma unroll
-    for (uint32_t i = 0; i < kRawCopies; ++i) {
-      const uint32_t v = tid + i * NT, k = v / (KCI / 4), c = (v % (KCI / 4)) * 4;
-      uint32_t hi = 0, lo = 0;
-      if (k < nt) {
-        const uint4 x = *reinterpret_cast<const uint4*>(raw_of(s) + k * KCI + c);
-        if (split) {
-          SplitInto(ToFixed(__uint_as_float(x.x), to_fixed, eb), 0, hi, lo);
-          SplitInto(ToFixed(__uint_as_float(x.y), to_fixed, eb), 1, hi, lo);
-          SplitInto(ToFixed(__uint_as_float(x.z), to_fixed, eb), 2, hi, lo);
-          SplitInto(ToFixed(__uint_as_float(x.w), to_fixed, eb), 3, hi, lo);
+  // Chunks: every feature block's D columns, then the symbols'.
+  bool big = false;  // this thread marked a row with a symbol outside int8
+  cta.Run(
+      (nblk + 1) * Cta::kChunksPer,
+      [&](uint32_t ci, uint32_t s) {
+        const uint32_t pb = ci / Cta::kChunksPer, k0 = (ci % Cta::kChunksPer) * i12::KCI;
+        if (pb < nblk) {
+          cta.Issue(reinterpret_cast<const uint32_t*>(prev + (uint64_t{block_of(pb)} * T + t0) * D),
+                    L.w_i8 + (uint64_t{g} * blocks + pb) * 2 * D * D, k0, nt, s);
         } else {
-          const int32_t q0 = static_cast<int32_t>(x.x), q1 = static_cast<int32_t>(x.y);
-          const int32_t q2 = static_cast<int32_t>(x.z), q3 = static_cast<int32_t>(x.w);
-          const bool row_big = q0 < -128 || q0 > 127 || q1 < -128 || q1 > 127 || q2 < -128 || q2 > 127 ||
-                               q3 < -128 || q3 > 127;
-          if (row_big) {
-            big_s[k] = 1;
-            big = true;
-          }
-          hi = (x.x & 0xFFu) | (x.y & 0xFFu) << 8 | (x.z & 0xFFu) << 16 | (x.w & 0xFFu) << 24;
+          cta.Issue(reinterpret_cast<const uint32_t*>(qrows), vrows, k0, nt, s);
         }
-      }
-      *reinterpret_cast<uint32_t*>(xh + k * AS + c) = hi;
-      if (split) *reinterpret_cast<uint32_t*>(xl + k * AS + c) = lo;
-    }
-    __syncthreads();  // the operands and every thread's weight copies of chunk ci in place
-    const unsigned char* bh = bh_of(s);
-    const unsigned char* bl = bh + D * AS;
-    uint32_t fh[4][2], fl[4][2];
-#pragma unroll
-    for (uint32_t np = 0; np < 2; ++np) {
-      const uint32_t at = (n0 + np * 16 + lane % 8 + (lane / 16) * 8) * AS + ((lane / 8) % 2) * 16;
-      uint32_t r[4];
-      LdMatrixX4(r, bh + at);
-      fh[2 * np][0] = r[0], fh[2 * np][1] = r[1], fh[2 * np + 1][0] = r[2], fh[2 * np + 1][1] = r[3];
-      LdMatrixX4(r, bl + at);
-      fl[2 * np][0] = r[0], fl[2 * np][1] = r[1], fl[2 * np + 1][0] = r[2], fl[2 * np + 1][1] = r[3];
-    }
-#pragma unroll
-    for (uint32_t m = 0; m < 2; ++m) {
-      const uint32_t at = (m0 + m * 16 + lane % 16) * AS + (lane / 16) * 16;
-      uint32_t ah[4], al[4];
-      LdMatrixX4(ah, xh + at);
-      if (split) {
-        LdMatrixX4(al, xl + at);
-#pragma unroll
-        for (uint32_t n = 0; n < 4; ++n) {
-          int32_t t[4] = {0, 0, 0, 0};
-          MmaS8(t, ah, fh[n]);
-#pragma unroll
-          for (uint32_t r = 0; r < 4; ++r) acc1[m][n][r] += t[r] * 64;
-          MmaS8(acc1[m][n], ah, fl[n]);
-          MmaS8(acc1[m][n], al, fh[n]);
-          MmaS8(acc0[m][n], al, fl[n]);
+      },
+      [&](uint32_t ci, uint32_t s) {
+        const uint32_t pb = ci / Cta::kChunksPer;
+        if (pb < nblk) {
+          cta.ConvertValues(s, nt, exp_s[pb], i12::FixedScale(exp_s[pb]));
+          return true;
         }
-      } else {
-#pragma unroll
-        for (uint32_t n = 0; n < 4; ++n) {
-          MmaS8(acc1[m][n], ah, fh[n]);
-          MmaS8(acc0[m][n], ah, fl[n]);
-        }
-      }
-    }
-    if (split && ci % kChunksPer == kChunksPer - 1) {
-      // The block's exact sums S = 64 acc1 + acc0, scaled and added in double
-      // (the CPU's sum += double(S) * 2^(e_b + ew), blocks ascending from 0.0).
-      const double scale = ldexp(1.0, eb + ew);  // S * scale is exact (a power of two)
-#pragma unroll
-      for (uint32_t m = 0; m < 2; ++m)
-#pragma unroll
-        for (uint32_t n = 0; n < 4; ++n)
-#pragma unroll
-          for (uint32_t r = 0; r < 4; r += 2) {
-            double2* at = reinterpret_cast<double2*>(dsum + DsumAt(D, row_of(m, r), col_of(n)));
-            const double t0v = __dmul_rn(static_cast<double>(acc1[m][n][r] * 64 + acc0[m][n][r]), scale);
-            const double t1v = __dmul_rn(static_cast<double>(acc1[m][n][r + 1] * 64 + acc0[m][n][r + 1]), scale);
-            const double2 old = pb == 0 ? make_double2(0.0, 0.0) : *at;
-            *at = make_double2(__dadd_rn(old.x, t0v), __dadd_rn(old.y, t1v));
-          }
-      zero();
-    }
-    __syncthreads();  // the operands and stage s consumed
-  }
+        big |= cta.ConvertSymbols(s, nt, big_s);
+        return false;
+      },
+      [&](uint32_t ci) {
+        const uint32_t pb = ci / Cta::kChunksPer;
+        if (pb < nblk && ci % Cta::kChunksPer == Cta::kChunksPer - 1) cta.FlushBlock(pb == 0, exp_s[pb] + ew);
+      });
 
+  float* const row_s = cta.Rows();
   const float* bias = L.predictor + (uint64_t{g} * F + (F - 1)) * D;
   const double base = desc.step_base[g];
   const double vscale = ldexp(1.0, ev);
   auto pred_of = [&](uint32_t k, uint32_t j) {
-    return feats ? __fadd_rn(__double2float_rn(dsum[DsumAt(D, k, j)]), bias[j])
-                 : __fadd_rn(0.0f, __fmul_rn(1.0f, bias[j]));
+    return i12::PredOf(feats, feats ? cta.dsum[i12::DsumAt(D, k, j)] : 0.0, bias[j]);
   };
-  auto rec_of = [&](double a) { return __double2float_rn(__dmul_rn(__dmul_rn(a, vscale), base)); };
 #pragma unroll
   for (uint32_t m = 0; m < 2; ++m)
 #pragma unroll
     for (uint32_t n = 0; n < 4; ++n)
 #pragma unroll
       for (uint32_t r = 0; r < 4; ++r) {
-        const uint32_t k = row_of(m, r), j = col_of(n) + r % 2;
-        const int32_t a = acc1[m][n][r] * 64 + acc0[m][n][r];
-        row_s[k * RS + j] = __fadd_rn(pred_of(k, j), rec_of(static_cast<double>(a)));
+        const uint32_t k = cta.RowOf(m, r), j = cta.ColOf(n) + r % 2;
+        row_s[k * RS + j] = __fadd_rn(pred_of(k, j), i12::RecOf(static_cast<double>(cta.Sum(m, n, r)), vscale, base));
       }
   // Rows with a symbol outside int8 (rare): the sums again, in int64.
   if (__syncthreads_or(big)) {
     for (uint32_t k = 0; k < nt; ++k) {
       if (big_s[k] == 0) continue;
-      const int32_t* qr = qrows + uint64_t{k} * D;
       for (uint32_t j = tid; j < D; j += NT) {
-        const int8_t* vh = vrows + uint64_t{j} * D;
-        const int8_t* vl = vh + uint64_t{D} * D;
-        int64_t a = 0;
-        for (uint32_t i = 0; i < D; ++i) a += int64_t{qr[i]} * (int32_t{vh[i]} * 64 + vl[i]);
-        row_s[k * RS + j] = __fadd_rn(pred_of(k, j), rec_of(static_cast<double>(a)));
+        const int64_t a = i12::SumRow(qrows + uint64_t{k} * D, vrows + uint64_t{j} * D, D);
+        row_s[k * RS + j] = __fadd_rn(pred_of(k, j), i12::RecOf(static_cast<double>(a), vscale, base));
       }
     }
   }
@@ -1072,20 +847,18 @@ __global__ void __launch_bounds__(2 * D, 2) SdLayerI12Kernel(SdLaunch L, uint32_
       const uint32_t k = u / (D / 4), c = (u % (D / 4)) * 4;
       const float4 v = *reinterpret_cast<const float4*>(&row_s[k * RS + c]);
       *reinterpret_cast<float4*>(cur_rows + uint64_t{k} * D + c) = v;
-      most = max(most, FiniteAbsBits(v.x));
-      most = max(most, FiniteAbsBits(v.y));
-      most = max(most, FiniteAbsBits(v.z));
-      most = max(most, FiniteAbsBits(v.w));
+      most = max(most, max(max(i12::FiniteAbsBits(v.x), i12::FiniteAbsBits(v.y)),
+                           max(i12::FiniteAbsBits(v.z), i12::FiniteAbsBits(v.w))));
     }
     most = __reduce_max_sync(0xFFFFFFFFu, most);
-    if (lane == 0 && most != 0) atomicMax(&desc.max_bits[layer * 2 * H + kv * H + h], most);
+    if (cta.lane == 0 && most != 0) atomicMax(&desc.max_bits[layer * 2 * H + kv * H + h], most);
   }
   OutWriteRows(L, desc, layer, kv, t0, nt, dst_s, row_s, RS, tid, NT);
 }
 
 template <uint32_t D>
 cudaError_t LaunchSdLayerI12D(const SdLaunch& launch, uint32_t layer, cudaStream_t stream) {
-  const size_t smem = SdISharedBytes(D);
+  const size_t smem = i12::SharedBytes(D);
   const cudaError_t e =
       cudaFuncSetAttribute(SdLayerI12Kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
   if (e != cudaSuccess) return e;

@@ -81,12 +81,8 @@ struct SdLaunch {
   uint32_t block_size, num_blocks;
   int32_t* statuses;
   uint32_t math;  // SdMath; a tensor-core math needs SdTensorCoreFits
-  // kSdMathInt12: the profile's fixed-point operands (SeqFixedGroups), each
-  // int12 value n split as n = 64 hi + lo (lo in [-32, 31]) into int8 halves
-  // and stored transposed (a row per output channel, K contiguous):
-  // predictor w_i8 [G][blocks][2 (hi, lo)][d][d] (blocks = (features - 1) / d;
-  // null without features), reconstruction v_i8 [G][2][d][d], and the
-  // exponents fixed_exp [G][2] (ew, ev).
+  // kSdMathInt12: the profile's fixed-point operands as int8 halves
+  // (device_tables.h, Int12Tables: w, v, exps [G][3] = ew, ev, eu).
   const int8_t* w_i8;
   const int8_t* v_i8;
   const int32_t* fixed_exp;

@@ -60,6 +60,38 @@ __device__ __forceinline__ const Desc& TileItem(const Desc* descs, uint32_t coun
   return desc;
 }
 
+// Asynchronous copies global -> shared (cp.async), 4 bytes (through L1) or
+// 16 bytes (L2 only), committed as groups; CopyWait<N> waits until at most N
+// of this thread's groups are pending.
+__device__ __forceinline__ void CopyAsync4(void* dst, const void* src) {
+  const uint32_t d = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(d), "l"(src));
+}
+__device__ __forceinline__ void CopyAsync16(void* dst, const void* src) {
+  const uint32_t d = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(src));
+}
+__device__ __forceinline__ void CopyCommit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void CopyWait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+// Four 8x8 matrices of 16-bit elements (or 8x16 bytes) from shared memory,
+// lane l giving the address of row l % 8 of matrix l / 8 (ldmatrix).
+__device__ __forceinline__ void LdMatrixX4(uint32_t (&r)[4], const void* p) {
+  const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(p));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a));
+}
+__device__ __forceinline__ void LdMatrixX4Trans(uint32_t (&r)[4], const void* p) {
+  const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(p));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a));
+}
+
 // FloatToBf16 (dtype.h): round to nearest even, NaN made quiet.
 __device__ __forceinline__ uint16_t ToBf16(float f) {
   const uint32_t bits = __float_as_uint(f);
@@ -75,22 +107,29 @@ __device__ __forceinline__ uint16_t ToBf16(float f) {
 // ia: a * cos + ra * sin, ib: b * cos + rb * sin (products, then the sum),
 // with (ra, rb) = (-b, a), or (b, -a) when undoing. style 1: rotate_half
 // (pairs (i, i + rd/2)), else interleaved (pairs (2i, 2i + 1)).
-__device__ __forceinline__ float RopeChannel(const float* row, uint32_t j, uint32_t rd, uint32_t style, float c,
-                                             float s, bool undo) {
-  float a, b;
-  bool first;  // j is the pair's first element (ia) or its second (ib)
+__device__ __forceinline__ void RopePairOf(uint32_t j, uint32_t rd, uint32_t style, uint32_t& ia, uint32_t& ib,
+                                           bool& first) {
   if (style == 1) {
     const uint32_t half = rd / 2;
     first = j < half;
-    a = first ? row[j] : row[j - half];
-    b = first ? row[j + half] : row[j];
+    ia = first ? j : j - half;
   } else {
     first = (j & 1) == 0;
-    a = first ? row[j] : row[j - 1];
-    b = first ? row[j + 1] : row[j];
+    ia = first ? j : j - 1;
   }
+  ib = style == 1 ? ia + rd / 2 : ia + 1;
+}
+// RopeChannel's value from the pair (a, b) of channel j (`first`: j is ia).
+__device__ __forceinline__ float RopePair(float a, float b, bool first, float c, float s, bool undo) {
   const float ra = undo ? b : -b, rb = undo ? -a : a;
   return first ? __fadd_rn(__fmul_rn(a, c), __fmul_rn(ra, s)) : __fadd_rn(__fmul_rn(b, c), __fmul_rn(rb, s));
+}
+__device__ __forceinline__ float RopeChannel(const float* row, uint32_t j, uint32_t rd, uint32_t style, float c,
+                                             float s, bool undo) {
+  uint32_t ia, ib;
+  bool first;
+  RopePairOf(j, rd, style, ia, ib, first);
+  return RopePair(row[ia], row[ib], first, c, s, undo);
 }
 
 // acc[k] += in[k][f] * m[f * d] for f = 0..n-1 ascending, for each of the

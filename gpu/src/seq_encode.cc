@@ -64,13 +64,16 @@ Chunk MetaOf(const SeqEncodeItem& item) {
 // Workspace: [int32 status per item][descriptors][step bases][symbols]
 // [two layers of reconstruction][squared-error partials][squared errors][costs]
 // [model symbols][component ranks][coded counts][lane word counts][lane states]
-// [arena words][arena keys][stream sizes][stream offsets][section sizes].
-// On kCpu only the statuses.
+// [arena words][arena keys][stream sizes][stream offsets][section sizes],
+// and for arith=int12 [one layer's input][prediction][residual][residual
+// maxima][reconstruction maxima]. On kCpu only the statuses.
 struct Layout {
   uint64_t descs = 0, steps = 0, q = 0, xhat = 0, sse_part = 0, sse = 0, cost = 0, ops = 0, rank = 0, coded = 0;
   uint64_t lane_words = 0, lane_states = 0, lane_ops = 0, shift = 0, arena_words = 0, arena_keys = 0;
   uint64_t stream_bytes = 0, dst = 0, section_bytes = 0, total = 0;
   uint64_t layer_elements = 0;  // one layer's K and V of every item
+  // arith=int12: one layer's input, prediction and residual; the per-layer maxima.
+  uint64_t xin = 0, pred = 0, resid = 0, rmax = 0, max_bits = 0, max_words = 0;
 };
 
 }  // namespace
@@ -122,6 +125,8 @@ struct SeqEncodeGpu::Impl {
   int16_t* static_scale = nullptr;
   uint8_t* device_mult_code = nullptr;
   internal::DeviceRope rope;
+  // kCuda, arith=int12: the profile's fixed-point operands as int8 halves.
+  internal::Int12Tables int12;
   // kCpu: the last Encode's chunks.
   std::vector<std::vector<uint8_t>> cpu_chunks;
 
@@ -210,6 +215,15 @@ struct SeqEncodeGpu::Impl {
     l.dst = l.stream_bytes + AlignUp(groups * sizeof(uint32_t));
     l.section_bytes = l.dst + AlignUp(groups * sizeof(uint64_t));
     l.total = l.section_bytes + AlignUp(n * uint64_t{p.layers} * sizeof(uint64_t));
+    if (settings.arith == SeqArith::kInt12) {
+      l.max_words = (groups / p.groups()) * 2ull * p.layers * p.kv_heads;
+      l.xin = l.total;
+      l.pred = l.xin + AlignUp(l.layer_elements * sizeof(float));
+      l.resid = l.pred + AlignUp(l.layer_elements * sizeof(float));
+      l.rmax = l.resid + AlignUp(l.layer_elements * sizeof(float));
+      l.max_bits = l.rmax + AlignUp(l.max_words * sizeof(uint32_t));
+      l.total = l.max_bits + AlignUp(l.max_words * sizeof(uint32_t));
+    }
 #else
     (void)args;
     (void)statuses;
@@ -226,6 +240,7 @@ struct SeqEncodeGpu::Impl {
     seqkv::internal::SeqLossyParams params;
     params.loop.delta0 = delta0;
     params.loop.mult_code = mult_code;
+    params.loop.arith = settings.arith;
     params.streams = settings.streams;
     if (IsLaneCoding(settings.streams)) {
       params.step_class = seqkv::internal::SeqStepClass(delta0);
@@ -300,9 +315,11 @@ Result<SeqEncodeGpu> SeqEncodeGpu::CreateFor(Backend backend, std::shared_ptr<co
     return Unimplemented("seq gpu encode: the profile takes layer 0 from the model; encode on the CPU");
   }
   if (p.head_dim > 1024) return Unimplemented("seq gpu encode: head_dim above 1024");
-  if (settings.arith != SeqArith::kFloat) {
-    return Unimplemented("seq gpu encode: arith=int12 encodes on the CPU only (the GPU's integer dense stage is not "
-                         "built yet)");
+  const bool int12 = settings.arith == SeqArith::kInt12;
+  if (int12 && backend == Backend::kCuda &&
+      ((p.head_dim != 64 && p.head_dim != 128) || (p.features() - 1) / p.head_dim > 256)) {
+    return Unimplemented("seq gpu encode: arith=int12 encodes on the GPU for head sizes 64 and 128 (and at most 128 "
+                         "kv heads) only; encode on the CPU");
   }
 #ifdef SEQKV_WITH_CUDA
   static_assert(internal::kSqSseTile == seqkv::internal::kSeqSseTile, "tile of the squared-error sums");
@@ -333,6 +350,7 @@ Result<SeqEncodeGpu> SeqEncodeGpu::CreateFor(Backend backend, std::shared_ptr<co
     SEQKV_ASSIGN_OR_RETURN(impl->basis, internal::UploadFloats(backend, p.basis));
     SEQKV_ASSIGN_OR_RETURN(impl->basis_t, internal::UploadFloats(backend, basis_t));
     SEQKV_ASSIGN_OR_RETURN(impl->step_scale, internal::UploadFloats(backend, p.step_scale));
+    if (int12) SEQKV_RETURN_IF_ERROR(impl->int12.Ensure(backend, p, seqkv::internal::SeqFixedGroups(p)));
     const std::vector<uint32_t>& table = seqkv::internal::SeqCostTable();
     SEQKV_ASSIGN_OR_RETURN(void* t, BackendAllocate(backend, table.size() * sizeof(uint32_t)));
     impl->cost_table = static_cast<uint32_t*>(t);
@@ -435,6 +453,13 @@ Status SeqEncodeGpu::Encode(const SeqEncodeArgs& args, void* workspace, uint64_t
     e.tokens = T;
     e.rotate_keys = rope_keys && item.rope.style != RopeStyle::kNone && impl_->rope.rotary_dim() > 0 ? 1 : 0;
     e.status_index = static_cast<uint32_t>(i);
+    if (impl_->settings.arith == SeqArith::kInt12) {
+      e.xin = reinterpret_cast<float*>(base + layout.xin) + layer_at;
+      e.pred = reinterpret_cast<float*>(base + layout.pred) + layer_at;
+      e.resid = reinterpret_cast<float*>(base + layout.resid) + layer_at;
+      e.rmax = reinterpret_cast<uint32_t*>(base + layout.rmax) + all.size() * 2ull * p.layers * p.kv_heads;
+      e.max_bits = reinterpret_cast<uint32_t*>(base + layout.max_bits) + all.size() * 2ull * p.layers * p.kv_heads;
+    }
     q_at += 2 * Elements(item.shape);
     layer_at += 2ull * p.kv_heads * T * d;
     part_at += uint64_t{G} * tiles * d;
@@ -474,6 +499,11 @@ Status SeqEncodeGpu::Encode(const SeqEncodeArgs& args, void* workspace, uint64_t
   launch.block_size = args.block_size;
   launch.num_blocks = args.num_blocks;
   launch.statuses = static_cast<int32_t*>(workspace);
+  launch.int12 = impl_->settings.arith == SeqArith::kInt12;
+  launch.w_i8 = impl_->int12.w;
+  launch.u_i8 = impl_->int12.u;
+  launch.v_i8 = impl_->int12.v;
+  launch.fixed_exp = impl_->int12.exps;
   // Uploads the descriptors of `which` (indices into `all`) with the step
   // delta0 of each, and points `launch` at them.
   auto select = [&](const std::vector<size_t>& which, const std::vector<float>& delta0) -> Status {
@@ -486,7 +516,7 @@ Status SeqEncodeGpu::Encode(const SeqEncodeArgs& args, void* workspace, uint64_t
       e.step_class = seqkv::internal::SeqStepClass(delta0[k]);
       e.first_cta = ctas;
       e.first_group = groups;
-      ctas += internal::SqCtasOf(p.kv_heads, e.tokens);
+      ctas += internal::SqCtasOf(p.kv_heads, e.tokens, launch.int12);
       groups += G;
       for (uint32_t g = 0; g < G; ++g) step_base.push_back(double{delta0[k]} * impl_->multiplier[g]);
       descs.push_back(e);
@@ -502,9 +532,18 @@ Status SeqEncodeGpu::Encode(const SeqEncodeArgs& args, void* workspace, uint64_t
     launch.total_groups = groups;
     return Status::Ok();
   };
+  // The closed loop (arith=int12: its maxima cleared first).
+  auto layers = [&]() -> Status {
+    if (layout.max_words > 0) {
+      SEQKV_CUDA_RETURN(cudaMemsetAsync(base + layout.rmax, 0, layout.max_bits + layout.max_words * 4 - layout.rmax, s),
+                        "int12 maxima reset");
+    }
+    for (uint32_t l = 0; l < p.layers; ++l) SEQKV_CUDA_RETURN(internal::LaunchSqLayer(launch, l, s), "layer launch");
+    return Status::Ok();
+  };
   // The closed loop and the models: symbols, squared errors, code lengths.
   auto trial = [&]() -> Status {
-    for (uint32_t l = 0; l < p.layers; ++l) SEQKV_CUDA_RETURN(internal::LaunchSqLayer(launch, l, s), "layer launch");
+    SEQKV_RETURN_IF_ERROR(layers());
     SEQKV_CUDA_RETURN(internal::LaunchSqModels(launch, s), "model launch");
     return Status::Ok();
   };
@@ -581,7 +620,7 @@ Status SeqEncodeGpu::Encode(const SeqEncodeArgs& args, void* workspace, uint64_t
   } else {
     SEQKV_RETURN_IF_ERROR(select(final_round, delta0));
     impl_->Mark(0, s);
-    for (uint32_t l = 0; l < p.layers; ++l) SEQKV_CUDA_RETURN(internal::LaunchSqLayer(launch, l, s), "layer launch");
+    SEQKV_RETURN_IF_ERROR(layers());
     impl_->Mark(1, s);
     SEQKV_CUDA_RETURN(internal::LaunchSqModels(launch, s), "model launch");
     SEQKV_CUDA_RETURN(internal::LaunchSqLaneCounts(launch, s), "lane launch");

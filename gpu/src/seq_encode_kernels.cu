@@ -19,6 +19,7 @@
 
 #include "seq_dense_device.cuh"
 #include "seq_encode_kernels.h"
+#include "seq_int12_device.cuh"
 #include "seq_lane_merge.h"
 #include "seq_lanes.h"
 #include "seq_model_device.cuh"
@@ -173,6 +174,252 @@ __global__ void SqLayerKernel(SqLaunch L, uint32_t layer) {
     }
     if (s0 < nt) desc.sse_part[(uint64_t{g} * sse_tiles + (t0 + s0) / kSqSseTile) * d + j] = part;
   }
+}
+
+// ---- arith=int12 (SqLaunch::int12) -----------------------------------------
+//
+// The closed loop of arith=int12 (codec/src/seq_lossy_core.cc: PredictFixed,
+// ForwardFixed, ReconstructInt) on int8 tensor cores, exactly
+// (seq_int12_device.cuh). Two launches per layer, because a group's residual
+// takes one exponent over all its tokens:
+//   * SqI12PredictKernel: per CTA (group, 64 tokens) the coding-domain input
+//     (bf16 widened, RoPE undone on the keys), the prediction as the
+//     decoder's, and x, pred and r = x - pred into the workspace, with the
+//     group's largest finite |r| (SqDesc::rmax);
+//   * SqI12QuantKernel: the residual in int12 times the basis (exact int32
+//     sums), c = float(double(S) 2^(er + eu)), the symbols SeqQuantize(c,
+//     step, rho) into q; then the symbols times the reconstruction weights
+//     as the decoder, xhat = pred + float(double(A) 2^ev * base), the next
+//     layer's rows with their blocks' largest |x|, and the partial squared
+//     errors of SeqGroupSse's tiles.
+using i12::TMI;
+static_assert(TMI == kSqIntTileTokens, "the int12 tile");
+static_assert(TMI % kSqSseTile == 0, "whole squared-error tiles per CTA");
+
+// Element j of token t's coding-domain input (layer, kv, head h): bf16
+// widened, RoPE undone on pre-RoPE keys (SqLayerKernel's values); 0 for a
+// row whose block table entry is out of range (and the item's status set).
+__device__ __forceinline__ float InputAt(const SqLaunch& L, const SqDesc& desc, uint32_t layer, uint32_t kv,
+                                         uint32_t h, uint64_t t, uint32_t j) {
+  const uint32_t d = L.head_dim, H = L.heads;
+  const uint64_t token = desc.token_offset + t;
+  const uint16_t* row;
+  if (L.paged) {
+    const int32_t blk = desc.block_table[token / L.block_size];
+    if (blk < 0 || static_cast<uint32_t>(blk) >= L.num_blocks) {
+      atomicCAS(&L.statuses[desc.status_index], 0, kSqBlockOutOfRange);
+      return 0.0f;
+    }
+    row = static_cast<const uint16_t*>(desc.layer_caches[layer]) +
+          (((uint64_t(blk) * 2 + kv) * L.block_size + token % L.block_size) * H + h) * d;
+  } else {
+    row = desc.in[kv] + ((uint64_t{layer} * H + h) * desc.in_tokens + token) * d;
+  }
+  auto widen = [](uint16_t b) { return __uint_as_float(static_cast<uint32_t>(b) << 16); };
+  const uint32_t rd = L.rotary_dim;
+  if (kv != 0 || !desc.rotate_keys || j >= rd) return widen(row[j]);
+  uint32_t ia, ib;
+  bool first;
+  dense::RopePairOf(j, rd, L.rope_style, ia, ib, first);
+  const uint64_t at = (desc.first_position + t) * rd + j;
+  return dense::RopePair(widen(row[ia]), widen(row[ib]), first, L.rope_cos[at], L.rope_sin[at], true);
+}
+
+// The largest of a warp's values (float bits) into *at.
+__device__ __forceinline__ void WarpMaxInto(uint32_t most, uint32_t lane, uint32_t* at) {
+  most = __reduce_max_sync(0xFFFFFFFFu, most);
+  if (lane == 0 && most != 0) atomicMax(at, most);
+}
+
+template <uint32_t D>
+__global__ void __launch_bounds__(2 * D, 2) SqI12PredictKernel(SqLaunch L, uint32_t layer) {
+  using Cta = i12::Cta<D>;
+  extern __shared__ __align__(16) unsigned char smem[];
+  __shared__ int exp_s[kSqIntMaxBlocks];  // the feature blocks' exponents
+  Cta cta(smem);
+  dense::Tile tl;
+  const SqDesc& desc = dense::TileItem<TMI>(L.descs, L.count, L.heads, layer, &tl);
+  const uint32_t H = L.heads, F = L.features, T = desc.tokens;
+  const uint32_t kv = tl.kv, h = tl.h, g = tl.g, t0 = tl.t0, nt = tl.nt;
+  const bool feats = layer > 0 && L.inputs != 0;
+  const uint32_t blocks = (F - 1) / D, nblk = feats ? blocks : 0;
+  auto block_of = [&](uint32_t b) { return L.inputs == 1 ? b * H + h : b; };
+  for (uint32_t b = cta.tid; b < nblk; b += Cta::NT) {
+    exp_s[b] = i12::ExponentOfBits(desc.max_bits[(layer - 1) * 2 * H + block_of(b)]);
+  }
+  const int ew = L.fixed_exp[3 * g];
+  const float* prev = desc.xhat[(layer + 1) % 2];
+  cta.Run(
+      nblk * Cta::kChunksPer,
+      [&](uint32_t ci, uint32_t s) {
+        const uint32_t pb = ci / Cta::kChunksPer, k0 = (ci % Cta::kChunksPer) * i12::KCI;
+        cta.Issue(reinterpret_cast<const uint32_t*>(prev + (uint64_t{block_of(pb)} * T + t0) * D),
+                  L.w_i8 + (uint64_t{g} * blocks + pb) * 2 * D * D, k0, nt, s);
+      },
+      [&](uint32_t ci, uint32_t s) {
+        const int e = exp_s[ci / Cta::kChunksPer];
+        cta.ConvertValues(s, nt, e, i12::FixedScale(e));
+        return true;
+      },
+      [&](uint32_t ci) {
+        const uint32_t pb = ci / Cta::kChunksPer;
+        if (ci % Cta::kChunksPer == Cta::kChunksPer - 1) cta.FlushBlock(pb == 0, exp_s[pb] + ew);
+      });
+  // x, pred and r of the thread's elements, two channels at a time.
+  const float* bias = L.predictor + (uint64_t{g} * F + (F - 1)) * D;
+  const uint64_t at0 = ((uint64_t{kv} * H + h) * T + t0) * D;
+  uint32_t most = 0;
+#pragma unroll
+  for (uint32_t m = 0; m < 2; ++m)
+#pragma unroll
+    for (uint32_t n = 0; n < 4; ++n)
+#pragma unroll
+      for (uint32_t r = 0; r < 4; r += 2) {
+        const uint32_t k = cta.RowOf(m, r), j = cta.ColOf(n);
+        if (k >= nt) continue;
+        float x[2], p[2], e[2];
+#pragma unroll
+        for (uint32_t c = 0; c < 2; ++c) {
+          x[c] = InputAt(L, desc, layer, kv, h, t0 + k, j + c);
+          p[c] = i12::PredOf(feats, feats ? cta.dsum[i12::DsumAt(D, k, j + c)] : 0.0, bias[j + c]);
+          e[c] = __fsub_rn(x[c], p[c]);
+          most = max(most, i12::FiniteAbsBits(e[c]));
+        }
+        const uint64_t at = at0 + uint64_t{k} * D + j;
+        *reinterpret_cast<float2*>(desc.xin + at) = make_float2(x[0], x[1]);
+        *reinterpret_cast<float2*>(desc.pred + at) = make_float2(p[0], p[1]);
+        *reinterpret_cast<float2*>(desc.resid + at) = make_float2(e[0], e[1]);
+      }
+  WarpMaxInto(most, cta.lane, &desc.rmax[layer * 2 * H + kv * H + h]);
+}
+
+template <uint32_t D>
+__global__ void __launch_bounds__(2 * D, 2) SqI12QuantKernel(SqLaunch L, uint32_t layer) {
+  using Cta = i12::Cta<D>;
+  constexpr uint32_t NT = Cta::NT, RS = D + 4;
+  extern __shared__ __align__(16) unsigned char smem[];
+  __shared__ uint32_t big_s[TMI];  // row k has a symbol outside int8
+  __shared__ float step_s[D];
+  Cta cta(smem);
+  dense::Tile tl;
+  const SqDesc& desc = dense::TileItem<TMI>(L.descs, L.count, L.heads, layer, &tl);
+  const uint32_t H = L.heads, T = desc.tokens;
+  const uint32_t kv = tl.kv, h = tl.h, g = tl.g, t0 = tl.t0, nt = tl.nt;
+  const uint32_t tid = cta.tid;
+  for (uint32_t k = tid; k < TMI; k += NT) big_s[k] = 0;
+  for (uint32_t i = tid; i < D; i += NT) {
+    step_s[i] = __double2float_rn(__dmul_rn(desc.step_base[g], static_cast<double>(L.step_scale[uint64_t{g} * D + i])));
+  }
+  const int ev = L.fixed_exp[3 * g + 1], eu = L.fixed_exp[3 * g + 2];
+  const int er = i12::ExponentOfBits(desc.rmax[layer * 2 * H + kv * H + h]);
+  const uint64_t at0 = ((uint64_t{kv} * H + h) * T + t0) * D;
+  int32_t* qrows = desc.q + (uint64_t{g} * T + t0) * D;
+  const int8_t* vrows = L.v_i8 + uint64_t{g} * 2 * D * D;
+
+  // c = U r: the residual (one exponent for the group) times the basis rows.
+  cta.Run(
+      Cta::kChunksPer,
+      [&](uint32_t ci, uint32_t s) {
+        cta.Issue(reinterpret_cast<const uint32_t*>(desc.resid + at0), L.u_i8 + uint64_t{g} * 2 * D * D,
+                  ci * i12::KCI, nt, s);
+      },
+      [&](uint32_t, uint32_t s) {
+        cta.ConvertValues(s, nt, er, i12::FixedScale(er));
+        return true;
+      },
+      [](uint32_t) {});
+  // The symbols (SeqQuantize), component i = the column.
+  const double cscale = ldexp(1.0, er + eu);  // S * cscale is exact (a power of two)
+#pragma unroll
+  for (uint32_t m = 0; m < 2; ++m)
+#pragma unroll
+    for (uint32_t n = 0; n < 4; ++n)
+#pragma unroll
+      for (uint32_t r = 0; r < 4; ++r) {
+        const uint32_t k = cta.RowOf(m, r), i = cta.ColOf(n) + r % 2;
+        if (k >= nt) continue;
+        const float c = __double2float_rn(__dmul_rn(static_cast<double>(cta.Sum(m, n, r)), cscale));
+        const float a = __fadd_rn(__fdiv_rn(fabsf(c), step_s[i]), desc.rho);
+        const int32_t v = static_cast<int32_t>(a < kMaxMagnitude ? floorf(a) : kMaxMagnitude);
+        qrows[uint64_t{k} * D + i] = c < 0.0f ? -v : v;
+      }
+  cta.Zero();
+  __syncthreads();  // every thread's symbols written before the copies below read them
+
+  // The reconstruction, as the decoder's.
+  bool big = false;
+  cta.Run(
+      Cta::kChunksPer,
+      [&](uint32_t ci, uint32_t s) {
+        cta.Issue(reinterpret_cast<const uint32_t*>(qrows), vrows, ci * i12::KCI, nt, s);
+      },
+      [&](uint32_t, uint32_t s) {
+        big |= cta.ConvertSymbols(s, nt, big_s);
+        return false;
+      },
+      [](uint32_t) {});
+  float* const row_s = cta.Rows();
+  const double base = desc.step_base[g];
+  const double vscale = ldexp(1.0, ev);
+#pragma unroll
+  for (uint32_t m = 0; m < 2; ++m)
+#pragma unroll
+    for (uint32_t n = 0; n < 4; ++n)
+#pragma unroll
+      for (uint32_t r = 0; r < 4; ++r) {
+        const uint32_t k = cta.RowOf(m, r), j = cta.ColOf(n) + r % 2;
+        if (k >= nt) continue;
+        row_s[k * RS + j] =
+            __fadd_rn(desc.pred[at0 + uint64_t{k} * D + j], i12::RecOf(static_cast<double>(cta.Sum(m, n, r)), vscale, base));
+      }
+  if (__syncthreads_or(big)) {
+    for (uint32_t k = 0; k < nt; ++k) {
+      if (big_s[k] == 0) continue;
+      for (uint32_t j = tid; j < D; j += NT) {
+        const int64_t a = i12::SumRow(qrows + uint64_t{k} * D, vrows + uint64_t{j} * D, D);
+        row_s[k * RS + j] = __fadd_rn(desc.pred[at0 + uint64_t{k} * D + j], i12::RecOf(static_cast<double>(a), vscale, base));
+      }
+    }
+    __syncthreads();
+  }
+  // The next layer's features and their blocks' largest |x|.
+  if (layer + 1 < L.layers && L.inputs != 0) {
+    float* cur_rows = desc.xhat[layer % 2] + at0;
+    uint32_t most = 0;
+    for (uint32_t u = tid; u < nt * (D / 4); u += NT) {
+      const uint32_t k = u / (D / 4), c = (u % (D / 4)) * 4;
+      const float4 v = *reinterpret_cast<const float4*>(&row_s[k * RS + c]);
+      *reinterpret_cast<float4*>(cur_rows + uint64_t{k} * D + c) = v;
+      most = max(most, max(max(i12::FiniteAbsBits(v.x), i12::FiniteAbsBits(v.y)),
+                           max(i12::FiniteAbsBits(v.z), i12::FiniteAbsBits(v.w))));
+    }
+    WarpMaxInto(most, cta.lane, &desc.max_bits[layer * 2 * H + kv * H + h]);
+  }
+  // Partial squared errors per kSqSseTile tokens and channel (SeqGroupSse's tiles).
+  const uint32_t sse_tiles = (T + kSqSseTile - 1) / kSqSseTile;
+  for (uint32_t u = tid; u < (TMI / kSqSseTile) * D; u += NT) {
+    const uint32_t s0 = (u / D) * kSqSseTile, j = u % D;
+    if (s0 >= nt) continue;
+    double part = 0.0;
+    for (uint32_t k = s0; k < s0 + kSqSseTile && k < nt; ++k) {
+      const double e = __dsub_rn(static_cast<double>(desc.xin[at0 + uint64_t{k} * D + j]),
+                                 static_cast<double>(row_s[k * RS + j]));
+      part = __dadd_rn(part, __dmul_rn(e, e));
+    }
+    desc.sse_part[(uint64_t{g} * sse_tiles + (t0 + s0) / kSqSseTile) * D + j] = part;
+  }
+}
+
+template <uint32_t D>
+cudaError_t LaunchSqI12Layer(const SqLaunch& launch, uint32_t layer, cudaStream_t stream) {
+  const int smem = static_cast<int>(i12::SharedBytes(D));
+  cudaError_t e = cudaFuncSetAttribute(SqI12PredictKernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  if (e != cudaSuccess) return e;
+  e = cudaFuncSetAttribute(SqI12QuantKernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  if (e != cudaSuccess) return e;
+  SqI12PredictKernel<D><<<launch.total_ctas, 2 * D, smem, stream>>>(launch, layer);
+  SqI12QuantKernel<D><<<launch.total_ctas, 2 * D, smem, stream>>>(launch, layer);
+  return cudaGetLastError();
 }
 
 // ---- entropy coding -------------------------------------------------------
@@ -682,6 +929,14 @@ __global__ void __launch_bounds__(kMergeThreads) SqMergeKernel(SqLaunch L) {
 
 cudaError_t LaunchSqLayer(const SqLaunch& launch, uint32_t layer, cudaStream_t stream) {
   if (launch.total_ctas == 0) return cudaSuccess;
+  if (launch.int12) {
+    const uint32_t d = launch.head_dim;
+    if ((d != 64 && d != 128) || (launch.features - 1) / d > kSqIntMaxBlocks || launch.u_i8 == nullptr ||
+        launch.v_i8 == nullptr || launch.fixed_exp == nullptr || (launch.features > 1 && launch.w_i8 == nullptr)) {
+      return cudaErrorInvalidValue;
+    }
+    return d == 64 ? LaunchSqI12Layer<64>(launch, layer, stream) : LaunchSqI12Layer<128>(launch, layer, stream);
+  }
   const uint32_t threads = (launch.head_dim + 31) / 32 * 32;
   const size_t smem = sizeof(float) * (TT * FC + 2 * TT * launch.head_dim + launch.head_dim);
   if (smem > 48 * 1024) {

@@ -28,9 +28,16 @@ inline constexpr uint32_t kSqTileTokens = 16;  // 32 measured slower (39 vs 35 m
 inline constexpr uint32_t kSqSseTile = 16;
 static_assert(kSqTileTokens % kSqSseTile == 0, "whole partial sums per CTA");
 
-// CTAs per item and layer: one per (kv, head, tile of kSqTileTokens tokens).
-inline uint32_t SqCtasOf(uint32_t heads, uint32_t tokens) {
-  return 2 * heads * ((tokens + kSqTileTokens - 1) / kSqTileTokens);
+// arith=int12 (SqLaunch::int12): tokens per CTA of its two kernels, and the
+// most feature blocks (of head_dim columns) a profile may have.
+inline constexpr uint32_t kSqIntTileTokens = 64;
+inline constexpr uint32_t kSqIntMaxBlocks = 256;
+
+// CTAs per item and layer: one per (kv, head, tile of kSqTileTokens tokens,
+// or kSqIntTileTokens for arith=int12).
+inline uint32_t SqCtasOf(uint32_t heads, uint32_t tokens, bool int12 = false) {
+  const uint32_t tile = int12 ? kSqIntTileTokens : kSqTileTokens;
+  return 2 * heads * ((tokens + tile - 1) / tile);
 }
 
 // Per group: lane word counts, final states and operation counts, for up to
@@ -82,6 +89,15 @@ struct SqDesc {
   uint32_t status_index;
   uint32_t first_cta;          // prefix over items of CTAs per layer launch
   uint32_t first_group;        // prefix over items of groups
+  // arith=int12: one layer's coding-domain input, prediction and residual,
+  // each [2][H][T][d]; per layer and block (kv, head) the largest finite |x|
+  // (float bits) of the residual (rmax) and of the reconstruction (max_bits),
+  // [layers][2][H], zeroed before each trial's layers.
+  float* xin;
+  float* pred;
+  float* resid;
+  uint32_t* rmax;
+  uint32_t* max_bits;
 };
 
 struct SqLaunch {
@@ -110,9 +126,18 @@ struct SqLaunch {
   bool paged;  // the source layout
   uint32_t block_size, num_blocks;
   int32_t* statuses;
+  // arith=int12: the dense stage on int8 tensor cores, exact (two launches
+  // per layer); the operands' int8 halves (device_tables.h, Int12Tables).
+  bool int12;
+  const int8_t* w_i8;
+  const int8_t* u_i8;
+  const int8_t* v_i8;
+  const int32_t* fixed_exp;  // [G][3]: ew, ev, eu
 };
 
 // Quantizes and reconstructs layer `layer` of every chunk (after layer - 1).
+// arith=int12 needs head_dim 64 or 128 and at most kSqIntMaxBlocks feature
+// blocks (else cudaErrorInvalidValue).
 cudaError_t LaunchSqLayer(const SqLaunch& launch, uint32_t layer, cudaStream_t stream);
 // Runs the models over every group's symbols (each symbol's start and
 // frequency), ranks the coded components, and per group sums the squared

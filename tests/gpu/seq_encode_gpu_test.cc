@@ -128,6 +128,7 @@ class SeqEncodeGpuTest : public test::SeqGpuTestBase {
     return statuses;
   }
 
+  void PagedCase(const std::string& spec);
 };
 
 TEST_P(SeqEncodeGpuTest, DevChunksEqualEncodeChunk) {
@@ -147,6 +148,14 @@ TEST_P(SeqEncodeGpuTest, DevChunksEqualEncodeChunk) {
   // the rates and rounding above do not depend on the stream coding. (kCpu is
   // EncodeChunk itself, ~30x slower in the sanitizer build: not repeated there.)
   if (backend() == Backend::kCuda) EncodeAndCompare("seq:delta=1,streams=lanes2", {chunks[1], chunks[2], chunks[3]});
+  // arith=int12 (the dense stage in exact integer sums; on kCuda int8 tensor cores).
+  if (backend() == Backend::kCuda) {
+    EncodeAndCompare("seq:delta=1,streams=lanes2,arith=int12", chunks);
+    EncodeAndCompare("seq:delta=0.35,deadzone=0.4,krate=0.5,streams=adaptive,arith=int12,lrate=" + lrate,
+                     {chunks[1], chunks[2]});
+  } else {
+    EncodeAndCompare("seq:delta=1,streams=lanes2,arith=int12", {chunks[2]});
+  }
 }
 
 // Rate control runs the CPU encoder's search (SeqRateSearch) one round of
@@ -160,6 +169,8 @@ TEST_P(SeqEncodeGpuTest, RateControlEqualsEncodeChunk) {
   EncodeAndCompare("seq:bits=0.8,krate=0.5,streams=adaptive", {chunks[0], chunks[2]});
   EncodeAndCompare("seq:bits=1.5,streams=lanes", {chunks[0], chunks[1]});
   if (backend() == Backend::kCuda) EncodeAndCompare("seq:bits=1.5,streams=lanes2", {chunks[1], chunks[2]});
+  EncodeAndCompare("seq:bits=1.5,streams=lanes2,arith=int12",
+                   backend() == Backend::kCuda ? std::vector<Chunk>{chunks[0], chunks[1]} : std::vector<Chunk>{chunks[2]});
   // kl=: a budget near what delta=1 gives, and bits= under that budget
   // (the guardrail raises some chunks' rate).
   auto probe = MakeCodec("seq:delta=1,streams=adaptive");
@@ -202,7 +213,15 @@ TEST_P(SeqEncodeGpuTest, RateControlEqualsEncodeChunk) {
 // positions): the same chunks; a block table entry outside the cache:
 // OUT_OF_RANGE for that chunk only.
 TEST_P(SeqEncodeGpuTest, PagedSourceEqualsEncodeChunk) {
-  std::shared_ptr<const Codec> codec = CodecFor("seq:delta=0.7,streams=adaptive");
+  for (const char* spec : {"seq:delta=0.7,streams=adaptive", "seq:delta=0.7,streams=lanes2,arith=int12"}) {
+    SCOPED_TRACE(spec);
+    PagedCase(spec);
+    if (HasFatalFailure()) return;
+  }
+}
+
+void SeqEncodeGpuTest::PagedCase(const std::string& spec) {
+  std::shared_ptr<const Codec> codec = CodecFor(spec);
   auto enc = SeqEncodeGpu::CreateFor(backend(), codec);
   ASSERT_TRUE(enc.ok());
   const std::vector<Chunk> chunks = {test::SliceTokens(*test_, 100, 200), test::SliceTokens(*test_, 333, 45)};
@@ -259,6 +278,7 @@ TEST_P(SeqEncodeGpuTest, RandomDataWithEscapesEqualsEncodeChunk) {
   chunk.rope = test_->rope;
   chunk.first_position = 4000;
   EncodeAndCompare("seq:delta=0.06,streams=adaptive", {chunk});
+  EncodeAndCompare("seq:delta=0.06,streams=adaptive,arith=int12", {chunk});
   EncodeAndCompare("seq:delta=0.06,streams=lanes", {chunk});
   EncodeAndCompare("seq:delta=0.06,streams=lanes2", {chunk});
   {
@@ -333,10 +353,6 @@ TEST_P(SeqEncodeGpuTest, BadItemsFailAloneAndOutOfScopeSpecsAreRefused) {
   EXPECT_EQ(SeqEncodeGpu::CreateFor(backend(), CodecFor("seq:lossless")).status().code(),
             StatusCode::kInvalidArgument);
   EXPECT_EQ(SeqEncodeGpu::CreateFor(backend(), nullptr).status().code(), StatusCode::kInvalidArgument);
-  // Integer dense arithmetic is the CPU codec's only, for now.
-  auto int12 = SeqEncodeGpu::CreateFor(backend(), CodecFor("seq:delta=1,arith=int12"));
-  EXPECT_EQ(int12.status().code(), StatusCode::kUnimplemented);
-  EXPECT_NE(int12.status().message().find("arith=int12"), std::string::npos) << int12.status().ToString();
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, SeqEncodeGpuTest,

@@ -1,0 +1,316 @@
+// Private to gpu/: device code of arith=int12's dense stage on int8 tensor
+// cores, shared by the decode kernel (seq_decode_kernels.cu,
+// SdLayerI12Kernel) and the encoder's (seq_encode_kernels.cu).
+//
+// arith=int12 (docs/format.md; codec/src/seq_lossy_core.cc PredictFixed,
+// ForwardFixed, ReconstructInt) makes every sum an exact integer, so the
+// tensor cores' order of summation gives the CPU's bytes:
+//   * an int12 x int12 sum as four int8 products: with n = 64 hi + lo,
+//     lo in [-32, 31], hi in [-32, 32], acc1 = 64 sum(hi*hi) + sum(hi*lo +
+//     lo*hi) and acc0 = sum(lo*lo), S = 64 acc1 + acc0. For d <= 128 every
+//     partial and final sum stays below 2^31 (|S| <= d 2047^2);
+//   * symbols times int12 weights: int8 symbols, two products
+//     (A = 64 sum(q*v_hi) + sum(q*v_lo)); a row with a symbol outside
+//     [-128, 127] is summed again in int64 on the CUDA cores (I12SumRow);
+//   * values into int12 (features, residuals): n = rint(x 2^-e), e from the
+//     block's largest finite |x| (FixedExponent), gathered by atomicMax on
+//     the float bits by the kernels that wrote the values.
+//
+// A CTA: TMI = 64 tokens of one group, 2 * D / 32 warps; warp (wm, wn) owns
+// tokens [32 wm, 32 wm + 32) x output columns [32 wn, 32 wn + 32) (2 x 4
+// tiles of m16n8k32). I12Run streams the operands through shared memory
+// KCI = 32 columns (one k-step) at a time, two chunks deep: cp.async copies
+// a chunk's raw values (floats or int32 symbols) and its int8 weights while
+// the previous chunk's products run; then each thread converts the raw
+// values it copied into the int8 operands. Operand rows are 48 bytes apart,
+// so every ldmatrix is free of bank conflicts.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "seq_dense_device.cuh"
+
+namespace seqkv::gpu::internal::i12 {
+
+constexpr uint32_t TMI = 64;             // tokens per CTA
+constexpr uint32_t KCI = 32;             // K columns staged at a time
+constexpr uint32_t kIStride = KCI + 16;  // int8 operand row stride, bytes
+
+// Shared memory (dynamic): the per-element double sums [TMI][d] (DsumAt);
+// two stages, each the raw chunk [TMI][KCI] words and the weights' hi and lo
+// [d][kIStride]; the converted operands' hi and lo [TMI][kIStride]. A
+// kernel's float rows [TMI][d + 4] may overlay the stages at the end.
+__host__ __device__ constexpr uint32_t StageBytes(uint32_t d) { return TMI * KCI * 4 + 2 * d * kIStride; }
+__host__ __device__ constexpr uint32_t AreaBytes(uint32_t d) { return 2 * StageBytes(d) + 2 * TMI * kIStride; }
+__host__ __device__ constexpr uint32_t RowBytes(uint32_t d) { return TMI * (d + 4) * 4; }
+__host__ __device__ constexpr uint32_t SumBytes(uint32_t d) { return TMI * d * 8; }
+__host__ __device__ constexpr uint32_t SharedBytes(uint32_t d) {
+  return SumBytes(d) + (AreaBytes(d) > RowBytes(d) ? AreaBytes(d) : RowBytes(d));
+}
+
+__device__ __forceinline__ void MmaS8(int32_t (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+// SeqFixedExponent (seq_lossy_core.cc): the smallest e with m <= 2047 2^e;
+// 0 for m = 0. m is finite here.
+__device__ __forceinline__ int FixedExponent(double m) {
+  if (!(m > 0)) return 0;
+  int e = 0;
+  frexp(__ddiv_rn(m, 2047.0), &e);  // a first guess; the checks below are exact
+  while (m > ldexp(2047.0, e)) ++e;
+  while (m <= ldexp(2047.0, e - 1)) --e;
+  return e;
+}
+// The exponent of a block whose largest finite |x| has float bits `bits`.
+__device__ __forceinline__ int ExponentOfBits(uint32_t bits) {
+  return FixedExponent(static_cast<double>(__uint_as_float(bits)));
+}
+
+// 2^-e as a float when that is a normal float, else 0 (ToFixed's `scale`).
+__device__ __forceinline__ float FixedScale(int e) {
+  return e >= -127 && e <= 126 ? __int_as_float((127 - e) << 23) : 0.0f;
+}
+
+// SeqToFixed's value: rint(x 2^-e) for finite x, else 0. With a normal
+// `scale` (FixedScale) the product is exact, or below 2^-126 where both
+// round to 0; else scalbnf (exact).
+__device__ __forceinline__ int32_t ToFixed(float x, float scale, int e) {
+  if (!isfinite(x)) return 0;
+  return __float2int_rn(scale != 0.0f ? __fmul_rn(x, scale) : scalbnf(x, -e));
+}
+
+// |x| as float bits (ordered as the values), 0 for a value that is not finite.
+__device__ __forceinline__ uint32_t FiniteAbsBits(float x) { return isfinite(x) ? __float_as_uint(fabsf(x)) : 0u; }
+
+// n = 64 hi + lo as two int8 bytes in byte `at` of the words.
+__device__ __forceinline__ void SplitInto(int32_t n, uint32_t at, uint32_t& hi, uint32_t& lo) {
+  const int32_t h = (n + 32) >> 6;
+  hi |= (static_cast<uint32_t>(h) & 0xFFu) << (8 * at);
+  lo |= (static_cast<uint32_t>(n - h * 64) & 0xFFu) << (8 * at);
+}
+
+// Element (k, j) of the double sums [TMI][d]: pairs of channels, pair p of
+// row k stored at p ^ (k % 8), so a warp's 16-byte accesses to its fragments
+// are free of bank conflicts.
+__device__ __forceinline__ uint32_t DsumAt(uint32_t d, uint32_t k, uint32_t j) {
+  return k * d + (((j / 2) ^ (k % 8)) * 2) + (j % 2);
+}
+
+// One CTA's view: its shared memory, its warp's place and its accumulators.
+template <uint32_t D>
+struct Cta {
+  static constexpr uint32_t NT = 2 * D;
+  static constexpr uint32_t AS = kIStride;
+  static constexpr uint32_t kRawCopies = TMI * (KCI / 4) / NT;   // 16-byte raw copies (four columns) per thread
+  static constexpr uint32_t kBCopies = 2 * D * (KCI / 16) / NT;  // 16-byte weight copies per thread
+  static constexpr uint32_t kChunksPer = D / KCI;                // chunks of a D-column block
+
+  double* dsum;
+  unsigned char* area;
+  unsigned char* xh;
+  unsigned char* xl;
+  uint32_t tid, lane, gq, tq, m0, n0;
+  int32_t acc1[2][4][4], acc0[2][4][4];
+
+  __device__ __forceinline__ explicit Cta(unsigned char* smem) {
+    dsum = reinterpret_cast<double*>(smem);
+    area = smem + SumBytes(D);
+    xh = area + 2 * StageBytes(D);
+    xl = xh + TMI * AS;
+    tid = threadIdx.x;
+    const uint32_t warp = tid / 32;
+    lane = tid % 32;
+    gq = lane / 4;
+    tq = lane % 4;
+    m0 = (warp / (D / 32)) * 32;
+    n0 = (warp % (D / 32)) * 32;
+    Zero();
+  }
+  __device__ __forceinline__ uint32_t* Raw(uint32_t s) const { return reinterpret_cast<uint32_t*>(area + s * StageBytes(D)); }
+  __device__ __forceinline__ unsigned char* Bh(uint32_t s) const { return area + s * StageBytes(D) + TMI * KCI * 4; }
+  __device__ __forceinline__ float* Rows() const { return reinterpret_cast<float*>(area); }  // [TMI][D + 4], after the products
+  // Element r of tile (m, n) of this thread: row RowOf(m, r), column ColOf(n) + r % 2.
+  __device__ __forceinline__ uint32_t RowOf(uint32_t m, uint32_t r) const { return m0 + m * 16 + gq + (r / 2) * 8; }
+  __device__ __forceinline__ uint32_t ColOf(uint32_t n) const { return n0 + n * 8 + 2 * tq; }
+  __device__ __forceinline__ int32_t Sum(uint32_t m, uint32_t n, uint32_t r) const { return acc1[m][n][r] * 64 + acc0[m][n][r]; }
+
+  __device__ __forceinline__ void Zero() {
+#pragma unroll
+    for (uint32_t m = 0; m < 2; ++m)
+#pragma unroll
+      for (uint32_t n = 0; n < 4; ++n)
+#pragma unroll
+        for (uint32_t r = 0; r < 4; ++r) acc1[m][n][r] = acc0[m][n][r] = 0;
+  }
+
+  // Columns [k0, k0 + KCI) of the first nt rows of `src` (row stride D
+  // words: floats or int32) and of the D weight rows of hi and lo (hi, then
+  // lo D * D bytes later; row stride D) into stage s, one commit group.
+  __device__ __forceinline__ void Issue(const uint32_t* src, const int8_t* hi_rows, uint32_t k0, uint32_t nt, uint32_t s) {
+#pragma unroll
+    for (uint32_t i = 0; i < kRawCopies; ++i) {
+      const uint32_t v = tid + i * NT, k = v / (KCI / 4), c = (v % (KCI / 4)) * 4;
+      if (k < nt) dense::CopyAsync16(Raw(s) + k * KCI + c, src + uint64_t{k} * D + k0 + c);
+    }
+#pragma unroll
+    for (uint32_t i = 0; i < kBCopies; ++i) {
+      const uint32_t v = tid + i * NT, part = v / (D * (KCI / 16)), r = (v / (KCI / 16)) % D;
+      const uint32_t c = (v % (KCI / 16)) * 16;
+      dense::CopyAsync16(Bh(s) + part * D * AS + r * AS + c, hi_rows + part * D * D + uint64_t{r} * D + k0 + c);
+    }
+    dense::CopyCommit();
+  }
+
+  // This thread's raw copies of stage s as int12 values (exponent e, scale
+  // FixedScale(e)) split into xh and xl; rows past nt are zeros.
+  __device__ __forceinline__ void ConvertValues(uint32_t s, uint32_t nt, int e, float scale) {
+#pragma unroll
+    for (uint32_t i = 0; i < kRawCopies; ++i) {
+      const uint32_t v = tid + i * NT, k = v / (KCI / 4), c = (v % (KCI / 4)) * 4;
+      uint32_t hi = 0, lo = 0;
+      if (k < nt) {
+        const uint4 x = *reinterpret_cast<const uint4*>(Raw(s) + k * KCI + c);
+        SplitInto(ToFixed(__uint_as_float(x.x), scale, e), 0, hi, lo);
+        SplitInto(ToFixed(__uint_as_float(x.y), scale, e), 1, hi, lo);
+        SplitInto(ToFixed(__uint_as_float(x.z), scale, e), 2, hi, lo);
+        SplitInto(ToFixed(__uint_as_float(x.w), scale, e), 3, hi, lo);
+      }
+      *reinterpret_cast<uint32_t*>(xh + k * AS + c) = hi;
+      *reinterpret_cast<uint32_t*>(xl + k * AS + c) = lo;
+    }
+  }
+
+  // This thread's raw copies of stage s as int8 symbols into xh (the low
+  // byte); a row with a symbol outside [-128, 127] is marked in big_s.
+  // Returns whether this thread marked one.
+  __device__ __forceinline__ bool ConvertSymbols(uint32_t s, uint32_t nt, uint32_t* big_s) {
+    bool big = false;
+#pragma unroll
+    for (uint32_t i = 0; i < kRawCopies; ++i) {
+      const uint32_t v = tid + i * NT, k = v / (KCI / 4), c = (v % (KCI / 4)) * 4;
+      uint32_t packed = 0;
+      if (k < nt) {
+        const uint4 x = *reinterpret_cast<const uint4*>(Raw(s) + k * KCI + c);
+        const auto out = [](uint32_t q) { return static_cast<int32_t>(q) < -128 || static_cast<int32_t>(q) > 127; };
+        if (out(x.x) || out(x.y) || out(x.z) || out(x.w)) {
+          big_s[k] = 1;
+          big = true;
+        }
+        packed = (x.x & 0xFFu) | (x.y & 0xFFu) << 8 | (x.z & 0xFFu) << 16 | (x.w & 0xFFu) << 24;
+      }
+      *reinterpret_cast<uint32_t*>(xh + k * AS + c) = packed;
+    }
+    return big;
+  }
+
+  // The staged chunk's products into acc1, acc0: split values (four
+  // products) or int8 symbols (two).
+  template <bool kSplit>
+  __device__ __forceinline__ void Products(uint32_t s) {
+    const unsigned char* bh = Bh(s);
+    const unsigned char* bl = bh + D * AS;
+    uint32_t fh[4][2], fl[4][2];
+#pragma unroll
+    for (uint32_t np = 0; np < 2; ++np) {
+      const uint32_t at = (n0 + np * 16 + lane % 8 + (lane / 16) * 8) * AS + ((lane / 8) % 2) * 16;
+      uint32_t r[4];
+      dense::LdMatrixX4(r, bh + at);
+      fh[2 * np][0] = r[0], fh[2 * np][1] = r[1], fh[2 * np + 1][0] = r[2], fh[2 * np + 1][1] = r[3];
+      dense::LdMatrixX4(r, bl + at);
+      fl[2 * np][0] = r[0], fl[2 * np][1] = r[1], fl[2 * np + 1][0] = r[2], fl[2 * np + 1][1] = r[3];
+    }
+#pragma unroll
+    for (uint32_t m = 0; m < 2; ++m) {
+      const uint32_t at = (m0 + m * 16 + lane % 16) * AS + (lane / 16) * 16;
+      uint32_t ah[4], al[4];
+      dense::LdMatrixX4(ah, xh + at);
+      if constexpr (kSplit) dense::LdMatrixX4(al, xl + at);
+#pragma unroll
+      for (uint32_t n = 0; n < 4; ++n) {
+        if constexpr (kSplit) {
+          int32_t t[4] = {0, 0, 0, 0};
+          MmaS8(t, ah, fh[n]);
+#pragma unroll
+          for (uint32_t r = 0; r < 4; ++r) acc1[m][n][r] += t[r] * 64;
+          MmaS8(acc1[m][n], ah, fl[n]);
+          MmaS8(acc1[m][n], al, fh[n]);
+          MmaS8(acc0[m][n], al, fl[n]);
+        } else {
+          MmaS8(acc1[m][n], ah, fh[n]);
+          MmaS8(acc0[m][n], ah, fl[n]);
+        }
+      }
+    }
+  }
+
+  // Chunks [0, chunks) through the two-stage pipeline: issue(ci, s) copies
+  // chunk ci into stage s (Issue); convert(ci, s) turns this thread's raw
+  // copies into the operands and returns whether they are split values
+  // (true) or symbols; done(ci) runs after chunk ci's products (e.g. a
+  // block's flush, FlushBlock). Every thread calls it; it synchronizes.
+  template <typename IssueFn, typename ConvertFn, typename DoneFn>
+  __device__ __forceinline__ void Run(uint32_t chunks, IssueFn issue, ConvertFn convert, DoneFn done) {
+    if (chunks == 0) return;
+    issue(0u, 0u);
+    __syncthreads();  // the caller's shared values (exponents, flags) before any conversion
+    for (uint32_t ci = 0; ci < chunks; ++ci) {
+      const uint32_t s = ci % 2;
+      if (ci + 1 < chunks) issue(ci + 1, (ci + 1) % 2);  // into the stage chunk ci - 1 used
+      else dense::CopyCommit();
+      dense::CopyWait<1>();  // this thread's copies of chunk ci are done
+      const bool split = convert(ci, s);
+      __syncthreads();  // the operands and every thread's weight copies of chunk ci in place
+      if (split) Products<true>(s);
+      else Products<false>(s);
+      done(ci);
+      __syncthreads();  // the operands and stage s consumed
+    }
+  }
+
+  // The block's exact sums S, times 2^(e), added in double to the sums
+  // (the CPU's sum += double(S) * 2^e, blocks ascending from 0.0); then zero.
+  __device__ __forceinline__ void FlushBlock(bool first, int e) {
+    const double scale = ldexp(1.0, e);  // S * scale is exact (a power of two)
+#pragma unroll
+    for (uint32_t m = 0; m < 2; ++m)
+#pragma unroll
+      for (uint32_t n = 0; n < 4; ++n)
+#pragma unroll
+        for (uint32_t r = 0; r < 4; r += 2) {
+          double2* at = reinterpret_cast<double2*>(dsum + DsumAt(D, RowOf(m, r), ColOf(n)));
+          const double t0 = __dmul_rn(static_cast<double>(Sum(m, n, r)), scale);
+          const double t1 = __dmul_rn(static_cast<double>(Sum(m, n, r + 1)), scale);
+          const double2 old = first ? make_double2(0.0, 0.0) : *at;
+          *at = make_double2(__dadd_rn(old.x, t0), __dadd_rn(old.y, t1));
+        }
+    Zero();
+  }
+};
+
+// The prediction of element (k, j) (PredictFixed / Predict's bias-only form).
+__device__ __forceinline__ float PredOf(bool feats, double sum, float bias) {
+  return feats ? __fadd_rn(__double2float_rn(sum), bias) : __fadd_rn(0.0f, __fmul_rn(1.0f, bias));
+}
+
+// ReconstructInt's float(double(A) 2^ev * base).
+__device__ __forceinline__ float RecOf(double a, double vscale, double base) {
+  return __double2float_rn(__dmul_rn(__dmul_rn(a, vscale), base));
+}
+
+// sum_i q[i] v[i][j] in int64, v from the int8 halves' row j (hi, then lo
+// d * d bytes later): a row with a symbol outside int8.
+__device__ __forceinline__ int64_t SumRow(const int32_t* q, const int8_t* vh_row, uint32_t d) {
+  const int8_t* vl_row = vh_row + uint64_t{d} * d;
+  int64_t a = 0;
+  for (uint32_t i = 0; i < d; ++i) a += int64_t{q[i]} * (int32_t{vh_row[i]} * 64 + vl_row[i]);
+  return a;
+}
+
+}  // namespace seqkv::gpu::internal::i12
