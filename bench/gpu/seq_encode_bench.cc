@@ -7,7 +7,8 @@
 // Data: a synthetic profile of the model's shape (random predictors, an
 // orthonormal basis: signed Hadamard rows; the arithmetic per element is the
 // real one) and Gaussian bf16 K and V; the step is chosen for ~2-3 bits per
-// element (delta=20), or found by rate control (bits=2). Chunk 1 of each row is encoded on the CPU backend too (the codec
+// element (delta=20), or found by rate control (bits=2). The "int12" rows code
+// arith=int12 chunks (the dense stage in exact integer sums on int8 tensor cores). Chunk 1 of each row is encoded on the CPU backend too (the codec
 // itself) and the chunks are compared byte for byte. CUDA events around the
 // Encode call (all launches), 2 warm-ups, median of 5; Finish (wait, copy the
 // sections to the host, frame the chunks) is timed once on the host, after a
@@ -183,14 +184,19 @@ int main(int argc, char** argv) {
       {"e2e-8k seq same-head bits=2", "seq:bits=2", 32, 8, 128, SeqInputs::kSameHead, 32},
       {"e2e-8k same-head bits=2 lanes", "seq:bits=2,streams=lanes", 32, 8, 128, SeqInputs::kSameHead, 32},
       {"e2e-8k same-head bits=2 lanes2", "seq:bits=2,streams=lanes2", 32, 8, 128, SeqInputs::kSameHead, 32},
+      // arith=int12: the dense stage on int8 tensor cores (exact).
+      {"e2e-8k seq same-head lanes2 int12", "seq:delta=20,streams=lanes2,arith=int12", 32, 8, 128,
+       SeqInputs::kSameHead, 32},
+      {"tinyllama seq all-heads int12", "seq:delta=20,arith=int12", 6, 2, 64, SeqInputs::kAllHeads, 512},
+      {"e2e-8k bits=2 lanes2 int12", "seq:bits=2,streams=lanes2,arith=int12", 32, 8, 128, SeqInputs::kSameHead, 32},
   };
   for (const Case& c : cases) {
     if (want(c.name)) RunShape(c.name, c.spec, c.layers, c.heads, c.dim, c.inputs, c.chunks, stream);
   }
-  std::printf("\n%-28s %7s %6s %10s %10s %9s %9s\n", "seq encode <- contiguous", "chunks", "bits", "encode ms",
+  std::printf("\n%-34s %7s %6s %10s %10s %9s %9s\n", "seq encode <- contiguous", "chunks", "bits", "encode ms",
               "finish ms", "in GB/s", "in GB");
   for (const Row& r : rows) {
-    std::printf("%-28s %7u %6.2f %10.3f %10.3f %9.1f %9.3f\n", r.name.c_str(), r.chunks, r.bits, r.ms,
+    std::printf("%-34s %7u %6.2f %10.3f %10.3f %9.1f %9.3f\n", r.name.c_str(), r.chunks, r.bits, r.ms,
                 r.finish_ms, r.in_gb / (r.ms / 1e3), r.in_gb);
   }
   std::printf("encode: SeqEncodeGpu::Encode (every launch, CUDA events); finish: SeqEncodeGpu::Finish on the host\n"

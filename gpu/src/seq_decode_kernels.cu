@@ -761,7 +761,7 @@ __global__ void __launch_bounds__(2 * D, 2) SdLayerI12Kernel(SdLaunch L, uint32_
   constexpr uint32_t NT = Cta::NT, RS = D + 4;
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ uint64_t dst_s[TMI];  // the rows' destinations (OutRowOffsets)
-  __shared__ uint32_t big_s[TMI];  // row k has a symbol outside int8
+  __shared__ uint32_t huge_s[TMI];  // row k has a symbol at or past 2^15 (Cta::Symbols)
   __shared__ int exp_s[kSdIntMaxBlocks];  // the feature blocks' exponents
   Cta cta(smem);
 
@@ -773,7 +773,7 @@ __global__ void __launch_bounds__(2 * D, 2) SdLayerI12Kernel(SdLaunch L, uint32_
   const bool feats = layer > 0 && L.inputs != 0;
   const uint32_t blocks = (F - 1) / D;  // the predictor's feature blocks
   const uint32_t nblk = feats ? blocks : 0;
-  for (uint32_t k = tid; k < TMI; k += NT) big_s[k] = 0;
+  for (uint32_t k = tid; k < TMI; k += NT) huge_s[k] = 0;
   // Block b of the features: (kv', h') = (b, h) (same head), or b = kv' H + h' (all heads).
   auto block_of = [&](uint32_t b) { return L.inputs == 1 ? b * H + h : b; };
   for (uint32_t b = tid; b < nblk; b += NT) {
@@ -784,33 +784,25 @@ __global__ void __launch_bounds__(2 * D, 2) SdLayerI12Kernel(SdLaunch L, uint32_
   const int32_t* qrows = desc.q + (uint64_t{g} * T + t0) * D;
   const int8_t* vrows = L.v_i8 + uint64_t{g} * 2 * D * D;
 
-  // Chunks: every feature block's D columns, then the symbols'.
-  bool big = false;  // this thread marked a row with a symbol outside int8
+  // The feature blocks' D columns, each block's sums flushed into the double sums.
   cta.Run(
-      (nblk + 1) * Cta::kChunksPer,
+      nblk * Cta::kChunksPer,
       [&](uint32_t ci, uint32_t s) {
         const uint32_t pb = ci / Cta::kChunksPer, k0 = (ci % Cta::kChunksPer) * i12::KCI;
-        if (pb < nblk) {
-          cta.Issue(reinterpret_cast<const uint32_t*>(prev + (uint64_t{block_of(pb)} * T + t0) * D),
-                    L.w_i8 + (uint64_t{g} * blocks + pb) * 2 * D * D, k0, nt, s);
-        } else {
-          cta.Issue(reinterpret_cast<const uint32_t*>(qrows), vrows, k0, nt, s);
-        }
+        cta.Issue(reinterpret_cast<const uint32_t*>(prev + (uint64_t{block_of(pb)} * T + t0) * D),
+                  L.w_i8 + (uint64_t{g} * blocks + pb) * 2 * D * D, k0, nt, s);
       },
       [&](uint32_t ci, uint32_t s) {
-        const uint32_t pb = ci / Cta::kChunksPer;
-        if (pb < nblk) {
-          cta.ConvertValues(s, nt, exp_s[pb], i12::FixedScale(exp_s[pb]));
-          return true;
-        }
-        big |= cta.ConvertSymbols(s, nt, big_s);
-        return false;
+        const int e = exp_s[ci / Cta::kChunksPer];
+        cta.ConvertValues(s, nt, e, i12::FixedScale(e));
+        return true;
       },
       [&](uint32_t ci) {
         const uint32_t pb = ci / Cta::kChunksPer;
-        if (pb < nblk && ci % Cta::kChunksPer == Cta::kChunksPer - 1) cta.FlushBlock(pb == 0, exp_s[pb] + ew);
+        if (ci % Cta::kChunksPer == Cta::kChunksPer - 1) cta.FlushBlock(pb == 0, exp_s[pb] + ew);
       });
 
+  // The symbols times the reconstruction weights, then xhat = pred + ... per element.
   float* const row_s = cta.Rows();
   const float* bias = L.predictor + (uint64_t{g} * F + (F - 1)) * D;
   const double base = desc.step_base[g];
@@ -818,23 +810,17 @@ __global__ void __launch_bounds__(2 * D, 2) SdLayerI12Kernel(SdLaunch L, uint32_
   auto pred_of = [&](uint32_t k, uint32_t j) {
     return i12::PredOf(feats, feats ? cta.dsum[i12::DsumAt(D, k, j)] : 0.0, bias[j]);
   };
-#pragma unroll
-  for (uint32_t m = 0; m < 2; ++m)
-#pragma unroll
-    for (uint32_t n = 0; n < 4; ++n)
-#pragma unroll
-      for (uint32_t r = 0; r < 4; ++r) {
-        const uint32_t k = cta.RowOf(m, r), j = cta.ColOf(n) + r % 2;
-        row_s[k * RS + j] = __fadd_rn(pred_of(k, j), i12::RecOf(static_cast<double>(cta.Sum(m, n, r)), vscale, base));
-      }
-  // Rows with a symbol outside int8 (rare): the sums again, in int64.
-  if (__syncthreads_or(big)) {
-    for (uint32_t k = 0; k < nt; ++k) {
-      if (big_s[k] == 0) continue;
-      for (uint32_t j = tid; j < D; j += NT) {
-        const int64_t a = i12::SumRow(qrows + uint64_t{k} * D, vrows + uint64_t{j} * D, D);
-        row_s[k * RS + j] = __fadd_rn(pred_of(k, j), i12::RecOf(static_cast<double>(a), vscale, base));
-      }
+  const bool huge = cta.Symbols(qrows, vrows, nt, huge_s, pred_of, [&](uint32_t k, uint32_t j, int64_t a, float pred) {
+    row_s[k * RS + j] = __fadd_rn(pred, i12::RecOf(static_cast<double>(a), vscale, base));
+  });
+  // Rows with a symbol at or past 2^15 (rarer still): the sums again, in int64
+  // (each element's prediction kept in its dsum slot by Symbols).
+  for (uint32_t k = 0; huge && k < nt; ++k) {
+    if (huge_s[k] == 0) continue;
+    for (uint32_t j = tid; j < D; j += NT) {
+      const int64_t a = i12::SumRow(qrows + uint64_t{k} * D, vrows + uint64_t{j} * D, D);
+      const float pred = __int_as_float(reinterpret_cast<const int2*>(cta.dsum + i12::DsumAt(D, k, j))->x);
+      row_s[k * RS + j] = __fadd_rn(pred, i12::RecOf(static_cast<double>(a), vscale, base));
     }
   }
   OutRowOffsets(L, desc, layer, kv, h, t0, nt, dst_s, tid, NT);

@@ -298,7 +298,7 @@ __global__ void __launch_bounds__(2 * D, 2) SqI12QuantKernel(SqLaunch L, uint32_
   using Cta = i12::Cta<D>;
   constexpr uint32_t NT = Cta::NT, RS = D + 4;
   extern __shared__ __align__(16) unsigned char smem[];
-  __shared__ uint32_t big_s[TMI];  // row k has a symbol outside int8
+  __shared__ uint32_t huge_s[TMI];  // row k has a symbol at or past 2^15 (Cta::Symbols)
   __shared__ float step_s[D];
   Cta cta(smem);
   dense::Tile tl;
@@ -306,7 +306,7 @@ __global__ void __launch_bounds__(2 * D, 2) SqI12QuantKernel(SqLaunch L, uint32_
   const uint32_t H = L.heads, T = desc.tokens;
   const uint32_t kv = tl.kv, h = tl.h, g = tl.g, t0 = tl.t0, nt = tl.nt;
   const uint32_t tid = cta.tid;
-  for (uint32_t k = tid; k < TMI; k += NT) big_s[k] = 0;
+  for (uint32_t k = tid; k < TMI; k += NT) huge_s[k] = 0;
   for (uint32_t i = tid; i < D; i += NT) {
     step_s[i] = __double2float_rn(__dmul_rn(desc.step_base[g], static_cast<double>(L.step_scale[uint64_t{g} * D + i])));
   }
@@ -347,41 +347,23 @@ __global__ void __launch_bounds__(2 * D, 2) SqI12QuantKernel(SqLaunch L, uint32_
   __syncthreads();  // every thread's symbols written before the copies below read them
 
   // The reconstruction, as the decoder's.
-  bool big = false;
-  cta.Run(
-      Cta::kChunksPer,
-      [&](uint32_t ci, uint32_t s) {
-        cta.Issue(reinterpret_cast<const uint32_t*>(qrows), vrows, ci * i12::KCI, nt, s);
-      },
-      [&](uint32_t, uint32_t s) {
-        big |= cta.ConvertSymbols(s, nt, big_s);
-        return false;
-      },
-      [](uint32_t) {});
   float* const row_s = cta.Rows();
   const double base = desc.step_base[g];
   const double vscale = ldexp(1.0, ev);
-#pragma unroll
-  for (uint32_t m = 0; m < 2; ++m)
-#pragma unroll
-    for (uint32_t n = 0; n < 4; ++n)
-#pragma unroll
-      for (uint32_t r = 0; r < 4; ++r) {
-        const uint32_t k = cta.RowOf(m, r), j = cta.ColOf(n) + r % 2;
-        if (k >= nt) continue;
-        row_s[k * RS + j] =
-            __fadd_rn(desc.pred[at0 + uint64_t{k} * D + j], i12::RecOf(static_cast<double>(cta.Sum(m, n, r)), vscale, base));
-      }
-  if (__syncthreads_or(big)) {
+  auto pred_of = [&](uint32_t k, uint32_t j) { return k < nt ? desc.pred[at0 + uint64_t{k} * D + j] : 0.0f; };
+  const bool huge = cta.Symbols(qrows, vrows, nt, huge_s, pred_of, [&](uint32_t k, uint32_t j, int64_t a, float pred) {
+    if (k < nt) row_s[k * RS + j] = __fadd_rn(pred, i12::RecOf(static_cast<double>(a), vscale, base));
+  });
+  if (huge) {
     for (uint32_t k = 0; k < nt; ++k) {
-      if (big_s[k] == 0) continue;
+      if (huge_s[k] == 0) continue;
       for (uint32_t j = tid; j < D; j += NT) {
         const int64_t a = i12::SumRow(qrows + uint64_t{k} * D, vrows + uint64_t{j} * D, D);
-        row_s[k * RS + j] = __fadd_rn(desc.pred[at0 + uint64_t{k} * D + j], i12::RecOf(static_cast<double>(a), vscale, base));
+        row_s[k * RS + j] = __fadd_rn(pred_of(k, j), i12::RecOf(static_cast<double>(a), vscale, base));
       }
     }
-    __syncthreads();
   }
+  __syncthreads();  // row_s complete
   // The next layer's features and their blocks' largest |x|.
   if (layer + 1 < L.layers && L.inputs != 0) {
     float* cur_rows = desc.xhat[layer % 2] + at0;

@@ -10,8 +10,10 @@
 //     lo*hi) and acc0 = sum(lo*lo), S = 64 acc1 + acc0. For d <= 128 every
 //     partial and final sum stays below 2^31 (|S| <= d 2047^2);
 //   * symbols times int12 weights: int8 symbols, two products
-//     (A = 64 sum(q*v_hi) + sum(q*v_lo)); a row with a symbol outside
-//     [-128, 127] is summed again in int64 on the CUDA cores (I12SumRow);
+//     (A = 64 sum(q*v_hi) + sum(q*v_lo)); a tile with a symbol outside
+//     [-128, 127] takes a second pass over the symbols' high parts
+//     (Cta::Symbols), and a row with one at or past 2^15 is summed again in
+//     int64 on the CUDA cores (SumRow);
 //   * values into int12 (features, residuals): n = rint(x 2^-e), e from the
 //     block's largest finite |x| (FixedExponent), gathered by atomicMax on
 //     the float bits by the kernels that wrote the values.
@@ -187,27 +189,33 @@ struct Cta {
     }
   }
 
-  // This thread's raw copies of stage s as int8 symbols into xh (the low
-  // byte); a row with a symbol outside [-128, 127] is marked in big_s.
-  // Returns whether this thread marked one.
-  __device__ __forceinline__ bool ConvertSymbols(uint32_t s, uint32_t nt, uint32_t* big_s) {
-    bool big = false;
+  // This thread's raw copies of stage s as int8 symbols into xh: with q =
+  // 256 qh + ql (ql in [-128, 127]), the low bytes ql, or (`high`) the high
+  // parts qh. Returns whether a symbol is outside what the pass covers:
+  // int8 (low), or qh outside int8 (high: such rows are marked in huge_s).
+  __device__ __forceinline__ bool ConvertSymbols(uint32_t s, uint32_t nt, bool high, uint32_t* huge_s) {
+    bool out = false;
 #pragma unroll
     for (uint32_t i = 0; i < kRawCopies; ++i) {
       const uint32_t v = tid + i * NT, k = v / (KCI / 4), c = (v % (KCI / 4)) * 4;
       uint32_t packed = 0;
       if (k < nt) {
         const uint4 x = *reinterpret_cast<const uint4*>(Raw(s) + k * KCI + c);
-        const auto out = [](uint32_t q) { return static_cast<int32_t>(q) < -128 || static_cast<int32_t>(q) > 127; };
-        if (out(x.x) || out(x.y) || out(x.z) || out(x.w)) {
-          big_s[k] = 1;
-          big = true;
+        const int32_t q[4] = {static_cast<int32_t>(x.x), static_cast<int32_t>(x.y), static_cast<int32_t>(x.z),
+                              static_cast<int32_t>(x.w)};
+        bool row_out = false;
+#pragma unroll
+        for (uint32_t e = 0; e < 4; ++e) {
+          const int32_t qh = (q[e] + 128) >> 8;
+          row_out |= high ? (qh < -128 || qh > 127) : (q[e] < -128 || q[e] > 127);
+          packed |= (static_cast<uint32_t>(high ? qh : q[e]) & 0xFFu) << (8 * e);
         }
-        packed = (x.x & 0xFFu) | (x.y & 0xFFu) << 8 | (x.z & 0xFFu) << 16 | (x.w & 0xFFu) << 24;
+        if (row_out && high) huge_s[k] = 1;
+        out |= row_out;
       }
       *reinterpret_cast<uint32_t*>(xh + k * AS + c) = packed;
     }
-    return big;
+    return out;
   }
 
   // The staged chunk's products into acc1, acc0: split values (four
@@ -272,6 +280,66 @@ struct Cta {
       done(ci);
       __syncthreads();  // the operands and stage s consumed
     }
+  }
+
+  // The symbols of the first nt rows of qrows (row stride D) times the
+  // weights vrows (int8 halves, rows = output columns): each element's exact
+  // sum A, passed with pred(k, j) (a float of the caller's, e.g. the
+  // prediction) to emit(k, j, A, pred) (every thread calls it; it
+  // synchronizes). One pass over the low bytes; when a symbol of the tile is
+  // outside int8, a second over the high parts, A = 256 A_high + A_low (each
+  // below 2^31 for |q| < 2^15: 2^7 * 2047 * 128); between the passes each
+  // element's pred and A_low wait in its 8 bytes of dsum (read by pred
+  // first). Returns whether a row has a symbol outside even that (marked in
+  // huge_s, zeroed by the caller before): the caller sums those again (SumRow).
+  template <typename PredFn, typename EmitFn>
+  __device__ __forceinline__ bool Symbols(const int32_t* qrows, const int8_t* vrows, uint32_t nt, uint32_t* huge_s,
+                                          PredFn pred, EmitFn emit) {
+    auto issue = [&](uint32_t ci, uint32_t s) {
+      Issue(reinterpret_cast<const uint32_t*>(qrows), vrows, ci * KCI, nt, s);
+    };
+    auto none = [](uint32_t) {};
+    bool big = false;
+    Run(kChunksPer, issue,
+        [&](uint32_t, uint32_t s) {
+          big |= ConvertSymbols(s, nt, false, huge_s);
+          return false;
+        },
+        none);
+    const bool second = __syncthreads_or(big);
+#pragma unroll
+    for (uint32_t m = 0; m < 2; ++m)
+#pragma unroll
+      for (uint32_t n = 0; n < 4; ++n)
+#pragma unroll
+        for (uint32_t r = 0; r < 4; ++r) {
+          const uint32_t k = RowOf(m, r), j = ColOf(n) + r % 2;
+          if (second) {
+            *reinterpret_cast<int2*>(dsum + DsumAt(D, k, j)) = make_int2(__float_as_int(pred(k, j)), Sum(m, n, r));
+          } else {
+            emit(k, j, int64_t{Sum(m, n, r)}, pred(k, j));
+          }
+        }
+    if (!second) return false;
+    Zero();
+    bool huge = false;
+    Run(kChunksPer, issue,
+        [&](uint32_t, uint32_t s) {
+          huge |= ConvertSymbols(s, nt, true, huge_s);
+          return false;
+        },
+        none);
+#pragma unroll
+    for (uint32_t m = 0; m < 2; ++m)
+#pragma unroll
+      for (uint32_t n = 0; n < 4; ++n)
+#pragma unroll
+        for (uint32_t r = 0; r < 4; ++r) {
+          const uint32_t k = RowOf(m, r), j = ColOf(n) + r % 2;
+          const int2 kept = *reinterpret_cast<const int2*>(dsum + DsumAt(D, k, j));
+          emit(k, j, int64_t{Sum(m, n, r)} * 256 + kept.y, __int_as_float(kept.x));
+        }
+    return __syncthreads_or(huge);
   }
 
   // The block's exact sums S, times 2^(e), added in double to the sums

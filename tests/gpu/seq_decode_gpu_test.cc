@@ -131,12 +131,15 @@ class SeqDecodeGpuTest : public test::SeqGpuTestBase {
     if (whole && all) cases.push_back(Code(*test_, "seq:delta=1,streams=lanes2"));
     // arith=int12 (exact on every path, in the same batch as the float chunks):
     // both stream codings, a tile of tokens past 64, and steps fine enough
-    // for symbols outside int8 (the GPU sums those rows in int64).
+    // for symbols outside int8 and outside 16 bits.
     cases.push_back(Code(Slice(*test_, 120, 37), "seq:delta=1,streams=lanes2,arith=int12"));
     if (all) cases.push_back(Code(Slice(*test_, 350, 200), "seq:delta=0.5,streams=adaptive,arith=int12"));
     Coded fine = Code(Slice(*test_, 800, 70), "seq:delta=0.005,streams=adaptive,arith=int12");
-    EXPECT_GT(LargestSymbol(fine), 127);
+    EXPECT_GT(LargestSymbol(fine), 127);  // the GPU's second pass over the symbols' high parts
     if (all) cases.push_back(std::move(fine));
+    Coded finest = Code(Slice(*test_, 900, 20), "seq:delta=0.00002,streams=adaptive,arith=int12");
+    EXPECT_GT(LargestSymbol(finest), 32767);  // rows the GPU sums again in int64
+    if (all) cases.push_back(std::move(finest));
     if (whole && all) cases.push_back(Code(*test_, "seq:delta=1,streams=lanes2,arith=int12"));
     return cases;
   }

@@ -156,6 +156,8 @@ TEST_P(SeqEncodeGpuTest, DevChunksEqualEncodeChunk) {
   } else {
     EncodeAndCompare("seq:delta=1,streams=lanes2,arith=int12", {chunks[2]});
   }
+  // A step fine enough for symbols outside int8 (on kCuda a second pass over their high parts).
+  EncodeAndCompare("seq:delta=0.005,streams=adaptive,arith=int12", {chunks[2]});
 }
 
 // Rate control runs the CPU encoder's search (SeqRateSearch) one round of
