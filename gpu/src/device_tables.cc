@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "engine_rope.h"
+#include "seq_lossy_core.h"
 
 namespace seqkv::gpu::internal {
 

@@ -11,7 +11,10 @@
 #include "seqkv/codec/seq_profile.h"
 #include "seqkv/codec/status.h"
 #include "seqkv/gpu/backend.h"
-#include "seq_lossy_core.h"
+
+namespace seqkv::internal {
+struct SeqFixedGroup;  // seq_lossy_core.h
+}  // namespace seqkv::internal
 
 namespace seqkv::gpu::internal {
 

@@ -35,6 +35,7 @@
 #include "gpu/backend_buffer.h"
 #include "gpu/seq_fixture.h"
 #include "../../codec/src/seq_lossy_core.h"
+#include "../../gpu/src/device_tables.h"
 #include "util/test_util.h"
 
 namespace seqkv::gpu {
@@ -534,6 +535,49 @@ TEST_P(SeqDecodeGpuTest, HalfMathRefusesValuesOutsideItsRange) {
       EXPECT_EQ(a.differ, 0u);
     }
   }
+}
+
+// arith=int12's operand tables as the int8 tensor-core kernels read them
+// (Int12Tables): each int12 value is 64 hi + lo with lo in [-32, 31], at
+// [row = output column][K] of its matrix, and the exponents [G][3].
+TEST_P(SeqDecodeGpuTest, Int12TablesHoldTheFixedPointOperandsAsInt8Halves) {
+  const SeqProfile& p = *profile_;
+  const std::vector<seqkv::internal::SeqFixedGroup> fixed = seqkv::internal::SeqFixedGroups(p);
+  internal::Int12Tables tables;
+  ASSERT_TRUE(tables.Ensure(backend(), p, fixed).ok());
+  const uint32_t d = p.head_dim, G = p.groups(), blocks = (p.features() - 1) / d;
+  const size_t dd = size_t{d} * d;
+  auto download = [&](const void* src, size_t bytes) {
+    std::vector<int8_t> host(bytes);
+    EXPECT_TRUE(BackendCopyOut(backend(), host.data(), src, bytes).ok());
+    return host;
+  };
+  const std::vector<int8_t> w = blocks > 0 ? download(tables.w, size_t{G} * blocks * 2 * dd) : std::vector<int8_t>{};
+  const std::vector<int8_t> u = download(tables.u, size_t{G} * 2 * dd), v = download(tables.v, size_t{G} * 2 * dd);
+  std::vector<int32_t> exps(size_t{G} * 3);
+  ASSERT_TRUE(BackendCopyOut(backend(), exps.data(), tables.exps, exps.size() * 4).ok());
+  EXPECT_EQ(blocks > 0, tables.w != nullptr);
+  uint64_t bad = 0;
+  // hi/lo pair at `at` (hi) and `at + dd` (lo) against the int12 value n.
+  auto check = [&](const std::vector<int8_t>& m, size_t at, int32_t n) {
+    const int32_t hi = m[at], lo = m[at + dd];
+    bad += (hi * 64 + lo != n) || lo < -32 || lo > 31;
+  };
+  for (uint32_t g = 0; g < G; ++g) {
+    EXPECT_EQ(exps[3 * g], fixed[g].ew);
+    EXPECT_EQ(exps[3 * g + 1], fixed[g].ev);
+    EXPECT_EQ(exps[3 * g + 2], fixed[g].eu);
+    for (uint32_t k = 0; k < d; ++k) {
+      for (uint32_t n = 0; n < d; ++n) {
+        for (uint32_t b = 0; b < blocks; ++b) {  // W [c][j]: rows j, K = c
+          check(w, (size_t{g} * blocks + b) * 2 * dd + size_t{n} * d + k, fixed[g].w[b * dd + size_t{k} * d + n]);
+        }
+        check(u, size_t{g} * 2 * dd + size_t{n} * d + k, fixed[g].u[size_t{n} * d + k]);  // U [i][j]: rows i, K = j
+        check(v, size_t{g} * 2 * dd + size_t{n} * d + k, fixed[g].v[size_t{k} * d + n]);  // V [i][j]: rows j, K = i
+      }
+    }
+  }
+  EXPECT_EQ(bad, 0u);
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, SeqDecodeGpuTest,
