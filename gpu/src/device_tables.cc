@@ -77,8 +77,10 @@ Status Int12Tables::Ensure(Backend b, const SeqProfile& p, const std::vector<seq
       int8_t* at = hw.data() + (size_t{g} * blocks + blk) * 2 * dd;
       split(fixed[g].w.data() + blk * dd, false, at, at + dd);  // W [c][j]: rows j
     }
-    split(fixed[g].u.data(), true, hu.data() + size_t{g} * 2 * dd, hu.data() + size_t{g} * 2 * dd + dd);  // U [i][j]: rows i
-    split(fixed[g].v.data(), false, hv.data() + size_t{g} * 2 * dd, hv.data() + size_t{g} * 2 * dd + dd);  // V [i][j]: rows j
+    split(fixed[g].u.data(), true, hu.data() + size_t{g} * 2 * dd,
+          hu.data() + size_t{g} * 2 * dd + dd);  // U [i][j]: rows i
+    split(fixed[g].v.data(), false, hv.data() + size_t{g} * 2 * dd,
+          hv.data() + size_t{g} * 2 * dd + dd);  // V [i][j]: rows j
     he[3 * g] = fixed[g].ew;
     he[3 * g + 1] = fixed[g].ev;
     he[3 * g + 2] = fixed[g].eu;

@@ -776,31 +776,13 @@ __global__ void __launch_bounds__(2 * D, 2) SdLayerI12Kernel(SdLaunch L, uint32_
   for (uint32_t k = tid; k < TMI; k += NT) huge_s[k] = 0;
   // Block b of the features: (kv', h') = (b, h) (same head), or b = kv' H + h' (all heads).
   auto block_of = [&](uint32_t b) { return L.inputs == 1 ? b * H + h : b; };
-  for (uint32_t b = tid; b < nblk; b += NT) {
-    exp_s[b] = i12::ExponentOfBits(desc.max_bits[(layer - 1) * 2 * H + block_of(b)]);
-  }
   const int ew = L.fixed_exp[3 * g], ev = L.fixed_exp[3 * g + 1];
-  const float* prev = desc.xhat[(layer + 1) % 2];
   const int32_t* qrows = desc.q + (uint64_t{g} * T + t0) * D;
   const int8_t* vrows = L.v_i8 + uint64_t{g} * 2 * D * D;
-
   // The feature blocks' D columns, each block's sums flushed into the double sums.
-  cta.Run(
-      nblk * Cta::kChunksPer,
-      [&](uint32_t ci, uint32_t s) {
-        const uint32_t pb = ci / Cta::kChunksPer, k0 = (ci % Cta::kChunksPer) * i12::KCI;
-        cta.Issue(reinterpret_cast<const uint32_t*>(prev + (uint64_t{block_of(pb)} * T + t0) * D),
-                  L.w_i8 + (uint64_t{g} * blocks + pb) * 2 * D * D, k0, nt, s);
-      },
-      [&](uint32_t ci, uint32_t s) {
-        const int e = exp_s[ci / Cta::kChunksPer];
-        cta.ConvertValues(s, nt, e, i12::FixedScale(e));
-        return true;
-      },
-      [&](uint32_t ci) {
-        const uint32_t pb = ci / Cta::kChunksPer;
-        if (ci % Cta::kChunksPer == Cta::kChunksPer - 1) cta.FlushBlock(pb == 0, exp_s[pb] + ew);
-      });
+  const uint32_t* prev_max = feats ? desc.max_bits + (layer - 1) * 2 * H : nullptr;
+  cta.PredictBlocks(desc.xhat[(layer + 1) % 2], prev_max, block_of, nblk, T, t0, nt,
+                    L.w_i8 + uint64_t{g} * blocks * 2 * D * D, ew, exp_s);
 
   // The symbols times the reconstruction weights, then xhat = pred + ... per element.
   float* const row_s = cta.Rows();

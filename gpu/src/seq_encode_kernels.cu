@@ -244,52 +244,29 @@ __global__ void __launch_bounds__(2 * D, 2) SqI12PredictKernel(SqLaunch L, uint3
   const bool feats = layer > 0 && L.inputs != 0;
   const uint32_t blocks = (F - 1) / D, nblk = feats ? blocks : 0;
   auto block_of = [&](uint32_t b) { return L.inputs == 1 ? b * H + h : b; };
-  for (uint32_t b = cta.tid; b < nblk; b += Cta::NT) {
-    exp_s[b] = i12::ExponentOfBits(desc.max_bits[(layer - 1) * 2 * H + block_of(b)]);
-  }
-  const int ew = L.fixed_exp[3 * g];
-  const float* prev = desc.xhat[(layer + 1) % 2];
-  cta.Run(
-      nblk * Cta::kChunksPer,
-      [&](uint32_t ci, uint32_t s) {
-        const uint32_t pb = ci / Cta::kChunksPer, k0 = (ci % Cta::kChunksPer) * i12::KCI;
-        cta.Issue(reinterpret_cast<const uint32_t*>(prev + (uint64_t{block_of(pb)} * T + t0) * D),
-                  L.w_i8 + (uint64_t{g} * blocks + pb) * 2 * D * D, k0, nt, s);
-      },
-      [&](uint32_t ci, uint32_t s) {
-        const int e = exp_s[ci / Cta::kChunksPer];
-        cta.ConvertValues(s, nt, e, i12::FixedScale(e));
-        return true;
-      },
-      [&](uint32_t ci) {
-        const uint32_t pb = ci / Cta::kChunksPer;
-        if (ci % Cta::kChunksPer == Cta::kChunksPer - 1) cta.FlushBlock(pb == 0, exp_s[pb] + ew);
-      });
+  const uint32_t* prev_max = feats ? desc.max_bits + (layer - 1) * 2 * H : nullptr;
+  cta.PredictBlocks(desc.xhat[(layer + 1) % 2], prev_max, block_of, nblk, T, t0, nt,
+                    L.w_i8 + uint64_t{g} * blocks * 2 * D * D, L.fixed_exp[3 * g], exp_s);
   // x, pred and r of the thread's elements, two channels at a time.
   const float* bias = L.predictor + (uint64_t{g} * F + (F - 1)) * D;
   const uint64_t at0 = ((uint64_t{kv} * H + h) * T + t0) * D;
   uint32_t most = 0;
+  cta.template ForEach<2>([&](uint32_t m, uint32_t n, uint32_t r) {
+    const uint32_t k = cta.RowOf(m, r), j = cta.ColOf(n);
+    if (k >= nt) return;
+    float x[2], p[2], e[2];
 #pragma unroll
-  for (uint32_t m = 0; m < 2; ++m)
-#pragma unroll
-    for (uint32_t n = 0; n < 4; ++n)
-#pragma unroll
-      for (uint32_t r = 0; r < 4; r += 2) {
-        const uint32_t k = cta.RowOf(m, r), j = cta.ColOf(n);
-        if (k >= nt) continue;
-        float x[2], p[2], e[2];
-#pragma unroll
-        for (uint32_t c = 0; c < 2; ++c) {
-          x[c] = InputAt(L, desc, layer, kv, h, t0 + k, j + c);
-          p[c] = i12::PredOf(feats, feats ? cta.dsum[i12::DsumAt(D, k, j + c)] : 0.0, bias[j + c]);
-          e[c] = __fsub_rn(x[c], p[c]);
-          most = max(most, i12::FiniteAbsBits(e[c]));
-        }
-        const uint64_t at = at0 + uint64_t{k} * D + j;
-        *reinterpret_cast<float2*>(desc.xin + at) = make_float2(x[0], x[1]);
-        *reinterpret_cast<float2*>(desc.pred + at) = make_float2(p[0], p[1]);
-        *reinterpret_cast<float2*>(desc.resid + at) = make_float2(e[0], e[1]);
-      }
+    for (uint32_t c = 0; c < 2; ++c) {
+      x[c] = InputAt(L, desc, layer, kv, h, t0 + k, j + c);
+      p[c] = i12::PredOf(feats, feats ? cta.dsum[i12::DsumAt(D, k, j + c)] : 0.0, bias[j + c]);
+      e[c] = __fsub_rn(x[c], p[c]);
+      most = max(most, i12::FiniteAbsBits(e[c]));
+    }
+    const uint64_t at = at0 + uint64_t{k} * D + j;
+    *reinterpret_cast<float2*>(desc.xin + at) = make_float2(x[0], x[1]);
+    *reinterpret_cast<float2*>(desc.pred + at) = make_float2(p[0], p[1]);
+    *reinterpret_cast<float2*>(desc.resid + at) = make_float2(e[0], e[1]);
+  });
   WarpMaxInto(most, cta.lane, &desc.rmax[layer * 2 * H + kv * H + h]);
 }
 
@@ -330,19 +307,14 @@ __global__ void __launch_bounds__(2 * D, 2) SqI12QuantKernel(SqLaunch L, uint32_
       [](uint32_t) {});
   // The symbols (SeqQuantize), component i = the column.
   const double cscale = ldexp(1.0, er + eu);  // S * cscale is exact (a power of two)
-#pragma unroll
-  for (uint32_t m = 0; m < 2; ++m)
-#pragma unroll
-    for (uint32_t n = 0; n < 4; ++n)
-#pragma unroll
-      for (uint32_t r = 0; r < 4; ++r) {
-        const uint32_t k = cta.RowOf(m, r), i = cta.ColOf(n) + r % 2;
-        if (k >= nt) continue;
-        const float c = __double2float_rn(__dmul_rn(static_cast<double>(cta.Sum(m, n, r)), cscale));
-        const float a = __fadd_rn(__fdiv_rn(fabsf(c), step_s[i]), desc.rho);
-        const int32_t v = static_cast<int32_t>(a < kMaxMagnitude ? floorf(a) : kMaxMagnitude);
-        qrows[uint64_t{k} * D + i] = c < 0.0f ? -v : v;
-      }
+  cta.ForEach([&](uint32_t m, uint32_t n, uint32_t r) {
+    const uint32_t k = cta.RowOf(m, r), i = cta.ColOf(n) + r % 2;
+    if (k >= nt) return;
+    const float c = __double2float_rn(__dmul_rn(static_cast<double>(cta.Sum(m, n, r)), cscale));
+    const float a = __fadd_rn(__fdiv_rn(fabsf(c), step_s[i]), desc.rho);
+    const int32_t v = static_cast<int32_t>(a < kMaxMagnitude ? floorf(a) : kMaxMagnitude);
+    qrows[uint64_t{k} * D + i] = c < 0.0f ? -v : v;
+  });
   cta.Zero();
   __syncthreads();  // every thread's symbols written before the copies below read them
 
@@ -566,7 +538,8 @@ __global__ void SqLaneModelKernel(SqLaunch L) {
       const uint32_t bin = kSigned ? static_cast<uint32_t>(seqkv::internal::SeqSignedSymbol(v))
                                    : Context(prev) * kSymbols + (mag >= kEscape ? kEscape : mag);
       ++counts_s[bin * d + i];
-      uniform_bits += (!kSigned && mag != 0 ? 1u : 0u) + (mag >= kEscape ? 2u * (31 - __clz(mag - kEscape + 1)) + 1u : 0u);
+      uniform_bits +=
+          (!kSigned && mag != 0 ? 1u : 0u) + (mag >= kEscape ? 2u * (31 - __clz(mag - kEscape + 1)) + 1u : 0u);
       any |= v != 0;
       prev = v;
     }

@@ -135,27 +135,41 @@ struct Cta {
     n0 = (warp % (D / 32)) * 32;
     Zero();
   }
-  __device__ __forceinline__ uint32_t* Raw(uint32_t s) const { return reinterpret_cast<uint32_t*>(area + s * StageBytes(D)); }
+  __device__ __forceinline__ uint32_t* Raw(uint32_t s) const {
+    return reinterpret_cast<uint32_t*>(area + s * StageBytes(D));
+  }
   __device__ __forceinline__ unsigned char* Bh(uint32_t s) const { return area + s * StageBytes(D) + TMI * KCI * 4; }
-  __device__ __forceinline__ float* Rows() const { return reinterpret_cast<float*>(area); }  // [TMI][D + 4], after the products
+  __device__ __forceinline__ float* Rows() const {
+    return reinterpret_cast<float*>(area);
+  }  // [TMI][D + 4], after the products
   // Element r of tile (m, n) of this thread: row RowOf(m, r), column ColOf(n) + r % 2.
   __device__ __forceinline__ uint32_t RowOf(uint32_t m, uint32_t r) const { return m0 + m * 16 + gq + (r / 2) * 8; }
   __device__ __forceinline__ uint32_t ColOf(uint32_t n) const { return n0 + n * 8 + 2 * tq; }
-  __device__ __forceinline__ int32_t Sum(uint32_t m, uint32_t n, uint32_t r) const { return acc1[m][n][r] * 64 + acc0[m][n][r]; }
+  __device__ __forceinline__ int32_t Sum(uint32_t m, uint32_t n, uint32_t r) const {
+    return acc1[m][n][r] * 64 + acc0[m][n][r];
+  }
 
-  __device__ __forceinline__ void Zero() {
+  // fn(m, n, r) for each of this thread's accumulator elements, r in steps
+  // of kStep (2: the first of each pair of columns).
+  template <uint32_t kStep = 1, typename Fn>
+  __device__ __forceinline__ void ForEach(Fn fn) const {
 #pragma unroll
     for (uint32_t m = 0; m < 2; ++m)
 #pragma unroll
       for (uint32_t n = 0; n < 4; ++n)
 #pragma unroll
-        for (uint32_t r = 0; r < 4; ++r) acc1[m][n][r] = acc0[m][n][r] = 0;
+        for (uint32_t r = 0; r < 4; r += kStep) fn(m, n, r);
+  }
+
+  __device__ __forceinline__ void Zero() {
+    ForEach([&](uint32_t m, uint32_t n, uint32_t r) { acc1[m][n][r] = acc0[m][n][r] = 0; });
   }
 
   // Columns [k0, k0 + KCI) of the first nt rows of `src` (row stride D
   // words: floats or int32) and of the D weight rows of hi and lo (hi, then
   // lo D * D bytes later; row stride D) into stage s, one commit group.
-  __device__ __forceinline__ void Issue(const uint32_t* src, const int8_t* hi_rows, uint32_t k0, uint32_t nt, uint32_t s) {
+  __device__ __forceinline__ void Issue(const uint32_t* src, const int8_t* hi_rows, uint32_t k0, uint32_t nt,
+                                        uint32_t s) {
 #pragma unroll
     for (uint32_t i = 0; i < kRawCopies; ++i) {
       const uint32_t v = tid + i * NT, k = v / (KCI / 4), c = (v % (KCI / 4)) * 4;
@@ -298,66 +312,78 @@ struct Cta {
     auto issue = [&](uint32_t ci, uint32_t s) {
       Issue(reinterpret_cast<const uint32_t*>(qrows), vrows, ci * KCI, nt, s);
     };
-    auto none = [](uint32_t) {};
-    bool big = false;
-    Run(kChunksPer, issue,
-        [&](uint32_t, uint32_t s) {
-          big |= ConvertSymbols(s, nt, false, huge_s);
-          return false;
-        },
-        none);
-    const bool second = __syncthreads_or(big);
-#pragma unroll
-    for (uint32_t m = 0; m < 2; ++m)
-#pragma unroll
-      for (uint32_t n = 0; n < 4; ++n)
-#pragma unroll
-        for (uint32_t r = 0; r < 4; ++r) {
-          const uint32_t k = RowOf(m, r), j = ColOf(n) + r % 2;
-          if (second) {
-            *reinterpret_cast<int2*>(dsum + DsumAt(D, k, j)) = make_int2(__float_as_int(pred(k, j)), Sum(m, n, r));
-          } else {
-            emit(k, j, int64_t{Sum(m, n, r)}, pred(k, j));
-          }
-        }
+    // A pass over the low bytes or the high parts; whether a symbol is outside what it covers.
+    auto pass = [&](bool high) {
+      bool out = false;
+      Run(
+          kChunksPer, issue,
+          [&](uint32_t, uint32_t s) {
+            out |= ConvertSymbols(s, nt, high, huge_s);
+            return false;
+          },
+          [](uint32_t) {});
+      return out;
+    };
+    const bool second = __syncthreads_or(pass(false));
+    ForEach([&](uint32_t m, uint32_t n, uint32_t r) {
+      const uint32_t k = RowOf(m, r), j = ColOf(n) + r % 2;
+      if (second) {
+        *reinterpret_cast<int2*>(dsum + DsumAt(D, k, j)) = make_int2(__float_as_int(pred(k, j)), Sum(m, n, r));
+      } else {
+        emit(k, j, int64_t{Sum(m, n, r)}, pred(k, j));
+      }
+    });
     if (!second) return false;
     Zero();
-    bool huge = false;
-    Run(kChunksPer, issue,
-        [&](uint32_t, uint32_t s) {
-          huge |= ConvertSymbols(s, nt, true, huge_s);
-          return false;
-        },
-        none);
-#pragma unroll
-    for (uint32_t m = 0; m < 2; ++m)
-#pragma unroll
-      for (uint32_t n = 0; n < 4; ++n)
-#pragma unroll
-        for (uint32_t r = 0; r < 4; ++r) {
-          const uint32_t k = RowOf(m, r), j = ColOf(n) + r % 2;
-          const int2 kept = *reinterpret_cast<const int2*>(dsum + DsumAt(D, k, j));
-          emit(k, j, int64_t{Sum(m, n, r)} * 256 + kept.y, __int_as_float(kept.x));
-        }
+    const bool huge = pass(true);
+    ForEach([&](uint32_t m, uint32_t n, uint32_t r) {
+      const uint32_t k = RowOf(m, r), j = ColOf(n) + r % 2;
+      const int2 kept = *reinterpret_cast<const int2*>(dsum + DsumAt(D, k, j));
+      emit(k, j, int64_t{Sum(m, n, r)} * 256 + kept.y, __int_as_float(kept.x));
+    });
     return __syncthreads_or(huge);
+  }
+
+  // The prediction's feature blocks into the double sums: nblk blocks of D
+  // columns, block b the rows of value block block_of(b) of `prev` ([blocks
+  // of T rows of D floats]; this tile's rows start at t0) with the exponent of
+  // prev_max[block_of(b)] (float bits), times the predictor's int8 halves
+  // w_group + b * 2 D D; the sums scaled by 2^(e_b + ew). exp_s: shared
+  // memory for nblk exponents. Every thread calls it; it synchronizes.
+  template <typename BlockFn>
+  __device__ __forceinline__ void PredictBlocks(const float* prev, const uint32_t* prev_max, BlockFn block_of,
+                                                uint32_t nblk, uint32_t T, uint32_t t0, uint32_t nt,
+                                                const int8_t* w_group, int ew, int* exp_s) {
+    for (uint32_t b = tid; b < nblk; b += NT) exp_s[b] = ExponentOfBits(prev_max[block_of(b)]);
+    Run(
+        nblk * kChunksPer,
+        [&](uint32_t ci, uint32_t s) {
+          const uint32_t b = ci / kChunksPer;
+          Issue(reinterpret_cast<const uint32_t*>(prev + (uint64_t{block_of(b)} * T + t0) * D),
+                w_group + uint64_t{b} * 2 * D * D, (ci % kChunksPer) * KCI, nt, s);
+        },
+        [&](uint32_t ci, uint32_t s) {
+          const int e = exp_s[ci / kChunksPer];
+          ConvertValues(s, nt, e, FixedScale(e));
+          return true;
+        },
+        [&](uint32_t ci) {
+          const uint32_t b = ci / kChunksPer;
+          if (ci % kChunksPer == kChunksPer - 1) FlushBlock(b == 0, exp_s[b] + ew);
+        });
   }
 
   // The block's exact sums S, times 2^(e), added in double to the sums
   // (the CPU's sum += double(S) * 2^e, blocks ascending from 0.0); then zero.
   __device__ __forceinline__ void FlushBlock(bool first, int e) {
     const double scale = ldexp(1.0, e);  // S * scale is exact (a power of two)
-#pragma unroll
-    for (uint32_t m = 0; m < 2; ++m)
-#pragma unroll
-      for (uint32_t n = 0; n < 4; ++n)
-#pragma unroll
-        for (uint32_t r = 0; r < 4; r += 2) {
-          double2* at = reinterpret_cast<double2*>(dsum + DsumAt(D, RowOf(m, r), ColOf(n)));
-          const double t0 = __dmul_rn(static_cast<double>(Sum(m, n, r)), scale);
-          const double t1 = __dmul_rn(static_cast<double>(Sum(m, n, r + 1)), scale);
-          const double2 old = first ? make_double2(0.0, 0.0) : *at;
-          *at = make_double2(__dadd_rn(old.x, t0), __dadd_rn(old.y, t1));
-        }
+    ForEach<2>([&](uint32_t m, uint32_t n, uint32_t r) {
+      double2* at = reinterpret_cast<double2*>(dsum + DsumAt(D, RowOf(m, r), ColOf(n)));
+      const double t0 = __dmul_rn(static_cast<double>(Sum(m, n, r)), scale);
+      const double t1 = __dmul_rn(static_cast<double>(Sum(m, n, r + 1)), scale);
+      const double2 old = first ? make_double2(0.0, 0.0) : *at;
+      *at = make_double2(__dadd_rn(old.x, t0), __dadd_rn(old.y, t1));
+    });
     Zero();
   }
 };

@@ -171,8 +171,9 @@ TEST_P(SeqEncodeGpuTest, RateControlEqualsEncodeChunk) {
   EncodeAndCompare("seq:bits=0.8,krate=0.5,streams=adaptive", {chunks[0], chunks[2]});
   EncodeAndCompare("seq:bits=1.5,streams=lanes", {chunks[0], chunks[1]});
   if (backend() == Backend::kCuda) EncodeAndCompare("seq:bits=1.5,streams=lanes2", {chunks[1], chunks[2]});
-  EncodeAndCompare("seq:bits=1.5,streams=lanes2,arith=int12",
-                   backend() == Backend::kCuda ? std::vector<Chunk>{chunks[0], chunks[1]} : std::vector<Chunk>{chunks[2]});
+  EncodeAndCompare("seq:bits=1.5,streams=lanes2,arith=int12", backend() == Backend::kCuda
+                                                                  ? std::vector<Chunk>{chunks[0], chunks[1]}
+                                                                  : std::vector<Chunk>{chunks[2]});
   // kl=: a budget near what delta=1 gives, and bits= under that budget
   // (the guardrail raises some chunks' rate).
   auto probe = MakeCodec("seq:delta=1,streams=adaptive");
