@@ -393,9 +393,13 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
   SEQKV_ASSIGN_OR_RETURN(const RopeParams* rope,
                          impl_->rope.ForBatch(args.items, rope_keys, p.head_dim, kWho, statuses));
 
-  bool any_int = false;  // arith=int12 items (their own launches, kSdMathInt12)
+  bool any_int = false, any_float = false;  // arith=int12 items (their own launches, kSdMathInt12), float items
   for (size_t i = 0; i < args.items.size(); ++i) {
-    if (!(*statuses)[i].ok() || args.items[i].arith != SeqArith::kInt12) continue;
+    if (!(*statuses)[i].ok()) continue;
+    if (args.items[i].arith != SeqArith::kInt12) {
+      any_float = true;
+      continue;
+    }
     if (!internal::SdTensorCoreFits(p.head_dim) || (p.features() - 1) / p.head_dim > internal::kSdIntMaxBlocks) {
       (*statuses)[i] = Unimplemented("seq gpu: arith=int12 chunks decode on the GPU for head sizes 64 and 128 (and "
                                      "at most 128 kv heads) only; decode this one on the CPU");
@@ -420,7 +424,8 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
                         : args.math == SeqDenseMath::kTensorTf32   ? internal::kSdMathTf32
                         : args.math == SeqDenseMath::kTensorF16    ? internal::kSdMathF16
                                                                    : internal::kSdMathExact;
-  if (math == internal::kSdMathF16) SEQKV_RETURN_IF_ERROR(impl_->EnsureHalfWeights());
+  // (The FP16 weights only for float items: a batch of int12 chunks does not need them.)
+  if (math == internal::kSdMathF16 && any_float) SEQKV_RETURN_IF_ERROR(impl_->EnsureHalfWeights());
   uint64_t q_at = 0, layer_at = 0, max_at = 0;
   uint32_t ctas = 0, int_ctas = 0, item_at = 0;
   uint64_t clear_begin = 0, clear_end = 0;  // symbols [begin, end) still to clear
