@@ -6,6 +6,10 @@
 #include <cstdio>
 #include <cstring>
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
+
 #include "bytes.h"
 #include "engine_rope.h"
 #include "rans.h"
@@ -851,6 +855,31 @@ void StepScaledBasis(const SeqProfile& p, uint32_t g, float* out) {
   }
 }
 
+#if defined(__x86_64__) && defined(__GNUC__)
+// a[j] = sum over c of x[c] * w[c][j] (exact int32) for one d-column block,
+// two rows at a time with AVX2's pairwise 16-bit products (vpmaddwd): w_pairs
+// holds rows (c, c + 1) interleaved per column (SeqFixedGroup::w_pairs). d % 8 == 0.
+__attribute__((target("avx2"))) void BlockSumsAvx2(const int16_t* x, const int16_t* w_pairs, uint32_t d,
+                                                   int32_t* a) {
+  for (uint32_t j = 0; j < d; j += 8) _mm256_storeu_si256(reinterpret_cast<__m256i*>(a + j), _mm256_setzero_si256());
+  for (uint32_t c = 0; c < d; c += 2) {
+    const uint32_t pair = uint32_t{static_cast<uint16_t>(x[c])} | uint32_t{static_cast<uint16_t>(x[c + 1])} << 16;
+    if (pair == 0) continue;
+    const __m256i xp = _mm256_set1_epi32(static_cast<int32_t>(pair));
+    const int16_t* row = w_pairs + size_t{c} * d;
+    for (uint32_t j = 0; j < d; j += 8) {
+      const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 2 * j));
+      __m256i* at = reinterpret_cast<__m256i*>(a + j);
+      _mm256_storeu_si256(at, _mm256_add_epi32(_mm256_loadu_si256(at), _mm256_madd_epi16(w, xp)));
+    }
+  }
+}
+bool HasAvx2() {
+  static const bool has = __builtin_cpu_supports("avx2");
+  return has;
+}
+#endif
+
 // pred[t][j] = float(sum over feature blocks b, ascending, of 2^(e_b + ew) *
 // S_b[t][j]) + bias[j], S_b the exact int32 sum over the block's d columns of
 // feature * weight. Blocks: the previous layer's [T][d] reconstruction of
@@ -871,12 +900,19 @@ SEQKV_VECTOR_CLONES void PredictFixed(const SeqProfile& p, uint32_t g, uint32_t 
       const int16_t* x = feats.data() + (size_t{block} * tokens + t) * d;
       const int16_t* w = fg.w.data() + size_t{b} * d * d;
       int32_t* __restrict a = acc->data();
-      std::fill(a, a + d, 0);
-      for (uint32_t c = 0; c < d; ++c) {
-        const int32_t xc = x[c];
-        if (xc == 0) continue;
-        const int16_t* __restrict wr = w + size_t{c} * d;
-        for (uint32_t j = 0; j < d; ++j) a[j] += xc * int32_t{wr[j]};
+#if defined(__x86_64__) && defined(__GNUC__)
+      if (d % 8 == 0 && !fg.w_pairs.empty() && HasAvx2()) {
+        BlockSumsAvx2(x, fg.w_pairs.data() + size_t{b} * d * d, d, a);
+      } else
+#endif
+      {
+        std::fill(a, a + d, 0);
+        for (uint32_t c = 0; c < d; ++c) {
+          const int32_t xc = x[c];
+          if (xc == 0) continue;
+          const int16_t* __restrict wr = w + size_t{c} * d;
+          for (uint32_t j = 0; j < d; ++j) a[j] += xc * int32_t{wr[j]};
+        }
       }
       const double scale = std::ldexp(1.0, e[block] + fg.ew);  // a * scale is exact (a power of two)
       for (uint32_t j = 0; j < d; ++j) (*sum)[j] += double(a[j]) * scale;
@@ -1110,6 +1146,15 @@ int SeqFixedExponent(double m) {
   return e;
 }
 
+namespace {
+// nearbyint(y) in the default rounding mode (to nearest, ties to even) for
+// |y| < 2^51, without a library call: adding 1.5 * 2^52 leaves no fraction bits.
+inline double RoundHalfEven(double y) {
+  constexpr double kShift = 6755399441055744.0;  // 1.5 * 2^52
+  return (y + kShift) - kShift;
+}
+}  // namespace
+
 int SeqToFixed(const float* v, size_t rows, size_t stride, size_t cols, int16_t* out) {
   double m = 0;
   for (size_t r = 0; r < rows; ++r) {
@@ -1123,7 +1168,7 @@ int SeqToFixed(const float* v, size_t rows, size_t stride, size_t cols, int16_t*
   for (size_t r = 0; r < rows; ++r) {
     for (size_t c = 0; c < cols; ++c) {
       const double x = v[r * stride + c];
-      out[r * cols + c] = std::isfinite(x) ? static_cast<int16_t>(std::nearbyint(x * inv)) : 0;
+      out[r * cols + c] = std::isfinite(x) ? static_cast<int16_t>(RoundHalfEven(x * inv)) : 0;  // |x * inv| <= 2047
     }
   }
   return e;
@@ -1138,6 +1183,15 @@ std::vector<SeqFixedGroup> SeqFixedGroups(const SeqProfile& p) {
     if (F > 1) {
       fg.w.resize(size_t{F - 1} * d);
       fg.ew = SeqToFixed(p.predictor.data() + size_t{g} * F * d, F - 1, d, d, fg.w.data());
+      if (d % 2 == 0) {
+        fg.w_pairs.resize(fg.w.size());
+        for (uint32_t c = 0; c + 1 < F - 1; c += 2) {
+          for (uint32_t j = 0; j < d; ++j) {
+            fg.w_pairs[(size_t{c} * d + 2 * j)] = fg.w[size_t{c} * d + j];
+            fg.w_pairs[(size_t{c} * d + 2 * j) + 1] = fg.w[size_t{c + 1} * d + j];
+          }
+        }
+      }
     }
     fg.u.resize(size_t{d} * d);
     fg.eu = SeqToFixed(p.basis.data() + size_t{g} * d * d, d, d, d, fg.u.data());

@@ -291,6 +291,33 @@ TEST(SeqLossyCoreTest, StepMultipliersArePowersOfTwoSixteenths) {
   EXPECT_NEAR(internal::SeqMultiplier(120), 1 / std::sqrt(2.0), 4e-15);
 }
 
+// arith=int12's fixed point (docs/format.md): the smallest exponent with
+// max |v| <= 2047 2^e, values rounded half to even, non-finite values 0.
+TEST(SeqLossyCoreTest, FixedPointRoundsHalfToEvenAndIgnoresNonFiniteValues) {
+  EXPECT_EQ(internal::SeqFixedExponent(0.0), 0);
+  EXPECT_EQ(internal::SeqFixedExponent(2047.0), 0);
+  EXPECT_EQ(internal::SeqFixedExponent(2047.5), 1);
+  EXPECT_EQ(internal::SeqFixedExponent(1023.6), 0);
+  EXPECT_EQ(internal::SeqFixedExponent(1023.5), -1);
+  // max 2047: e = 0, so the values are rounded to integers, ties to even.
+  const float nan = std::nanf(""), inf = INFINITY;
+  const std::vector<float> v = {2047.0f, 0.5f,   1.5f, 2.5f, -0.5f, -1.5f, -2.5f,
+                                1.25f,   -1.75f, nan,  inf,  -inf,  0.0f,  -0.0f};
+  std::vector<int16_t> out(v.size(), 99);
+  EXPECT_EQ(internal::SeqToFixed(v.data(), 1, v.size(), v.size(), out.data()), 0);
+  EXPECT_EQ(out, (std::vector<int16_t>{2047, 0, 2, 2, 0, -2, -2, 1, -2, 0, 0, 0, 0, 0}));
+  // Scaled: max 4094 -> e = 1, values / 2 then rounded (1.0 / 2 = 0.5 -> 0, 3.0 / 2 = 1.5 -> 2).
+  const std::vector<float> w = {4094.0f, 1.0f, 3.0f, -5.0f, -4093.0f};
+  std::vector<int16_t> wo(w.size());
+  EXPECT_EQ(internal::SeqToFixed(w.data(), 1, w.size(), w.size(), wo.data()), 1);
+  EXPECT_EQ(wo, (std::vector<int16_t>{2047, 0, 2, -2, -2046}));
+  // Tiny values: the exponent goes far below float's normal range, exactly.
+  const std::vector<float> tiny = {std::ldexp(2047.0f, -140), std::ldexp(3.0f, -149)};
+  std::vector<int16_t> to(tiny.size());
+  EXPECT_EQ(internal::SeqToFixed(tiny.data(), 1, tiny.size(), tiny.size(), to.data()), -140);
+  EXPECT_EQ(to, (std::vector<int16_t>{2047, 0}));
+}
+
 // ------------------------------------------------------------ helpers
 
 // Tokens [start, start + n) of a chunk, positions kept.
