@@ -10,8 +10,9 @@
 // when the profile codes keys before RoPE) and V to the destination.
 //
 // Exactness: arith=int12 chunks are exact on every path (integer sums on
-// int8 tensor cores on kCuda). For float chunks, with SeqDenseMath::kExact every float operation is the CPU
-// reference's (codec/src/seq_lossy_core.cc, engine_rope.cc), in the same
+// int8 tensor cores on kCuda; docs/gpu.md, "arith=int12 on int8 tensor
+// cores"). For float chunks, with SeqDenseMath::kExact every float operation
+// is the CPU reference's (codec/src/seq_lossy_core.cc, engine_rope.cc), in the same
 // order, without FMA contraction: the output is the same bf16 as
 // seqkv::DecodeChunk's, bit for bit (tests/gpu/seq_decode_gpu_test.cc). The
 // tensor-core maths (SeqDenseMath) compute the same sums on tensor cores:
@@ -25,6 +26,8 @@
 // UNIMPLEMENTED for a lossless-fallback chunk or a chunk whose layer 0 comes
 // from the model, and FAILED_PRECONDITION for a parent-conditioned chunk or
 // another profile's chunk: decode those with seqkv::DecodeChunk on the CPU.
+// On kCuda, Decode answers UNIMPLEMENTED (that item's status) for an
+// arith=int12 chunk whose head size is not 64 or 128.
 //
 // Memory: the workspace holds the symbols (4 bytes per element of the batch),
 // two layers of float reconstructions and, for arith=int12 chunks, a word per
