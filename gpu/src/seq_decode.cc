@@ -13,6 +13,7 @@
 #include "engine_rope.h"
 #include "gpu_util.h"
 #include "kv_layout.h"
+#include "seq_int12.h"
 #include "seq_lanes.h"
 #include "seq_lossy_core.h"
 #include "seqkv/codec/codec.h"
@@ -400,7 +401,7 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
       any_float = true;
       continue;
     }
-    if (!internal::SdTensorCoreFits(p.head_dim) || (p.features() - 1) / p.head_dim > internal::kSdIntMaxBlocks) {
+    if (!internal::Int12Fits(p.head_dim, p.features())) {
       (*statuses)[i] = Unimplemented("seq gpu: arith=int12 chunks decode on the GPU for head sizes 64 and 128 (and "
                                      "at most 128 kv heads) only; decode this one on the CPU");
     } else {

@@ -753,16 +753,16 @@ __global__ void __launch_bounds__(2 * D, 2) SdLayerH16Kernel(SdLaunch L, uint32_
 // float(double(A) 2^ev * base), each a separate round-to-nearest operation
 // as on the CPU; then the shared output stage.
 using i12::TMI;
-static_assert(TMI == kSdIntTileTokens, "the int12 tile");
+static_assert(TMI == kInt12TileTokens, "the int12 tile");
 
 template <uint32_t D>
 __global__ void __launch_bounds__(2 * D, 2) SdLayerI12Kernel(SdLaunch L, uint32_t layer) {
   using Cta = i12::Cta<D>;
-  constexpr uint32_t NT = Cta::NT, RS = D + 4;
+  constexpr uint32_t NT = Cta::NT, RS = Cta::kRowStride;
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ uint64_t dst_s[TMI];  // the rows' destinations (OutRowOffsets)
   __shared__ uint32_t huge_s[TMI];  // row k has a symbol at or past 2^15 (Cta::Symbols)
-  __shared__ int exp_s[kSdIntMaxBlocks];  // the feature blocks' exponents
+  __shared__ int exp_s[kInt12MaxBlocks];  // the feature blocks' exponents
   Cta cta(smem);
 
   dense::Tile tl;
@@ -792,34 +792,15 @@ __global__ void __launch_bounds__(2 * D, 2) SdLayerI12Kernel(SdLaunch L, uint32_
   auto pred_of = [&](uint32_t k, uint32_t j) {
     return i12::PredOf(feats, feats ? cta.dsum[i12::DsumAt(D, k, j)] : 0.0, bias[j]);
   };
-  const bool huge = cta.Symbols(qrows, vrows, nt, huge_s, pred_of, [&](uint32_t k, uint32_t j, int64_t a, float pred) {
+  cta.Symbols(qrows, vrows, nt, huge_s, pred_of, [&](uint32_t k, uint32_t j, int64_t a, float pred) {
     row_s[k * RS + j] = __fadd_rn(pred, i12::RecOf(static_cast<double>(a), vscale, base));
   });
-  // Rows with a symbol at or past 2^15 (rarer still): the sums again, in int64
-  // (each element's prediction kept in its dsum slot by Symbols).
-  for (uint32_t k = 0; huge && k < nt; ++k) {
-    if (huge_s[k] == 0) continue;
-    for (uint32_t j = tid; j < D; j += NT) {
-      const int64_t a = i12::SumRow(qrows + uint64_t{k} * D, vrows + uint64_t{j} * D, D);
-      const float pred = __int_as_float(reinterpret_cast<const int2*>(cta.dsum + i12::DsumAt(D, k, j))->x);
-      row_s[k * RS + j] = __fadd_rn(pred, i12::RecOf(static_cast<double>(a), vscale, base));
-    }
-  }
   OutRowOffsets(L, desc, layer, kv, h, t0, nt, dst_s, tid, NT);
   __syncthreads();
   // The next layer's features (float rows) and their blocks' largest |x|.
-  float* cur_rows = desc.xhat[layer % 2] + ((uint64_t{kv} * H + h) * T + t0) * D;
   if (KeepsRows(L, layer)) {
-    uint32_t most = 0;
-    for (uint32_t u = tid; u < nt * (D / 4); u += NT) {
-      const uint32_t k = u / (D / 4), c = (u % (D / 4)) * 4;
-      const float4 v = *reinterpret_cast<const float4*>(&row_s[k * RS + c]);
-      *reinterpret_cast<float4*>(cur_rows + uint64_t{k} * D + c) = v;
-      most = max(most, max(max(i12::FiniteAbsBits(v.x), i12::FiniteAbsBits(v.y)),
-                           max(i12::FiniteAbsBits(v.z), i12::FiniteAbsBits(v.w))));
-    }
-    most = __reduce_max_sync(0xFFFFFFFFu, most);
-    if (cta.lane == 0 && most != 0) atomicMax(&desc.max_bits[layer * 2 * H + kv * H + h], most);
+    cta.StoreRows(nt, desc.xhat[layer % 2] + ((uint64_t{kv} * H + h) * T + t0) * D,
+                  &desc.max_bits[layer * 2 * H + kv * H + h]);
   }
   OutWriteRows(L, desc, layer, kv, t0, nt, dst_s, row_s, RS, tid, NT);
 }
@@ -873,8 +854,8 @@ cudaError_t LaunchSdLayer(const SdLaunch& launch, uint32_t layer, cudaStream_t s
     // head sizes 64 and 128: the features are 2 or 2 * heads rows of them).
     if (!SdTensorCoreFits(launch.head_dim) || (launch.features - 1) % KC != 0) return cudaErrorInvalidValue;
     if (launch.math == kSdMathInt12) {
-      if (launch.v_i8 == nullptr || launch.fixed_exp == nullptr || (launch.features > 1 && launch.w_i8 == nullptr) ||
-          (launch.features - 1) / launch.head_dim > kSdIntMaxBlocks) {
+      if (!Int12Fits(launch.head_dim, launch.features) || launch.v_i8 == nullptr || launch.fixed_exp == nullptr ||
+          (launch.features > 1 && launch.w_i8 == nullptr)) {
         return cudaErrorInvalidValue;
       }
       return launch.head_dim == 64 ? LaunchSdLayerI12D<64>(launch, layer, stream)

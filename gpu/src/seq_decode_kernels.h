@@ -7,6 +7,8 @@
 
 #include <cstdint>
 
+#include "seq_int12.h"
+
 namespace seqkv::gpu::internal {
 
 // Tokens one CTA reconstructs (each thread: one channel of SdTileTokens tokens).
@@ -16,12 +18,6 @@ inline constexpr uint32_t kSdFeatureChunk = 128;
 // Tensor-core variant (SdLaunch::math != kSdMathExact): tokens per CTA (two
 // rows of warps, a warp per 64 tokens x 32 channels).
 inline constexpr uint32_t kSdTcTileTokens = 128;
-// The integer kernel (kSdMathInt12): tokens per CTA (two rows of warps, a
-// warp per 32 tokens x 32 channels).
-inline constexpr uint32_t kSdIntTileTokens = 64;
-// The integer kernel takes profiles of at most this many feature blocks of
-// head_dim columns (2 * kv_heads for all-heads predictors).
-inline constexpr uint32_t kSdIntMaxBlocks = 256;
 
 // How the dense stage computes its sums (SeqDenseMath, seq_decode.h).
 enum SdMath : uint32_t {
@@ -93,7 +89,7 @@ inline bool SdTensorCoreFits(uint32_t head_dim) { return head_dim == 64 || head_
 
 // Tokens per CTA of the launch's kernel.
 inline uint32_t SdTileTokensOf(uint32_t math) {
-  return math == kSdMathExact ? kSdTileTokens : math == kSdMathInt12 ? kSdIntTileTokens : kSdTcTileTokens;
+  return math == kSdMathExact ? kSdTileTokens : math == kSdMathInt12 ? kInt12TileTokens : kSdTcTileTokens;
 }
 
 // CTAs per item and layer: one per (kv, head, tile of SdTileTokensOf tokens).

@@ -13,6 +13,7 @@
 #include "gpu_util.h"
 #include "kv_layout.h"
 #include "seq_lanes.h"
+#include "seq_int12.h"
 #include "seq_lossy_core.h"
 #include "seqkv/codec/format.h"
 #include "seqkv/codec/seq_profile.h"
@@ -316,8 +317,7 @@ Result<SeqEncodeGpu> SeqEncodeGpu::CreateFor(Backend backend, std::shared_ptr<co
   }
   if (p.head_dim > 1024) return Unimplemented("seq gpu encode: head_dim above 1024");
   const bool int12 = settings.arith == SeqArith::kInt12;
-  if (int12 && backend == Backend::kCuda &&
-      ((p.head_dim != 64 && p.head_dim != 128) || (p.features() - 1) / p.head_dim > 256)) {
+  if (int12 && backend == Backend::kCuda && !internal::Int12Fits(p.head_dim, p.features())) {
     return Unimplemented("seq gpu encode: arith=int12 encodes on the GPU for head sizes 64 and 128 (and at most 128 "
                          "kv heads) only; encode on the CPU");
   }

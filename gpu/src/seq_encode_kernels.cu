@@ -193,7 +193,7 @@ __global__ void SqLayerKernel(SqLaunch L, uint32_t layer) {
 //     layer's rows with their blocks' largest |x|, and the partial squared
 //     errors of SeqGroupSse's tiles.
 using i12::TMI;
-static_assert(TMI == kSqIntTileTokens, "the int12 tile");
+static_assert(TMI == kInt12TileTokens, "the int12 tile");
 static_assert(TMI % kSqSseTile == 0, "whole squared-error tiles per CTA");
 
 // Element j of token t's coding-domain input (layer, kv, head h): bf16
@@ -225,17 +225,11 @@ __device__ __forceinline__ float InputAt(const SqLaunch& L, const SqDesc& desc, 
   return dense::RopePair(widen(row[ia]), widen(row[ib]), first, L.rope_cos[at], L.rope_sin[at], true);
 }
 
-// The largest of a warp's values (float bits) into *at.
-__device__ __forceinline__ void WarpMaxInto(uint32_t most, uint32_t lane, uint32_t* at) {
-  most = __reduce_max_sync(0xFFFFFFFFu, most);
-  if (lane == 0 && most != 0) atomicMax(at, most);
-}
-
 template <uint32_t D>
 __global__ void __launch_bounds__(2 * D, 2) SqI12PredictKernel(SqLaunch L, uint32_t layer) {
   using Cta = i12::Cta<D>;
   extern __shared__ __align__(16) unsigned char smem[];
-  __shared__ int exp_s[kSqIntMaxBlocks];  // the feature blocks' exponents
+  __shared__ int exp_s[kInt12MaxBlocks];  // the feature blocks' exponents
   Cta cta(smem);
   dense::Tile tl;
   const SqDesc& desc = dense::TileItem<TMI>(L.descs, L.count, L.heads, layer, &tl);
@@ -267,13 +261,13 @@ __global__ void __launch_bounds__(2 * D, 2) SqI12PredictKernel(SqLaunch L, uint3
     *reinterpret_cast<float2*>(desc.pred + at) = make_float2(p[0], p[1]);
     *reinterpret_cast<float2*>(desc.resid + at) = make_float2(e[0], e[1]);
   });
-  WarpMaxInto(most, cta.lane, &desc.rmax[layer * 2 * H + kv * H + h]);
+  i12::WarpMaxInto(most, cta.lane, &desc.rmax[layer * 2 * H + kv * H + h]);
 }
 
 template <uint32_t D>
 __global__ void __launch_bounds__(2 * D, 2) SqI12QuantKernel(SqLaunch L, uint32_t layer) {
   using Cta = i12::Cta<D>;
-  constexpr uint32_t NT = Cta::NT, RS = D + 4;
+  constexpr uint32_t NT = Cta::NT, RS = Cta::kRowStride;
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ uint32_t huge_s[TMI];  // row k has a symbol at or past 2^15 (Cta::Symbols)
   __shared__ float step_s[D];
@@ -323,31 +317,13 @@ __global__ void __launch_bounds__(2 * D, 2) SqI12QuantKernel(SqLaunch L, uint32_
   const double base = desc.step_base[g];
   const double vscale = ldexp(1.0, ev);
   auto pred_of = [&](uint32_t k, uint32_t j) { return k < nt ? desc.pred[at0 + uint64_t{k} * D + j] : 0.0f; };
-  const bool huge = cta.Symbols(qrows, vrows, nt, huge_s, pred_of, [&](uint32_t k, uint32_t j, int64_t a, float pred) {
+  cta.Symbols(qrows, vrows, nt, huge_s, pred_of, [&](uint32_t k, uint32_t j, int64_t a, float pred) {
     if (k < nt) row_s[k * RS + j] = __fadd_rn(pred, i12::RecOf(static_cast<double>(a), vscale, base));
   });
-  if (huge) {
-    for (uint32_t k = 0; k < nt; ++k) {
-      if (huge_s[k] == 0) continue;
-      for (uint32_t j = tid; j < D; j += NT) {
-        const int64_t a = i12::SumRow(qrows + uint64_t{k} * D, vrows + uint64_t{j} * D, D);
-        row_s[k * RS + j] = __fadd_rn(pred_of(k, j), i12::RecOf(static_cast<double>(a), vscale, base));
-      }
-    }
-  }
   __syncthreads();  // row_s complete
   // The next layer's features and their blocks' largest |x|.
   if (layer + 1 < L.layers && L.inputs != 0) {
-    float* cur_rows = desc.xhat[layer % 2] + at0;
-    uint32_t most = 0;
-    for (uint32_t u = tid; u < nt * (D / 4); u += NT) {
-      const uint32_t k = u / (D / 4), c = (u % (D / 4)) * 4;
-      const float4 v = *reinterpret_cast<const float4*>(&row_s[k * RS + c]);
-      *reinterpret_cast<float4*>(cur_rows + uint64_t{k} * D + c) = v;
-      most = max(most, max(max(i12::FiniteAbsBits(v.x), i12::FiniteAbsBits(v.y)),
-                           max(i12::FiniteAbsBits(v.z), i12::FiniteAbsBits(v.w))));
-    }
-    WarpMaxInto(most, cta.lane, &desc.max_bits[layer * 2 * H + kv * H + h]);
+    cta.StoreRows(nt, desc.xhat[layer % 2] + at0, &desc.max_bits[layer * 2 * H + kv * H + h]);
   }
   // Partial squared errors per kSqSseTile tokens and channel (SeqGroupSse's tiles).
   const uint32_t sse_tiles = (T + kSqSseTile - 1) / kSqSseTile;
@@ -886,8 +862,8 @@ cudaError_t LaunchSqLayer(const SqLaunch& launch, uint32_t layer, cudaStream_t s
   if (launch.total_ctas == 0) return cudaSuccess;
   if (launch.int12) {
     const uint32_t d = launch.head_dim;
-    if ((d != 64 && d != 128) || (launch.features - 1) / d > kSqIntMaxBlocks || launch.u_i8 == nullptr ||
-        launch.v_i8 == nullptr || launch.fixed_exp == nullptr || (launch.features > 1 && launch.w_i8 == nullptr)) {
+    if (!Int12Fits(d, launch.features) || launch.u_i8 == nullptr || launch.v_i8 == nullptr ||
+        launch.fixed_exp == nullptr || (launch.features > 1 && launch.w_i8 == nullptr)) {
       return cudaErrorInvalidValue;
     }
     return d == 64 ? LaunchSqI12Layer<64>(launch, layer, stream) : LaunchSqI12Layer<128>(launch, layer, stream);

@@ -8,6 +8,8 @@
 
 #include <cstdint>
 
+#include "seq_int12.h"
+
 namespace seqkv::gpu::internal {
 
 enum SqDeviceStatus : int32_t {
@@ -28,15 +30,10 @@ inline constexpr uint32_t kSqTileTokens = 16;  // 32 measured slower (39 vs 35 m
 inline constexpr uint32_t kSqSseTile = 16;
 static_assert(kSqTileTokens % kSqSseTile == 0, "whole partial sums per CTA");
 
-// arith=int12 (SqLaunch::int12): tokens per CTA of its two kernels, and the
-// most feature blocks (of head_dim columns) a profile may have.
-inline constexpr uint32_t kSqIntTileTokens = 64;
-inline constexpr uint32_t kSqIntMaxBlocks = 256;
-
 // CTAs per item and layer: one per (kv, head, tile of kSqTileTokens tokens,
-// or kSqIntTileTokens for arith=int12).
+// or kInt12TileTokens for arith=int12).
 inline uint32_t SqCtasOf(uint32_t heads, uint32_t tokens, bool int12 = false) {
-  const uint32_t tile = int12 ? kSqIntTileTokens : kSqTileTokens;
+  const uint32_t tile = int12 ? kInt12TileTokens : kSqTileTokens;
   return 2 * heads * ((tokens + tile - 1) / tile);
 }
 
@@ -136,8 +133,7 @@ struct SqLaunch {
 };
 
 // Quantizes and reconstructs layer `layer` of every chunk (after layer - 1).
-// arith=int12 needs head_dim 64 or 128 and at most kSqIntMaxBlocks feature
-// blocks (else cudaErrorInvalidValue).
+// arith=int12 needs a profile that Int12Fits (else cudaErrorInvalidValue).
 cudaError_t LaunchSqLayer(const SqLaunch& launch, uint32_t layer, cudaStream_t stream);
 // Runs the models over every group's symbols (each symbol's start and
 // frequency), ranks the coded components, and per group sums the squared

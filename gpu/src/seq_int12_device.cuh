@@ -33,10 +33,11 @@
 #include <cstdint>
 
 #include "seq_dense_device.cuh"
+#include "seq_int12.h"
 
 namespace seqkv::gpu::internal::i12 {
 
-constexpr uint32_t TMI = 64;             // tokens per CTA
+constexpr uint32_t TMI = kInt12TileTokens;  // tokens per CTA
 constexpr uint32_t KCI = 32;             // K columns staged at a time
 constexpr uint32_t kIStride = KCI + 16;  // int8 operand row stride, bytes
 
@@ -46,7 +47,7 @@ constexpr uint32_t kIStride = KCI + 16;  // int8 operand row stride, bytes
 // kernel's float rows [TMI][d + 4] may overlay the stages at the end.
 __host__ __device__ constexpr uint32_t StageBytes(uint32_t d) { return TMI * KCI * 4 + 2 * d * kIStride; }
 __host__ __device__ constexpr uint32_t AreaBytes(uint32_t d) { return 2 * StageBytes(d) + 2 * TMI * kIStride; }
-__host__ __device__ constexpr uint32_t RowBytes(uint32_t d) { return TMI * (d + 4) * 4; }
+__host__ __device__ constexpr uint32_t RowBytes(uint32_t d) { return TMI * (d + 4) * 4; }  // Cta::kRowStride
 __host__ __device__ constexpr uint32_t SumBytes(uint32_t d) { return TMI * d * 8; }
 __host__ __device__ constexpr uint32_t SharedBytes(uint32_t d) {
   return SumBytes(d) + (AreaBytes(d) > RowBytes(d) ? AreaBytes(d) : RowBytes(d));
@@ -91,6 +92,12 @@ __device__ __forceinline__ int32_t ToFixed(float x, float scale, int e) {
 // |x| as float bits (ordered as the values), 0 for a value that is not finite.
 __device__ __forceinline__ uint32_t FiniteAbsBits(float x) { return isfinite(x) ? __float_as_uint(fabsf(x)) : 0u; }
 
+// The largest of a warp's values (float bits) into *at (every lane calls it).
+__device__ __forceinline__ void WarpMaxInto(uint32_t most, uint32_t lane, uint32_t* at) {
+  most = __reduce_max_sync(0xFFFFFFFFu, most);
+  if (lane == 0 && most != 0) atomicMax(at, most);
+}
+
 // n = 64 hi + lo as two int8 bytes in byte `at` of the words.
 __device__ __forceinline__ void SplitInto(int32_t n, uint32_t at, uint32_t& hi, uint32_t& lo) {
   const int32_t h = (n + 32) >> 6;
@@ -105,6 +112,15 @@ __device__ __forceinline__ uint32_t DsumAt(uint32_t d, uint32_t k, uint32_t j) {
   return k * d + (((j / 2) ^ (k % 8)) * 2) + (j % 2);
 }
 
+// sum_i q[i] v[i][j] in int64, v from the int8 halves' row j (hi, then lo
+// d * d bytes later): a row with a symbol outside int8.
+__device__ __forceinline__ int64_t SumRow(const int32_t* q, const int8_t* vh_row, uint32_t d) {
+  const int8_t* vl_row = vh_row + uint64_t{d} * d;
+  int64_t a = 0;
+  for (uint32_t i = 0; i < d; ++i) a += int64_t{q[i]} * (int32_t{vh_row[i]} * 64 + vl_row[i]);
+  return a;
+}
+
 // One CTA's view: its shared memory, its warp's place and its accumulators.
 template <uint32_t D>
 struct Cta {
@@ -113,6 +129,7 @@ struct Cta {
   static constexpr uint32_t kRawCopies = TMI * (KCI / 4) / NT;   // 16-byte raw copies (four columns) per thread
   static constexpr uint32_t kBCopies = 2 * D * (KCI / 16) / NT;  // 16-byte weight copies per thread
   static constexpr uint32_t kChunksPer = D / KCI;                // chunks of a D-column block
+  static constexpr uint32_t kRowStride = D + 4;                  // Rows()' row stride, floats
 
   double* dsum;
   unsigned char* area;
@@ -304,10 +321,11 @@ struct Cta {
   // outside int8, a second over the high parts, A = 256 A_high + A_low (each
   // below 2^31 for |q| < 2^15: 2^7 * 2047 * 128); between the passes each
   // element's pred and A_low wait in its 8 bytes of dsum (read by pred
-  // first). Returns whether a row has a symbol outside even that (marked in
-  // huge_s, zeroed by the caller before): the caller sums those again (SumRow).
+  // first). A row with a symbol outside even that (marked in huge_s, zeroed
+  // by the caller before) is summed again in int64 (SumRow) and emitted again.
+  // The caller synchronizes before it reads what emit wrote.
   template <typename PredFn, typename EmitFn>
-  __device__ __forceinline__ bool Symbols(const int32_t* qrows, const int8_t* vrows, uint32_t nt, uint32_t* huge_s,
+  __device__ __forceinline__ void Symbols(const int32_t* qrows, const int8_t* vrows, uint32_t nt, uint32_t* huge_s,
                                           PredFn pred, EmitFn emit) {
     auto issue = [&](uint32_t ci, uint32_t s) {
       Issue(reinterpret_cast<const uint32_t*>(qrows), vrows, ci * KCI, nt, s);
@@ -333,7 +351,7 @@ struct Cta {
         emit(k, j, int64_t{Sum(m, n, r)}, pred(k, j));
       }
     });
-    if (!second) return false;
+    if (!second) return;
     Zero();
     const bool huge = pass(true);
     ForEach([&](uint32_t m, uint32_t n, uint32_t r) {
@@ -341,7 +359,29 @@ struct Cta {
       const int2 kept = *reinterpret_cast<const int2*>(dsum + DsumAt(D, k, j));
       emit(k, j, int64_t{Sum(m, n, r)} * 256 + kept.y, __int_as_float(kept.x));
     });
-    return __syncthreads_or(huge);
+    if (!__syncthreads_or(huge)) return;
+    for (uint32_t k = 0; k < nt; ++k) {
+      if (huge_s[k] == 0) continue;
+      for (uint32_t j = tid; j < D; j += NT) {
+        const float kept = __int_as_float(reinterpret_cast<const int2*>(dsum + DsumAt(D, k, j))->x);
+        emit(k, j, SumRow(qrows + uint64_t{k} * D, vrows + uint64_t{j} * D, D), kept);
+      }
+    }
+  }
+
+  // The first nt float rows of Rows() to cur_rows (row stride D), four
+  // channels a store, and their largest finite |x| into *max_at (float bits,
+  // one atomicMax per warp). Every thread calls it.
+  __device__ __forceinline__ void StoreRows(uint32_t nt, float* cur_rows, uint32_t* max_at) const {
+    const float* row_s = Rows();
+    uint32_t most = 0;
+    for (uint32_t u = tid; u < nt * (D / 4); u += NT) {
+      const uint32_t k = u / (D / 4), c = (u % (D / 4)) * 4;
+      const float4 v = *reinterpret_cast<const float4*>(&row_s[k * kRowStride + c]);
+      reinterpret_cast<float4*>(cur_rows)[(uint64_t{k} * D + c) / 4] = v;
+      most = max(most, max(max(FiniteAbsBits(v.x), FiniteAbsBits(v.y)), max(FiniteAbsBits(v.z), FiniteAbsBits(v.w))));
+    }
+    WarpMaxInto(most, lane, max_at);
   }
 
   // The prediction's feature blocks into the double sums: nblk blocks of D
@@ -398,13 +438,5 @@ __device__ __forceinline__ float RecOf(double a, double vscale, double base) {
   return __double2float_rn(__dmul_rn(__dmul_rn(a, vscale), base));
 }
 
-// sum_i q[i] v[i][j] in int64, v from the int8 halves' row j (hi, then lo
-// d * d bytes later): a row with a symbol outside int8.
-__device__ __forceinline__ int64_t SumRow(const int32_t* q, const int8_t* vh_row, uint32_t d) {
-  const int8_t* vl_row = vh_row + uint64_t{d} * d;
-  int64_t a = 0;
-  for (uint32_t i = 0; i < d; ++i) a += int64_t{q[i]} * (int32_t{vh_row[i]} * 64 + vl_row[i]);
-  return a;
-}
 
 }  // namespace seqkv::gpu::internal::i12
