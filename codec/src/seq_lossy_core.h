@@ -174,7 +174,7 @@ Status SeqDecodeLaneGroup(std::span<const uint8_t> stream, uint32_t tokens, uint
 struct SeqFixedGroup {
   std::vector<int16_t> w;  // predictor feature rows [F - 1][d] (not the bias row)
   // w's rows in pairs (c, c + 1) of each d-row block, interleaved per column:
-  // [F - 1 / 2][d][2] (even d; empty otherwise), for pairwise integer products.
+  // [(F - 1) / 2][d][2] (even d; empty otherwise), for pairwise integer products.
   std::vector<int16_t> w_pairs;
   std::vector<int16_t> u;  // basis [d][d] (the encoder's forward transform)
   std::vector<int16_t> v;  // float(step_scale[i] * basis[i][j]), [d][d] (reconstruction)

@@ -174,7 +174,6 @@ struct SeqDecodeGpu::Impl {
     return *fixed_groups;
   }
 
-
   // The FP16 copies of the predictor and basis, once; FAILED_PRECONDITION
   // (every later call too) when a weight is outside FP16's range.
   Status EnsureHalfWeights() {
