@@ -105,7 +105,7 @@ struct SeqLaneCursor {
   uint32_t phase = 0;   // 0 magnitude, 1 escape zeros, 2 escape bits, 3 sign, 4 done
   uint32_t mag = 0;     // magnitude (escape: the Exp-Golomb value so far)
   int32_t k = 0;        // escape: zeros counted, then bits left
-  bool neg = false;     // signed lanes: the escape's sign
+  uint32_t neg = 0;     // signed lanes: the escape's sign (a word: a bool costs the GPU byte permutes)
 };
 
 enum SeqLaneStepResult : int { kSeqLaneMore = 0, kSeqLaneDone = 1, kSeqLaneCorrupt = -1 };
@@ -284,7 +284,7 @@ SEQKV_LANES_HD inline int SeqSignedLaneStep(SeqLaneCursor* cur, const SeqLaneGro
     if (s == kSeqSignedEscapeNeg || s == kSeqSignedEscapePos) {
       cur->phase = 1;
       cur->k = 0;
-      cur->neg = s == kSeqSignedEscapeNeg;
+      cur->neg = s == kSeqSignedEscapeNeg ? 1u : 0u;
       return kSeqLaneMore;
     }
     value = s - kSeqSignedZero;

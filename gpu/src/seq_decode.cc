@@ -480,7 +480,9 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
         (item.coding == SeqStreamCoding::kSignedLanes ? signed_descs : lane_descs).push_back(ld);
       }
     }
-    if (IsLaneCoding(item.coding)) {  // the lane kernel stores only non-zero symbols: one clear per run of lane items
+    // The magnitude lane kernel stores only non-zero symbols: one clear per
+    // run of its items. (The signed lane kernel clears its symbols itself.)
+    if (item.coding == SeqStreamCoding::kLanes) {
       if (clear_end != q_at) {
         SEQKV_RETURN_IF_ERROR(clear());
         clear_begin = q_at;
@@ -527,7 +529,7 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
     SEQKV_RETURN_IF_ERROR(impl_->entropy.Decode(ea, base + layout.entropy, layout.total - layout.entropy, stream,
                                                 &impl_->group_statuses));
   }
-  // The lane streams: a half-warp per group, into symbols cleared above.
+  // The lane streams: a half-warp per group (the magnitude model into symbols cleared above).
   for (const bool signed_model : {false, true}) {
     internal::SlLaunch sl{};
     sl.descs = device_lane_descs + (signed_model ? magnitude_descs : 0);

@@ -3,7 +3,8 @@
 // orders their words (codec/src/seq_lanes.h): every thread decodes its lane's
 // next rANS operation with the same SeqLaneStep as the CPU reference, then the
 // lanes that need a word take consecutive words of the shared stream in lane
-// order (a ballot and a population count). Integer arithmetic only: q is
+// order (a ballot and a population count; the words come from a window of
+// the stream held in the half-warp's registers). Integer arithmetic only: q is
 // SeqDecodeLaneGroup's bit for bit, and a stream is refused exactly when the
 // reference refuses it.
 //
@@ -123,10 +124,11 @@ __global__ void __launch_bounds__(kThreads) SlDecodeKernel(SlLaunch L) {
   }
   __syncwarp();
   const bool ok = valid && h.error == 0;
-  // Tables, previous symbols and flags per coded component. q is zero
-  // beforehand (the launcher's caller clears it): only non-zero symbols are
-  // stored, which are the fewest (scattered 4-byte stores are this kernel's
-  // largest cost).
+  // Tables, previous symbols and flags per coded component. Only non-zero
+  // symbols are stored, which are the fewest (scattered 4-byte stores were
+  // this kernel's largest cost), into a q that is zero: cleared by the
+  // caller beforehand (magnitude model) or by the kernel ahead of the lanes
+  // (signed model, below).
   if (ok) {
     const int16_t* scale = L.scale + uint64_t{desc.group} * d;
     for (uint32_t c = j; c < h.n; c += kSeqLaneMax) {
@@ -142,23 +144,72 @@ __global__ void __launch_bounds__(kThreads) SlDecodeKernel(SlLaunch L) {
   const uint32_t lanes = ok ? h.lanes : 0;
   SeqLaneCursor cur;
   cur.idx = j;
-  bool active = j < lanes;
-  bool bad = false;
+  // Flags as words, not bools: the compiler kept bools as bytes and spent a
+  // byte permute per flag per step (ncu, 2026-11-30: ~20 of 142 instructions).
+  uint32_t active = j < lanes ? 1u : 0u;
+  uint32_t bad = 0;
   if (active) {
     cur.x = Load32(s + bitmap + 2 + 4 * j);
     if (cur.x < kSeqLaneRansLow) {
-      bad = true;
-      active = false;
+      bad = 1;
+      active = 0;
     }
   }
   const SeqLaneGroupView view{cum, info, prev, nonzero, desc.q, ok ? h.n : 0, lanes, desc.tokens, d};
   const uint8_t* words = s + (ok ? h.words_at : 0);
   const uint32_t nwords = ok ? h.words : 0;
+  // The group's next words wait in registers, one per thread of the
+  // half-warp: window[0] holds word base + j, window[1] word base + 16 + j,
+  // and a lane takes its word from the thread that holds it (a shuffle).
+  // When the words read pass base + 16 the window moves on by 16 and loads
+  // the next 16, which are needed some steps later, so no step waits on a
+  // global load. (Loading each word when a lane needed it put that load's
+  // latency in every step: a third of the kernel's stall samples, ncu
+  // 2026-11-30.) Past the stream's end the window holds zeros, and a lane
+  // that would read there marks the stream corrupt as before.
+  auto word_at = [&](uint32_t k) -> uint32_t {
+    return k < nwords ? uint32_t{__ldg(words + 2 * k)} | (uint32_t{__ldg(words + 2 * k + 1)} << 8) : 0u;
+  };
+  uint32_t base = 0;
+  uint32_t window0 = word_at(j), window1 = word_at(kSeqLaneMax + j);
   uint32_t at = 0;  // words the half-warp has read
   const unsigned below = (1u << (threadIdx.x % 32)) - 1;
+  // Signed lane streams: q's rows, cleared by the half-warp ahead of its
+  // lanes. A lane takes at least one step per symbol and has at least
+  // per = n / lanes symbols per token, so before step s no lane is past
+  // token s / per. Clearing here instead of a memset of all symbols
+  // beforehand spreads those stores over the decode, which is bound by its
+  // steps, not by memory (H200, 8K Llama batch: the memset took ~0.4 ms of
+  // a 7.99 ms f16 decode; the kernel's time did not change). The magnitude
+  // kernel measured 1.1 ms slower with the same clearing, so its caller
+  // keeps the memset.
+  const uint32_t row_tokens = valid ? desc.tokens : 0;
+  const bool row_vectors = d % 4 == 0 && reinterpret_cast<uintptr_t>(desc.q) % 16 == 0;
+  uint32_t cleared = 0;
+  auto clear_rows = [&](uint32_t upto) {
+    for (upto = upto < row_tokens ? upto : row_tokens; cleared < upto; ++cleared) {
+      int32_t* row = desc.q + uint64_t{cleared} * d;
+      if (row_vectors) {
+        for (uint32_t i = j; i < d / 4; i += kSeqLaneMax) reinterpret_cast<uint4*>(row)[i] = make_uint4(0, 0, 0, 0);
+      } else {
+        for (uint32_t i = j; i < d; i += kSeqLaneMax) row[i] = 0;
+      }
+    }
+  };
+  // Steps per cleared row, the same in the whole warp (the smaller of its
+  // two groups'), so the barrier that orders the clears before the lanes'
+  // stores is taken by all 32 threads together.
+  uint32_t per = lanes > 0 ? (ok ? h.n : 0) / lanes : 0xFFFFFFFFu;
+  per = per == 0 ? 1 : per;
+  uint32_t target = 2;  // rows [0, target) are cleared
+  if constexpr (kSigned) {
+    per = min(per, __shfl_xor_sync(0xFFFFFFFFu, per, kSeqLaneMax));
+    clear_rows(target);
+  }
+  uint32_t countdown = per;
   __syncwarp();
   while (__any_sync(0xFFFFFFFFu, active)) {
-    bool need = false, done = false;
+    uint32_t need = 0;
     if (active) {
       int rc;
       if constexpr (kSigned) {
@@ -172,34 +223,48 @@ __global__ void __launch_bounds__(kThreads) SlDecodeKernel(SlLaunch L) {
         rc = seqkv::internal::SeqLaneStep(&cur, view, j);
       }
       if (rc == seqkv::internal::kSeqLaneCorrupt) {
-        bad = true;
-        active = false;
+        bad = 1;
+        active = 0;
       } else {
-        need = cur.x < kSeqLaneRansLow;
-        done = rc == seqkv::internal::kSeqLaneDone;
+        need = cur.x < kSeqLaneRansLow ? 1u : 0u;
+        if (rc == seqkv::internal::kSeqLaneDone) active = 0;  // its last word, if any, is still read below
       }
     }
     const unsigned want = __ballot_sync(0xFFFFFFFFu, need) & half;
+    const uint32_t k = at + __popc(want & below);  // this lane's word, if it needs one
+    const uint32_t r = (k - base) % (2 * kSeqLaneMax);  // < 32: at - base < 16, and at most 16 lanes read
+    const uint32_t from0 = __shfl_sync(0xFFFFFFFFu, window0, r % kSeqLaneMax, kSeqLaneMax);
+    const uint32_t from1 = __shfl_sync(0xFFFFFFFFu, window1, r % kSeqLaneMax, kSeqLaneMax);
     if (need) {
-      const uint32_t k = at + __popc(want & below);
       if (k >= nwords) {
-        bad = true;
-        active = false;
+        bad = 1;
+        active = 0;
       } else {
-        const uint32_t w = uint32_t{__ldg(words + 2 * k)} | (uint32_t{__ldg(words + 2 * k + 1)} << 8);
-        cur.x = (cur.x << 16) | w;
+        cur.x = (cur.x << 16) | (r < kSeqLaneMax ? from0 : from1);
       }
     }
     at += __popc(want);
-    if (done) active = false;
+    if (at - base >= kSeqLaneMax) {  // the same in the whole half-warp
+      base += kSeqLaneMax;
+      window0 = window1;
+      window1 = word_at(base + kSeqLaneMax + j);
+    }
+    if constexpr (kSigned) {
+      if (--countdown == 0) {
+        countdown = per;
+        clear_rows(++target);
+        __syncwarp();
+      }
+    }
   }
-  if (j < lanes && !bad && cur.x != kSeqLaneRansLow) bad = true;
+  if constexpr (kSigned) clear_rows(row_tokens);  // the rows no lane reached (a corrupt or empty stream)
+  if (j < lanes && !bad && cur.x != kSeqLaneRansLow) bad = 1;
   // Every word read, every coded component non-zero somewhere.
-  if (ok && j == 0 && lanes > 0 && at != nwords) bad = true;
+  if (ok && j == 0 && lanes > 0 && at != nwords) bad = 1;
   __syncwarp();
   if (ok) {
     for (uint32_t c = j; c < h.n; c += kSeqLaneMax) {
-      if (!nonzero[c]) bad = true;
+      if (!nonzero[c]) bad = 1;
     }
   }
   if (valid && (h.error != 0 || bad)) atomicCAS(&L.statuses[desc.status_index], 0, kSlCorrupt);

@@ -18,7 +18,7 @@ inline constexpr int32_t kSlCorrupt = 3;
 struct SlDesc {
   const uint8_t* stream;
   uint64_t stream_bytes;
-  int32_t* q;             // [tokens][dim] (workspace), zero beforehand
+  int32_t* q;             // [tokens][dim] (workspace); magnitude model: zero beforehand
   uint32_t tokens;
   uint32_t group;         // g, for the profile's scales
   uint32_t status_index;  // the item's entry of the status array
@@ -40,8 +40,10 @@ struct SlLaunch {
   uint32_t threads;       // signed model: threads per block, 128 or 256 (0: 256); the magnitude model: 128
 };
 
-// Decodes every group stream of the launch into its q, which must be all
-// zero beforehand (only non-zero symbols are stored).
+// Decodes every group stream of the launch into its q. The magnitude model's
+// kernel stores only non-zero symbols, so q must be all zero beforehand; the
+// signed model's kernel clears each group's q itself (all of it, whatever
+// the stream holds).
 cudaError_t LaunchSlDecode(const SlLaunch& launch, cudaStream_t stream);
 
 }  // namespace seqkv::gpu::internal

@@ -293,10 +293,14 @@ TEST_P(SeqDecodeGpuTest, CorruptStreamIsDataLossAndOthersStillDecode) {
   CorruptCase("seq:delta=1,streams=lanes2", 0, 0);
   CorruptCase("seq:delta=1,streams=lanes2", 1, 100);
   CorruptCase("seq:delta=1,streams=lanes2", 5, 0);
+  // A bit of a lane stream's words (the 7th word: 16 states of 4 bytes come
+  // first): the symbols go astray, and the stream does not end as it must.
+  CorruptCase("seq:delta=1,streams=lanes", 2 + 4 * 16 + 12, 0);
+  CorruptCase("seq:delta=1,streams=lanes2", 2 + 4 * 16 + 12, 0);
 }
 
 // Byte `header_byte` after the first group stream's bitmap set to `value`
-// (0: its lowest bit flipped instead).
+// (0: its lowest bit flipped instead, except for byte 5, which is set to 0).
 void SeqDecodeGpuTest::CorruptCase(const std::string& spec, uint32_t header_byte, uint8_t value) {
   SCOPED_TRACE(spec + " byte " + std::to_string(header_byte));
   Coded good = Code(Slice(*test_, 0, 128), spec);
@@ -305,7 +309,7 @@ void SeqDecodeGpuTest::CorruptCase(const std::string& spec, uint32_t header_byte
   const uint32_t n = 2 * bad.header.shape.kv_heads;
   const uint64_t stream0 = layer0.offset + 4 + 4ull * n;
   const uint64_t at = stream0 + (bad.header.shape.head_dim + 7) / 8 + header_byte;
-  bad.bytes[at] = value == 0 && header_byte == 0 ? static_cast<uint8_t>(bad.bytes[at] ^ 1) : value;
+  bad.bytes[at] = value == 0 && header_byte != 5 ? static_cast<uint8_t>(bad.bytes[at] ^ 1) : value;
   if (header_byte == 5) bad.bytes[at - 1] = 0;  // bytes 4-5 after the bitmap: state 0's two high bytes
   Buffer good_dev(backend(), good.bytes), bad_dev(backend(), bad.bytes);
   const KvShape& s = good.header.shape;
