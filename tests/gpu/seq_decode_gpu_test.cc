@@ -90,6 +90,26 @@ int32_t LargestSymbol(const Coded& c) {
   return most;
 }
 
+// How many of the chunk's group streams code no component (a lane stream
+// whose lane count, the byte after the bitmap, is 0).
+uint32_t EmptyLaneStreams(const Coded& c) {
+  const KvShape& s = c.header.shape;
+  uint32_t empty = 0;
+  for (uint32_t l = 0; l < s.layers; ++l) {
+    const SectionInfo& sec = c.header.sections[1 + l];
+    auto streams = seqkv::internal::UnpackSeqStreams(std::span<const uint8_t>(c.bytes).subspan(sec.offset, sec.length),
+                                                     2 * s.kv_heads);
+    EXPECT_TRUE(streams.ok());
+    if (!streams.ok()) return 0;
+    for (std::span<const uint8_t> stream : *streams) {
+      const size_t bitmap = (s.head_dim + 7) / 8;
+      EXPECT_GT(stream.size(), bitmap);
+      if (stream.size() > bitmap && stream[bitmap] == 0) ++empty;
+    }
+  }
+  return empty;
+}
+
 class SeqDecodeGpuTest : public test::SeqGpuTestBase {
  protected:
   void SetUp() override {
@@ -129,6 +149,11 @@ class SeqDecodeGpuTest : public test::SeqGpuTestBase {
     if (all) cases.push_back(Code(Slice(*test_, 200, 128), "seq:delta=0.5,streams=lanes2"));
     if (all) cases.push_back(Code(Slice(*test_, 650, 37), "seq:delta=2,streams=lanes2"));
     cases.push_back(Code(Slice(*test_, 450, 64), "seq:delta=0.15,streams=lanes2"));  // escapes
+    // A step so coarse that every symbol is 0: group streams without lanes,
+    // whose symbols the signed lane kernel must still clear.
+    Coded coarse = Code(Slice(*test_, 600, 40), "seq:delta=1000,streams=lanes2");
+    EXPECT_EQ(EmptyLaneStreams(coarse), 2 * coarse.header.shape.layers * coarse.header.shape.kv_heads);
+    cases.push_back(std::move(coarse));
     if (whole && all) cases.push_back(Code(*test_, "seq:delta=1,streams=lanes2"));
     // arith=int12 (exact on every path, in the same batch as the float chunks):
     // both stream codings, a tile of tokens past 64, and steps fine enough
