@@ -71,42 +71,40 @@ Coded Code(const Chunk& c, const std::string& spec) {
   return out;
 }
 
+// Calls fn(stream) for every group stream of the chunk, layer by layer.
+template <typename Fn>
+void ForEachGroupStream(const Coded& c, Fn&& fn) {
+  const KvShape& s = c.header.shape;
+  for (uint32_t l = 0; l < s.layers; ++l) {
+    const SectionInfo& sec = c.header.sections[1 + l];
+    auto streams = seqkv::internal::UnpackSeqStreams(std::span<const uint8_t>(c.bytes).subspan(sec.offset, sec.length),
+                                                     2 * s.kv_heads);
+    ASSERT_TRUE(streams.ok());
+    for (std::span<const uint8_t> stream : *streams) fn(stream);
+  }
+}
+
 // The largest |symbol| of a chunk of adaptive group streams (the codec's own parsers).
 int32_t LargestSymbol(const Coded& c) {
   const KvShape& s = c.header.shape;
   std::vector<int32_t> q(size_t{s.tokens} * s.head_dim);
   int32_t most = 0;
-  for (uint32_t l = 0; l < s.layers; ++l) {
-    const SectionInfo& sec = c.header.sections[1 + l];
-    auto streams = seqkv::internal::UnpackSeqStreams(std::span<const uint8_t>(c.bytes).subspan(sec.offset, sec.length),
-                                                     2 * s.kv_heads);
-    EXPECT_TRUE(streams.ok());
-    if (!streams.ok()) return 0;
-    for (std::span<const uint8_t> stream : *streams) {
-      EXPECT_TRUE(seqkv::internal::SeqDecodeGroup(stream, s.tokens, s.head_dim, q.data()).ok());
-      for (const int32_t v : q) most = std::max(most, std::abs(v));
-    }
-  }
+  ForEachGroupStream(c, [&](std::span<const uint8_t> stream) {
+    EXPECT_TRUE(seqkv::internal::SeqDecodeGroup(stream, s.tokens, s.head_dim, q.data()).ok());
+    for (const int32_t v : q) most = std::max(most, std::abs(v));
+  });
   return most;
 }
 
 // How many of the chunk's group streams code no component (a lane stream
 // whose lane count, the byte after the bitmap, is 0).
 uint32_t EmptyLaneStreams(const Coded& c) {
-  const KvShape& s = c.header.shape;
+  const size_t bitmap = (c.header.shape.head_dim + 7) / 8;
   uint32_t empty = 0;
-  for (uint32_t l = 0; l < s.layers; ++l) {
-    const SectionInfo& sec = c.header.sections[1 + l];
-    auto streams = seqkv::internal::UnpackSeqStreams(std::span<const uint8_t>(c.bytes).subspan(sec.offset, sec.length),
-                                                     2 * s.kv_heads);
-    EXPECT_TRUE(streams.ok());
-    if (!streams.ok()) return 0;
-    for (std::span<const uint8_t> stream : *streams) {
-      const size_t bitmap = (s.head_dim + 7) / 8;
-      EXPECT_GT(stream.size(), bitmap);
-      if (stream.size() > bitmap && stream[bitmap] == 0) ++empty;
-    }
-  }
+  ForEachGroupStream(c, [&](std::span<const uint8_t> stream) {
+    EXPECT_GT(stream.size(), bitmap);
+    if (stream.size() > bitmap && stream[bitmap] == 0) ++empty;
+  });
   return empty;
 }
 
