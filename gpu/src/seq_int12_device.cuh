@@ -113,7 +113,7 @@ __device__ __forceinline__ uint32_t DsumAt(uint32_t d, uint32_t k, uint32_t j) {
 }
 
 // sum_i q[i] v[i][j] in int64, v from the int8 halves' row j (hi, then lo
-// d * d bytes later): a row with a symbol outside int8.
+// d * d bytes later): a row with a symbol at or past 2^15 (Cta::Symbols).
 __device__ __forceinline__ int64_t SumRow(const int32_t* q, const int8_t* vh_row, uint32_t d) {
   const int8_t* vl_row = vh_row + uint64_t{d} * d;
   int64_t a = 0;
@@ -156,9 +156,8 @@ struct Cta {
     return reinterpret_cast<uint32_t*>(area + s * StageBytes(D));
   }
   __device__ __forceinline__ unsigned char* Bh(uint32_t s) const { return area + s * StageBytes(D) + TMI * KCI * 4; }
-  __device__ __forceinline__ float* Rows() const {
-    return reinterpret_cast<float*>(area);
-  }  // [TMI][D + 4], after the products
+  // The float rows [TMI][kRowStride], over the stages once the products are done.
+  __device__ __forceinline__ float* Rows() const { return reinterpret_cast<float*>(area); }
   // Element r of tile (m, n) of this thread: row RowOf(m, r), column ColOf(n) + r % 2.
   __device__ __forceinline__ uint32_t RowOf(uint32_t m, uint32_t r) const { return m0 + m * 16 + gq + (r / 2) * 8; }
   __device__ __forceinline__ uint32_t ColOf(uint32_t n) const { return n0 + n * 8 + 2 * tq; }
@@ -437,6 +436,5 @@ __device__ __forceinline__ float PredOf(bool feats, double sum, float bias) {
 __device__ __forceinline__ float RecOf(double a, double vscale, double base) {
   return __double2float_rn(__dmul_rn(__dmul_rn(a, vscale), base));
 }
-
 
 }  // namespace seqkv::gpu::internal::i12
