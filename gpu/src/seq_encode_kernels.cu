@@ -478,7 +478,10 @@ __global__ void SqModelKernel(SqLaunch L) {
 // lengths, integers: the block's sums are exact in any order); thread 0 keeps
 // the cheapest shift as SeqEstimateLaneGroupCost does (0, -1, +1, -2, ...;
 // strictly cheaper wins), ranks the coded components and sums the squared
-// error; then every symbol's interval under that shift.
+// error. Then each lane's rANS operations: a component's are one per symbol
+// plus its uniform bits (signs, escapes), and lane r % lanes codes the
+// component of rank r. The symbols' intervals are the lane kernels' to look
+// up (LaneInterval), from q and the group's shift.
 // With the signed model (streams=lanes2) the bins are the 31 signed symbols
 // (no context), the uniform bits only the escapes', and the rows are signed.
 template <bool kSigned>
@@ -491,13 +494,15 @@ __global__ void SqLaneModelKernel(SqLaunch L) {
   __shared__ uint32_t coded_s[1024];
   __shared__ unsigned long long shift_cost_s[kShifts];
   __shared__ unsigned long long uniform_s;
-  __shared__ int shift_s;
+  __shared__ uint32_t lanes_s;
+  __shared__ uint32_t lane_ops_s[kMaxLaneLanes];
   const uint32_t gid = blockIdx.x;
   const SqDesc& D = L.descs[dense::FindItem(L.descs, L.count, gid, &SqDesc::first_group)];
   const uint32_t g = gid - D.first_group;
   const uint32_t d = L.head_dim, T = D.tokens;
   const uint32_t i = threadIdx.x;
   if (i < kShifts) shift_cost_s[i] = 0;
+  if (i < kMaxLaneLanes) lane_ops_s[i] = 0;
   if (i == 0) uniform_s = 0;
   __syncthreads();
   const int k = i < d ? seqkv::internal::SeqLaneClass(L.static_scale[uint64_t{g} * d + i], D.step_class, L.mult_code[g])
@@ -508,6 +513,7 @@ __global__ void SqLaneModelKernel(SqLaunch L) {
     for (uint32_t b = 0; b < kNumBins; ++b) counts_s[b * d + i] = 0;
     int32_t prev = 0;
     bool any = false;
+#pragma unroll 4
     for (uint32_t t = 0; t < T; ++t) {
       const int32_t v = q[uint64_t{t} * d];
       const uint32_t mag = Magnitude(v);
@@ -556,8 +562,8 @@ __global__ void SqLaneModelKernel(SqLaunch L) {
     D.coded[g] = r;
     uint64_t cost = (8ull * ((d + 7) / 8 + 1)) << kCostFracBits;
     int best_shift = 0;
+    const uint32_t lanes = r < kMaxLaneLanes ? r : kMaxLaneLanes;
     if (r > 0) {
-      const uint32_t lanes = r < kMaxLaneLanes ? r : kMaxLaneLanes;
       unsigned long long best = ~0ull;
       for (int step = 0; step <= 2 * kMaxShift; ++step) {
         const int sh = (step % 2 == 1) ? -(step + 1) / 2 : step / 2;
@@ -571,29 +577,52 @@ __global__ void SqLaneModelKernel(SqLaunch L) {
     }
     D.cost[g] = cost;
     D.shift[g] = static_cast<int8_t>(best_shift);
-    shift_s = best_shift;
+    lanes_s = lanes;
     D.sse[g] = GroupSse(D, g, T, d);
   }
-  __syncthreads();
-  if (i >= d) return;
-  const uint16_t* rows =
-      L.static_cum + uint64_t(seqkv::internal::SeqLaneTable(k, shift_s)) *
-                         (kSigned ? seqkv::internal::kSeqSignedRowStride : 3 * seqkv::internal::kSeqLaneRowStride);
-  uint32_t* ops = D.ops + uint64_t{g} * T * d + i;
-  int32_t prev = 0;
-  for (uint32_t t = 0; t < T; ++t) {
-    const int32_t v = q[uint64_t{t} * d];
-    const uint32_t mag = Magnitude(v);
-    const uint32_t sym = kSigned ? static_cast<uint32_t>(seqkv::internal::SeqSignedSymbol(v))
-                                 : (mag >= kEscape ? kEscape : mag);
-    const uint16_t* row = kSigned ? rows : rows + Context(prev) * seqkv::internal::kSeqLaneRowStride;
-    const uint32_t start = __ldg(row + sym), freq = __ldg(row + sym + 1) - start;
-    ops[uint64_t{t} * d] = start | (freq << 16);
-    prev = v;
+  __syncthreads();  // also orders thread 0's ranks (global memory) before the reads below
+  if (i < d && coded_s[i]) {
+    const uint32_t r = static_cast<uint32_t>(D.rank[uint64_t{g} * d + i]);
+    atomicAdd(&lane_ops_s[r % lanes_s], T + uniform_bits);
   }
+  __syncthreads();
+  if (i < kMaxLaneLanes) D.lane_ops[uint64_t{g} * kSqLaneSlots + i] = lane_ops_s[i];
 }
 
-// rANS encode step; a word leaves when the state would overflow.
+// Lane streams: the interval (start | freq << 16) of symbol v of a component
+// coded with static table `table` (prev: the component's previous symbol, the
+// magnitude model's context), as the model kernel's shift chose.
+__device__ __forceinline__ uint32_t LaneInterval(const SqLaunch& L, uint32_t table, int32_t v, int32_t prev) {
+  const uint16_t* row;
+  uint32_t sym;
+  if (L.signed_lanes) {
+    row = L.static_cum + uint64_t{table} * seqkv::internal::kSeqSignedRowStride;
+    sym = static_cast<uint32_t>(seqkv::internal::SeqSignedSymbol(v));
+  } else {
+    const uint32_t mag = Magnitude(v);
+    row = L.static_cum + (uint64_t{table} * 3 + Context(prev)) * seqkv::internal::kSeqLaneRowStride;
+    sym = mag >= kEscape ? kEscape : mag;
+  }
+  const uint32_t start = __ldg(row + sym);
+  return start | ((__ldg(row + sym + 1) - start) << 16);
+}
+
+// Lane streams: the static table of each of a group's components under the group's shift.
+__device__ __forceinline__ uint32_t LaneTableOf(const SqLaunch& L, const SqDesc& D, uint32_t g, uint32_t i) {
+  const int k = seqkv::internal::SeqLaneClass(L.static_scale[uint64_t{g} * L.head_dim + i], D.step_class,
+                                              L.mult_code[g]);
+  return static_cast<uint32_t>(seqkv::internal::SeqLaneTable(k, D.shift[g]));
+}
+
+// rANS encode step: a word (the state's low half) leaves first when the state
+// would overflow; then the state takes the symbol's interval.
+__device__ __forceinline__ bool RansEmits(uint32_t x, uint32_t freq) {
+  return uint64_t{x} >= (uint64_t{freq} << (32 - kScaleBits));
+}
+__device__ __forceinline__ uint32_t RansPut(uint32_t x, uint32_t start, uint32_t freq) {
+  return ((x / freq) << kScaleBits) + (x % freq) + start;
+}
+
 template <bool kWrite>
 struct LaneCoder {
   uint32_t x = kLow;
@@ -601,7 +630,7 @@ struct LaneCoder {
   uint16_t* out_words;
   uint32_t* out_keys;
   __device__ __forceinline__ void Put(uint32_t start, uint32_t freq, uint32_t key) {
-    if (uint64_t{x} >= (uint64_t{freq} << (32 - kScaleBits))) {
+    if (RansEmits(x, freq)) {
       if (kWrite) {
         out_words[words] = static_cast<uint16_t>(x);
         out_keys[words] = key;
@@ -609,22 +638,152 @@ struct LaneCoder {
       ++words;
       x >>= 16;
     }
-    x = ((x / freq) << kScaleBits) + (x % freq) + start;
+    x = RansPut(x, start, freq);
   }
 };
 
 constexpr uint32_t kLaneThreads = 128;  // 16 groups x 8 lanes (lane streams: 8 x 16) per block
 
+// Lane streams whose lanes take at most kMergeSegments * 32 operations are
+// merged through bitmasks (seq_lane_merge.h): 16 KB of shared memory per block.
+constexpr uint32_t kMergeThreads = 256;
+constexpr uint32_t kMergeSegments = 256;
+static_assert(kMergeSegments <= kMergeThreads, "a thread per segment");
+static_assert(kSqMergeLanes == kMaxLaneLanes, "one mask word per lane and segment");
+
+// Where a lane-stream group's lanes put their words and operation masks in
+// one pass (SqLaneWriteKernel), when they fit: lane l's words end at
+// `end[l]`, the sum of the lanes' operation counts up to l, each rounded up
+// to 8 words (a word per operation at most), in the group's symbol-interval
+// memory (D.ops: 4 bytes per element, unused by lane streams), written
+// backwards from the end in 16-byte stores; the masks ([segment][16], one
+// bit per operation that emits a word, seq_lane_merge.h) in its key arena.
+// Groups that do not fit (lanes over kMergeSegments * 32 operations, or more
+// operations than 2 words per element, as many escapes or signs may make)
+// take the two passes below: count the words, then write them with their keys.
+struct LaneFit {
+  bool fits;
+  uint32_t segments;  // of 32 operations, for the longest lane
+};
+__device__ __forceinline__ LaneFit LaneStreamFit(const SqDesc& D, uint32_t g, uint32_t d, uint32_t lanes) {
+  const uint32_t* ops = D.lane_ops + uint64_t{g} * kSqLaneSlots;
+  uint64_t total = 0;
+  uint32_t longest = 0;
+  for (uint32_t l = 0; l < lanes; ++l) {
+    total += (ops[l] + 7u) & ~7u;
+    longest = ops[l] > longest ? ops[l] : longest;
+  }
+  const uint32_t segments = (longest + 31) / 32;
+  return {d % 4 == 0 && segments <= kMergeSegments && uint64_t{segments} * kSqMergeLanes <= D.arena_cap &&
+              total <= 2ull * D.tokens * d,
+          segments};
+}
+
+// One thread per (group, lane), lane-stream groups that LaneStreamFit: the
+// lane's symbols backwards through the rANS coder, its words buffered eight
+// at a time in registers and stored 16 bytes at a time at the end of its part
+// of the group's word memory, its operation masks a word per 32 operations;
+// then its word count and final state. (The decoder reads the lane's words in
+// the reverse order of emission: they end up ascending in memory.)
+template <bool kSigned>
+__global__ void __launch_bounds__(kLaneThreads) SqLaneWriteKernel(SqLaunch L) {
+  extern __shared__ uint32_t fit_list_s[];  // per thread: its components (i | table << 16), ascending rank
+  const uint32_t tid = blockIdx.x * blockDim.x + threadIdx.x;
+  const uint32_t gid = tid / kMaxLaneLanes, lane = tid % kMaxLaneLanes;
+  if (gid >= L.total_groups) return;
+  const SqDesc& D = L.descs[dense::FindItem(L.descs, L.count, gid, &SqDesc::first_group)];
+  const uint32_t g = gid - D.first_group;
+  const uint32_t d = L.head_dim, T = D.tokens;
+  const uint32_t coded = D.coded[g];
+  const uint32_t lanes = coded < kMaxLaneLanes ? coded : kMaxLaneLanes;
+  if (lane >= lanes) return;
+  const LaneFit fit = LaneStreamFit(D, g, d, lanes);
+  if (!fit.fits) return;
+  uint32_t* list = fit_list_s + threadIdx.x * (d / kMaxLaneLanes + 1);
+  uint32_t n = 0;
+  const int16_t* rank = D.rank + uint64_t{g} * d;
+  for (uint32_t i = 0; i < d; ++i) {
+    const int32_t r = rank[i];
+    if (r >= 0 && static_cast<uint32_t>(r) % lanes == lane) list[n++] = i | (LaneTableOf(L, D, g, i) << 16);
+  }
+  const uint32_t* lane_ops = D.lane_ops + uint64_t{g} * kSqLaneSlots;
+  uint32_t end = 0;
+  for (uint32_t l = 0; l <= lane; ++l) end += (lane_ops[l] + 7u) & ~7u;
+  uint16_t* words = reinterpret_cast<uint16_t*>(D.ops + uint64_t{g} * T * d);
+  uint32_t* masks = D.arena_keys + uint64_t{g} * D.arena_cap;
+  uint32_t op = lane_ops[lane];  // >= T: the lane codes at least one component
+  for (uint32_t s = (op + 31) / 32; s < fit.segments; ++s) masks[s * kSqMergeLanes + lane] = 0;
+  uint32_t seg = (op - 1) / 32, mask = 0;
+  uint32_t x = kLow, emitted = 0, at = end;
+  uint32_t b0 = 0, b1 = 0, b2 = 0, b3 = 0;  // the last words, the latest in b0's low half
+  auto put = [&](uint32_t start, uint32_t freq) {
+    --op;
+    if (op / 32 != seg) {
+      masks[seg * kSqMergeLanes + lane] = mask;
+      mask = 0;
+      seg = op / 32;
+    }
+    if (RansEmits(x, freq)) {
+      mask |= 1u << (op % 32);
+      b3 = __funnelshift_l(b2, b3, 16);
+      b2 = __funnelshift_l(b1, b2, 16);
+      b1 = __funnelshift_l(b0, b1, 16);
+      b0 = (b0 << 16) | (x & 0xFFFFu);
+      if (++emitted % 8 == 0) {
+        at -= 8;
+        *reinterpret_cast<uint4*>(words + at) = make_uint4(b0, b1, b2, b3);
+      }
+      x >>= 16;
+    }
+    x = RansPut(x, start, freq);
+  };
+  const int32_t* q = D.q + uint64_t{g} * T * d;
+  for (uint32_t t = T; t-- > 0;) {
+    for (uint32_t e = n; e-- > 0;) {
+      const uint32_t i = list[e] & 0xFFFFu;
+      const uint64_t idx = uint64_t{t} * d + i;
+      const int32_t v = q[idx];
+      const uint32_t mag = Magnitude(v);
+      if (mag >= kEscape) {
+        const uint32_t ev = mag - kEscape + 1;
+        const uint32_t k = 31 - __clz(ev);
+        if (!kSigned) put(v < 0 ? kHalf : 0u, kHalf);
+        for (uint32_t b = 0; b < k; ++b) put(((ev >> b) & 1u) ? kHalf : 0u, kHalf);
+        put(kHalf, kHalf);
+        for (uint32_t b = k; b >= 1; --b) put(0u, kHalf);
+      } else if (!kSigned && mag != 0) {
+        put(v < 0 ? kHalf : 0u, kHalf);
+      }
+      const uint32_t iv = LaneInterval(L, list[e] >> 16, v, !kSigned && t > 0 ? q[idx - d] : 0);
+      put(iv & 0xFFFFu, iv >> 16);
+    }
+  }
+  masks[seg * kSqMergeLanes + lane] = mask;
+  // The last emitted % 8 words: offset o of the buffer goes to at - r + o.
+  const uint32_t r = emitted % 8;
+  for (uint32_t o = 0; o < r; ++o) {
+    words[at - r + o] = static_cast<uint16_t>(b0);
+    b0 = __funnelshift_r(b0, b1, 16);
+    b1 = __funnelshift_r(b1, b2, 16);
+    b2 = __funnelshift_r(b2, b3, 16);
+    b3 >>= 16;
+  }
+  D.lane_words[uint64_t{g} * kSqLaneSlots + lane] = emitted;
+  D.lane_states[uint64_t{g} * kSqLaneSlots + lane] = x;
+}
+
+
 // One thread per (group, lane): the lane's symbols backwards through the rANS
-// coder. kWrite = false counts the words and the operations and keeps the
-// final state; true writes the words and their keys to the lane's part of the
-// group's arena. A word's key orders it in the stream: adaptive streams by
-// the symbol that emitted it ((t * d + i) * 64 + operation), lane streams by
-// the decoder's step and lane (operation index * 16 + lane).
+// coder. kWrite = false counts the words and keeps the final state; true
+// writes the words and their keys to the lane's part of the group's arena. A
+// word's key orders it in the stream: adaptive streams by the symbol that
+// emitted it ((t * d + i) * 64 + operation), lane streams by the decoder's
+// step and lane (operation index * 16 + lane). Lane-stream groups that
+// LaneStreamFit are SqLaneWriteKernel's.
 template <bool kWrite, bool kLanes>
 __global__ void __launch_bounds__(kLaneThreads) SqLaneKernel(SqLaunch L) {
   constexpr uint32_t kSlots = kLanes ? kMaxLaneLanes : kMaxLanes;
-  extern __shared__ uint16_t list_s[];  // per thread: its components, ascending rank
+  extern __shared__ uint32_t list_s[];  // per thread: its components (lane streams: i | table << 16), ascending rank
   const uint32_t tid = blockIdx.x * blockDim.x + threadIdx.x;
   const uint32_t gid = tid / kSlots, lane = tid % kSlots;
   if (gid >= L.total_groups) return;
@@ -638,13 +797,14 @@ __global__ void __launch_bounds__(kLaneThreads) SqLaneKernel(SqLaunch L) {
     if (!kWrite) lane_words[lane] = 0;
     return;
   }
+  if (kLanes && LaneStreamFit(D, g, d, lanes).fits) return;
   if (kWrite && L.statuses[D.status_index] != 0) return;
-  uint16_t* list = list_s + threadIdx.x * (d / kSlots + 1);
+  uint32_t* list = list_s + threadIdx.x * (d / kSlots + 1);
   uint32_t n = 0;
   const int16_t* rank = D.rank + uint64_t{g} * d;
   for (uint32_t i = 0; i < d; ++i) {
     const int32_t r = rank[i];
-    if (r >= 0 && static_cast<uint32_t>(r) % lanes == lane) list[n++] = static_cast<uint16_t>(i);
+    if (r >= 0 && static_cast<uint32_t>(r) % lanes == lane) list[n++] = i | (kLanes ? LaneTableOf(L, D, g, i) << 16 : 0u);
   }
   LaneCoder<kWrite> coder;
   if (kWrite) {
@@ -665,7 +825,7 @@ __global__ void __launch_bounds__(kLaneThreads) SqLaneKernel(SqLaunch L) {
   const bool sign_op = !(kLanes && L.signed_lanes);  // the signed model has the sign in its symbols
   for (uint32_t t = T; t-- > 0;) {
     for (uint32_t e = n; e-- > 0;) {
-      const uint32_t i = list[e];
+      const uint32_t i = list[e] & 0xFFFFu;
       const uint64_t idx = uint64_t{t} * d + i;
       const int32_t v = q[idx];
       const uint32_t mag = Magnitude(v);
@@ -680,14 +840,13 @@ __global__ void __launch_bounds__(kLaneThreads) SqLaneKernel(SqLaunch L) {
       } else if (mag != 0 && sign_op) {
         coder.Put(v < 0 ? kHalf : 0u, kHalf, key_of(key + 1));
       }
-      const uint32_t sym_op = ops[idx];
+      const uint32_t sym_op = kLanes ? LaneInterval(L, list[e] >> 16, v, t > 0 ? q[idx - d] : 0) : ops[idx];
       coder.Put(sym_op & 0xFFFFu, sym_op >> 16, key_of(key));
     }
   }
   if (!kWrite) {
     lane_words[lane] = coder.words;
     D.lane_states[uint64_t{g} * kSqLaneSlots + lane] = coder.x;
-    if (kLanes) D.lane_ops[uint64_t{g} * kSqLaneSlots + lane] = op;
   }
 }
 
@@ -703,31 +862,42 @@ __device__ __forceinline__ uint32_t StreamHeader(uint32_t d, uint32_t lanes, boo
   return (d + 7) / 8 + 1 + (lane_streams && lanes > 0 ? 1 : 0) + 4 * lanes;
 }
 
-// Per item: each group stream's size (an item with a stream over the limit
-// fails: kSqOverflow), then section l = u32 n (2H), n x u32 stream length,
-// the streams; where each stream goes.
-__global__ void SqSectionKernel(SqLaunch L) {
-  const uint32_t item = blockIdx.x * blockDim.x + threadIdx.x;
-  if (item >= L.count) return;
-  const SqDesc& D = L.descs[item];
+// One block per item: each group stream's size (an item with a stream over
+// the limit fails: kSqOverflow), then section l = u32 n (2H), n x u32 stream
+// length, the streams; where each stream goes. (Groups, then layers, a
+// thread each; a layer's start sums the sizes of the layers before it.)
+constexpr uint32_t kSectionThreads = 256;
+__global__ void __launch_bounds__(kSectionThreads) SqSectionKernel(SqLaunch L) {
+  __shared__ int over_s;
+  const SqDesc& D = L.descs[blockIdx.x];
   const uint32_t d = L.head_dim, n = 2 * L.heads;
   const uint64_t limit = SqMaxHeaderBytes(d, L.lanes) + 2ull * D.tokens * d;
   const uint32_t groups = L.layers * n;
   const uint32_t max_lanes = L.lanes ? kMaxLaneLanes : kMaxLanes;
-  for (uint32_t g = 0; g < groups; ++g) {
+  if (threadIdx.x == 0) over_s = 0;
+  __syncthreads();
+  for (uint32_t g = threadIdx.x; g < groups; g += blockDim.x) {
     const uint32_t coded = D.coded[g];
     const uint32_t lanes = coded < max_lanes ? coded : max_lanes;
     uint64_t bytes = StreamHeader(d, lanes, L.lanes);
     for (uint32_t l = 0; l < lanes; ++l) bytes += 2ull * D.lane_words[uint64_t{g} * kSqLaneSlots + l];
-    if (bytes > limit) {
-      atomicCAS(&L.statuses[D.status_index], 0, kSqOverflow);
-      return;
-    }
+    if (bytes > limit) over_s = 1;
     D.stream_bytes[g] = static_cast<uint32_t>(bytes);
   }
-  uint64_t at = 0;
-  for (uint32_t l = 0; l < L.layers; ++l) {
-    const uint64_t start = at;
+  __syncthreads();
+  if (over_s) {
+    if (threadIdx.x == 0) atomicCAS(&L.statuses[D.status_index], 0, kSqOverflow);
+    return;
+  }
+  for (uint32_t l = threadIdx.x; l < L.layers; l += blockDim.x) {
+    uint64_t bytes = 4ull + 4ull * n;
+    for (uint32_t k = 0; k < n; ++k) bytes += D.stream_bytes[l * n + k];
+    D.section_bytes[l] = bytes;
+  }
+  __syncthreads();
+  for (uint32_t l = threadIdx.x; l < L.layers; l += blockDim.x) {
+    uint64_t at = 0;
+    for (uint32_t k = 0; k < l; ++k) at += D.section_bytes[k];
     PutU32(D.out + at, n);
     at += 4;
     for (uint32_t k = 0; k < n; ++k) PutU32(D.out + at + 4 * k, D.stream_bytes[l * n + k]);
@@ -736,7 +906,6 @@ __global__ void SqSectionKernel(SqLaunch L) {
       D.dst[l * n + k] = at;
       at += D.stream_bytes[l * n + k];
     }
-    D.section_bytes[l] = at - start;
   }
 }
 
@@ -750,12 +919,27 @@ __device__ __forceinline__ uint32_t CountBelow(const uint32_t* keys, uint32_t n,
   return n - lo;
 }
 
-// Lane streams whose lanes take at most kMergeSegments * 32 operations are
-// merged through bitmasks (seq_lane_merge.h): 16 KB of shared memory per block.
-constexpr uint32_t kMergeThreads = 256;
-constexpr uint32_t kMergeSegments = 256;
-static_assert(kMergeSegments <= kMergeThreads, "a thread per segment");
-static_assert(kSqMergeLanes == kMaxLaneLanes, "one mask word per lane and segment");
+// The merge's words before each segment of 32 operations, every lane's
+// (seg_s[s], exclusive; a thread per segment: a scan per warp, then over the
+// warps). Called by every thread of the block, after the masks are in place.
+__device__ __forceinline__ void MaskPrefixes(const uint32_t* mask_s, uint32_t* seg_s, uint32_t* warp_s,
+                                             uint32_t segments, uint32_t lanes) {
+  const uint32_t s = threadIdx.x;
+  uint32_t count = 0;
+  if (s < segments) {
+    for (uint32_t o = 0; o < lanes; ++o) count += SqPopc(mask_s[s * kSqMergeLanes + o]);
+  }
+  uint32_t incl = count;
+  for (uint32_t o = 1; o < 32; o *= 2) {
+    const uint32_t v = __shfl_up_sync(0xFFFFFFFFu, incl, o);
+    if (threadIdx.x % 32 >= o) incl += v;
+  }
+  if (threadIdx.x % 32 == 31) warp_s[threadIdx.x / 32] = incl;
+  __syncthreads();
+  uint32_t before = incl - count;
+  for (uint32_t w = 0; w < threadIdx.x / 32; ++w) before += warp_s[w];
+  if (s < segments) seg_s[s] = before;
+}
 
 // One block per group: the stream at its place in the item's output. Header
 // (bitmap, lane count, final states), then every word at its key's rank:
@@ -766,6 +950,8 @@ __global__ void __launch_bounds__(kMergeThreads) SqMergeKernel(SqLaunch L) {
   __shared__ uint32_t mask_s[kMergeSegments * kSqMergeLanes];
   __shared__ uint32_t seg_s[kMergeSegments];
   __shared__ uint32_t warp_s[kMergeThreads / 32];
+  __shared__ uint16_t lane_before_s[kMergeSegments * kSqMergeLanes];
+  __shared__ uint32_t first_s[kSqMergeLanes];
   const uint32_t gid = blockIdx.x;
   const SqDesc& D = L.descs[dense::FindItem(L.descs, L.count, gid, &SqDesc::first_group)];
   if (L.statuses[D.status_index] != 0) return;
@@ -791,6 +977,44 @@ __global__ void __launch_bounds__(kMergeThreads) SqMergeKernel(SqLaunch L) {
   }
   const uint32_t* words_of = D.lane_words + uint64_t{g} * kSqLaneSlots;
   uint8_t* body = out + StreamHeader(d, lanes, L.lanes);
+  const LaneFit fit = L.lanes ? LaneStreamFit(D, g, d, lanes) : LaneFit{false, 0};
+  if (fit.fits) {  // SqLaneWriteKernel's masks and words; every thread takes this branch or none
+    const uint32_t segments = fit.segments;
+    const uint32_t* masks = D.arena_keys + uint64_t{g} * D.arena_cap;
+    for (uint32_t k = threadIdx.x; k < segments * kSqMergeLanes; k += blockDim.x) {
+      mask_s[k] = k % kSqMergeLanes < lanes ? masks[k] : 0u;
+    }
+    if (threadIdx.x < lanes) {  // where lane l's words begin (ascending: decode order)
+      uint32_t end = 0;
+      for (uint32_t l = 0; l <= threadIdx.x; ++l) end += (D.lane_ops[uint64_t{g} * kSqLaneSlots + l] + 7u) & ~7u;
+      first_s[threadIdx.x] = end - words_of[threadIdx.x];
+    }
+    __syncthreads();
+    MaskPrefixes(mask_s, seg_s, warp_s, segments, lanes);
+    if (threadIdx.x < lanes) {  // each lane's words before each segment
+      uint32_t c = 0;
+      for (uint32_t s = 0; s < segments; ++s) {
+        lane_before_s[s * kSqMergeLanes + threadIdx.x] = static_cast<uint16_t>(c);
+        c += SqPopc(mask_s[s * kSqMergeLanes + threadIdx.x]);
+      }
+    }
+    __syncthreads();
+    const uint16_t* words = reinterpret_cast<const uint16_t*>(D.ops + uint64_t{g} * D.tokens * d);
+    for (uint32_t k = threadIdx.x; k < segments * lanes; k += blockDim.x) {
+      const uint32_t s = k / lanes, l = k % lanes;
+      uint32_t m = mask_s[s * kSqMergeLanes + l];
+      uint32_t j = first_s[l] + lane_before_s[s * kSqMergeLanes + l];
+      while (m != 0) {
+        const uint32_t b = static_cast<uint32_t>(__ffs(m)) - 1;
+        const uint32_t r = SqLaneWordRank(mask_s, seg_s, lanes, l, s * 32 + b);
+        const uint16_t w = words[j++];
+        body[2ull * r] = static_cast<uint8_t>(w);
+        body[2ull * r + 1] = static_cast<uint8_t>(w >> 8);
+        m &= m - 1;
+      }
+    }
+    return;
+  }
   uint64_t lane_at[kSqLaneSlots];
   uint64_t at = uint64_t{g} * D.arena_cap;
   uint32_t max_ops = 0;
@@ -813,22 +1037,7 @@ __global__ void __launch_bounds__(kMergeThreads) SqMergeKernel(SqLaunch L) {
       }
     }
     __syncthreads();
-    // Words per segment, then their exclusive prefix (a scan per warp, then over the warps).
-    const uint32_t s = threadIdx.x;
-    uint32_t count = 0;
-    if (s < segments) {
-      for (uint32_t o = 0; o < lanes; ++o) count += SqPopc(mask_s[s * kSqMergeLanes + o]);
-    }
-    uint32_t incl = count;
-    for (uint32_t o = 1; o < 32; o *= 2) {
-      const uint32_t v = __shfl_up_sync(0xFFFFFFFFu, incl, o);
-      if (threadIdx.x % 32 >= o) incl += v;
-    }
-    if (threadIdx.x % 32 == 31) warp_s[threadIdx.x / 32] = incl;
-    __syncthreads();
-    uint32_t before = incl - count;
-    for (uint32_t w = 0; w < threadIdx.x / 32; ++w) before += warp_s[w];
-    if (s < segments) seg_s[s] = before;
+    MaskPrefixes(mask_s, seg_s, warp_s, segments, lanes);
     __syncthreads();
     for (uint32_t l = 0; l < lanes; ++l) {
       for (uint32_t p = threadIdx.x; p < words_of[l]; p += blockDim.x) {
@@ -903,8 +1112,15 @@ template <bool kWrite>
 cudaError_t LaunchLanes(const SqLaunch& launch, cudaStream_t stream) {
   const uint32_t slots = launch.lanes ? kMaxLaneLanes : kMaxLanes;
   const uint32_t blocks = (launch.total_groups * slots + kLaneThreads - 1) / kLaneThreads;
-  const size_t smem = sizeof(uint16_t) * kLaneThreads * (launch.head_dim / slots + 1);
+  const size_t smem = sizeof(uint32_t) * kLaneThreads * (launch.head_dim / slots + 1);
   if (launch.lanes) {
+    if (!kWrite) {  // the groups that fit: words and masks in one pass
+      if (launch.signed_lanes) {
+        SqLaneWriteKernel<true><<<blocks, kLaneThreads, smem, stream>>>(launch);
+      } else {
+        SqLaneWriteKernel<false><<<blocks, kLaneThreads, smem, stream>>>(launch);
+      }
+    }
     SqLaneKernel<kWrite, true><<<blocks, kLaneThreads, smem, stream>>>(launch);
   } else {
     SqLaneKernel<kWrite, false><<<blocks, kLaneThreads, smem, stream>>>(launch);
@@ -921,7 +1137,7 @@ cudaError_t LaunchSqLaneCounts(const SqLaunch& launch, cudaStream_t stream) {
 
 cudaError_t LaunchSqPack(const SqLaunch& launch, cudaStream_t stream) {
   if (launch.count == 0) return cudaSuccess;
-  SqSectionKernel<<<(launch.count + 63) / 64, 64, 0, stream>>>(launch);
+  SqSectionKernel<<<launch.count, kSectionThreads, 0, stream>>>(launch);
   cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) return e;
   e = LaunchLanes<true>(launch, stream);

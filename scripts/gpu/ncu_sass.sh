@@ -8,7 +8,8 @@
 #   bash scripts/gpu/ncu_sass.sh seq_decode_bench 'SlDecodeKernelILb1ELj256' SEQKV_BENCH_LARGE=32
 # KERNEL is a regex on the mangled name (template arguments included, e.g.
 # ILb1ELj256 for <true, 256>); NCU_SKIP=N profiles the launch after the
-# first N matching ones (e.g. 1: a per-layer kernel's layer 1). Writes $OUT/kernel.ncu-rep, $OUT/sass.csv and
+# first N matching ones (e.g. 1: a per-layer kernel's layer 1); BENCH_ARG is
+# passed to the target (a bench's row filter). Writes $OUT/kernel.ncu-rep, $OUT/sass.csv and
 # $OUT/details.txt, and prints the headline metrics.
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -28,7 +29,7 @@ bin="$build/$target"
 ncu_bin="$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)"
 [ -n "$ncu_bin" ] || { echo "no ncu on this machine" >&2; exit 1; }
 env "$@" "$ncu_bin" --clock-control none --kernel-name-base mangled -k regex:"$kernel" --launch-skip "${NCU_SKIP:-0}" --launch-count 1 \
-  --set full --import-source no -o "$out/kernel" "$bin" >"$out/ncu_run.txt" 2>&1
+  --set full --import-source no -o "$out/kernel" "$bin" ${BENCH_ARG:+"$BENCH_ARG"} >"$out/ncu_run.txt" 2>&1
 [ -f "$out/kernel.ncu-rep" ] || { tail -20 "$out/ncu_run.txt"; exit 1; }
 "$ncu_bin" -i "$out/kernel.ncu-rep" --page source --print-source sass --csv >"$out/sass.csv" 2>&1
 "$ncu_bin" -i "$out/kernel.ncu-rep" --page details >"$out/details.txt" 2>&1
