@@ -12,7 +12,7 @@
 //  * the entropy stage (below, "entropy coding"): one thread per component
 //    runs the adaptive models, one thread per rANS lane codes the lane's
 //    symbols backwards, and the lanes' words are merged into the stream;
-//  * SqSectionKernel (one thread per item) lays out the layer sections.
+//  * SqSectionKernel (one block per item) lays out the layer sections.
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -196,33 +196,61 @@ using i12::TMI;
 static_assert(TMI == kInt12TileTokens, "the int12 tile");
 static_assert(TMI % kSqSseTile == 0, "whole squared-error tiles per CTA");
 
-// Element j of token t's coding-domain input (layer, kv, head h): bf16
-// widened, RoPE undone on pre-RoPE keys (SqLayerKernel's values); 0 for a
-// row whose block table entry is out of range (and the item's status set).
-__device__ __forceinline__ float InputAt(const SqLaunch& L, const SqDesc& desc, uint32_t layer, uint32_t kv,
-                                         uint32_t h, uint64_t t, uint32_t j) {
-  const uint32_t d = L.head_dim, H = L.heads;
-  const uint64_t token = desc.token_offset + t;
-  const uint16_t* row;
-  if (L.paged) {
+// The tile's input rows (layer, kv, head h; tokens t0 .. t0 + nt - 1) as
+// floats (bf16 widened) into rows_s (row stride rs floats, 16-byte aligned),
+// eight channels per 16-byte load where the rows allow it (d a multiple of 8,
+// a 16-byte aligned source). A row whose block table entry is out of range
+// is zeros (and the item's status set).
+__device__ __forceinline__ void StageInputRows(const SqLaunch& L, const SqDesc& desc, uint32_t layer, uint32_t kv,
+                                               uint32_t h, uint32_t t0, uint32_t nt, float* rows_s, uint32_t rs) {
+  const uint32_t d = L.head_dim, H = L.heads, units = d / 8, tail = d % 8;
+  auto widen = [](uint32_t b) { return __uint_as_float(b << 16); };
+  // Token t0 + k's source row; nullptr (and the item's status) out of range.
+  auto row_of = [&](uint32_t k) -> const uint16_t* {
+    const uint64_t token = desc.token_offset + t0 + k;
+    if (!L.paged) return desc.in[kv] + ((uint64_t{layer} * H + h) * desc.in_tokens + token) * d;
     const int32_t blk = desc.block_table[token / L.block_size];
     if (blk < 0 || static_cast<uint32_t>(blk) >= L.num_blocks) {
       atomicCAS(&L.statuses[desc.status_index], 0, kSqBlockOutOfRange);
-      return 0.0f;
+      return nullptr;
     }
-    row = static_cast<const uint16_t*>(desc.layer_caches[layer]) +
-          (((uint64_t(blk) * 2 + kv) * L.block_size + token % L.block_size) * H + h) * d;
-  } else {
-    row = desc.in[kv] + ((uint64_t{layer} * H + h) * desc.in_tokens + token) * d;
+    return static_cast<const uint16_t*>(desc.layer_caches[layer]) +
+           (((uint64_t(blk) * 2 + kv) * L.block_size + token % L.block_size) * H + h) * d;
+  };
+  for (uint32_t u = threadIdx.x; u < nt * units; u += blockDim.x) {
+    const uint32_t k = u / units, c = (u % units) * 8;
+    const uint16_t* row = row_of(k);
+    float* out = rows_s + k * rs + c;
+    if (row == nullptr) {
+      for (uint32_t e = 0; e < 8; ++e) out[e] = 0.0f;
+    } else if (reinterpret_cast<uintptr_t>(row + c) % 16 == 0) {
+      const uint4 v = __ldg(reinterpret_cast<const uint4*>(row + c));
+      *reinterpret_cast<float4*>(out) =
+          make_float4(widen(v.x & 0xFFFFu), widen(v.x >> 16), widen(v.y & 0xFFFFu), widen(v.y >> 16));
+      *reinterpret_cast<float4*>(out + 4) =
+          make_float4(widen(v.z & 0xFFFFu), widen(v.z >> 16), widen(v.w & 0xFFFFu), widen(v.w >> 16));
+    } else {
+      for (uint32_t e = 0; e < 8; ++e) out[e] = widen(row[c + e]);
+    }
   }
-  auto widen = [](uint16_t b) { return __uint_as_float(static_cast<uint32_t>(b) << 16); };
+  for (uint32_t u = threadIdx.x; u < nt * tail; u += blockDim.x) {  // a d that is not a multiple of 8
+    const uint32_t k = u / tail, j = units * 8 + u % tail;
+    const uint16_t* row = row_of(k);
+    rows_s[k * rs + j] = row == nullptr ? 0.0f : widen(row[j]);
+  }
+}
+
+// Element j of the tile's token k in the coding domain, from the staged row:
+// RoPE undone on pre-RoPE keys (SqLayerKernel's values).
+__device__ __forceinline__ float InputOf(const SqLaunch& L, const SqDesc& desc, uint32_t kv, const float* row,
+                                         uint64_t t, uint32_t j) {
   const uint32_t rd = L.rotary_dim;
-  if (kv != 0 || !desc.rotate_keys || j >= rd) return widen(row[j]);
+  if (kv != 0 || !desc.rotate_keys || j >= rd) return row[j];
   uint32_t ia, ib;
   bool first;
   dense::RopePairOf(j, rd, L.rope_style, ia, ib, first);
   const uint64_t at = (desc.first_position + t) * rd + j;
-  return dense::RopePair(widen(row[ia]), widen(row[ib]), first, L.rope_cos[at], L.rope_sin[at], true);
+  return dense::RopePair(row[ia], row[ib], first, L.rope_cos[at], L.rope_sin[at], true);
 }
 
 template <uint32_t D>
@@ -241,6 +269,11 @@ __global__ void __launch_bounds__(2 * D, 2) SqI12PredictKernel(SqLaunch L, uint3
   const uint32_t* prev_max = feats ? desc.max_bits + (layer - 1) * 2 * H : nullptr;
   cta.PredictBlocks(desc.xhat[(layer + 1) % 2], prev_max, block_of, nblk, T, t0, nt,
                     L.w_i8 + uint64_t{g} * blocks * 2 * D * D, L.fixed_exp[3 * g], exp_s);
+  // The input rows, over the stages (free once the products are done).
+  __syncthreads();
+  float* const in_s = cta.Rows();
+  StageInputRows(L, desc, layer, kv, h, t0, nt, in_s, Cta::kRowStride);
+  __syncthreads();
   // x, pred and r of the thread's elements, two channels at a time.
   const float* bias = L.predictor + (uint64_t{g} * F + (F - 1)) * D;
   const uint64_t at0 = ((uint64_t{kv} * H + h) * T + t0) * D;
@@ -251,7 +284,7 @@ __global__ void __launch_bounds__(2 * D, 2) SqI12PredictKernel(SqLaunch L, uint3
     float x[2], p[2], e[2];
 #pragma unroll
     for (uint32_t c = 0; c < 2; ++c) {
-      x[c] = InputAt(L, desc, layer, kv, h, t0 + k, j + c);
+      x[c] = InputOf(L, desc, kv, in_s + k * Cta::kRowStride, t0 + k, j + c);
       p[c] = i12::PredOf(feats, feats ? cta.dsum[i12::DsumAt(D, k, j + c)] : 0.0, bias[j + c]);
       e[c] = __fsub_rn(x[c], p[c]);
       most = max(most, i12::FiniteAbsBits(e[c]));
@@ -365,7 +398,10 @@ cudaError_t LaunchSqI12Layer(const SqLaunch& launch, uint32_t layer, cudaStream_
 // per lane codes its symbols backwards, first counting its words
 // (SqLaneKernel<false>), then, once the sections are laid out, writing them
 // with their keys (SqLaneKernel<true>); SqMergeKernel places each word at
-// its rank among all the group's keys.
+// its rank among all the group's keys. Lane streams know each lane's
+// operations from the model kernel, so most groups take one pass instead
+// (SqLaneWriteKernel: words at a place reserved per lane, a bit per
+// operation instead of a key per word).
 //
 // Key of a rANS operation: (t * dim + i) * 64 + sub, sub the operation's
 // index inside the element in coding order: 0 the magnitude symbol, then the
@@ -661,6 +697,7 @@ static_assert(kSqMergeLanes == kMaxLaneLanes, "one mask word per lane and segmen
 // Groups that do not fit (lanes over kMergeSegments * 32 operations, or more
 // operations than 2 words per element, as many escapes or signs may make)
 // take the two passes below: count the words, then write them with their keys.
+constexpr uint32_t kMaxFitDim = 256;  // SqLaneWriteKernel's instances: d / 16 + 1 <= 17 components per lane
 struct LaneFit {
   bool fits;
   uint32_t segments;  // of 32 operations, for the longest lane
@@ -674,9 +711,9 @@ __device__ __forceinline__ LaneFit LaneStreamFit(const SqDesc& D, uint32_t g, ui
     longest = ops[l] > longest ? ops[l] : longest;
   }
   const uint32_t segments = (longest + 31) / 32;
-  return {d % 4 == 0 && segments <= kMergeSegments && uint64_t{segments} * kSqMergeLanes <= D.arena_cap &&
-              total <= 2ull * D.tokens * d,
-          segments};
+  const bool fits = d % 4 == 0 && d <= kMaxFitDim && segments <= kMergeSegments &&
+                    uint64_t{segments} * kSqMergeLanes <= D.arena_cap && total <= 2ull * D.tokens * d;
+  return {fits, segments};
 }
 
 // One thread per (group, lane), lane-stream groups that LaneStreamFit: the
@@ -684,8 +721,10 @@ __device__ __forceinline__ LaneFit LaneStreamFit(const SqDesc& D, uint32_t g, ui
 // at a time in registers and stored 16 bytes at a time at the end of its part
 // of the group's word memory, its operation masks a word per 32 operations;
 // then its word count and final state. (The decoder reads the lane's words in
-// the reverse order of emission: they end up ascending in memory.)
-template <bool kSigned>
+// the reverse order of emission: they end up ascending in memory.) A lane
+// codes at most kMaxN = d / 16 + 1 components; it loads the symbols of the
+// token before the one it codes ahead, into registers.
+template <bool kSigned, uint32_t kMaxN>
 __global__ void __launch_bounds__(kLaneThreads) SqLaneWriteKernel(SqLaunch L) {
   extern __shared__ uint32_t fit_list_s[];  // per thread: its components (i | table << 16), ascending rank
   const uint32_t tid = blockIdx.x * blockDim.x + threadIdx.x;
@@ -738,11 +777,18 @@ __global__ void __launch_bounds__(kLaneThreads) SqLaneWriteKernel(SqLaunch L) {
     x = RansPut(x, start, freq);
   };
   const int32_t* q = D.q + uint64_t{g} * T * d;
+  int32_t cur[kMaxN], next[kMaxN];  // the symbols of token t and of t - 1 (the context of t's)
+  auto load = [&](uint32_t t, int32_t (&to)[kMaxN]) {
+#pragma unroll
+    for (uint32_t e = 0; e < kMaxN; ++e) to[e] = e < n ? __ldg(q + uint64_t{t} * d + (list[e] & 0xFFFFu)) : 0;
+  };
+  load(T - 1, cur);
   for (uint32_t t = T; t-- > 0;) {
-    for (uint32_t e = n; e-- > 0;) {
-      const uint32_t i = list[e] & 0xFFFFu;
-      const uint64_t idx = uint64_t{t} * d + i;
-      const int32_t v = q[idx];
+    if (t > 0) load(t - 1, next);
+#pragma unroll
+    for (uint32_t e = kMaxN; e-- > 0;) {
+      if (e >= n) continue;
+      const int32_t v = cur[e];
       const uint32_t mag = Magnitude(v);
       if (mag >= kEscape) {
         const uint32_t ev = mag - kEscape + 1;
@@ -754,9 +800,11 @@ __global__ void __launch_bounds__(kLaneThreads) SqLaneWriteKernel(SqLaunch L) {
       } else if (!kSigned && mag != 0) {
         put(v < 0 ? kHalf : 0u, kHalf);
       }
-      const uint32_t iv = LaneInterval(L, list[e] >> 16, v, !kSigned && t > 0 ? q[idx - d] : 0);
+      const uint32_t iv = LaneInterval(L, list[e] >> 16, v, !kSigned && t > 0 ? next[e] : 0);
       put(iv & 0xFFFFu, iv >> 16);
     }
+#pragma unroll
+    for (uint32_t e = 0; e < kMaxN; ++e) cur[e] = next[e];
   }
   masks[seg * kSqMergeLanes + lane] = mask;
   // The last emitted % 8 words: offset o of the buffer goes to at - r + o.
@@ -1108,6 +1156,16 @@ cudaError_t LaunchSqModels(const SqLaunch& launch, cudaStream_t stream) {
 
 namespace {
 
+template <uint32_t kMaxN>
+void LaunchLaneWrite(const SqLaunch& launch, uint32_t blocks, size_t smem, cudaStream_t stream) {
+  static_assert(kMaxN == 5 || kMaxN == 9 || kMaxN == 17, "d / 16 + 1 for d up to 64, 128, kMaxFitDim");
+  if (launch.signed_lanes) {
+    SqLaneWriteKernel<true, kMaxN><<<blocks, kLaneThreads, smem, stream>>>(launch);
+  } else {
+    SqLaneWriteKernel<false, kMaxN><<<blocks, kLaneThreads, smem, stream>>>(launch);
+  }
+}
+
 template <bool kWrite>
 cudaError_t LaunchLanes(const SqLaunch& launch, cudaStream_t stream) {
   const uint32_t slots = launch.lanes ? kMaxLaneLanes : kMaxLanes;
@@ -1115,10 +1173,13 @@ cudaError_t LaunchLanes(const SqLaunch& launch, cudaStream_t stream) {
   const size_t smem = sizeof(uint32_t) * kLaneThreads * (launch.head_dim / slots + 1);
   if (launch.lanes) {
     if (!kWrite) {  // the groups that fit: words and masks in one pass
-      if (launch.signed_lanes) {
-        SqLaneWriteKernel<true><<<blocks, kLaneThreads, smem, stream>>>(launch);
-      } else {
-        SqLaneWriteKernel<false><<<blocks, kLaneThreads, smem, stream>>>(launch);
+      const uint32_t d = launch.head_dim;
+      if (d <= 64) {
+        LaunchLaneWrite<5>(launch, blocks, smem, stream);
+      } else if (d <= 128) {
+        LaunchLaneWrite<9>(launch, blocks, smem, stream);
+      } else if (d <= kMaxFitDim) {
+        LaunchLaneWrite<17>(launch, blocks, smem, stream);
       }
     }
     SqLaneKernel<kWrite, true><<<blocks, kLaneThreads, smem, stream>>>(launch);

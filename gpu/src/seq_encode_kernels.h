@@ -65,15 +65,16 @@ struct SqDesc {
   double* sse;                 // [G]
   uint64_t* cost;              // [G] estimated code length (SeqEstimateGroupCost's units)
   const double* step_base;     // [G] double(delta0) * multiplier
-  uint32_t* ops;               // [G][T][d] the magnitude symbols' start | freq << 16
+  uint32_t* ops;               // [G][T][d] adaptive streams: the magnitude symbols' start | freq << 16;
+                               // lane streams: the lanes' words (SqLaneWriteKernel), 2 per element
   int16_t* rank;               // [G][d] rank among the coded components, -1: not coded
   uint32_t* coded;             // [G] coded components
   uint32_t* lane_words;        // [G][kSqLaneSlots] words per rANS lane
   uint32_t* lane_states;       // [G][kSqLaneSlots] final rANS states
-  uint32_t* lane_ops;          // [G][kSqLaneSlots] rANS operations per lane (lane streams' word keys)
+  uint32_t* lane_ops;          // [G][kSqLaneSlots] lane streams: rANS operations per lane (the model kernel's)
   int8_t* shift;               // [G] lane streams: the class shift
   uint16_t* arena_words;       // [G][arena_cap] each lane's words, in emission order
-  uint32_t* arena_keys;        // [G][arena_cap] and their keys
+  uint32_t* arena_keys;        // [G][arena_cap] and their keys (lane streams in one pass: the operation masks)
   uint64_t arena_cap;          // SqArenaWords(tokens, d)
   uint32_t* stream_bytes;      // [G]
   uint64_t* dst;               // [G] where each stream goes in `out`
@@ -141,10 +142,11 @@ cudaError_t LaunchSqLayer(const SqLaunch& launch, uint32_t layer, cudaStream_t s
 // Lane streams: prices every class shift with the static model, keeps the
 // cheapest (SeqEstimateLaneGroupCost's choice) and the symbols' intervals.
 cudaError_t LaunchSqModels(const SqLaunch& launch, cudaStream_t stream);
-// Counts each rANS lane's words (after LaunchSqModels).
+// Counts each rANS lane's words (after LaunchSqModels); lane-stream groups
+// whose words fit the one-pass layout are coded here, words and all.
 cudaError_t LaunchSqLaneCounts(const SqLaunch& launch, cudaStream_t stream);
-// Lays out the layer sections in each item's output, then codes the lanes
-// again writing their words, and merges them into the streams.
+// Lays out the layer sections in each item's output, then codes the other
+// lanes again writing their words, and merges them into the streams.
 cudaError_t LaunchSqPack(const SqLaunch& launch, cudaStream_t stream);
 
 }  // namespace seqkv::gpu::internal

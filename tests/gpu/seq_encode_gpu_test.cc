@@ -25,6 +25,7 @@
 
 #include "../../gpu/src/seq_lane_merge.h"
 #include "seqkv/codec/codec.h"
+#include "seqkv/codec/dtype.h"
 #include "seqkv/codec/format.h"
 #include "seqkv/codec/safetensors.h"
 #include "seqkv/codec/seq_profile.h"
@@ -37,6 +38,9 @@ namespace seqkv::gpu {
 namespace {
 
 using Buffer = test::BackendBuffer;
+
+// The scale of the random values of LaneGroupsOfLongEscapesShareABatchWithOthers.
+constexpr float kEscapeGroupScale = 16.0f;
 
 // `chunk`'s K and V placed at token `offset` of [layers, kv_heads, in_tokens,
 // head_dim] tensors (other tokens hold a fixed pattern), in backend memory.
@@ -297,6 +301,50 @@ TEST_P(SeqEncodeGpuTest, RandomDataWithEscapesEqualsEncodeChunk) {
   EncodeAndCompare("seq:delta=4,streams=adaptive", {flat});
   EncodeAndCompare("seq:delta=4,streams=lanes", {flat});
   EncodeAndCompare("seq:delta=4,streams=lanes2", {flat});
+}
+
+// The length of group stream `stream` of layer section `layer` of a seq
+// chunk (a layer section: u32 n, n u32 stream lengths, the streams).
+uint32_t LayerStreamBytes(const std::vector<uint8_t>& chunk, uint32_t layer, uint32_t stream) {
+  auto header = ParseChunkHeader(chunk);
+  EXPECT_TRUE(header.ok());
+  if (!header.ok() || header->sections.size() < layer + 2) return 0;
+  uint32_t v = 0;
+  std::memcpy(&v, chunk.data() + header->sections[1 + layer].offset + 4 + 4 * stream, 4);
+  return v;
+}
+
+TEST_P(SeqEncodeGpuTest, LaneGroupsOfLongEscapesShareABatchWithOthers) {
+  // The GPU encoder codes a lane-stream group in one pass when its lanes'
+  // rANS operations fit two words per element, and in two passes (count, then
+  // write with keys) when they do not, as with many long escape codes (an
+  // operation per escape bit). One group here (layer 3's keys, head 0) holds
+  // random values far above the dump's scale: its symbols escape with many
+  // bits each, while every other group of the batch fits. Both paths, one launch.
+  Chunk mixed = test::SliceTokens(*test_, 0, 32);
+  const Chunk plain = mixed;
+  const KvShape& s = mixed.shape;
+  const uint64_t per_head = uint64_t{s.tokens} * s.head_dim;
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal(0.0f, kEscapeGroupScale);
+  for (uint64_t e = 0; e < per_head; ++e) {
+    const uint16_t b = FloatToBf16(normal(rng));
+    const uint64_t at = (3ull * s.kv_heads * per_head + e) * 2;
+    mixed.k[at] = static_cast<uint8_t>(b);
+    mixed.k[at + 1] = static_cast<uint8_t>(b >> 8);
+  }
+  for (const char* spec : {"seq:delta=1,streams=lanes", "seq:delta=1,streams=lanes2",
+                           "seq:delta=1,streams=lanes2,arith=int12"}) {
+    // The premise: that group's stream (layer section 3, stream 0) takes over
+    // 8 bits per element, most of them escape bits (an operation each), and
+    // under 3 before.
+    auto a = EncodeChunk(plain, *CodecFor(spec));
+    auto b = EncodeChunk(mixed, *CodecFor(spec));
+    ASSERT_TRUE(a.ok() && b.ok()) << spec;
+    EXPECT_LT(8.0 * LayerStreamBytes(*a, 3, 0) / double(per_head), 3.0) << spec;
+    EXPECT_GT(8.0 * LayerStreamBytes(*b, 3, 0) / double(per_head), 8.0) << spec;
+    EncodeAndCompare(spec, {mixed, test::SliceTokens(*test_, 32, 32)});
+  }
 }
 
 TEST_P(SeqEncodeGpuTest, TooManyBitsIsResourceExhaustedAndOthersStillEncode) {
