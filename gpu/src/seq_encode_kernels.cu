@@ -428,12 +428,28 @@ __device__ uint32_t RankCoded(const uint32_t* coded_s, uint32_t d, int16_t* rank
   return r;
 }
 
-// The group's squared error in SeqGroupSse's order: tiles ascending, channels ascending.
-__device__ double GroupSse(const SqDesc& D, uint32_t g, uint32_t T, uint32_t d) {
+// The group's squared error in SeqGroupSse's order (tiles ascending, channels
+// ascending) into D.sse[g]: the block loads the partial sums into shared
+// memory kSseChunk at a time, coalesced, and thread 0 adds them in order (one
+// dependent chain of double adds, without a global load in it). Called by
+// every thread of the block.
+constexpr uint32_t kSseChunk = 512;
+__device__ void GroupSse(const SqDesc& D, uint32_t g, uint32_t T, uint32_t d) {
+  __shared__ double part_s[kSseChunk];
   const uint32_t tiles = (T + kSqSseTile - 1) / kSqSseTile;
+  const uint64_t n = uint64_t{tiles} * d;
+  const double* part = D.sse_part + uint64_t{g} * n;
   double sse = 0.0;
-  for (uint64_t k = 0; k < uint64_t{tiles} * d; ++k) sse = __dadd_rn(sse, D.sse_part[uint64_t{g} * tiles * d + k]);
-  return sse;
+  for (uint64_t at = 0; at < n; at += kSseChunk) {
+    const uint32_t m = n - at < kSseChunk ? static_cast<uint32_t>(n - at) : kSseChunk;
+    for (uint32_t k = threadIdx.x; k < m; k += blockDim.x) part_s[k] = part[at + k];
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      for (uint32_t k = 0; k < m; ++k) sse = __dadd_rn(sse, part_s[k]);
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) D.sse[g] = sse;
 }
 
 // One block per group, one thread per component: the component's three
@@ -497,6 +513,7 @@ __global__ void SqModelKernel(SqLaunch L) {
     cost_s[i] = any ? cost + (uint64_t{uniform_bits} << kCostFracBits) : 0;
   }
   __syncthreads();
+  GroupSse(D, g, T, d);
   if (i != 0) return;
   const uint32_t r = RankCoded(coded_s, d, D.rank + uint64_t{g} * d);
   uint64_t cost = 0;  // integers: the same sum in any order (SeqEstimateGroupCost)
@@ -505,7 +522,6 @@ __global__ void SqModelKernel(SqLaunch L) {
   const uint32_t lanes = r < kMaxLanes ? r : kMaxLanes;
   cost += (8ull * ((d + 7) / 8 + 1) + 32ull * lanes) << kCostFracBits;
   D.cost[g] = cost;
-  D.sse[g] = GroupSse(D, g, T, d);
 }
 
 // Lane streams, one block per group, one thread per component: the counts of
@@ -614,9 +630,9 @@ __global__ void SqLaneModelKernel(SqLaunch L) {
     D.cost[g] = cost;
     D.shift[g] = static_cast<int8_t>(best_shift);
     lanes_s = lanes;
-    D.sse[g] = GroupSse(D, g, T, d);
   }
-  __syncthreads();  // also orders thread 0's ranks (global memory) before the reads below
+  GroupSse(D, g, T, d);
+  __syncthreads();  // thread 0's ranks (global memory) before the reads below
   if (i < d && coded_s[i]) {
     const uint32_t r = static_cast<uint32_t>(D.rank[uint64_t{g} * d + i]);
     atomicAdd(&lane_ops_s[r % lanes_s], T + uniform_bits);
