@@ -217,20 +217,37 @@ __device__ __forceinline__ void StageInputRows(const SqLaunch& L, const SqDesc& 
     return static_cast<const uint16_t*>(desc.layer_caches[layer]) +
            (((uint64_t(blk) * 2 + kv) * L.block_size + token % L.block_size) * H + h) * d;
   };
-  for (uint32_t u = threadIdx.x; u < nt * units; u += blockDim.x) {
-    const uint32_t k = u / units, c = (u % units) * 8;
-    const uint16_t* row = row_of(k);
-    float* out = rows_s + k * rs + c;
-    if (row == nullptr) {
-      for (uint32_t e = 0; e < 8; ++e) out[e] = 0.0f;
-    } else if (reinterpret_cast<uintptr_t>(row + c) % 16 == 0) {
-      const uint4 v = __ldg(reinterpret_cast<const uint4*>(row + c));
-      *reinterpret_cast<float4*>(out) =
-          make_float4(widen(v.x & 0xFFFFu), widen(v.x >> 16), widen(v.y & 0xFFFFu), widen(v.y >> 16));
-      *reinterpret_cast<float4*>(out + 4) =
-          make_float4(widen(v.z & 0xFFFFu), widen(v.z >> 16), widen(v.w & 0xFFFFu), widen(v.w >> 16));
-    } else {
-      for (uint32_t e = 0; e < 8; ++e) out[e] = widen(row[c + e]);
+  // kSlots units per thread at a time: their loads first, then their stores.
+  constexpr uint32_t kSlots = 4;
+  for (uint32_t first = 0; first < nt * units; first += kSlots * blockDim.x) {
+    const uint16_t* src[kSlots];
+    uint4 v[kSlots];
+#pragma unroll
+    for (uint32_t s = 0; s < kSlots; ++s) {
+      const uint32_t u = first + s * blockDim.x + threadIdx.x;
+      src[s] = nullptr;
+      if (u >= nt * units) continue;
+      const uint16_t* row = row_of(u / units);
+      src[s] = row == nullptr ? nullptr : row + (u % units) * 8;
+      if (src[s] != nullptr && reinterpret_cast<uintptr_t>(src[s]) % 16 == 0) {
+        v[s] = __ldg(reinterpret_cast<const uint4*>(src[s]));
+      }
+    }
+#pragma unroll
+    for (uint32_t s = 0; s < kSlots; ++s) {
+      const uint32_t u = first + s * blockDim.x + threadIdx.x;
+      if (u >= nt * units) continue;
+      float* out = rows_s + (u / units) * rs + (u % units) * 8;
+      if (src[s] == nullptr) {
+        for (uint32_t e = 0; e < 8; ++e) out[e] = 0.0f;
+      } else if (reinterpret_cast<uintptr_t>(src[s]) % 16 == 0) {
+        *reinterpret_cast<float4*>(out) = make_float4(widen(v[s].x & 0xFFFFu), widen(v[s].x >> 16),
+                                                      widen(v[s].y & 0xFFFFu), widen(v[s].y >> 16));
+        *reinterpret_cast<float4*>(out + 4) = make_float4(widen(v[s].z & 0xFFFFu), widen(v[s].z >> 16),
+                                                          widen(v[s].w & 0xFFFFu), widen(v[s].w >> 16));
+      } else {
+        for (uint32_t e = 0; e < 8; ++e) out[e] = widen(src[s][e]);
+      }
     }
   }
   for (uint32_t u = threadIdx.x; u < nt * tail; u += blockDim.x) {  // a d that is not a multiple of 8
@@ -238,6 +255,33 @@ __device__ __forceinline__ void StageInputRows(const SqLaunch& L, const SqDesc& 
     const uint16_t* row = row_of(k);
     rows_s[k * rs + j] = row == nullptr ? 0.0f : widen(row[j]);
   }
+}
+
+// RoPE undone in place on the staged rows of pre-RoPE keys (InputOf's
+// operations), a thread per unit of 8 channels and (rotate_half) its partner
+// unit half a rotary size on: only that thread reads and writes them. When
+// the rotary size is not a multiple of 16 the rows stay as they are and
+// InputOf undoes RoPE per element; returns whether the rows were rotated.
+__device__ __forceinline__ bool UndoRopeRows(const SqLaunch& L, const SqDesc& desc, uint32_t t0, uint32_t nt,
+                                             float* rows_s, uint32_t rs) {
+  const uint32_t rd = L.rotary_dim;
+  if (rd % 16 != 0) return false;
+  const bool half = L.rope_style == 1;
+  const uint32_t hh = rd / 2, units = half ? hh / 8 : rd / 8;
+  for (uint32_t u = threadIdx.x; u < nt * units; u += blockDim.x) {
+    const uint32_t k = u / units, c = (u % units) * 8;
+    float* row = rows_s + k * rs;
+    const float* cs = L.rope_cos + (desc.first_position + t0 + k) * rd;
+    const float* sn = L.rope_sin + (desc.first_position + t0 + k) * rd;
+#pragma unroll
+    for (uint32_t e = 0; e < 8; e += half ? 1 : 2) {
+      const uint32_t ja = c + e, jb = half ? ja + hh : ja + 1;
+      const float a = row[ja], b = row[jb];
+      row[ja] = dense::RopePair(a, b, true, cs[ja], sn[ja], true);
+      row[jb] = dense::RopePair(a, b, false, cs[jb], sn[jb], true);
+    }
+  }
+  return true;
 }
 
 // Element j of the tile's token k in the coding domain, from the staged row:
@@ -274,6 +318,11 @@ __global__ void __launch_bounds__(2 * D, 2) SqI12PredictKernel(SqLaunch L, uint3
   float* const in_s = cta.Rows();
   StageInputRows(L, desc, layer, kv, h, t0, nt, in_s, Cta::kRowStride);
   __syncthreads();
+  bool rotated = kv != 0 || !desc.rotate_keys;  // the rows are the coding-domain input
+  if (!rotated) {
+    rotated = UndoRopeRows(L, desc, t0, nt, in_s, Cta::kRowStride);
+    __syncthreads();
+  }
   // x, pred and r of the thread's elements, two channels at a time.
   const float* bias = L.predictor + (uint64_t{g} * F + (F - 1)) * D;
   const uint64_t at0 = ((uint64_t{kv} * H + h) * T + t0) * D;
@@ -284,7 +333,8 @@ __global__ void __launch_bounds__(2 * D, 2) SqI12PredictKernel(SqLaunch L, uint3
     float x[2], p[2], e[2];
 #pragma unroll
     for (uint32_t c = 0; c < 2; ++c) {
-      x[c] = InputOf(L, desc, kv, in_s + k * Cta::kRowStride, t0 + k, j + c);
+      const float* row = in_s + k * Cta::kRowStride;
+      x[c] = rotated ? row[j + c] : InputOf(L, desc, kv, row, t0 + k, j + c);
       p[c] = i12::PredOf(feats, feats ? cta.dsum[i12::DsumAt(D, k, j + c)] : 0.0, bias[j + c]);
       e[c] = __fsub_rn(x[c], p[c]);
       most = max(most, i12::FiniteAbsBits(e[c]));
@@ -363,11 +413,15 @@ __global__ void __launch_bounds__(2 * D, 2) SqI12QuantKernel(SqLaunch L, uint32_
   for (uint32_t u = tid; u < (TMI / kSqSseTile) * D; u += NT) {
     const uint32_t s0 = (u / D) * kSqSseTile, j = u % D;
     if (s0 >= nt) continue;
+    float x[kSqSseTile];  // loaded ahead of the chain of adds
+#pragma unroll
+    for (uint32_t e = 0; e < kSqSseTile; ++e) x[e] = s0 + e < nt ? desc.xin[at0 + uint64_t{s0 + e} * D + j] : 0.0f;
     double part = 0.0;
-    for (uint32_t k = s0; k < s0 + kSqSseTile && k < nt; ++k) {
-      const double e = __dsub_rn(static_cast<double>(desc.xin[at0 + uint64_t{k} * D + j]),
-                                 static_cast<double>(row_s[k * RS + j]));
-      part = __dadd_rn(part, __dmul_rn(e, e));
+#pragma unroll
+    for (uint32_t e = 0; e < kSqSseTile; ++e) {
+      if (s0 + e >= nt) break;
+      const double diff = __dsub_rn(static_cast<double>(x[e]), static_cast<double>(row_s[(s0 + e) * RS + j]));
+      part = __dadd_rn(part, __dmul_rn(diff, diff));
     }
     desc.sse_part[(uint64_t{g} * sse_tiles + (t0 + s0) / kSqSseTile) * D + j] = part;
   }

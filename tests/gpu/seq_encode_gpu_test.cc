@@ -347,6 +347,25 @@ TEST_P(SeqEncodeGpuTest, LaneGroupsOfLongEscapesShareABatchWithOthers) {
   }
 }
 
+TEST_P(SeqEncodeGpuTest, RopeStylesAndPartialRotaryEqualEncodeChunk) {
+  // The keys' RoPE undone in each style the engine offers, over all of the
+  // head or a part of it (the int12 kernel rotates staged rows when the
+  // rotary size is a multiple of 16, else element by element).
+  Chunk chunk = test::SliceTokens(*test_, 100, 24);
+  chunk.first_position = 777;
+  const uint32_t d = chunk.shape.head_dim;
+  for (const RopeParams rope : {RopeParams{RopeStyle::kInterleaved, 10000.0, d},
+                                RopeParams{RopeStyle::kRotateHalf, 500000.0, d / 2},
+                                RopeParams{RopeStyle::kInterleaved, 10000.0, d / 2 + 8},
+                                RopeParams{RopeStyle::kRotateHalf, 10000.0, d / 2 + 8}}) {
+    chunk.rope = rope;
+    for (const char* spec : {"seq:delta=1,streams=lanes2", "seq:delta=1,streams=lanes2,arith=int12"}) {
+      SCOPED_TRACE(std::string(spec) + " rotary " + std::to_string(rope.dim));
+      EncodeAndCompare(spec, {chunk});
+    }
+  }
+}
+
 TEST_P(SeqEncodeGpuTest, TooManyBitsIsResourceExhaustedAndOthersStillEncode) {
   // One group of the first chunk (layer 3's keys, head 0) holds 60000.0 everywhere:
   // its symbols are far beyond the escape threshold and its stream needs more
