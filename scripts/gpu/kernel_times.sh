@@ -17,12 +17,8 @@ out="${OUT:?set OUT (the device run sets it)}"
 build=/tmp/seqkv-quick
 # shellcheck source=codec_only.sh
 source "$root/scripts/gpu/codec_only.sh"
-codec_only_configure "$build" -DCMAKE_PROJECT_seqkv_INCLUDE="$root/bench/gpu/bench.cmake" >/dev/null || exit 1
-cmake --build "$build" -j "$(nproc)" --target "$target" 2>&1 | grep -E "error" | head -20
-[ -d "$root/.shared" ] && export SEQKV_SHARED_DIR="$root/.shared"
-export SEQKV_SOURCE_DIR="$root"
-ncu_bin="$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)"
-[ -n "$ncu_bin" ] || { echo "no ncu on this machine" >&2; exit 1; }
+codec_only_build "$build" "$target" || exit 1
+ncu_bin="$(codec_only_ncu)" || { echo "no ncu on this machine" >&2; exit 1; }
 env "$@" "$ncu_bin" --clock-control none --metrics gpu__time_duration.sum --csv \
   "$build/$target" "$arg" >"$out/times.csv" 2>"$out/ncu_err.txt"
 python3 - "$out/times.csv" "${CALLS:-7}" <<'PY'

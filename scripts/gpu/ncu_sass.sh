@@ -20,14 +20,10 @@ out="${OUT:?set OUT (the device run sets it)}"
 build=/tmp/seqkv-quick
 # shellcheck source=codec_only.sh
 source "$root/scripts/gpu/codec_only.sh"
-codec_only_configure "$build" -DCMAKE_PROJECT_seqkv_INCLUDE="$root/bench/gpu/bench.cmake" >/dev/null || exit 1
-cmake --build "$build" -j "$(nproc)" --target "$target" 2>&1 | grep -E "error" | head -20
-[ -d "$root/.shared" ] && export SEQKV_SHARED_DIR="$root/.shared"
-export SEQKV_SOURCE_DIR="$root"
+codec_only_build "$build" "$target" || exit 1
 bin="$build/$target"
 [ -x "$bin" ] || bin="$build/tests/$target"
-ncu_bin="$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)"
-[ -n "$ncu_bin" ] || { echo "no ncu on this machine" >&2; exit 1; }
+ncu_bin="$(codec_only_ncu)" || { echo "no ncu on this machine" >&2; exit 1; }
 env "$@" "$ncu_bin" --clock-control none --kernel-name-base mangled -k regex:"$kernel" --launch-skip "${NCU_SKIP:-0}" --launch-count 1 \
   --set full --import-source no -o "$out/kernel" "$bin" ${BENCH_ARG:+"$BENCH_ARG"} >"$out/ncu_run.txt" 2>&1
 [ -f "$out/kernel.ncu-rep" ] || { tail -20 "$out/ncu_run.txt"; exit 1; }

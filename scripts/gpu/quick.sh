@@ -14,10 +14,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 build=/tmp/seqkv-quick
 # shellcheck source=codec_only.sh
 source "$root/scripts/gpu/codec_only.sh"
-codec_only_configure "$build" -DCMAKE_PROJECT_seqkv_INCLUDE="$root/bench/gpu/bench.cmake" >/dev/null || exit 1
-cmake --build "$build" -j "$(nproc)" --target "$@" 2>&1 | grep -E "error|warning" | head -20
-[ -d "$root/.shared" ] && export SEQKV_SHARED_DIR="$root/.shared"
-export SEQKV_SOURCE_DIR="$root"
+codec_only_build "$build" "$@" || exit 1
 status=0
 for t in "$@"; do
   echo "== $t"
