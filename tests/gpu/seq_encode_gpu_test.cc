@@ -40,7 +40,7 @@ namespace {
 using Buffer = test::BackendBuffer;
 
 // The scale of the random values of LaneGroupsOfLongEscapesShareABatchWithOthers.
-constexpr float kEscapeGroupScale = 16.0f;
+constexpr float kEscapeGroupScale = 8.0f;
 
 // `chunk`'s K and V placed at token `offset` of [layers, kv_heads, in_tokens,
 // head_dim] tensors (other tokens hold a fixed pattern), in backend memory.
@@ -321,6 +321,9 @@ TEST_P(SeqEncodeGpuTest, LaneGroupsOfLongEscapesShareABatchWithOthers) {
   // operation per escape bit). One group here (layer 3's keys, head 0) holds
   // random values far above the dump's scale: its symbols escape with many
   // bits each, while every other group of the batch fits. Both paths, one launch.
+  // (At 8 times the dump's scale the group takes 7.3-8.5 bits per element with
+  // the magnitude model and 11.5-12.6 with the signed one, well under the
+  // 16-bit limit; at 16 times the signed one came within 0.4 bits of it.)
   Chunk mixed = test::SliceTokens(*test_, 0, 32);
   const Chunk plain = mixed;
   const KvShape& s = mixed.shape;
@@ -336,13 +339,13 @@ TEST_P(SeqEncodeGpuTest, LaneGroupsOfLongEscapesShareABatchWithOthers) {
   for (const char* spec : {"seq:delta=1,streams=lanes", "seq:delta=1,streams=lanes2",
                            "seq:delta=1,streams=lanes2,arith=int12"}) {
     // The premise: that group's stream (layer section 3, stream 0) takes over
-    // 8 bits per element, most of them escape bits (an operation each), and
+    // 6 bits per element, most of them escape bits (an operation each), and
     // under 3 before.
     auto a = EncodeChunk(plain, *CodecFor(spec));
     auto b = EncodeChunk(mixed, *CodecFor(spec));
     ASSERT_TRUE(a.ok() && b.ok()) << spec;
     EXPECT_LT(8.0 * LayerStreamBytes(*a, 3, 0) / double(per_head), 3.0) << spec;
-    EXPECT_GT(8.0 * LayerStreamBytes(*b, 3, 0) / double(per_head), 8.0) << spec;
+    EXPECT_GT(8.0 * LayerStreamBytes(*b, 3, 0) / double(per_head), 6.0) << spec;
     EncodeAndCompare(spec, {mixed, test::SliceTokens(*test_, 32, 32)});
   }
 }
