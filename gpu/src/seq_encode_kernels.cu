@@ -473,6 +473,28 @@ __device__ __forceinline__ uint32_t Magnitude(int32_t v) {
   return v < 0 ? 0u - static_cast<uint32_t>(v) : static_cast<uint32_t>(v);
 }
 
+// A symbol's uniform (1-bit, frequency kHalf) rANS operations, which precede
+// its own in coding order: with sign_op the sign of a non-zero symbol; for a
+// magnitude at the escape the Exp-Golomb-0 code of mag - kEscape (k zero
+// bits, a one bit, k value bits). UniformOps counts them; PutUniformOps
+// calls put(start, sub) for each, sub its index in the symbol's key (above).
+__device__ __forceinline__ uint32_t UniformOps(uint32_t mag, bool sign_op) {
+  return (sign_op && mag != 0 ? 1u : 0u) + (mag >= kEscape ? 2u * (31 - __clz(mag - kEscape + 1)) + 1u : 0u);
+}
+template <typename Put>
+__device__ __forceinline__ void PutUniformOps(int32_t v, bool sign_op, Put&& put) {
+  const uint32_t mag = Magnitude(v);
+  if (mag >= kEscape) {
+    const uint32_t ev = mag - kEscape + 1;
+    const uint32_t k = 31 - __clz(ev);
+    if (sign_op) put(v < 0 ? kHalf : 0u, 2 * k + 2);
+    for (uint32_t b = 0; b < k; ++b) put(((ev >> b) & 1u) ? kHalf : 0u, 2 * k + 1 - b);
+    put(kHalf, k + 1);
+    for (uint32_t b = k; b >= 1; --b) put(0u, b);
+  } else if (mag != 0 && sign_op) {
+    put(v < 0 ? kHalf : 0u, 1);
+  }
+}
 
 // Thread 0 of a group's model kernel: each component's rank among the coded
 // ones (-1: not coded) and the number of coded components.
@@ -548,7 +570,7 @@ __global__ void SqModelKernel(SqLaunch L) {
       }
       ops[uint64_t{t} * d] = start | (freq << 16);
       cost += L.cost_table[freq];
-      uniform_bits += (mag != 0 ? 1u : 0u) + (mag >= kEscape ? 2u * (31 - __clz(mag - kEscape + 1)) + 1u : 0u);
+      uniform_bits += UniformOps(mag, true);
       model::Update(w, model::Rate(n), sym);
       const uint32_t next = n + 1 < 256 ? n + 1 : 256;  // the rate stops changing at 256
 #pragma unroll
@@ -626,8 +648,7 @@ __global__ void SqLaneModelKernel(SqLaunch L) {
       const uint32_t bin = kSigned ? static_cast<uint32_t>(seqkv::internal::SeqSignedSymbol(v))
                                    : Context(prev) * kSymbols + (mag >= kEscape ? kEscape : mag);
       ++counts_s[bin * d + i];
-      uniform_bits +=
-          (!kSigned && mag != 0 ? 1u : 0u) + (mag >= kEscape ? 2u * (31 - __clz(mag - kEscape + 1)) + 1u : 0u);
+      uniform_bits += UniformOps(mag, !kSigned);
       any |= v != 0;
       prev = v;
     }
@@ -772,18 +793,61 @@ struct LaneFit {
   bool fits;
   uint32_t segments;  // of 32 operations, for the longest lane
 };
+// A lane's part of the word memory: its operations rounded up to 8 words.
+__device__ __forceinline__ uint32_t LaneSlotWords(uint32_t ops) { return (ops + 7u) & ~7u; }
+// Where lane `lane`'s words end: the parts of lanes 0 .. lane.
+__device__ __forceinline__ uint32_t LaneWordsEnd(const SqDesc& D, uint32_t g, uint32_t lane) {
+  uint32_t end = 0;
+  for (uint32_t l = 0; l <= lane; ++l) end += LaneSlotWords(D.lane_ops[uint64_t{g} * kSqLaneSlots + l]);
+  return end;
+}
 __device__ __forceinline__ LaneFit LaneStreamFit(const SqDesc& D, uint32_t g, uint32_t d, uint32_t lanes) {
   const uint32_t* ops = D.lane_ops + uint64_t{g} * kSqLaneSlots;
   uint64_t total = 0;
   uint32_t longest = 0;
   for (uint32_t l = 0; l < lanes; ++l) {
-    total += (ops[l] + 7u) & ~7u;
+    total += LaneSlotWords(ops[l]);
     longest = ops[l] > longest ? ops[l] : longest;
   }
   const uint32_t segments = (longest + 31) / 32;
   const bool fits = d % 4 == 0 && d <= kMaxFitDim && segments <= kMergeSegments &&
                     uint64_t{segments} * kSqMergeLanes <= D.arena_cap && total <= 2ull * D.tokens * d;
   return {fits, segments};
+}
+
+// The (group, lane) of a lane kernel's thread, `slots` threads per group:
+// its item, the group within it, the group's lane count; false past the
+// last group.
+struct LaneThread {
+  const SqDesc* D;
+  uint32_t g, lane, lanes;
+};
+__device__ __forceinline__ bool LaneThreadOf(const SqLaunch& L, uint32_t slots, LaneThread* at) {
+  const uint32_t tid = blockIdx.x * blockDim.x + threadIdx.x;
+  const uint32_t gid = tid / slots;
+  at->lane = tid % slots;
+  if (gid >= L.total_groups) return false;
+  at->D = &L.descs[dense::FindItem(L.descs, L.count, gid, &SqDesc::first_group)];
+  at->g = gid - at->D->first_group;
+  const uint32_t coded = at->D->coded[at->g];
+  at->lanes = coded < slots ? coded : slots;
+  return true;
+}
+
+// The components lane `lane` of group g codes (rank % lanes == lane), ranks
+// ascending, into list (i | table << 16, the table lane streams' only);
+// returns how many.
+__device__ __forceinline__ uint32_t LaneComponents(const SqLaunch& L, const SqDesc& D, uint32_t g, uint32_t d,
+                                                   uint32_t lane, uint32_t lanes, bool lane_streams, uint32_t* list) {
+  uint32_t n = 0;
+  const int16_t* rank = D.rank + uint64_t{g} * d;
+  for (uint32_t i = 0; i < d; ++i) {
+    const int32_t r = rank[i];
+    if (r >= 0 && static_cast<uint32_t>(r) % lanes == lane) {
+      list[n++] = i | (lane_streams ? LaneTableOf(L, D, g, i) << 16 : 0u);
+    }
+  }
+  return n;
 }
 
 // One thread per (group, lane), lane-stream groups that LaneStreamFit: the
@@ -797,30 +861,20 @@ __device__ __forceinline__ LaneFit LaneStreamFit(const SqDesc& D, uint32_t g, ui
 template <bool kSigned, uint32_t kMaxN>
 __global__ void __launch_bounds__(kLaneThreads) SqLaneWriteKernel(SqLaunch L) {
   extern __shared__ uint32_t fit_list_s[];  // per thread: its components (i | table << 16), ascending rank
-  const uint32_t tid = blockIdx.x * blockDim.x + threadIdx.x;
-  const uint32_t gid = tid / kMaxLaneLanes, lane = tid % kMaxLaneLanes;
-  if (gid >= L.total_groups) return;
-  const SqDesc& D = L.descs[dense::FindItem(L.descs, L.count, gid, &SqDesc::first_group)];
-  const uint32_t g = gid - D.first_group;
+  LaneThread th;
+  if (!LaneThreadOf(L, kMaxLaneLanes, &th)) return;
+  const SqDesc& D = *th.D;
+  const uint32_t g = th.g, lane = th.lane, lanes = th.lanes;
   const uint32_t d = L.head_dim, T = D.tokens;
-  const uint32_t coded = D.coded[g];
-  const uint32_t lanes = coded < kMaxLaneLanes ? coded : kMaxLaneLanes;
   if (lane >= lanes) return;
   const LaneFit fit = LaneStreamFit(D, g, d, lanes);
   if (!fit.fits) return;
   uint32_t* list = fit_list_s + threadIdx.x * (d / kMaxLaneLanes + 1);
-  uint32_t n = 0;
-  const int16_t* rank = D.rank + uint64_t{g} * d;
-  for (uint32_t i = 0; i < d; ++i) {
-    const int32_t r = rank[i];
-    if (r >= 0 && static_cast<uint32_t>(r) % lanes == lane) list[n++] = i | (LaneTableOf(L, D, g, i) << 16);
-  }
-  const uint32_t* lane_ops = D.lane_ops + uint64_t{g} * kSqLaneSlots;
-  uint32_t end = 0;
-  for (uint32_t l = 0; l <= lane; ++l) end += (lane_ops[l] + 7u) & ~7u;
+  const uint32_t n = LaneComponents(L, D, g, d, lane, lanes, true, list);
+  const uint32_t end = LaneWordsEnd(D, g, lane);
   uint16_t* words = reinterpret_cast<uint16_t*>(D.ops + uint64_t{g} * T * d);
   uint32_t* masks = D.arena_keys + uint64_t{g} * D.arena_cap;
-  uint32_t op = lane_ops[lane];  // >= T: the lane codes at least one component
+  uint32_t op = D.lane_ops[uint64_t{g} * kSqLaneSlots + lane];  // >= T: the lane codes at least one component
   for (uint32_t s = (op + 31) / 32; s < fit.segments; ++s) masks[s * kSqMergeLanes + lane] = 0;
   uint32_t seg = (op - 1) / 32, mask = 0;
   uint32_t x = kLow, emitted = 0, at = end;
@@ -859,17 +913,7 @@ __global__ void __launch_bounds__(kLaneThreads) SqLaneWriteKernel(SqLaunch L) {
     for (uint32_t e = kMaxN; e-- > 0;) {
       if (e >= n) continue;
       const int32_t v = cur[e];
-      const uint32_t mag = Magnitude(v);
-      if (mag >= kEscape) {
-        const uint32_t ev = mag - kEscape + 1;
-        const uint32_t k = 31 - __clz(ev);
-        if (!kSigned) put(v < 0 ? kHalf : 0u, kHalf);
-        for (uint32_t b = 0; b < k; ++b) put(((ev >> b) & 1u) ? kHalf : 0u, kHalf);
-        put(kHalf, kHalf);
-        for (uint32_t b = k; b >= 1; --b) put(0u, kHalf);
-      } else if (!kSigned && mag != 0) {
-        put(v < 0 ? kHalf : 0u, kHalf);
-      }
+      PutUniformOps(v, !kSigned, [&](uint32_t start, uint32_t) { put(start, kHalf); });
       const uint32_t iv = LaneInterval(L, list[e] >> 16, v, !kSigned && t > 0 ? next[e] : 0);
       put(iv & 0xFFFFu, iv >> 16);
     }
@@ -890,7 +934,6 @@ __global__ void __launch_bounds__(kLaneThreads) SqLaneWriteKernel(SqLaunch L) {
   D.lane_states[uint64_t{g} * kSqLaneSlots + lane] = x;
 }
 
-
 // One thread per (group, lane): the lane's symbols backwards through the rANS
 // coder. kWrite = false counts the words and keeps the final state; true
 // writes the words and their keys to the lane's part of the group's arena. A
@@ -902,14 +945,11 @@ template <bool kWrite, bool kLanes>
 __global__ void __launch_bounds__(kLaneThreads) SqLaneKernel(SqLaunch L) {
   constexpr uint32_t kSlots = kLanes ? kMaxLaneLanes : kMaxLanes;
   extern __shared__ uint32_t list_s[];  // per thread: its components (lane streams: i | table << 16), ascending rank
-  const uint32_t tid = blockIdx.x * blockDim.x + threadIdx.x;
-  const uint32_t gid = tid / kSlots, lane = tid % kSlots;
-  if (gid >= L.total_groups) return;
-  const SqDesc& D = L.descs[dense::FindItem(L.descs, L.count, gid, &SqDesc::first_group)];
-  const uint32_t g = gid - D.first_group;
+  LaneThread th;
+  if (!LaneThreadOf(L, kSlots, &th)) return;
+  const SqDesc& D = *th.D;
+  const uint32_t g = th.g, lane = th.lane, lanes = th.lanes;
   const uint32_t d = L.head_dim, T = D.tokens;
-  const uint32_t coded = D.coded[g];
-  const uint32_t lanes = coded < kSlots ? coded : kSlots;
   uint32_t* lane_words = D.lane_words + uint64_t{g} * kSqLaneSlots;
   if (lane >= lanes) {
     if (!kWrite) lane_words[lane] = 0;
@@ -918,12 +958,7 @@ __global__ void __launch_bounds__(kLaneThreads) SqLaneKernel(SqLaunch L) {
   if (kLanes && LaneStreamFit(D, g, d, lanes).fits) return;
   if (kWrite && L.statuses[D.status_index] != 0) return;
   uint32_t* list = list_s + threadIdx.x * (d / kSlots + 1);
-  uint32_t n = 0;
-  const int16_t* rank = D.rank + uint64_t{g} * d;
-  for (uint32_t i = 0; i < d; ++i) {
-    const int32_t r = rank[i];
-    if (r >= 0 && static_cast<uint32_t>(r) % lanes == lane) list[n++] = i | (kLanes ? LaneTableOf(L, D, g, i) << 16 : 0u);
-  }
+  const uint32_t n = LaneComponents(L, D, g, d, lane, lanes, kLanes, list);
   LaneCoder<kWrite> coder;
   if (kWrite) {
     uint64_t at = uint64_t{g} * D.arena_cap;
@@ -946,18 +981,8 @@ __global__ void __launch_bounds__(kLaneThreads) SqLaneKernel(SqLaunch L) {
       const uint32_t i = list[e] & 0xFFFFu;
       const uint64_t idx = uint64_t{t} * d + i;
       const int32_t v = q[idx];
-      const uint32_t mag = Magnitude(v);
       const uint32_t key = static_cast<uint32_t>(idx) << 6;
-      if (mag >= kEscape) {
-        const uint32_t ev = mag - kEscape + 1;
-        const uint32_t k = 31 - __clz(ev);
-        if (sign_op) coder.Put(v < 0 ? kHalf : 0u, kHalf, key_of(key + 2 * k + 2));
-        for (uint32_t b = 0; b < k; ++b) coder.Put(((ev >> b) & 1u) ? kHalf : 0u, kHalf, key_of(key + 2 * k + 1 - b));
-        coder.Put(kHalf, kHalf, key_of(key + k + 1));
-        for (uint32_t b = k; b >= 1; --b) coder.Put(0u, kHalf, key_of(key + b));
-      } else if (mag != 0 && sign_op) {
-        coder.Put(v < 0 ? kHalf : 0u, kHalf, key_of(key + 1));
-      }
+      PutUniformOps(v, sign_op, [&](uint32_t start, uint32_t sub) { coder.Put(start, kHalf, key_of(key + sub)); });
       const uint32_t sym_op = kLanes ? LaneInterval(L, list[e] >> 16, v, t > 0 ? q[idx - d] : 0) : ops[idx];
       coder.Put(sym_op & 0xFFFFu, sym_op >> 16, key_of(key));
     }
@@ -1059,6 +1084,12 @@ __device__ __forceinline__ void MaskPrefixes(const uint32_t* mask_s, uint32_t* s
   if (s < segments) seg_s[s] = before;
 }
 
+// Word w of a group stream at rank r of its body (little-endian; the body need not be aligned).
+__device__ __forceinline__ void PutWord(uint8_t* body, uint32_t r, uint16_t w) {
+  body[2ull * r] = static_cast<uint8_t>(w);
+  body[2ull * r + 1] = static_cast<uint8_t>(w >> 8);
+}
+
 // One block per group: the stream at its place in the item's output. Header
 // (bitmap, lane count, final states), then every word at its key's rank:
 // lane streams through the operation bitmasks, adaptive streams (and lanes
@@ -1103,9 +1134,7 @@ __global__ void __launch_bounds__(kMergeThreads) SqMergeKernel(SqLaunch L) {
       mask_s[k] = k % kSqMergeLanes < lanes ? masks[k] : 0u;
     }
     if (threadIdx.x < lanes) {  // where lane l's words begin (ascending: decode order)
-      uint32_t end = 0;
-      for (uint32_t l = 0; l <= threadIdx.x; ++l) end += (D.lane_ops[uint64_t{g} * kSqLaneSlots + l] + 7u) & ~7u;
-      first_s[threadIdx.x] = end - words_of[threadIdx.x];
+      first_s[threadIdx.x] = LaneWordsEnd(D, g, threadIdx.x) - words_of[threadIdx.x];
     }
     __syncthreads();
     MaskPrefixes(mask_s, seg_s, warp_s, segments, lanes);
@@ -1125,9 +1154,7 @@ __global__ void __launch_bounds__(kMergeThreads) SqMergeKernel(SqLaunch L) {
       while (m != 0) {
         const uint32_t b = static_cast<uint32_t>(__ffs(m)) - 1;
         const uint32_t r = SqLaneWordRank(mask_s, seg_s, lanes, l, s * 32 + b);
-        const uint16_t w = words[j++];
-        body[2ull * r] = static_cast<uint8_t>(w);
-        body[2ull * r + 1] = static_cast<uint8_t>(w >> 8);
+        PutWord(body, r, words[j++]);
         m &= m - 1;
       }
     }
@@ -1161,9 +1188,7 @@ __global__ void __launch_bounds__(kMergeThreads) SqMergeKernel(SqLaunch L) {
       for (uint32_t p = threadIdx.x; p < words_of[l]; p += blockDim.x) {
         const uint32_t op = D.arena_keys[lane_at[l] + p] / kMaxLaneLanes;
         const uint32_t r = SqLaneWordRank(mask_s, seg_s, lanes, l, op);
-        const uint16_t w = D.arena_words[lane_at[l] + p];
-        body[2ull * r] = static_cast<uint8_t>(w);
-        body[2ull * r + 1] = static_cast<uint8_t>(w >> 8);
+        PutWord(body, r, D.arena_words[lane_at[l] + p]);
       }
     }
     return;
@@ -1176,9 +1201,7 @@ __global__ void __launch_bounds__(kMergeThreads) SqMergeKernel(SqLaunch L) {
       for (uint32_t o = 0; o < lanes; ++o) {
         if (o != l) r += CountBelow(D.arena_keys + lane_at[o], words_of[o], key);
       }
-      const uint16_t w = D.arena_words[lane_at[l] + p];
-      body[2ull * r] = static_cast<uint8_t>(w);
-      body[2ull * r + 1] = static_cast<uint8_t>(w >> 8);
+      PutWord(body, r, D.arena_words[lane_at[l] + p]);
     }
   }
 }

@@ -140,7 +140,8 @@ cudaError_t LaunchSqLayer(const SqLaunch& launch, uint32_t layer, cudaStream_t s
 // frequency), ranks the coded components, and per group sums the squared
 // error and the estimated code length (what rate control needs of a trial).
 // Lane streams: prices every class shift with the static model, keeps the
-// cheapest (SeqEstimateLaneGroupCost's choice) and the symbols' intervals.
+// cheapest (SeqEstimateLaneGroupCost's choice) and counts each lane's rANS
+// operations (the lane kernels look the symbols' intervals up themselves).
 cudaError_t LaunchSqModels(const SqLaunch& launch, cudaStream_t stream);
 // Counts each rANS lane's words (after LaunchSqModels); lane-stream groups
 // whose words fit the one-pass layout are coded here, words and all.
