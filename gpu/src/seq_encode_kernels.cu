@@ -268,17 +268,37 @@ __device__ __forceinline__ bool UndoRopeRows(const SqLaunch& L, const SqDesc& de
   if (rd % 16 != 0) return false;
   const bool half = L.rope_style == 1;
   const uint32_t hh = rd / 2, units = half ? hh / 8 : rd / 8;
+  // The unit's cos and sin (and its partner's) with 16-byte loads, all issued
+  // before the arithmetic; the tables are cudaMalloc'd, so rows of a multiple
+  // of 16 floats are aligned.
+  auto load8 = [](const float* p, float (&v)[8]) {
+    const float4 lo = __ldg(reinterpret_cast<const float4*>(p)), hi = __ldg(reinterpret_cast<const float4*>(p) + 1);
+    v[0] = lo.x, v[1] = lo.y, v[2] = lo.z, v[3] = lo.w, v[4] = hi.x, v[5] = hi.y, v[6] = hi.z, v[7] = hi.w;
+  };
   for (uint32_t u = threadIdx.x; u < nt * units; u += blockDim.x) {
     const uint32_t k = u / units, c = (u % units) * 8;
     float* row = rows_s + k * rs;
-    const float* cs = L.rope_cos + (desc.first_position + t0 + k) * rd;
-    const float* sn = L.rope_sin + (desc.first_position + t0 + k) * rd;
+    const uint64_t at = (desc.first_position + t0 + k) * rd + c;
+    float ca[8], sa[8];
+    load8(L.rope_cos + at, ca);
+    load8(L.rope_sin + at, sa);
+    if (half) {
+      float cb[8], sb[8];
+      load8(L.rope_cos + at + hh, cb);
+      load8(L.rope_sin + at + hh, sb);
 #pragma unroll
-    for (uint32_t e = 0; e < 8; e += half ? 1 : 2) {
-      const uint32_t ja = c + e, jb = half ? ja + hh : ja + 1;
-      const float a = row[ja], b = row[jb];
-      row[ja] = dense::RopePair(a, b, true, cs[ja], sn[ja], true);
-      row[jb] = dense::RopePair(a, b, false, cs[jb], sn[jb], true);
+      for (uint32_t e = 0; e < 8; ++e) {
+        const float a = row[c + e], b = row[c + e + hh];
+        row[c + e] = dense::RopePair(a, b, true, ca[e], sa[e], true);
+        row[c + e + hh] = dense::RopePair(a, b, false, cb[e], sb[e], true);
+      }
+    } else {
+#pragma unroll
+      for (uint32_t e = 0; e < 8; e += 2) {
+        const float a = row[c + e], b = row[c + e + 1];
+        row[c + e] = dense::RopePair(a, b, true, ca[e], sa[e], true);
+        row[c + e + 1] = dense::RopePair(a, b, false, ca[e + 1], sa[e + 1], true);
+      }
     }
   }
   return true;
@@ -369,6 +389,16 @@ __global__ void __launch_bounds__(2 * D, 2) SqI12QuantKernel(SqLaunch L, uint32_
   const uint64_t at0 = ((uint64_t{kv} * H + h) * T + t0) * D;
   int32_t* qrows = desc.q + (uint64_t{g} * T + t0) * D;
   const int8_t* vrows = L.v_i8 + uint64_t{g} * 2 * D * D;
+  // The tile's predictions into the double sums' area, which this kernel
+  // uses only for Cta::Symbols' second pass: element (k, j)'s in the first 4
+  // of its 8 bytes at DsumAt (where that pass keeps (pred, A_low), so it
+  // overwrites nothing another element still needs). One commit group ahead
+  // of the first chunk's, so the first Run's waits and barrier cover it.
+  float* const pred_s = reinterpret_cast<float*>(cta.dsum);
+  for (uint32_t u = tid; u < nt * D; u += NT) {
+    dense::CopyAsync4(pred_s + 2 * i12::DsumAt(D, u / D, u % D), desc.pred + at0 + u);
+  }
+  dense::CopyCommit();
 
   // c = U r: the residual (one exponent for the group) times the basis rows.
   cta.Run(
@@ -399,7 +429,7 @@ __global__ void __launch_bounds__(2 * D, 2) SqI12QuantKernel(SqLaunch L, uint32_
   float* const row_s = cta.Rows();
   const double base = desc.step_base[g];
   const double vscale = ldexp(1.0, ev);
-  auto pred_of = [&](uint32_t k, uint32_t j) { return k < nt ? desc.pred[at0 + uint64_t{k} * D + j] : 0.0f; };
+  auto pred_of = [&](uint32_t k, uint32_t j) { return k < nt ? pred_s[2 * i12::DsumAt(D, k, j)] : 0.0f; };
   cta.Symbols(qrows, vrows, nt, huge_s, pred_of, [&](uint32_t k, uint32_t j, int64_t a, float pred) {
     if (k < nt) row_s[k * RS + j] = __fadd_rn(pred, i12::RecOf(static_cast<double>(a), vscale, base));
   });
