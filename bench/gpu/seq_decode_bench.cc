@@ -189,9 +189,14 @@ void TimeMaths(const Batch& b, std::span<const Math> maths, SeqDecodeGpu& gpu, S
 }
 
 
+// The bench's optional argument: only the batches whose name contains it run.
+const char* g_filter = nullptr;
+bool Wanted(const char* name) { return g_filter == nullptr || std::strstr(name, g_filter) != nullptr; }
+
 void RunShape(const char* name, uint32_t L, uint32_t H, uint32_t d, SeqInputs inputs, uint32_t chunks,
               SeqStreamCoding kind, std::span<const Math> maths, cudaStream_t stream,
               SeqArith arith = SeqArith::kFloat) {
+  if (!Wanted(name)) return;
   const bool lanes = IsLaneCoding(kind), signed_lanes = kind == SeqStreamCoding::kSignedLanes;
   const auto model = seqkv::internal::SeqLaneModelOf(kind);
   std::vector<std::vector<int32_t>> sets(kDistinct);
@@ -362,6 +367,7 @@ void RunShape(const char* name, uint32_t L, uint32_t H, uint32_t d, SeqInputs in
 // The entropy stage is not timed apart here (0 in the table).
 void RunRealDumps(const char* name, const std::string& spec, uint32_t copies, std::span<const Math> maths,
                   cudaStream_t stream) {
+  if (!Wanted(name)) return;
   const std::string dir = seqkv::test::SharedDir();
   if (dir.empty() || seqkv::test::DevDump("doc00.safetensors").empty()) {
     std::printf("%s: no ../shared/kvdata/dev (SEQKV_SHARED_DIR): skipped\n", name);
@@ -441,7 +447,10 @@ void RunRealDumps(const char* name, const std::string& spec, uint32_t copies, st
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+  // An optional argument: run only the batches whose name contains it (e.g.
+  // "lanes2 int12"; a batch's rows are its maths).
+  if (argc > 1) g_filter = argv[1];
   cudaStream_t stream;
   CHECK_CUDA(cudaStreamCreate(&stream));
   // SEQKV_BENCH_LARGE=N[,N...]: only Llama-3-8B-shape lane batches of N

@@ -430,6 +430,30 @@ TEST_P(SeqDecodeGpuTest, ClientWrittenLaneChunksAllDecodeInOneBatch) {
   }
 }
 
+// A batch of 40 chunks of 1 to 5 tokens (a CTA per group each: every
+// kernel finds its chunk among many), float and arith=int12 alternating:
+// every chunk lands in its own buffers, byte for byte DecodeChunk's (on kCpu:
+// the fallback's item loop).
+TEST_P(SeqDecodeGpuTest, ManyShortChunksInOneBatchEachDecodeIntoTheirOwnBuffers) {
+  std::vector<Coded> cases;
+  for (uint32_t i = 0; i < 40; ++i) {
+    cases.push_back(Code(Slice(*test_, 23 * i, 1 + i % 5),
+                         i % 2 ? "seq:delta=0.7,streams=lanes2,arith=int12" : "seq:delta=0.7,streams=lanes2"));
+  }
+  std::vector<std::unique_ptr<Buffer>> keep;
+  std::vector<SeqDecodeItem> items;
+  ASSERT_NO_FATAL_FAILURE(ItemsInto(cases, &keep, &items));
+  SeqDecodeArgs args;
+  args.items = items;
+  std::vector<Status> statuses = Run(args);
+  ASSERT_EQ(statuses.size(), cases.size());
+  for (size_t i = 0; i < cases.size(); ++i) {
+    ASSERT_TRUE(statuses[i].ok()) << i << ": " << statuses[i].ToString();
+    EXPECT_TRUE(keep[3 * i + 1]->Download() == cases[i].reference.k) << i;
+    EXPECT_TRUE(keep[3 * i + 2]->Download() == cases[i].reference.v) << i;
+  }
+}
+
 struct Agreement {
   uint64_t elements = 0, differ = 0;
   double err2 = 0, ref2 = 0, codec2 = 0;  // sums of squares: GPU - reference, reference, reference - original

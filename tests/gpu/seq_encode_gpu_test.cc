@@ -164,6 +164,17 @@ TEST_P(SeqEncodeGpuTest, DevChunksEqualEncodeChunk) {
   EncodeAndCompare("seq:delta=0.005,streams=adaptive,arith=int12", {chunks[2]});
 }
 
+// A batch of 40 chunks of 1 to 5 tokens (a CTA per group each: every
+// kernel finds its chunk among many), float and arith=int12: every chunk
+// equals EncodeChunk (on kCpu: the fallback's item loop, each chunk to its
+// own output).
+TEST_P(SeqEncodeGpuTest, ManyShortChunksInOneBatchEqualEncodeChunk) {
+  std::vector<Chunk> chunks;
+  for (uint32_t i = 0; i < 40; ++i) chunks.push_back(test::SliceTokens(*test_, 23 * i, 1 + i % 5));
+  EncodeAndCompare("seq:delta=0.7,streams=lanes2", chunks);
+  EncodeAndCompare("seq:delta=0.7,streams=lanes2,arith=int12", chunks);
+}
+
 // Rate control runs the CPU encoder's search (SeqRateSearch) one round of
 // trials at a time: the same trials, the same chosen step, the same bytes.
 TEST_P(SeqEncodeGpuTest, RateControlEqualsEncodeChunk) {
