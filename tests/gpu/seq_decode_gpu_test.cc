@@ -187,6 +187,23 @@ class SeqDecodeGpuTest : public test::SeqGpuTestBase {
     }
   }
 
+  // The cases in one batch, each into its own buffers (ItemsInto): every
+  // chunk decodes, byte for byte DecodeChunk's.
+  void DecodeEachExactly(const std::vector<Coded>& cases) {
+    std::vector<std::unique_ptr<Buffer>> keep;
+    std::vector<SeqDecodeItem> items;
+    ASSERT_NO_FATAL_FAILURE(ItemsInto(cases, &keep, &items));
+    SeqDecodeArgs args;
+    args.items = items;
+    std::vector<Status> statuses = Run(args);
+    ASSERT_EQ(statuses.size(), cases.size());
+    for (size_t i = 0; i < cases.size(); ++i) {
+      ASSERT_TRUE(statuses[i].ok()) << i << ": " << statuses[i].ToString();
+      EXPECT_TRUE(keep[3 * i + 1]->Download() == cases[i].reference.k) << i;
+      EXPECT_TRUE(keep[3 * i + 2]->Download() == cases[i].reference.v) << i;
+    }
+  }
+
   void ContiguousCase(uint32_t shift);
   void PagedCase(const std::string& spec);
   void CorruptCase(const std::string& spec, uint32_t header_byte, uint8_t value);
@@ -417,17 +434,7 @@ TEST_P(SeqDecodeGpuTest, ClientWrittenLaneChunksAllDecodeInOneBatch) {
     c.reference = std::move(*decoded);
     chain.push_back(std::move(c));
   }
-  std::vector<std::unique_ptr<Buffer>> keep;
-  std::vector<SeqDecodeItem> items;
-  ASSERT_NO_FATAL_FAILURE(ItemsInto(chain, &keep, &items));
-  SeqDecodeArgs args;
-  args.items = items;
-  std::vector<Status> statuses = Run(args);
-  for (size_t i = 0; i < chain.size(); ++i) {
-    ASSERT_TRUE(statuses[i].ok()) << i << ": " << statuses[i].ToString();
-    EXPECT_TRUE(keep[3 * i + 1]->Download() == chain[i].reference.k) << i;
-    EXPECT_TRUE(keep[3 * i + 2]->Download() == chain[i].reference.v) << i;
-  }
+  DecodeEachExactly(chain);
 }
 
 // A batch of 40 chunks of 1 to 5 tokens (a CTA per group each: every
@@ -440,18 +447,7 @@ TEST_P(SeqDecodeGpuTest, ManyShortChunksInOneBatchEachDecodeIntoTheirOwnBuffers)
     cases.push_back(Code(Slice(*test_, 23 * i, 1 + i % 5),
                          i % 2 ? "seq:delta=0.7,streams=lanes2,arith=int12" : "seq:delta=0.7,streams=lanes2"));
   }
-  std::vector<std::unique_ptr<Buffer>> keep;
-  std::vector<SeqDecodeItem> items;
-  ASSERT_NO_FATAL_FAILURE(ItemsInto(cases, &keep, &items));
-  SeqDecodeArgs args;
-  args.items = items;
-  std::vector<Status> statuses = Run(args);
-  ASSERT_EQ(statuses.size(), cases.size());
-  for (size_t i = 0; i < cases.size(); ++i) {
-    ASSERT_TRUE(statuses[i].ok()) << i << ": " << statuses[i].ToString();
-    EXPECT_TRUE(keep[3 * i + 1]->Download() == cases[i].reference.k) << i;
-    EXPECT_TRUE(keep[3 * i + 2]->Download() == cases[i].reference.v) << i;
-  }
+  DecodeEachExactly(cases);
 }
 
 struct Agreement {
