@@ -19,17 +19,22 @@ codec_only_configure() {
 
 # codec_only_build BUILD_DIR TARGET...: the codec-only build with the GPU
 # benches (bench/gpu/bench.cmake) configured in BUILD_DIR and the targets
-# built (errors and warnings shown), then the data the tests and benches
-# read (SEQKV_SHARED_DIR: the carried .shared) exported. For quick.sh,
-# ncu_sass.sh and kernel_times.sh; fails when the configuration does.
+# built (the build's whole output in BUILD_DIR/build.log, its errors and
+# warnings shown), then the data the tests and benches read
+# (SEQKV_SHARED_DIR: the carried .shared) exported. For quick.sh,
+# ncu_sass.sh, kernel_times.sh and ab_bench.sh; fails when the configuration
+# or the build does (so no caller runs a binary left from an earlier build).
 codec_only_build() {
   local build=$1
   shift
   codec_only_configure "$build" -DCMAKE_PROJECT_seqkv_INCLUDE="$root/bench/gpu/bench.cmake" >/dev/null || return 1
-  cmake --build "$build" -j "$(nproc)" --target "$@" 2>&1 | grep -E "error|warning" | head -20
+  local status=0
+  cmake --build "$build" -j "$(nproc)" --target "$@" >"$build/build.log" 2>&1 || status=$?
+  grep -E "error|warning" "$build/build.log" | head -20
+  [ "$status" -eq 0 ] || tail -5 "$build/build.log"
   [ -d "$root/.shared" ] && export SEQKV_SHARED_DIR="$root/.shared"
   export SEQKV_SOURCE_DIR="$root"
-  return 0
+  return $status
 }
 
 # The path of Nsight Compute's ncu on this machine; nothing (and status 1) without one.
