@@ -261,9 +261,12 @@ struct SeqEncodeGpu::Impl {
 
 #ifdef SEQKV_WITH_CUDA
   // SEQKV_GPU_STAGE_TIMES=1 (for benches): events between the stages of the
-  // last Encode, printed to stderr by Finish.
+  // last Encode, printed to stderr by Finish, with its rate control's rounds
+  // (each a trial encode of the items still searching: the closed loop and
+  // the models), trials and items coded again at their chosen step.
   bool stage_times = std::getenv("SEQKV_GPU_STAGE_TIMES") != nullptr;
   cudaEvent_t events[4] = {};
+  size_t rate_rounds = 0, rate_trials = 0, rate_again = 0;
   void Mark(int k, cudaStream_t s) {
     if (!stage_times) return;
     if (events[k] == nullptr && cudaEventCreate(&events[k]) != cudaSuccess) {
@@ -278,6 +281,10 @@ struct SeqEncodeGpu::Impl {
     for (int k = 0; k < 3; ++k) cudaEventElapsedTime(&ms[k], events[k], events[k + 1]);
     std::fprintf(stderr, "seq gpu encode stages: dense %.3f ms, models + lane counts %.3f ms, sections + lanes + merge %.3f ms\n",
                  ms[0], ms[1], ms[2]);
+    if (rate_rounds > 0) {
+      std::fprintf(stderr, "seq gpu encode rate control: %zu rounds, %zu trials, %zu items coded again (before the stages)\n",
+                   rate_rounds, rate_trials, rate_again);
+    }
   }
 
   // Pinned host memory for Finish's downloads, grown on demand.
@@ -560,6 +567,7 @@ Status SeqEncodeGpu::Encode(const SeqEncodeArgs& args, void* workspace, uint64_t
     std::vector<uint8_t> kept_last(all.size(), 0);
     std::vector<uint64_t> cost(group_at);
     std::vector<double> sse(group_at);
+    impl_->rate_rounds = impl_->rate_trials = 0;
     for (int round = 0; round < 64; ++round) {
       std::vector<size_t> active;
       for (size_t k = 0; k < all.size(); ++k) {
@@ -568,6 +576,8 @@ Status SeqEncodeGpu::Encode(const SeqEncodeArgs& args, void* workspace, uint64_t
         delta0[k] = static_cast<float>(search[k].delta());
       }
       if (active.empty()) break;
+      ++impl_->rate_rounds;
+      impl_->rate_trials += active.size();
       SEQKV_RETURN_IF_ERROR(select(active, delta0));
       SEQKV_RETURN_IF_ERROR(trial());
       SEQKV_CUDA_RETURN(cudaMemcpyAsync(cost.data(), base + layout.cost, cost.size() * sizeof(uint64_t),
@@ -608,6 +618,7 @@ Status SeqEncodeGpu::Encode(const SeqEncodeArgs& args, void* workspace, uint64_t
       final_round.push_back(k);
       if (!kept_last[k]) again.push_back(k);
     }
+    impl_->rate_again = again.size();
     if (!again.empty()) {
       SEQKV_RETURN_IF_ERROR(select(again, delta0));
       SEQKV_RETURN_IF_ERROR(trial());
@@ -618,6 +629,7 @@ Status SeqEncodeGpu::Encode(const SeqEncodeArgs& args, void* workspace, uint64_t
     impl_->Mark(1, s);
     SEQKV_CUDA_RETURN(internal::LaunchSqLaneCounts(launch, s), "lane launch");
   } else {
+    impl_->rate_rounds = impl_->rate_trials = impl_->rate_again = 0;
     SEQKV_RETURN_IF_ERROR(select(final_round, delta0));
     impl_->Mark(0, s);
     SEQKV_RETURN_IF_ERROR(layers());
