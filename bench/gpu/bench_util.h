@@ -42,7 +42,7 @@ namespace seqkv::bench {
 // multiplies by it) or, `orthonormal`, signed Hadamard rows (an encode's
 // closed loop stays stable; d a power of two).
 inline std::shared_ptr<const SeqProfile> SyntheticSeqProfile(uint32_t L, uint32_t H, uint32_t d, SeqInputs inputs,
-                                                              bool orthonormal) {
+                                                              bool orthonormal, float step_scale = 0.05f) {
   SeqProfile p;
   p.layers = L;
   p.kv_heads = H;
@@ -68,7 +68,7 @@ inline std::shared_ptr<const SeqProfile> SyntheticSeqProfile(uint32_t L, uint32_
   } else {
     for (float& w : p.basis) w = n(rng) / std::sqrt(float(d));
   }
-  p.step_scale.assign(G * d, 0.05f);
+  p.step_scale.assign(G * d, step_scale);
   p.sensitivity.assign(G, 1.0f);
   CHECK_OK(p.Validate());
   return std::make_shared<const SeqProfile>(std::move(p));
