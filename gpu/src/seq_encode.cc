@@ -559,6 +559,7 @@ Status SeqEncodeGpu::Encode(const SeqEncodeArgs& args, void* workspace, uint64_t
   std::vector<size_t> final_round(all.size());
   for (size_t k = 0; k < all.size(); ++k) final_round[k] = k;
   const SeqEncoderSettings& o = impl_->settings;
+  impl_->rate_rounds = impl_->rate_trials = impl_->rate_again = 0;
   if (o.bits > 0 || o.kl > 0) {
     // Rate control: every item's SeqRateSearch, one round of trials at a time
     // (one wait per round), as the CPU encoder runs them one after another.
@@ -567,7 +568,6 @@ Status SeqEncodeGpu::Encode(const SeqEncodeArgs& args, void* workspace, uint64_t
     std::vector<uint8_t> kept_last(all.size(), 0);
     std::vector<uint64_t> cost(group_at);
     std::vector<double> sse(group_at);
-    impl_->rate_rounds = impl_->rate_trials = 0;
     for (int round = 0; round < 64; ++round) {
       std::vector<size_t> active;
       for (size_t k = 0; k < all.size(); ++k) {
@@ -629,7 +629,6 @@ Status SeqEncodeGpu::Encode(const SeqEncodeArgs& args, void* workspace, uint64_t
     impl_->Mark(1, s);
     SEQKV_CUDA_RETURN(internal::LaunchSqLaneCounts(launch, s), "lane launch");
   } else {
-    impl_->rate_rounds = impl_->rate_trials = impl_->rate_again = 0;
     SEQKV_RETURN_IF_ERROR(select(final_round, delta0));
     impl_->Mark(0, s);
     SEQKV_RETURN_IF_ERROR(layers());
