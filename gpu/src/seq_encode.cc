@@ -74,7 +74,7 @@ struct Layout {
   uint64_t stream_bytes = 0, dst = 0, section_bytes = 0, total = 0;
   uint64_t layer_elements = 0;  // one layer's K and V of every item
   // arith=int12: one layer's input, prediction and residual; the per-layer maxima.
-  uint64_t xin = 0, pred = 0, resid = 0, rmax = 0, max_bits = 0, max_words = 0;
+  uint64_t xin = 0, pred = 0, rmax = 0, max_bits = 0, max_words = 0;
 };
 
 }  // namespace
@@ -220,8 +220,7 @@ struct SeqEncodeGpu::Impl {
       l.max_words = (groups / p.groups()) * 2ull * p.layers * p.kv_heads;
       l.xin = l.total;
       l.pred = l.xin + AlignUp(l.layer_elements * sizeof(float));
-      l.resid = l.pred + AlignUp(l.layer_elements * sizeof(float));
-      l.rmax = l.resid + AlignUp(l.layer_elements * sizeof(float));
+      l.rmax = l.pred + AlignUp(l.layer_elements * sizeof(float));
       l.max_bits = l.rmax + AlignUp(l.max_words * sizeof(uint32_t));
       l.total = l.max_bits + AlignUp(l.max_words * sizeof(uint32_t));
     }
@@ -463,7 +462,6 @@ Status SeqEncodeGpu::Encode(const SeqEncodeArgs& args, void* workspace, uint64_t
     if (impl_->settings.arith == SeqArith::kInt12) {
       e.xin = reinterpret_cast<float*>(base + layout.xin) + layer_at;
       e.pred = reinterpret_cast<float*>(base + layout.pred) + layer_at;
-      e.resid = reinterpret_cast<float*>(base + layout.resid) + layer_at;
       e.rmax = reinterpret_cast<uint32_t*>(base + layout.rmax) + all.size() * 2ull * p.layers * p.kv_heads;
       e.max_bits = reinterpret_cast<uint32_t*>(base + layout.max_bits) + all.size() * 2ull * p.layers * p.kv_heads;
     }

@@ -184,10 +184,10 @@ __global__ void SqLayerKernel(SqLaunch L, uint32_t layer) {
 // takes one exponent over all its tokens:
 //   * SqI12PredictKernel: per CTA (group, 64 tokens) the coding-domain input
 //     (bf16 widened, RoPE undone on the keys), the prediction as the
-//     decoder's, and x, pred and r = x - pred into the workspace, with the
-//     group's largest finite |r| (SqDesc::rmax);
-//   * SqI12QuantKernel: the residual in int12 times the basis (exact int32
-//     sums), c = float(double(S) 2^(er + eu)), the symbols SeqQuantize(c,
+//     decoder's, and x and pred into the workspace, with the group's largest
+//     finite |r|, r = x - pred (SqDesc::rmax);
+//   * SqI12QuantKernel: the residual r = x - pred (formed again from the
+//     staged x and pred) in int12 times the basis (exact int32 sums), c = float(double(S) 2^(er + eu)), the symbols SeqQuantize(c,
 //     step, rho) into q; then the symbols times the reconstruction weights
 //     as the decoder, xhat = pred + float(double(A) 2^ev * base), the next
 //     layer's rows with their blocks' largest |x|, and the partial squared
@@ -343,7 +343,8 @@ __global__ void __launch_bounds__(2 * D, 2) SqI12PredictKernel(SqLaunch L, uint3
     rotated = UndoRopeRows(L, desc, t0, nt, in_s, Cta::kRowStride);
     __syncthreads();
   }
-  // x, pred and r of the thread's elements, two channels at a time.
+  // x and pred of the thread's elements, two channels at a time, and the
+  // largest |r| (the quant kernel forms r again).
   const float* bias = L.predictor + (uint64_t{g} * F + (F - 1)) * D;
   const uint64_t at0 = ((uint64_t{kv} * H + h) * T + t0) * D;
   uint32_t most = 0;
@@ -362,7 +363,6 @@ __global__ void __launch_bounds__(2 * D, 2) SqI12PredictKernel(SqLaunch L, uint3
     const uint64_t at = at0 + uint64_t{k} * D + j;
     *reinterpret_cast<float2*>(desc.xin + at) = make_float2(x[0], x[1]);
     *reinterpret_cast<float2*>(desc.pred + at) = make_float2(p[0], p[1]);
-    *reinterpret_cast<float2*>(desc.resid + at) = make_float2(e[0], e[1]);
   });
   i12::WarpMaxInto(most, cta.lane, &desc.rmax[layer * 2 * H + kv * H + h]);
 }
@@ -392,23 +392,40 @@ __global__ void __launch_bounds__(2 * D, 2) SqI12QuantKernel(SqLaunch L, uint32_
   // The tile's predictions into the double sums' area, which this kernel
   // uses only for Cta::Symbols' second pass: element (k, j)'s in the first 4
   // of its 8 bytes at DsumAt (where that pass keeps (pred, A_low), so it
-  // overwrites nothing another element still needs). One commit group ahead
-  // of the first chunk's, so the first Run's waits and barrier cover it.
+  // overwrites nothing another element still needs). Each thread copies the
+  // predictions of the elements whose x it copies and converts in the first
+  // Run (Cta::CopySlot, every chunk), so its own wait covers them there; one
+  // commit group ahead of the first chunk's.
   float* const pred_s = reinterpret_cast<float*>(cta.dsum);
-  for (uint32_t u = tid; u < nt * D; u += NT) {
-    dense::CopyAsync4(pred_s + 2 * i12::DsumAt(D, u / D, u % D), desc.pred + at0 + u);
+  for (uint32_t ci = 0; ci < Cta::kChunksPer; ++ci) {
+#pragma unroll
+    for (uint32_t i = 0; i < Cta::kRawCopies; ++i) {
+      uint32_t k, c;
+      cta.CopySlot(i, k, c);
+      if (k >= nt) continue;
+#pragma unroll
+      for (uint32_t e = 0; e < 4; ++e) {
+        const uint32_t j = ci * i12::KCI + c + e;
+        dense::CopyAsync4(pred_s + 2 * i12::DsumAt(D, k, j), desc.pred + at0 + uint64_t{k} * D + j);
+      }
+    }
   }
   dense::CopyCommit();
 
-  // c = U r: the residual (one exponent for the group) times the basis rows.
+  // c = U r: the residual (one exponent for the group) times the basis rows;
+  // r = x - pred as the predict kernel formed it, from the staged x chunk
+  // and the predictions in shared memory (the copies above are complete at
+  // the first chunk's wait and barrier).
   cta.Run(
       Cta::kChunksPer,
       [&](uint32_t ci, uint32_t s) {
-        cta.Issue(reinterpret_cast<const uint32_t*>(desc.resid + at0), L.u_i8 + uint64_t{g} * 2 * D * D,
+        cta.Issue(reinterpret_cast<const uint32_t*>(desc.xin + at0), L.u_i8 + uint64_t{g} * 2 * D * D,
                   ci * i12::KCI, nt, s);
       },
-      [&](uint32_t, uint32_t s) {
-        cta.ConvertValues(s, nt, er, i12::FixedScale(er));
+      [&](uint32_t ci, uint32_t s) {
+        cta.ConvertValues(s, nt, er, i12::FixedScale(er), [&](uint32_t k, uint32_t c, float x) {
+          return __fsub_rn(x, pred_s[2 * i12::DsumAt(D, k, ci * i12::KCI + c)]);
+        });
         return true;
       },
       [](uint32_t) {});

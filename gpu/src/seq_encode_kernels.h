@@ -87,13 +87,13 @@ struct SqDesc {
   uint32_t status_index;
   uint32_t first_cta;          // prefix over items of CTAs per layer launch
   uint32_t first_group;        // prefix over items of groups
-  // arith=int12: one layer's coding-domain input, prediction and residual,
-  // each [2][H][T][d]; per layer and block (kv, head) the largest finite |x|
-  // (float bits) of the residual (rmax) and of the reconstruction (max_bits),
-  // [layers][2][H], zeroed before each trial's layers.
+  // arith=int12: one layer's coding-domain input and prediction, each
+  // [2][H][T][d] (the quant kernel forms the residual x - pred itself); per
+  // layer and block (kv, head) the largest finite |x| (float bits) of the
+  // residual (rmax) and of the reconstruction (max_bits), [layers][2][H],
+  // zeroed before each trial's layers.
   float* xin;
   float* pred;
-  float* resid;
   uint32_t* rmax;
   uint32_t* max_bits;
 };

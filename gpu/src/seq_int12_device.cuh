@@ -181,6 +181,15 @@ struct Cta {
     ForEach([&](uint32_t m, uint32_t n, uint32_t r) { acc1[m][n][r] = acc0[m][n][r] = 0; });
   }
 
+  // Row k and chunk column c (the first of four) of this thread's raw copy i:
+  // Issue copies and ConvertValues / ConvertSymbols convert the same ones, so
+  // a thread converts only what it copied itself.
+  __device__ __forceinline__ void CopySlot(uint32_t i, uint32_t& k, uint32_t& c) const {
+    const uint32_t v = tid + i * NT;
+    k = v / (KCI / 4);
+    c = (v % (KCI / 4)) * 4;
+  }
+
   // Columns [k0, k0 + KCI) of the first nt rows of `src` (row stride D
   // words: floats or int32) and of the D weight rows of hi and lo (hi, then
   // lo D * D bytes later; row stride D) into stage s, one commit group.
@@ -188,7 +197,8 @@ struct Cta {
                                         uint32_t s) {
 #pragma unroll
     for (uint32_t i = 0; i < kRawCopies; ++i) {
-      const uint32_t v = tid + i * NT, k = v / (KCI / 4), c = (v % (KCI / 4)) * 4;
+      uint32_t k, c;
+      CopySlot(i, k, c);
       if (k < nt) dense::CopyAsync16(Raw(s) + k * KCI + c, src + uint64_t{k} * D + k0 + c);
     }
 #pragma unroll
@@ -200,19 +210,27 @@ struct Cta {
     dense::CopyCommit();
   }
 
-  // This thread's raw copies of stage s as int12 values (exponent e, scale
-  // FixedScale(e)) split into xh and xl; rows past nt are zeros.
-  __device__ __forceinline__ void ConvertValues(uint32_t s, uint32_t nt, int e, float scale) {
+  // The raw value x of row k, chunk column c as it is (ConvertValues' default).
+  struct AsIs {
+    __device__ __forceinline__ float operator()(uint32_t, uint32_t, float x) const { return x; }
+  };
+
+  // This thread's raw copies of stage s, each through value(k, c, x) (row k,
+  // chunk column c), as int12 values (exponent e, scale FixedScale(e)) split
+  // into xh and xl; rows past nt are zeros.
+  template <typename ValueFn = AsIs>
+  __device__ __forceinline__ void ConvertValues(uint32_t s, uint32_t nt, int e, float scale, ValueFn value = {}) {
 #pragma unroll
     for (uint32_t i = 0; i < kRawCopies; ++i) {
-      const uint32_t v = tid + i * NT, k = v / (KCI / 4), c = (v % (KCI / 4)) * 4;
+      uint32_t k, c;
+      CopySlot(i, k, c);
       uint32_t hi = 0, lo = 0;
       if (k < nt) {
         const uint4 x = *reinterpret_cast<const uint4*>(Raw(s) + k * KCI + c);
-        SplitInto(ToFixed(__uint_as_float(x.x), scale, e), 0, hi, lo);
-        SplitInto(ToFixed(__uint_as_float(x.y), scale, e), 1, hi, lo);
-        SplitInto(ToFixed(__uint_as_float(x.z), scale, e), 2, hi, lo);
-        SplitInto(ToFixed(__uint_as_float(x.w), scale, e), 3, hi, lo);
+        SplitInto(ToFixed(value(k, c, __uint_as_float(x.x)), scale, e), 0, hi, lo);
+        SplitInto(ToFixed(value(k, c + 1, __uint_as_float(x.y)), scale, e), 1, hi, lo);
+        SplitInto(ToFixed(value(k, c + 2, __uint_as_float(x.z)), scale, e), 2, hi, lo);
+        SplitInto(ToFixed(value(k, c + 3, __uint_as_float(x.w)), scale, e), 3, hi, lo);
       }
       *reinterpret_cast<uint32_t*>(xh + k * AS + c) = hi;
       *reinterpret_cast<uint32_t*>(xl + k * AS + c) = lo;
@@ -227,7 +245,8 @@ struct Cta {
     bool out = false;
 #pragma unroll
     for (uint32_t i = 0; i < kRawCopies; ++i) {
-      const uint32_t v = tid + i * NT, k = v / (KCI / 4), c = (v % (KCI / 4)) * 4;
+      uint32_t k, c;
+      CopySlot(i, k, c);
       uint32_t packed = 0;
       if (k < nt) {
         const uint4 x = *reinterpret_cast<const uint4*>(Raw(s) + k * KCI + c);
