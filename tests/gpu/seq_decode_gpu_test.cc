@@ -450,6 +450,97 @@ TEST_P(SeqDecodeGpuTest, ManyShortChunksInOneBatchEachDecodeIntoTheirOwnBuffers)
   DecodeEachExactly(cases);
 }
 
+// Random single-bit flips in the words of signed lane streams (a step with
+// escapes, and one without), the chunk framed again with valid checksums
+// (FrameChunk), so that only the stream decoder can tell: in one batch with
+// the unflipped chunks, the backend accepts exactly the chunks DecodeChunk
+// accepts, with its bytes, and rejects the others as DATA_LOSS (the GPU's
+// lane kernel decodes a symbol on its own fast path, the escapes' bits with
+// the reference's step function).
+TEST_P(SeqDecodeGpuTest, LaneStreamBitFlipsDecodeAsTheReference) {
+  const uint64_t seed = std::random_device{}();
+  std::printf("seed %llu\n", static_cast<unsigned long long>(seed));
+  std::mt19937_64 rng(seed);
+  const int flips = backend() == Backend::kCuda ? 24 : 3;
+  std::vector<Coded> cases;
+  std::vector<StatusCode> want;
+  for (const char* spec : {"seq:delta=0.15,streams=lanes2", "seq:delta=1,streams=lanes2"}) {
+    const Coded good = Code(Slice(*test_, 100, 64), spec);
+    cases.push_back(good);
+    want.push_back(StatusCode::kOk);
+    const KvShape& s = good.header.shape;
+    const size_t bitmap = (s.head_dim + 7) / 8;
+    // Every group stream's words: (section, offset in the chunk, length).
+    struct Words {
+      size_t section;
+      uint64_t at, bytes;
+    };
+    std::vector<Words> words;
+    for (uint32_t l = 0; l < s.layers; ++l) {
+      const SectionInfo& sec = good.header.sections[1 + l];
+      auto streams = seqkv::internal::UnpackSeqStreams(
+          std::span<const uint8_t>(good.bytes).subspan(sec.offset, sec.length), 2 * s.kv_heads);
+      ASSERT_TRUE(streams.ok());
+      for (std::span<const uint8_t> st : *streams) {
+        if (st.size() <= bitmap || st[bitmap] == 0) continue;  // no lanes
+        const uint64_t head = bitmap + 2 + 4ull * st[bitmap];
+        if (st.size() > head) words.push_back({1 + l, uint64_t(st.data() - good.bytes.data()) + head, st.size() - head});
+      }
+    }
+    ASSERT_FALSE(words.empty()) << spec;
+    {  // Framing the sections again gives the chunk's own bytes.
+      std::vector<SectionView> views;
+      for (const SectionInfo& sec : good.header.sections) {
+        views.push_back({sec.type, std::span<const uint8_t>(good.bytes).subspan(sec.offset, sec.length)});
+      }
+      auto framed = FrameChunk(good.original, good.header.codec_id, good.header.codec_spec, good.header.flags, views);
+      ASSERT_TRUE(framed.ok()) << framed.status().ToString();
+      ASSERT_TRUE(*framed == good.bytes) << spec;
+    }
+    for (int f = 0; f < flips; ++f) {
+      const Words& w = words[rng() % words.size()];
+      std::vector<uint8_t> flipped = good.bytes;
+      flipped[w.at + rng() % w.bytes] ^= static_cast<uint8_t>(1u << (rng() % 8));
+      std::vector<SectionView> views;
+      for (const SectionInfo& sec : good.header.sections) {
+        views.push_back({sec.type, std::span<const uint8_t>(flipped).subspan(sec.offset, sec.length)});
+      }
+      auto framed = FrameChunk(good.original, good.header.codec_id, good.header.codec_spec, good.header.flags, views);
+      ASSERT_TRUE(framed.ok()) << framed.status().ToString();
+      Coded bad;
+      bad.original = good.original;
+      bad.bytes = std::move(*framed);
+      auto header = ParseChunkHeader(bad.bytes);
+      ASSERT_TRUE(header.ok()) << header.status().ToString();
+      bad.header = *header;
+      auto decoded = DecodeChunk(bad.bytes);
+      want.push_back(decoded.ok() ? StatusCode::kOk : decoded.status().code());
+      if (decoded.ok()) bad.reference = std::move(*decoded);
+      cases.push_back(std::move(bad));
+    }
+  }
+  std::vector<std::unique_ptr<Buffer>> keep;
+  std::vector<SeqDecodeItem> items;
+  ASSERT_NO_FATAL_FAILURE(ItemsInto(cases, &keep, &items));
+  SeqDecodeArgs args;
+  args.items = items;
+  const std::vector<Status> statuses = Run(args);
+  ASSERT_EQ(statuses.size(), cases.size());
+  size_t rejected = 0;
+  for (size_t i = 0; i < cases.size(); ++i) {
+    EXPECT_EQ(statuses[i].code(), want[i]) << i << ": " << statuses[i].ToString();
+    if (want[i] != StatusCode::kOk) {
+      EXPECT_EQ(want[i], StatusCode::kDataLoss) << i;
+      ++rejected;
+    } else if (statuses[i].ok()) {
+      EXPECT_TRUE(keep[3 * i + 1]->Download() == cases[i].reference.k) << i;
+      EXPECT_TRUE(keep[3 * i + 2]->Download() == cases[i].reference.v) << i;
+    }
+  }
+  std::printf("%zu flipped chunks, %zu rejected by DecodeChunk\n", cases.size() - 2, rejected);
+  EXPECT_GT(rejected, 0u);
+}
+
 struct Agreement {
   uint64_t elements = 0, differ = 0;
   double err2 = 0, ref2 = 0, codec2 = 0;  // sums of squares: GPU - reference, reference, reference - original
