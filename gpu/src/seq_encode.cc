@@ -4,10 +4,14 @@
 #include "seqkv/gpu/seq_encode.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <new>
 #include <string>
+#include <system_error>
+#include <thread>
 
 #include "device_tables.h"
 #include "gpu_util.h"
@@ -99,8 +103,15 @@ struct SeqEncodeGpu::Impl {
     for (cudaEvent_t e : events) {
       if (e != nullptr) cudaEventDestroy(e);
     }
+    for (cudaEvent_t e : item_events) cudaEventDestroy(e);
 #endif
   }
+
+  static uint32_t DefaultHostThreads() {
+    const unsigned hw = std::thread::hardware_concurrency();
+    return std::clamp<uint32_t>(hw == 0 ? 1u : hw, 1u, 8u);
+  }
+  uint32_t host_threads = DefaultHostThreads();  // Finish's framing threads
 
   Backend backend;
   std::shared_ptr<const Codec> codec;
@@ -299,6 +310,18 @@ struct SeqEncodeGpu::Impl {
     staging_bytes = want;
     return Status::Ok();
   }
+  // Finish's events, one per downloaded item (blocking: the framing threads
+  // sleep instead of spinning while they wait), grown on demand.
+  std::vector<cudaEvent_t> item_events;
+  Status EnsureItemEvents(size_t n) {
+    while (item_events.size() < n) {
+      cudaEvent_t e = nullptr;
+      SEQKV_CUDA_RETURN(cudaEventCreateWithFlags(&e, cudaEventDisableTiming | cudaEventBlockingSync),
+                        "download event");
+      item_events.push_back(e);
+    }
+    return Status::Ok();
+  }
 #endif
 };
 
@@ -308,6 +331,11 @@ SeqEncodeGpu& SeqEncodeGpu::operator=(SeqEncodeGpu&&) noexcept = default;
 SeqEncodeGpu::~SeqEncodeGpu() = default;
 
 Backend SeqEncodeGpu::backend() const { return impl_->backend; }
+
+void SeqEncodeGpu::SetHostThreads(uint32_t threads) {
+  impl_->host_threads = threads == 0 ? Impl::DefaultHostThreads() : threads;
+}
+uint32_t SeqEncodeGpu::host_threads() const { return impl_->host_threads; }
 
 Result<SeqEncodeGpu> SeqEncodeGpu::Create(std::shared_ptr<const Codec> codec) {
   return CreateFor(ProbeDevices().available ? Backend::kCuda : Backend::kCpu, std::move(codec));
@@ -711,25 +739,70 @@ Status SeqEncodeGpu::Finish(const SeqEncodeArgs& args, const void* workspace, vo
     stage_bytes += total;
   }
   SEQKV_RETURN_IF_ERROR(impl_->EnsureStaging(stage_bytes));
+  // Each item's download, then an event; the items are framed in this order
+  // by up to host_threads threads, each item once its event has completed.
+  std::vector<size_t> order;
   for (size_t i = 0; i < args.items.size(); ++i) {
-    if (staged[i] == UINT64_MAX) continue;
+    if (staged[i] != UINT64_MAX) order.push_back(i);
+  }
+  SEQKV_RETURN_IF_ERROR(impl_->EnsureItemEvents(order.size()));
+  auto item_total = [&](size_t i) {
     uint64_t total = 0;
     for (uint32_t l = 0; l < p.layers; ++l) total += section_bytes[slot_of[i] * p.layers + l];
-    SEQKV_CUDA_RETURN(cudaMemcpyAsync(impl_->staging + staged[i], args.items[i].out, total, cudaMemcpyDeviceToHost, s),
+    return total;
+  };
+  for (size_t n = 0; n < order.size(); ++n) {
+    const size_t i = order[n];
+    SEQKV_CUDA_RETURN(cudaMemcpyAsync(impl_->staging + staged[i], args.items[i].out, item_total(i),
+                                      cudaMemcpyDeviceToHost, s),
                       "output download");
+    SEQKV_CUDA_RETURN(cudaEventRecord(impl_->item_events[n], s), "download event");
   }
-  SEQKV_CUDA_RETURN(cudaStreamSynchronize(s), "stream synchronize");
-  for (size_t i = 0; i < args.items.size(); ++i) {
-    if (staged[i] == UINT64_MAX) continue;
-    const size_t slot = slot_of[i];
-    const std::vector<double> item_sse(sse.begin() + slot * p.groups(), sse.begin() + (slot + 1) * p.groups());
-    auto framed = impl_->Frame(args.items[i], impl_->item_delta[i], impl_->staging + staged[i],
-                               std::span<const uint64_t>(section_bytes.data() + slot * p.layers, p.layers), item_sse);
-    if (!framed.ok()) {
-      (*statuses)[i] = framed.status();
-      continue;
+  int device = 0;
+  SEQKV_CUDA_RETURN(cudaGetDevice(&device), "current device");
+  std::atomic<size_t> next{0};
+  std::atomic<int> wait_error{cudaSuccess};
+  auto frame_items = [&](bool own_thread) {
+    if (own_thread && cudaSetDevice(device) != cudaSuccess) return;  // the calling thread frames the rest
+    for (size_t n = next.fetch_add(1); n < order.size(); n = next.fetch_add(1)) {
+      const size_t i = order[n];
+      const cudaError_t e = cudaEventSynchronize(impl_->item_events[n]);
+      if (e != cudaSuccess) {
+        int none = cudaSuccess;
+        wait_error.compare_exchange_strong(none, static_cast<int>(e));
+        (*statuses)[i] = Internal(std::string("seq gpu encode: output download: ") + cudaGetErrorString(e));
+        continue;
+      }
+      const size_t slot = slot_of[i];
+      try {
+        const std::vector<double> item_sse(sse.begin() + slot * p.groups(), sse.begin() + (slot + 1) * p.groups());
+        auto framed =
+            impl_->Frame(args.items[i], impl_->item_delta[i], impl_->staging + staged[i],
+                         std::span<const uint64_t>(section_bytes.data() + slot * p.layers, p.layers), item_sse);
+        if (framed.ok()) {
+          (*chunks)[i] = std::move(*framed);
+        } else {
+          (*statuses)[i] = framed.status();
+        }
+      } catch (const std::bad_alloc&) {
+        (*statuses)[i] = ResourceExhausted("seq gpu encode: out of host memory framing the chunk");
+      }
     }
-    (*chunks)[i] = std::move(*framed);
+  };
+  const size_t threads = std::min<size_t>(impl_->host_threads, order.size());
+  std::vector<std::thread> pool;
+  for (size_t t = 1; t < threads; ++t) {
+    try {
+      pool.emplace_back(frame_items, true);
+    } catch (const std::system_error&) {
+      break;  // fewer threads: the others and the calling thread frame every item still
+    }
+  }
+  frame_items(false);
+  for (std::thread& t : pool) t.join();
+  if (wait_error.load() != cudaSuccess) {
+    return Internal(std::string("seq gpu encode: output download: ") +
+                    cudaGetErrorString(static_cast<cudaError_t>(wait_error.load())));
   }
   return Status::Ok();
 #else

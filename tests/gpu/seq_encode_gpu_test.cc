@@ -78,13 +78,15 @@ class SeqEncodeGpuTest : public test::SeqGpuTestBase {
 
   // Encodes `chunks` in one batch with `spec` and checks each against
   // EncodeChunk: the framed chunk byte for byte and the layer sections in the
-  // output buffer. Returns the statuses.
+  // output buffer; Finish on `host_threads` threads (0: the default). Returns
+  // the statuses.
   std::vector<Status> EncodeAndCompare(const std::string& spec, const std::vector<Chunk>& chunks,
-                                       const std::vector<bool>& expect_ok = {}) {
+                                       const std::vector<bool>& expect_ok = {}, uint32_t host_threads = 0) {
     std::shared_ptr<const Codec> codec = CodecFor(spec);
     auto enc = SeqEncodeGpu::CreateFor(backend(), codec);
     EXPECT_TRUE(enc.ok()) << enc.status().ToString();
     if (!enc.ok()) return {};
+    enc->SetHostThreads(host_threads);
     std::vector<Input> inputs;
     std::vector<std::unique_ptr<Buffer>> outs;
     std::vector<SeqEncodeItem> items;
@@ -173,6 +175,22 @@ TEST_P(SeqEncodeGpuTest, ManyShortChunksInOneBatchEqualEncodeChunk) {
   for (uint32_t i = 0; i < 40; ++i) chunks.push_back(test::SliceTokens(*test_, 23 * i, 1 + i % 5));
   EncodeAndCompare("seq:delta=0.7,streams=lanes2", chunks);
   EncodeAndCompare("seq:delta=0.7,streams=lanes2,arith=int12", chunks);
+  // Finish frames the chunks on the calling thread alone, and on 3 threads
+  // (the default is up to 8): the same chunks.
+  EncodeAndCompare("seq:delta=0.7,streams=lanes2", chunks, {}, 1);
+  EncodeAndCompare("seq:delta=0.7,streams=lanes2", chunks, {}, 3);
+}
+
+TEST_P(SeqEncodeGpuTest, HostThreadsDefaultToAtMostEightAndZeroRestoresIt) {
+  auto enc = SeqEncodeGpu::CreateFor(backend(), CodecFor("seq:delta=1,streams=lanes2"));
+  ASSERT_TRUE(enc.ok()) << enc.status().ToString();
+  const uint32_t fallback = enc->host_threads();
+  EXPECT_GE(fallback, 1u);
+  EXPECT_LE(fallback, 8u);
+  enc->SetHostThreads(3);
+  EXPECT_EQ(enc->host_threads(), 3u);
+  enc->SetHostThreads(0);
+  EXPECT_EQ(enc->host_threads(), fallback);
 }
 
 // Rate control runs the CPU encoder's search (SeqRateSearch) one round of

@@ -118,8 +118,18 @@ class SeqEncodeGpu {
   // fallback) and, for every item
   // that succeeded, frames its chunk into (*chunks)[i] (host memory; empty for
   // a failed item). `args` must be the batch given to the last Encode.
+  // On kCuda each item's sections come down on their own (pinned memory) and
+  // the item is framed on one of up to host_threads() host threads as soon
+  // as its download is complete, so framing overlaps the downloads and the
+  // other items' framing.
   Status Finish(const SeqEncodeArgs& args, const void* workspace, void* stream, std::vector<Status>* statuses,
                 std::vector<std::vector<uint8_t>>* chunks);
+
+  // Host threads Finish may use (the calling thread is one of them): 1 frames
+  // every chunk on the calling thread; 0 restores the default, the smaller of
+  // 8 and the machine's hardware threads.
+  void SetHostThreads(uint32_t threads);
+  uint32_t host_threads() const;
 
  private:
   struct Impl;
