@@ -715,6 +715,11 @@ Status SeqEncodeGpu::Finish(const SeqEncodeArgs& args, const void* workspace, vo
   std::vector<size_t> slot_of(args.items.size());         // index among the items the device ran
   std::vector<uint64_t> staged(args.items.size(), UINT64_MAX);  // offset in the staging buffer
   uint64_t stage_bytes = 0;
+  auto item_total = [&](size_t i) {  // item i's layer sections, in bytes
+    uint64_t total = 0;
+    for (uint32_t l = 0; l < p.layers; ++l) total += section_bytes[slot_of[i] * p.layers + l];
+    return total;
+  };
   size_t k = 0;
   for (size_t i = 0; i < args.items.size(); ++i) {
     if (!(*statuses)[i].ok()) continue;
@@ -729,8 +734,7 @@ Status SeqEncodeGpu::Finish(const SeqEncodeArgs& args, const void* workspace, vo
                                                                   : Internal("seq gpu encode: unknown device status");
       continue;
     }
-    uint64_t total = 0;
-    for (uint32_t l = 0; l < p.layers; ++l) total += section_bytes[slot_of[i] * p.layers + l];
+    const uint64_t total = item_total(i);
     if (total > SeqEncodeMaxBytes(args.items[i].shape)) {
       (*statuses)[i] = Internal("seq gpu encode: section sizes past the output");
       continue;
@@ -746,11 +750,6 @@ Status SeqEncodeGpu::Finish(const SeqEncodeArgs& args, const void* workspace, vo
     if (staged[i] != UINT64_MAX) order.push_back(i);
   }
   SEQKV_RETURN_IF_ERROR(impl_->EnsureItemEvents(order.size()));
-  auto item_total = [&](size_t i) {
-    uint64_t total = 0;
-    for (uint32_t l = 0; l < p.layers; ++l) total += section_bytes[slot_of[i] * p.layers + l];
-    return total;
-  };
   for (size_t n = 0; n < order.size(); ++n) {
     const size_t i = order[n];
     SEQKV_CUDA_RETURN(cudaMemcpyAsync(impl_->staging + staged[i], args.items[i].out, item_total(i),
