@@ -6,12 +6,14 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <new>
 #include <optional>
 #include <string>
 
 #include "device_tables.h"
 #include "engine_rope.h"
 #include "gpu_util.h"
+#include "host_threads.h"
 #include "kv_layout.h"
 #include "seq_int12.h"
 #include "seq_lanes.h"
@@ -169,6 +171,8 @@ struct SeqDecodeGpu::Impl {
     BackendFree(backend, lane_scale);
   }
 
+  uint32_t host_threads = internal::DefaultHostThreads();  // kCpu's decodes
+
   const std::vector<seqkv::internal::SeqFixedGroup>& FixedGroups() {
     if (!fixed_groups.has_value()) fixed_groups = seqkv::internal::SeqFixedGroups(*profile);
     return *fixed_groups;
@@ -324,6 +328,11 @@ SeqDecodeGpu::~SeqDecodeGpu() = default;
 
 Backend SeqDecodeGpu::backend() const { return impl_->backend; }
 
+void SeqDecodeGpu::SetHostThreads(uint32_t threads) {
+  impl_->host_threads = threads == 0 ? internal::DefaultHostThreads() : threads;
+}
+uint32_t SeqDecodeGpu::host_threads() const { return impl_->host_threads; }
+
 Result<SeqDecodeGpu> SeqDecodeGpu::Create(std::shared_ptr<const SeqProfile> profile) {
   return CreateFor(ProbeDevices().available ? Backend::kCuda : Backend::kCpu, std::move(profile));
 }
@@ -378,11 +387,21 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
   impl_->group_item.clear();
   if (impl_->backend == Backend::kCpu) {
     std::memset(workspace, 0, StatusBytes(args.items.size()));
+    // The items on up to host_threads threads, each writing only its own
+    // status and destination; the int12 operands made once beforehand.
+    const std::vector<seqkv::internal::SeqFixedGroup>* fixed_groups = nullptr;
     for (size_t i = 0; i < args.items.size(); ++i) {
-      if (!(*statuses)[i].ok()) continue;
-      const bool fixed = args.items[i].arith == SeqArith::kInt12;
-      (*statuses)[i] = CpuDecodeItem(args, args.items[i], p, impl_->tables, fixed ? &impl_->FixedGroups() : nullptr);
+      if ((*statuses)[i].ok() && args.items[i].arith == SeqArith::kInt12) fixed_groups = &impl_->FixedGroups();
     }
+    internal::ForEachOnHostThreads(args.items.size(), impl_->host_threads, [&](size_t i) {
+      if (!(*statuses)[i].ok()) return;
+      const bool fixed = args.items[i].arith == SeqArith::kInt12;
+      try {
+        (*statuses)[i] = CpuDecodeItem(args, args.items[i], p, impl_->tables, fixed ? fixed_groups : nullptr);
+      } catch (const std::bad_alloc&) {
+        (*statuses)[i] = ResourceExhausted("seq gpu: out of host memory");
+      }
+    });
     return Status::Ok();
   }
 #ifdef SEQKV_WITH_CUDA

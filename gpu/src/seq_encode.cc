@@ -10,11 +10,10 @@
 #include <cstring>
 #include <new>
 #include <string>
-#include <system_error>
-#include <thread>
 
 #include "device_tables.h"
 #include "gpu_util.h"
+#include "host_threads.h"
 #include "kv_layout.h"
 #include "seq_int12.h"
 #include "seq_lanes.h"
@@ -107,11 +106,7 @@ struct SeqEncodeGpu::Impl {
 #endif
   }
 
-  static uint32_t DefaultHostThreads() {
-    const unsigned hw = std::thread::hardware_concurrency();
-    return std::clamp<uint32_t>(hw == 0 ? 1u : hw, 1u, 8u);
-  }
-  uint32_t host_threads = DefaultHostThreads();  // Finish's framing threads
+  uint32_t host_threads = internal::DefaultHostThreads();  // Finish's framing threads, kCpu's encodes
 
   Backend backend;
   std::shared_ptr<const Codec> codec;
@@ -333,7 +328,7 @@ SeqEncodeGpu::~SeqEncodeGpu() = default;
 Backend SeqEncodeGpu::backend() const { return impl_->backend; }
 
 void SeqEncodeGpu::SetHostThreads(uint32_t threads) {
-  impl_->host_threads = threads == 0 ? Impl::DefaultHostThreads() : threads;
+  impl_->host_threads = threads == 0 ? internal::DefaultHostThreads() : threads;
 }
 uint32_t SeqEncodeGpu::host_threads() const { return impl_->host_threads; }
 
@@ -426,9 +421,16 @@ Status SeqEncodeGpu::Encode(const SeqEncodeArgs& args, void* workspace, uint64_t
   if (impl_->backend == Backend::kCpu) {
     std::memset(workspace, 0, StatusBytes(args.items.size()));
     impl_->cpu_chunks.assign(args.items.size(), {});
-    for (size_t i = 0; i < args.items.size(); ++i) {
-      if ((*statuses)[i].ok()) (*statuses)[i] = impl_->CpuEncodeItem(args, args.items[i], &impl_->cpu_chunks[i]);
-    }
+    // The items on up to host_threads threads (codecs are safe to call from
+    // many threads; each item writes only its own chunk, status and output).
+    internal::ForEachOnHostThreads(args.items.size(), impl_->host_threads, [&](size_t i) {
+      if (!(*statuses)[i].ok()) return;
+      try {
+        (*statuses)[i] = impl_->CpuEncodeItem(args, args.items[i], &impl_->cpu_chunks[i]);
+      } catch (const std::bad_alloc&) {
+        (*statuses)[i] = ResourceExhausted("seq gpu encode: out of host memory");
+      }
+    });
     return Status::Ok();
   }
 #ifdef SEQKV_WITH_CUDA
@@ -759,46 +761,34 @@ Status SeqEncodeGpu::Finish(const SeqEncodeArgs& args, const void* workspace, vo
   }
   int device = 0;
   SEQKV_CUDA_RETURN(cudaGetDevice(&device), "current device");
-  std::atomic<size_t> next{0};
   std::atomic<int> wait_error{cudaSuccess};
-  auto frame_items = [&](bool own_thread) {
-    if (own_thread && cudaSetDevice(device) != cudaSuccess) return;  // the calling thread frames the rest
-    for (size_t n = next.fetch_add(1); n < order.size(); n = next.fetch_add(1)) {
-      const size_t i = order[n];
-      const cudaError_t e = cudaEventSynchronize(impl_->item_events[n]);
-      if (e != cudaSuccess) {
-        int none = cudaSuccess;
-        wait_error.compare_exchange_strong(none, static_cast<int>(e));
-        (*statuses)[i] = Internal(std::string("seq gpu encode: output download: ") + cudaGetErrorString(e));
-        continue;
-      }
-      const size_t slot = slot_of[i];
-      try {
-        const std::vector<double> item_sse(sse.begin() + slot * p.groups(), sse.begin() + (slot + 1) * p.groups());
-        auto framed =
-            impl_->Frame(args.items[i], impl_->item_delta[i], impl_->staging + staged[i],
-                         std::span<const uint64_t>(section_bytes.data() + slot * p.layers, p.layers), item_sse);
-        if (framed.ok()) {
-          (*chunks)[i] = std::move(*framed);
-        } else {
-          (*statuses)[i] = framed.status();
+  internal::ForEachOnHostThreads(
+      order.size(), impl_->host_threads,
+      [&](size_t n) {
+        const size_t i = order[n];
+        const cudaError_t e = cudaEventSynchronize(impl_->item_events[n]);
+        if (e != cudaSuccess) {
+          int none = cudaSuccess;
+          wait_error.compare_exchange_strong(none, static_cast<int>(e));
+          (*statuses)[i] = Internal(std::string("seq gpu encode: output download: ") + cudaGetErrorString(e));
+          return;
         }
-      } catch (const std::bad_alloc&) {
-        (*statuses)[i] = ResourceExhausted("seq gpu encode: out of host memory framing the chunk");
-      }
-    }
-  };
-  const size_t threads = std::min<size_t>(impl_->host_threads, order.size());
-  std::vector<std::thread> pool;
-  for (size_t t = 1; t < threads; ++t) {
-    try {
-      pool.emplace_back(frame_items, true);
-    } catch (const std::system_error&) {
-      break;  // fewer threads: the others and the calling thread frame every item still
-    }
-  }
-  frame_items(false);
-  for (std::thread& t : pool) t.join();
+        const size_t slot = slot_of[i];
+        try {
+          const std::vector<double> item_sse(sse.begin() + slot * p.groups(), sse.begin() + (slot + 1) * p.groups());
+          auto framed =
+              impl_->Frame(args.items[i], impl_->item_delta[i], impl_->staging + staged[i],
+                           std::span<const uint64_t>(section_bytes.data() + slot * p.layers, p.layers), item_sse);
+          if (framed.ok()) {
+            (*chunks)[i] = std::move(*framed);
+          } else {
+            (*statuses)[i] = framed.status();
+          }
+        } catch (const std::bad_alloc&) {
+          (*statuses)[i] = ResourceExhausted("seq gpu encode: out of host memory framing the chunk");
+        }
+      },
+      [&] { return cudaSetDevice(device) == cudaSuccess; });  // else the other threads frame the rest
   if (wait_error.load() != cudaSuccess) {
     return Internal(std::string("seq gpu encode: output download: ") +
                     cudaGetErrorString(static_cast<cudaError_t>(wait_error.load())));

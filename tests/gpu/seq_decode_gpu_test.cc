@@ -448,6 +448,22 @@ TEST_P(SeqDecodeGpuTest, ManyShortChunksInOneBatchEachDecodeIntoTheirOwnBuffers)
                          i % 2 ? "seq:delta=0.7,streams=lanes2,arith=int12" : "seq:delta=0.7,streams=lanes2"));
   }
   DecodeEachExactly(cases);
+  // kCpu's item loop on the calling thread alone and on 3 threads (the
+  // default is up to 8); kCuda does not use them.
+  decoder_->SetHostThreads(1);
+  DecodeEachExactly(cases);
+  decoder_->SetHostThreads(3);
+  DecodeEachExactly(cases);
+}
+
+TEST_P(SeqDecodeGpuTest, HostThreadsDefaultToAtMostEightAndZeroRestoresIt) {
+  const uint32_t fallback = decoder_->host_threads();
+  EXPECT_GE(fallback, 1u);
+  EXPECT_LE(fallback, 8u);
+  decoder_->SetHostThreads(3);
+  EXPECT_EQ(decoder_->host_threads(), 3u);
+  decoder_->SetHostThreads(0);
+  EXPECT_EQ(decoder_->host_threads(), fallback);
 }
 
 // Random single-bit flips in the words of signed lane streams (a step with

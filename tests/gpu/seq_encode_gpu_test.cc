@@ -175,8 +175,8 @@ TEST_P(SeqEncodeGpuTest, ManyShortChunksInOneBatchEqualEncodeChunk) {
   for (uint32_t i = 0; i < 40; ++i) chunks.push_back(test::SliceTokens(*test_, 23 * i, 1 + i % 5));
   EncodeAndCompare("seq:delta=0.7,streams=lanes2", chunks);
   EncodeAndCompare("seq:delta=0.7,streams=lanes2,arith=int12", chunks);
-  // Finish frames the chunks on the calling thread alone, and on 3 threads
-  // (the default is up to 8): the same chunks.
+  // Finish frames the chunks (kCpu: Encode encodes them) on the calling
+  // thread alone, and on 3 threads (the default is up to 8): the same chunks.
   EncodeAndCompare("seq:delta=0.7,streams=lanes2", chunks, {}, 1);
   EncodeAndCompare("seq:delta=0.7,streams=lanes2", chunks, {}, 3);
 }

@@ -136,9 +136,16 @@ class SeqDecodeGpu {
 
   // Enqueues the batch on `stream` (a cudaStream_t; nullptr = the legacy
   // default stream); `statuses` gets the host-side checks, one per item. On
-  // kCpu the call is synchronous and runs the codec's reference.
+  // kCpu the call is synchronous and runs the codec's reference, the items on
+  // up to host_threads() host threads.
   Status Decode(const SeqDecodeArgs& args, void* workspace, uint64_t workspace_bytes, void* stream,
                 std::vector<Status>* statuses);
+
+  // Host threads kCpu's Decode may use (the calling thread is one of them):
+  // 1 decodes every item on the calling thread; 0 restores the default, the
+  // smaller of 8 and the machine's hardware threads.
+  void SetHostThreads(uint32_t threads);
+  uint32_t host_threads() const;
 
   // Waits for `stream` and merges the device's findings (a corrupt group
   // stream: DATA_LOSS; a block table entry: OUT_OF_RANGE) into `statuses`.

@@ -107,7 +107,8 @@ class SeqEncodeGpu {
 
   // Enqueues the batch on `stream` (a cudaStream_t; nullptr = the legacy
   // default stream); `statuses` gets the host-side checks, one per item. On
-  // kCpu the call is synchronous and runs the codec's reference.
+  // kCpu the call is synchronous and runs the codec's reference, the items on
+  // up to host_threads() host threads.
   Status Encode(const SeqEncodeArgs& args, void* workspace, uint64_t workspace_bytes, void* stream,
                 std::vector<Status>* statuses);
 
@@ -125,9 +126,10 @@ class SeqEncodeGpu {
   Status Finish(const SeqEncodeArgs& args, const void* workspace, void* stream, std::vector<Status>* statuses,
                 std::vector<std::vector<uint8_t>>* chunks);
 
-  // Host threads Finish may use (the calling thread is one of them): 1 frames
-  // every chunk on the calling thread; 0 restores the default, the smaller of
-  // 8 and the machine's hardware threads.
+  // Host threads Finish (and kCpu's Encode, which encodes the items on them)
+  // may use, the calling thread one of them: 1 runs everything on the calling
+  // thread; 0 restores the default, the smaller of 8 and the machine's
+  // hardware threads.
   void SetHostThreads(uint32_t threads);
   uint32_t host_threads() const;
 
