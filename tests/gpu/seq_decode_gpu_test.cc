@@ -457,13 +457,7 @@ TEST_P(SeqDecodeGpuTest, ManyShortChunksInOneBatchEachDecodeIntoTheirOwnBuffers)
 }
 
 TEST_P(SeqDecodeGpuTest, HostThreadsDefaultToAtMostEightAndZeroRestoresIt) {
-  const uint32_t fallback = decoder_->host_threads();
-  EXPECT_GE(fallback, 1u);
-  EXPECT_LE(fallback, 8u);
-  decoder_->SetHostThreads(3);
-  EXPECT_EQ(decoder_->host_threads(), 3u);
-  decoder_->SetHostThreads(0);
-  EXPECT_EQ(decoder_->host_threads(), fallback);
+  test::ExpectHostThreadsSetting(*decoder_);
 }
 
 // Random single-bit flips in the words of signed lane streams (a step with

@@ -184,13 +184,7 @@ TEST_P(SeqEncodeGpuTest, ManyShortChunksInOneBatchEqualEncodeChunk) {
 TEST_P(SeqEncodeGpuTest, HostThreadsDefaultToAtMostEightAndZeroRestoresIt) {
   auto enc = SeqEncodeGpu::CreateFor(backend(), CodecFor("seq:delta=1,streams=lanes2"));
   ASSERT_TRUE(enc.ok()) << enc.status().ToString();
-  const uint32_t fallback = enc->host_threads();
-  EXPECT_GE(fallback, 1u);
-  EXPECT_LE(fallback, 8u);
-  enc->SetHostThreads(3);
-  EXPECT_EQ(enc->host_threads(), 3u);
-  enc->SetHostThreads(0);
-  EXPECT_EQ(enc->host_threads(), fallback);
+  test::ExpectHostThreadsSetting(*enc);
 }
 
 // Rate control runs the CPU encoder's search (SeqRateSearch) one round of

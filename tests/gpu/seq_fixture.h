@@ -7,6 +7,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <string>
@@ -85,6 +86,19 @@ class SeqGpuTestBase : public ::testing::TestWithParam<std::tuple<gpu::Backend, 
 // "Cpu_same", "Cuda_all", ... for INSTANTIATE_TEST_SUITE_P.
 inline std::string SeqGpuCaseName(const ::testing::TestParamInfo<std::tuple<gpu::Backend, std::string>>& info) {
   return std::string(std::get<0>(info.param) == gpu::Backend::kCpu ? "Cpu" : "Cuda") + "_" + std::get<1>(info.param);
+}
+
+// The host-thread setting of SeqEncodeGpu or SeqDecodeGpu: a default of 1 to
+// 8, a value as set, and 0 restoring the default.
+template <typename Api>
+void ExpectHostThreadsSetting(Api& api) {
+  const uint32_t fallback = api.host_threads();
+  EXPECT_GE(fallback, 1u);
+  EXPECT_LE(fallback, 8u);
+  api.SetHostThreads(3);
+  EXPECT_EQ(api.host_threads(), 3u);
+  api.SetHostThreads(0);
+  EXPECT_EQ(api.host_threads(), fallback);
 }
 
 }  // namespace seqkv::test
