@@ -6,7 +6,8 @@
 //
 //   build/bench/gpu_host_bench
 //
-// Data: $SEQKV_SHARED_DIR, else $SEQKV_SOURCE_DIR/../shared, else ../shared.
+// Data: the tests' dev dumps (test::DevDump: $SEQKV_SHARED_DIR, else
+// ../shared beside the source tree).
 #include <benchmark/benchmark.h>
 
 #include <cstdio>
@@ -21,6 +22,7 @@
 #include "seqkv/codec/seq_profile.h"
 #include "seqkv/gpu/seq_decode.h"
 #include "seqkv/gpu/seq_encode.h"
+#include "util/test_util.h"
 
 namespace {
 
@@ -42,15 +44,9 @@ struct Setup {
 
 const Setup& Data() {
   static Setup setup = [] {
-    std::string shared;
-    if (const char* s = std::getenv("SEQKV_SHARED_DIR")) {
-      shared = s;
-    } else if (const char* src = std::getenv("SEQKV_SOURCE_DIR")) {
-      shared = std::string(src) + "/../shared";
-    } else {
-      shared = "../shared";
-    }
-    auto dump = seqkv::ReadKvDump(shared + "/kvdata/dev/doc00.safetensors");
+    const std::string path = seqkv::test::DevDump("doc00.safetensors");
+    if (path.empty()) Fail(seqkv::NotFound("no dev dumps (SEQKV_SHARED_DIR or ../shared)"));
+    auto dump = seqkv::ReadKvDump(path);
     if (!dump.ok()) Fail(dump.status());
     auto profile = seqkv::CalibrateSeqProfile({dump->chunk}, seqkv::SeqCalibrateOptions{}, nullptr);
     if (!profile.ok()) Fail(profile.status());
@@ -60,24 +56,8 @@ const Setup& Data() {
     auto codec = seqkv::MakeCodec("seq:delta=0.7,profile=" + s.profile->Id());
     if (!codec.ok()) Fail(codec.status());
     s.codec = std::move(*codec);
-    const Chunk& all = dump->chunk;
-    const uint64_t row = uint64_t{all.shape.head_dim} * 2;
-    for (uint32_t c = 0; c < kChunks; ++c) {  // tokens [c * kTokens, (c + 1) * kTokens) of every layer and head
-      Chunk piece;
-      piece.shape = all.shape;
-      piece.shape.tokens = kTokens;
-      piece.dtype = all.dtype;
-      piece.rope = all.rope;
-      piece.first_position = all.first_position + uint64_t{c} * kTokens;
-      piece.tokens.assign(all.tokens.begin() + c * kTokens, all.tokens.begin() + (c + 1) * kTokens);
-      for (int kv = 0; kv < 2; ++kv) {
-        const std::vector<uint8_t>& src = kv ? all.v : all.k;
-        std::vector<uint8_t>& dst = kv ? piece.v : piece.k;
-        for (uint64_t lh = 0; lh < uint64_t{all.shape.layers} * all.shape.kv_heads; ++lh) {
-          const uint8_t* from = src.data() + (lh * all.shape.tokens + uint64_t{c} * kTokens) * row;
-          dst.insert(dst.end(), from, from + kTokens * row);
-        }
-      }
+    for (uint32_t c = 0; c < kChunks; ++c) {
+      Chunk piece = seqkv::test::SliceTokens(dump->chunk, c * kTokens, kTokens);
       auto bytes = seqkv::EncodeChunk(piece, *s.codec);
       if (!bytes.ok()) Fail(bytes.status());
       s.encoded.push_back(std::move(*bytes));

@@ -69,14 +69,14 @@ Chunk MetaOf(const SeqEncodeItem& item) {
 // [two layers of reconstruction][squared-error partials][squared errors][costs]
 // [model symbols][component ranks][coded counts][lane word counts][lane states]
 // [arena words][arena keys][stream sizes][stream offsets][section sizes],
-// and for arith=int12 [one layer's input][prediction][residual][residual
-// maxima][reconstruction maxima]. On kCpu only the statuses.
+// and for arith=int12 [one layer's input][prediction][residual maxima]
+// [reconstruction maxima]. On kCpu only the statuses.
 struct Layout {
   uint64_t descs = 0, steps = 0, q = 0, xhat = 0, sse_part = 0, sse = 0, cost = 0, ops = 0, rank = 0, coded = 0;
   uint64_t lane_words = 0, lane_states = 0, lane_ops = 0, shift = 0, arena_words = 0, arena_keys = 0;
   uint64_t stream_bytes = 0, dst = 0, section_bytes = 0, total = 0;
   uint64_t layer_elements = 0;  // one layer's K and V of every item
-  // arith=int12: one layer's input, prediction and residual; the per-layer maxima.
+  // arith=int12: one layer's input and prediction; the per-layer maxima.
   uint64_t xin = 0, pred = 0, rmax = 0, max_bits = 0, max_words = 0;
 };
 

@@ -187,8 +187,9 @@ __global__ void SqLayerKernel(SqLaunch L, uint32_t layer) {
 //     decoder's, and x and pred into the workspace, with the group's largest
 //     finite |r|, r = x - pred (SqDesc::rmax);
 //   * SqI12QuantKernel: the residual r = x - pred (formed again from the
-//     staged x and pred) in int12 times the basis (exact int32 sums), c = float(double(S) 2^(er + eu)), the symbols SeqQuantize(c,
-//     step, rho) into q; then the symbols times the reconstruction weights
+//     staged x and pred) in int12 times the basis (exact int32 sums),
+//     c = float(double(S) 2^(er + eu)), the symbols SeqQuantize(c, step,
+//     rho) into q; then the symbols times the reconstruction weights
 //     as the decoder, xhat = pred + float(double(A) 2^ev * base), the next
 //     layer's rows with their blocks' largest |x|, and the partial squared
 //     errors of SeqGroupSse's tiles.

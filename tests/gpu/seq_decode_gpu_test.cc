@@ -480,9 +480,8 @@ TEST_P(SeqDecodeGpuTest, LaneStreamBitFlipsDecodeAsTheReference) {
     want.push_back(StatusCode::kOk);
     const KvShape& s = good.header.shape;
     const size_t bitmap = (s.head_dim + 7) / 8;
-    // Every group stream's words: (section, offset in the chunk, length).
+    // Every group stream's words: (offset in the chunk, length).
     struct Words {
-      size_t section;
       uint64_t at, bytes;
     };
     std::vector<Words> words;
@@ -494,16 +493,20 @@ TEST_P(SeqDecodeGpuTest, LaneStreamBitFlipsDecodeAsTheReference) {
       for (std::span<const uint8_t> st : *streams) {
         if (st.size() <= bitmap || st[bitmap] == 0) continue;  // no lanes
         const uint64_t head = bitmap + 2 + 4ull * st[bitmap];
-        if (st.size() > head) words.push_back({1 + l, uint64_t(st.data() - good.bytes.data()) + head, st.size() - head});
+        if (st.size() > head) words.push_back({uint64_t(st.data() - good.bytes.data()) + head, st.size() - head});
       }
     }
     ASSERT_FALSE(words.empty()) << spec;
-    {  // Framing the sections again gives the chunk's own bytes.
+    // The good chunk's sections, read from `bytes` (the same layout), framed again.
+    auto frame_again = [&](const std::vector<uint8_t>& bytes) {
       std::vector<SectionView> views;
       for (const SectionInfo& sec : good.header.sections) {
-        views.push_back({sec.type, std::span<const uint8_t>(good.bytes).subspan(sec.offset, sec.length)});
+        views.push_back({sec.type, std::span<const uint8_t>(bytes).subspan(sec.offset, sec.length)});
       }
-      auto framed = FrameChunk(good.original, good.header.codec_id, good.header.codec_spec, good.header.flags, views);
+      return FrameChunk(good.original, good.header.codec_id, good.header.codec_spec, good.header.flags, views);
+    };
+    {  // Framing the sections again gives the chunk's own bytes.
+      auto framed = frame_again(good.bytes);
       ASSERT_TRUE(framed.ok()) << framed.status().ToString();
       ASSERT_TRUE(*framed == good.bytes) << spec;
     }
@@ -511,11 +514,7 @@ TEST_P(SeqDecodeGpuTest, LaneStreamBitFlipsDecodeAsTheReference) {
       const Words& w = words[rng() % words.size()];
       std::vector<uint8_t> flipped = good.bytes;
       flipped[w.at + rng() % w.bytes] ^= static_cast<uint8_t>(1u << (rng() % 8));
-      std::vector<SectionView> views;
-      for (const SectionInfo& sec : good.header.sections) {
-        views.push_back({sec.type, std::span<const uint8_t>(flipped).subspan(sec.offset, sec.length)});
-      }
-      auto framed = FrameChunk(good.original, good.header.codec_id, good.header.codec_spec, good.header.flags, views);
+      auto framed = frame_again(flipped);
       ASSERT_TRUE(framed.ok()) << framed.status().ToString();
       Coded bad;
       bad.original = good.original;
