@@ -689,16 +689,25 @@ __global__ void SqLaneModelKernel(SqLaunch L) {
     for (uint32_t b = 0; b < kNumBins; ++b) counts_s[b * d + i] = 0;
     int32_t prev = 0;
     bool any = false;
-#pragma unroll 4
-    for (uint32_t t = 0; t < T; ++t) {
-      const int32_t v = q[uint64_t{t} * d];
-      const uint32_t mag = Magnitude(v);
-      const uint32_t bin = kSigned ? static_cast<uint32_t>(seqkv::internal::SeqSignedSymbol(v))
-                                   : Context(prev) * kSymbols + (mag >= kEscape ? kEscape : mag);
-      ++counts_s[bin * d + i];
-      uniform_bits += UniformOps(mag, !kSigned);
-      any |= v != 0;
-      prev = v;
+    // kBatch tokens' symbols loaded before any is counted: the counts' shared
+    // stores would otherwise hold each load back until the last count is done.
+    constexpr uint32_t kBatch = 16;
+    for (uint32_t t0 = 0; t0 < T; t0 += kBatch) {
+      int32_t batch[kBatch];
+#pragma unroll
+      for (uint32_t u = 0; u < kBatch; ++u) batch[u] = t0 + u < T ? __ldg(q + uint64_t{t0 + u} * d) : 0;
+#pragma unroll
+      for (uint32_t u = 0; u < kBatch; ++u) {
+        if (t0 + u >= T) break;
+        const int32_t v = batch[u];
+        const uint32_t mag = Magnitude(v);
+        const uint32_t bin = kSigned ? static_cast<uint32_t>(seqkv::internal::SeqSignedSymbol(v))
+                                     : Context(prev) * kSymbols + (mag >= kEscape ? kEscape : mag);
+        ++counts_s[bin * d + i];
+        uniform_bits += UniformOps(mag, !kSigned);
+        any |= v != 0;
+        prev = v;
+      }
     }
     coded_s[i] = any ? 1u : 0u;
   }
