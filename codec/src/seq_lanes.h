@@ -217,6 +217,23 @@ inline constexpr int kSeqSignedZero = 15;            // the symbol of q = 0
 inline constexpr int kSeqSignedEscapeNeg = 0, kSeqSignedEscapePos = 30;
 inline constexpr uint32_t kSeqSignedRowStride = 32;  // cum[0] = 0 .. cum[31] = 2^15, one row 64 bytes
 
+// rANS encoding by a reciprocal, for an encoder that codes many symbols with
+// few distinct frequencies (the GPU lane writer keeps m beside each static
+// interval): for 1 <= freq <= 2^15 and any 32-bit state x,
+// SeqRansQuotient(x, SeqRansReciprocal(freq)) == x / freq. m = ceil(2^48 /
+// freq) exceeds 2^48 / freq by less than 1, so x * m / 2^48 exceeds x / freq
+// by less than 2^32 / 2^48 = 2^-16, while the fraction of x / freq is at most
+// 1 - 1 / freq <= 1 - 2^-15: the floor does not move. The product is formed
+// from 32-bit halves of m (m <= 2^48); dropping the low 32 bits of x * m_low
+// first leaves the floor unchanged (nested floors of divisions).
+SEQKV_LANES_HD inline uint64_t SeqRansReciprocal(uint32_t freq) {
+  return ((uint64_t{1} << 48) + freq - 1) / freq;
+}
+SEQKV_LANES_HD inline uint32_t SeqRansQuotient(uint32_t x, uint64_t m) {
+  const uint64_t low = (uint64_t{x} * static_cast<uint32_t>(m)) >> 32;
+  return static_cast<uint32_t>((uint64_t{x} * static_cast<uint32_t>(m >> 32) + low) >> 16);
+}
+
 SEQKV_LANES_HD inline int SeqSignedSymbol(int32_t v) {
   return v <= -kSeqSignedZero ? kSeqSignedEscapeNeg : (v >= kSeqSignedZero ? kSeqSignedEscapePos : v + kSeqSignedZero);
 }

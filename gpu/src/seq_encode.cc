@@ -52,6 +52,25 @@ uint32_t StreamHeaderBytes(uint32_t dim, bool lanes) {
   return uint64_t{s.layers} * s.kv_heads * s.tokens * s.head_dim;
 }
 
+// SqLaunch::static_entry from the static model's cumulative rows (`stride`
+// entries each, the last holding 2^15): per symbol its interval and the
+// reciprocal of its frequency, so the lane writer needs no division.
+[[maybe_unused]] std::vector<uint32_t> StaticEntries(const std::vector<uint16_t>& cum, uint32_t stride) {
+  std::vector<uint32_t> entries(cum.size() * 4, 0);
+  for (size_t row = 0; row + stride <= cum.size(); row += stride) {
+    for (uint32_t s = 0; s + 1 < stride; ++s) {
+      const uint32_t start = cum[row + s], end = cum[row + s + 1];
+      if (end <= start) break;  // past the row's symbols
+      const uint64_t m = seqkv::internal::SeqRansReciprocal(end - start);
+      uint32_t* e = entries.data() + (row + s) * 4;
+      e[0] = start | (end - start) << 16;
+      e[1] = static_cast<uint32_t>(m);
+      e[2] = static_cast<uint32_t>(m >> 32);
+    }
+  }
+  return entries;
+}
+
 uint64_t StatusBytes(size_t items) { return internal::AlignUp(items * sizeof(int32_t) + sizeof(int32_t)); }
 
 // The chunk's metadata (no K/V): what FrameChunk writes into the header.
@@ -95,6 +114,7 @@ struct SeqEncodeGpu::Impl {
     BackendFree(backend, cost_table);
     BackendFree(backend, static_cost);
     BackendFree(backend, static_cum);
+    BackendFree(backend, static_entry);
     BackendFree(backend, static_scale);
     BackendFree(backend, device_mult_code);
 #ifdef SEQKV_WITH_CUDA
@@ -129,6 +149,7 @@ struct SeqEncodeGpu::Impl {
   // kCuda, streams=lanes: the profile's static model and the step codes.
   uint32_t* static_cost = nullptr;
   uint16_t* static_cum = nullptr;
+  uint32_t* static_entry = nullptr;  // SqLaunch::static_entry
   int16_t* static_scale = nullptr;
   uint8_t* device_mult_code = nullptr;
   internal::DeviceRope rope;
@@ -388,7 +409,11 @@ Result<SeqEncodeGpu> SeqEncodeGpu::CreateFor(Backend backend, std::shared_ptr<co
       const seqkv::internal::SeqStaticTables tables = seqkv::internal::MakeSeqStaticTables(p);
       const bool s = settings.streams == SeqStreamCoding::kSignedLanes;
       SEQKV_ASSIGN_OR_RETURN(impl->static_cost, internal::Upload(backend, s ? tables.signed_cost : tables.cost));
-      SEQKV_ASSIGN_OR_RETURN(impl->static_cum, internal::Upload(backend, s ? tables.signed_cum : tables.cum));
+      const std::vector<uint16_t>& cum = s ? tables.signed_cum : tables.cum;
+      SEQKV_ASSIGN_OR_RETURN(impl->static_cum, internal::Upload(backend, cum));
+      SEQKV_ASSIGN_OR_RETURN(impl->static_entry,
+                             internal::Upload(backend, StaticEntries(cum, s ? seqkv::internal::kSeqSignedRowStride
+                                                                            : seqkv::internal::kSeqLaneRowStride)));
       SEQKV_ASSIGN_OR_RETURN(impl->static_scale, internal::Upload(backend, p.static_scale));
       SEQKV_ASSIGN_OR_RETURN(impl->device_mult_code, internal::Upload(backend, impl->mult_code));
     }
@@ -524,6 +549,7 @@ Status SeqEncodeGpu::Encode(const SeqEncodeArgs& args, void* workspace, uint64_t
   launch.signed_lanes = impl_->settings.streams == SeqStreamCoding::kSignedLanes;
   launch.static_cost = impl_->static_cost;
   launch.static_cum = impl_->static_cum;
+  launch.static_entry = impl_->static_entry;
   launch.static_scale = impl_->static_scale;
   launch.mult_code = impl_->device_mult_code;
   launch.rope_style = rope != nullptr && rope->style == RopeStyle::kRotateHalf ? 1 : 2;

@@ -791,6 +791,20 @@ __device__ __forceinline__ uint32_t LaneInterval(const SqLaunch& L, uint32_t tab
   return start | ((__ldg(row + sym + 1) - start) << 16);
 }
 
+// The same interval as LaneInterval, with its frequency's reciprocal
+// (SqLaunch::static_entry): start | freq << 16, m low, m high.
+template <bool kSigned>
+__device__ __forceinline__ uint4 LaneEntry(const SqLaunch& L, uint32_t table, int32_t v, int32_t prev) {
+  uint32_t at;
+  if (kSigned) {
+    at = table * seqkv::internal::kSeqSignedRowStride + static_cast<uint32_t>(seqkv::internal::SeqSignedSymbol(v));
+  } else {
+    const uint32_t mag = Magnitude(v);
+    at = (table * 3 + Context(prev)) * seqkv::internal::kSeqLaneRowStride + (mag >= kEscape ? kEscape : mag);
+  }
+  return __ldg(reinterpret_cast<const uint4*>(L.static_entry) + at);
+}
+
 // Lane streams: the static table of each of a group's components under the group's shift.
 __device__ __forceinline__ uint32_t LaneTableOf(const SqLaunch& L, const SqDesc& D, uint32_t g, uint32_t i) {
   const int k = seqkv::internal::SeqLaneClass(L.static_scale[uint64_t{g} * L.head_dim + i], D.step_class,
@@ -936,7 +950,8 @@ __global__ void __launch_bounds__(kLaneThreads) SqLaneWriteKernel(SqLaunch L) {
   uint32_t seg = (op - 1) / 32, mask = 0;
   uint32_t x = kLow, emitted = 0, at = end;
   uint32_t b0 = 0, b1 = 0, b2 = 0, b3 = 0;  // the last words, the latest in b0's low half
-  auto put = [&](uint32_t start, uint32_t freq) {
+  // An operation's mask bit and word, if the state must shed one first.
+  auto emit = [&](uint32_t freq) {
     --op;
     if (op / 32 != seg) {
       masks[seg * kSqMergeLanes + lane] = mask;
@@ -955,7 +970,17 @@ __global__ void __launch_bounds__(kLaneThreads) SqLaneWriteKernel(SqLaunch L) {
       }
       x >>= 16;
     }
+  };
+  auto put = [&](uint32_t start, uint32_t freq) {  // the uniform bits (freq kHalf: a shift)
+    emit(freq);
     x = RansPut(x, start, freq);
+  };
+  // RansPut without its division: (x / f) * 2^15 + x % f + start, with the
+  // quotient from the entry's reciprocal.
+  auto put_entry = [&](const uint4 e) {
+    const uint32_t start = e.x & 0xFFFFu, freq = e.x >> 16;
+    emit(freq);
+    x += start + seqkv::internal::SeqRansQuotient(x, uint64_t{e.z} << 32 | e.y) * (kTotal - freq);
   };
   const int32_t* q = D.q + uint64_t{g} * T * d;
   int32_t cur[kMaxN], next[kMaxN];  // the symbols of token t and of t - 1 (the context of t's)
@@ -971,8 +996,7 @@ __global__ void __launch_bounds__(kLaneThreads) SqLaneWriteKernel(SqLaunch L) {
       if (e >= n) continue;
       const int32_t v = cur[e];
       PutUniformOps(v, !kSigned, [&](uint32_t start, uint32_t) { put(start, kHalf); });
-      const uint32_t iv = LaneInterval(L, list[e] >> 16, v, !kSigned && t > 0 ? next[e] : 0);
-      put(iv & 0xFFFFu, iv >> 16);
+      put_entry(LaneEntry<kSigned>(L, list[e] >> 16, v, !kSigned && t > 0 ? next[e] : 0));
     }
 #pragma unroll
     for (uint32_t e = 0; e < kMaxN; ++e) cur[e] = next[e];

@@ -115,6 +115,10 @@ struct SqLaunch {
   bool signed_lanes;            // streams=lanes2: the tables below are the signed model's
   const uint32_t* static_cost;  // [161][3][16] code lengths (SeqStaticTables::cost), or signed_cost [161][31]
   const uint16_t* static_cum;   // [161][3][kSeqLaneRowStride] cumulative frequencies, or signed_cum [161][32]
+  // Per entry of static_cum's rows (symbol s of a row), 16 bytes: start |
+  // freq << 16 of symbol s, then SeqRansReciprocal(freq) as low and high
+  // words, then 0 (all 0 past a row's symbols).
+  const uint32_t* static_entry;
   const int16_t* static_scale;  // [G][d]
   const uint8_t* mult_code;     // [G]
   uint32_t rope_style;  // 1 rotate_half, 2 interleaved

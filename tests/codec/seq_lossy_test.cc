@@ -247,6 +247,40 @@ TEST(SeqLaneCoderTest, BucketSearchFindsTheReferenceSymbol) {
   EXPECT_EQ(checked, uint64_t{internal::kSeqStaticClasses} << internal::kSeqLaneScaleBits);
 }
 
+// The GPU lane writer's division by a reciprocal: x / freq for every
+// frequency a static row can hold, at the states where a quotient is closest
+// to moving (just below, at and above each multiple of freq near the top and
+// the bottom of the state range) and at random states.
+TEST(SeqLaneCoderTest, RansQuotientByReciprocalIsExact) {
+  std::mt19937 rng(7);
+  uint64_t checked = 0;
+  auto check = [&](uint32_t x, uint32_t freq, uint64_t m) {
+    const uint32_t got = internal::SeqRansQuotient(x, m);
+    ++checked;
+    if (got != x / freq) {
+      ADD_FAILURE() << "x " << x << " freq " << freq << ": " << got << " vs " << x / freq;
+      return false;
+    }
+    return true;
+  };
+  for (uint32_t freq = 1; freq <= (1u << internal::kSeqLaneScaleBits); ++freq) {
+    const uint64_t m = internal::SeqRansReciprocal(freq);
+    const uint64_t top = 0xFFFFFFFFull / freq;  // the largest quotient
+    for (uint64_t k : {uint64_t{1}, uint64_t{2}, uint64_t{65536} / freq + 1, top - 1, top}) {
+      for (int64_t delta : {-1, 0, 1}) {
+        const int64_t x = static_cast<int64_t>(k * freq) + delta;
+        if (x < 0 || x > 0xFFFFFFFFll) continue;
+        if (!check(static_cast<uint32_t>(x), freq, m)) return;
+      }
+    }
+    for (int r = 0; r < 16; ++r) {
+      if (!check(static_cast<uint32_t>(rng()), freq, m)) return;
+    }
+    if (!check(0xFFFFFFFFu, freq, m) || !check(0, freq, m)) return;
+  }
+  EXPECT_GT(checked, uint64_t{32768} * 16);
+}
+
 TEST(SeqLaneCoderTest, CorruptOrTruncatedStreamsAreErrorsNotCrashes) {
   const internal::SeqStaticTables tables = SyntheticTables();
   for (const internal::SeqLaneModel model : kLaneModels) {
