@@ -930,7 +930,7 @@ __device__ __forceinline__ uint32_t LaneComponents(const SqLaunch& L, const SqDe
 // codes at most kMaxN = d / 16 + 1 components; it loads the symbols of the
 // token before the one it codes ahead, into registers.
 template <bool kSigned, uint32_t kMaxN>
-__global__ void __launch_bounds__(kLaneThreads) SqLaneWriteKernel(SqLaunch L) {
+__global__ void __launch_bounds__(kLaneThreads, kMaxN <= 5 ? 8 : kMaxN <= 9 ? 7 : 1) SqLaneWriteKernel(SqLaunch L) {
   extern __shared__ uint32_t fit_list_s[];  // per thread: its components (i | table << 16), ascending rank
   LaneThread th;
   if (!LaneThreadOf(L, kMaxLaneLanes, &th)) return;
@@ -983,14 +983,15 @@ __global__ void __launch_bounds__(kLaneThreads) SqLaneWriteKernel(SqLaunch L) {
     x += start + seqkv::internal::SeqRansQuotient(x, uint64_t{e.z} << 32 | e.y) * (kTotal - freq);
   };
   const int32_t* q = D.q + uint64_t{g} * T * d;
-  int32_t cur[kMaxN], next[kMaxN];  // the symbols of token t and of t - 1 (the context of t's)
+  int32_t cur[kMaxN], next[kMaxN], later[kMaxN];  // the symbols of tokens t, t - 1 (the context of t's), t - 2
   auto load = [&](uint32_t t, int32_t (&to)[kMaxN]) {
 #pragma unroll
     for (uint32_t e = 0; e < kMaxN; ++e) to[e] = e < n ? __ldg(q + uint64_t{t} * d + (list[e] & 0xFFFFu)) : 0;
   };
   load(T - 1, cur);
+  if (T > 1) load(T - 2, next);
   for (uint32_t t = T; t-- > 0;) {
-    if (t > 0) load(t - 1, next);
+    if (t > 1) load(t - 2, later);
 #pragma unroll
     for (uint32_t e = kMaxN; e-- > 0;) {
       if (e >= n) continue;
@@ -999,7 +1000,10 @@ __global__ void __launch_bounds__(kLaneThreads) SqLaneWriteKernel(SqLaunch L) {
       put_entry(LaneEntry<kSigned>(L, list[e] >> 16, v, !kSigned && t > 0 ? next[e] : 0));
     }
 #pragma unroll
-    for (uint32_t e = 0; e < kMaxN; ++e) cur[e] = next[e];
+    for (uint32_t e = 0; e < kMaxN; ++e) {
+      cur[e] = next[e];
+      next[e] = later[e];
+    }
   }
   masks[seg * kSqMergeLanes + lane] = mask;
   // The last emitted % 8 words: offset o of the buffer goes to at - r + o.
