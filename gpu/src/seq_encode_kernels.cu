@@ -688,28 +688,31 @@ __global__ void SqLaneModelKernel(SqLaunch L) {
   if (i < d) {
     for (uint32_t b = 0; b < kNumBins; ++b) counts_s[b * d + i] = 0;
     int32_t prev = 0;
-    bool any = false;
+    uint32_t any = 0;  // the OR of the component's symbols
+    auto count = [&](int32_t v) {
+      const uint32_t mag = Magnitude(v);
+      const uint32_t bin = kSigned ? static_cast<uint32_t>(seqkv::internal::SeqSignedSymbol(v))
+                                   : Context(prev) * kSymbols + (mag >= kEscape ? kEscape : mag);
+      ++counts_s[bin * d + i];
+      uniform_bits += UniformOps(mag, !kSigned);
+      any |= static_cast<uint32_t>(v);
+      prev = v;
+    };
     // kBatch tokens' symbols loaded before any is counted: the counts' shared
     // stores would otherwise hold each load back until the last count is done.
+    // Whole batches take 32-bit offsets from the batch's first row.
     constexpr uint32_t kBatch = 16;
-    for (uint32_t t0 = 0; t0 < T; t0 += kBatch) {
+    uint32_t t0 = 0;
+    for (; t0 + kBatch <= T; t0 += kBatch) {
+      const int32_t* rows = q + uint64_t{t0} * d;
       int32_t batch[kBatch];
 #pragma unroll
-      for (uint32_t u = 0; u < kBatch; ++u) batch[u] = t0 + u < T ? __ldg(q + uint64_t{t0 + u} * d) : 0;
+      for (uint32_t u = 0; u < kBatch; ++u) batch[u] = __ldg(rows + u * d);
 #pragma unroll
-      for (uint32_t u = 0; u < kBatch; ++u) {
-        if (t0 + u >= T) break;
-        const int32_t v = batch[u];
-        const uint32_t mag = Magnitude(v);
-        const uint32_t bin = kSigned ? static_cast<uint32_t>(seqkv::internal::SeqSignedSymbol(v))
-                                     : Context(prev) * kSymbols + (mag >= kEscape ? kEscape : mag);
-        ++counts_s[bin * d + i];
-        uniform_bits += UniformOps(mag, !kSigned);
-        any |= v != 0;
-        prev = v;
-      }
+      for (uint32_t u = 0; u < kBatch; ++u) count(batch[u]);
     }
-    coded_s[i] = any ? 1u : 0u;
+    for (; t0 < T; ++t0) count(__ldg(q + uint64_t{t0} * d));
+    coded_s[i] = any != 0 ? 1u : 0u;
   }
   // Per shift the coded components' code length (SeqEstimateLaneGroupCost
   // counts only those): per thread, then summed over the warp by shuffles and
