@@ -931,7 +931,9 @@ __device__ __forceinline__ uint32_t LaneComponents(const SqLaunch& L, const SqDe
 // then its word count and final state. (The decoder reads the lane's words in
 // the reverse order of emission: they end up ascending in memory.) A lane
 // codes at most kMaxN = d / 16 + 1 components; it loads the symbols of the
-// token before the one it codes ahead, into registers.
+// two tokens before the one it codes ahead, into registers (the launch bounds
+// keep that at 64 registers for d <= 64 and 72 for d <= 128: 8 and 7 blocks
+// per SM), and divides by each interval's reciprocal (SqLaunch::static_entry).
 template <bool kSigned, uint32_t kMaxN>
 __global__ void __launch_bounds__(kLaneThreads, kMaxN <= 5 ? 8 : kMaxN <= 9 ? 7 : 1) SqLaneWriteKernel(SqLaunch L) {
   extern __shared__ uint32_t fit_list_s[];  // per thread: its components (i | table << 16), ascending rank
