@@ -113,7 +113,6 @@ struct SeqEncodeGpu::Impl {
     for (float* p : {predictor, basis, basis_t, step_scale}) BackendFree(backend, p);
     BackendFree(backend, cost_table);
     BackendFree(backend, static_cost);
-    BackendFree(backend, static_cum);
     BackendFree(backend, static_entry);
     BackendFree(backend, static_scale);
     BackendFree(backend, device_mult_code);
@@ -148,7 +147,6 @@ struct SeqEncodeGpu::Impl {
   uint32_t* cost_table = nullptr;
   // kCuda, streams=lanes: the profile's static model and the step codes.
   uint32_t* static_cost = nullptr;
-  uint16_t* static_cum = nullptr;
   uint32_t* static_entry = nullptr;  // SqLaunch::static_entry
   int16_t* static_scale = nullptr;
   uint8_t* device_mult_code = nullptr;
@@ -409,11 +407,10 @@ Result<SeqEncodeGpu> SeqEncodeGpu::CreateFor(Backend backend, std::shared_ptr<co
       const seqkv::internal::SeqStaticTables tables = seqkv::internal::MakeSeqStaticTables(p);
       const bool s = settings.streams == SeqStreamCoding::kSignedLanes;
       SEQKV_ASSIGN_OR_RETURN(impl->static_cost, internal::Upload(backend, s ? tables.signed_cost : tables.cost));
-      const std::vector<uint16_t>& cum = s ? tables.signed_cum : tables.cum;
-      SEQKV_ASSIGN_OR_RETURN(impl->static_cum, internal::Upload(backend, cum));
       SEQKV_ASSIGN_OR_RETURN(impl->static_entry,
-                             internal::Upload(backend, StaticEntries(cum, s ? seqkv::internal::kSeqSignedRowStride
-                                                                            : seqkv::internal::kSeqLaneRowStride)));
+                             internal::Upload(backend, s ? StaticEntries(tables.signed_cum,
+                                                                         seqkv::internal::kSeqSignedRowStride)
+                                                         : StaticEntries(tables.cum, seqkv::internal::kSeqLaneRowStride)));
       SEQKV_ASSIGN_OR_RETURN(impl->static_scale, internal::Upload(backend, p.static_scale));
       SEQKV_ASSIGN_OR_RETURN(impl->device_mult_code, internal::Upload(backend, impl->mult_code));
     }
@@ -548,7 +545,6 @@ Status SeqEncodeGpu::Encode(const SeqEncodeArgs& args, void* workspace, uint64_t
   launch.lanes = IsLaneCoding(impl_->settings.streams);
   launch.signed_lanes = impl_->settings.streams == SeqStreamCoding::kSignedLanes;
   launch.static_cost = impl_->static_cost;
-  launch.static_cum = impl_->static_cum;
   launch.static_entry = impl_->static_entry;
   launch.static_scale = impl_->static_scale;
   launch.mult_code = impl_->device_mult_code;

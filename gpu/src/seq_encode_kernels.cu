@@ -657,7 +657,7 @@ __global__ void SqModelKernel(SqLaunch L) {
 // error. Then each lane's rANS operations: a component's are one per symbol
 // plus its uniform bits (signs, escapes), and lane r % lanes codes the
 // component of rank r. The symbols' intervals are the lane kernels' to look
-// up (LaneInterval), from q and the group's shift.
+// up (LaneEntry), from q and the group's shift.
 // With the signed model (streams=lanes2) the bins are the 31 signed symbols
 // (no context), the uniform bits only the escapes', and the rows are signed.
 template <bool kSigned>
@@ -776,26 +776,10 @@ __global__ void SqLaneModelKernel(SqLaunch L) {
   if (i < kMaxLaneLanes) D.lane_ops[uint64_t{g} * kSqLaneSlots + i] = lane_ops_s[i];
 }
 
-// Lane streams: the interval (start | freq << 16) of symbol v of a component
+// Lane streams: the entry (SqLaunch::static_entry: start | freq << 16, then
+// the reciprocal of freq, low and high words) of symbol v of a component
 // coded with static table `table` (prev: the component's previous symbol, the
 // magnitude model's context), as the model kernel's shift chose.
-__device__ __forceinline__ uint32_t LaneInterval(const SqLaunch& L, uint32_t table, int32_t v, int32_t prev) {
-  const uint16_t* row;
-  uint32_t sym;
-  if (L.signed_lanes) {
-    row = L.static_cum + uint64_t{table} * seqkv::internal::kSeqSignedRowStride;
-    sym = static_cast<uint32_t>(seqkv::internal::SeqSignedSymbol(v));
-  } else {
-    const uint32_t mag = Magnitude(v);
-    row = L.static_cum + (uint64_t{table} * 3 + Context(prev)) * seqkv::internal::kSeqLaneRowStride;
-    sym = mag >= kEscape ? kEscape : mag;
-  }
-  const uint32_t start = __ldg(row + sym);
-  return start | ((__ldg(row + sym + 1) - start) << 16);
-}
-
-// The same interval as LaneInterval, with its frequency's reciprocal
-// (SqLaunch::static_entry): start | freq << 16, m low, m high.
 template <bool kSigned>
 __device__ __forceinline__ uint4 LaneEntry(const SqLaunch& L, uint32_t table, int32_t v, int32_t prev) {
   uint32_t at;
@@ -806,6 +790,10 @@ __device__ __forceinline__ uint4 LaneEntry(const SqLaunch& L, uint32_t table, in
     at = (table * 3 + Context(prev)) * seqkv::internal::kSeqLaneRowStride + (mag >= kEscape ? kEscape : mag);
   }
   return __ldg(reinterpret_cast<const uint4*>(L.static_entry) + at);
+}
+// The interval alone (start | freq << 16), the model chosen at run time.
+__device__ __forceinline__ uint32_t LaneInterval(const SqLaunch& L, uint32_t table, int32_t v, int32_t prev) {
+  return L.signed_lanes ? LaneEntry<true>(L, table, v, prev).x : LaneEntry<false>(L, table, v, prev).x;
 }
 
 // Lane streams: the static table of each of a group's components under the group's shift.

@@ -114,9 +114,9 @@ struct SqLaunch {
   bool lanes;
   bool signed_lanes;            // streams=lanes2: the tables below are the signed model's
   const uint32_t* static_cost;  // [161][3][16] code lengths (SeqStaticTables::cost), or signed_cost [161][31]
-  const uint16_t* static_cum;   // [161][3][kSeqLaneRowStride] cumulative frequencies, or signed_cum [161][32]
-  // Per entry of static_cum's rows (symbol s of a row), 16 bytes: start |
-  // freq << 16 of symbol s, then SeqRansReciprocal(freq) as low and high
+  // Per entry of the static model's cumulative rows (SeqStaticTables::cum,
+  // [161][3][kSeqLaneRowStride], or signed_cum, [161][32]), 16 bytes: start
+  // | freq << 16 of symbol s, then SeqRansReciprocal(freq) as low and high
   // words, then 0 (all 0 past a row's symbols).
   const uint32_t* static_entry;
   const int16_t* static_scale;  // [G][d]
