@@ -19,6 +19,8 @@ inline uint32_t DefaultHostThreads() {
   const unsigned hw = std::thread::hardware_concurrency();
   return std::clamp<uint32_t>(hw == 0 ? 1u : hw, 1u, 8u);
 }
+// An API's SetHostThreads argument as its setting: 0 is the default.
+inline uint32_t HostThreadsSetting(uint32_t threads) { return threads == 0 ? DefaultHostThreads() : threads; }
 
 // Calls fn(k) for every k in [0, n), each once, on up to `threads` threads:
 // the calling thread and up to threads - 1 new ones, which claim the next k

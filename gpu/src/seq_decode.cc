@@ -329,7 +329,7 @@ SeqDecodeGpu::~SeqDecodeGpu() = default;
 Backend SeqDecodeGpu::backend() const { return impl_->backend; }
 
 void SeqDecodeGpu::SetHostThreads(uint32_t threads) {
-  impl_->host_threads = threads == 0 ? internal::DefaultHostThreads() : threads;
+  impl_->host_threads = internal::HostThreadsSetting(threads);
 }
 uint32_t SeqDecodeGpu::host_threads() const { return impl_->host_threads; }
 

@@ -347,7 +347,7 @@ SeqEncodeGpu::~SeqEncodeGpu() = default;
 Backend SeqEncodeGpu::backend() const { return impl_->backend; }
 
 void SeqEncodeGpu::SetHostThreads(uint32_t threads) {
-  impl_->host_threads = threads == 0 ? internal::DefaultHostThreads() : threads;
+  impl_->host_threads = internal::HostThreadsSetting(threads);
 }
 uint32_t SeqEncodeGpu::host_threads() const { return impl_->host_threads; }
 
