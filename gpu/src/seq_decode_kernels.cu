@@ -790,7 +790,7 @@ __global__ void __launch_bounds__(2 * D, 2) SdLayerI12Kernel(SdLaunch L, uint32_
   const double base = desc.step_base[g];
   const double vscale = ldexp(1.0, ev);
   auto pred_of = [&](uint32_t k, uint32_t j) {
-    return i12::PredOf(feats, feats ? cta.dsum[i12::DsumAt(D, k, j)] : 0.0, __ldg(bias + j));
+    return i12::PredOf(feats, feats ? cta.dsum[i12::DsumAt(D, k, j)] : 0.0, bias[j]);
   };
   cta.Symbols(qrows, vrows, nt, huge_s, pred_of, [&](uint32_t k, uint32_t j, int64_t a, float pred) {
     row_s[k * RS + j] = __fadd_rn(pred, i12::RecOf(static_cast<double>(a), vscale, base));

@@ -135,17 +135,13 @@ __global__ void SqLayerKernel(SqLaunch L, uint32_t layer) {
     for (uint32_t k = 0; k < TT; ++k) c[k] = 0.0f;
     dense::AccumulateTile(r_s, d, d, Ut + j, d, c);
     const float st = step_s[j];
-    // Read once: desc is global memory, so a field read after a store is
-    // loaded again (SqI12QuantKernel).
-    const float rho = desc.rho;
-    int32_t* const qcol = desc.q + (uint64_t{g} * T + t0) * d + j;
 #pragma unroll
     for (uint32_t k = 0; k < TT; ++k) {
-      const float a = __fadd_rn(__fdiv_rn(fabsf(c[k]), st), rho);
+      const float a = __fadd_rn(__fdiv_rn(fabsf(c[k]), st), desc.rho);
       const float m = a < kMaxMagnitude ? floorf(a) : kMaxMagnitude;
       const int32_t v = static_cast<int32_t>(m);
       q[k] = c[k] < 0.0f ? -v : v;
-      if (k < nt) qcol[uint64_t{k} * d] = q[k];
+      if (k < nt) desc.q[(uint64_t{g} * T + t0 + k) * d + j] = q[k];
     }
   }
   __syncthreads();  // r_s read by every thread
@@ -164,7 +160,6 @@ __global__ void SqLayerKernel(SqLaunch L, uint32_t layer) {
   dense::AccumulateTile(r_s, d, d, U + j, d, rec);
   // Partial squared errors per kSqSseTile tokens (SeqGroupSse's tiles).
   const uint32_t sse_tiles = (T + kSqSseTile - 1) / kSqSseTile;
-  double* const sse_part = desc.sse_part;
 #pragma unroll
   for (uint32_t s0 = 0; s0 < TT; s0 += kSqSseTile) {
     double part = 0.0;
@@ -177,7 +172,7 @@ __global__ void SqLayerKernel(SqLaunch L, uint32_t layer) {
         part = __dadd_rn(part, __dmul_rn(e, e));
       }
     }
-    if (s0 < nt) sse_part[(uint64_t{g} * sse_tiles + (t0 + s0) / kSqSseTile) * d + j] = part;
+    if (s0 < nt) desc.sse_part[(uint64_t{g} * sse_tiles + (t0 + s0) / kSqSseTile) * d + j] = part;
   }
 }
 
@@ -339,8 +334,6 @@ __global__ void __launch_bounds__(2 * D, 2) SqI12PredictKernel(SqLaunch L, uint3
   const uint32_t* prev_max = feats ? desc.max_bits + (layer - 1) * 2 * H : nullptr;
   cta.PredictBlocks(desc.xhat[(layer + 1) % 2], prev_max, block_of, nblk, T, t0, nt,
                     L.w_i8 + uint64_t{g} * blocks * 2 * D * D, L.fixed_exp[3 * g], exp_s);
-  // The bias, read-only (__ldg: the loads need not wait behind the stores).
-  const float* bias = L.predictor + (uint64_t{g} * F + (F - 1)) * D;
   // The input rows, over the stages (free once the products are done).
   __syncthreads();
   float* const in_s = cta.Rows();
@@ -351,16 +344,10 @@ __global__ void __launch_bounds__(2 * D, 2) SqI12PredictKernel(SqLaunch L, uint3
     rotated = UndoRopeRows(L, desc, t0, nt, in_s, Cta::kRowStride);
     __syncthreads();
   }
-  // The descriptor's fields this loop writes through, read once: desc is
-  // global memory that any store might alias, so a field used after a store
-  // is loaded again (ncu 2026-11-30: the address arithmetic waited on such
-  // reloads of xin and pred after every store).
-  const uint64_t at0 = ((uint64_t{kv} * H + h) * T + t0) * D;
-  float* const xin = desc.xin + at0;
-  float* const pred = desc.pred + at0;
-  uint32_t* const rmax_at = &desc.rmax[layer * 2 * H + kv * H + h];
   // x and pred of the thread's elements, two channels at a time, and the
   // largest |r| (the quant kernel forms r again).
+  const float* bias = L.predictor + (uint64_t{g} * F + (F - 1)) * D;
+  const uint64_t at0 = ((uint64_t{kv} * H + h) * T + t0) * D;
   uint32_t most = 0;
   cta.template ForEach<2>([&](uint32_t m, uint32_t n, uint32_t r) {
     const uint32_t k = cta.RowOf(m, r), j = cta.ColOf(n);
@@ -370,15 +357,15 @@ __global__ void __launch_bounds__(2 * D, 2) SqI12PredictKernel(SqLaunch L, uint3
     for (uint32_t c = 0; c < 2; ++c) {
       const float* row = in_s + k * Cta::kRowStride;
       x[c] = rotated ? row[j + c] : InputOf(L, desc, kv, row, t0 + k, j + c);
-      p[c] = i12::PredOf(feats, feats ? cta.dsum[i12::DsumAt(D, k, j + c)] : 0.0, __ldg(bias + j + c));
+      p[c] = i12::PredOf(feats, feats ? cta.dsum[i12::DsumAt(D, k, j + c)] : 0.0, bias[j + c]);
       e[c] = __fsub_rn(x[c], p[c]);
       most = max(most, i12::FiniteAbsBits(e[c]));
     }
-    const uint64_t at = uint64_t{k} * D + j;
-    *reinterpret_cast<float2*>(xin + at) = make_float2(x[0], x[1]);
-    *reinterpret_cast<float2*>(pred + at) = make_float2(p[0], p[1]);
+    const uint64_t at = at0 + uint64_t{k} * D + j;
+    *reinterpret_cast<float2*>(desc.xin + at) = make_float2(x[0], x[1]);
+    *reinterpret_cast<float2*>(desc.pred + at) = make_float2(p[0], p[1]);
   });
-  i12::WarpMaxInto(most, cta.lane, rmax_at);
+  i12::WarpMaxInto(most, cta.lane, &desc.rmax[layer * 2 * H + kv * H + h]);
 }
 
 template <uint32_t D>
@@ -395,23 +382,13 @@ __global__ void __launch_bounds__(2 * D, 2) SqI12QuantKernel(SqLaunch L, uint32_
   const uint32_t kv = tl.kv, h = tl.h, g = tl.g, t0 = tl.t0, nt = tl.nt;
   const uint32_t tid = cta.tid;
   for (uint32_t k = tid; k < TMI; k += NT) huge_s[k] = 0;
-  const double base = desc.step_base[g];
   for (uint32_t i = tid; i < D; i += NT) {
-    step_s[i] = __double2float_rn(__dmul_rn(base, static_cast<double>(L.step_scale[uint64_t{g} * D + i])));
+    step_s[i] = __double2float_rn(__dmul_rn(desc.step_base[g], static_cast<double>(L.step_scale[uint64_t{g} * D + i])));
   }
   const int ev = L.fixed_exp[3 * g + 1], eu = L.fixed_exp[3 * g + 2];
   const int er = i12::ExponentOfBits(desc.rmax[layer * 2 * H + kv * H + h]);
   const uint64_t at0 = ((uint64_t{kv} * H + h) * T + t0) * D;
-  // The descriptor's fields, read once (SqI12PredictKernel: a field used
-  // after a store through any pointer is loaded again; the quantization
-  // waited on rho's reload after every symbol's store).
-  int32_t* const qrows = desc.q + (uint64_t{g} * T + t0) * D;
-  const float* const xin = desc.xin + at0;
-  const float* const pred = desc.pred + at0;
-  const float rho = desc.rho;
-  double* const sse_part = desc.sse_part;
-  float* const next_rows = desc.xhat[layer % 2] + at0;
-  uint32_t* const max_at = &desc.max_bits[layer * 2 * H + kv * H + h];
+  int32_t* qrows = desc.q + (uint64_t{g} * T + t0) * D;
   const int8_t* vrows = L.v_i8 + uint64_t{g} * 2 * D * D;
   // The tile's predictions into the double sums' area, which this kernel
   // uses only for Cta::Symbols' second pass: element (k, j)'s in the first 4
@@ -430,7 +407,7 @@ __global__ void __launch_bounds__(2 * D, 2) SqI12QuantKernel(SqLaunch L, uint32_
 #pragma unroll
       for (uint32_t e = 0; e < 4; ++e) {
         const uint32_t j = ci * i12::KCI + c + e;
-        dense::CopyAsync4(pred_s + 2 * i12::DsumAt(D, k, j), pred + uint64_t{k} * D + j);
+        dense::CopyAsync4(pred_s + 2 * i12::DsumAt(D, k, j), desc.pred + at0 + uint64_t{k} * D + j);
       }
     }
   }
@@ -443,7 +420,7 @@ __global__ void __launch_bounds__(2 * D, 2) SqI12QuantKernel(SqLaunch L, uint32_
   cta.Run(
       Cta::kChunksPer,
       [&](uint32_t ci, uint32_t s) {
-        cta.Issue(reinterpret_cast<const uint32_t*>(xin), L.u_i8 + uint64_t{g} * 2 * D * D,
+        cta.Issue(reinterpret_cast<const uint32_t*>(desc.xin + at0), L.u_i8 + uint64_t{g} * 2 * D * D,
                   ci * i12::KCI, nt, s);
       },
       [&](uint32_t ci, uint32_t s) {
@@ -459,7 +436,7 @@ __global__ void __launch_bounds__(2 * D, 2) SqI12QuantKernel(SqLaunch L, uint32_
     const uint32_t k = cta.RowOf(m, r), i = cta.ColOf(n) + r % 2;
     if (k >= nt) return;
     const float c = __double2float_rn(__dmul_rn(static_cast<double>(cta.Sum(m, n, r)), cscale));
-    const float a = __fadd_rn(__fdiv_rn(fabsf(c), step_s[i]), rho);
+    const float a = __fadd_rn(__fdiv_rn(fabsf(c), step_s[i]), desc.rho);
     const int32_t v = static_cast<int32_t>(a < kMaxMagnitude ? floorf(a) : kMaxMagnitude);
     qrows[uint64_t{k} * D + i] = c < 0.0f ? -v : v;
   });
@@ -468,6 +445,7 @@ __global__ void __launch_bounds__(2 * D, 2) SqI12QuantKernel(SqLaunch L, uint32_
 
   // The reconstruction, as the decoder's.
   float* const row_s = cta.Rows();
+  const double base = desc.step_base[g];
   const double vscale = ldexp(1.0, ev);
   auto pred_of = [&](uint32_t k, uint32_t j) { return k < nt ? pred_s[2 * i12::DsumAt(D, k, j)] : 0.0f; };
   cta.Symbols(qrows, vrows, nt, huge_s, pred_of, [&](uint32_t k, uint32_t j, int64_t a, float pred) {
@@ -476,7 +454,7 @@ __global__ void __launch_bounds__(2 * D, 2) SqI12QuantKernel(SqLaunch L, uint32_
   __syncthreads();  // row_s complete
   // The next layer's features and their blocks' largest |x|.
   if (layer + 1 < L.layers && L.inputs != 0) {
-    cta.StoreRows(nt, next_rows, max_at);
+    cta.StoreRows(nt, desc.xhat[layer % 2] + at0, &desc.max_bits[layer * 2 * H + kv * H + h]);
   }
   // Partial squared errors per kSqSseTile tokens and channel (SeqGroupSse's tiles).
   const uint32_t sse_tiles = (T + kSqSseTile - 1) / kSqSseTile;
@@ -485,7 +463,7 @@ __global__ void __launch_bounds__(2 * D, 2) SqI12QuantKernel(SqLaunch L, uint32_
     if (s0 >= nt) continue;
     float x[kSqSseTile];  // loaded ahead of the chain of adds
 #pragma unroll
-    for (uint32_t e = 0; e < kSqSseTile; ++e) x[e] = s0 + e < nt ? __ldg(xin + uint64_t{s0 + e} * D + j) : 0.0f;
+    for (uint32_t e = 0; e < kSqSseTile; ++e) x[e] = s0 + e < nt ? desc.xin[at0 + uint64_t{s0 + e} * D + j] : 0.0f;
     double part = 0.0;
 #pragma unroll
     for (uint32_t e = 0; e < kSqSseTile; ++e) {
@@ -493,7 +471,7 @@ __global__ void __launch_bounds__(2 * D, 2) SqI12QuantKernel(SqLaunch L, uint32_
       const double diff = __dsub_rn(static_cast<double>(x[e]), static_cast<double>(row_s[(s0 + e) * RS + j]));
       part = __dadd_rn(part, __dmul_rn(diff, diff));
     }
-    sse_part[(uint64_t{g} * sse_tiles + (t0 + s0) / kSqSseTile) * D + j] = part;
+    desc.sse_part[(uint64_t{g} * sse_tiles + (t0 + s0) / kSqSseTile) * D + j] = part;
   }
 }
 
