@@ -156,7 +156,12 @@ TEST_P(SeqEncodeGpuTest, DevChunksEqualEncodeChunk) {
   if (backend() == Backend::kCuda) EncodeAndCompare("seq:delta=1,streams=lanes2", {chunks[1], chunks[2], chunks[3]});
   // arith=int12 (the dense stage in exact integer sums; on kCuda int8 tensor cores).
   if (backend() == Backend::kCuda) {
+    // One launch per layer, a cluster per group's tiles: four here (the
+    // 37- and 1-token chunks leave CTAs idle), eight (the most a cluster
+    // takes), and past that two launches per layer (a 600-token chunk).
     EncodeAndCompare("seq:delta=1,streams=lanes2,arith=int12", chunks);
+    EncodeAndCompare("seq:delta=1,streams=lanes2,arith=int12", {test::SliceTokens(*test_, 100, 512), chunks[3]});
+    EncodeAndCompare("seq:delta=1,streams=lanes2,arith=int12", {test::SliceTokens(*test_, 0, 600), chunks[2]});
     EncodeAndCompare("seq:delta=0.35,deadzone=0.4,krate=0.5,streams=adaptive,arith=int12,lrate=" + lrate,
                      {chunks[1], chunks[2]});
   } else {
