@@ -566,7 +566,7 @@ Status SeqEncodeGpu::Encode(const SeqEncodeArgs& args, void* workspace, uint64_t
   auto select = [&](const std::vector<size_t>& which, const std::vector<float>& delta0) -> Status {
     std::vector<internal::SqDesc> descs;
     std::vector<double> step_base;
-    uint32_t ctas = 0, groups = 0, longest = 0;
+    uint32_t ctas = 0, groups = 0;
     for (size_t k : which) {
       internal::SqDesc e = all[k];
       e.step_base = steps + descs.size() * G;
@@ -574,7 +574,6 @@ Status SeqEncodeGpu::Encode(const SeqEncodeArgs& args, void* workspace, uint64_t
       e.first_cta = ctas;
       e.first_group = groups;
       ctas += internal::SqCtasOf(p.kv_heads, e.tokens, launch.int12);
-      longest = std::max(longest, e.tokens);
       groups += G;
       for (uint32_t g = 0; g < G; ++g) step_base.push_back(double{delta0[k]} * impl_->multiplier[g]);
       descs.push_back(e);
@@ -588,9 +587,6 @@ Status SeqEncodeGpu::Encode(const SeqEncodeArgs& args, void* workspace, uint64_t
     launch.count = static_cast<uint32_t>(descs.size());
     launch.total_ctas = ctas;
     launch.total_groups = groups;
-    // arith=int12: one launch per layer (a cluster per group's tiles) unless
-    // a chunk has more tiles than a cluster takes (then two per layer).
-    launch.i12_cluster = launch.int12 ? internal::SqI12ClusterOf(longest) : 0;
     return Status::Ok();
   };
   // The closed loop (arith=int12: its maxima cleared first).

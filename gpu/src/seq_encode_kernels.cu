@@ -13,7 +13,6 @@
 //    runs the adaptive models, one thread per rANS lane codes the lane's
 //    symbols backwards, and the lanes' words are merged into the stream;
 //  * SqSectionKernel (one block per item) lays out the layer sections.
-#include <cooperative_groups.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -369,54 +368,10 @@ __global__ void __launch_bounds__(2 * D, 2) SqI12PredictKernel(SqLaunch L, uint3
   i12::WarpMaxInto(most, cta.lane, &desc.rmax[layer * 2 * H + kv * H + h]);
 }
 
-// The end of a layer's tile once its symbols are in qrows (every thread
-// calls it): the reconstruction as the decoder's (the symbols times the
-// reconstruction weights vrows, plus pred_of(k, j)), the next layer's rows
-// with their blocks' largest |x|, and the partial squared errors of
-// SeqGroupSse's tiles against the input in SqDesc::xin.
-template <uint32_t D, typename PredFn>
-__device__ __forceinline__ void SqI12Reconstruct(const SqLaunch& L, const SqDesc& desc, uint32_t layer,
-                                                 i12::Cta<D>& cta, uint32_t kv, uint32_t h, uint32_t g, uint32_t T,
-                                                 uint32_t t0, uint32_t nt, const int32_t* qrows, const int8_t* vrows,
-                                                 int ev, uint32_t* huge_s, PredFn pred_of) {
-  using Cta = i12::Cta<D>;
-  constexpr uint32_t NT = Cta::NT, RS = Cta::kRowStride;
-  const uint32_t H = L.heads, tid = cta.tid;
-  const uint64_t at0 = ((uint64_t{kv} * H + h) * T + t0) * D;
-  float* const row_s = cta.Rows();
-  const double base = desc.step_base[g];
-  const double vscale = ldexp(1.0, ev);
-  cta.Symbols(qrows, vrows, nt, huge_s, pred_of, [&](uint32_t k, uint32_t j, int64_t a, float pred) {
-    if (k < nt) row_s[k * RS + j] = __fadd_rn(pred, i12::RecOf(static_cast<double>(a), vscale, base));
-  });
-  __syncthreads();  // row_s complete
-  // The next layer's features and their blocks' largest |x|.
-  if (layer + 1 < L.layers && L.inputs != 0) {
-    cta.StoreRows(nt, desc.xhat[layer % 2] + at0, &desc.max_bits[layer * 2 * H + kv * H + h]);
-  }
-  // Partial squared errors per kSqSseTile tokens and channel (SeqGroupSse's tiles).
-  const uint32_t sse_tiles = (T + kSqSseTile - 1) / kSqSseTile;
-  for (uint32_t u = tid; u < (TMI / kSqSseTile) * D; u += NT) {
-    const uint32_t s0 = (u / D) * kSqSseTile, j = u % D;
-    if (s0 >= nt) continue;
-    float x[kSqSseTile];  // loaded ahead of the chain of adds
-#pragma unroll
-    for (uint32_t e = 0; e < kSqSseTile; ++e) x[e] = s0 + e < nt ? desc.xin[at0 + uint64_t{s0 + e} * D + j] : 0.0f;
-    double part = 0.0;
-#pragma unroll
-    for (uint32_t e = 0; e < kSqSseTile; ++e) {
-      if (s0 + e >= nt) break;
-      const double diff = __dsub_rn(static_cast<double>(x[e]), static_cast<double>(row_s[(s0 + e) * RS + j]));
-      part = __dadd_rn(part, __dmul_rn(diff, diff));
-    }
-    desc.sse_part[(uint64_t{g} * sse_tiles + (t0 + s0) / kSqSseTile) * D + j] = part;
-  }
-}
-
 template <uint32_t D>
 __global__ void __launch_bounds__(2 * D, 2) SqI12QuantKernel(SqLaunch L, uint32_t layer) {
   using Cta = i12::Cta<D>;
-  constexpr uint32_t NT = Cta::NT;
+  constexpr uint32_t NT = Cta::NT, RS = Cta::kRowStride;
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ uint32_t huge_s[TMI];  // row k has a symbol at or past 2^15 (Cta::Symbols)
   __shared__ float step_s[D];
@@ -488,132 +443,36 @@ __global__ void __launch_bounds__(2 * D, 2) SqI12QuantKernel(SqLaunch L, uint32_
   cta.Zero();
   __syncthreads();  // every thread's symbols written before the copies below read them
 
-  SqI12Reconstruct<D>(L, desc, layer, cta, kv, h, g, T, t0, nt, qrows, vrows, ev, huge_s,
-                      [&](uint32_t k, uint32_t j) { return k < nt ? pred_s[2 * i12::DsumAt(D, k, j)] : 0.0f; });
-}
-
-// Both kernels above in one launch per layer (SqLaunch::i12_cluster > 0):
-// the CTAs of a group's tiles form one thread block cluster, which runs
-// together, so the residual's exponent (one per group) is a cluster barrier
-// away instead of a launch. Each CTA predicts its tile as
-// SqI12PredictKernel, keeps each element's prediction and input in its
-// double sum's 8 bytes (the sums are spent by then), puts its tile's largest
-// |r| into every CTA of the cluster (distributed shared memory), and after
-// the barrier quantizes as SqI12QuantKernel with r = x - pred formed from
-// shared memory, so neither the predictions nor a second read of the input
-// nor a second launch's start (the item, the exponents, the copies) cost a
-// trip through global memory. The input still goes to SqDesc::xin for the
-// squared errors (the symbols' rare second pass overwrites it in shared
-// memory). CTAs past a chunk's tiles (a shorter chunk in the batch) take
-// part in the barriers only.
-template <uint32_t D>
-__global__ void __launch_bounds__(2 * D, 2) SqI12LayerKernel(SqLaunch L, uint32_t layer) {
-  namespace cg = cooperative_groups;
-  using Cta = i12::Cta<D>;
-  constexpr uint32_t NT = Cta::NT, RS = Cta::kRowStride;
-  extern __shared__ __align__(16) unsigned char smem[];
-  __shared__ int exp_s[kInt12MaxBlocks];              // the feature blocks' exponents
-  __shared__ uint32_t huge_s[TMI];                    // row k has a symbol at or past 2^15 (Cta::Symbols)
-  __shared__ float step_s[D];
-  __shared__ uint32_t most_s;                         // this tile's largest finite |r| (float bits)
-  __shared__ uint32_t tile_most_s[kSqI12MaxCluster];  // every tile's, written by its CTA
-  const cg::cluster_group cluster = cg::this_cluster();
-  const uint32_t C = cluster.num_blocks(), rank = cluster.block_rank();
-  Cta cta(smem);
-  const uint32_t H = L.heads, F = L.features, tid = cta.tid;
-  const SqDesc& desc = L.descs[blockIdx.x / (2 * H * C)];
-  const uint32_t gl = (blockIdx.x / C) % (2 * H);
-  const uint32_t kv = gl / H, h = gl % H, g = (layer * 2 + kv) * H + h;
-  const uint32_t T = desc.tokens, t0 = rank * TMI;
-  const uint32_t nt = t0 < T ? min(TMI, T - t0) : 0;
-  const uint64_t at0 = ((uint64_t{kv} * H + h) * T + t0) * D;
-  if (tid == 0) most_s = 0;
-  for (uint32_t k = tid; k < TMI; k += NT) huge_s[k] = 0;
-  for (uint32_t i = tid; i < D; i += NT) {
-    step_s[i] = __double2float_rn(__dmul_rn(desc.step_base[g], static_cast<double>(L.step_scale[uint64_t{g} * D + i])));
-  }
-  cluster.sync();  // every CTA of the cluster runs before any writes its shared memory
-
-  // The prediction (SqI12PredictKernel's), then (pred, x) into each element's 8 bytes of dsum.
-  if (nt > 0) {
-    const bool feats = layer > 0 && L.inputs != 0;
-    const uint32_t blocks = (F - 1) / D, nblk = feats ? blocks : 0;
-    auto block_of = [&](uint32_t b) { return L.inputs == 1 ? b * H + h : b; };
-    const uint32_t* prev_max = feats ? desc.max_bits + (layer - 1) * 2 * H : nullptr;
-    cta.PredictBlocks(desc.xhat[(layer + 1) % 2], prev_max, block_of, nblk, T, t0, nt,
-                      L.w_i8 + uint64_t{g} * blocks * 2 * D * D, L.fixed_exp[3 * g], exp_s);
-    __syncthreads();
-    float* const in_s = cta.Rows();
-    StageInputRows(L, desc, layer, kv, h, t0, nt, in_s, RS);
-    __syncthreads();
-    bool rotated = kv != 0 || !desc.rotate_keys;
-    if (!rotated) {
-      rotated = UndoRopeRows(L, desc, t0, nt, in_s, RS);
-      __syncthreads();
-    }
-    const float* bias = L.predictor + (uint64_t{g} * F + (F - 1)) * D;
-    uint32_t most = 0;
-    cta.template ForEach<2>([&](uint32_t m, uint32_t n, uint32_t r) {
-      const uint32_t k = cta.RowOf(m, r), j = cta.ColOf(n);
-      if (k >= nt) return;
-      // Elements j and j + 1 share 16 bytes of dsum (DsumAt), read whole by this thread alone.
-      double2* const slot = reinterpret_cast<double2*>(cta.dsum + i12::DsumAt(D, k, j));
-      const double2 sum = feats ? *slot : make_double2(0.0, 0.0);
-      float x[2], p[2];
-#pragma unroll
-      for (uint32_t c = 0; c < 2; ++c) {
-        const float* row = in_s + k * RS;
-        x[c] = rotated ? row[j + c] : InputOf(L, desc, kv, row, t0 + k, j + c);
-        p[c] = i12::PredOf(feats, c == 0 ? sum.x : sum.y, bias[j + c]);
-        most = max(most, i12::FiniteAbsBits(__fsub_rn(x[c], p[c])));
-      }
-      *reinterpret_cast<float4*>(slot) = make_float4(p[0], x[0], p[1], x[1]);
-      *reinterpret_cast<float2*>(desc.xin + at0 + uint64_t{k} * D + j) = make_float2(x[0], x[1]);
-    });
-    most = __reduce_max_sync(0xFFFFFFFFu, most);
-    if (cta.lane == 0 && most != 0) atomicMax(&most_s, most);
-  }
-  __syncthreads();  // most_s complete
-  // The tile's largest |r| into slot `rank` of every CTA of the cluster.
-  if (tid < C) *cluster.map_shared_rank(&tile_most_s[rank], tid) = most_s;
-  cluster.sync();  // every tile's is in place (and no CTA touches another's shared memory after this)
-  if (nt == 0) return;
-  uint32_t rmax = 0;
-  for (uint32_t r = 0; r < C; ++r) rmax = max(rmax, tile_most_s[r]);
-  const int er = i12::ExponentOfBits(rmax);
-  const int ev = L.fixed_exp[3 * g + 1], eu = L.fixed_exp[3 * g + 2];
-  int32_t* qrows = desc.q + (uint64_t{g} * T + t0) * D;
-  const int8_t* vrows = L.v_i8 + uint64_t{g} * 2 * D * D;
-  const float* const slots = reinterpret_cast<const float*>(cta.dsum);  // (pred, x) at 2 DsumAt
-
-  // c = U r, r = x - pred from the slots; only the basis goes through the stages.
-  cta.Run(
-      Cta::kChunksPer,
-      [&](uint32_t ci, uint32_t s) { cta.Issue(nullptr, L.u_i8 + uint64_t{g} * 2 * D * D, ci * i12::KCI, 0, s); },
-      [&](uint32_t ci, uint32_t) {
-        cta.ConvertQuads(nt, er, i12::FixedScale(er), [&](uint32_t k, uint32_t c) {
-          const uint32_t j = ci * i12::KCI + c;
-          const float4 a = *reinterpret_cast<const float4*>(slots + 2 * i12::DsumAt(D, k, j));
-          const float4 b = *reinterpret_cast<const float4*>(slots + 2 * i12::DsumAt(D, k, j + 2));
-          return make_float4(__fsub_rn(a.y, a.x), __fsub_rn(a.w, a.z), __fsub_rn(b.y, b.x), __fsub_rn(b.w, b.z));
-        });
-        return true;
-      },
-      [](uint32_t) {});
-  // The symbols (SeqQuantize), component i = the column.
-  const double cscale = ldexp(1.0, er + eu);  // S * cscale is exact (a power of two)
-  cta.ForEach([&](uint32_t m, uint32_t n, uint32_t r) {
-    const uint32_t k = cta.RowOf(m, r), i = cta.ColOf(n) + r % 2;
-    if (k >= nt) return;
-    const float c = __double2float_rn(__dmul_rn(static_cast<double>(cta.Sum(m, n, r)), cscale));
-    const float a = __fadd_rn(__fdiv_rn(fabsf(c), step_s[i]), desc.rho);
-    const int32_t v = static_cast<int32_t>(a < kMaxMagnitude ? floorf(a) : kMaxMagnitude);
-    qrows[uint64_t{k} * D + i] = c < 0.0f ? -v : v;
+  // The reconstruction, as the decoder's.
+  float* const row_s = cta.Rows();
+  const double base = desc.step_base[g];
+  const double vscale = ldexp(1.0, ev);
+  auto pred_of = [&](uint32_t k, uint32_t j) { return k < nt ? pred_s[2 * i12::DsumAt(D, k, j)] : 0.0f; };
+  cta.Symbols(qrows, vrows, nt, huge_s, pred_of, [&](uint32_t k, uint32_t j, int64_t a, float pred) {
+    if (k < nt) row_s[k * RS + j] = __fadd_rn(pred, i12::RecOf(static_cast<double>(a), vscale, base));
   });
-  cta.Zero();
-  __syncthreads();  // every thread's symbols written before the copies below read them
-  SqI12Reconstruct<D>(L, desc, layer, cta, kv, h, g, T, t0, nt, qrows, vrows, ev, huge_s,
-                      [&](uint32_t k, uint32_t j) { return k < nt ? slots[2 * i12::DsumAt(D, k, j)] : 0.0f; });
+  __syncthreads();  // row_s complete
+  // The next layer's features and their blocks' largest |x|.
+  if (layer + 1 < L.layers && L.inputs != 0) {
+    cta.StoreRows(nt, desc.xhat[layer % 2] + at0, &desc.max_bits[layer * 2 * H + kv * H + h]);
+  }
+  // Partial squared errors per kSqSseTile tokens and channel (SeqGroupSse's tiles).
+  const uint32_t sse_tiles = (T + kSqSseTile - 1) / kSqSseTile;
+  for (uint32_t u = tid; u < (TMI / kSqSseTile) * D; u += NT) {
+    const uint32_t s0 = (u / D) * kSqSseTile, j = u % D;
+    if (s0 >= nt) continue;
+    float x[kSqSseTile];  // loaded ahead of the chain of adds
+#pragma unroll
+    for (uint32_t e = 0; e < kSqSseTile; ++e) x[e] = s0 + e < nt ? desc.xin[at0 + uint64_t{s0 + e} * D + j] : 0.0f;
+    double part = 0.0;
+#pragma unroll
+    for (uint32_t e = 0; e < kSqSseTile; ++e) {
+      if (s0 + e >= nt) break;
+      const double diff = __dsub_rn(static_cast<double>(x[e]), static_cast<double>(row_s[(s0 + e) * RS + j]));
+      part = __dadd_rn(part, __dmul_rn(diff, diff));
+    }
+    desc.sse_part[(uint64_t{g} * sse_tiles + (t0 + s0) / kSqSseTile) * D + j] = part;
+  }
 }
 
 template <uint32_t D>
@@ -623,23 +482,6 @@ cudaError_t LaunchSqI12Layer(const SqLaunch& launch, uint32_t layer, cudaStream_
   if (e != cudaSuccess) return e;
   e = cudaFuncSetAttribute(SqI12QuantKernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (e != cudaSuccess) return e;
-  if (launch.i12_cluster > 0) {
-    e = cudaFuncSetAttribute(SqI12LayerKernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-    if (e != cudaSuccess) return e;
-    cudaLaunchConfig_t config = {};
-    config.gridDim = dim3(launch.count * 2 * launch.heads * launch.i12_cluster);
-    config.blockDim = dim3(2 * D);
-    config.dynamicSmemBytes = static_cast<size_t>(smem);
-    config.stream = stream;
-    cudaLaunchAttribute cluster = {};
-    cluster.id = cudaLaunchAttributeClusterDimension;
-    cluster.val.clusterDim.x = launch.i12_cluster;
-    cluster.val.clusterDim.y = 1;
-    cluster.val.clusterDim.z = 1;
-    config.attrs = &cluster;
-    config.numAttrs = 1;
-    return cudaLaunchKernelEx(&config, SqI12LayerKernel<D>, launch, layer);
-  }
   SqI12PredictKernel<D><<<launch.total_ctas, 2 * D, smem, stream>>>(launch, layer);
   SqI12QuantKernel<D><<<launch.total_ctas, 2 * D, smem, stream>>>(launch, layer);
   return cudaGetLastError();

@@ -128,30 +128,14 @@ struct SqLaunch {
   bool paged;  // the source layout
   uint32_t block_size, num_blocks;
   int32_t* statuses;
-  // arith=int12: the dense stage on int8 tensor cores, exact; the operands'
-  // int8 halves (device_tables.h, Int12Tables).
+  // arith=int12: the dense stage on int8 tensor cores, exact (two launches
+  // per layer); the operands' int8 halves (device_tables.h, Int12Tables).
   bool int12;
   const int8_t* w_i8;
   const int8_t* u_i8;
   const int8_t* v_i8;
   const int32_t* fixed_exp;  // [G][3]: ew, ev, eu
-  // One launch per layer when every item has at most kSqI12MaxCluster tiles
-  // (SqI12ClusterOf): a thread block cluster of i12_cluster CTAs per group
-  // (count * 2 * heads * i12_cluster CTAs); 0: two launches per layer
-  // (total_ctas each).
-  uint32_t i12_cluster;
 };
-
-// The most CTAs of one cluster that every GPU with clusters runs (8), so the
-// most int12 tiles (of kInt12TileTokens) of a chunk that one launch per layer
-// takes.
-inline constexpr uint32_t kSqI12MaxCluster = 8;
-// The cluster size of a batch whose longest chunk has `tokens` tokens: its
-// tiles, or 0 (two launches per layer) past kSqI12MaxCluster.
-inline uint32_t SqI12ClusterOf(uint32_t tokens) {
-  const uint32_t tiles = (tokens + kInt12TileTokens - 1) / kInt12TileTokens;
-  return tiles <= kSqI12MaxCluster ? (tiles == 0 ? 1 : tiles) : 0;
-}
 
 // Quantizes and reconstructs layer `layer` of every chunk (after layer - 1).
 // arith=int12 needs a profile that Int12Fits (else cudaErrorInvalidValue).

@@ -215,37 +215,26 @@ struct Cta {
     __device__ __forceinline__ float operator()(uint32_t, uint32_t, float x) const { return x; }
   };
 
-  // The values of this thread's copy slots (CopySlot: row k, chunk columns
-  // c .. c + 3, given by quad(k, c) as a float4) as int12 values (exponent
-  // e, scale FixedScale(e)) split into xh and xl; rows past nt are zeros.
-  template <typename QuadFn>
-  __device__ __forceinline__ void ConvertQuads(uint32_t nt, int e, float scale, QuadFn quad) {
+  // This thread's raw copies of stage s, each through value(k, c, x) (row k,
+  // chunk column c), as int12 values (exponent e, scale FixedScale(e)) split
+  // into xh and xl; rows past nt are zeros.
+  template <typename ValueFn = AsIs>
+  __device__ __forceinline__ void ConvertValues(uint32_t s, uint32_t nt, int e, float scale, ValueFn value = {}) {
 #pragma unroll
     for (uint32_t i = 0; i < kRawCopies; ++i) {
       uint32_t k, c;
       CopySlot(i, k, c);
       uint32_t hi = 0, lo = 0;
       if (k < nt) {
-        const float4 x = quad(k, c);
-        SplitInto(ToFixed(x.x, scale, e), 0, hi, lo);
-        SplitInto(ToFixed(x.y, scale, e), 1, hi, lo);
-        SplitInto(ToFixed(x.z, scale, e), 2, hi, lo);
-        SplitInto(ToFixed(x.w, scale, e), 3, hi, lo);
+        const uint4 x = *reinterpret_cast<const uint4*>(Raw(s) + k * KCI + c);
+        SplitInto(ToFixed(value(k, c, __uint_as_float(x.x)), scale, e), 0, hi, lo);
+        SplitInto(ToFixed(value(k, c + 1, __uint_as_float(x.y)), scale, e), 1, hi, lo);
+        SplitInto(ToFixed(value(k, c + 2, __uint_as_float(x.z)), scale, e), 2, hi, lo);
+        SplitInto(ToFixed(value(k, c + 3, __uint_as_float(x.w)), scale, e), 3, hi, lo);
       }
       *reinterpret_cast<uint32_t*>(xh + k * AS + c) = hi;
       *reinterpret_cast<uint32_t*>(xl + k * AS + c) = lo;
     }
-  }
-
-  // This thread's raw copies of stage s, each through value(k, c, x) (row k,
-  // chunk column c), as int12 values (ConvertQuads).
-  template <typename ValueFn = AsIs>
-  __device__ __forceinline__ void ConvertValues(uint32_t s, uint32_t nt, int e, float scale, ValueFn value = {}) {
-    ConvertQuads(nt, e, scale, [&](uint32_t k, uint32_t c) {
-      const uint4 x = *reinterpret_cast<const uint4*>(Raw(s) + k * KCI + c);
-      return make_float4(value(k, c, __uint_as_float(x.x)), value(k, c + 1, __uint_as_float(x.y)),
-                         value(k, c + 2, __uint_as_float(x.z)), value(k, c + 3, __uint_as_float(x.w)));
-    });
   }
 
   // This thread's raw copies of stage s as int8 symbols into xh: with q =
