@@ -554,11 +554,12 @@ __device__ uint32_t RankCoded(const uint32_t* coded_s, uint32_t d, int16_t* rank
 
 // The group's squared error in SeqGroupSse's order (tiles ascending, channels
 // ascending) into D.sse[g]: the block loads the partial sums into shared
-// memory (part_s, kSseChunk doubles) at a time, coalesced, and thread 0 adds
-// them in order (one dependent chain of double adds, without a global load in
-// it). Called by every thread of the block.
+// memory kSseChunk at a time, coalesced, and thread 0 adds them in order (one
+// dependent chain of double adds, without a global load in it). Called by
+// every thread of the block.
 constexpr uint32_t kSseChunk = 512;
-__device__ void GroupSse(const SqDesc& D, uint32_t g, uint32_t T, uint32_t d, double* part_s) {
+__device__ void GroupSse(const SqDesc& D, uint32_t g, uint32_t T, uint32_t d) {
+  __shared__ double part_s[kSseChunk];
   const uint32_t tiles = (T + kSqSseTile - 1) / kSqSseTile;
   const uint64_t n = uint64_t{tiles} * d;
   const double* part = D.sse_part + uint64_t{g} * n;
@@ -573,28 +574,6 @@ __device__ void GroupSse(const SqDesc& D, uint32_t g, uint32_t T, uint32_t d, do
     __syncthreads();
   }
   if (threadIdx.x == 0) D.sse[g] = sse;
-}
-
-// GroupSse by one warp alone (the extra warp of SqLaneModelKernel), so that
-// its chain of adds runs while the other warps count symbols: the warp loads
-// the partial sums into buf (kSseChunk doubles) at a time and lane 0 adds
-// them in order. Only that warp calls it.
-__device__ void GroupSseWarp(const SqDesc& D, uint32_t g, uint32_t T, uint32_t d, double* buf) {
-  const uint32_t lane = threadIdx.x % 32;
-  const uint32_t tiles = (T + kSqSseTile - 1) / kSqSseTile;
-  const uint64_t n = uint64_t{tiles} * d;
-  const double* part = D.sse_part + uint64_t{g} * n;
-  double sse = 0.0;
-  for (uint64_t at = 0; at < n; at += kSseChunk) {
-    const uint32_t m = n - at < kSseChunk ? static_cast<uint32_t>(n - at) : kSseChunk;
-    for (uint32_t k = lane; k < m; k += 32) buf[k] = part[at + k];
-    __syncwarp();
-    if (lane == 0) {
-      for (uint32_t k = 0; k < m; ++k) sse = __dadd_rn(sse, buf[k]);
-    }
-    __syncwarp();
-  }
-  if (lane == 0) D.sse[g] = sse;
 }
 
 // One block per group, one thread per component: the component's three
@@ -658,8 +637,7 @@ __global__ void SqModelKernel(SqLaunch L) {
     cost_s[i] = any ? cost + (uint64_t{uniform_bits} << kCostFracBits) : 0;
   }
   __syncthreads();
-  __shared__ double part_s[kSseChunk];
-  GroupSse(D, g, T, d, part_s);
+  GroupSse(D, g, T, d);
   if (i != 0) return;
   const uint32_t r = RankCoded(coded_s, d, D.rank + uint64_t{g} * d);
   uint64_t cost = 0;  // integers: the same sum in any order (SeqEstimateGroupCost)
@@ -703,12 +681,6 @@ __global__ void SqLaneModelKernel(SqLaunch L) {
   if (i < kMaxLaneLanes) lane_ops_s[i] = 0;
   if (i == 0) uniform_s = 0;
   __syncthreads();
-  // The block's last warp, past the components' warps, sums the group's
-  // squared error meanwhile (LaunchSqModels gives it up to head size 992;
-  // else the whole block does after the counts).
-  const bool sse_warp = blockDim.x > (d + 31) / 32 * 32;
-  __shared__ double sse_s[kSseChunk];
-  if (sse_warp && i >= (d + 31) / 32 * 32) GroupSseWarp(D, g, T, d, sse_s);
   const int k = i < d ? seqkv::internal::SeqLaneClass(L.static_scale[uint64_t{g} * d + i], D.step_class, L.mult_code[g])
                       : 0;
   const int32_t* q = D.q + uint64_t{g} * T * d + i;
@@ -794,7 +766,7 @@ __global__ void SqLaneModelKernel(SqLaunch L) {
     D.shift[g] = static_cast<int8_t>(best_shift);
     lanes_s = lanes;
   }
-  if (!sse_warp) GroupSse(D, g, T, d, sse_s);
+  GroupSse(D, g, T, d);
   __syncthreads();  // thread 0's ranks (global memory) before the reads below
   if (i < d && coded_s[i]) {
     const uint32_t r = static_cast<uint32_t>(D.rank[uint64_t{g} * d + i]);
@@ -1346,8 +1318,7 @@ cudaError_t LaunchSqModels(const SqLaunch& launch, cudaStream_t stream) {
           cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
       if (e != cudaSuccess) return e;
     }
-    // + a warp for the squared errors where the block has room for it.
-    kernel<<<launch.total_groups, threads + 32 <= 1024 ? threads + 32 : threads, smem, stream>>>(launch);
+    kernel<<<launch.total_groups, threads, smem, stream>>>(launch);
   } else {
     SqModelKernel<<<launch.total_groups, threads, 0, stream>>>(launch);
   }
