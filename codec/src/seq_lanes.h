@@ -233,6 +233,12 @@ SEQKV_LANES_HD inline uint32_t SeqRansQuotient(uint32_t x, uint64_t m) {
   const uint64_t low = (uint64_t{x} * static_cast<uint32_t>(m)) >> 32;
   return static_cast<uint32_t>((uint64_t{x} * static_cast<uint32_t>(m >> 32) + low) >> 16);
 }
+// The rANS encode step x -> (x / freq) 2^15 + x % freq + start (the state
+// already small enough), written as x + (x / freq) (2^15 - freq) + start
+// with the quotient from m = SeqRansReciprocal(freq).
+SEQKV_LANES_HD inline uint32_t SeqRansPutByReciprocal(uint32_t x, uint32_t start, uint32_t freq, uint64_t m) {
+  return x + start + SeqRansQuotient(x, m) * ((1u << kSeqLaneScaleBits) - freq);
+}
 
 SEQKV_LANES_HD inline int SeqSignedSymbol(int32_t v) {
   return v <= -kSeqSignedZero ? kSeqSignedEscapeNeg : (v >= kSeqSignedZero ? kSeqSignedEscapePos : v + kSeqSignedZero);

@@ -968,12 +968,11 @@ __global__ void __launch_bounds__(kLaneThreads, kMaxN <= 5 ? 8 : kMaxN <= 9 ? 7 
     emit(freq);
     x = RansPut(x, start, freq);
   };
-  // RansPut without its division: (x / f) * 2^15 + x % f + start, with the
-  // quotient from the entry's reciprocal.
+  // RansPut without its division: the quotient from the entry's reciprocal.
   auto put_entry = [&](const uint4 e) {
     const uint32_t start = e.x & 0xFFFFu, freq = e.x >> 16;
     emit(freq);
-    x += start + seqkv::internal::SeqRansQuotient(x, uint64_t{e.z} << 32 | e.y) * (kTotal - freq);
+    x = seqkv::internal::SeqRansPutByReciprocal(x, start, freq, uint64_t{e.z} << 32 | e.y);
   };
   const int32_t* q = D.q + uint64_t{g} * T * d;
   int32_t cur[kMaxN], next[kMaxN], later[kMaxN];  // the symbols of tokens t, t - 1 (the context of t's), t - 2

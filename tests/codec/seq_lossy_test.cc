@@ -247,10 +247,11 @@ TEST(SeqLaneCoderTest, BucketSearchFindsTheReferenceSymbol) {
   EXPECT_EQ(checked, uint64_t{internal::kSeqStaticClasses} << internal::kSeqLaneScaleBits);
 }
 
-// The GPU lane writer's division by a reciprocal: x / freq for every
-// frequency a static row can hold, at the states where a quotient is closest
-// to moving (just below, at and above each multiple of freq near the top and
-// the bottom of the state range) and at random states.
+// The GPU lane writer's division by a reciprocal: x / freq (and the encode
+// step built on it) for every frequency a static row can hold, at the states
+// where a quotient is closest to moving (just below, at and above each
+// multiple of freq near the top and the bottom of the state range) and at
+// random states.
 TEST(SeqLaneCoderTest, RansQuotientByReciprocalIsExact) {
   std::mt19937 rng(7);
   uint64_t checked = 0;
@@ -260,6 +261,16 @@ TEST(SeqLaneCoderTest, RansQuotientByReciprocalIsExact) {
     if (got != x / freq) {
       ADD_FAILURE() << "x " << x << " freq " << freq << ": " << got << " vs " << x / freq;
       return false;
+    }
+    // The encode step built on it, where the state may take the interval
+    // (x < freq 2^17, the encoder's renormalization bound).
+    if (uint64_t{x} < (uint64_t{freq} << 17)) {
+      const uint32_t start = (1u << internal::kSeqLaneScaleBits) - freq;  // the largest start freq allows
+      const uint32_t want = ((x / freq) << internal::kSeqLaneScaleBits) + x % freq + start;
+      if (internal::SeqRansPutByReciprocal(x, start, freq, m) != want) {
+        ADD_FAILURE() << "put x " << x << " freq " << freq;
+        return false;
+      }
     }
     return true;
   };
