@@ -267,7 +267,7 @@ void RunShape(const char* name, uint32_t L, uint32_t H, uint32_t d, SeqInputs in
     for (uint32_t g = 0; g < G; ++g) {
       int32_t* out = q + (uint64_t{c} * G + g) * kTokens * d;
       eitems.push_back({items[c].streams[g], items[c].stream_bytes[g], kTokens, d, out});
-      lane_descs.push_back({items[c].streams[g], items[c].stream_bytes[g], out, kTokens, g, 0, 0, 128, 0});
+      lane_descs.push_back({items[c].streams[g], items[c].stream_bytes[g], out, kTokens, g, 0, 0, 128, 0, 1.0});
     }
   }
   SeqEntropyDecodeArgs eargs;
@@ -295,7 +295,7 @@ void RunShape(const char* name, uint32_t L, uint32_t H, uint32_t d, SeqInputs in
     CHECK_CUDA(cudaMemcpy(descs, lane_descs.data(), lane_descs.size() * sizeof(gpu::internal::SlDesc),
                           cudaMemcpyHostToDevice));
     gpu::internal::SlLaunch sl{descs, static_cast<uint32_t>(lane_descs.size()), d, cum, scale, status, signed_lanes,
-                               search, /*threads=*/0};
+                               search, /*threads=*/0, /*half_symbols=*/false, /*step_scale=*/nullptr};
     // As SeqDecodeGpu runs it: the symbols cleared (the magnitude model; the
     // signed kernel clears them itself), then the kernel.
     const uint64_t q_bytes = uint64_t{chunks} * G * kTokens * d * 4;

@@ -120,19 +120,20 @@ struct SeqLaneGroupView {
   const uint32_t* info;       // [n] component | table << 16
   int32_t* prev;              // [n]
   uint8_t* nonzero;           // [n]
-  int32_t* q;                 // [tokens][dim]
+  int32_t* q;                 // [tokens][dim], or null (SeqLaneEmit)
   uint32_t n, lanes, tokens, dim;
 };
 
 SEQKV_LANES_HD inline uint32_t SeqLaneInfo(uint32_t component, uint32_t table) { return component | (table << 16); }
 
 // A lane's symbol `value` for its current component and token is complete:
-// store it (q is zero beforehand, so only non-zero symbols are stored), then
+// store it (q is zero beforehand, so only non-zero symbols are stored; a
+// null q stores nothing: the GPU's caller stores the value itself), then
 // move to the lane's next component, or to the next token.
 SEQKV_LANES_HD inline int SeqLaneEmit(SeqLaneCursor* cur, const SeqLaneGroupView& g, uint32_t lane, uint32_t info,
                                       int32_t value) {
   if (value != 0) {
-    g.q[size_t{cur->t} * g.dim + (info & 0xFFFFu)] = value;
+    if (g.q != nullptr) g.q[size_t{cur->t} * g.dim + (info & 0xFFFFu)] = value;
     g.nonzero[cur->idx] = 1;
   }
   cur->phase = 0;

@@ -432,7 +432,7 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
   auto* device_descs = reinterpret_cast<internal::SdDesc*>(base + layout.descs);
   auto* steps = reinterpret_cast<double*>(base + layout.steps);
   auto* device_lane_descs = reinterpret_cast<internal::SlDesc*>(base + layout.lane_descs);
-  std::vector<internal::SlDesc> lane_descs, signed_descs;  // magnitude, signed model
+  std::vector<internal::SlDesc> lane_descs, signed_descs, half_descs;  // magnitude, signed, signed into FP16
   auto* q = reinterpret_cast<int32_t*>(base + layout.q);
   auto* xhat = reinterpret_cast<float*>(base + layout.xhat);
   auto* max_bits = reinterpret_cast<uint32_t*>(base + layout.max_bits);
@@ -445,6 +445,18 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
                                                                    : internal::kSdMathExact;
   // (The FP16 weights only for float items: a batch of int12 chunks does not need them.)
   if (math == internal::kSdMathF16 && any_float) SEQKV_RETURN_IF_ERROR(impl_->EnsureHalfWeights());
+  // The f16 dense stage takes its symbols as FP16 operands q * step, stored
+  // by the lane kernel (half the bytes, no conversion in the dense stage),
+  // when every float item is a signed lane stream: its launches read one
+  // kind of symbol. (SEQKV_HALF_SYMBOLS=0: int32 symbols, an experiment switch.)
+  bool half_symbols = math == internal::kSdMathF16;
+  if (const char* e = std::getenv("SEQKV_HALF_SYMBOLS"); e != nullptr && std::string(e) == "0") half_symbols = false;
+  for (size_t i = 0; i < args.items.size() && half_symbols; ++i) {
+    const SeqDecodeItem& item = args.items[i];
+    if ((*statuses)[i].ok() && item.arith != SeqArith::kInt12 && item.coding != SeqStreamCoding::kSignedLanes) {
+      half_symbols = false;
+    }
+  }
   uint64_t q_at = 0, layer_at = 0, max_at = 0;
   uint32_t ctas = 0, int_ctas = 0, item_at = 0;
   uint64_t clear_begin = 0, clear_end = 0;  // symbols [begin, end) still to clear
@@ -496,7 +508,11 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
         ld.status_index = static_cast<uint32_t>(i);
         ld.step_class = item.step_class;
         ld.code = item.mult_code[g];
-        (item.coding == SeqStreamCoding::kSignedLanes ? signed_descs : lane_descs).push_back(ld);
+        ld.step_base = step_base.back();
+        (item.coding != SeqStreamCoding::kSignedLanes ? lane_descs
+         : half_symbols && !fixed                      ? half_descs
+                                                       : signed_descs)
+            .push_back(ld);
       }
     }
     // The magnitude lane kernel stores only non-zero symbols: one clear per
@@ -515,8 +531,10 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
   const size_t float_descs = descs.size();  // then the int12 ones, each set its own launches
   descs.insert(descs.end(), int_descs.begin(), int_descs.end());
   SEQKV_RETURN_IF_ERROR(clear());
-  const size_t magnitude_descs = lane_descs.size();  // then the signed ones, each set one launch
+  // Then the signed ones and those into FP16, each set one launch.
+  const size_t magnitude_descs = lane_descs.size(), int_signed_descs = signed_descs.size();
   lane_descs.insert(lane_descs.end(), signed_descs.begin(), signed_descs.end());
+  lane_descs.insert(lane_descs.end(), half_descs.begin(), half_descs.end());
   if (!descs.empty()) {
     SEQKV_CUDA_RETURN(cudaMemcpyAsync(device_descs, descs.data(), descs.size() * sizeof(internal::SdDesc),
                                       cudaMemcpyHostToDevice, s),
@@ -549,16 +567,20 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
                                                 &impl_->group_statuses));
   }
   // The lane streams: a half-warp per group (the magnitude model into symbols cleared above).
-  for (const bool signed_model : {false, true}) {
+  for (const int kind : {0, 1, 2}) {  // magnitude, signed, signed into FP16
+    const size_t first = kind == 0 ? 0 : kind == 1 ? magnitude_descs : magnitude_descs + int_signed_descs;
+    const size_t end = kind == 0 ? magnitude_descs : kind == 1 ? magnitude_descs + int_signed_descs : lane_descs.size();
     internal::SlLaunch sl{};
-    sl.descs = device_lane_descs + (signed_model ? magnitude_descs : 0);
-    sl.count = static_cast<uint32_t>(signed_model ? lane_descs.size() - magnitude_descs : magnitude_descs);
+    sl.descs = device_lane_descs + first;
+    sl.count = static_cast<uint32_t>(end - first);
     sl.dim = p.head_dim;
     sl.cum = impl_->lane_cum;
-    sl.signed_model = signed_model;
+    sl.signed_model = kind != 0;
     sl.signed_search = impl_->signed_search;
     sl.scale = impl_->lane_scale;
     sl.statuses = static_cast<int32_t*>(workspace);
+    sl.half_symbols = kind == 2;
+    sl.step_scale = impl_->step_scale;
     if (sl.count > 0) SEQKV_CUDA_RETURN(internal::LaunchSlDecode(sl, s), "lane kernel launch");
   }
 
@@ -585,11 +607,13 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
   launch.num_blocks = args.num_blocks;
   launch.statuses = static_cast<int32_t*>(workspace);
   launch.math = math;
+  launch.half_symbols = half_symbols;
   internal::SdLaunch int_launch = launch;
   int_launch.descs = device_descs + float_descs;
   int_launch.count = static_cast<uint32_t>(int_descs.size());
   int_launch.total_ctas = int_ctas;
   int_launch.math = internal::kSdMathInt12;
+  int_launch.half_symbols = false;
   int_launch.w_i8 = impl_->int12.w;
   int_launch.v_i8 = impl_->int12.v;
   int_launch.fixed_exp = impl_->int12.exps;
@@ -603,6 +627,8 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
   return Internal("seq gpu: built without CUDA");
 #endif
 }
+
+static_assert(internal::kSlHalfRange == internal::kSdHalfRange, "one FP16 range code for both kernels");
 
 Status SeqDecodeGpu::CollectStatuses(const void* workspace, void* stream, std::vector<Status>* statuses) const {
   if (statuses == nullptr) return InvalidArgument("seq gpu: statuses is null");

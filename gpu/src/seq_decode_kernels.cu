@@ -564,16 +564,19 @@ __global__ void __launch_bounds__(2 * D, 2) SdLayerTcKernel(SdLaunch L, uint32_t
 constexpr uint32_t kHAStride = KC + 8;  // A row stride, halves
 
 // A stage, in bytes: A [TM][kHAStride] halves, B [KC][D + 8] halves, raw
-// symbols [TM][KC] int32.
-__host__ __device__ constexpr uint32_t SdHStageBytes(uint32_t d) {
-  return TM * kHAStride * 2 + KC * (d + 8) * 2 + TM * KC * 4;
+// symbols [TM][KC] int32 (none with FP16 symbols: they land in A as the
+// features do).
+__host__ __device__ constexpr uint32_t SdHStageBytes(uint32_t d, bool half_symbols) {
+  return TM * kHAStride * 2 + KC * (d + 8) * 2 + (half_symbols ? 0 : TM * KC * 4);
 }
 // In bytes: the tile's rows [TM][D + 8] floats overlay the stages.
-__host__ __device__ constexpr uint32_t SdHStepsAt(uint32_t d) {
-  const uint32_t stages = kTcStages * SdHStageBytes(d), rows = TM * (d + 8) * 4;
+__host__ __device__ constexpr uint32_t SdHStepsAt(uint32_t d, bool half_symbols) {
+  const uint32_t stages = kTcStages * SdHStageBytes(d, half_symbols), rows = TM * (d + 8) * 4;
   return stages > rows ? stages : rows;
 }
-__host__ __device__ constexpr uint32_t SdHSharedBytes(uint32_t d) { return SdHStepsAt(d) + 4 * d; }
+__host__ __device__ constexpr uint32_t SdHSharedBytes(uint32_t d, bool half_symbols) {
+  return SdHStepsAt(d, half_symbols) + 4 * d;
+}
 
 __device__ __forceinline__ void MmaF16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
   asm volatile(
@@ -593,7 +596,11 @@ __device__ __forceinline__ uint32_t PackHalf2(float a, float b, bool& bad) {
   return bits;
 }
 
-template <uint32_t D>
+// kHalfSym (SdLaunch::half_symbols): the symbols are already the FP16
+// operands q * step (the lane kernel stored them, SlLaunch::half_symbols,
+// with this conversion's operations and range check), copied as the
+// features are.
+template <uint32_t D, bool kHalfSym>
 __global__ void __launch_bounds__(2 * D, 2) SdLayerH16Kernel(SdLaunch L, uint32_t layer) {
   constexpr uint32_t NT = 2 * D;    // threads
   constexpr uint32_t BS = D + 8;    // B stride (halves) and row stride (floats)
@@ -605,7 +612,7 @@ __global__ void __launch_bounds__(2 * D, 2) SdLayerH16Kernel(SdLaunch L, uint32_
   __shared__ uint64_t dst_s[TM];  // the rows' destinations (OutRowOffsets)
   const uint32_t H = L.heads, F = L.features;
   float* row_s = reinterpret_cast<float*>(smem);  // after the loop: [TM][BS]
-  float* step_s = reinterpret_cast<float*>(smem + SdHStepsAt(D));
+  float* step_s = reinterpret_cast<float*>(smem + SdHStepsAt(D, kHalfSym));
 
   dense::Tile tl;
   const SdDesc& desc = dense::TileItem<TM>(L.descs, L.count, H, layer, &tl);
@@ -618,22 +625,26 @@ __global__ void __launch_bounds__(2 * D, 2) SdLayerH16Kernel(SdLaunch L, uint32_
   const uint16_t* prev = reinterpret_cast<const uint16_t*>(desc.xhat[(layer + 1) % 2]);
   uint16_t* cur = reinterpret_cast<uint16_t*>(desc.xhat[layer % 2]);
   const int32_t* q = desc.q + (uint64_t{g} * T + t0) * D;
+  // FP16 operands: group g's in the first half of its int32 symbols' place.
+  const uint16_t* qh = reinterpret_cast<const uint16_t*>(desc.q + uint64_t{g} * T * D) + uint64_t{t0} * D;
 
-  StepsToShared(L, desc, g, D, step_s, tid, NT);
-  __syncthreads();  // step_s, read by the symbol conversions below
+  if (!kHalfSym) {
+    StepsToShared(L, desc, g, D, step_s, tid, NT);
+    __syncthreads();  // step_s, read by the symbol conversions below
+  }
   const bool feats = layer > 0 && L.inputs != 0;
   const uint32_t nf = feats ? F - 1 : 0;
   const uint32_t K = nf + D;
   const uint32_t chunks = (K + KC - 1) / KC;
-  auto a_of = [&](uint32_t s) { return reinterpret_cast<uint16_t*>(smem + s * SdHStageBytes(D)); };
+  auto a_of = [&](uint32_t s) { return reinterpret_cast<uint16_t*>(smem + s * SdHStageBytes(D, kHalfSym)); };
   auto b_of = [&](uint32_t s) { return a_of(s) + TM * AS; };
   auto q_of = [&](uint32_t s) { return reinterpret_cast<int32_t*>(b_of(s) + KC * BS); };
 
   // Chunk c0's operands into stage st (a chunk is all feature or all symbol
   // columns: nf is a multiple of KC).
   auto issue = [&](uint32_t c0, uint32_t st) {
-    if (c0 < nf) {
-      const uint16_t* src = prev + FeatureAt(L, c0, H, h, T, t0, D);
+    if (kHalfSym || c0 < nf) {
+      const uint16_t* src = c0 < nf ? prev + FeatureAt(L, c0, H, h, T, t0, D) : qh + (c0 - nf);
 #pragma unroll
       for (uint32_t i = 0; i < kFeatCopies; ++i) {
         const uint32_t v = tid + i * NT, k = v / (KC / 8), c = (v % (KC / 8)) * 8;
@@ -682,7 +693,7 @@ __global__ void __launch_bounds__(2 * D, 2) SdLayerH16Kernel(SdLaunch L, uint32_
     if (ahead < chunks) issue(ahead * KC, ahead % kTcStages);
     else CopyCommit();
     CopyWait<kTcStages - 1>();  // this thread's copies of chunk ci are done
-    if (c0 >= nf) {
+    if (!kHalfSym && c0 >= nf) {
       // Symbols: the raw int32 this thread copied, times their steps, to FP16.
 #pragma unroll
       for (uint32_t i = 0; i < kSymCopies; ++i) {
@@ -815,15 +826,15 @@ cudaError_t LaunchSdLayerI12D(const SdLaunch& launch, uint32_t layer, cudaStream
   return cudaGetLastError();
 }
 
-template <uint32_t D>
+template <uint32_t D, bool kHalfSym>
 cudaError_t LaunchSdLayerH16D(const SdLaunch& launch, uint32_t layer, cudaStream_t stream) {
-  const size_t smem = SdHSharedBytes(D);
+  const size_t smem = SdHSharedBytes(D, kHalfSym);
   if (smem > 48 * 1024) {
-    const cudaError_t e = cudaFuncSetAttribute(SdLayerH16Kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                               static_cast<int>(smem));
+    const cudaError_t e = cudaFuncSetAttribute(SdLayerH16Kernel<D, kHalfSym>,
+                                               cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
     if (e != cudaSuccess) return e;
   }
-  SdLayerH16Kernel<D><<<launch.total_ctas, 2 * D, smem, stream>>>(launch, layer);
+  SdLayerH16Kernel<D, kHalfSym><<<launch.total_ctas, 2 * D, smem, stream>>>(launch, layer);
   return cudaGetLastError();
 }
 
@@ -863,8 +874,12 @@ cudaError_t LaunchSdLayer(const SdLaunch& launch, uint32_t layer, cudaStream_t s
     }
     if (launch.math == kSdMathF16) {
       if (launch.predictor_h == nullptr || launch.basis_h == nullptr) return cudaErrorInvalidValue;
-      return launch.head_dim == 64 ? LaunchSdLayerH16D<64>(launch, layer, stream)
-                                   : LaunchSdLayerH16D<128>(launch, layer, stream);
+      if (launch.half_symbols) {
+        return launch.head_dim == 64 ? LaunchSdLayerH16D<64, true>(launch, layer, stream)
+                                     : LaunchSdLayerH16D<128, true>(launch, layer, stream);
+      }
+      return launch.head_dim == 64 ? LaunchSdLayerH16D<64, false>(launch, layer, stream)
+                                   : LaunchSdLayerH16D<128, false>(launch, layer, stream);
     }
     return launch.math == kSdMathTf32x3 ? LaunchSdLayerTc<3>(launch, layer, stream)
                                         : LaunchSdLayerTc<1>(launch, layer, stream);

@@ -36,7 +36,7 @@ enum SdDeviceStatus : int32_t {
 
 // One chunk of a batch. Built on the host.
 struct SdDesc {
-  const int32_t* q;         // [G][T][d] symbols (workspace)
+  const int32_t* q;         // [G][T][d] symbols (workspace); SdLaunch::half_symbols: FP16 operands (uint16)
   float* xhat[2];           // two layers of reconstruction, each [2][H][T][d] (workspace)
   const double* step_base;  // [G] double(delta0) * multiplier (workspace)
   void* out[2];             // kContiguous: K, V [layers, H, outer_tokens, d] bf16
@@ -82,6 +82,9 @@ struct SdLaunch {
   const int8_t* w_i8;
   const int8_t* v_i8;
   const int32_t* fixed_exp;
+  // kSdMathF16: every item's q holds FP16 operands q * step, not int32
+  // symbols (the lane kernel's SlLaunch::half_symbols).
+  bool half_symbols;
 };
 
 // The tensor-core kernel is built for these head sizes.

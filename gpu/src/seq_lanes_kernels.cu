@@ -11,6 +11,7 @@
 // Shared memory per block: the static model's cumulative rows (16 KiB), then
 // per half-warp its group's coded components, table per component, previous
 // symbols and non-zero flags.
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -59,8 +60,12 @@ __device__ __forceinline__ uint32_t Load32(const uint8_t* p) {
 
 // (Measured on the H200, 8K Llama-3-8B context: the rows read through L1
 // from global memory instead of shared took 19.3 ms instead of 13.8.)
-template <bool kSigned, uint32_t kThreads>
-__global__ void __launch_bounds__(kThreads) SlDecodeKernel(SlLaunch L) {
+// kHalf (signed model only, SlLaunch::half_symbols): q holds the f16 dense
+// stage's FP16 operands; the step function stores nothing (a null q), and
+// the kernel stores each non-zero symbol's float(q) * step rounded to FP16.
+template <bool kSigned, uint32_t kThreads, bool kHalf = false>
+__global__ void __launch_bounds__(kThreads, kHalf ? 5 : 1) SlDecodeKernel(SlLaunch L) {
+  static_assert(kSigned || !kHalf, "FP16 operands from signed lane streams only");
   constexpr uint32_t kCum = kCumBytes<kSigned>;
   constexpr uint32_t kGroups = kThreads / kSeqLaneMax;  // groups per block
   extern __shared__ __align__(16) unsigned char smem[];
@@ -155,7 +160,12 @@ __global__ void __launch_bounds__(kThreads) SlDecodeKernel(SlLaunch L) {
       active = 0;
     }
   }
-  const SeqLaneGroupView view{cum, info, prev, nonzero, desc.q, ok ? h.n : 0, lanes, desc.tokens, d};
+  const SeqLaneGroupView view{cum, info, prev, nonzero, kHalf ? nullptr : desc.q, ok ? h.n : 0, lanes, desc.tokens, d};
+  // kHalf: the group's FP16 operands, its steps' profile scales; `over` is
+  // set by a term outside FP16's range.
+  [[maybe_unused]] auto* qh = reinterpret_cast<uint16_t*>(desc.q);
+  [[maybe_unused]] const float* scale_g = kHalf ? L.step_scale + uint64_t{desc.group} * d : nullptr;
+  [[maybe_unused]] uint32_t over = 0;
   const uint8_t* words = s + (ok ? h.words_at : 0);
   const uint32_t nwords = ok ? h.words : 0;
   // The group's next words wait in registers, one per thread of the
@@ -184,15 +194,20 @@ __global__ void __launch_bounds__(kThreads) SlDecodeKernel(SlLaunch L) {
   // kernel measured 1.1 ms slower with the same clearing, so its caller
   // keeps the memset.
   const uint32_t row_tokens = valid ? desc.tokens : 0;
-  const bool row_vectors = d % 4 == 0 && reinterpret_cast<uintptr_t>(desc.q) % 16 == 0;
+  constexpr uint32_t kPerVector = kHalf ? 8 : 4;  // symbols per 16-byte store
+  const bool row_vectors = d % kPerVector == 0 && reinterpret_cast<uintptr_t>(desc.q) % 16 == 0;
   uint32_t cleared = 0;
   auto clear_rows = [&](uint32_t upto) {
     for (upto = upto < row_tokens ? upto : row_tokens; cleared < upto; ++cleared) {
-      int32_t* row = desc.q + uint64_t{cleared} * d;
+      auto* row = reinterpret_cast<unsigned char*>(desc.q) + uint64_t{cleared} * d * (kHalf ? 2 : 4);
       if (row_vectors) {
-        for (uint32_t i = j; i < d / 4; i += kSeqLaneMax) reinterpret_cast<uint4*>(row)[i] = make_uint4(0, 0, 0, 0);
+        for (uint32_t i = j; i < d / kPerVector; i += kSeqLaneMax) {
+          reinterpret_cast<uint4*>(row)[i] = make_uint4(0, 0, 0, 0);
+        }
+      } else if (kHalf) {
+        for (uint32_t i = j; i < d; i += kSeqLaneMax) reinterpret_cast<uint16_t*>(row)[i] = 0;
       } else {
-        for (uint32_t i = j; i < d; i += kSeqLaneMax) row[i] = 0;
+        for (uint32_t i = j; i < d; i += kSeqLaneMax) reinterpret_cast<int32_t*>(row)[i] = 0;
       }
     }
   };
@@ -212,7 +227,32 @@ __global__ void __launch_bounds__(kThreads) SlDecodeKernel(SlLaunch L) {
     uint32_t need = 0;
     if (active) {
       int rc;
-      if constexpr (kSigned) {
+      if constexpr (kHalf) {
+        // The symbol's component and its step's scale, loaded ahead of the
+        // step; the symbol (phase 0: the search's, else the escape's sign
+        // and magnitude) is stored when the step completes it.
+        const uint32_t t0 = cur.t, idx0 = cur.idx, phase0 = cur.phase;
+        const uint32_t component = info[idx0] & 0xFFFFu;
+        const float scale = __ldg(scale_g + component);
+        int sym = 0;
+        rc = seqkv::internal::SeqSignedLaneStep(
+            &cur, view, j, [&](uint32_t table, uint32_t at, uint32_t* start, uint32_t* freq) {
+              sym = seqkv::internal::SeqSignedFindBucket(buckets + table * seqkv::internal::kSeqSignedBuckets,
+                                                         signed_rows + table * seqkv::internal::kSeqSignedRowStride,
+                                                         at, start, freq);
+              return sym;
+            });
+        if (rc != seqkv::internal::kSeqLaneCorrupt && (cur.t != t0 || cur.idx != idx0)) {
+          const int32_t m = static_cast<int32_t>(cur.mag + (seqkv::internal::kSeqLaneSymbols - 2));
+          const int32_t value = phase0 == 0 ? sym - seqkv::internal::kSeqSignedZero : (cur.neg ? -m : m);
+          if (value != 0) {
+            const float step = __double2float_rn(__dmul_rn(desc.step_base, static_cast<double>(scale)));
+            const float v = __fmul_rn(static_cast<float>(value), step);
+            over |= !(fabsf(v) < 65520.0f) ? 1u : 0u;
+            qh[uint64_t{t0} * d + component] = __half_as_ushort(__float2half_rn(v));
+          }
+        }
+      } else if constexpr (kSigned) {
         rc = seqkv::internal::SeqSignedLaneStep(
             &cur, view, j, [&](uint32_t table, uint32_t at, uint32_t* start, uint32_t* freq) {
               return seqkv::internal::SeqSignedFindBucket(
@@ -267,20 +307,25 @@ __global__ void __launch_bounds__(kThreads) SlDecodeKernel(SlLaunch L) {
       if (!nonzero[c]) bad = 1;
     }
   }
-  if (valid && (h.error != 0 || bad)) atomicCAS(&L.statuses[desc.status_index], 0, kSlCorrupt);
+  if (valid && (h.error != 0 || bad)) {
+    atomicCAS(&L.statuses[desc.status_index], 0, kSlCorrupt);
+    if (kHalf) atomicCAS(&L.statuses[desc.status_index], kSlHalfRange, kSlCorrupt);  // corrupt wins
+  } else if (kHalf && valid && over) {
+    atomicCAS(&L.statuses[desc.status_index], 0, kSlHalfRange);
+  }
 }
 
-template <bool kSigned, uint32_t kThreads>
+template <bool kSigned, uint32_t kThreads, bool kHalf = false>
 cudaError_t Launch(const SlLaunch& launch, cudaStream_t stream) {
   constexpr uint32_t kGroups = kThreads / kSeqLaneMax;
   const uint32_t smem = kCumBytes<kSigned> + kGroups * SlotBytes<kSigned>(launch.dim);
   if (smem > 48 * 1024) {
-    const cudaError_t e = cudaFuncSetAttribute(SlDecodeKernel<kSigned, kThreads>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                               static_cast<int>(smem));
+    const cudaError_t e = cudaFuncSetAttribute(SlDecodeKernel<kSigned, kThreads, kHalf>,
+                                               cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
     if (e != cudaSuccess) return e;
   }
   const uint32_t blocks = (launch.count + kGroups - 1) / kGroups;
-  SlDecodeKernel<kSigned, kThreads><<<blocks, kThreads, smem, stream>>>(launch);
+  SlDecodeKernel<kSigned, kThreads, kHalf><<<blocks, kThreads, smem, stream>>>(launch);
   return cudaGetLastError();
 }
 
@@ -289,6 +334,7 @@ cudaError_t Launch(const SlLaunch& launch, cudaStream_t stream) {
 cudaError_t LaunchSlDecode(const SlLaunch& launch, cudaStream_t stream) {
   if (launch.count == 0) return cudaSuccess;
   if (!launch.signed_model) return Launch<false, 128>(launch, stream);
+  if (launch.half_symbols) return Launch<true, 256, true>(launch, stream);
   return launch.threads == 128 ? Launch<true, 128>(launch, stream) : Launch<true, 256>(launch, stream);
 }
 

@@ -13,6 +13,10 @@ namespace seqkv::gpu::internal {
 // array, beside SdDeviceStatus): DATA_LOSS, the stream is not a valid lane
 // stream (anything SeqDecodeLaneGroup rejects).
 inline constexpr int32_t kSlCorrupt = 3;
+// SlLaunch::half_symbols: a symbol term q * step outside FP16's range
+// (FAILED_PRECONDITION, as kSdHalfRange: the same code). A corrupt stream's
+// kSlCorrupt replaces it.
+inline constexpr int32_t kSlHalfRange = 4;
 
 // One group stream of a batch. Built on the host.
 struct SlDesc {
@@ -25,6 +29,7 @@ struct SlDesc {
   int16_t step_class;     // the chunk's
   uint8_t code;           // the group's step code
   uint8_t pad;
+  double step_base;       // half_symbols: double(delta0) * multiplier(code), as SdDesc::step_base[group]
 };
 
 struct SlLaunch {
@@ -38,9 +43,19 @@ struct SlLaunch {
   bool signed_model;      // streams=lanes2: every desc is a signed lane stream, and
   const void* signed_search;  // device: SeqSignedSearchBytes (cumulative rows u16 [161][32], then buckets u8 [161][128])
   uint32_t threads;       // signed model: threads per block, 128 or 256 (0: 256); the magnitude model: 128
+  // Signed model only: q holds FP16 operands of the f16 dense stage instead
+  // of int32 symbols, [tokens][dim] uint16 at each group's q (the first half
+  // of its int32 symbols' place): the bits of
+  // round-to-nearest-even FP16 of float(q) * step, step = float(step_base *
+  // double(step_scale[group][i])) (SdLayerH16Kernel's conversion, moved
+  // here: half the bytes written and read, and no conversion in the dense
+  // stage).
+  bool half_symbols;
+  const float* step_scale;  // half_symbols: device, the profile's [G][dim]
 };
 
-// Decodes every group stream of the launch into its q. The magnitude model's
+// Decodes every group stream of the launch into its q (or its FP16
+// operands, half_symbols). The magnitude model's
 // kernel stores only non-zero symbols, so q must be all zero beforehand; the
 // signed model's kernel clears each group's q itself (all of it, whatever
 // the stream holds).

@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -682,6 +683,44 @@ TEST_P(SeqDecodeGpuTest, HalfMathRefusesValuesOutsideItsRange) {
       EXPECT_EQ(a.differ, 0u);
     }
   }
+}
+
+// The FP16 dense stage takes a batch of signed lane streams' symbols as FP16
+// operands stored by the lane kernel (SlLaunch::half_symbols) instead of
+// int32 symbols it converts itself: the same operations, so the same bytes.
+// SEQKV_HALF_SYMBOLS=0 switches the FP16 operands off (kCpu: the reference
+// both times). The random chunk's symbols are large enough to take escapes.
+TEST_P(SeqDecodeGpuTest, HalfSymbolsDecodeTheSameBytesAsInt32Symbols) {
+  std::vector<Coded> cases;
+  cases.push_back(Code(*test_, "seq:delta=1,streams=lanes2"));
+  Chunk random = Slice(*test_, 100, 64);
+  const Chunk noise = test::RandomChunk(random.shape, random.dtype, 12);
+  random.k = noise.k;
+  random.v = noise.v;
+  cases.push_back(Code(random, "seq:delta=0.25,streams=lanes2"));
+  std::vector<std::vector<uint8_t>> outputs[2];
+  for (const bool half : {false, true}) {
+    if (half) {
+      ::unsetenv("SEQKV_HALF_SYMBOLS");
+    } else {
+      ::setenv("SEQKV_HALF_SYMBOLS", "0", 1);
+    }
+    std::vector<std::unique_ptr<Buffer>> keep;
+    std::vector<SeqDecodeItem> items;
+    ASSERT_NO_FATAL_FAILURE(ItemsInto(cases, &keep, &items));
+    SeqDecodeArgs args;
+    args.math = SeqDenseMath::kTensorF16;
+    args.items = items;
+    const std::vector<Status> statuses = Run(args);
+    ::unsetenv("SEQKV_HALF_SYMBOLS");
+    for (size_t i = 0; i < cases.size(); ++i) {
+      ASSERT_TRUE(statuses[i].ok()) << i << ": " << statuses[i].ToString();
+      outputs[half].push_back(keep[3 * i + 1]->Download());
+      outputs[half].push_back(keep[3 * i + 2]->Download());
+    }
+  }
+  ASSERT_EQ(outputs[0].size(), outputs[1].size());
+  for (size_t i = 0; i < outputs[0].size(); ++i) EXPECT_TRUE(outputs[0][i] == outputs[1][i]) << i;
 }
 
 // arith=int12's operand tables as the int8 tensor-core kernels read them
