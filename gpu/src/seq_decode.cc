@@ -628,7 +628,9 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
 #endif
 }
 
+#ifdef SEQKV_WITH_CUDA
 static_assert(internal::kSlHalfRange == internal::kSdHalfRange, "one FP16 range code for both kernels");
+#endif
 
 Status SeqDecodeGpu::CollectStatuses(const void* workspace, void* stream, std::vector<Status>* statuses) const {
   if (statuses == nullptr) return InvalidArgument("seq gpu: statuses is null");
