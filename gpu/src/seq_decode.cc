@@ -567,12 +567,12 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
                                                 &impl_->group_statuses));
   }
   // The lane streams: a half-warp per group (the magnitude model into symbols cleared above).
+  // Launch k takes lane descriptors [bounds[k], bounds[k + 1]).
+  const size_t bounds[] = {0, magnitude_descs, magnitude_descs + int_signed_descs, lane_descs.size()};
   for (const int kind : {0, 1, 2}) {  // magnitude, signed, signed into FP16
-    const size_t first = kind == 0 ? 0 : kind == 1 ? magnitude_descs : magnitude_descs + int_signed_descs;
-    const size_t end = kind == 0 ? magnitude_descs : kind == 1 ? magnitude_descs + int_signed_descs : lane_descs.size();
     internal::SlLaunch sl{};
-    sl.descs = device_lane_descs + first;
-    sl.count = static_cast<uint32_t>(end - first);
+    sl.descs = device_lane_descs + bounds[kind];
+    sl.count = static_cast<uint32_t>(bounds[kind + 1] - bounds[kind]);
     sl.dim = p.head_dim;
     sl.cum = impl_->lane_cum;
     sl.signed_model = kind != 0;

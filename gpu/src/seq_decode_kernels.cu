@@ -196,7 +196,7 @@ __device__ __forceinline__ bool KeepsRows(const SdLaunch& L, uint32_t layer) {
 __device__ __forceinline__ void StepsToShared(const SdLaunch& L, const SdDesc& desc, uint32_t g, uint32_t d,
                                               float* step_s, uint32_t tid, uint32_t n) {
   for (uint32_t i = tid; i < d; i += n) {
-    step_s[i] = __double2float_rn(__dmul_rn(desc.step_base[g], static_cast<double>(L.step_scale[uint64_t{g} * d + i])));
+    step_s[i] = SeqStep(desc.step_base[g], L.step_scale[uint64_t{g} * d + i]);
   }
 }
 
@@ -589,7 +589,7 @@ __device__ __forceinline__ void MmaF16(float (&c)[4], const uint32_t (&a)[4], ui
 // (a, b) rounded to FP16 (to nearest even), a in the low half; `bad` is set
 // when either is outside FP16's range (or not a number).
 __device__ __forceinline__ uint32_t PackHalf2(float a, float b, bool& bad) {
-  bad |= !(fabsf(a) < 65520.0f) || !(fabsf(b) < 65520.0f);
+  bad |= OutsideHalfRange(a) || OutsideHalfRange(b);
   const __half2 h = __floats2half2_rn(a, b);
   uint32_t bits;
   memcpy(&bits, &h, sizeof(bits));

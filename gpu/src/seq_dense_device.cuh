@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "seq_decode_kernels.h"
+#include "seq_step_device.cuh"
 
 namespace seqkv::gpu::internal::dense {
 

@@ -67,7 +67,7 @@ __global__ void SqLayerKernel(SqLaunch L, uint32_t layer) {
   float* cur = desc.xhat[layer % 2];
 
   for (uint32_t i = j; i < d; i += blockDim.x) {
-    step_s[i] = __double2float_rn(__dmul_rn(desc.step_base[g], static_cast<double>(L.step_scale[uint64_t{g} * d + i])));
+    step_s[i] = SeqStep(desc.step_base[g], L.step_scale[uint64_t{g} * d + i]);
   }
   // The input tile as float (bf16 widened: exact), from either layout.
   for (uint32_t idx = j; idx < TT * d; idx += blockDim.x) {
@@ -383,7 +383,7 @@ __global__ void __launch_bounds__(2 * D, 2) SqI12QuantKernel(SqLaunch L, uint32_
   const uint32_t tid = cta.tid;
   for (uint32_t k = tid; k < TMI; k += NT) huge_s[k] = 0;
   for (uint32_t i = tid; i < D; i += NT) {
-    step_s[i] = __double2float_rn(__dmul_rn(desc.step_base[g], static_cast<double>(L.step_scale[uint64_t{g} * D + i])));
+    step_s[i] = SeqStep(desc.step_base[g], L.step_scale[uint64_t{g} * D + i]);
   }
   const int ev = L.fixed_exp[3 * g + 1], eu = L.fixed_exp[3 * g + 2];
   const int er = i12::ExponentOfBits(desc.rmax[layer * 2 * H + kv * H + h]);

@@ -18,6 +18,7 @@
 
 #include "seq_lanes.h"
 #include "seq_lanes_kernels.h"
+#include "seq_step_device.cuh"
 
 namespace seqkv::gpu::internal {
 
@@ -246,9 +247,8 @@ __global__ void __launch_bounds__(kThreads, kHalf ? 5 : 1) SlDecodeKernel(SlLaun
           const int32_t m = static_cast<int32_t>(cur.mag + (seqkv::internal::kSeqLaneSymbols - 2));
           const int32_t value = phase0 == 0 ? sym - seqkv::internal::kSeqSignedZero : (cur.neg ? -m : m);
           if (value != 0) {
-            const float step = __double2float_rn(__dmul_rn(desc.step_base, static_cast<double>(scale)));
-            const float v = __fmul_rn(static_cast<float>(value), step);
-            over |= !(fabsf(v) < 65520.0f) ? 1u : 0u;
+            const float v = __fmul_rn(static_cast<float>(value), SeqStep(desc.step_base, scale));
+            over |= OutsideHalfRange(v) ? 1u : 0u;
             qh[uint64_t{t0} * d + component] = __half_as_ushort(__float2half_rn(v));
           }
         }
