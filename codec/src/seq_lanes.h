@@ -120,20 +120,29 @@ struct SeqLaneGroupView {
   const uint32_t* info;       // [n] component | table << 16
   int32_t* prev;              // [n]
   uint8_t* nonzero;           // [n]
-  int32_t* q;                 // [tokens][dim], or null (SeqLaneEmit)
+  int32_t* q;                 // [tokens][dim] (SeqLaneStoreQ; another store may leave it null)
   uint32_t n, lanes, tokens, dim;
 };
 
 SEQKV_LANES_HD inline uint32_t SeqLaneInfo(uint32_t component, uint32_t table) { return component | (table << 16); }
 
+// Where a lane decoder puts a non-zero symbol: store(g, token, component,
+// value). The default writes the int32 symbol into g.q; the GPU's f16 path
+// passes its own (the FP16 operand q * step; gpu/src/seq_lanes_kernels.cu).
+struct SeqLaneStoreQ {
+  SEQKV_LANES_HD void operator()(const SeqLaneGroupView& g, uint32_t t, uint32_t component, int32_t value) const {
+    g.q[size_t{t} * g.dim + component] = value;
+  }
+};
+
 // A lane's symbol `value` for its current component and token is complete:
-// store it (q is zero beforehand, so only non-zero symbols are stored; a
-// null q stores nothing: the GPU's caller stores the value itself), then
+// store it (q is zero beforehand, so only non-zero symbols are stored), then
 // move to the lane's next component, or to the next token.
+template <typename Store = SeqLaneStoreQ>
 SEQKV_LANES_HD inline int SeqLaneEmit(SeqLaneCursor* cur, const SeqLaneGroupView& g, uint32_t lane, uint32_t info,
-                                      int32_t value) {
+                                      int32_t value, Store&& store = Store{}) {
   if (value != 0) {
-    if (g.q != nullptr) g.q[size_t{cur->t} * g.dim + (info & 0xFFFFu)] = value;
+    store(g, cur->t, info & 0xFFFFu, value);
     g.nonzero[cur->idx] = 1;
   }
   cur->phase = 0;
@@ -292,11 +301,11 @@ SEQKV_LANES_HD inline int SeqSignedFindBucket(const uint8_t* buckets, const uint
 // One lane's next rANS operation of a signed lane stream (as SeqLaneStep;
 // g.cum and g.prev are not used: find(table, slot, &start, &freq) returns the
 // symbol of `slot` in the table's row, by SeqSignedFind or
-// SeqSignedFindBucket). Phases: 0 symbol, 1 escape zeros, 2 escape bits,
-// 4 done; the escape's sign waits in cur->neg.
-template <typename Find>
+// SeqSignedFindBucket; store as SeqLaneEmit's). Phases: 0 symbol, 1 escape
+// zeros, 2 escape bits, 4 done; the escape's sign waits in cur->neg.
+template <typename Find, typename Store = SeqLaneStoreQ>
 SEQKV_LANES_HD inline int SeqSignedLaneStep(SeqLaneCursor* cur, const SeqLaneGroupView& g, uint32_t lane,
-                                            Find&& find) {
+                                            Find&& find, Store&& store = Store{}) {
   constexpr uint32_t kMask = (1u << kSeqLaneScaleBits) - 1;
   const uint32_t slot = cur->x & kMask;
   int32_t value;
@@ -332,7 +341,7 @@ SEQKV_LANES_HD inline int SeqSignedLaneStep(SeqLaneCursor* cur, const SeqLaneGro
     const int32_t m = static_cast<int32_t>(cur->mag + (kSeqLaneSymbols - 2));  // |q| = e + 14
     value = cur->neg ? -m : m;
   }
-  return SeqLaneEmit(cur, g, lane, info, value);
+  return SeqLaneEmit(cur, g, lane, info, value, store);
 }
 
 }  // namespace seqkv::internal

@@ -62,8 +62,8 @@ __device__ __forceinline__ uint32_t Load32(const uint8_t* p) {
 // (Measured on the H200, 8K Llama-3-8B context: the rows read through L1
 // from global memory instead of shared took 19.3 ms instead of 13.8.)
 // kHalf (signed model only, SlLaunch::half_symbols): q holds the f16 dense
-// stage's FP16 operands; the step function stores nothing (a null q), and
-// the kernel stores each non-zero symbol's float(q) * step rounded to FP16.
+// stage's FP16 operands; the step function's store hook writes each non-zero
+// symbol's float(q) * step rounded to FP16.
 template <bool kSigned, uint32_t kThreads, bool kHalf = false>
 __global__ void __launch_bounds__(kThreads, kHalf ? 5 : 1) SlDecodeKernel(SlLaunch L) {
   static_assert(kSigned || !kHalf, "FP16 operands from signed lane streams only");
@@ -229,29 +229,22 @@ __global__ void __launch_bounds__(kThreads, kHalf ? 5 : 1) SlDecodeKernel(SlLaun
     if (active) {
       int rc;
       if constexpr (kHalf) {
-        // The symbol's component and its step's scale, loaded ahead of the
-        // step; the symbol (phase 0: the search's, else the escape's sign
-        // and magnitude) is stored when the step completes it.
-        const uint32_t t0 = cur.t, idx0 = cur.idx, phase0 = cur.phase;
-        const uint32_t component = info[idx0] & 0xFFFFu;
-        const float scale = __ldg(scale_g + component);
-        int sym = 0;
+        // The step's scale, loaded ahead of the step (the symbol a step
+        // completes is its starting component's); the store hook writes
+        // each non-zero symbol's FP16 operand.
+        const float scale = __ldg(scale_g + (info[cur.idx] & 0xFFFFu));
         rc = seqkv::internal::SeqSignedLaneStep(
-            &cur, view, j, [&](uint32_t table, uint32_t at, uint32_t* start, uint32_t* freq) {
-              sym = seqkv::internal::SeqSignedFindBucket(buckets + table * seqkv::internal::kSeqSignedBuckets,
-                                                         signed_rows + table * seqkv::internal::kSeqSignedRowStride,
-                                                         at, start, freq);
-              return sym;
+            &cur, view, j,
+            [&](uint32_t table, uint32_t at, uint32_t* start, uint32_t* freq) {
+              return seqkv::internal::SeqSignedFindBucket(buckets + table * seqkv::internal::kSeqSignedBuckets,
+                                                          signed_rows + table * seqkv::internal::kSeqSignedRowStride,
+                                                          at, start, freq);
+            },
+            [&](const SeqLaneGroupView&, uint32_t t, uint32_t component, int32_t value) {
+              const float v = __fmul_rn(static_cast<float>(value), SeqStep(desc.step_base, scale));
+              over |= OutsideHalfRange(v) ? 1u : 0u;
+              qh[uint64_t{t} * d + component] = __half_as_ushort(__float2half_rn(v));
             });
-        if (rc != seqkv::internal::kSeqLaneCorrupt && (cur.t != t0 || cur.idx != idx0)) {
-          const int32_t m = static_cast<int32_t>(cur.mag + (seqkv::internal::kSeqLaneSymbols - 2));
-          const int32_t value = phase0 == 0 ? sym - seqkv::internal::kSeqSignedZero : (cur.neg ? -m : m);
-          if (value != 0) {
-            const float v = __fmul_rn(static_cast<float>(value), SeqStep(desc.step_base, scale));
-            over |= OutsideHalfRange(v) ? 1u : 0u;
-            qh[uint64_t{t0} * d + component] = __half_as_ushort(__float2half_rn(v));
-          }
-        }
       } else if constexpr (kSigned) {
         rc = seqkv::internal::SeqSignedLaneStep(
             &cur, view, j, [&](uint32_t table, uint32_t at, uint32_t* start, uint32_t* freq) {
