@@ -39,6 +39,8 @@
 #include <vector>
 
 #include "bench_util.h"
+#include "lane_proto.h"
+#include "lane_proto_kernels.h"
 #include "seq_lanes.h"
 #include "seq_lanes_kernels.h"
 #include "seq_lossy_core.h"
@@ -193,6 +195,88 @@ void TimeMaths(const Batch& b, std::span<const Math> maths, SeqDecodeGpu& gpu, S
 const char* g_filter = nullptr;
 bool Wanted(const char* name) { return g_filter == nullptr || std::strstr(name, g_filter) != nullptr; }
 
+// The lane-format prototype (lane_proto.h, bench-only) on the same symbols:
+// each distinct set recoded with the same tables (the lanes2 stream's class
+// shift), checked on the host, then the whole batch decoded on the GPU into
+// its own q and compared with the lanes2 kernel's q (`q`, the same layout),
+// timed at 512 and 256 threads per block. Exits when anything differs.
+void ProtoLanes(const char* name, const std::vector<std::vector<int32_t>>& sets,
+                const std::vector<std::vector<uint8_t>>& streams, const int16_t* classes,
+                const seqkv::internal::SeqStaticTables& tables, const uint8_t* search, uint32_t chunks, uint32_t G,
+                uint32_t d, const int32_t* q, double lanes2_ms, cudaStream_t stream) {
+  namespace lp = seqkv::bench::lane_proto;
+  if (d != 64 && d != 128) return;
+  std::vector<uint8_t> all;
+  std::vector<uint64_t> at(sets.size());
+  uint64_t proto_bytes = 0, lanes2_bytes = 0;
+  for (size_t k = 0; k < sets.size(); ++k) {
+    const uint32_t bitmap = (d + 7) / 8;
+    const int shift = streams[k].size() > bitmap + 1 ? static_cast<int8_t>(streams[k][bitmap + 1]) : 0;
+    std::vector<uint8_t> table(d);
+    for (uint32_t c = 0; c < d; ++c) table[c] = static_cast<uint8_t>(seqkv::internal::SeqLaneTable(classes[c], shift));
+    const std::vector<uint8_t> blob = lp::Encode(sets[k].data(), kTokens, d, table.data(), tables.signed_cum.data());
+    std::vector<int32_t> back(sets[k].size(), 7);
+    const bool ok = d == 128 ? lp::Decode<8>(blob, kTokens, tables.signed_cum.data(), back.data())
+                             : lp::Decode<4>(blob, kTokens, tables.signed_cum.data(), back.data());
+    if (!ok || back != sets[k]) {
+      std::printf("%s: the prototype's host round trip failed (set %zu)\n", name, k);
+      std::exit(1);
+    }
+    at[k] = all.size();
+    all.insert(all.end(), blob.begin(), blob.end());
+    proto_bytes += blob.size();
+    lanes2_bytes += streams[k].size();
+  }
+  uint8_t* dev = nullptr;
+  CHECK_CUDA(cudaMalloc(&dev, all.size()));
+  CHECK_CUDA(cudaMemcpy(dev, all.data(), all.size(), cudaMemcpyHostToDevice));
+  const uint64_t q_elems = uint64_t{chunks} * G * kTokens * d;
+  int32_t* q2 = nullptr;
+  CHECK_CUDA(cudaMalloc(&q2, q_elems * 4));
+  CHECK_CUDA(cudaMemset(q2, 0x55, q_elems * 4));
+  std::vector<lp::Desc> descs;
+  for (uint32_t c = 0; c < chunks; ++c) {
+    for (uint32_t g = 0; g < G; ++g) {
+      const uint32_t k = (c * 7 + g) % sets.size();  // as RunShape's items
+      descs.push_back({dev + at[k], q2 + (uint64_t{c} * G + g) * kTokens * d});
+    }
+  }
+  lp::Desc* dev_descs = nullptr;
+  uint32_t* bad = nullptr;
+  CHECK_CUDA(cudaMalloc(&dev_descs, descs.size() * sizeof(lp::Desc)));
+  CHECK_CUDA(cudaMemcpy(dev_descs, descs.data(), descs.size() * sizeof(lp::Desc), cudaMemcpyHostToDevice));
+  CHECK_CUDA(cudaMalloc(&bad, 4));
+  CHECK_CUDA(cudaMemset(bad, 0, 4));
+  const auto count = static_cast<uint32_t>(descs.size());
+  double ms[3];
+  const uint32_t threads[3] = {512, 256, 257};
+  for (int i = 0; i < 3; ++i) {
+    ms[i] = seqkv::bench::MedianMs(stream, [&] {
+      CHECK_CUDA(lp::LaunchDecode(dev_descs, count, kTokens, d, search, bad, stream, threads[i]));
+    }, kTiming);
+  }
+  uint32_t flag = 0;
+  CHECK_CUDA(cudaMemcpy(&flag, bad, 4, cudaMemcpyDeviceToHost));
+  std::vector<int32_t> a(q_elems), b(q_elems);
+  CHECK_CUDA(cudaMemcpy(a.data(), q, q_elems * 4, cudaMemcpyDeviceToHost));
+  CHECK_CUDA(cudaMemcpy(b.data(), q2, q_elems * 4, cudaMemcpyDeviceToHost));
+  const uint64_t differ = [&] {
+    uint64_t n = 0;
+    for (uint64_t i = 0; i < q_elems; ++i) n += a[i] != b[i] ? 1 : 0;
+    return n;
+  }();
+  std::printf("%s: prototype lanes: %.3f ms at 512 threads per block, %.3f ms at 256, %.3f ms at 256 with 40 "
+              "registers; lanes2 kernel %.3f ms (%.2fx); blobs %.1f %% of the lanes2 streams' bytes (u32 escapes, unpacked); invalid flag %u; "
+              "symbols differing from the lanes2 kernel's: %llu of %llu\n",
+              name, ms[0], ms[1], ms[2], lanes2_ms, lanes2_ms / std::min({ms[0], ms[1], ms[2]}), 100.0 * proto_bytes / lanes2_bytes,
+              flag, static_cast<unsigned long long>(differ), static_cast<unsigned long long>(q_elems));
+  CHECK_CUDA(cudaFree(dev));
+  CHECK_CUDA(cudaFree(q2));
+  CHECK_CUDA(cudaFree(dev_descs));
+  CHECK_CUDA(cudaFree(bad));
+  if (flag != 0 || differ != 0) std::exit(1);
+}
+
 void RunShape(const char* name, uint32_t L, uint32_t H, uint32_t d, SeqInputs inputs, uint32_t chunks,
               SeqStreamCoding kind, std::span<const Math> maths, cudaStream_t stream,
               SeqArith arith = SeqArith::kFloat) {
@@ -316,6 +400,9 @@ void RunShape(const char* name, uint32_t L, uint32_t H, uint32_t d, SeqInputs in
     if (code != 0) {
       std::printf("%s: the lane kernel alone found a corrupt stream\n", name);
       std::exit(1);
+    }
+    if (signed_lanes && arith == SeqArith::kFloat && std::getenv("SEQKV_LANE_PROTO") != nullptr) {
+      ProtoLanes(name, sets, streams, classes.data(), tables, search, chunks, G, d, q, entropy_ms, stream);
     }
     CHECK_CUDA(cudaFree(cum));
     CHECK_CUDA(cudaFree(search));

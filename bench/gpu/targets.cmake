@@ -7,10 +7,12 @@ if(SEQKV_WITH_CUDA)
   add_executable(seq_entropy_bench ${CMAKE_CURRENT_LIST_DIR}/seq_entropy_bench.cc)
   target_link_libraries(seq_entropy_bench PRIVATE seqkv::gpu seqkv::codec CUDA::cudart_static)
   target_include_directories(seq_entropy_bench PRIVATE ${PROJECT_SOURCE_DIR}/codec/src)
-  add_executable(seq_decode_bench ${CMAKE_CURRENT_LIST_DIR}/seq_decode_bench.cc)
+  add_executable(seq_decode_bench ${CMAKE_CURRENT_LIST_DIR}/seq_decode_bench.cc
+                                  ${CMAKE_CURRENT_LIST_DIR}/lane_proto_kernels.cu)
   # seqkv_test_util (tests/): the dev dumps' paths and token slices for the real-KV rows.
   target_link_libraries(seq_decode_bench PRIVATE seqkv::gpu seqkv::codec seqkv_test_util CUDA::cudart_static)
-  target_include_directories(seq_decode_bench PRIVATE ${PROJECT_SOURCE_DIR}/codec/src ${PROJECT_SOURCE_DIR}/gpu/src)
+  target_include_directories(seq_decode_bench PRIVATE ${PROJECT_SOURCE_DIR}/codec/src ${PROJECT_SOURCE_DIR}/gpu/src
+                                                      ${CMAKE_CURRENT_LIST_DIR})
   add_executable(seq_encode_bench ${CMAKE_CURRENT_LIST_DIR}/seq_encode_bench.cc)
   target_link_libraries(seq_encode_bench PRIVATE seqkv::gpu seqkv::codec CUDA::cudart_static)
 endif()
