@@ -281,7 +281,8 @@ void RunShape(const char* name, uint32_t L, uint32_t H, uint32_t d, SeqInputs in
               SeqStreamCoding kind, std::span<const Math> maths, cudaStream_t stream,
               SeqArith arith = SeqArith::kFloat) {
   if (!Wanted(name)) return;
-  const bool lanes = IsLaneCoding(kind), signed_lanes = kind == SeqStreamCoding::kSignedLanes;
+  const bool lanes = IsLaneCoding(kind), signed_lanes = IsSignedLaneCoding(kind);
+  const bool split = kind == SeqStreamCoding::kSplitLanes;
   const auto model = seqkv::internal::SeqLaneModelOf(kind);
   std::vector<std::vector<int32_t>> sets(kDistinct);
   for (uint32_t k = 0; k < kDistinct; ++k) sets[k] = Symbols(d, 100 + k);
@@ -385,14 +386,45 @@ void RunShape(const char* name, uint32_t L, uint32_t H, uint32_t d, SeqInputs in
     const uint64_t q_bytes = uint64_t{chunks} * G * kTokens * d * 4;
     entropy_ms = seqkv::bench::MedianMs(stream, [&] {
       if (!signed_lanes) CHECK_CUDA(cudaMemsetAsync(q, 0, q_bytes, stream));
-      CHECK_CUDA(gpu::internal::LaunchSlDecode(sl, stream));
+      CHECK_CUDA(split ? gpu::internal::LaunchSplitLaneDecode(sl, stream) : gpu::internal::LaunchSlDecode(sl, stream));
     }, kTiming);
-    if (signed_lanes) {  // the block size SeqDecodeGpu uses (256) against 128 threads
+    if (split) {  // the register bounds SEQKV_SPLIT_BLOCKS selects (SeqDecodeGpu's default: 3 blocks per SM)
+      const char* before = std::getenv("SEQKV_SPLIT_BLOCKS");
+      const std::string saved = before != nullptr ? before : "";
+      double ms[2];
+      for (int b = 0; b < 2; ++b) {
+        ::setenv("SEQKV_SPLIT_BLOCKS", b == 0 ? "0" : "4", 1);
+        ms[b] = seqkv::bench::MedianMs(stream, [&] {
+          CHECK_CUDA(gpu::internal::LaunchSplitLaneDecode(sl, stream));
+        }, kTiming);
+      }
+      if (before != nullptr) {
+        ::setenv("SEQKV_SPLIT_BLOCKS", saved.c_str(), 1);
+      } else {
+        ::unsetenv("SEQKV_SPLIT_BLOCKS");
+      }
+      // Into FP16 operands (the f16 maths' lane stage), the profile's step scales uploaded here.
+      float* step_scale = nullptr;
+      CHECK_CUDA(cudaMalloc(&step_scale, profile->step_scale.size() * 4));
+      CHECK_CUDA(cudaMemcpy(step_scale, profile->step_scale.data(), profile->step_scale.size() * 4,
+                            cudaMemcpyHostToDevice));
+      gpu::internal::SlLaunch half = sl;
+      half.half_symbols = true;
+      half.step_scale = step_scale;
+      const double half_ms = seqkv::bench::MedianMs(stream, [&] {
+        CHECK_CUDA(gpu::internal::LaunchSplitLaneDecode(half, stream));
+      }, kTiming);
+      CHECK_CUDA(cudaFree(step_scale));
+      std::printf(
+          "%s: split lane stage %.3f ms (SEQKV_SPLIT_BLOCKS %s; default 3 blocks per SM, <= 40 "
+          "registers), %.3f ms without a register bound, %.3f ms with 4 blocks (<= 32); into FP16 "
+          "operands %.3f ms\n",
+          name, entropy_ms, before != nullptr ? before : "unset", ms[0], ms[1], half_ms);
+    } else if (signed_lanes) {  // the block size SeqDecodeGpu uses (256) against 128 threads
       gpu::internal::SlLaunch small = sl;
       small.threads = 128;
-      const double small_ms = seqkv::bench::MedianMs(stream, [&] {
-        CHECK_CUDA(gpu::internal::LaunchSlDecode(small, stream));
-      }, kTiming);
+      const double small_ms = seqkv::bench::MedianMs(
+          stream, [&] { CHECK_CUDA(gpu::internal::LaunchSlDecode(small, stream)); }, kTiming);
       std::printf("%s: lane stage %.3f ms with 256 threads per block, %.3f ms with 128\n", name, entropy_ms, small_ms);
     }
     int32_t code = 0;
@@ -401,7 +433,8 @@ void RunShape(const char* name, uint32_t L, uint32_t H, uint32_t d, SeqInputs in
       std::printf("%s: the lane kernel alone found a corrupt stream\n", name);
       std::exit(1);
     }
-    if (signed_lanes && arith == SeqArith::kFloat && std::getenv("SEQKV_LANE_PROTO") != nullptr) {
+    if (kind == SeqStreamCoding::kSignedLanes && arith == SeqArith::kFloat &&
+        std::getenv("SEQKV_LANE_PROTO") != nullptr) {
       ProtoLanes(name, sets, streams, classes.data(), tables, search, chunks, G, d, q, entropy_ms, stream);
     }
     CHECK_CUDA(cudaFree(cum));
@@ -567,6 +600,11 @@ int main(int argc, char** argv) {
     // arith=int12 (exact integer sums on int8 tensor cores; the math does not apply).
     RunShape("e2e-8k seq same-head lanes2 int12", 32, 8, 128, SeqInputs::kSameHead, 32,
              SeqStreamCoding::kSignedLanes, kExactOnly, stream, SeqArith::kInt12);
+    // Split lane streams (streams=lanes3): the same symbols, each lane on its own words.
+    RunShape("e2e-8k seq same-head lanes3", 32, 8, 128, SeqInputs::kSameHead, 32,
+             SeqStreamCoding::kSplitLanes, kAllMaths, stream);
+    RunShape("e2e-8k seq same-head lanes3 int12", 32, 8, 128, SeqInputs::kSameHead, 32,
+             SeqStreamCoding::kSplitLanes, kExactOnly, stream, SeqArith::kInt12);
     RunShape("tinyllama seq all-heads", 6, 2, 64, SeqInputs::kAllHeads, 512, SeqStreamCoding::kAdaptive,
              kAllMaths, stream);
     RunShape("tinyllama seq all-heads int12", 6, 2, 64, SeqInputs::kAllHeads, 512, SeqStreamCoding::kAdaptive,
@@ -579,10 +617,13 @@ int main(int argc, char** argv) {
              SeqStreamCoding::kSignedLanes, kAllMaths, stream);
     RunShape("tinyllama seq same-head lanes2 int12", 6, 2, 64, SeqInputs::kSameHead, 512,
              SeqStreamCoding::kSignedLanes, kExactOnly, stream, SeqArith::kInt12);
+    RunShape("tinyllama seq same-head lanes3", 6, 2, 64, SeqInputs::kSameHead, 512,
+             SeqStreamCoding::kSplitLanes, kAllMaths, stream);
     RunRealDumps("tinyllama real lanes2 d=1", "seq:delta=1,streams=lanes2", 32, kAllMaths, stream);
     RunRealDumps("tinyllama real lanes2 d=0.5", "seq:delta=0.5,streams=lanes2", 32, kAllMaths, stream);
     RunRealDumps("tinyllama real lanes2 d=1 int12", "seq:delta=1,streams=lanes2,arith=int12", 32, kExactOnly,
                  stream);
+    RunRealDumps("tinyllama real lanes3 d=1", "seq:delta=1,streams=lanes3", 32, kAllMaths, stream);
   }
   std::printf("\n%-32s %7s %6s %10s %11s %10s %9s %9s\n", "seq decode -> vLLM paged", "chunks", "bits",
               "total ms", "entropy ms", "dense ms", "out GB/s", "GB");
@@ -605,6 +646,11 @@ int main(int argc, char** argv) {
         {"e2e-8k seq same-head lanes2 tc1", "e2e-8k seq lanes2 decode paged tf32"},
         {"e2e-8k seq same-head lanes2 f16", "e2e-8k seq lanes2 decode paged f16"},
         {"e2e-8k seq same-head lanes2 int12", "e2e-8k seq lanes2 decode paged int12"},
+        {"e2e-8k seq same-head lanes3", "e2e-8k seq lanes3 decode paged"},
+        {"e2e-8k seq same-head lanes3 tc3", "e2e-8k seq lanes3 decode paged tf32x3"},
+        {"e2e-8k seq same-head lanes3 tc1", "e2e-8k seq lanes3 decode paged tf32"},
+        {"e2e-8k seq same-head lanes3 f16", "e2e-8k seq lanes3 decode paged f16"},
+        {"e2e-8k seq same-head lanes3 int12", "e2e-8k seq lanes3 decode paged int12"},
     };
     for (const auto& [row, line] : e2e) {
       for (const Row& r : rows) {

@@ -344,4 +344,64 @@ SEQKV_LANES_HD inline int SeqSignedLaneStep(SeqLaneCursor* cur, const SeqLaneGro
   return SeqLaneEmit(cur, g, lane, info, value, store);
 }
 
+// ---- split lane streams (`streams=lanes3`; docs/format.md, "Split lane streams")
+// lanes2's model and rANS operations, with every lane on its own word stream:
+// lane j (of L = SeqSplitLanes(dim)) codes the coded components j, j + L, ...
+// token by token, and after each of its operations reads the next word of
+// its own stream when its state fell below 2^16. No order between lanes, so a
+// GPU thread decodes its lane with no step shared with the others.
+SEQKV_LANES_HD inline uint32_t SeqSplitLanes(uint32_t dim) { return dim < kSeqLaneMax ? dim : kSeqLaneMax; }
+
+// SeqSplitLaneSymbol's value for a stream that is not valid (a symbol is at
+// most 2^24 in magnitude).
+inline constexpr int32_t kSeqSplitCorrupt = INT32_MIN;
+
+// A uniform bit's rANS operation on state *x (escape bits).
+SEQKV_LANES_HD inline uint32_t SeqUniformBit(uint32_t* x) {
+  constexpr uint32_t kHalf = 1u << (kSeqLaneScaleBits - 1);
+  const uint32_t slot = *x & ((1u << kSeqLaneScaleBits) - 1);
+  const uint32_t bit = slot >= kHalf ? 1u : 0u;
+  *x = kHalf * (*x >> kSeqLaneScaleBits) + slot - (bit ? kHalf : 0u);
+  return bit;
+}
+
+// After an operation: a word when the state fell below 2^16 (take(&word)
+// returns false past the lane's words).
+template <typename Take>
+SEQKV_LANES_HD inline bool SeqSplitRenorm(uint32_t* x, Take&& take) {
+  if (*x >= kSeqLaneRansLow) return true;
+  uint32_t word;
+  if (!take(&word)) return false;
+  *x = (*x << 16) | word;
+  return true;
+}
+
+// One symbol of a split lane: its signed-model operation (find(slot, &start,
+// &freq) returns the symbol of `slot` in the component's row), then for an
+// escape the Exp-Golomb-0 bits of |q| - 15. Returns q, or kSeqSplitCorrupt.
+template <typename Find, typename Take>
+SEQKV_LANES_HD inline int32_t SeqSplitLaneSymbol(uint32_t* x, Find&& find, Take&& take) {
+  const uint32_t slot = *x & ((1u << kSeqLaneScaleBits) - 1);
+  uint32_t start, freq;
+  const int s = find(slot, &start, &freq);
+  *x = freq * (*x >> kSeqLaneScaleBits) + slot - start;
+  if (!SeqSplitRenorm(x, take)) return kSeqSplitCorrupt;
+  if (s != kSeqSignedEscapeNeg && s != kSeqSignedEscapePos) return s - kSeqSignedZero;
+  uint32_t zeros = 0;
+  for (;;) {  // at most kSeqLaneMaxEscapeZeros + 1 operations
+    const uint32_t bit = SeqUniformBit(x);
+    if (!SeqSplitRenorm(x, take)) return kSeqSplitCorrupt;
+    if (bit) break;
+    if (++zeros > static_cast<uint32_t>(kSeqLaneMaxEscapeZeros)) return kSeqSplitCorrupt;
+  }
+  uint32_t e = 1;
+  for (; zeros > 0; --zeros) {
+    e = (e << 1) | SeqUniformBit(x);
+    if (!SeqSplitRenorm(x, take)) return kSeqSplitCorrupt;
+  }
+  const uint32_t mag = e + (kSeqLaneSymbols - 2);  // |q| = e + 14
+  if (mag > kSeqLaneMaxMagnitude) return kSeqSplitCorrupt;
+  return s == kSeqSignedEscapeNeg ? -static_cast<int32_t>(mag) : static_cast<int32_t>(mag);
+}
+
 }  // namespace seqkv::internal

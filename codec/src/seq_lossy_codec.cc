@@ -122,9 +122,10 @@ class SeqLossyCodec final : public Codec, public SeqLossyEncoder {
     }
     // Explicit whenever the profile offers both, so that the spec re-parses to this codec.
     if (profile_->has_static_model()) {
-      s.params["streams"] = opts_.streams == SeqStreamCoding::kSignedLanes ? "lanes2"
-                            : opts_.streams == SeqStreamCoding::kLanes     ? "lanes"
-                                                                           : "adaptive";
+      s.params["streams"] = opts_.streams == SeqStreamCoding::kSplitLanes    ? "lanes3"
+                            : opts_.streams == SeqStreamCoding::kSignedLanes ? "lanes2"
+                            : opts_.streams == SeqStreamCoding::kLanes       ? "lanes"
+                                                                             : "adaptive";
     }
     if (opts_.arith == SeqArith::kInt12) s.params["arith"] = "int12";
     s.params["profile"] = profile_id_;
@@ -560,8 +561,8 @@ Result<std::unique_ptr<Codec>> MakeSeqLossyCodec(const CodecSpec& spec) {
   }
   auto streams = spec.params.find("streams");
   if (streams != spec.params.end() && streams->second != "adaptive" && streams->second != "lanes" &&
-      streams->second != "lanes2") {
-    return InvalidArgument("seq: streams must be adaptive, lanes or lanes2");
+      streams->second != "lanes2" && streams->second != "lanes3") {
+    return InvalidArgument("seq: streams must be adaptive, lanes, lanes2 or lanes3");
   }
   auto arith = spec.params.find("arith");
   if (arith != spec.params.end()) {
@@ -611,9 +612,10 @@ Result<std::unique_ptr<Codec>> MakeSeqLossyCodec(const CodecSpec& spec) {
   // Lane streams by default where the profile can code them.
   // Signed lanes where the profile has their model, else lanes where it has a static one.
   if (streams != spec.params.end()) {
-    o.streams = streams->second == "lanes2" ? SeqStreamCoding::kSignedLanes
-                : streams->second == "lanes" ? SeqStreamCoding::kLanes
-                                             : SeqStreamCoding::kAdaptive;
+    o.streams = streams->second == "lanes3"   ? SeqStreamCoding::kSplitLanes
+                : streams->second == "lanes2" ? SeqStreamCoding::kSignedLanes
+                : streams->second == "lanes"  ? SeqStreamCoding::kLanes
+                                              : SeqStreamCoding::kAdaptive;
   } else {
     o.streams = profile->has_signed_model() ? SeqStreamCoding::kSignedLanes
                 : profile->has_static_model() ? SeqStreamCoding::kLanes
@@ -624,9 +626,10 @@ Result<std::unique_ptr<Codec>> MakeSeqLossyCodec(const CodecSpec& spec) {
                               " needs a profile with a static model (calibrate it again with this version; "
                               "profile " + profile->Id() + " has none)");
   }
-  if (o.streams == SeqStreamCoding::kSignedLanes && !profile->has_signed_model()) {
-    return FailedPrecondition("seq: streams=lanes2 needs a profile with a signed model (calibrate it again with "
-                              "this version; profile " + profile->Id() + " has only the magnitude model)");
+  if (IsSignedLaneCoding(o.streams) && !profile->has_signed_model()) {
+    return FailedPrecondition("seq: streams=" + streams->second +
+                              " needs a profile with a signed model (calibrate it again with this version; "
+                              "profile " + profile->Id() + " has only the magnitude model)");
   }
   if (o.arith == SeqArith::kInt12 && profile->head_dim > internal::kSeqFixedMaxDim) {
     return FailedPrecondition("seq: arith=int12 needs head_dim <= 512 (profile " + profile->Id() + " has " +

@@ -542,7 +542,7 @@ LaneCensus Census(const int32_t* q, uint32_t tokens, uint32_t dim, std::vector<u
   LaneCensus c;
   c.coded = std::move(coded);
   c.model = model;
-  const bool is_signed = model == SeqLaneModel::kSigned;
+  const bool is_signed = model != SeqLaneModel::kMagnitude;
   c.bins = is_signed ? kSeqSignedSymbols : kContexts * kSymbols;
   c.counts.assign(c.coded.size() * c.bins, 0);
   for (size_t n = 0; n < c.coded.size(); ++n) {
@@ -563,12 +563,16 @@ LaneCensus Census(const int32_t* q, uint32_t tokens, uint32_t dim, std::vector<u
 
 // The cheapest shift and its code length (SeqCostTable units).
 uint64_t PlanShift(const LaneCensus& c, uint32_t dim, const SeqStaticTables& tables, const int16_t* k, int* shift) {
-  const std::vector<uint32_t>& prices = c.model == SeqLaneModel::kSigned ? tables.signed_cost : tables.cost;
+  const std::vector<uint32_t>& prices = c.model != SeqLaneModel::kMagnitude ? tables.signed_cost : tables.cost;
   constexpr uint64_t kBit = uint64_t{1} << kSeqCostFracBits;
-  uint64_t header = 8 * kBit * ((dim + 7) / 8 + 1);
+  const bool split = c.model == SeqLaneModel::kSplit;
+  // Split streams: no lane byte; after the shift a state per lane and a word
+  // count (LEB128: priced from the average lane's words) per lane but the last.
+  uint64_t header = 8 * kBit * ((dim + 7) / 8 + (split ? 0 : 1));
   *shift = 0;
   if (c.coded.empty()) return header;
-  const uint32_t lanes = std::min<uint32_t>(kSeqLaneMax, static_cast<uint32_t>(c.coded.size()));
+  const uint32_t lanes =
+      split ? SeqSplitLanes(dim) : std::min<uint32_t>(kSeqLaneMax, static_cast<uint32_t>(c.coded.size()));
   header += 8 * kBit + 32 * kBit * lanes + kBit * c.uniform_bits;
   uint64_t best = UINT64_MAX;
   for (int step = 0; step <= 2 * kSeqLaneMaxShift; ++step) {  // 0, -1, +1, -2, +2, ...
@@ -585,7 +589,136 @@ uint64_t PlanShift(const LaneCensus& c, uint32_t dim, const SeqStaticTables& tab
       *shift = s;
     }
   }
+  if (split) {
+    const uint64_t words = (best / kBit + c.uniform_bits) / (16 * lanes);
+    header += 8 * kBit * (lanes - 1) * (words < 0x80 ? 1 : words < 0x4000 ? 2 : 3);
+  }
   return header + best;
+}
+
+// Split lane streams (streams=lanes3): lane j codes the coded components
+// c = j, j + L, ... (L = SeqSplitLanes(dim)), token-major, with lanes2's
+// operations (the signed symbol, an escape's Exp-Golomb-0 bits), each lane
+// into its own words. `out` holds the bitmap.
+std::vector<uint8_t> EncodeSplitLanes(const int32_t* q, uint32_t tokens, uint32_t dim, const SeqStaticTables& tables,
+                                      const int16_t* k, const std::vector<uint32_t>& coded, int shift,
+                                      std::vector<uint8_t> out) {
+  if (coded.empty()) return out;
+  const uint32_t lanes = SeqSplitLanes(dim);
+  std::vector<uint8_t> is_coded(dim, 0);
+  for (uint32_t i : coded) is_coded[i] = 1;
+  out.push_back(static_cast<uint8_t>(static_cast<int8_t>(shift)));
+  std::vector<std::vector<uint16_t>> words(lanes);  // each lane's, backwards
+  std::vector<uint32_t> states(lanes, kSeqLaneRansLow);
+  std::vector<Op> ops;
+  for (uint32_t lane = 0; lane < lanes; ++lane) {
+    ops.clear();
+    for (uint32_t t = 0; t < tokens; ++t) {
+      for (uint32_t i = lane; i < dim; i += lanes) {
+        if (!is_coded[i]) continue;
+        const int32_t v = q[size_t{t} * dim + i];
+        const uint32_t mag = static_cast<uint32_t>(v < 0 ? -int64_t{v} : v);
+        const int sym = SeqSignedSymbol(v);
+        const uint16_t* cum = tables.signed_cum.data() + size_t(SeqLaneTable(k[i], shift)) * kSeqSignedRowStride;
+        ops.push_back({cum[sym], uint32_t{cum[sym + 1]} - cum[sym], static_cast<uint8_t>(lane)});
+        EmitUniformBits(static_cast<uint8_t>(lane), v, mag,
+                        [&](uint8_t l, uint32_t start, uint32_t freq) { ops.push_back({start, freq, l}); },
+                        /*sign=*/false);
+      }
+    }
+    for (size_t i = ops.size(); i-- > 0;) RansPut(states[lane], ops[i], &words[lane]);
+  }
+  ByteWriter w(&out);
+  for (uint32_t l = 0; l < lanes; ++l) w.U32(states[l]);
+  for (uint32_t l = 0; l + 1 < lanes; ++l) {
+    for (uint64_t n = words[l].size();; n >>= 7) {  // LEB128
+      if (n < 0x80) {
+        w.U8(static_cast<uint8_t>(n));
+        break;
+      }
+      w.U8(static_cast<uint8_t>(0x80 | (n & 0x7F)));
+    }
+  }
+  for (uint32_t l = 0; l < lanes; ++l) {
+    for (size_t i = words[l].size(); i-- > 0;) w.U16(words[l][i]);
+  }
+  return out;
+}
+
+Status DecodeSplitLanes(std::span<const uint8_t> stream, uint32_t tokens, uint32_t dim, const SeqStaticTables& tables,
+                        const int16_t* k, int32_t* q) {
+  const size_t bitmap_bytes = (dim + 7) / 8;
+  if (stream.size() < bitmap_bytes) return DataLoss("seq: group stream truncated");
+  std::vector<uint8_t> is_coded(dim, 0);
+  uint32_t n = 0;
+  for (uint32_t i = 0; i < bitmap_bytes * 8; ++i) {
+    if (!(stream[i / 8] & (1u << (i % 8)))) continue;
+    if (i >= dim) return DataLoss("seq: bad component bitmap");
+    is_coded[i] = 1;
+    ++n;
+  }
+  if (n == 0) {
+    if (stream.size() != bitmap_bytes) return DataLoss("seq: trailing bytes in group stream");
+    return Status::Ok();
+  }
+  if (tokens == 0) return DataLoss("seq: coded components in an empty chunk");
+  const uint32_t lanes = SeqSplitLanes(dim);
+  ByteReader r(stream.subspan(bitmap_bytes));
+  const int shift = static_cast<int8_t>(r.U8());
+  if (!r.ok() || shift < -kSeqLaneMaxShift || shift > kSeqLaneMaxShift) return DataLoss("seq: bad class shift");
+  uint32_t x[kSeqLaneMax];
+  for (uint32_t l = 0; l < lanes; ++l) {
+    x[l] = r.U32();
+    if (!r.ok() || x[l] < kSeqLaneRansLow) return DataLoss("seq: bad rANS state");
+  }
+  uint64_t count[kSeqLaneMax], sum = 0;
+  for (uint32_t l = 0; l + 1 < lanes; ++l) {
+    uint64_t v = 0;
+    for (int b = 0;; b += 7) {
+      const uint8_t byte = r.U8();
+      if (!r.ok() || b > 28) return DataLoss("seq: bad lane word count");
+      v |= uint64_t{byte & 0x7Fu} << b;
+      if (!(byte & 0x80)) break;
+    }
+    count[l] = v;
+    sum += v;
+  }
+  if (r.remaining() % 2 != 0) return DataLoss("seq: odd rANS word bytes");
+  const uint64_t total = r.remaining() / 2;
+  if (sum > total) return DataLoss("seq: lane word counts past the stream");
+  count[lanes - 1] = total - sum;
+  const std::span<const uint8_t> words = stream.subspan(stream.size() - 2 * total);
+  uint64_t at = 0;
+  std::vector<uint8_t> nonzero(dim, 0);
+  for (uint32_t l = 0; l < lanes; ++l) {
+    const uint64_t end = at + count[l];
+    for (uint32_t t = 0; t < tokens; ++t) {
+      for (uint32_t i = l; i < dim; i += lanes) {
+        if (!is_coded[i]) continue;
+        const uint16_t* row =
+            tables.signed_cum.data() + size_t(SeqLaneTable(k[i], shift)) * kSeqSignedRowStride;
+        const int32_t v = SeqSplitLaneSymbol(
+            &x[l],
+            [&](uint32_t slot, uint32_t* start, uint32_t* freq) {
+              return SeqSignedFind(row, slot, start, freq);
+            },
+            [&](uint32_t* word) {
+              if (at >= end) return false;
+              *word = uint32_t{words[2 * at]} | (uint32_t{words[2 * at + 1]} << 8);
+              ++at;
+              return true;
+            });
+        if (v == kSeqSplitCorrupt) return DataLoss("seq: bad split lane stream");
+        q[size_t{t} * dim + i] = v;
+        if (v != 0) nonzero[i] = 1;
+      }
+    }
+    if (at != end || x[l] != kSeqLaneRansLow) return DataLoss("seq: group stream does not end exactly");
+  }
+  for (uint32_t i = 0; i < dim; ++i) {
+    if (is_coded[i] && !nonzero[i]) return DataLoss("seq: a coded component has no non-zero symbol");
+  }
+  return Status::Ok();
 }
 
 }  // namespace
@@ -596,6 +729,7 @@ std::vector<uint8_t> SeqEncodeLaneGroup(const int32_t* q, uint32_t tokens, uint3
   const std::vector<uint32_t> coded = CodedComponents(q, tokens, dim, &out);
   int shift = 0;
   PlanShift(Census(q, tokens, dim, coded, model), dim, tables, k, &shift);
+  if (model == SeqLaneModel::kSplit) return EncodeSplitLanes(q, tokens, dim, tables, k, coded, shift, std::move(out));
   const uint32_t lanes = std::min<uint32_t>(kSeqLaneMax, static_cast<uint32_t>(coded.size()));
   out.push_back(static_cast<uint8_t>(lanes));
   if (lanes == 0) return out;
@@ -633,6 +767,7 @@ Status SeqDecodeLaneGroup(std::span<const uint8_t> stream, uint32_t tokens, uint
                           const SeqStaticTables& tables, const int16_t* k, int32_t* q, SeqLaneModel model) {
   const bool is_signed = model == SeqLaneModel::kSigned;
   std::fill(q, q + size_t{tokens} * dim, 0);
+  if (model == SeqLaneModel::kSplit) return DecodeSplitLanes(stream, tokens, dim, tables, k, q);
   const size_t bitmap_bytes = (dim + 7) / 8;
   std::vector<uint32_t> coded;
   uint32_t lanes = 0;
@@ -666,7 +801,8 @@ Status SeqDecodeLaneGroup(std::span<const uint8_t> stream, uint32_t tokens, uint
       const int rc =
           is_signed ? SeqSignedLaneStep(&cur[l], view, l,
                                         [&](uint32_t table, uint32_t slot, uint32_t* start, uint32_t* freq) {
-                                          return SeqSignedFind(view.cum + table * kSeqSignedRowStride, slot, start, freq);
+                                          return SeqSignedFind(view.cum + table * kSeqSignedRowStride, slot,
+                                                               start, freq);
                                         })
                     : SeqLaneStep(&cur[l], view, l);
       if (rc == kSeqLaneCorrupt) return DataLoss("seq: bad escape in group stream");
@@ -1218,7 +1354,7 @@ Result<SeqLossyParams> ParseSeqLossyParams(std::span<const uint8_t> after_mode, 
   const uint32_t g = r.U32();
   if (!r.ok() || g != groups) return DataLoss("seq: bad parameters");
   auto codes = r.Bytes(groups);
-  if (streams > static_cast<uint16_t>(SeqStreamCoding::kSignedLanes)) return DataLoss("seq: bad parameters");
+  if (streams > static_cast<uint16_t>(SeqStreamCoding::kSplitLanes)) return DataLoss("seq: bad parameters");
   const bool lanes = IsLaneCoding(out.streams);
   if (lanes) out.step_class = static_cast<int16_t>(r.U16());
   if (!r.ok() || r.remaining() != 0) return DataLoss("seq: bad parameters");
@@ -1234,7 +1370,7 @@ Result<SeqLossyParams> ParseSeqLossyParams(std::span<const uint8_t> after_mode, 
   if (out.streams == SeqStreamCoding::kLanes && !profile.has_static_model()) {
     return DataLoss("seq: lane streams with a profile that has no static model");
   }
-  if (out.streams == SeqStreamCoding::kSignedLanes && !profile.has_signed_model()) {
+  if (IsSignedLaneCoding(out.streams) && !profile.has_signed_model()) {
     return DataLoss("seq: signed lane streams with a profile that has no signed model");
   }
   if (lanes && out.parent_hash != 0) return DataLoss("seq: lane streams never continue a parent");

@@ -113,10 +113,14 @@ struct SeqStaticTables {
 // Which static model a lane stream codes with: magnitude classes under the
 // previous token's context plus a sign operation (streams=lanes), or one
 // signed alphabet without context (streams=lanes2).
-enum class SeqLaneModel : uint8_t { kMagnitude = 0, kSigned = 1 };
-// The model of a lane coding (streams=lanes2: the signed one).
+// kSplit (streams=lanes3) codes kSigned's operations, each lane on its own
+// word stream (seq_lanes.h, "split lane streams").
+enum class SeqLaneModel : uint8_t { kMagnitude = 0, kSigned = 1, kSplit = 2 };
+// The model of a lane coding (streams=lanes2: the signed one; lanes3: split).
 inline SeqLaneModel SeqLaneModelOf(SeqStreamCoding c) {
-  return c == SeqStreamCoding::kSignedLanes ? SeqLaneModel::kSigned : SeqLaneModel::kMagnitude;
+  return c == SeqStreamCoding::kSignedLanes  ? SeqLaneModel::kSigned
+         : c == SeqStreamCoding::kSplitLanes ? SeqLaneModel::kSplit
+                                             : SeqLaneModel::kMagnitude;
 }
 // Empty tables when the profile has no static model.
 SeqStaticTables MakeSeqStaticTables(const SeqProfile& profile);

@@ -53,7 +53,7 @@ Status CheckItem(const SeqDecodeArgs& args, const SeqDecodeItem& item, const Seq
   if (IsLaneCoding(item.coding) && !p.has_static_model()) {
     return FailedPrecondition("seq gpu: lane streams need a profile with a static model");
   }
-  if (item.coding == SeqStreamCoding::kSignedLanes && !p.has_signed_model()) {
+  if (IsSignedLaneCoding(item.coding) && !p.has_signed_model()) {
     return FailedPrecondition("seq gpu: signed lane streams need a profile with a signed model");
   }
   if (item.first_position + item.shape.tokens > (uint64_t{1} << 24)) {
@@ -383,6 +383,15 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
   const SeqProfile& p = *impl_->profile;
   statuses->assign(args.items.size(), Status::Ok());
   for (size_t i = 0; i < args.items.size(); ++i) (*statuses)[i] = CheckItem(args, args.items[i], p);
+#ifdef SEQKV_WITH_CUDA
+  for (size_t i = 0; i < args.items.size(); ++i) {
+    if (impl_->backend == Backend::kCuda && (*statuses)[i].ok() &&
+        args.items[i].coding == SeqStreamCoding::kSplitLanes && p.head_dim > internal::kSplitMaxDim) {
+      (*statuses)[i] = FailedPrecondition("seq gpu: streams=lanes3 decodes on the GPU up to head_dim " +
+                                          std::to_string(internal::kSplitMaxDim) + " (the CPU backend has no limit)");
+    }
+  }
+#endif
   impl_->group_statuses.clear();
   impl_->group_item.clear();
   if (impl_->backend == Backend::kCpu) {
@@ -432,7 +441,8 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
   auto* device_descs = reinterpret_cast<internal::SdDesc*>(base + layout.descs);
   auto* steps = reinterpret_cast<double*>(base + layout.steps);
   auto* device_lane_descs = reinterpret_cast<internal::SlDesc*>(base + layout.lane_descs);
-  std::vector<internal::SlDesc> lane_descs, signed_descs, half_descs;  // magnitude, signed, signed into FP16
+  // magnitude, signed, signed into FP16, split, split into FP16
+  std::vector<internal::SlDesc> lane_descs, signed_descs, half_descs, split_descs, split_half_descs;
   auto* q = reinterpret_cast<int32_t*>(base + layout.q);
   auto* xhat = reinterpret_cast<float*>(base + layout.xhat);
   auto* max_bits = reinterpret_cast<uint32_t*>(base + layout.max_bits);
@@ -453,7 +463,7 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
   if (const char* e = std::getenv("SEQKV_HALF_SYMBOLS"); e != nullptr && std::string(e) == "0") half_symbols = false;
   for (size_t i = 0; i < args.items.size() && half_symbols; ++i) {
     const SeqDecodeItem& item = args.items[i];
-    if ((*statuses)[i].ok() && item.arith != SeqArith::kInt12 && item.coding != SeqStreamCoding::kSignedLanes) {
+    if ((*statuses)[i].ok() && item.arith != SeqArith::kInt12 && !IsSignedLaneCoding(item.coding)) {
       half_symbols = false;
     }
   }
@@ -509,8 +519,10 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
         ld.step_class = item.step_class;
         ld.code = item.mult_code[g];
         ld.step_base = step_base.back();
-        (item.coding != SeqStreamCoding::kSignedLanes ? lane_descs
-         : half_symbols && !fixed                      ? half_descs
+        const bool half = half_symbols && !fixed;
+        (item.coding == SeqStreamCoding::kLanes        ? lane_descs
+         : item.coding == SeqStreamCoding::kSplitLanes ? (half ? split_half_descs : split_descs)
+         : half                                        ? half_descs
                                                        : signed_descs)
             .push_back(ld);
       }
@@ -531,10 +543,14 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
   const size_t float_descs = descs.size();  // then the int12 ones, each set its own launches
   descs.insert(descs.end(), int_descs.begin(), int_descs.end());
   SEQKV_RETURN_IF_ERROR(clear());
-  // Then the signed ones and those into FP16, each set one launch.
-  const size_t magnitude_descs = lane_descs.size(), int_signed_descs = signed_descs.size();
-  lane_descs.insert(lane_descs.end(), signed_descs.begin(), signed_descs.end());
-  lane_descs.insert(lane_descs.end(), half_descs.begin(), half_descs.end());
+  // Then the signed ones, those into FP16, the split ones and those into
+  // FP16, each set one launch: launch k takes [bounds[k], bounds[k + 1]).
+  size_t bounds[6] = {0, lane_descs.size()};
+  int kinds = 1;
+  for (const auto* set : {&signed_descs, &half_descs, &split_descs, &split_half_descs}) {
+    lane_descs.insert(lane_descs.end(), set->begin(), set->end());
+    bounds[++kinds] = lane_descs.size();
+  }
   if (!descs.empty()) {
     SEQKV_CUDA_RETURN(cudaMemcpyAsync(device_descs, descs.data(), descs.size() * sizeof(internal::SdDesc),
                                       cudaMemcpyHostToDevice, s),
@@ -567,9 +583,7 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
                                                 &impl_->group_statuses));
   }
   // The lane streams: a half-warp per group (the magnitude model into symbols cleared above).
-  // Launch k takes lane descriptors [bounds[k], bounds[k + 1]).
-  const size_t bounds[] = {0, magnitude_descs, magnitude_descs + int_signed_descs, lane_descs.size()};
-  for (const int kind : {0, 1, 2}) {  // magnitude, signed, signed into FP16
+  for (const int kind : {0, 1, 2, 3, 4}) {  // magnitude, signed, signed into FP16, split, split into FP16
     internal::SlLaunch sl{};
     sl.descs = device_lane_descs + bounds[kind];
     sl.count = static_cast<uint32_t>(bounds[kind + 1] - bounds[kind]);
@@ -579,9 +593,12 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
     sl.signed_search = impl_->signed_search;
     sl.scale = impl_->lane_scale;
     sl.statuses = static_cast<int32_t*>(workspace);
-    sl.half_symbols = kind == 2;
+    sl.half_symbols = kind == 2 || kind == 4;
     sl.step_scale = impl_->step_scale;
-    if (sl.count > 0) SEQKV_CUDA_RETURN(internal::LaunchSlDecode(sl, s), "lane kernel launch");
+    if (sl.count > 0) {
+      SEQKV_CUDA_RETURN(kind >= 3 ? internal::LaunchSplitLaneDecode(sl, s) : internal::LaunchSlDecode(sl, s),
+                        "lane kernel launch");
+    }
   }
 
   internal::SdLaunch launch{};

@@ -364,6 +364,10 @@ Result<SeqEncodeGpu> SeqEncodeGpu::CreateFor(Backend backend, std::shared_ptr<co
     return Unimplemented("seq gpu encode: the profile takes layer 0 from the model; encode on the CPU");
   }
   if (p.head_dim > 1024) return Unimplemented("seq gpu encode: head_dim above 1024");
+  if (settings.streams == SeqStreamCoding::kSplitLanes && backend == Backend::kCuda) {
+    return Unimplemented("seq gpu encode: streams=lanes3 has no GPU encoder yet (the CPU backend encodes it; "
+                         "streams=lanes2 encodes on the GPU)");
+  }
   const bool int12 = settings.arith == SeqArith::kInt12;
   if (int12 && backend == Backend::kCuda && !internal::Int12Fits(p.head_dim, p.features())) {
     return Unimplemented("seq gpu encode: arith=int12 encodes on the GPU for head sizes 64 and 128 (and at most 128 "

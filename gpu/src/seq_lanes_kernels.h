@@ -54,6 +54,14 @@ struct SlLaunch {
   const float* step_scale;  // half_symbols: device, the profile's [G][dim]
 };
 
+// Split lane streams (streams=lanes3; seq_split_lanes_kernels.cu): every
+// desc a split lane stream, the signed model's search tables in
+// signed_search (cum unused), q or FP16 operands as with lanes2 (half_symbols),
+// and every symbol stored (nothing cleared beforehand). Head sizes up to
+// kSplitMaxDim (a lane's components in one 32-bit mask).
+inline constexpr uint32_t kSplitMaxDim = 512;
+cudaError_t LaunchSplitLaneDecode(const SlLaunch& launch, cudaStream_t stream);
+
 // Decodes every group stream of the launch into its q (or its FP16
 // operands, half_symbols). The magnitude model's
 // kernel stores only non-zero symbols, so q must be all zero beforehand; the

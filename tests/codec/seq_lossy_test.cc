@@ -311,6 +311,82 @@ TEST(SeqLaneCoderTest, CorruptOrTruncatedStreamsAreErrorsNotCrashes) {
   }
 }
 
+// Split lane streams (streams=lanes3): every kind of symbol and shape round
+// trips (head sizes below 16 lanes included), the estimate prices the
+// stream, and an all-zero group is its bitmap alone.
+TEST(SeqLaneCoderTest, SplitLanesRoundTripEveryKindOfSymbol) {
+  const internal::SeqStaticTables tables = SyntheticTables();
+  constexpr auto kSplit = internal::SeqLaneModel::kSplit;
+  struct Case { uint32_t tokens, dim; double zero_p, scale; };
+  for (const Case& c : {Case{1, 1, 0.5, 1}, Case{7, 3, 0.0, 2}, Case{256, 64, 0.7, 1.5}, Case{100, 33, 0.2, 40},
+                        Case{64, 8, 0.9, 0.3}, Case{300, 16, 0.0, 5000}, Case{256, 128, 0.6, 1},
+                        Case{256, 128, 0.97, 0.5}, Case{40, 200, 0.5, 3}}) {
+    std::vector<int32_t> q = RandomSymbols(c.tokens, c.dim, c.zero_p, c.scale, c.tokens * 31 + c.dim);
+    if (c.tokens > 10) q[5] = (1 << 24) - 1;
+    if (c.tokens > 10) q[6] = -(1 << 24);
+    std::vector<int16_t> cls(c.dim);
+    for (uint32_t i = 0; i < c.dim; ++i) cls[i] = static_cast<int16_t>((i * 37) % 200 - 120);
+    const std::vector<uint8_t> stream =
+        internal::SeqEncodeLaneGroup(q.data(), c.tokens, c.dim, tables, cls.data(), kSplit);
+    std::vector<int32_t> back(q.size(), 7);
+    const Status st =
+        internal::SeqDecodeLaneGroup(stream, c.tokens, c.dim, tables, cls.data(), back.data(), kSplit);
+    ASSERT_TRUE(st.ok()) << st.ToString() << " " << c.tokens << "x" << c.dim;
+    EXPECT_EQ(back, q) << c.tokens << "x" << c.dim;
+    const double est =
+        double(internal::SeqEstimateLaneGroupCost(q.data(), c.tokens, c.dim, tables, cls.data(), nullptr, kSplit)) /
+        double(1u << internal::kSeqCostFracBits);
+    EXPECT_NEAR(est, 8.0 * stream.size(), 0.02 * 8.0 * stream.size() + 64) << c.tokens << "x" << c.dim;
+    // The same operations as lanes2 on other lanes: sizes within the header's
+    // difference and the lanes' final words.
+    const std::vector<uint8_t> lanes2 =
+        internal::SeqEncodeLaneGroup(q.data(), c.tokens, c.dim, tables, cls.data(), internal::SeqLaneModel::kSigned);
+    EXPECT_NEAR(double(stream.size()), double(lanes2.size()), 0.01 * lanes2.size() + 48) << c.tokens << "x" << c.dim;
+  }
+  std::vector<int32_t> zeros(64 * 10, 0);
+  std::vector<int16_t> cls(64, 0);
+  const std::vector<uint8_t> stream = internal::SeqEncodeLaneGroup(zeros.data(), 10, 64, tables, cls.data(), kSplit);
+  EXPECT_EQ(stream.size(), 8u);
+  std::vector<int32_t> back(zeros.size(), 3);
+  ASSERT_TRUE(internal::SeqDecodeLaneGroup(stream, 10, 64, tables, cls.data(), back.data(), kSplit).ok());
+  EXPECT_EQ(back, zeros);
+}
+
+// A damaged split stream is DATA_LOSS: cuts, extra bytes, flipped bytes, and
+// each header field made inconsistent (word counts past the stream, a count
+// that moves words between lanes, an over-long count, a state below 2^16).
+TEST(SeqLaneCoderTest, SplitLanesCorruptOrTruncatedStreamsAreErrorsNotCrashes) {
+  const internal::SeqStaticTables tables = SyntheticTables();
+  constexpr auto kSplit = internal::SeqLaneModel::kSplit;
+  const uint32_t tokens = 128, dim = 64;
+  std::vector<int32_t> q = RandomSymbols(tokens, dim, 0.5, 2, 5);
+  std::vector<int16_t> cls(dim, -10);
+  const std::vector<uint8_t> stream = internal::SeqEncodeLaneGroup(q.data(), tokens, dim, tables, cls.data(), kSplit);
+  std::vector<int32_t> back(q.size());
+  auto decode = [&](std::span<const uint8_t> s) {
+    return internal::SeqDecodeLaneGroup(s, tokens, dim, tables, cls.data(), back.data(), kSplit);
+  };
+  ASSERT_TRUE(decode(stream).ok());
+  ExpectDamageIsDataLoss(stream, decode);
+  const size_t counts_at = dim / 8 + 1 + 4 * 16;  // bitmap, shift, states
+  // Lane 0's count: one word more (taken from lane 15), and far past the stream.
+  ASSERT_LT(stream[counts_at], 0x80);  // one LEB128 byte at this rate
+  std::vector<uint8_t> moved = stream;
+  ++moved[counts_at];
+  EXPECT_EQ(decode(moved).code(), StatusCode::kDataLoss);
+  std::vector<uint8_t> past = stream;
+  past[counts_at] = 0xFF;
+  past.insert(past.begin() + static_cast<std::ptrdiff_t>(counts_at) + 1, {0xFF, 0x7F});
+  EXPECT_EQ(decode(past).code(), StatusCode::kDataLoss);
+  std::vector<uint8_t> overlong = stream;
+  overlong.erase(overlong.begin() + static_cast<std::ptrdiff_t>(counts_at));
+  overlong.insert(overlong.begin() + static_cast<std::ptrdiff_t>(counts_at), {0x80, 0x80, 0x80, 0x80, 0x80, 0x01});
+  EXPECT_EQ(decode(overlong).code(), StatusCode::kDataLoss);
+  std::vector<uint8_t> low_state = stream;
+  for (int b = 0; b < 4; ++b) low_state[dim / 8 + 1 + 4 * 3 + b] = b == 0 ? 1 : 0;  // lane 3's state = 1
+  EXPECT_EQ(decode(low_state).code(), StatusCode::kDataLoss);
+}
+
 TEST(SeqLaneCoderTest, ClassesFollowTheStepInEighthsOfAnOctave) {
   using internal::SeqStaticClass;
   const int zero = -internal::kSeqStaticClassMin;  // the index of class 0
@@ -877,6 +953,50 @@ TEST_F(SeqLossyDevTest, LaneStreamsDecodeToTheSameKvInFewerBytes) {
     Coded c = EncodeAndCheck(*rate, Slice(LoadDev("doc06.safetensors"), 256, 256));
     EXPECT_NEAR(c.bits_per_element, 2.0, 0.1) << streams;
   }
+}
+
+// Split lane streams (streams=lanes3) code lanes2's symbols on per-lane word
+// streams: the same KV, byte for byte, for the lanes' word counts (measured
+// on doc06-07; docs/BENCHMARKS.md), and rate control prices them.
+TEST_F(SeqLossyDevTest, SplitLaneStreamsDecodeToLanes2sKv) {
+  for (const char* delta : {"0.3", "1", "2", "4"}) {
+    auto lanes2 = MakeOrFail(std::string("seq:delta=") + delta + ",streams=lanes2");
+    auto lanes3 = MakeOrFail(std::string("seq:delta=") + delta + ",streams=lanes3");
+    ASSERT_TRUE(lanes2 && lanes3);
+    EXPECT_NE(lanes3->Spec().find("streams=lanes3"), std::string::npos) << lanes3->Spec();
+    auto again = MakeOrFail(lanes3->Spec());
+    ASSERT_TRUE(again);
+    EXPECT_EQ(again->Spec(), lanes3->Spec());
+    size_t bytes2 = 0, bytes3 = 0, elements = 0;
+    for (const char* doc : {"doc06.safetensors", "doc07.safetensors"}) {
+      const Chunk whole = LoadDev(doc);
+      for (uint32_t t0 = 0; t0 + 256 <= whole.shape.tokens; t0 += 256) {
+        const Chunk chunk = Slice(whole, t0, 256);
+        auto a = EncodeChunk(chunk, *lanes2);
+        auto b = EncodeChunk(chunk, *lanes3);
+        ASSERT_TRUE(a.ok() && b.ok()) << b.status().ToString();
+        EXPECT_NE(*a, *b);
+        bytes2 += a->size();
+        bytes3 += b->size();
+        elements += 2 * chunk.k.size() / 2;
+        auto da = DecodeChunk(*a);
+        auto db = DecodeChunk(*b);
+        ASSERT_TRUE(da.ok() && db.ok()) << db.status().ToString();
+        EXPECT_EQ(db->k, da->k) << doc << " " << t0;
+        EXPECT_EQ(db->v, da->v) << doc << " " << t0;
+      }
+    }
+    const double cost = double(bytes3) / double(bytes2) - 1.0;
+    std::printf("doc06-07 in 256-token chunks at delta %s: lanes2 %zu bytes (%.3f bits/element), lanes3 %zu "
+                "(%.3f, %+.2f%%)\n",
+                delta, bytes2, 8.0 * bytes2 / elements, bytes3, 8.0 * bytes3 / elements, 100.0 * cost);
+    EXPECT_GT(cost, 0.0) << delta;  // the word counts cost a little
+    EXPECT_LT(cost, 0.10) << delta;
+  }
+  auto rate = MakeOrFail("seq:bits=2,streams=lanes3");
+  ASSERT_TRUE(rate);
+  Coded c = EncodeAndCheck(*rate, Slice(LoadDev("doc06.safetensors"), 256, 256));
+  EXPECT_NEAR(c.bits_per_element, 2.0, 0.1);
 }
 
 // arith=int12 (12-bit fixed-point operands, exact integer sums: what tensor

@@ -154,6 +154,14 @@ class SeqDecodeGpuTest : public test::SeqGpuTestBase {
     EXPECT_EQ(EmptyLaneStreams(coarse), 2 * coarse.header.shape.layers * coarse.header.shape.kv_heads);
     cases.push_back(std::move(coarse));
     if (whole && all) cases.push_back(Code(*test_, "seq:delta=1,streams=lanes2"));
+    // Split lane streams (streams=lanes3): the same shapes, escapes, and
+    // groups without coded components.
+    if (all) cases.push_back(Code(Slice(*test_, 200, 128), "seq:delta=0.5,streams=lanes3"));
+    cases.push_back(Code(Slice(*test_, 650, 37), "seq:delta=2,streams=lanes3"));
+    if (all) cases.push_back(Code(Slice(*test_, 450, 64), "seq:delta=0.15,streams=lanes3"));
+    if (all) cases.push_back(Code(Slice(*test_, 600, 40), "seq:delta=1000,streams=lanes3"));
+    if (whole && all) cases.push_back(Code(*test_, "seq:delta=1,streams=lanes3"));
+    if (all) cases.push_back(Code(Slice(*test_, 60, 100), "seq:delta=1,streams=lanes3,arith=int12"));
     // arith=int12 (exact on every path, in the same batch as the float chunks):
     // both stream codings, a tile of tokens past 64, and steps fine enough
     // for symbols outside int8 and outside 16 bits.
@@ -266,7 +274,7 @@ TEST_P(SeqDecodeGpuTest, ContiguousIntoUnalignedRowsEqualsDecodeChunk) { Contigu
 
 TEST_P(SeqDecodeGpuTest, PagedEqualsDecodeChunk) {
   for (const char* spec : {"seq:delta=1,streams=adaptive", "seq:delta=1,streams=lanes", "seq:delta=1,streams=lanes2",
-                           "seq:delta=1,streams=lanes2,arith=int12"}) {
+                           "seq:delta=1,streams=lanes2,arith=int12", "seq:delta=1,streams=lanes3"}) {
     SCOPED_TRACE(spec);
     PagedCase(spec);
     if (HasFatalFailure()) return;
@@ -338,6 +346,12 @@ TEST_P(SeqDecodeGpuTest, CorruptStreamIsDataLossAndOthersStillDecode) {
   // first): the symbols go astray, and the stream does not end as it must.
   CorruptCase("seq:delta=1,streams=lanes", 2 + 4 * 16 + 12, 0);
   CorruptCase("seq:delta=1,streams=lanes2", 2 + 4 * 16 + 12, 0);
+  // Split lane streams: the class shift (the byte after the bitmap) out of
+  // range; lane 0's word count (after the 16 states) one off, which moves a
+  // word between lanes; a bit of the words (past the 15 counts).
+  CorruptCase("seq:delta=1,streams=lanes3", 0, 100);
+  CorruptCase("seq:delta=1,streams=lanes3", 1 + 4 * 16, 0);
+  CorruptCase("seq:delta=1,streams=lanes3", 1 + 4 * 16 + 2 * 15 + 12, 0);
 }
 
 // Byte `header_byte` after the first group stream's bitmap set to `value`
@@ -475,7 +489,9 @@ TEST_P(SeqDecodeGpuTest, LaneStreamBitFlipsDecodeAsTheReference) {
   const int flips = backend() == Backend::kCuda ? 24 : 3;
   std::vector<Coded> cases;
   std::vector<StatusCode> want;
-  for (const char* spec : {"seq:delta=0.15,streams=lanes2", "seq:delta=1,streams=lanes2"}) {
+  for (const char* spec : {"seq:delta=0.15,streams=lanes2", "seq:delta=1,streams=lanes2",
+                           "seq:delta=0.15,streams=lanes3", "seq:delta=1,streams=lanes3"}) {
+    const bool split = std::string(spec).find("lanes3") != std::string::npos;
     const Coded good = Code(Slice(*test_, 100, 64), spec);
     cases.push_back(good);
     want.push_back(StatusCode::kOk);
@@ -492,6 +508,11 @@ TEST_P(SeqDecodeGpuTest, LaneStreamBitFlipsDecodeAsTheReference) {
           std::span<const uint8_t>(good.bytes).subspan(sec.offset, sec.length), 2 * s.kv_heads);
       ASSERT_TRUE(streams.ok());
       for (std::span<const uint8_t> st : *streams) {
+        if (split) {  // every byte after the bitmap: shift, states, word counts, words
+          if (st.size() > bitmap)
+            words.push_back({uint64_t(st.data() - good.bytes.data()) + bitmap, st.size() - bitmap});
+          continue;
+        }
         if (st.size() <= bitmap || st[bitmap] == 0) continue;  // no lanes
         const uint64_t head = bitmap + 2 + 4ull * st[bitmap];
         if (st.size() > head) words.push_back({uint64_t(st.data() - good.bytes.data()) + head, st.size() - head});
@@ -698,6 +719,9 @@ TEST_P(SeqDecodeGpuTest, HalfSymbolsDecodeTheSameBytesAsInt32Symbols) {
   random.k = noise.k;
   random.v = noise.v;
   cases.push_back(Code(random, "seq:delta=0.25,streams=lanes2"));
+  // Split lane streams in the same batch (both lane kernels' FP16 operands).
+  cases.push_back(Code(*test_, "seq:delta=1,streams=lanes3"));
+  cases.push_back(Code(random, "seq:delta=0.25,streams=lanes3"));
   std::vector<std::vector<uint8_t>> outputs[2];
   for (const bool half : {false, true}) {
     if (half) {
@@ -721,6 +745,41 @@ TEST_P(SeqDecodeGpuTest, HalfSymbolsDecodeTheSameBytesAsInt32Symbols) {
   }
   ASSERT_EQ(outputs[0].size(), outputs[1].size());
   for (size_t i = 0; i < outputs[0].size(); ++i) EXPECT_TRUE(outputs[0][i] == outputs[1][i]) << i;
+}
+
+// The split lane kernel for any head size (SEQKV_SPLIT_GENERIC=1: its
+// tables in shared memory, a loop over a lane's components) decodes what the
+// head-size-64 kernel decodes, int32 and FP16 symbols, escapes included: the
+// test profile has head_dim 64 only. (kCpu: the reference both times.)
+TEST_P(SeqDecodeGpuTest, SplitLanesAnyHeadSizeKernelDecodesTheSameBytes) {
+  std::vector<Coded> cases;
+  cases.push_back(Code(Slice(*test_, 300, 256), "seq:delta=1,streams=lanes3"));
+  cases.push_back(Code(Slice(*test_, 450, 64), "seq:delta=0.15,streams=lanes3"));
+  cases.push_back(Code(Slice(*test_, 600, 40), "seq:delta=1000,streams=lanes3"));
+  for (const SeqDenseMath math : {SeqDenseMath::kExact, SeqDenseMath::kTensorF16}) {
+    std::vector<std::vector<uint8_t>> outputs[2];
+    for (const bool generic : {false, true}) {
+      if (generic) ::setenv("SEQKV_SPLIT_GENERIC", "1", 1);
+      std::vector<std::unique_ptr<Buffer>> keep;
+      std::vector<SeqDecodeItem> items;
+      ASSERT_NO_FATAL_FAILURE(ItemsInto(cases, &keep, &items));
+      SeqDecodeArgs args;
+      args.math = math;
+      args.items = items;
+      const std::vector<Status> statuses = Run(args);
+      ::unsetenv("SEQKV_SPLIT_GENERIC");
+      for (size_t i = 0; i < cases.size(); ++i) {
+        ASSERT_TRUE(statuses[i].ok()) << i << ": " << statuses[i].ToString();
+        outputs[generic].push_back(keep[3 * i + 1]->Download());
+        outputs[generic].push_back(keep[3 * i + 2]->Download());
+        if (math == SeqDenseMath::kExact) {
+          EXPECT_TRUE(outputs[generic][2 * i] == cases[i].reference.k) << i;
+          EXPECT_TRUE(outputs[generic][2 * i + 1] == cases[i].reference.v) << i;
+        }
+      }
+    }
+    for (size_t i = 0; i < outputs[0].size(); ++i) EXPECT_TRUE(outputs[0][i] == outputs[1][i]) << i;
+  }
 }
 
 // arith=int12's operand tables as the int8 tensor-core kernels read them

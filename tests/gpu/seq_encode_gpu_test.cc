@@ -453,6 +453,19 @@ TEST_P(SeqEncodeGpuTest, BadItemsFailAloneAndOutOfScopeSpecsAreRefused) {
   EXPECT_EQ(SeqEncodeGpu::CreateFor(backend(), CodecFor("seq:lossless")).status().code(),
             StatusCode::kInvalidArgument);
   EXPECT_EQ(SeqEncodeGpu::CreateFor(backend(), nullptr).status().code(), StatusCode::kInvalidArgument);
+
+  // Split lane streams (streams=lanes3) have no GPU encoder yet: kCuda
+  // refuses them with a message naming what does encode them; kCpu encodes
+  // them as EncodeChunk does.
+  auto split = SeqEncodeGpu::CreateFor(backend(), CodecFor("seq:delta=1,streams=lanes3"));
+  if (backend() == Backend::kCuda) {
+    EXPECT_EQ(split.status().code(), StatusCode::kUnimplemented);
+    EXPECT_NE(split.status().ToString().find("lanes3"), std::string::npos) << split.status().ToString();
+  } else {
+    ASSERT_TRUE(split.ok()) << split.status().ToString();
+    EncodeAndCompare("seq:delta=1,streams=lanes3",
+                     {test::SliceTokens(*test_, 300, 64), test::SliceTokens(*test_, 700, 37)});
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, SeqEncodeGpuTest,

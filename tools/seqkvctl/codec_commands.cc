@@ -512,7 +512,7 @@ void RegisterCodecCommands(CLI::App& app, int* exit_code) {
                   << "\n";
       } else {
         std::printf("wrote %s: profile %s, %.2f MB (predictors %.2f, bases %.2f, steps %.3f, static model %.3f: "
-                    "lane streams, streams=lanes and lanes2)\n",
+                    "lane streams, streams=lanes, lanes2 and lanes3)\n",
                     a->out.c_str(), profile->Id().c_str(), size.total / 1e6, size.predictor / 1e6, size.basis / 1e6,
                     size.steps / 1e6, size.static_model / 1e6);
         std::printf("fitted on %u tokens of %zu dumps in %.1f s; inputs %s; keys %s RoPE; layer 0 %s; "

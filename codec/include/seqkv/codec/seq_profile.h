@@ -183,8 +183,13 @@ enum class SeqStreamCoding : uint8_t {
   kAdaptive,     // streams=adaptive: one rANS stream per group, adaptive models
   kLanes,        // streams=lanes: 16 lane streams, the profile's magnitude model
   kSignedLanes,  // streams=lanes2: 16 lane streams, the profile's signed model
+  kSplitLanes,   // streams=lanes3: lanes2's model and operations, each lane its own word stream
 };
 inline bool IsLaneCoding(SeqStreamCoding c) { return c != SeqStreamCoding::kAdaptive; }
+// Lane codings with the profile's signed model (lanes2, lanes3).
+inline bool IsSignedLaneCoding(SeqStreamCoding c) {
+  return c == SeqStreamCoding::kSignedLanes || c == SeqStreamCoding::kSplitLanes;
+}
 
 // How a lossy seq chunk's dense stage (prediction, transform, reconstruction)
 // computes (docs/format.md, "seq lossy", arith=).

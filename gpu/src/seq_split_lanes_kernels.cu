@@ -1,0 +1,332 @@
+// The seq codec's split lane streams (`streams=lanes3`; codec/src/seq_lanes.h,
+// docs/format.md "Split lane streams") on the GPU (CUDA C++17, sm_90): a
+// half-warp per group stream, a thread per lane, and since every lane has its
+// own words, each thread decodes its lane from start to end with
+// SeqSplitLaneSymbol, the CPU reference's function: no ballot, shuffle or
+// barrier per symbol. Lane j owns components j, j + 16, ..., so the 16 lanes
+// of a group store 16 consecutive symbols of a token together, every symbol
+// (an uncoded component's is 0): nothing is cleared beforehand. Integer
+// arithmetic: q is SeqDecodeLaneGroup's bit for bit, and a stream is refused
+// exactly when the reference refuses it. With half_symbols the stored value
+// is the f16 dense stage's FP16 operand q * step, as the lanes2 kernel's.
+//
+// Shared memory per block: the signed model's search tables (30 KiB), and for
+// head sizes other than 64 and 128 each group's table per component.
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+
+#include "seq_lanes.h"
+#include "seq_lanes_kernels.h"
+#include "seq_step_device.cuh"
+
+namespace seqkv::gpu::internal {
+
+namespace {
+
+using seqkv::internal::kSeqLaneMax;
+using seqkv::internal::kSeqLaneMaxShift;
+using seqkv::internal::kSeqLaneRansLow;
+using seqkv::internal::kSeqSignedBuckets;
+using seqkv::internal::kSeqSignedRowStride;
+using seqkv::internal::kSeqSplitCorrupt;
+using seqkv::internal::kSeqStaticClasses;
+
+constexpr uint32_t kRowBytes = 2u * kSeqStaticClasses * kSeqSignedRowStride;
+constexpr uint32_t kSearchBytes = kRowBytes + kSeqStaticClasses * kSeqSignedBuckets;
+static_assert(kSearchBytes % 16 == 0, "rows of 16-byte units");
+static_assert(kSeqLaneMax == 16, "a half-warp per group");
+constexpr uint32_t kUncoded = 0xFFu;  // a component's table: no symbols
+
+// Reads one lane's 16-bit words from an arbitrarily aligned place through
+// aligned 32-bit loads, the next one loaded ahead. No load passes the
+// stream's end: the unit that holds its last byte is read once at the start,
+// a byte at a time up to that byte, and later units read as 0 (a unit's
+// bytes before the stream's start are the chunk's, in the same buffer). A
+// lane that would read past its own words is told so (a corrupt stream).
+struct WordReader {
+  const uint32_t* units;
+  uint32_t last;        // index of the unit with the stream's last byte
+  uint32_t last_value;  // its bytes up to the stream's end
+  uint32_t next;   // the unit to load next
+  uint32_t left;   // words of the lane not yet read
+  uint32_t ahead;  // unit next - 1, loaded
+  uint32_t bits;   // valid bits in buf
+  uint64_t buf;
+
+  __device__ __forceinline__ uint32_t Load(uint32_t u) const {
+    return u < last ? __ldg(units + u) : (u == last ? last_value : 0u);
+  }
+
+  __device__ __forceinline__ void Start(const uint8_t* at, uint32_t words, const uint8_t* stream_end) {
+    const uintptr_t a = reinterpret_cast<uintptr_t>(at), base = a & ~uintptr_t{3};
+    units = reinterpret_cast<const uint32_t*>(base);
+    const uintptr_t end = reinterpret_cast<uintptr_t>(stream_end);
+    left = words;
+    if (words == 0 || end <= base) {  // nothing to read (then no load at all)
+      left = 0;
+      last = 0;
+      last_value = 0;
+      buf = 0;
+      bits = 32;
+      ahead = 0;
+      next = 2;
+      return;
+    }
+    last = static_cast<uint32_t>((end - 1 - base) / 4);
+    const uint32_t tail = static_cast<uint32_t>(end - base) - 4 * last;  // 1 .. 4
+    const auto* b = reinterpret_cast<const uint8_t*>(units + last);
+    last_value = 0;
+    for (uint32_t k = 0; k < tail; ++k) last_value |= uint32_t{__ldg(b + k)} << (8 * k);
+    const uint32_t skip = static_cast<uint32_t>(a & 3) * 8;
+    buf = Load(0) >> skip;
+    bits = 32 - skip;
+    ahead = Load(1);
+    next = 2;
+  }
+
+  __device__ __forceinline__ bool Take(uint32_t* word) {
+    if (left == 0) return false;
+    --left;
+    if (bits < 16) {
+      buf |= uint64_t{ahead} << bits;
+      bits += 32;
+      ahead = Load(next++);
+    }
+    *word = static_cast<uint32_t>(buf) & 0xFFFFu;
+    buf >>= 16;
+    bits -= 16;
+    return true;
+  }
+};
+
+// Shared memory per group after the search tables: each component's table
+// (kPer == 0) and, for FP16 operands, each component's step (the lane's
+// own scratch: only the thread that writes a component reads it back).
+template <uint32_t kPer, bool kHalf>
+__host__ __device__ constexpr uint32_t GroupBytes(uint32_t dim) {
+  return (kPer > 0 ? 0u : (dim + 15) / 16 * 16) + (kHalf ? 4u * dim : 0u);
+}
+
+__device__ __forceinline__ uint32_t Load32(const uint8_t* p) {
+  return uint32_t{__ldg(p)} | (uint32_t{__ldg(p + 1)} << 8) | (uint32_t{__ldg(p + 2)} << 16) |
+         (uint32_t{__ldg(p + 3)} << 24);
+}
+
+// kPer: components per lane (head_dim / 16) with the lane's tables in
+// registers, 4 and 8; 0: any head size, the tables in shared memory.
+// kHalf: FP16 operands (SlLaunch::half_symbols). kMinBlocks: blocks per SM
+// for __launch_bounds__ (3, the default: at most 40 registers, no spills,
+// 48 warps per SM; 4: 32 registers, which spill; 0: no bound, ~60 registers).
+template <uint32_t kPer, uint32_t kThreads, bool kHalf, uint32_t kMinBlocks>
+__global__ void __launch_bounds__(kThreads, kMinBlocks > 0 ? kMinBlocks : 1) SplitDecodeKernel(SlLaunch L) {
+  constexpr uint32_t kGroups = kThreads / kSeqLaneMax;
+  extern __shared__ __align__(16) unsigned char smem[];
+  for (uint32_t i = threadIdx.x; i < kSearchBytes / 16; i += kThreads) {
+    reinterpret_cast<uint4*>(smem)[i] = reinterpret_cast<const uint4*>(L.signed_search)[i];
+  }
+  __syncthreads();
+  const auto* rows = reinterpret_cast<const uint16_t*>(smem);
+  const uint8_t* buckets = smem + kRowBytes;
+
+  // kPer > 0: head_dim is 16 kPer (the launcher's choice), a constant here.
+  const uint32_t d = kPer > 0 ? kPer * kSeqLaneMax : L.dim;
+  const uint32_t slot = threadIdx.x / kSeqLaneMax, j = threadIdx.x % kSeqLaneMax;
+  const uint32_t item = blockIdx.x * kGroups + slot;
+  // A half-warp past the batch's end takes part in the warp's shuffles and
+  // decodes nothing.
+  const bool valid = item < L.count;
+  SlDesc desc{};
+  if (valid) desc = L.descs[item];
+  const uint8_t* s = desc.stream;
+  const uint64_t bytes = desc.stream_bytes;
+  const uint32_t lanes = seqkv::internal::SeqSplitLanes(d);
+  const uint32_t per = kPer > 0 ? kPer : (d + kSeqLaneMax - 1) / kSeqLaneMax;  // <= 32 (SplitLanesFit)
+  const uint32_t bitmap = (d + 7) / 8;
+  uint32_t bad = !valid || bytes < bitmap ? 1u : 0u;
+  // The lane's coded components (a bit per p), and the group's count.
+  uint32_t coded = 0;
+  if (!bad) {
+    for (uint32_t p = 0; p < per; ++p) {
+      const uint32_t c = p * kSeqLaneMax + j;
+      if (c < d && ((__ldg(s + c / 8) >> (c % 8)) & 1u)) coded |= 1u << p;
+    }
+    if (j == 0 && d % 8 != 0 && (__ldg(s + bitmap - 1) >> (d % 8)) != 0) bad = 1;  // bits past head_dim
+  }
+  uint32_t n = __popc(coded);
+  for (uint32_t o = kSeqLaneMax / 2; o > 0; o /= 2) n += __shfl_xor_sync(0xFFFFFFFFu, n, o, kSeqLaneMax);
+  // The header: shift, states, word counts (LEB128, every lane's but the last).
+  uint32_t x = kSeqLaneRansLow, count = 0, start = 0, words_at = 0;
+  int shift = 0;
+  if (!bad && n == 0) {
+    bad = bytes != bitmap ? 1u : 0u;
+  } else if (!bad) {
+    uint64_t at = bitmap + 1 + 4ull * lanes;
+    if (desc.tokens == 0 || bytes < at) {
+      bad = 1;
+    } else {
+      shift = static_cast<int8_t>(__ldg(s + bitmap));
+      if (shift < -kSeqLaneMaxShift || shift > kSeqLaneMaxShift) bad = 1;
+      if (j < lanes) {
+        x = Load32(s + bitmap + 1 + 4 * j);
+        if (x < kSeqLaneRansLow) bad = 1;
+      }
+      uint64_t sum = 0;
+      for (uint32_t l = 0; l + 1 < lanes && !bad; ++l) {
+        uint64_t v = 0;
+        for (uint32_t b = 0;; b += 7) {
+          if (at >= bytes || b > 28) {
+            bad = 1;
+            break;
+          }
+          const uint32_t byte = __ldg(s + at++);
+          v |= uint64_t{byte & 0x7Fu} << b;
+          if (!(byte & 0x80u)) break;
+        }
+        if (l < j) start += static_cast<uint32_t>(v);
+        if (l == j) count = static_cast<uint32_t>(v);
+        sum += v;
+      }
+      if (!bad && ((bytes - at) % 2 != 0 || sum > (bytes - at) / 2)) bad = 1;
+      if (!bad) {
+        words_at = static_cast<uint32_t>(at);
+        if (j == lanes - 1) count = static_cast<uint32_t>((bytes - at) / 2 - sum);
+        if (j >= lanes) count = 0;
+      }
+    }
+  }
+  // The lanes of a group agree on whether its header is valid.
+  bad = (__ballot_sync(0xFFFFFFFFu, bad) & (0xFFFFu << (threadIdx.x & 16u))) != 0 ? 1u : 0u;
+  // The lane's tables: four per register (kPer > 0), else in shared memory.
+  uint32_t tabs[kPer > 0 ? (kPer + 3) / 4 : 1] = {};
+  uint8_t* group_smem = smem + kSearchBytes + slot * GroupBytes<kPer, kHalf>(d);
+  [[maybe_unused]] uint8_t* group_tabs = group_smem;
+  [[maybe_unused]] auto* steps = reinterpret_cast<float*>(group_smem + GroupBytes<kPer, false>(d));
+  const int16_t* scale = L.scale + uint64_t{desc.group} * d;
+  for (uint32_t p = 0; p < per; ++p) {
+    const uint32_t c = p * kSeqLaneMax + j;
+    uint32_t t = kUncoded;
+    if (!bad && ((coded >> p) & 1u)) {
+      t = static_cast<uint32_t>(seqkv::internal::SeqLaneTable(
+          seqkv::internal::SeqLaneClass(scale[c], desc.step_class, desc.code), shift));
+    }
+    if constexpr (kPer > 0) {
+      tabs[p / 4] |= t << (8 * (p % 4));
+    } else if (c < d) {
+      group_tabs[c] = static_cast<uint8_t>(t);
+    }
+    if constexpr (kHalf) {
+      if (c < d && t != kUncoded) steps[c] = SeqStep(desc.step_base, L.step_scale[uint64_t{desc.group} * d + c]);
+    }
+  }
+  WordReader r;
+  r.Start(s + words_at + 2ull * start, bad ? 0u : count, s + bytes);
+  [[maybe_unused]] auto* qh = reinterpret_cast<uint16_t*>(desc.q);
+  [[maybe_unused]] uint32_t over = 0;
+  uint32_t nonzero = 0;
+  // Component p of the lane at token t: decoded (a coded one of a lane
+  // still valid), then stored.
+  auto symbol = [&](uint32_t t, uint32_t p) {
+    const uint32_t c = p * kSeqLaneMax + j;
+    if (c >= d) return;
+    uint32_t table;
+    if constexpr (kPer > 0) {
+      table = (tabs[p / 4] >> (8 * (p % 4))) & 0xFFu;
+    } else {
+      table = group_tabs[c];
+    }
+    int32_t v = 0;
+    if (!bad && table != kUncoded) {
+      v = seqkv::internal::SeqSplitLaneSymbol(
+          &x,
+          [&](uint32_t at, uint32_t* st, uint32_t* freq) {
+            return seqkv::internal::SeqSignedFindBucket(buckets + table * kSeqSignedBuckets,
+                                                        rows + table * kSeqSignedRowStride, at, st, freq);
+          },
+          [&](uint32_t* word) { return r.Take(word); });
+      if (v == kSeqSplitCorrupt) {
+        bad = 1;
+        v = 0;
+      }
+      nonzero |= v != 0 ? 1u << p : 0u;
+    }
+    if constexpr (kHalf) {
+      uint16_t h = 0;
+      if (v != 0) {
+        const float f = __fmul_rn(static_cast<float>(v), steps[c]);
+        over |= OutsideHalfRange(f) ? 1u : 0u;
+        h = __half_as_ushort(__float2half_rn(f));
+      }
+      qh[uint64_t{t} * d + c] = h;
+    } else {
+      desc.q[uint64_t{t} * d + c] = v;
+    }
+  };
+  const uint32_t tokens = valid ? desc.tokens : 0;
+  for (uint32_t t = 0; t < tokens; ++t) {
+    if constexpr (kPer > 0) {
+#pragma unroll
+      for (uint32_t p = 0; p < kPer; ++p) symbol(t, p);
+    } else {
+      for (uint32_t p = 0; p < per; ++p) symbol(t, p);
+    }
+  }
+  if (!valid) return;
+  if (!bad && (x != kSeqLaneRansLow || r.left != 0)) bad = 1;
+  if (!bad && nonzero != coded) bad = 1;  // every coded component non-zero somewhere
+  if (bad) {
+    atomicCAS(&L.statuses[desc.status_index], 0, kSlCorrupt);
+    if (kHalf) atomicCAS(&L.statuses[desc.status_index], kSlHalfRange, kSlCorrupt);  // corrupt wins
+  } else if (kHalf && over) {
+    atomicCAS(&L.statuses[desc.status_index], 0, kSlHalfRange);
+  }
+}
+
+template <uint32_t kPer, bool kHalf, uint32_t kMinBlocks = 3>
+cudaError_t Launch(const SlLaunch& launch, cudaStream_t stream) {
+  constexpr uint32_t kThreads = 512;
+  constexpr uint32_t kGroups = kThreads / kSeqLaneMax;
+  const uint32_t smem = kSearchBytes + kGroups * GroupBytes<kPer, kHalf>(launch.dim);
+  if (smem > 48 * 1024) {
+    const cudaError_t e = cudaFuncSetAttribute(SplitDecodeKernel<kPer, kThreads, kHalf, kMinBlocks>,
+                                               cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+    if (e != cudaSuccess) return e;
+  }
+  const uint32_t blocks = (launch.count + kGroups - 1) / kGroups;
+  SplitDecodeKernel<kPer, kThreads, kHalf, kMinBlocks><<<blocks, kThreads, smem, stream>>>(launch);
+  return cudaGetLastError();
+}
+
+template <uint32_t kPer, bool kHalf>
+cudaError_t LaunchPer(const SlLaunch& launch, cudaStream_t stream, uint32_t min_blocks) {
+  if (min_blocks == 0) return Launch<kPer, kHalf, 0>(launch, stream);
+  if (min_blocks == 4) return Launch<kPer, kHalf, 4>(launch, stream);
+  return Launch<kPer, kHalf>(launch, stream);
+}
+
+// SEQKV_SPLIT_GENERIC=1 takes the any-head-size kernel for 64 and 128 too
+// (a test switch: the test profiles have head_dim 64). SEQKV_SPLIT_BLOCKS=0
+// or 4 sets the 64 and 128 kernels' register bound (a measuring switch).
+template <bool kHalf>
+cudaError_t LaunchFor(const SlLaunch& launch, cudaStream_t stream) {
+  const char* generic = std::getenv("SEQKV_SPLIT_GENERIC");
+  const char* blocks = std::getenv("SEQKV_SPLIT_BLOCKS");
+  const uint32_t min_blocks = blocks != nullptr ? static_cast<uint32_t>(std::atoi(blocks)) : 3;
+  if (generic == nullptr || std::strcmp(generic, "1") != 0) {
+    if (launch.dim == 128) return LaunchPer<8, kHalf>(launch, stream, min_blocks);
+    if (launch.dim == 64) return LaunchPer<4, kHalf>(launch, stream, min_blocks);
+  }
+  return Launch<0, kHalf>(launch, stream);
+}
+
+}  // namespace
+
+cudaError_t LaunchSplitLaneDecode(const SlLaunch& launch, cudaStream_t stream) {
+  if (launch.count == 0) return cudaSuccess;
+  return launch.half_symbols ? LaunchFor<true>(launch, stream) : LaunchFor<false>(launch, stream);
+}
+
+}  // namespace seqkv::gpu::internal
