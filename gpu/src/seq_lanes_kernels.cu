@@ -17,6 +17,7 @@
 #include <cstdint>
 
 #include "seq_lanes.h"
+#include "seq_lanes_device.cuh"
 #include "seq_lanes_kernels.h"
 #include "seq_step_device.cuh"
 
@@ -35,9 +36,8 @@ using seqkv::internal::SeqLaneGroupView;
 // whose tables are larger, so more groups share one copy; 128 otherwise).
 // The static model in shared memory: the magnitude model's cumulative rows (3
 // contexts per class), or the signed model's search tables (cumulative rows, buckets).
-constexpr uint32_t kSignedRowBytes = 2u * kSeqStaticClasses * seqkv::internal::kSeqSignedRowStride;
 template <bool kSigned>
-constexpr uint32_t kCumBytes = kSigned ? kSignedRowBytes + kSeqStaticClasses * seqkv::internal::kSeqSignedBuckets
+constexpr uint32_t kCumBytes = kSigned ? kSignedSearchBytes
                                        : 2u * kSeqStaticClasses * 3 * seqkv::internal::kSeqLaneRowStride;
 static_assert(kCumBytes<false> % 16 == 0 && kCumBytes<true> % 16 == 0, "rows of 16-byte units");
 static_assert(kSeqLaneMax == 16, "a half-warp per group");
@@ -53,11 +53,6 @@ struct SlotHeader {
   int32_t shift;
   int32_t error;
 };
-
-__device__ __forceinline__ uint32_t Load32(const uint8_t* p) {
-  return uint32_t{__ldg(p)} | (uint32_t{__ldg(p + 1)} << 8) | (uint32_t{__ldg(p + 2)} << 16) |
-         (uint32_t{__ldg(p + 3)} << 24);
-}
 
 // (Measured on the H200, 8K Llama-3-8B context: the rows read through L1
 // from global memory instead of shared took 19.3 ms instead of 13.8.)
@@ -155,7 +150,7 @@ __global__ void __launch_bounds__(kThreads, kHalf ? 5 : 1) SlDecodeKernel(SlLaun
   uint32_t active = j < lanes ? 1u : 0u;
   uint32_t bad = 0;
   if (active) {
-    cur.x = Load32(s + bitmap + 2 + 4 * j);
+    cur.x = LoadLe32(s + bitmap + 2 + 4 * j);
     if (cur.x < kSeqLaneRansLow) {
       bad = 1;
       active = 0;

@@ -20,6 +20,7 @@
 #include <cstring>
 
 #include "seq_lanes.h"
+#include "seq_lanes_device.cuh"
 #include "seq_lanes_kernels.h"
 #include "seq_step_device.cuh"
 
@@ -33,11 +34,7 @@ using seqkv::internal::kSeqLaneRansLow;
 using seqkv::internal::kSeqSignedBuckets;
 using seqkv::internal::kSeqSignedRowStride;
 using seqkv::internal::kSeqSplitCorrupt;
-using seqkv::internal::kSeqStaticClasses;
 
-constexpr uint32_t kRowBytes = 2u * kSeqStaticClasses * kSeqSignedRowStride;
-constexpr uint32_t kSearchBytes = kRowBytes + kSeqStaticClasses * kSeqSignedBuckets;
-static_assert(kSearchBytes % 16 == 0, "rows of 16-byte units");
 static_assert(kSeqLaneMax == 16, "a half-warp per group");
 constexpr uint32_t kUncoded = 0xFFu;  // a component's table: no symbols
 
@@ -111,11 +108,6 @@ __host__ __device__ constexpr uint32_t GroupBytes(uint32_t dim) {
   return (kPer > 0 ? 0u : (dim + 15) / 16 * 16) + (kHalf ? 4u * dim : 0u);
 }
 
-__device__ __forceinline__ uint32_t Load32(const uint8_t* p) {
-  return uint32_t{__ldg(p)} | (uint32_t{__ldg(p + 1)} << 8) | (uint32_t{__ldg(p + 2)} << 16) |
-         (uint32_t{__ldg(p + 3)} << 24);
-}
-
 // kPer: components per lane (head_dim / 16) with the lane's tables in
 // registers, 4 and 8; 0: any head size, the tables in shared memory.
 // kHalf: FP16 operands (SlLaunch::half_symbols). kMinBlocks: blocks per SM
@@ -125,12 +117,12 @@ template <uint32_t kPer, uint32_t kThreads, bool kHalf, uint32_t kMinBlocks>
 __global__ void __launch_bounds__(kThreads, kMinBlocks > 0 ? kMinBlocks : 1) SplitDecodeKernel(SlLaunch L) {
   constexpr uint32_t kGroups = kThreads / kSeqLaneMax;
   extern __shared__ __align__(16) unsigned char smem[];
-  for (uint32_t i = threadIdx.x; i < kSearchBytes / 16; i += kThreads) {
+  for (uint32_t i = threadIdx.x; i < kSignedSearchBytes / 16; i += kThreads) {
     reinterpret_cast<uint4*>(smem)[i] = reinterpret_cast<const uint4*>(L.signed_search)[i];
   }
   __syncthreads();
   const auto* rows = reinterpret_cast<const uint16_t*>(smem);
-  const uint8_t* buckets = smem + kRowBytes;
+  const uint8_t* buckets = smem + kSignedRowBytes;
 
   // kPer > 0: head_dim is 16 kPer (the launcher's choice), a constant here.
   const uint32_t d = kPer > 0 ? kPer * kSeqLaneMax : L.dim;
@@ -171,7 +163,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks > 0 ? kMinBlocks : 1) Spl
       shift = static_cast<int8_t>(__ldg(s + bitmap));
       if (shift < -kSeqLaneMaxShift || shift > kSeqLaneMaxShift) bad = 1;
       if (j < lanes) {
-        x = Load32(s + bitmap + 1 + 4 * j);
+        x = LoadLe32(s + bitmap + 1 + 4 * j);
         if (x < kSeqLaneRansLow) bad = 1;
       }
       uint64_t sum = 0;
@@ -202,7 +194,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks > 0 ? kMinBlocks : 1) Spl
   bad = (__ballot_sync(0xFFFFFFFFu, bad) & (0xFFFFu << (threadIdx.x & 16u))) != 0 ? 1u : 0u;
   // The lane's tables: four per register (kPer > 0), else in shared memory.
   uint32_t tabs[kPer > 0 ? (kPer + 3) / 4 : 1] = {};
-  uint8_t* group_smem = smem + kSearchBytes + slot * GroupBytes<kPer, kHalf>(d);
+  uint8_t* group_smem = smem + kSignedSearchBytes + slot * GroupBytes<kPer, kHalf>(d);
   [[maybe_unused]] uint8_t* group_tabs = group_smem;
   [[maybe_unused]] auto* steps = reinterpret_cast<float*>(group_smem + GroupBytes<kPer, false>(d));
   const int16_t* scale = L.scale + uint64_t{desc.group} * d;
@@ -289,7 +281,7 @@ template <uint32_t kPer, bool kHalf, uint32_t kMinBlocks = 3>
 cudaError_t Launch(const SlLaunch& launch, cudaStream_t stream) {
   constexpr uint32_t kThreads = 512;
   constexpr uint32_t kGroups = kThreads / kSeqLaneMax;
-  const uint32_t smem = kSearchBytes + kGroups * GroupBytes<kPer, kHalf>(launch.dim);
+  const uint32_t smem = kSignedSearchBytes + kGroups * GroupBytes<kPer, kHalf>(launch.dim);
   if (smem > 48 * 1024) {
     const cudaError_t e = cudaFuncSetAttribute(SplitDecodeKernel<kPer, kThreads, kHalf, kMinBlocks>,
                                                cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));

@@ -148,13 +148,19 @@ internal::SeqStaticTables SyntheticTables() {
 
 constexpr internal::SeqLaneModel kLaneModels[] = {internal::SeqLaneModel::kMagnitude, internal::SeqLaneModel::kSigned};
 
+// Every model, and split lane streams (streams=lanes3: head sizes below its
+// 16 lanes, sparse groups and more than 8 components per lane included).
 TEST(SeqLaneCoderTest, RoundTripsEveryKindOfSymbol) {
   const internal::SeqStaticTables tables = SyntheticTables();
-  for (const internal::SeqLaneModel model : kLaneModels) {
-  SCOPED_TRACE(model == internal::SeqLaneModel::kSigned ? "signed model" : "magnitude model");
+  for (const internal::SeqLaneModel model :
+       {internal::SeqLaneModel::kMagnitude, internal::SeqLaneModel::kSigned, internal::SeqLaneModel::kSplit}) {
+  SCOPED_TRACE(model == internal::SeqLaneModel::kSigned  ? "signed model"
+               : model == internal::SeqLaneModel::kSplit ? "split lanes"
+                                                         : "magnitude model");
   struct Case { uint32_t tokens, dim; double zero_p, scale; };
   for (const Case& c : {Case{1, 1, 0.5, 1}, Case{7, 3, 0.0, 2}, Case{256, 64, 0.7, 1.5}, Case{100, 33, 0.2, 40},
-                        Case{64, 8, 0.9, 0.3}, Case{300, 16, 0.0, 5000}, Case{256, 128, 0.6, 1}}) {
+                        Case{64, 8, 0.9, 0.3}, Case{300, 16, 0.0, 5000}, Case{256, 128, 0.6, 1},
+                        Case{256, 128, 0.97, 0.5}, Case{40, 200, 0.5, 3}}) {
     std::vector<int32_t> q = RandomSymbols(c.tokens, c.dim, c.zero_p, c.scale, c.tokens * 17 + c.dim);
     if (c.tokens > 10) q[5] = (1 << 24) - 1;
     if (c.tokens > 10) q[6] = -(1 << 24);
@@ -174,7 +180,7 @@ TEST(SeqLaneCoderTest, RoundTripsEveryKindOfSymbol) {
   std::vector<int32_t> zeros(64 * 10, 0);
   std::vector<int16_t> cls(64, 0);
   std::vector<uint8_t> stream = internal::SeqEncodeLaneGroup(zeros.data(), 10, 64, tables, cls.data(), model);
-  EXPECT_EQ(stream.size(), 9u);
+  EXPECT_EQ(stream.size(), model == internal::SeqLaneModel::kSplit ? 8u : 9u);  // the bitmap (and lane byte)
   std::vector<int32_t> back(zeros.size(), 3);
   ASSERT_TRUE(internal::SeqDecodeLaneGroup(stream, 10, 64, tables, cls.data(), back.data(), model).ok());
   EXPECT_EQ(back, zeros);
@@ -311,45 +317,22 @@ TEST(SeqLaneCoderTest, CorruptOrTruncatedStreamsAreErrorsNotCrashes) {
   }
 }
 
-// Split lane streams (streams=lanes3): every kind of symbol and shape round
-// trips (head sizes below 16 lanes included), the estimate prices the
-// stream, and an all-zero group is its bitmap alone.
-TEST(SeqLaneCoderTest, SplitLanesRoundTripEveryKindOfSymbol) {
+// Split lane streams code lanes2's operations on other lanes: their size is
+// lanes2's within the header's difference and the lanes' final words.
+TEST(SeqLaneCoderTest, SplitLanesCostLanes2sSizeAndTheirWordCounts) {
   const internal::SeqStaticTables tables = SyntheticTables();
-  constexpr auto kSplit = internal::SeqLaneModel::kSplit;
-  struct Case { uint32_t tokens, dim; double zero_p, scale; };
-  for (const Case& c : {Case{1, 1, 0.5, 1}, Case{7, 3, 0.0, 2}, Case{256, 64, 0.7, 1.5}, Case{100, 33, 0.2, 40},
-                        Case{64, 8, 0.9, 0.3}, Case{300, 16, 0.0, 5000}, Case{256, 128, 0.6, 1},
-                        Case{256, 128, 0.97, 0.5}, Case{40, 200, 0.5, 3}}) {
-    std::vector<int32_t> q = RandomSymbols(c.tokens, c.dim, c.zero_p, c.scale, c.tokens * 31 + c.dim);
-    if (c.tokens > 10) q[5] = (1 << 24) - 1;
-    if (c.tokens > 10) q[6] = -(1 << 24);
-    std::vector<int16_t> cls(c.dim);
-    for (uint32_t i = 0; i < c.dim; ++i) cls[i] = static_cast<int16_t>((i * 37) % 200 - 120);
-    const std::vector<uint8_t> stream =
-        internal::SeqEncodeLaneGroup(q.data(), c.tokens, c.dim, tables, cls.data(), kSplit);
-    std::vector<int32_t> back(q.size(), 7);
-    const Status st =
-        internal::SeqDecodeLaneGroup(stream, c.tokens, c.dim, tables, cls.data(), back.data(), kSplit);
-    ASSERT_TRUE(st.ok()) << st.ToString() << " " << c.tokens << "x" << c.dim;
-    EXPECT_EQ(back, q) << c.tokens << "x" << c.dim;
-    const double est =
-        double(internal::SeqEstimateLaneGroupCost(q.data(), c.tokens, c.dim, tables, cls.data(), nullptr, kSplit)) /
-        double(1u << internal::kSeqCostFracBits);
-    EXPECT_NEAR(est, 8.0 * stream.size(), 0.02 * 8.0 * stream.size() + 64) << c.tokens << "x" << c.dim;
-    // The same operations as lanes2 on other lanes: sizes within the header's
-    // difference and the lanes' final words.
-    const std::vector<uint8_t> lanes2 =
-        internal::SeqEncodeLaneGroup(q.data(), c.tokens, c.dim, tables, cls.data(), internal::SeqLaneModel::kSigned);
-    EXPECT_NEAR(double(stream.size()), double(lanes2.size()), 0.01 * lanes2.size() + 48) << c.tokens << "x" << c.dim;
+  for (const double zero_p : {0.0, 0.6, 0.97}) {
+    for (const uint32_t dim : {16u, 64u, 128u}) {
+      const std::vector<int32_t> q = RandomSymbols(256, dim, zero_p, 1.5, dim + 7);
+      std::vector<int16_t> cls(dim);
+      for (uint32_t i = 0; i < dim; ++i) cls[i] = static_cast<int16_t>((i * 13) % 100 - 60);
+      const size_t split =
+          internal::SeqEncodeLaneGroup(q.data(), 256, dim, tables, cls.data(), internal::SeqLaneModel::kSplit).size();
+      const size_t lanes2 =
+          internal::SeqEncodeLaneGroup(q.data(), 256, dim, tables, cls.data(), internal::SeqLaneModel::kSigned).size();
+      EXPECT_NEAR(double(split), double(lanes2), 0.01 * lanes2 + 48) << dim << " " << zero_p;
+    }
   }
-  std::vector<int32_t> zeros(64 * 10, 0);
-  std::vector<int16_t> cls(64, 0);
-  const std::vector<uint8_t> stream = internal::SeqEncodeLaneGroup(zeros.data(), 10, 64, tables, cls.data(), kSplit);
-  EXPECT_EQ(stream.size(), 8u);
-  std::vector<int32_t> back(zeros.size(), 3);
-  ASSERT_TRUE(internal::SeqDecodeLaneGroup(stream, 10, 64, tables, cls.data(), back.data(), kSplit).ok());
-  EXPECT_EQ(back, zeros);
 }
 
 // A damaged split stream is DATA_LOSS: cuts, extra bytes, flipped bytes, and

@@ -196,6 +196,19 @@ class SeqDecodeGpuTest : public test::SeqGpuTestBase {
     }
   }
 
+  // The cases in one batch with `math`, each into its own poisoned buffers
+  // (ItemsInto, kept in *keep): *statuses, one per case.
+  void RunCases(const std::vector<Coded>& cases, SeqDenseMath math, std::vector<std::unique_ptr<Buffer>>* keep,
+                std::vector<Status>* statuses) {
+    std::vector<SeqDecodeItem> items;
+    ASSERT_NO_FATAL_FAILURE(ItemsInto(cases, keep, &items));
+    SeqDecodeArgs args;
+    args.math = math;
+    args.items = items;
+    *statuses = Run(args);
+    ASSERT_EQ(statuses->size(), cases.size());
+  }
+
   // The cases in one batch, each into its own buffers (ItemsInto): every
   // chunk decodes, byte for byte DecodeChunk's.
   void DecodeEachExactly(const std::vector<Coded>& cases) {
@@ -632,12 +645,8 @@ TEST_P(SeqDecodeGpuTest, TensorCoreMathIsWithinTheDocumentedTolerance) {
     if (backend() == Backend::kCpu && &tol != &kTolerances[0]) break;
     SCOPED_TRACE(tol.name);
     std::vector<std::unique_ptr<Buffer>> keep;
-    std::vector<SeqDecodeItem> items;
-    ASSERT_NO_FATAL_FAILURE(ItemsInto(cases, &keep, &items));
-    SeqDecodeArgs args;
-    args.math = tol.math;
-    args.items = items;
-    std::vector<Status> statuses = Run(args);
+    std::vector<Status> statuses;
+    ASSERT_NO_FATAL_FAILURE(RunCases(cases, tol.math, &keep, &statuses));
     for (size_t i = 0; i < cases.size(); ++i) {
       ASSERT_TRUE(statuses[i].ok()) << i << ": " << statuses[i].ToString();
       Agreement a;
@@ -682,12 +691,8 @@ TEST_P(SeqDecodeGpuTest, HalfMathRefusesValuesOutsideItsRange) {
   cases.push_back(Code(Slice(*test_, 300, 64), "seq:delta=1,streams=lanes2"));
   for (const SeqDenseMath math : {SeqDenseMath::kTensorF16, SeqDenseMath::kTensorTf32}) {
     std::vector<std::unique_ptr<Buffer>> keep;
-    std::vector<SeqDecodeItem> items;
-    ASSERT_NO_FATAL_FAILURE(ItemsInto(cases, &keep, &items));
-    SeqDecodeArgs args;
-    args.math = math;
-    args.items = items;
-    const std::vector<Status> statuses = Run(args);
+    std::vector<Status> statuses;
+    ASSERT_NO_FATAL_FAILURE(RunCases(cases, math, &keep, &statuses));
     ASSERT_EQ(statuses.size(), 2u);
     if (backend() == Backend::kCuda && math == SeqDenseMath::kTensorF16) {
       EXPECT_EQ(statuses[0].code(), StatusCode::kFailedPrecondition) << statuses[0].ToString();
@@ -730,12 +735,8 @@ TEST_P(SeqDecodeGpuTest, HalfSymbolsDecodeTheSameBytesAsInt32Symbols) {
       ::setenv("SEQKV_HALF_SYMBOLS", "0", 1);
     }
     std::vector<std::unique_ptr<Buffer>> keep;
-    std::vector<SeqDecodeItem> items;
-    ASSERT_NO_FATAL_FAILURE(ItemsInto(cases, &keep, &items));
-    SeqDecodeArgs args;
-    args.math = SeqDenseMath::kTensorF16;
-    args.items = items;
-    const std::vector<Status> statuses = Run(args);
+    std::vector<Status> statuses;
+    ASSERT_NO_FATAL_FAILURE(RunCases(cases, SeqDenseMath::kTensorF16, &keep, &statuses));
     ::unsetenv("SEQKV_HALF_SYMBOLS");
     for (size_t i = 0; i < cases.size(); ++i) {
       ASSERT_TRUE(statuses[i].ok()) << i << ": " << statuses[i].ToString();
@@ -761,12 +762,8 @@ TEST_P(SeqDecodeGpuTest, SplitLanesAnyHeadSizeKernelDecodesTheSameBytes) {
     for (const bool generic : {false, true}) {
       if (generic) ::setenv("SEQKV_SPLIT_GENERIC", "1", 1);
       std::vector<std::unique_ptr<Buffer>> keep;
-      std::vector<SeqDecodeItem> items;
-      ASSERT_NO_FATAL_FAILURE(ItemsInto(cases, &keep, &items));
-      SeqDecodeArgs args;
-      args.math = math;
-      args.items = items;
-      const std::vector<Status> statuses = Run(args);
+      std::vector<Status> statuses;
+      ASSERT_NO_FATAL_FAILURE(RunCases(cases, math, &keep, &statuses));
       ::unsetenv("SEQKV_SPLIT_GENERIC");
       for (size_t i = 0; i < cases.size(); ++i) {
         ASSERT_TRUE(statuses[i].ok()) << i << ": " << statuses[i].ToString();
