@@ -210,6 +210,11 @@ int main(int argc, char** argv) {
       {"e2e-8k bits=2 lanes2 scale2", "seq:bits=2,streams=lanes2", 32, 8, 128, SeqInputs::kSameHead, 32, 2.0f},
       {"e2e-8k bits=2 lanes2 int12 scale2", "seq:bits=2,streams=lanes2,arith=int12", 32, 8, 128,
        SeqInputs::kSameHead, 32, 2.0f},
+      // Split lane streams (streams=lanes3): no merge of the lanes' words.
+      {"e2e-8k seq same-head lanes3", "seq:delta=20,streams=lanes3", 32, 8, 128, SeqInputs::kSameHead, 32},
+      {"e2e-8k seq same-head lanes3 int12", "seq:delta=20,streams=lanes3,arith=int12", 32, 8, 128,
+       SeqInputs::kSameHead, 32},
+      {"e2e-8k bits=2 lanes3 int12", "seq:bits=2,streams=lanes3,arith=int12", 32, 8, 128, SeqInputs::kSameHead, 32},
   };
   for (const Case& c : cases) {
     if (want(c.name)) RunShape(c.name, c.spec, c.layers, c.heads, c.dim, c.inputs, c.chunks, c.step_scale, stream);

@@ -41,11 +41,18 @@ constexpr char kBadBlock[] = "seq gpu encode: block table entry outside [0, num_
 constexpr char kTooManyBits[] =
     "seq gpu encode: a group stream takes more than 16 bits per element; encode this chunk on the CPU";
 
-// The largest group-stream header: bitmap, lane byte, the rANS states (lane
-// streams: and the shift byte).
-uint32_t StreamHeaderBytes(uint32_t dim, bool lanes) {
-  return lanes ? (dim + 7) / 8 + 2 + 4 * seqkv::internal::kSeqLaneMax
-               : (dim + 7) / 8 + 1 + 4 * seqkv::internal::kSeqMaxLanes;
+// The largest group-stream header of a stream coding: bitmap, lane byte, the
+// rANS states (lane streams: and the shift byte; split lane streams: bitmap,
+// shift byte, states and the lanes' LEB128 word counts, no lane byte).
+uint32_t StreamHeaderBytes(uint32_t dim, SeqStreamCoding coding) {
+  constexpr uint32_t kLanes = seqkv::internal::kSeqLaneMax;
+  switch (coding) {
+    case SeqStreamCoding::kSplitLanes: return (dim + 7) / 8 + 1 + 4 * kLanes + 5 * (kLanes - 1);
+    case SeqStreamCoding::kLanes:
+    case SeqStreamCoding::kSignedLanes: return (dim + 7) / 8 + 2 + 4 * kLanes;
+    case SeqStreamCoding::kAdaptive: break;
+  }
+  return (dim + 7) / 8 + 1 + 4 * seqkv::internal::kSeqMaxLanes;
 }
 
 [[maybe_unused]] uint64_t Elements(const KvShape& s) {
@@ -104,7 +111,7 @@ struct Layout {
 uint64_t SeqEncodeMaxBytes(const KvShape& s) {
   const uint64_t groups = 2ull * s.layers * s.kv_heads;
   return uint64_t{s.layers} * (4 + 8ull * s.kv_heads) +
-         groups * (StreamHeaderBytes(s.head_dim, /*lanes=*/true) + 2ull * s.tokens * s.head_dim);
+         groups * (StreamHeaderBytes(s.head_dim, SeqStreamCoding::kSplitLanes) + 2ull * s.tokens * s.head_dim);
 }
 
 struct SeqEncodeGpu::Impl {
@@ -186,7 +193,7 @@ struct SeqEncodeGpu::Impl {
     }
     SEQKV_ASSIGN_OR_RETURN(ChunkHeader header, ParseChunkHeader(*bytes));
     // The GPU's limit, judged the same way: every group stream within it.
-    const uint64_t limit = StreamHeaderBytes(item.shape.head_dim, IsLaneCoding(settings.streams)) +
+    const uint64_t limit = StreamHeaderBytes(item.shape.head_dim, settings.streams) +
                            2ull * item.shape.tokens * item.shape.head_dim;
     for (size_t k = 1; k < header.sections.size(); ++k) {
       const std::span<const uint8_t> section(bytes->data() + header.sections[k].offset, header.sections[k].length);
@@ -364,10 +371,6 @@ Result<SeqEncodeGpu> SeqEncodeGpu::CreateFor(Backend backend, std::shared_ptr<co
     return Unimplemented("seq gpu encode: the profile takes layer 0 from the model; encode on the CPU");
   }
   if (p.head_dim > 1024) return Unimplemented("seq gpu encode: head_dim above 1024");
-  if (settings.streams == SeqStreamCoding::kSplitLanes && backend == Backend::kCuda) {
-    return Unimplemented("seq gpu encode: streams=lanes3 has no GPU encoder yet (the CPU backend encodes it; "
-                         "streams=lanes2 encodes on the GPU)");
-  }
   const bool int12 = settings.arith == SeqArith::kInt12;
   if (int12 && backend == Backend::kCuda && !internal::Int12Fits(p.head_dim, p.features())) {
     return Unimplemented("seq gpu encode: arith=int12 encodes on the GPU for head sizes 64 and 128 (and at most 128 "
@@ -375,8 +378,11 @@ Result<SeqEncodeGpu> SeqEncodeGpu::CreateFor(Backend backend, std::shared_ptr<co
   }
 #ifdef SEQKV_WITH_CUDA
   static_assert(internal::kSqSseTile == seqkv::internal::kSeqSseTile, "tile of the squared-error sums");
-  if (internal::SqMaxHeaderBytes(p.head_dim) != StreamHeaderBytes(p.head_dim, false) ||
-      internal::SqMaxHeaderBytes(p.head_dim, true) != StreamHeaderBytes(p.head_dim, true)) {
+  if (internal::SqMaxHeaderBytes(p.head_dim) != StreamHeaderBytes(p.head_dim, SeqStreamCoding::kAdaptive) ||
+      internal::SqMaxHeaderBytes(p.head_dim, internal::kSqLaneHeader) !=
+          StreamHeaderBytes(p.head_dim, SeqStreamCoding::kSignedLanes) ||
+      internal::SqMaxHeaderBytes(p.head_dim, internal::kSqSplitHeader) !=
+          StreamHeaderBytes(p.head_dim, SeqStreamCoding::kSplitLanes)) {
     return Internal("seq gpu encode: header");
   }
   static_assert(internal::kSqLaneSlots == seqkv::internal::kSeqLaneMax, "lane slots");
@@ -409,7 +415,7 @@ Result<SeqEncodeGpu> SeqEncodeGpu::CreateFor(Backend backend, std::shared_ptr<co
     SEQKV_RETURN_IF_ERROR(BackendCopyIn(backend, t, table.data(), table.size() * sizeof(uint32_t)));
     if (IsLaneCoding(settings.streams)) {
       const seqkv::internal::SeqStaticTables tables = seqkv::internal::MakeSeqStaticTables(p);
-      const bool s = settings.streams == SeqStreamCoding::kSignedLanes;
+      const bool s = IsSignedLaneCoding(settings.streams);
       SEQKV_ASSIGN_OR_RETURN(impl->static_cost, internal::Upload(backend, s ? tables.signed_cost : tables.cost));
       SEQKV_ASSIGN_OR_RETURN(impl->static_entry,
                              internal::Upload(backend, s ? StaticEntries(tables.signed_cum,
@@ -547,7 +553,8 @@ Status SeqEncodeGpu::Encode(const SeqEncodeArgs& args, void* workspace, uint64_t
   launch.step_scale = impl_->step_scale;
   launch.cost_table = impl_->cost_table;
   launch.lanes = IsLaneCoding(impl_->settings.streams);
-  launch.signed_lanes = impl_->settings.streams == SeqStreamCoding::kSignedLanes;
+  launch.signed_lanes = IsSignedLaneCoding(impl_->settings.streams);
+  launch.split = impl_->settings.streams == SeqStreamCoding::kSplitLanes;
   launch.static_cost = impl_->static_cost;
   launch.static_entry = impl_->static_entry;
   launch.static_scale = impl_->static_scale;

@@ -544,6 +544,14 @@ __device__ __forceinline__ void PutUniformOps(int32_t v, bool sign_op, Put&& put
   }
 }
 
+// A group's lanes: adaptive streams and lane streams min(coded, slots);
+// split lane streams (streams=lanes3) min(16, head_dim) once any component
+// is coded (a lane may own none of them), else none.
+__device__ __forceinline__ uint32_t GroupLanes(const SqLaunch& L, uint32_t coded, uint32_t slots) {
+  if (L.split) return coded > 0 ? seqkv::internal::SeqSplitLanes(L.head_dim) : 0u;
+  return coded < slots ? coded : slots;
+}
+
 // Thread 0 of a group's model kernel: each component's rank among the coded
 // ones (-1: not coded) and the number of coded components.
 __device__ uint32_t RankCoded(const uint32_t* coded_s, uint32_t d, int16_t* rank) {
@@ -747,9 +755,10 @@ __global__ void SqLaneModelKernel(SqLaunch L) {
   if (i == 0) {
     const uint32_t r = RankCoded(coded_s, d, D.rank + uint64_t{g} * d);
     D.coded[g] = r;
-    uint64_t cost = (8ull * ((d + 7) / 8 + 1)) << kCostFracBits;
+    // Split lane streams have no lane byte (SeqEstimateLaneGroupCost's header).
+    uint64_t cost = (8ull * ((d + 7) / 8 + (L.split ? 0 : 1))) << kCostFracBits;
     int best_shift = 0;
-    const uint32_t lanes = r < kMaxLaneLanes ? r : kMaxLaneLanes;
+    const uint32_t lanes = GroupLanes(L, r, kMaxLaneLanes);
     if (r > 0) {
       unsigned long long best = ~0ull;
       for (int step = 0; step <= 2 * kMaxShift; ++step) {
@@ -761,6 +770,10 @@ __global__ void SqLaneModelKernel(SqLaunch L) {
         }
       }
       cost += ((8ull + 32ull * lanes + uniform_s) << kCostFracBits) + best;
+      if (L.split) {  // the word counts, priced from the average lane's words as the CPU prices them
+        const unsigned long long words = ((best >> kCostFracBits) + uniform_s) / (16ull * lanes);
+        cost += (8ull * (lanes - 1) * (words < 0x80 ? 1 : words < 0x4000 ? 2 : 3)) << kCostFracBits;
+      }
     }
     D.cost[g] = cost;
     D.shift[g] = static_cast<int8_t>(best_shift);
@@ -770,7 +783,7 @@ __global__ void SqLaneModelKernel(SqLaunch L) {
   __syncthreads();  // thread 0's ranks (global memory) before the reads below
   if (i < d && coded_s[i]) {
     const uint32_t r = static_cast<uint32_t>(D.rank[uint64_t{g} * d + i]);
-    atomicAdd(&lane_ops_s[r % lanes_s], T + uniform_bits);
+    atomicAdd(&lane_ops_s[L.split ? i % lanes_s : r % lanes_s], T + uniform_bits);
   }
   __syncthreads();
   if (i < kMaxLaneLanes) D.lane_ops[uint64_t{g} * kSqLaneSlots + i] = lane_ops_s[i];
@@ -891,21 +904,20 @@ __device__ __forceinline__ bool LaneThreadOf(const SqLaunch& L, uint32_t slots, 
   if (gid >= L.total_groups) return false;
   at->D = &L.descs[dense::FindItem(L.descs, L.count, gid, &SqDesc::first_group)];
   at->g = gid - at->D->first_group;
-  const uint32_t coded = at->D->coded[at->g];
-  at->lanes = coded < slots ? coded : slots;
+  at->lanes = GroupLanes(L, at->D->coded[at->g], slots);
   return true;
 }
 
-// The components lane `lane` of group g codes (rank % lanes == lane), ranks
-// ascending, into list (i | table << 16, the table lane streams' only);
-// returns how many.
+// The components lane `lane` of group g codes (rank % lanes == lane; split
+// lane streams: i % lanes == lane), ascending, into list (i | table << 16,
+// the table lane streams' only); returns how many.
 __device__ __forceinline__ uint32_t LaneComponents(const SqLaunch& L, const SqDesc& D, uint32_t g, uint32_t d,
                                                    uint32_t lane, uint32_t lanes, bool lane_streams, uint32_t* list) {
   uint32_t n = 0;
   const int16_t* rank = D.rank + uint64_t{g} * d;
   for (uint32_t i = 0; i < d; ++i) {
     const int32_t r = rank[i];
-    if (r >= 0 && static_cast<uint32_t>(r) % lanes == lane) {
+    if (r >= 0 && (L.split ? i : static_cast<uint32_t>(r)) % lanes == lane) {
       list[n++] = i | (lane_streams ? LaneTableOf(L, D, g, i) << 16 : 0u);
     }
   }
@@ -935,6 +947,11 @@ __global__ void __launch_bounds__(kLaneThreads, kMaxN <= 5 ? 8 : kMaxN <= 9 ? 7 
   if (!fit.fits) return;
   uint32_t* list = fit_list_s + threadIdx.x * (d / kMaxLaneLanes + 1);
   const uint32_t n = LaneComponents(L, D, g, d, lane, lanes, true, list);
+  if (n == 0) {  // a split stream's lane without coded components: no operations, no words
+    D.lane_words[uint64_t{g} * kSqLaneSlots + lane] = 0;
+    D.lane_states[uint64_t{g} * kSqLaneSlots + lane] = kLow;
+    return;
+  }
   const uint32_t end = LaneWordsEnd(D, g, lane);
   uint16_t* words = reinterpret_cast<uint16_t*>(D.ops + uint64_t{g} * T * d);
   uint32_t* masks = D.arena_keys + uint64_t{g} * D.arena_cap;
@@ -1082,6 +1099,22 @@ __device__ __forceinline__ uint32_t StreamHeader(uint32_t d, uint32_t lanes, boo
   return (d + 7) / 8 + 1 + (lane_streams && lanes > 0 ? 1 : 0) + 4 * lanes;
 }
 
+// Bytes of a LEB128 value.
+__device__ __forceinline__ uint32_t Leb128Bytes(uint32_t v) {
+  uint32_t n = 1;
+  for (; v >= 0x80; v >>= 7) ++n;
+  return n;
+}
+// A split lane stream's header: bitmap, then with lanes the shift byte, the
+// states and the word counts of every lane but the last.
+__device__ __forceinline__ uint32_t SplitHeader(const SqDesc& D, uint32_t g, uint32_t d, uint32_t lanes) {
+  uint32_t bytes = (d + 7) / 8;
+  if (lanes == 0) return bytes;
+  bytes += 1 + 4 * lanes;
+  for (uint32_t l = 0; l + 1 < lanes; ++l) bytes += Leb128Bytes(D.lane_words[uint64_t{g} * kSqLaneSlots + l]);
+  return bytes;
+}
+
 // One block per item: each group stream's size (an item with a stream over
 // the limit fails: kSqOverflow), then section l = u32 n (2H), n x u32 stream
 // length, the streams; where each stream goes. (Groups, then layers, a
@@ -1091,15 +1124,15 @@ __global__ void __launch_bounds__(kSectionThreads) SqSectionKernel(SqLaunch L) {
   __shared__ int over_s;
   const SqDesc& D = L.descs[blockIdx.x];
   const uint32_t d = L.head_dim, n = 2 * L.heads;
-  const uint64_t limit = SqMaxHeaderBytes(d, L.lanes) + 2ull * D.tokens * d;
+  const uint64_t limit =
+      SqMaxHeaderBytes(d, L.split ? kSqSplitHeader : L.lanes ? kSqLaneHeader : kSqAdaptiveHeader) + 2ull * D.tokens * d;
   const uint32_t groups = L.layers * n;
   const uint32_t max_lanes = L.lanes ? kMaxLaneLanes : kMaxLanes;
   if (threadIdx.x == 0) over_s = 0;
   __syncthreads();
   for (uint32_t g = threadIdx.x; g < groups; g += blockDim.x) {
-    const uint32_t coded = D.coded[g];
-    const uint32_t lanes = coded < max_lanes ? coded : max_lanes;
-    uint64_t bytes = StreamHeader(d, lanes, L.lanes);
+    const uint32_t lanes = GroupLanes(L, D.coded[g], max_lanes);
+    uint64_t bytes = L.split ? SplitHeader(D, g, d, lanes) : StreamHeader(d, lanes, L.lanes);
     for (uint32_t l = 0; l < lanes; ++l) bytes += 2ull * D.lane_words[uint64_t{g} * kSqLaneSlots + l];
     if (bytes > limit) over_s = 1;
     D.stream_bytes[g] = static_cast<uint32_t>(bytes);
@@ -1183,9 +1216,8 @@ __global__ void __launch_bounds__(kMergeThreads) SqMergeKernel(SqLaunch L) {
   if (L.statuses[D.status_index] != 0) return;
   const uint32_t g = gid - D.first_group;
   const uint32_t d = L.head_dim;
-  const uint32_t coded = D.coded[g];
   const uint32_t max_lanes = L.lanes ? kMaxLaneLanes : kMaxLanes;
-  const uint32_t lanes = coded < max_lanes ? coded : max_lanes;
+  const uint32_t lanes = GroupLanes(L, D.coded[g], max_lanes);
   uint8_t* out = D.out + D.dst[g];
   const int16_t* rank = D.rank + uint64_t{g} * d;
   const uint32_t bitmap_bytes = (d + 7) / 8;
@@ -1194,6 +1226,49 @@ __global__ void __launch_bounds__(kMergeThreads) SqMergeKernel(SqLaunch L) {
     for (uint32_t k = 0; k < 8 && b * 8 + k < d; ++k) byte |= (rank[b * 8 + k] >= 0 ? 1u : 0u) << k;
     out[b] = static_cast<uint8_t>(byte);
   }
+  const uint32_t* words_of = D.lane_words + uint64_t{g} * kSqLaneSlots;
+  if (L.split) {  // shift, states, word counts, then each lane's words in turn: no merge
+    if (lanes == 0) return;
+    __shared__ uint32_t split_at_s[kSqLaneSlots + 1];  // the lanes' runs' word offsets, the body's byte offset
+    if (threadIdx.x == 0) {
+      out[bitmap_bytes] = static_cast<uint8_t>(D.shift[g]);
+      uint32_t at = bitmap_bytes + 1 + 4 * lanes, words = 0;
+      for (uint32_t l = 0; l < lanes; ++l) {
+        split_at_s[l] = words;
+        words += words_of[l];
+        if (l + 1 == lanes) break;
+        for (uint32_t v = words_of[l];; v >>= 7) {  // LEB128
+          out[at++] = static_cast<uint8_t>(v < 0x80 ? v : 0x80 | (v & 0x7F));
+          if (v < 0x80) break;
+        }
+      }
+      split_at_s[kSqLaneSlots] = at;
+    }
+    if (threadIdx.x < lanes) {
+      PutU32(out + bitmap_bytes + 1 + 4 * threadIdx.x, D.lane_states[uint64_t{g} * kSqLaneSlots + threadIdx.x]);
+    }
+    __syncthreads();
+    uint8_t* body = out + split_at_s[kSqLaneSlots];
+    if (LaneStreamFit(D, g, d, lanes).fits) {  // SqLaneWriteKernel's words, ascending: decode order
+      const uint16_t* words = reinterpret_cast<const uint16_t*>(D.ops + uint64_t{g} * D.tokens * d);
+      for (uint32_t l = 0; l < lanes; ++l) {
+        const uint32_t first = LaneWordsEnd(D, g, l) - words_of[l];
+        for (uint32_t p = threadIdx.x; p < words_of[l]; p += blockDim.x) {
+          PutWord(body, split_at_s[l] + p, words[first + p]);
+        }
+      }
+    } else {  // SqLaneKernel's, in the order the coder emitted them: backwards
+      uint64_t at = uint64_t{g} * D.arena_cap;
+      for (uint32_t l = 0; l < lanes; ++l) {
+        const uint32_t n = words_of[l];
+        for (uint32_t p = threadIdx.x; p < n; p += blockDim.x) {
+          PutWord(body, split_at_s[l] + n - 1 - p, D.arena_words[at + p]);
+        }
+        at += n;
+      }
+    }
+    return;
+  }
   const uint32_t shift_bytes = L.lanes && lanes > 0 ? 1 : 0;
   if (threadIdx.x == 0) out[bitmap_bytes] = static_cast<uint8_t>(lanes);
   if (threadIdx.x == 0 && shift_bytes) out[bitmap_bytes + 1] = static_cast<uint8_t>(D.shift[g]);
@@ -1201,7 +1276,6 @@ __global__ void __launch_bounds__(kMergeThreads) SqMergeKernel(SqLaunch L) {
     PutU32(out + bitmap_bytes + 1 + shift_bytes + 4 * threadIdx.x,
            D.lane_states[uint64_t{g} * kSqLaneSlots + threadIdx.x]);
   }
-  const uint32_t* words_of = D.lane_words + uint64_t{g} * kSqLaneSlots;
   uint8_t* body = out + StreamHeader(d, lanes, L.lanes);
   const LaneFit fit = L.lanes ? LaneStreamFit(D, g, d, lanes) : LaneFit{false, 0};
   if (fit.fits) {  // SqLaneWriteKernel's masks and words; every thread takes this branch or none

@@ -40,15 +40,20 @@ inline uint32_t SqCtasOf(uint32_t heads, uint32_t tokens, bool int12 = false) {
 // Per group: lane word counts, final states and operation counts, for up to
 // 16 lanes (adaptive streams use 8, lane streams 16).
 inline constexpr uint32_t kSqLaneSlots = 16;
-// The largest group-stream header: bitmap, lane byte, 8 rANS states; lane
-// streams (streams=lanes): bitmap, lane byte, shift byte, 16 states.
-SEQKV_SQ_HD inline uint32_t SqMaxHeaderBytes(uint32_t dim, bool lanes = false) {
-  return lanes ? (dim + 7) / 8 + 2 + 4 * 16 : (dim + 7) / 8 + 1 + 4 * 8;
+// The largest group-stream header by stream kind: adaptive streams
+// (bitmap, lane byte, 8 rANS states); lane streams (streams=lanes, lanes2:
+// bitmap, lane byte, shift byte, 16 states); split lane streams (lanes3:
+// bitmap, shift byte, 16 states, 15 LEB128 word counts of at most 5 bytes).
+enum SqHeaderKind : uint32_t { kSqAdaptiveHeader = 0, kSqLaneHeader = 1, kSqSplitHeader = 2 };
+SEQKV_SQ_HD inline uint32_t SqMaxHeaderBytes(uint32_t dim, uint32_t kind = kSqAdaptiveHeader) {
+  return kind == kSqSplitHeader ? (dim + 7) / 8 + 1 + 4 * 16 + 5 * 15
+         : kind == kSqLaneHeader ? (dim + 7) / 8 + 2 + 4 * 16
+                                 : (dim + 7) / 8 + 1 + 4 * 8;
 }
 // Words a group's arena holds: every stream within the limit of
-// SeqEncodeMaxBytes (header + 16 bits per element) fits.
+// SeqEncodeMaxBytes (the largest header + 16 bits per element) fits.
 SEQKV_SQ_HD inline uint64_t SqArenaWords(uint32_t tokens, uint32_t dim) {
-  return uint64_t{tokens} * dim + SqMaxHeaderBytes(dim, true) / 2 + 1;
+  return uint64_t{tokens} * dim + SqMaxHeaderBytes(dim, kSqSplitHeader) / 2 + 1;
 }
 
 // One chunk of a batch. Built on the host; arrays are workspace.
@@ -112,7 +117,8 @@ struct SqLaunch {
   const uint32_t* cost_table;  // SeqCostTable()
   // Lane streams (streams=lanes): the profile's static model and step codes.
   bool lanes;
-  bool signed_lanes;            // streams=lanes2: the tables below are the signed model's
+  bool signed_lanes;            // streams=lanes2 and lanes3: the tables below are the signed model's
+  bool split;                   // streams=lanes3: lane j codes components j, j + 16, ..., each lane its own words
   const uint32_t* static_cost;  // [161][3][16] code lengths (SeqStaticTables::cost), or signed_cost [161][31]
   // Per entry of the static model's cumulative rows (SeqStaticTables::cum,
   // [161][3][kSeqLaneRowStride], or signed_cum, [161][32]), 16 bytes: start

@@ -154,6 +154,10 @@ TEST_P(SeqEncodeGpuTest, DevChunksEqualEncodeChunk) {
   // the rates and rounding above do not depend on the stream coding. (kCpu is
   // EncodeChunk itself, ~30x slower in the sanitizer build: not repeated there.)
   if (backend() == Backend::kCuda) EncodeAndCompare("seq:delta=1,streams=lanes2", {chunks[1], chunks[2], chunks[3]});
+  // Split lane streams (streams=lanes3): each lane's words at their own place, no merge.
+  EncodeAndCompare("seq:delta=1,streams=lanes3",
+                   backend() == Backend::kCuda ? chunks : std::vector<Chunk>{chunks[2]});
+  if (backend() == Backend::kCuda) EncodeAndCompare("seq:delta=1,streams=lanes3,arith=int12", chunks);
   // arith=int12 (the dense stage in exact integer sums; on kCuda int8 tensor cores).
   if (backend() == Backend::kCuda) {
     EncodeAndCompare("seq:delta=1,streams=lanes2,arith=int12", chunks);
@@ -202,6 +206,8 @@ TEST_P(SeqEncodeGpuTest, RateControlEqualsEncodeChunk) {
   EncodeAndCompare("seq:bits=0.8,krate=0.5,streams=adaptive", {chunks[0], chunks[2]});
   EncodeAndCompare("seq:bits=1.5,streams=lanes", {chunks[0], chunks[1]});
   if (backend() == Backend::kCuda) EncodeAndCompare("seq:bits=1.5,streams=lanes2", {chunks[1], chunks[2]});
+  // Split lane streams price their word counts as the CPU does: the same trials.
+  if (backend() == Backend::kCuda) EncodeAndCompare("seq:bits=1.5,streams=lanes3", {chunks[0], chunks[2]});
   EncodeAndCompare("seq:bits=1.5,streams=lanes2,arith=int12", backend() == Backend::kCuda
                                                                   ? std::vector<Chunk>{chunks[0], chunks[1]}
                                                                   : std::vector<Chunk>{chunks[2]});
@@ -315,6 +321,7 @@ TEST_P(SeqEncodeGpuTest, RandomDataWithEscapesEqualsEncodeChunk) {
   EncodeAndCompare("seq:delta=0.06,streams=adaptive,arith=int12", {chunk});
   EncodeAndCompare("seq:delta=0.06,streams=lanes", {chunk});
   EncodeAndCompare("seq:delta=0.06,streams=lanes2", {chunk});
+  EncodeAndCompare("seq:delta=0.06,streams=lanes3", {chunk});
   {
     // Over 6 bits per element: most magnitudes are past the escape threshold (15).
     auto bytes = EncodeChunk(chunk, *CodecFor("seq:delta=0.06,streams=adaptive"));
@@ -328,6 +335,7 @@ TEST_P(SeqEncodeGpuTest, RandomDataWithEscapesEqualsEncodeChunk) {
   EncodeAndCompare("seq:delta=4,streams=adaptive", {flat});
   EncodeAndCompare("seq:delta=4,streams=lanes", {flat});
   EncodeAndCompare("seq:delta=4,streams=lanes2", {flat});
+  EncodeAndCompare("seq:delta=4,streams=lanes3", {flat});
 }
 
 // The length of group stream `stream` of layer section `layer` of a seq
@@ -364,7 +372,7 @@ TEST_P(SeqEncodeGpuTest, LaneGroupsOfLongEscapesShareABatchWithOthers) {
     mixed.k[at + 1] = static_cast<uint8_t>(b >> 8);
   }
   for (const char* spec : {"seq:delta=1,streams=lanes", "seq:delta=1,streams=lanes2",
-                           "seq:delta=1,streams=lanes2,arith=int12"}) {
+                           "seq:delta=1,streams=lanes2,arith=int12", "seq:delta=1,streams=lanes3"}) {
     // The premise: that group's stream (layer section 3, stream 0) takes over
     // 6 bits per element, most of them escape bits (an operation each), and
     // under 3 before.
@@ -454,18 +462,6 @@ TEST_P(SeqEncodeGpuTest, BadItemsFailAloneAndOutOfScopeSpecsAreRefused) {
             StatusCode::kInvalidArgument);
   EXPECT_EQ(SeqEncodeGpu::CreateFor(backend(), nullptr).status().code(), StatusCode::kInvalidArgument);
 
-  // Split lane streams (streams=lanes3) have no GPU encoder yet: kCuda
-  // refuses them with a message naming what does encode them; kCpu encodes
-  // them as EncodeChunk does.
-  auto split = SeqEncodeGpu::CreateFor(backend(), CodecFor("seq:delta=1,streams=lanes3"));
-  if (backend() == Backend::kCuda) {
-    EXPECT_EQ(split.status().code(), StatusCode::kUnimplemented);
-    EXPECT_NE(split.status().ToString().find("lanes3"), std::string::npos) << split.status().ToString();
-  } else {
-    ASSERT_TRUE(split.ok()) << split.status().ToString();
-    EncodeAndCompare("seq:delta=1,streams=lanes3",
-                     {test::SliceTokens(*test_, 300, 64), test::SliceTokens(*test_, 700, 37)});
-  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, SeqEncodeGpuTest,

@@ -30,7 +30,7 @@
 // typically); with delta=X it only enqueues.
 //
 // Scope: lossy seq specs (delta=, bits=, kl= with deadzone=, krate=, vrate=,
-// lrate=, maxbits=, fallback=, streams=adaptive|lanes|lanes2, arith=float|int12;
+// lrate=, maxbits=, fallback=, streams=adaptive|lanes|lanes2|lanes3, arith=float|int12;
 // on kCuda arith=int12 needs head_dim 64 or 128: its dense stage runs as exact
 // integer sums on int8 tensor cores); profiles without layer 0 from the model; no
 // parent-conditioned chunks; bf16 input in the contiguous or the vLLM-paged
