@@ -57,7 +57,8 @@ inline std::shared_ptr<const SeqProfile> AddFuzzSeqProfile() {
 // The seq specs whose sections seq_sections_fuzzer mutates (and
 // make_fuzz_seeds writes), in this order, each coding FuzzSeqChunk(16, 100).
 inline const char* const kFuzzSeqSpecs[] = {"seq:delta=0.5,streams=adaptive", "seq:delta=0.5,streams=lanes",
-                                            "seq:delta=0.5", "seq:delta=0.5,arith=int12"};
+                                            "seq:delta=0.5", "seq:delta=0.5,arith=int12",
+                                            "seq:delta=0.5,streams=lanes3"};
 inline constexpr uint32_t kFuzzSeqSpecCount = sizeof(kFuzzSeqSpecs) / sizeof(kFuzzSeqSpecs[0]);
 
 }  // namespace seqkv::fuzz

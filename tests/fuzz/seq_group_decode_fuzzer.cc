@@ -1,6 +1,8 @@
 // libFuzzer target: the seq lossy codec's group entropy decoders
 // (codec/src/seq_lossy_core.h) — the adaptive group stream and the lane
-// stream with either static model (magnitude, signed) — must never crash, hang or read out of bounds, whatever the bytes.
+// stream with either static model (magnitude, signed) and the split lane
+// stream (streams=lanes3) — must never crash, hang or read out of bounds,
+// whatever the bytes.
 // What the adaptive decoder accepts must re-encode to the same bytes; what the
 // lane decoder accepts must re-encode to a stream that decodes to the same
 // symbols (its encoder may pick another class shift). The first two bytes
@@ -66,7 +68,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::vector<int16_t> classes(dim);
   for (uint32_t i = 0; i < dim; ++i) classes[i] = static_cast<int16_t>((i * 37 + data[0]) % 200) - 120;
   const seqkv::internal::SeqStaticTables& tables = Tables();
-  for (const auto model : {seqkv::internal::SeqLaneModel::kMagnitude, seqkv::internal::SeqLaneModel::kSigned}) {
+  for (const auto model : {seqkv::internal::SeqLaneModel::kMagnitude, seqkv::internal::SeqLaneModel::kSigned,
+                           seqkv::internal::SeqLaneModel::kSplit}) {
     if (seqkv::internal::SeqDecodeLaneGroup(stream, tokens, dim, tables, classes.data(), q.data(), model).ok()) {
       std::vector<uint8_t> again =
           seqkv::internal::SeqEncodeLaneGroup(q.data(), tokens, dim, tables, classes.data(), model);
