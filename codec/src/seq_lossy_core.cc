@@ -688,32 +688,40 @@ Status DecodeSplitLanes(std::span<const uint8_t> stream, uint32_t tokens, uint32
   if (sum > total) return DataLoss("seq: lane word counts past the stream");
   count[lanes - 1] = total - sum;
   const std::span<const uint8_t> words = stream.subspan(stream.size() - 2 * total);
-  uint64_t at = 0;
+  // Each lane's words: [at[l], end[l]).
+  uint64_t at[kSeqLaneMax], end[kSeqLaneMax];
+  for (uint64_t l = 0, first = 0; l < lanes; first += count[l], ++l) {
+    at[l] = first;
+    end[l] = first + count[l];
+  }
+  std::vector<const uint16_t*> rows(dim, nullptr);  // a coded component's row
+  for (uint32_t i = 0; i < dim; ++i) {
+    if (is_coded[i]) rows[i] = tables.signed_cum.data() + size_t(SeqLaneTable(k[i], shift)) * kSeqSignedRowStride;
+  }
+  // The lanes interleaved, component by component (each lane's own order is
+  // token, then its components ascending): independent states, so the CPU
+  // overlaps their steps as the lanes2 decoder's lock-step order lets it.
   std::vector<uint8_t> nonzero(dim, 0);
-  for (uint32_t l = 0; l < lanes; ++l) {
-    const uint64_t end = at + count[l];
-    for (uint32_t t = 0; t < tokens; ++t) {
-      for (uint32_t i = l; i < dim; i += lanes) {
-        if (!is_coded[i]) continue;
-        const uint16_t* row =
-            tables.signed_cum.data() + size_t(SeqLaneTable(k[i], shift)) * kSeqSignedRowStride;
-        const int32_t v = SeqSplitLaneSymbol(
-            &x[l],
-            [&](uint32_t slot, uint32_t* start, uint32_t* freq) {
-              return SeqSignedFind(row, slot, start, freq);
-            },
-            [&](uint32_t* word) {
-              if (at >= end) return false;
-              *word = uint32_t{words[2 * at]} | (uint32_t{words[2 * at + 1]} << 8);
-              ++at;
-              return true;
-            });
-        if (v == kSeqSplitCorrupt) return DataLoss("seq: bad split lane stream");
-        q[size_t{t} * dim + i] = v;
-        if (v != 0) nonzero[i] = 1;
-      }
+  for (uint32_t t = 0; t < tokens; ++t) {
+    for (uint32_t i = 0; i < dim; ++i) {
+      const uint16_t* row = rows[i];
+      if (row == nullptr) continue;
+      const uint32_t l = i % lanes;
+      const int32_t v = SeqSplitLaneSymbol(
+          &x[l], [&](uint32_t slot, uint32_t* start, uint32_t* freq) { return SeqSignedFind(row, slot, start, freq); },
+          [&](uint32_t* word) {
+            if (at[l] >= end[l]) return false;
+            *word = uint32_t{words[2 * at[l]]} | (uint32_t{words[2 * at[l] + 1]} << 8);
+            ++at[l];
+            return true;
+          });
+      if (v == kSeqSplitCorrupt) return DataLoss("seq: bad split lane stream");
+      q[size_t{t} * dim + i] = v;
+      if (v != 0) nonzero[i] = 1;
     }
-    if (at != end || x[l] != kSeqLaneRansLow) return DataLoss("seq: group stream does not end exactly");
+  }
+  for (uint32_t l = 0; l < lanes; ++l) {
+    if (at[l] != end[l] || x[l] != kSeqLaneRansLow) return DataLoss("seq: group stream does not end exactly");
   }
   for (uint32_t i = 0; i < dim; ++i) {
     if (is_coded[i] && !nonzero[i]) return DataLoss("seq: a coded component has no non-zero symbol");
