@@ -1,6 +1,6 @@
 // The seq codec's lane-stream coders on the CPU, one core: decode and encode
-// of one group (256 tokens x 128 components, ~1.4 bits per element, symbols
-// with the real codec's statistics as bench/gpu/seq_decode_bench.cc makes them)
+// of one group (256 tokens x 128 components, ~1.2 bits per element, the
+// synthetic symbols of bench/seq_symbols.h, as the GPU decode bench's)
 // as signed lane streams (streams=lanes2) and split lane streams (lanes3),
 // under a static model fitted to those symbols. Compare the two in one run,
 // interleaved, since the development VM's speed drifts:
@@ -11,32 +11,17 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <random>
 #include <vector>
 
 #include "seq_lanes.h"
 #include "seq_lossy_core.h"
+#include "seq_symbols.h"
 #include "seqkv/codec/seq_profile.h"
 
 namespace {
 
 namespace si = seqkv::internal;
 constexpr uint32_t kTokens = 256, kDim = 128;
-
-std::vector<int32_t> Symbols(uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<double> u(0, 1);
-  std::vector<int32_t> q(size_t{kTokens} * kDim);
-  for (uint32_t t = 0; t < kTokens; ++t) {
-    for (uint32_t i = 0; i < kDim; ++i) {
-      const double scale = 1.6 * std::exp(-double(i) / (kDim / 3.0)) + 0.05;
-      double m = std::floor(-std::log(1 - u(rng)) * scale + 0.25);
-      if (u(rng) < 0.0005) m = 15 + std::floor(u(rng) * 100);
-      q[size_t{t} * kDim + i] = static_cast<int32_t>(u(rng) < 0.5 ? -m : m);
-    }
-  }
-  return q;
-}
 
 // The symbols, a static model fitted to them (classes from each component's
 // mean |q|) and its tables.
@@ -49,7 +34,7 @@ struct Setup {
 const Setup& TheSetup() {
   static const Setup setup = [] {
     Setup s;
-    s.q = Symbols(7);
+    s.q = seqkv::bench::SyntheticSeqSymbols(kTokens, kDim, 7);
     std::vector<int16_t> scale(kDim);
     for (uint32_t i = 0; i < kDim; ++i) {
       double mean = 0;

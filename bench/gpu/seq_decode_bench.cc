@@ -38,6 +38,7 @@
 #include <utility>
 #include <vector>
 
+#include "../seq_symbols.h"
 #include "bench_util.h"
 #include "lane_proto.h"
 #include "lane_proto_kernels.h"
@@ -64,18 +65,7 @@ constexpr uint32_t kTokens = 256;
 constexpr uint32_t kDistinct = 48;  // distinct group streams, reused across groups and chunks
 
 std::vector<int32_t> Symbols(uint32_t dim, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<double> u(0, 1);
-  std::vector<int32_t> q(size_t{kTokens} * dim);
-  for (uint32_t t = 0; t < kTokens; ++t) {
-    for (uint32_t i = 0; i < dim; ++i) {
-      const double scale = 1.6 * std::exp(-double(i) / (dim / 3.0)) + 0.05;
-      double m = std::floor(-std::log(1 - u(rng)) * scale + 0.25);
-      if (u(rng) < 0.0005) m = 15 + std::floor(u(rng) * 100);
-      q[size_t{t} * dim + i] = static_cast<int32_t>(u(rng) < 0.5 ? -m : m);
-    }
-  }
-  return q;
+  return seqkv::bench::SyntheticSeqSymbols(kTokens, dim, seed);
 }
 
 struct Row {
