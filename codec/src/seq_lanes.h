@@ -157,12 +157,13 @@ SEQKV_LANES_HD inline int SeqLaneEmit(SeqLaneCursor* cur, const SeqLaneGroupView
   return kSeqLaneMore;
 }
 
-// A uniform bit's rANS operation (escape bits, signs): the bit, and the state
-// after it.
-SEQKV_LANES_HD inline uint32_t SeqLaneBit(SeqLaneCursor* cur, uint32_t slot) {
+// A uniform bit's rANS operation on state *x (escape bits, signs): the bit;
+// *x becomes the state after it.
+SEQKV_LANES_HD inline uint32_t SeqUniformBit(uint32_t* x) {
   constexpr uint32_t kHalf = 1u << (kSeqLaneScaleBits - 1);
+  const uint32_t slot = *x & ((1u << kSeqLaneScaleBits) - 1);
   const uint32_t bit = slot >= kHalf ? 1u : 0u;
-  cur->x = kHalf * (cur->x >> kSeqLaneScaleBits) + slot - (bit ? kHalf : 0u);
+  *x = kHalf * (*x >> kSeqLaneScaleBits) + slot - (bit ? kHalf : 0u);
   return bit;
 }
 
@@ -190,7 +191,7 @@ SEQKV_LANES_HD inline int SeqLaneStep(SeqLaneCursor* cur, const SeqLaneGroupView
       emit = true;
     }
   } else {
-    const uint32_t bit = SeqLaneBit(cur, slot);
+    const uint32_t bit = SeqUniformBit(&cur->x);
     if (cur->phase == 1) {
       if (bit == 0) {
         if (++cur->k > kSeqLaneMaxEscapeZeros) return kSeqLaneCorrupt;
@@ -322,7 +323,7 @@ SEQKV_LANES_HD inline int SeqSignedLaneStep(SeqLaneCursor* cur, const SeqLaneGro
     }
     value = s - kSeqSignedZero;
   } else {
-    const uint32_t bit = SeqLaneBit(cur, slot);
+    const uint32_t bit = SeqUniformBit(&cur->x);
     if (cur->phase == 1) {
       if (bit == 0) {
         if (++cur->k > kSeqLaneMaxEscapeZeros) return kSeqLaneCorrupt;
@@ -352,18 +353,18 @@ SEQKV_LANES_HD inline int SeqSignedLaneStep(SeqLaneCursor* cur, const SeqLaneGro
 // GPU thread decodes its lane with no step shared with the others.
 SEQKV_LANES_HD inline uint32_t SeqSplitLanes(uint32_t dim) { return dim < kSeqLaneMax ? dim : kSeqLaneMax; }
 
+// What the encoders' estimate (SeqEstimateLaneGroupCost and the GPU
+// encoder's, which must agree for rate control) charges for a split stream's
+// word counts: a LEB128 count per lane but the last, each as long as the
+// average lane's, from the payload's bits (symbols and escape bits).
+SEQKV_LANES_HD inline uint64_t SeqSplitCountBits(uint64_t payload_bits, uint32_t lanes) {
+  const uint64_t words = payload_bits / (16ull * lanes);
+  return 8ull * (lanes - 1) * (words < 0x80 ? 1 : words < 0x4000 ? 2 : 3);
+}
+
 // SeqSplitLaneSymbol's value for a stream that is not valid (a symbol is at
 // most 2^24 in magnitude).
 inline constexpr int32_t kSeqSplitCorrupt = INT32_MIN;
-
-// A uniform bit's rANS operation on state *x (escape bits).
-SEQKV_LANES_HD inline uint32_t SeqUniformBit(uint32_t* x) {
-  constexpr uint32_t kHalf = 1u << (kSeqLaneScaleBits - 1);
-  const uint32_t slot = *x & ((1u << kSeqLaneScaleBits) - 1);
-  const uint32_t bit = slot >= kHalf ? 1u : 0u;
-  *x = kHalf * (*x >> kSeqLaneScaleBits) + slot - (bit ? kHalf : 0u);
-  return bit;
-}
 
 // After an operation: a word when the state fell below 2^16 (take(&word)
 // returns false past the lane's words).

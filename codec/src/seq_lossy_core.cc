@@ -253,19 +253,28 @@ double SeqEstimateGroupBits(const int32_t* q, uint32_t tokens, uint32_t dim, con
 
 namespace {
 
-// The start of either kind of group stream: the zero-flag bitmap (its coded
-// components, ascending) and the lane count, which must be min(max_lanes,
-// coded components); DATA_LOSS otherwise.
-Status ReadGroupHeader(std::span<const uint8_t> stream, uint32_t dim, uint32_t max_lanes,
-                       std::vector<uint32_t>* coded, uint32_t* lanes) {
+// The zero-flag bitmap that starts every group stream: its coded components,
+// ascending; DATA_LOSS for a stream shorter than the bitmap or a bit past dim.
+Status ReadComponentBitmap(std::span<const uint8_t> stream, uint32_t dim, std::vector<uint32_t>* coded) {
   const size_t bitmap_bytes = (dim + 7) / 8;
-  if (stream.size() < bitmap_bytes + 1) return DataLoss("seq: group stream truncated");
+  if (stream.size() < bitmap_bytes) return DataLoss("seq: group stream truncated");
   for (uint32_t i = 0; i < dim; ++i) {
     if (stream[i / 8] & (1u << (i % 8))) coded->push_back(i);
   }
   for (uint32_t i = dim; i < bitmap_bytes * 8; ++i) {
     if (stream[i / 8] & (1u << (i % 8))) return DataLoss("seq: bad component bitmap");
   }
+  return Status::Ok();
+}
+
+// The start of the adaptive and the lane group streams: the bitmap and the
+// lane count, which must be min(max_lanes, coded components); DATA_LOSS
+// otherwise.
+Status ReadGroupHeader(std::span<const uint8_t> stream, uint32_t dim, uint32_t max_lanes,
+                       std::vector<uint32_t>* coded, uint32_t* lanes) {
+  const size_t bitmap_bytes = (dim + 7) / 8;
+  if (stream.size() < bitmap_bytes + 1) return DataLoss("seq: group stream truncated");
+  SEQKV_RETURN_IF_ERROR(ReadComponentBitmap(stream, dim, coded));
   *lanes = stream[bitmap_bytes];
   if (*lanes != std::min<uint32_t>(max_lanes, static_cast<uint32_t>(coded->size()))) {
     return DataLoss("seq: bad lane count");
@@ -567,7 +576,7 @@ uint64_t PlanShift(const LaneCensus& c, uint32_t dim, const SeqStaticTables& tab
   constexpr uint64_t kBit = uint64_t{1} << kSeqCostFracBits;
   const bool split = c.model == SeqLaneModel::kSplit;
   // Split streams: no lane byte; after the shift a state per lane and a word
-  // count (LEB128: priced from the average lane's words) per lane but the last.
+  // count per lane but the last (SeqSplitCountBits).
   uint64_t header = 8 * kBit * ((dim + 7) / 8 + (split ? 0 : 1));
   *shift = 0;
   if (c.coded.empty()) return header;
@@ -589,10 +598,7 @@ uint64_t PlanShift(const LaneCensus& c, uint32_t dim, const SeqStaticTables& tab
       *shift = s;
     }
   }
-  if (split) {
-    const uint64_t words = (best / kBit + c.uniform_bits) / (16 * lanes);
-    header += 8 * kBit * (lanes - 1) * (words < 0x80 ? 1 : words < 0x4000 ? 2 : 3);
-  }
+  if (split) header += kBit * SeqSplitCountBits(best / kBit + c.uniform_bits, lanes);
   return header + best;
 }
 
@@ -630,15 +636,7 @@ std::vector<uint8_t> EncodeSplitLanes(const int32_t* q, uint32_t tokens, uint32_
   }
   ByteWriter w(&out);
   for (uint32_t l = 0; l < lanes; ++l) w.U32(states[l]);
-  for (uint32_t l = 0; l + 1 < lanes; ++l) {
-    for (uint64_t n = words[l].size();; n >>= 7) {  // LEB128
-      if (n < 0x80) {
-        w.U8(static_cast<uint8_t>(n));
-        break;
-      }
-      w.U8(static_cast<uint8_t>(0x80 | (n & 0x7F)));
-    }
-  }
+  for (uint32_t l = 0; l + 1 < lanes; ++l) PutVarint(words[l].size(), &out);
   for (uint32_t l = 0; l < lanes; ++l) {
     for (size_t i = words[l].size(); i-- > 0;) w.U16(words[l][i]);
   }
@@ -648,16 +646,9 @@ std::vector<uint8_t> EncodeSplitLanes(const int32_t* q, uint32_t tokens, uint32_
 Status DecodeSplitLanes(std::span<const uint8_t> stream, uint32_t tokens, uint32_t dim, const SeqStaticTables& tables,
                         const int16_t* k, int32_t* q) {
   const size_t bitmap_bytes = (dim + 7) / 8;
-  if (stream.size() < bitmap_bytes) return DataLoss("seq: group stream truncated");
-  std::vector<uint8_t> is_coded(dim, 0);
-  uint32_t n = 0;
-  for (uint32_t i = 0; i < bitmap_bytes * 8; ++i) {
-    if (!(stream[i / 8] & (1u << (i % 8)))) continue;
-    if (i >= dim) return DataLoss("seq: bad component bitmap");
-    is_coded[i] = 1;
-    ++n;
-  }
-  if (n == 0) {
+  std::vector<uint32_t> coded;
+  SEQKV_RETURN_IF_ERROR(ReadComponentBitmap(stream, dim, &coded));
+  if (coded.empty()) {
     if (stream.size() != bitmap_bytes) return DataLoss("seq: trailing bytes in group stream");
     return Status::Ok();
   }
@@ -673,15 +664,11 @@ Status DecodeSplitLanes(std::span<const uint8_t> stream, uint32_t tokens, uint32
   }
   uint64_t count[kSeqLaneMax], sum = 0;
   for (uint32_t l = 0; l + 1 < lanes; ++l) {
-    uint64_t v = 0;
-    for (int b = 0;; b += 7) {
-      const uint8_t byte = r.U8();
-      if (!r.ok() || b > 28) return DataLoss("seq: bad lane word count");
-      v |= uint64_t{byte & 0x7Fu} << b;
-      if (!(byte & 0x80)) break;
-    }
-    count[l] = v;
-    sum += v;
+    const size_t before = r.remaining();
+    count[l] = GetVarint(&r);
+    // At most 5 bytes, as the GPU decoder reads them.
+    if (!r.ok() || before - r.remaining() > 5) return DataLoss("seq: bad lane word count");
+    sum += count[l];
   }
   if (r.remaining() % 2 != 0) return DataLoss("seq: odd rANS word bytes");
   const uint64_t total = r.remaining() / 2;
@@ -695,9 +682,7 @@ Status DecodeSplitLanes(std::span<const uint8_t> stream, uint32_t tokens, uint32
     end[l] = first + count[l];
   }
   std::vector<const uint16_t*> rows(dim, nullptr);  // a coded component's row
-  for (uint32_t i = 0; i < dim; ++i) {
-    if (is_coded[i]) rows[i] = tables.signed_cum.data() + size_t(SeqLaneTable(k[i], shift)) * kSeqSignedRowStride;
-  }
+  for (uint32_t i : coded) rows[i] = tables.signed_cum.data() + size_t(SeqLaneTable(k[i], shift)) * kSeqSignedRowStride;
   // The lanes interleaved, component by component (each lane's own order is
   // token, then its components ascending): independent states, so the CPU
   // overlaps their steps as the lanes2 decoder's lock-step order lets it.
@@ -723,8 +708,8 @@ Status DecodeSplitLanes(std::span<const uint8_t> stream, uint32_t tokens, uint32
   for (uint32_t l = 0; l < lanes; ++l) {
     if (at[l] != end[l] || x[l] != kSeqLaneRansLow) return DataLoss("seq: group stream does not end exactly");
   }
-  for (uint32_t i = 0; i < dim; ++i) {
-    if (is_coded[i] && !nonzero[i]) return DataLoss("seq: a coded component has no non-zero symbol");
+  for (uint32_t i : coded) {
+    if (!nonzero[i]) return DataLoss("seq: a coded component has no non-zero symbol");
   }
   return Status::Ok();
 }

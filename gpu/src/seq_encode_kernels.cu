@@ -770,9 +770,8 @@ __global__ void SqLaneModelKernel(SqLaunch L) {
         }
       }
       cost += ((8ull + 32ull * lanes + uniform_s) << kCostFracBits) + best;
-      if (L.split) {  // the word counts, priced from the average lane's words as the CPU prices them
-        const unsigned long long words = ((best >> kCostFracBits) + uniform_s) / (16ull * lanes);
-        cost += (8ull * (lanes - 1) * (words < 0x80 ? 1 : words < 0x4000 ? 2 : 3)) << kCostFracBits;
+      if (L.split) {  // the word counts, as the CPU's estimate prices them
+        cost += seqkv::internal::SeqSplitCountBits((best >> kCostFracBits) + uniform_s, lanes) << kCostFracBits;
       }
     }
     D.cost[g] = cost;

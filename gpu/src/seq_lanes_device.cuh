@@ -1,7 +1,7 @@
 // Private to gpu/: what the lane decode kernels share (seq_lanes_kernels.cu:
 // lanes and lanes2; seq_split_lanes_kernels.cu: lanes3): the signed model's
-// search tables as a block copies them into shared memory, and a 4-byte
-// little-endian load at any alignment.
+// search tables as a block copies them into shared memory and the search
+// over them, and a 4-byte little-endian load at any alignment.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -19,6 +19,20 @@ inline constexpr uint32_t kSignedRowBytes =
 inline constexpr uint32_t kSignedSearchBytes =
     kSignedRowBytes + seqkv::internal::kSeqStaticClasses * seqkv::internal::kSeqSignedBuckets;
 static_assert(kSignedSearchBytes % 16 == 0, "copied in 16-byte units");
+
+// The signed model's symbol search (SeqSignedFindBucket) over its tables at
+// `smem` (rows, then buckets): search(table, slot, &start, &freq).
+struct SignedSearch {
+  const uint16_t* rows;
+  const uint8_t* buckets;
+  __device__ explicit SignedSearch(const unsigned char* smem)
+      : rows(reinterpret_cast<const uint16_t*>(smem)), buckets(smem + kSignedRowBytes) {}
+  __device__ __forceinline__ int operator()(uint32_t table, uint32_t slot, uint32_t* start, uint32_t* freq) const {
+    return seqkv::internal::SeqSignedFindBucket(buckets + table * seqkv::internal::kSeqSignedBuckets,
+                                                rows + table * seqkv::internal::kSeqSignedRowStride, slot, start,
+                                                freq);
+  }
+};
 
 // Bytes p[0..3] as a little-endian u32 (p at any alignment).
 __device__ __forceinline__ uint32_t LoadLe32(const uint8_t* p) {

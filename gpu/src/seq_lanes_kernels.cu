@@ -68,8 +68,7 @@ __global__ void __launch_bounds__(kThreads, kHalf ? 5 : 1) SlDecodeKernel(SlLaun
   __shared__ SlotHeader headers[kGroups];
   const auto* table_src = reinterpret_cast<const uint4*>(kSigned ? L.signed_search : static_cast<const void*>(L.cum));
   for (uint32_t i = threadIdx.x; i < kCum / 16; i += blockDim.x) reinterpret_cast<uint4*>(smem)[i] = table_src[i];
-  const auto* signed_rows = reinterpret_cast<const uint16_t*>(smem);  // signed model
-  const auto* buckets = smem + kSignedRowBytes;
+  const SignedSearch search(smem);  // signed model
   const auto* cum = reinterpret_cast<const uint16_t*>(smem);
   __syncthreads();
 
@@ -229,24 +228,11 @@ __global__ void __launch_bounds__(kThreads, kHalf ? 5 : 1) SlDecodeKernel(SlLaun
         // each non-zero symbol's FP16 operand.
         const float scale = __ldg(scale_g + (info[cur.idx] & 0xFFFFu));
         rc = seqkv::internal::SeqSignedLaneStep(
-            &cur, view, j,
-            [&](uint32_t table, uint32_t at, uint32_t* start, uint32_t* freq) {
-              return seqkv::internal::SeqSignedFindBucket(buckets + table * seqkv::internal::kSeqSignedBuckets,
-                                                          signed_rows + table * seqkv::internal::kSeqSignedRowStride,
-                                                          at, start, freq);
-            },
-            [&](const SeqLaneGroupView&, uint32_t t, uint32_t component, int32_t value) {
-              const float v = __fmul_rn(static_cast<float>(value), SeqStep(desc.step_base, scale));
-              over |= OutsideHalfRange(v) ? 1u : 0u;
-              qh[uint64_t{t} * d + component] = __half_as_ushort(__float2half_rn(v));
+            &cur, view, j, search, [&](const SeqLaneGroupView&, uint32_t t, uint32_t component, int32_t value) {
+              qh[uint64_t{t} * d + component] = HalfOperand(value, SeqStep(desc.step_base, scale), &over);
             });
       } else if constexpr (kSigned) {
-        rc = seqkv::internal::SeqSignedLaneStep(
-            &cur, view, j, [&](uint32_t table, uint32_t at, uint32_t* start, uint32_t* freq) {
-              return seqkv::internal::SeqSignedFindBucket(
-                  buckets + table * seqkv::internal::kSeqSignedBuckets,
-                  signed_rows + table * seqkv::internal::kSeqSignedRowStride, at, start, freq);
-            });
+        rc = seqkv::internal::SeqSignedLaneStep(&cur, view, j, search);
       } else {
         rc = seqkv::internal::SeqLaneStep(&cur, view, j);
       }

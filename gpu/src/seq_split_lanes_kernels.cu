@@ -31,8 +31,6 @@ namespace {
 using seqkv::internal::kSeqLaneMax;
 using seqkv::internal::kSeqLaneMaxShift;
 using seqkv::internal::kSeqLaneRansLow;
-using seqkv::internal::kSeqSignedBuckets;
-using seqkv::internal::kSeqSignedRowStride;
 using seqkv::internal::kSeqSplitCorrupt;
 
 static_assert(kSeqLaneMax == 16, "a half-warp per group");
@@ -121,8 +119,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks > 0 ? kMinBlocks : 1) Spl
     reinterpret_cast<uint4*>(smem)[i] = reinterpret_cast<const uint4*>(L.signed_search)[i];
   }
   __syncthreads();
-  const auto* rows = reinterpret_cast<const uint16_t*>(smem);
-  const uint8_t* buckets = smem + kSignedRowBytes;
+  const SignedSearch search(smem);
 
   // kPer > 0: head_dim is 16 kPer (the launcher's choice), a constant here.
   const uint32_t d = kPer > 0 ? kPer * kSeqLaneMax : L.dim;
@@ -136,7 +133,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks > 0 ? kMinBlocks : 1) Spl
   const uint8_t* s = desc.stream;
   const uint64_t bytes = desc.stream_bytes;
   const uint32_t lanes = seqkv::internal::SeqSplitLanes(d);
-  const uint32_t per = kPer > 0 ? kPer : (d + kSeqLaneMax - 1) / kSeqLaneMax;  // <= 32 (SplitLanesFit)
+  const uint32_t per = kPer > 0 ? kPer : (d + kSeqLaneMax - 1) / kSeqLaneMax;  // <= 32 (kSplitMaxDim)
   const uint32_t bitmap = (d + 7) / 8;
   uint32_t bad = !valid || bytes < bitmap ? 1u : 0u;
   // The lane's coded components (a bit per p), and the group's count.
@@ -234,10 +231,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks > 0 ? kMinBlocks : 1) Spl
     if (!bad && table != kUncoded) {
       v = seqkv::internal::SeqSplitLaneSymbol(
           &x,
-          [&](uint32_t at, uint32_t* st, uint32_t* freq) {
-            return seqkv::internal::SeqSignedFindBucket(buckets + table * kSeqSignedBuckets,
-                                                        rows + table * kSeqSignedRowStride, at, st, freq);
-          },
+          [&](uint32_t at, uint32_t* st, uint32_t* freq) { return search(table, at, st, freq); },
           [&](uint32_t* word) { return r.Take(word); });
       if (v == kSeqSplitCorrupt) {
         bad = 1;
@@ -246,13 +240,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks > 0 ? kMinBlocks : 1) Spl
       nonzero |= v != 0 ? 1u << p : 0u;
     }
     if constexpr (kHalf) {
-      uint16_t h = 0;
-      if (v != 0) {
-        const float f = __fmul_rn(static_cast<float>(v), steps[c]);
-        over |= OutsideHalfRange(f) ? 1u : 0u;
-        h = __half_as_ushort(__float2half_rn(f));
-      }
-      qh[uint64_t{t} * d + c] = h;
+      qh[uint64_t{t} * d + c] = v != 0 ? HalfOperand(v, steps[c], &over) : uint16_t{0};
     } else {
       desc.q[uint64_t{t} * d + c] = v;
     }

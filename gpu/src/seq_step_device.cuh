@@ -4,6 +4,7 @@
 // one definition, so every kernel computes the same bits.
 #pragma once
 
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -19,5 +20,14 @@ __device__ __forceinline__ float SeqStep(double base, float scale) {
 // Whether x is outside what an FP16 operand holds (|x| >= 65520 rounds to
 // infinity) or not a number.
 __device__ __forceinline__ bool OutsideHalfRange(float x) { return !(fabsf(x) < 65520.0f); }
+
+// The f16 dense stage's FP16 operand of symbol q as the lane kernels store it
+// (SlLaunch::half_symbols): the bits of float(q) * step rounded to nearest
+// even; *over is set when the product is outside FP16's range.
+__device__ __forceinline__ uint16_t HalfOperand(int32_t q, float step, uint32_t* over) {
+  const float v = __fmul_rn(static_cast<float>(q), step);
+  *over |= OutsideHalfRange(v) ? 1u : 0u;
+  return __half_as_ushort(__float2half_rn(v));
+}
 
 }  // namespace seqkv::gpu::internal
