@@ -26,6 +26,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <type_traits>
 
@@ -169,6 +170,79 @@ __device__ __forceinline__ void OutWriteRowsVec(const SdLaunch& L, uint16_t* bas
   }
 }
 
+// One unit of OutWriteRowsVec, in two steps so that a caller can issue two
+// units' loads before either's arithmetic (OutWriteRowsVecPaired): its values,
+// and for a rotated unit its RoPE partners and cos/sin; then the unit
+// rotated, rounded and stored, with OutWriteRowsVec's operations.
+// (OutWriteRowsVec keeps its one-pass loop: written through these two, the
+// exact kernel took 72 registers instead of 64.)
+struct OutUnit {
+  float v[8], p[8], c[8], s[8];
+  uint64_t off;  // destination of the row's first element
+  uint32_t j0;   // the unit's first channel
+  bool rot;
+};
+__device__ __forceinline__ bool OutLoadUnit(const SdLaunch& L, bool rotate, uint64_t pos0, const uint64_t* dst_s,
+                                            const float* row_s, uint32_t stride, uint32_t u, OutUnit& x) {
+  const uint32_t rd = L.rotary_dim, cpr = L.head_dim / 8, half = rd / 2;
+  const uint32_t k = u / cpr, j0 = (u - k * cpr) * 8;
+  x.off = dst_s[k];
+  x.j0 = j0;
+  x.rot = false;
+  if (x.off == kNoRow) return false;
+  const float* row = row_s + k * stride;
+  Load8(row + j0, x.v);
+  if (!rotate || j0 >= rd) return true;
+  x.rot = true;
+  if (L.rope_style == 1) {  // rotate_half: partner j +- rd / 2
+    const bool first = j0 < half;
+    Load8(row + (first ? j0 + half : j0 - half), x.p);
+#pragma unroll
+    for (uint32_t e = 0; e < 8; ++e) x.p[e] = first ? -x.p[e] : x.p[e];
+  } else {  // interleaved: pairs (2i, 2i + 1) within the unit
+#pragma unroll
+    for (uint32_t e = 0; e < 8; e += 2) {
+      x.p[e] = -x.v[e + 1];
+      x.p[e + 1] = x.v[e];
+    }
+  }
+  const uint64_t at = (pos0 + k) * rd + j0;
+  Load8(L.rope_cos + at, x.c);
+  Load8(L.rope_sin + at, x.s);
+  return true;
+}
+__device__ __forceinline__ void OutStoreUnit(uint16_t* base, OutUnit& x) {
+  if (x.rot) {
+#pragma unroll
+    for (uint32_t e = 0; e < 8; ++e) x.v[e] = __fadd_rn(__fmul_rn(x.v[e], x.c[e]), __fmul_rn(x.p[e], x.s[e]));
+  }
+  uint32_t bits[8];
+#pragma unroll
+  for (uint32_t e = 0; e < 8; ++e) bits[e] = dense::ToBf16(x.v[e]);
+  *reinterpret_cast<uint4*>(base + x.off + x.j0) = make_uint4(bits[0] | (bits[1] << 16), bits[2] | (bits[3] << 16),
+                                                              bits[4] | (bits[5] << 16), bits[6] | (bits[7] << 16));
+}
+
+// OutWriteRowsVec two units a pass, both units' loads issued before either's
+// arithmetic (the FP16 kernel's output stage). The cos/sin loads (global
+// memory) were that kernel's longest wait there (ncu, 2026-12-01), and the
+// store between two units keeps the compiler from moving the next unit's
+// loads up. (Not for the other kernels: the exact kernel would go from 64 to
+// 100 registers.)
+__device__ __forceinline__ void OutWriteRowsVecPaired(const SdLaunch& L, uint16_t* base, bool rotate, uint64_t pos0,
+                                                      const uint64_t* dst_s, const float* row_s, uint32_t stride,
+                                                      uint32_t nt, uint32_t tid, uint32_t nthreads) {
+  const uint32_t units = nt * (L.head_dim / 8);
+  for (uint32_t u = tid; u < units; u += 2 * nthreads) {
+    OutUnit a, b;
+    const bool has_a = OutLoadUnit(L, rotate, pos0, dst_s, row_s, stride, u, a);
+    const bool has_b = u + nthreads < units && OutLoadUnit(L, rotate, pos0, dst_s, row_s, stride, u + nthreads, b);
+    if (has_a) OutStoreUnit(base, a);
+    if (has_b) OutStoreUnit(base, b);
+  }
+}
+
+template <bool kPaired = false>
 __device__ __forceinline__ void OutWriteRows(const SdLaunch& L, const SdDesc& desc, uint32_t layer, uint32_t kv,
                                              uint32_t t0, uint32_t nt, const uint64_t* dst_s, const float* row_s,
                                              uint32_t stride, uint32_t tid, uint32_t nthreads) {
@@ -177,7 +251,11 @@ __device__ __forceinline__ void OutWriteRows(const SdLaunch& L, const SdDesc& de
   const uint64_t pos0 = desc.first_position + t0;
   if (L.head_dim % 8 == 0 && reinterpret_cast<uintptr_t>(base) % 16 == 0) {
     if (stride % 4 == 0 && L.rotary_dim % 16 == 0) {
-      OutWriteRowsVec(L, base, rotate, pos0, dst_s, row_s, stride, nt, tid, nthreads);
+      if constexpr (kPaired) {
+        OutWriteRowsVecPaired(L, base, rotate, pos0, dst_s, row_s, stride, nt, tid, nthreads);
+      } else {
+        OutWriteRowsVec(L, base, rotate, pos0, dst_s, row_s, stride, nt, tid, nthreads);
+      }
     } else {
       OutWriteRowsW<8>(L, base, rotate, pos0, dst_s, row_s, stride, nt, tid, nthreads);
     }
@@ -561,13 +639,25 @@ __global__ void __launch_bounds__(2 * D, 2) SdLayerTcKernel(SdLaunch L, uint32_t
 // are checked on the host. Same tiles and warps as the TF32 kernel; shared
 // row strides of 80 bytes (A) and 2 * (D + 8) bytes (B) keep every ldmatrix
 // free of bank conflicts.
-constexpr uint32_t kHAStride = KC + 8;  // A row stride, halves
+// Columns per chunk: 64 with FP16 symbols at head size 128 (half the chunks,
+// barriers and copy issues of 32 columns: 8K f16 decode 5.27 -> 4.88 ms
+// with the changes of 2026-12-01), else 32 (int32 symbols' staging at 64 would
+// leave one CTA per SM; at head size 64 three 64-column stages would leave
+// two CTAs per SM instead of three, and the tinyllama decode was 3 % slower).
+__host__ __device__ constexpr uint32_t SdHChunk(uint32_t d, bool half_symbols) {
+  return half_symbols && d >= 128 ? 64 : KC;
+}
+// A row stride, halves: 80 or 144 bytes keep every ldmatrix free of bank conflicts.
+__host__ __device__ constexpr uint32_t SdHAStride(uint32_t d, bool half_symbols) {
+  return SdHChunk(d, half_symbols) + 8;
+}
 
-// A stage, in bytes: A [TM][kHAStride] halves, B [KC][D + 8] halves, raw
-// symbols [TM][KC] int32 (none with FP16 symbols: they land in A as the
+// A stage, in bytes: A [TM][SdHAStride] halves, B [chunk][D + 8] halves, raw
+// symbols [TM][chunk] int32 (none with FP16 symbols: they land in A as the
 // features do).
 __host__ __device__ constexpr uint32_t SdHStageBytes(uint32_t d, bool half_symbols) {
-  return TM * kHAStride * 2 + KC * (d + 8) * 2 + (half_symbols ? 0 : TM * KC * 4);
+  const uint32_t kc = SdHChunk(d, half_symbols);
+  return TM * SdHAStride(d, half_symbols) * 2 + kc * (d + 8) * 2 + (half_symbols ? 0 : TM * kc * 4);
 }
 // In bytes: the tile's rows [TM][D + 8] floats overlay the stages.
 __host__ __device__ constexpr uint32_t SdHStepsAt(uint32_t d, bool half_symbols) {
@@ -577,6 +667,7 @@ __host__ __device__ constexpr uint32_t SdHStepsAt(uint32_t d, bool half_symbols)
 __host__ __device__ constexpr uint32_t SdHSharedBytes(uint32_t d, bool half_symbols) {
   return SdHStepsAt(d, half_symbols) + 4 * d;
 }
+static_assert(2 * (SdHSharedBytes(128, true) + 1024) <= 227 * 1024, "two CTAs per SM");
 
 __device__ __forceinline__ void MmaF16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
   asm volatile(
@@ -604,7 +695,8 @@ template <uint32_t D, bool kHalfSym>
 __global__ void __launch_bounds__(2 * D, 2) SdLayerH16Kernel(SdLaunch L, uint32_t layer) {
   constexpr uint32_t NT = 2 * D;    // threads
   constexpr uint32_t BS = D + 8;    // B stride (halves) and row stride (floats)
-  constexpr uint32_t AS = kHAStride;
+  constexpr uint32_t KC = SdHChunk(D, kHalfSym);  // columns per chunk (shadows the TF32 kernels' 32)
+  constexpr uint32_t AS = SdHAStride(D, kHalfSym);
   constexpr uint32_t kFeatCopies = TM * (KC / 8) / NT;  // 16-byte copies a thread issues per chunk
   constexpr uint32_t kSymCopies = TM * (KC / 4) / NT;
   constexpr uint32_t kBCopies = KC * (D / 8) / NT;
@@ -615,7 +707,7 @@ __global__ void __launch_bounds__(2 * D, 2) SdLayerH16Kernel(SdLaunch L, uint32_
   float* step_s = reinterpret_cast<float*>(smem + SdHStepsAt(D, kHalfSym));
 
   dense::Tile tl;
-  const SdDesc& desc = dense::TileItem<TM>(L.descs, L.count, H, layer, &tl);
+  const SdDesc& desc = dense::TileItemWarp<TM>(L.descs, L.count, H, layer, &tl);  // 2 * D threads: whole warps
   const uint32_t T = desc.tokens;
   const uint32_t kv = tl.kv, h = tl.h, g = tl.g, t0 = tl.t0, nt = tl.nt;
   const uint32_t tid = threadIdx.x;
@@ -641,18 +733,31 @@ __global__ void __launch_bounds__(2 * D, 2) SdLayerH16Kernel(SdLaunch L, uint32_
   auto q_of = [&](uint32_t s) { return reinterpret_cast<int32_t*>(b_of(s) + KC * BS); };
 
   // Chunk c0's operands into stage st (a chunk is all feature or all symbol
-  // columns: nf is a multiple of KC).
+  // columns, and never past K: nf and D are multiples of KC). A thread's
+  // copies sit at the same places in every chunk (A copy i: a_at[i] in the
+  // stage's A, a_src[i] from the chunk's first column; B copy i: row r,
+  // channels n..n + 7 from the chunk's first weight row); only the chunk's
+  // base pointers change.
+  static_assert(D % KC == 0, "chunks of whole weight blocks");
+  uint32_t a_at[kFeatCopies], a_src[kFeatCopies];  // in halves: shared offset in a stage's A, source offset
+  bool a_live[kFeatCopies];
+#pragma unroll
+  for (uint32_t i = 0; i < kFeatCopies; ++i) {
+    const uint32_t v = tid + i * NT, k = v / (KC / 8), c = (v % (KC / 8)) * 8;
+    a_at[i] = k * AS + c;
+    a_src[i] = k * D + c;
+    a_live[i] = k < nt;
+  }
   auto issue = [&](uint32_t c0, uint32_t st) {
     if (kHalfSym || c0 < nf) {
       const uint16_t* src = c0 < nf ? prev + FeatureAt(L, c0, H, h, T, t0, D) : qh + (c0 - nf);
+      uint16_t* a = a_of(st);
 #pragma unroll
       for (uint32_t i = 0; i < kFeatCopies; ++i) {
-        const uint32_t v = tid + i * NT, k = v / (KC / 8), c = (v % (KC / 8)) * 8;
-        uint16_t* dst = a_of(st) + k * AS + c;
-        if (k < nt) {
-          CopyAsync16(dst, src + uint64_t{k} * D + c);
+        if (a_live[i]) {
+          CopyAsync16(a + a_at[i], src + a_src[i]);
         } else {
-          *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
+          *reinterpret_cast<uint4*>(a + a_at[i]) = make_uint4(0, 0, 0, 0);
         }
       }
     } else {
@@ -663,15 +768,12 @@ __global__ void __launch_bounds__(2 * D, 2) SdLayerH16Kernel(SdLaunch L, uint32_
         if (k < nt) CopyAsync16(q_of(st) + k * KC + c, src + uint64_t{k} * D + c);
       }
     }
+    const uint16_t* w = c0 < nf ? W + uint64_t{c0} * D : U + uint64_t{c0 - nf} * D;
+    uint16_t* b = b_of(st);
 #pragma unroll
     for (uint32_t i = 0; i < kBCopies; ++i) {
-      const uint32_t v = tid + i * NT, r = v / (D / 8), n = (v % (D / 8)) * 8, row = c0 + r;
-      uint16_t* dst = b_of(st) + r * BS + n;
-      if (row < K) {
-        CopyAsync16(dst, WeightRow(W, U, nf, row, D) + n);
-      } else {
-        *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
-      }
+      const uint32_t v = tid + i * NT, r = v / (D / 8), n = (v % (D / 8)) * 8;
+      CopyAsync16(b + r * BS + n, w + r * D + n);
     }
     CopyCommit();
   };
@@ -682,6 +784,11 @@ __global__ void __launch_bounds__(2 * D, 2) SdLayerH16Kernel(SdLaunch L, uint32_
   AccFromBias(L.predictor + uint64_t{g} * F * D + uint64_t{F - 1} * D, n0, tq, acc);
 
   bool bad = false;  // an operand outside FP16's range
+  // Above: only what was in place before the lane stage (descriptors, steps,
+  // the bias). The previous layer's rows and this layer's writes come after
+  // the previous grid (LaunchSdLayerH16D's programmatic launch).
+  dense::GridDependencyWait();
+  dense::AllowDependents();
 #pragma unroll
   for (uint32_t ci = 0; ci + 1 < kTcStages; ++ci) {
     if (ci < chunks) issue(ci * KC, ci);
@@ -749,7 +856,7 @@ __global__ void __launch_bounds__(2 * D, 2) SdLayerH16Kernel(SdLaunch L, uint32_
     *reinterpret_cast<uint4*>(cur_rows + uint64_t{k} * D + c) = out;
   }
   if (bad) atomicCAS(&L.statuses[desc.status_index], 0, kSdHalfRange);
-  OutWriteRows(L, desc, layer, kv, t0, nt, dst_s, row_s, BS, tid, NT);
+  OutWriteRows<true>(L, desc, layer, kv, t0, nt, dst_s, row_s, BS, tid, NT);
 }
 
 // ---- arith=int12 on int8 tensor cores (SdLaunch::math kSdMathInt12) ----
@@ -834,8 +941,25 @@ cudaError_t LaunchSdLayerH16D(const SdLaunch& launch, uint32_t layer, cudaStream
                                                cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
     if (e != cudaSuccess) return e;
   }
-  SdLayerH16Kernel<D, kHalfSym><<<launch.total_ctas, 2 * D, smem, stream>>>(launch, layer);
-  return cudaGetLastError();
+  // Programmatic stream serialization: layer l's CTAs start their prologue
+  // while layer l - 1's last CTAs finish (the kernel waits for that grid
+  // before it reads its rows). SEQKV_DENSE_PDL=0 launches plainly (a
+  // measuring switch).
+  static const bool pdl = [] {
+    const char* e = std::getenv("SEQKV_DENSE_PDL");
+    return e == nullptr || std::strcmp(e, "0") != 0;
+  }();
+  cudaLaunchAttribute attr{};
+  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr.val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t config{};
+  config.gridDim = dim3(launch.total_ctas);
+  config.blockDim = dim3(2 * D);
+  config.dynamicSmemBytes = smem;
+  config.stream = stream;
+  config.attrs = &attr;
+  config.numAttrs = pdl ? 1 : 0;
+  return cudaLaunchKernelEx(&config, SdLayerH16Kernel<D, kHalfSym>, launch, layer);
 }
 
 template <int kPasses, uint32_t D>
@@ -875,6 +999,7 @@ cudaError_t LaunchSdLayer(const SdLaunch& launch, uint32_t layer, cudaStream_t s
     if (launch.math == kSdMathF16) {
       if (launch.predictor_h == nullptr || launch.basis_h == nullptr) return cudaErrorInvalidValue;
       if (launch.half_symbols) {
+        if ((launch.features - 1) % SdHChunk(launch.head_dim, true) != 0) return cudaErrorInvalidValue;
         return launch.head_dim == 64 ? LaunchSdLayerH16D<64, true>(launch, layer, stream)
                                      : LaunchSdLayerH16D<128, true>(launch, layer, stream);
       }
