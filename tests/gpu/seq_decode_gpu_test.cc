@@ -748,6 +748,32 @@ TEST_P(SeqDecodeGpuTest, HalfSymbolsDecodeTheSameBytesAsInt32Symbols) {
   for (size_t i = 0; i < outputs[0].size(); ++i) EXPECT_TRUE(outputs[0][i] == outputs[1][i]) << i;
 }
 
+// A batch of 40 chunks of 1 to 199 tokens decoded with FP16 tensor cores:
+// each chunk's output equals its own decode alone, byte for byte (the same
+// operations on the same operands, whatever else is in the batch). More items
+// than a warp probes at once, so the FP16 kernel's warp-wide item search
+// (dense::FindItemWarp) takes two rounds; one- and two-tile chunks, lanes2 and
+// lanes3. (kCpu: the reference both times.)
+TEST_P(SeqDecodeGpuTest, ManyChunksDecodeWithHalfMathAsEachAlone) {
+  std::vector<Coded> cases;
+  for (uint32_t i = 0; i < 40; ++i) {
+    cases.push_back(Code(Slice(*test_, (23 * i) % 800, 1 + (37 * i) % 199),
+                         i % 2 ? "seq:delta=0.7,streams=lanes3" : "seq:delta=0.7,streams=lanes2"));
+  }
+  std::vector<std::unique_ptr<Buffer>> keep;
+  std::vector<Status> statuses;
+  ASSERT_NO_FATAL_FAILURE(RunCases(cases, SeqDenseMath::kTensorF16, &keep, &statuses));
+  for (size_t i = 0; i < cases.size(); ++i) {
+    ASSERT_TRUE(statuses[i].ok()) << i << ": " << statuses[i].ToString();
+    std::vector<std::unique_ptr<Buffer>> alone;
+    std::vector<Status> alone_statuses;
+    ASSERT_NO_FATAL_FAILURE(RunCases({cases[i]}, SeqDenseMath::kTensorF16, &alone, &alone_statuses));
+    ASSERT_TRUE(alone_statuses[0].ok()) << i << ": " << alone_statuses[0].ToString();
+    EXPECT_TRUE(keep[3 * i + 1]->Download() == alone[1]->Download()) << i;
+    EXPECT_TRUE(keep[3 * i + 2]->Download() == alone[2]->Download()) << i;
+  }
+}
+
 // The split lane kernel for any head size (SEQKV_SPLIT_GENERIC=1: its
 // tables in shared memory, a loop over a lane's components) decodes what the
 // head-size-64 kernel decodes, int32 and FP16 symbols, escapes included: the
