@@ -171,14 +171,16 @@ void TimeMaths(const Batch& b, std::span<const Math> maths, SeqDecodeGpu& gpu, S
     // Steady state: four calls back to back, so each call's host work
     // (parsing, descriptors, uploads) overlaps the previous call's kernels.
     const double steady_ms = seqkv::bench::MedianMs(
-        stream, [&] { CHECK_OK(gpu.Decode(args, ws, ws_bytes, stream, &statuses)); }, seqkv::bench::Timing{1, 3, 4});
+        stream, [&] { CHECK_OK(gpu.Decode(args, ws, ws_bytes, stream, &statuses)); },
+        seqkv::bench::Timing{1, 3, 4});
     // The call's own host time: from an idle stream to Decode's return.
     std::vector<double> host;
     for (int i = 0; i < 5; ++i) {
       CHECK_CUDA(cudaStreamSynchronize(stream));
       const auto t0 = std::chrono::steady_clock::now();
       CHECK_OK(gpu.Decode(args, ws, ws_bytes, stream, &statuses));
-      host.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+      host.push_back(
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
     }
     std::sort(host.begin(), host.end());
     CHECK_OK(gpu.CollectStatuses(ws, stream, &statuses));
@@ -630,16 +632,19 @@ int main(int argc, char** argv) {
                  stream);
     RunRealDumps("tinyllama real lanes3 d=1", "seq:delta=1,streams=lanes3", 32, kAllMaths, stream);
   }
-  std::printf("\n%-32s %7s %6s %10s %11s %10s %9s %9s %10s %8s\n", "seq decode -> vLLM paged", "chunks", "bits",
-              "total ms", "entropy ms", "dense ms", "out GB/s", "GB", "steady ms", "host ms");
+  std::printf("\n%-32s %7s %6s %10s %11s %10s %9s %9s %10s %8s\n", "seq decode -> vLLM paged", "chunks",
+              "bits", "total ms", "entropy ms", "dense ms", "out GB/s", "GB", "steady ms", "host ms");
   for (const Row& r : rows) {
-    std::printf("%-32s %7u %6.2f %10.3f %11.3f %10.3f %9.1f %9.3f %10.3f %8.3f\n", r.name.c_str(), r.chunks, r.bits,
-                r.ms, r.entropy_ms, r.ms - r.entropy_ms, r.out_gb / (r.ms / 1e3), r.out_gb, r.steady_ms, r.host_ms);
+    std::printf("%-32s %7u %6.2f %10.3f %11.3f %10.3f %9.1f %9.3f %10.3f %8.3f\n", r.name.c_str(), r.chunks,
+                r.bits, r.ms, r.entropy_ms, r.ms - r.entropy_ms, r.out_gb / (r.ms / 1e3), r.out_gb,
+                r.steady_ms, r.host_ms);
   }
-  std::printf("total: SeqDecodeGpu::Decode (entropy + dense), one call on an idle stream (its host work included);\n"
-              "entropy: SeqEntropyGpu alone on the same streams; dense = total - entropy (prediction,\n"
-              "reconstruction, RoPE, bf16 into the cache); steady: per call of four back to back (host work\n"
-              "overlapping the previous call's kernels); host: the call's own time on the host (parse, uploads, launches)\n");
+  std::printf(
+      "total: SeqDecodeGpu::Decode (entropy + dense), one call on an idle stream (its host work included);\n"
+      "entropy: SeqEntropyGpu alone on the same streams; dense = total - entropy (prediction,\n"
+      "reconstruction, RoPE, bf16 into the cache); steady: per call of four back to back (host work\n"
+      "overlapping the previous call's kernels); host: the call's own time on the host (parse, uploads, "
+      "launches)\n");
   if (std::getenv("SEQKV_BENCH_LARGE") == nullptr) {  // the end-to-end lines of bench/gpu/run.sh
     // (the bench's row, the E2E line's name)
     const std::pair<const char*, const char*> e2e[] = {

@@ -182,8 +182,9 @@ struct OutUnit {
   uint32_t j0;   // the unit's first channel
   bool rot;
 };
-__device__ __forceinline__ bool OutLoadUnit(const SdLaunch& L, bool rotate, uint64_t pos0, const uint64_t* dst_s,
-                                            const float* row_s, uint32_t stride, uint32_t u, OutUnit& x) {
+__device__ __forceinline__ bool OutLoadUnit(const SdLaunch& L, bool rotate, uint64_t pos0,
+                                            const uint64_t* dst_s, const float* row_s, uint32_t stride,
+                                            uint32_t u, OutUnit& x) {
   const uint32_t rd = L.rotary_dim, cpr = L.head_dim / 8, half = rd / 2;
   const uint32_t k = u / cpr, j0 = (u - k * cpr) * 8;
   x.off = dst_s[k];
@@ -219,8 +220,9 @@ __device__ __forceinline__ void OutStoreUnit(uint16_t* base, OutUnit& x) {
   uint32_t bits[8];
 #pragma unroll
   for (uint32_t e = 0; e < 8; ++e) bits[e] = dense::ToBf16(x.v[e]);
-  *reinterpret_cast<uint4*>(base + x.off + x.j0) = make_uint4(bits[0] | (bits[1] << 16), bits[2] | (bits[3] << 16),
-                                                              bits[4] | (bits[5] << 16), bits[6] | (bits[7] << 16));
+  *reinterpret_cast<uint4*>(base + x.off + x.j0) =
+      make_uint4(bits[0] | (bits[1] << 16), bits[2] | (bits[3] << 16), bits[4] | (bits[5] << 16),
+                 bits[6] | (bits[7] << 16));
 }
 
 // OutWriteRowsVec two units a pass, both units' loads issued before either's
@@ -229,23 +231,26 @@ __device__ __forceinline__ void OutStoreUnit(uint16_t* base, OutUnit& x) {
 // store between two units keeps the compiler from moving the next unit's
 // loads up. (Not for the other kernels: the exact kernel would go from 64 to
 // 100 registers.)
-__device__ __forceinline__ void OutWriteRowsVecPaired(const SdLaunch& L, uint16_t* base, bool rotate, uint64_t pos0,
-                                                      const uint64_t* dst_s, const float* row_s, uint32_t stride,
-                                                      uint32_t nt, uint32_t tid, uint32_t nthreads) {
+__device__ __forceinline__ void OutWriteRowsVecPaired(const SdLaunch& L, uint16_t* base, bool rotate,
+                                                      uint64_t pos0, const uint64_t* dst_s,
+                                                      const float* row_s, uint32_t stride, uint32_t nt,
+                                                      uint32_t tid, uint32_t nthreads) {
   const uint32_t units = nt * (L.head_dim / 8);
   for (uint32_t u = tid; u < units; u += 2 * nthreads) {
     OutUnit a, b;
     const bool has_a = OutLoadUnit(L, rotate, pos0, dst_s, row_s, stride, u, a);
-    const bool has_b = u + nthreads < units && OutLoadUnit(L, rotate, pos0, dst_s, row_s, stride, u + nthreads, b);
+    const bool has_b =
+        u + nthreads < units && OutLoadUnit(L, rotate, pos0, dst_s, row_s, stride, u + nthreads, b);
     if (has_a) OutStoreUnit(base, a);
     if (has_b) OutStoreUnit(base, b);
   }
 }
 
 template <bool kPaired = false>
-__device__ __forceinline__ void OutWriteRows(const SdLaunch& L, const SdDesc& desc, uint32_t layer, uint32_t kv,
-                                             uint32_t t0, uint32_t nt, const uint64_t* dst_s, const float* row_s,
-                                             uint32_t stride, uint32_t tid, uint32_t nthreads) {
+__device__ __forceinline__ void OutWriteRows(const SdLaunch& L, const SdDesc& desc, uint32_t layer,
+                                             uint32_t kv, uint32_t t0, uint32_t nt, const uint64_t* dst_s,
+                                             const float* row_s, uint32_t stride, uint32_t tid,
+                                             uint32_t nthreads) {
   uint16_t* base = OutBase(L, desc, layer, kv);
   const bool rotate = kv == 0 && desc.rotate_keys && L.rotary_dim > 0;
   const uint64_t pos0 = desc.first_position + t0;
@@ -707,7 +712,8 @@ __global__ void __launch_bounds__(2 * D, 2) SdLayerH16Kernel(SdLaunch L, uint32_
   float* step_s = reinterpret_cast<float*>(smem + SdHStepsAt(D, kHalfSym));
 
   dense::Tile tl;
-  const SdDesc& desc = dense::TileItemWarp<TM>(L.descs, L.count, H, layer, &tl);  // 2 * D threads: whole warps
+  const SdDesc& desc =
+      dense::TileItemWarp<TM>(L.descs, L.count, H, layer, &tl);  // 2 * D threads: whole warps
   const uint32_t T = desc.tokens;
   const uint32_t kv = tl.kv, h = tl.h, g = tl.g, t0 = tl.t0, nt = tl.nt;
   const uint32_t tid = threadIdx.x;

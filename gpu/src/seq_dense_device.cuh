@@ -118,7 +118,9 @@ __device__ __forceinline__ void CopyWait() {
 // wait in turn). A kernel reads nothing an earlier grid writes, and writes
 // nothing, before the wait.
 __device__ __forceinline__ void GridDependencyWait() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
-__device__ __forceinline__ void AllowDependents() { asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory"); }
+__device__ __forceinline__ void AllowDependents() {
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+}
 
 // Four 8x8 matrices of 16-bit elements (or 8x16 bytes) from shared memory,
 // lane l giving the address of row l % 8 of matrix l / 8 (ldmatrix).
