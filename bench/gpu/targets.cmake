@@ -15,4 +15,9 @@ if(SEQKV_WITH_CUDA)
                                                       ${CMAKE_CURRENT_LIST_DIR})
   add_executable(seq_encode_bench ${CMAKE_CURRENT_LIST_DIR}/seq_encode_bench.cc)
   target_link_libraries(seq_encode_bench PRIVATE seqkv::gpu seqkv::codec CUDA::cudart_static)
+  # Bench-only prototype of the dense stage's products on wgmma, which needs
+  # the architecture-specific sm_90a (the library itself builds for sm_90).
+  add_executable(wgmma_proto_bench ${CMAKE_CURRENT_LIST_DIR}/wgmma_proto.cu)
+  set_target_properties(wgmma_proto_bench PROPERTIES CUDA_ARCHITECTURES 90a)
+  target_link_libraries(wgmma_proto_bench PRIVATE CUDA::cudart_static)
 endif()
