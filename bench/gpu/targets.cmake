@@ -19,5 +19,7 @@ if(SEQKV_WITH_CUDA)
   # the architecture-specific sm_90a (the library itself builds for sm_90).
   add_executable(wgmma_proto_bench ${CMAKE_CURRENT_LIST_DIR}/wgmma_proto.cu)
   set_target_properties(wgmma_proto_bench PROPERTIES CUDA_ARCHITECTURES 90a)
-  target_link_libraries(wgmma_proto_bench PRIVATE CUDA::cudart_static)
+  # (gpu/src: the dense kernels' device helpers it shares, seq_dense_device.cuh)
+  target_link_libraries(wgmma_proto_bench PRIVATE seqkv::codec CUDA::cudart_static)
+  target_include_directories(wgmma_proto_bench PRIVATE ${PROJECT_SOURCE_DIR}/codec/src ${PROJECT_SOURCE_DIR}/gpu/src)
 endif()

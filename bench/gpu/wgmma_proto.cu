@@ -39,6 +39,8 @@
 #include <string>
 #include <vector>
 
+#include "seq_dense_device.cuh"
+
 #define CHECK_CUDA(expr)                                                                          \
   do {                                                                                            \
     const cudaError_t e_ = (expr);                                                                \
@@ -59,16 +61,30 @@ constexpr uint32_t kThreads = 256;
 constexpr uint32_t kGroups = 16;  // distinct weight sets (8 heads x K, V)
 constexpr uint32_t kChunks = K / KC;
 
+using seqkv::gpu::internal::dense::CopyAsync16;
+using seqkv::gpu::internal::dense::CopyCommit;
+using seqkv::gpu::internal::dense::CopyWait;
+using seqkv::gpu::internal::dense::MmaStepF16;
+
 __device__ __forceinline__ uint32_t SmemAddr(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
-__device__ __forceinline__ void CopyAsync16(void* dst, const void* src) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(SmemAddr(dst)), "l"(src));
-}
-__device__ __forceinline__ void CopyCommit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N_>
-__device__ __forceinline__ void CopyWait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N_));
+
+// The chunks' pipeline both kernels share: chunk ci + kStages - 1 issued
+// (issue(ci)) before chunk ci is waited for and consumed (consume(ci): it
+// synchronizes the CTA itself).
+template <typename Issue, typename Consume>
+__device__ __forceinline__ void ForEachChunk(Issue&& issue, Consume&& consume) {
+  for (uint32_t ci = 0; ci + 1 < kStages; ++ci) issue(ci);
+  for (uint32_t ci = 0; ci < kChunks; ++ci) {
+    if (ci + kStages - 1 < kChunks) {
+      issue(ci + kStages - 1);
+    } else {
+      CopyCommit();
+    }
+    CopyWait<kStages - 1>();
+    consume(ci);
+  }
 }
 
 // ---- mma.sync: the current FP16 kernel's mainloop ----
@@ -76,25 +92,6 @@ __device__ __forceinline__ void CopyWait() {
 constexpr uint32_t kAS = KC + 8;  // A row stride, halves (144 bytes: conflict-free ldmatrix)
 constexpr uint32_t kBS = N + 8;   // B row stride, halves
 constexpr uint32_t kMmaStage = (TM * kAS + KC * kBS) * 2;
-
-__device__ __forceinline__ void LdMatrixX4(uint32_t (&r)[4], const void* p, bool trans) {
-  if (trans) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(SmemAddr(p)));
-  } else {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(SmemAddr(p)));
-  }
-}
-__device__ __forceinline__ void MmaF16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
 
 // a: [tiles][TM][K]; b: [kGroups][K][N]; c: [tiles][TM][N].
 __global__ void __launch_bounds__(kThreads, 2) MmaKernel(const __half* a, const __half* b, __half* c) {
@@ -117,39 +114,14 @@ __global__ void __launch_bounds__(kThreads, 2) MmaKernel(const __half* a, const 
   };
   const uint32_t m0 = (warp / 4) * 64, n0 = (warp % 4) * 32;
   float acc[4][4][4] = {};
-  for (uint32_t ci = 0; ci + 1 < kStages; ++ci) issue(ci);
-  for (uint32_t ci = 0; ci < kChunks; ++ci) {
-    if (ci + kStages - 1 < kChunks)
-      issue(ci + kStages - 1);
-    else
-      CopyCommit();
-    CopyWait<kStages - 1>();
+  ForEachChunk(issue, [&](uint32_t ci) {
     __syncthreads();
-    const __half* as = a_of(ci % kStages);
-    const __half* bs = b_of(ci % kStages);
+    const auto* as = reinterpret_cast<const uint16_t*>(a_of(ci % kStages));
+    const auto* bs = reinterpret_cast<const uint16_t*>(b_of(ci % kStages));
 #pragma unroll
-    for (uint32_t ks = 0; ks < KC; ks += 16) {
-      uint32_t bf[4][2];
-#pragma unroll
-      for (uint32_t np = 0; np < 2; ++np) {
-        uint32_t r[4];
-        LdMatrixX4(r, bs + (ks + lane % 8 + ((lane / 8) % 2) * 8) * kBS + n0 + np * 16 + (lane / 16) * 8,
-                   true);
-        bf[2 * np][0] = r[0];
-        bf[2 * np][1] = r[1];
-        bf[2 * np + 1][0] = r[2];
-        bf[2 * np + 1][1] = r[3];
-      }
-#pragma unroll
-      for (uint32_t m = 0; m < 4; ++m) {
-        uint32_t af[4];
-        LdMatrixX4(af, as + (m0 + m * 16 + lane % 16) * kAS + ks + (lane / 16) * 8, false);
-#pragma unroll
-        for (uint32_t n = 0; n < 4; ++n) MmaF16(acc[m][n], af, bf[n][0], bf[n][1]);
-      }
-    }
+    for (uint32_t ks = 0; ks < KC; ks += 16) MmaStepF16(acc, as, kAS, bs, kBS, m0, n0, ks, lane);
     __syncthreads();
-  }
+  });
   __half* ct = c + uint64_t{tile} * TM * N;
   const uint32_t gq = lane / 4, tq = lane % 4;
 #pragma unroll
@@ -271,13 +243,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   float d[64];
 #pragma unroll
   for (int i = 0; i < 64; ++i) d[i] = 0.0f;
-  for (uint32_t ci = 0; ci + 1 < kStages; ++ci) issue(ci);
-  for (uint32_t ci = 0; ci < kChunks; ++ci) {
-    if (ci + kStages - 1 < kChunks)
-      issue(ci + kStages - 1);
-    else
-      CopyCommit();
-    CopyWait<kStages - 1>();
+  ForEachChunk(issue, [&](uint32_t ci) {
     FenceProxyAsync();
     __syncthreads();
     const uint32_t as = SmemAddr(a_of(ci % kStages)) + wg * 8 * kMnStride;  // this warpgroup's 64 rows
@@ -293,7 +259,7 @@ __global__ void __launch_bounds__(kThreads, 2)
     WgWaitAll();
     FenceAcc(d);
     __syncthreads();  // every warpgroup done with this stage before it is refilled
-  }
+  });
   // The accumulators: warp w of the warpgroup holds rows 16 w .. 16 w + 15;
   // d[4 j .. 4 j + 3] are channels 8 j + 2 (lane % 4) (+1), rows lane / 4 and +8.
   __half* ct = c + uint64_t{tile} * TM * N;

@@ -44,8 +44,6 @@ using dense::CopyAsync4;
 using dense::CopyCommit;
 using dense::CopyWait;
 using dense::FC;
-using dense::LdMatrixX4;
-using dense::LdMatrixX4Trans;
 
 // Output of a tile's reconstructed rows (row_s[k * stride + channel], k <
 // nt): RoPE on the keys, bf16, the destination layout. Two cooperative steps,
@@ -674,14 +672,6 @@ __host__ __device__ constexpr uint32_t SdHSharedBytes(uint32_t d, bool half_symb
 }
 static_assert(2 * (SdHSharedBytes(128, true) + 1024) <= 227 * 1024, "two CTAs per SM");
 
-__device__ __forceinline__ void MmaF16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
 // (a, b) rounded to FP16 (to nearest even), a in the low half; `bad` is set
 // when either is outside FP16's range (or not a number).
 __device__ __forceinline__ uint32_t PackHalf2(float a, float b, bool& bad) {
@@ -825,26 +815,7 @@ __global__ void __launch_bounds__(2 * D, 2) SdLayerH16Kernel(SdLaunch L, uint32_
     const uint16_t* a = a_of(st);
     const uint16_t* b = b_of(st);
 #pragma unroll
-    for (uint32_t ks = 0; ks < KC; ks += 16) {
-      // B: k rows ks..ks+15 of channel tiles n0 + 16 np (two n8 tiles a load).
-      uint32_t bf[4][2];
-#pragma unroll
-      for (uint32_t np = 0; np < 2; ++np) {
-        uint32_t r[4];
-        LdMatrixX4Trans(r, b + (ks + lane % 8 + ((lane / 8) % 2) * 8) * BS + n0 + np * 16 + (lane / 16) * 8);
-        bf[2 * np][0] = r[0];
-        bf[2 * np][1] = r[1];
-        bf[2 * np + 1][0] = r[2];
-        bf[2 * np + 1][1] = r[3];
-      }
-#pragma unroll
-      for (uint32_t m = 0; m < 4; ++m) {
-        uint32_t af[4];
-        LdMatrixX4(af, a + (m0 + m * 16 + lane % 16) * AS + ks + (lane / 16) * 8);
-#pragma unroll
-        for (uint32_t n = 0; n < 4; ++n) MmaF16(acc[m][n], af, bf[n][0], bf[n][1]);
-      }
-    }
+    for (uint32_t ks = 0; ks < KC; ks += 16) dense::MmaStepF16(acc, a, AS, b, BS, m0, n0, ks, lane);
     __syncthreads();  // this stage consumed before the next issue overwrites it
   }
   AccToRows(acc, row_s, BS, m0, n0, lane);

@@ -137,6 +137,44 @@ __device__ __forceinline__ void LdMatrixX4Trans(uint32_t (&r)[4], const void* p)
                : "r"(a));
 }
 
+// c += a * b on tensor cores: mma.sync m16n8k16, FP16 operands (a: four
+// registers of an ldmatrix x4, b: two of an ldmatrix x4.trans), float32 sums.
+__device__ __forceinline__ void MmaF16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// One k16 step of a warp's 64 x 32 tile (the FP16 dense kernel's mainloop;
+// also bench/gpu/wgmma_proto.cu's baseline): A rows m0.. of `a` (row stride
+// `as` halves), columns ks..ks + 15; B rows ks..ks + 15 of `b` (row stride
+// `bs` halves), channels n0..n0 + 31; acc[m][n] is the 16 x 8 tile of tokens
+// m0 + 16 m, channels n0 + 8 n (mma's C layout).
+__device__ __forceinline__ void MmaStepF16(float (&acc)[4][4][4], const uint16_t* a, uint32_t as,
+                                           const uint16_t* b, uint32_t bs, uint32_t m0, uint32_t n0,
+                                           uint32_t ks, uint32_t lane) {
+  // B: two n8 tiles a load.
+  uint32_t bf[4][2];
+#pragma unroll
+  for (uint32_t np = 0; np < 2; ++np) {
+    uint32_t r[4];
+    LdMatrixX4Trans(r, b + (ks + lane % 8 + ((lane / 8) % 2) * 8) * bs + n0 + np * 16 + (lane / 16) * 8);
+    bf[2 * np][0] = r[0];
+    bf[2 * np][1] = r[1];
+    bf[2 * np + 1][0] = r[2];
+    bf[2 * np + 1][1] = r[3];
+  }
+#pragma unroll
+  for (uint32_t m = 0; m < 4; ++m) {
+    uint32_t af[4];
+    LdMatrixX4(af, a + (m0 + m * 16 + lane % 16) * as + ks + (lane / 16) * 8);
+#pragma unroll
+    for (uint32_t n = 0; n < 4; ++n) MmaF16(acc[m][n], af, bf[n][0], bf[n][1]);
+  }
+}
+
 // FloatToBf16 (dtype.h): round to nearest even, NaN made quiet.
 __device__ __forceinline__ uint16_t ToBf16(float f) {
   const uint32_t bits = __float_as_uint(f);
