@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "../seq_symbols.h"
 #include "bench_util.h"
 #include "seq_lossy_core.h"
 #include "seqkv/gpu/seq_entropy.h"
@@ -36,23 +37,10 @@ constexpr int kRepeats = 7;
 constexpr uint32_t kTokens = 256;
 constexpr uint32_t kDistinct = 64;  // distinct group streams per shape, replicated to the batch size
 
-// Symbols like the codec's at ~1.5 bits/element: a Laplacian magnitude whose
-// scale falls with the component index, a little correlation with the previous
-// token, a rare escape.
+// Symbols like the codec's at ~1.5 bits/element: bench/seq_symbols.h's, with
+// a little correlation with the previous token and escapes up to |q| = 214.
 std::vector<int32_t> RealisticSymbols(uint32_t dim, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<double> u(0, 1);
-  std::vector<int32_t> q(size_t{kTokens} * dim);
-  for (uint32_t t = 0; t < kTokens; ++t) {
-    for (uint32_t i = 0; i < dim; ++i) {
-      const double scale = 1.6 * std::exp(-double(i) / (dim / 3.0)) + 0.05;
-      const int32_t prev = t > 0 ? std::abs(q[size_t{t - 1} * dim + i]) : 0;
-      double m = std::floor(-std::log(1 - u(rng)) * scale * (prev > 1 ? 1.6 : 1.0) + 0.25);
-      if (u(rng) < 0.0005) m = 15 + std::floor(u(rng) * 200);
-      q[size_t{t} * dim + i] = static_cast<int32_t>(u(rng) < 0.5 ? -m : m);
-    }
-  }
-  return q;
+  return seqkv::bench::SyntheticSeqSymbols(kTokens, dim, seed, {/*prev_boost=*/1.6, /*escape_span=*/200});
 }
 
 struct Row {

@@ -703,7 +703,7 @@ __global__ void __launch_bounds__(2 * D, 2) SdLayerH16Kernel(SdLaunch L, uint32_
 
   dense::Tile tl;
   const SdDesc& desc =
-      dense::TileItemWarp<TM>(L.descs, L.count, H, layer, &tl);  // 2 * D threads: whole warps
+      dense::TileItem<TM, true>(L.descs, L.count, H, layer, &tl);  // 2 * D threads: whole warps
   const uint32_t T = desc.tokens;
   const uint32_t kv = tl.kv, h = tl.h, g = tl.g, t0 = tl.t0, nt = tl.nt;
   const uint32_t tid = threadIdx.x;

@@ -74,21 +74,15 @@ __device__ __forceinline__ uint32_t FindItemWarp(const Desc* descs, uint32_t cou
 
 // This CTA's item (the last whose first_cta <= blockIdx.x) and its tile, in
 // a per-layer dense launch (the decode's SdDesc, the encode's SqDesc).
-template <uint32_t TT, typename Desc>
-__device__ __forceinline__ const Desc& TileItem(const Desc* descs, uint32_t count, uint32_t heads, uint32_t layer,
-                                                Tile* tile) {
+// kWarpSearch: through FindItemWarp, for kernels whose every thread calls it,
+// in whole warps, before any divergence.
+template <uint32_t TT, bool kWarpSearch = false, typename Desc>
+__device__ __forceinline__ const Desc& TileItem(const Desc* descs, uint32_t count, uint32_t heads,
+                                                uint32_t layer, Tile* tile) {
   const uint32_t cta = blockIdx.x;
-  const Desc& desc = descs[FindItem(descs, count, cta, &Desc::first_cta)];
-  *tile = TileOf<TT>(cta - desc.first_cta, desc.tokens, heads, layer);
-  return desc;
-}
-// TileItem through FindItemWarp: for kernels whose every thread calls it, in
-// whole warps, before any divergence.
-template <uint32_t TT, typename Desc>
-__device__ __forceinline__ const Desc& TileItemWarp(const Desc* descs, uint32_t count, uint32_t heads,
-                                                    uint32_t layer, Tile* tile) {
-  const uint32_t cta = blockIdx.x;
-  const Desc& desc = descs[FindItemWarp(descs, count, cta, &Desc::first_cta)];
+  const uint32_t item = kWarpSearch ? FindItemWarp(descs, count, cta, &Desc::first_cta)
+                                    : FindItem(descs, count, cta, &Desc::first_cta);
+  const Desc& desc = descs[item];
   *tile = TileOf<TT>(cta - desc.first_cta, desc.tokens, heads, layer);
   return desc;
 }
