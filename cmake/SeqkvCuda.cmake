@@ -1,4 +1,7 @@
-# Finds nvcc (it is not on PATH by default) and enables CUDA for sm_90.
+# Finds nvcc (it is not on PATH by default) and enables CUDA for Hopper:
+# sm_90a machine code (the architecture-specific target, for wgmma) and
+# compute_90 PTX (what a newer GPU would compile; the wgmma kernels trap
+# there and are launched only on compute capability 9.0 devices).
 # Sets SEQKV_WITH_CUDA. CUDA sources use C++17 (CMake 3.25 cannot set C++20 for CUDA).
 set(SEQKV_WITH_CUDA OFF)
 if(NOT SEQKV_CUDA STREQUAL "OFF")
@@ -13,14 +16,14 @@ if(NOT SEQKV_CUDA STREQUAL "OFF")
   endif()
   if(CMAKE_CUDA_COMPILER)
     if(NOT CMAKE_CUDA_ARCHITECTURES)
-      set(CMAKE_CUDA_ARCHITECTURES 90)
+      set(CMAKE_CUDA_ARCHITECTURES 90a-real 90-virtual)
     endif()
     enable_language(CUDA)
     find_package(CUDAToolkit REQUIRED)
     set(CMAKE_CUDA_STANDARD 17)
     set(CMAKE_CUDA_STANDARD_REQUIRED ON)
     set(SEQKV_WITH_CUDA ON)
-    message(STATUS "seqkv: CUDA enabled with ${CMAKE_CUDA_COMPILER} (sm_${CMAKE_CUDA_ARCHITECTURES})")
+    message(STATUS "seqkv: CUDA enabled with ${CMAKE_CUDA_COMPILER} (${CMAKE_CUDA_ARCHITECTURES})")
   elseif(SEQKV_CUDA STREQUAL "ON")
     message(FATAL_ERROR "SEQKV_CUDA=ON but nvcc was not found (set CUDA_HOME)")
   else()

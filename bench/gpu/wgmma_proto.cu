@@ -1,27 +1,32 @@
 // Bench-only prototype (not used by the library): the f16 dense stage's
-// products on Hopper's wgmma against mma.sync, the products alone, so that a
-// GPU run tells (1) which shared-memory descriptor layout wgmma reads as we
-// mean it, and (2) how much faster the products of the dense stage's tiles
-// could be before anyone rewrites SdLayerH16Kernel (docs/gpu.md, "Where the
-// seq codec's speed goals stand").
+// products on Hopper's wgmma against mma.sync, products and operand copies
+// alone, to tell how much faster SdLayerH16Kernel's mainloop could be on
+// wgmma before anyone rewrites it (docs/gpu.md, "Where the seq codec's speed
+// goals stand"; the measured table in docs/BENCHMARKS.md, "GPU: the dense
+// stage's products on wgmma").
 //
 // The work is the FP16 kernel's at head size 128: a CTA per 128-token tile,
 // C[128][128] = A[128][384] * B[384][128] (A: a tile's 256 feature columns and
 // 128 symbol columns, FP16; B: the group's predictor and basis rows, FP16),
-// float32 sums, C stored as FP16; 1024 tiles per launch (an 8K context's
-// 32 chunks x 16 groups x 2 tiles), 16 groups' weights, one launch per layer.
-// Both kernels stage 64-column chunks three deep with cp.async, 256 threads,
-// two CTAs per SM:
+// float32 sums, C stored as FP16 through shared memory with 16-byte stores
+// (as the real kernel stores its rows); 1024 tiles per launch (an 8K
+// context's 32 chunks x 16 groups x 2 tiles; a chunk's two tiles share a
+// group's weights), one launch per layer. The kernels:
 //   * MmaKernel: the current kernel's mainloop (8 warps of 64 x 32, ldmatrix,
-//     mma.sync m16n8k16), rows padded for conflict-free ldmatrix;
+//     mma.sync m16n8k16; 64-column chunks three deep with cp.async, 256
+//     threads, two CTAs per SM);
 //   * WgmmaKernel: two warpgroups of 64 x 128 (wgmma m64n128k16, operands from
-//     shared memory through matrix descriptors, no swizzle), the chunk's 8x8
-//     core matrices stored as 128 contiguous bytes each. Which descriptor
-//     field (LBO or SBO) holds the K-direction stride, and whether B is
-//     better K-major (the weights transposed on the host) or MN-major (as
-//     stored, transposed by wgmma), are the variants the run checks.
-// Every variant is checked against a CPU float reference on a few tiles
-// before it is timed; a variant that does not match is reported, not timed.
+//     shared memory through matrix descriptors), 8x8 core matrices of 128
+//     contiguous bytes, no swizzle: correct, and half as fast as mma.sync;
+//   * WgmmaSwKernel: the swizzled layouts (128, 64 or 32 bytes), both
+//     operands K-major (the weights transposed on the host), one wgmma group
+//     left in flight behind the next chunk's; two or four warpgroups a CTA;
+//     with timing controls (copies alone, wgmma alone, no weights);
+//   * TileLoadKernel, StreamKernel: the copy path alone and a plain stream of
+//     the same bytes, the floors.
+// Every kernel whose products count is checked against a CPU float
+// reference on a few tiles before it is timed; one that does not match is
+// reported, not timed.
 //
 // Usage (GPU machine, codec-only CUDA build with bench/gpu/bench.cmake):
 //   wgmma_proto_bench [LAYERS=32]
@@ -65,14 +70,15 @@ using seqkv::gpu::internal::dense::CopyAsync16;
 using seqkv::gpu::internal::dense::CopyCommit;
 using seqkv::gpu::internal::dense::CopyWait;
 using seqkv::gpu::internal::dense::MmaStepF16;
+using seqkv::gpu::internal::dense::SharedAddr;
+using seqkv::gpu::internal::dense::SwizzledAt;
+using seqkv::gpu::internal::dense::SwizzledDesc;
+using seqkv::gpu::internal::dense::WgChunks;
+using seqkv::gpu::internal::dense::WgmmaF16;
 
-__device__ __forceinline__ uint32_t SmemAddr(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-// The chunks' pipeline both kernels share: chunk ci + kStages - 1 issued
-// (issue(ci)) before chunk ci is waited for and consumed (consume(ci): it
-// synchronizes the CTA itself).
+// MmaKernel's chunk pipeline (the real kernel's): chunk ci + kStages - 1
+// issued (issue(ci)) before chunk ci is waited for and consumed (consume(ci):
+// it synchronizes the CTA itself).
 template <typename Issue, typename Consume>
 __device__ __forceinline__ void ForEachChunk(Issue&& issue, Consume&& consume) {
   for (uint32_t ci = 0; ci + 1 < kStages; ++ci) issue(ci);
@@ -87,6 +93,44 @@ __device__ __forceinline__ void ForEachChunk(Issue&& issue, Consume&& consume) {
   }
 }
 
+// A CTA's C ([kRows][N] FP16) stored as the real kernel stores its rows:
+// each thread puts its sums into shared memory (`tile`, free by then: rows
+// of N + 8 halves, conflict-free for the accumulators' pairs), then
+// coalesced 16-byte stores. (Stored straight from the accumulators, 4 bytes
+// a thread and 8 rows a warp store, each kernel here took 11-16 us more a
+// layer: the first runs of 2026-12-01.)
+constexpr uint32_t kCS = N + 8;
+template <uint32_t kRows, uint32_t kT, typename Put>
+__device__ __forceinline__ void StoreC(unsigned char* tile, __half* ct, uint32_t tid, Put&& put) {
+  auto* cs = reinterpret_cast<__half*>(tile);
+  __syncthreads();  // every warp done with the stages
+  put(cs);
+  __syncthreads();
+#pragma unroll
+  for (uint32_t u = tid; u < kRows * N / 8; u += kT) {
+    const uint32_t row = u / (N / 8), c8 = (u % (N / 8)) * 8;
+    *reinterpret_cast<uint4*>(ct + row * N + c8) = *reinterpret_cast<const uint4*>(cs + row * kCS + c8);
+  }
+}
+// Accumulator pairs into StoreC's shared rows.
+__device__ __forceinline__ void PutPair(__half* cs, uint32_t row, uint32_t col, float x, float y) {
+  *reinterpret_cast<__half2*>(cs + row * kCS + col) = __floats2half2_rn(x, y);
+}
+// A wgmma kernel's C: warpgroup tid / 128's 64 rows of sums (WgmmaF16's layout).
+template <uint32_t kRows, uint32_t kT>
+__device__ __forceinline__ void StoreAcc(unsigned char* tile, __half* ct, uint32_t tid,
+                                         const float (&d)[64]) {
+  const uint32_t lane = tid % 32, row = (tid / 128) * 64 + ((tid % 128) / 32) * 16 + lane / 4;
+  StoreC<kRows, kT>(tile, ct, tid, [&](__half* cs) {
+#pragma unroll
+    for (uint32_t j = 0; j < 16; ++j) {
+      const uint32_t col = 8 * j + 2 * (lane % 4);
+      PutPair(cs, row, col, d[4 * j], d[4 * j + 1]);
+      PutPair(cs, row + 8, col, d[4 * j + 2], d[4 * j + 3]);
+    }
+  });
+}
+
 // ---- mma.sync: the current FP16 kernel's mainloop ----
 
 constexpr uint32_t kAS = KC + 8;  // A row stride, halves (144 bytes: conflict-free ldmatrix)
@@ -98,7 +142,7 @@ __global__ void __launch_bounds__(kThreads, 2) MmaKernel(const __half* a, const 
   extern __shared__ __align__(16) unsigned char smem[];
   const uint32_t tile = blockIdx.x, tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const __half* at = a + uint64_t{tile} * TM * K;
-  const __half* bt = b + uint64_t{tile % kGroups} * K * N;
+  const __half* bt = b + uint64_t{(tile / 2) % kGroups} * K * N;
   auto a_of = [&](uint32_t s) { return reinterpret_cast<__half*>(smem + s * kMmaStage); };
   auto b_of = [&](uint32_t s) { return a_of(s) + TM * kAS; };
   auto issue = [&](uint32_t ci) {
@@ -122,40 +166,34 @@ __global__ void __launch_bounds__(kThreads, 2) MmaKernel(const __half* a, const 
     for (uint32_t ks = 0; ks < KC; ks += 16) MmaStepF16(acc, as, kAS, bs, kBS, m0, n0, ks, lane);
     __syncthreads();
   });
-  __half* ct = c + uint64_t{tile} * TM * N;
   const uint32_t gq = lane / 4, tq = lane % 4;
+  StoreC<TM, kThreads>(smem, c + uint64_t{tile} * TM * N, tid, [&](__half* cs) {
 #pragma unroll
-  for (uint32_t m = 0; m < 4; ++m) {
+    for (uint32_t m = 0; m < 4; ++m) {
 #pragma unroll
-    for (uint32_t n = 0; n < 4; ++n) {
-      const uint32_t row = m0 + m * 16 + gq, col = n0 + n * 8 + 2 * tq;
-      *reinterpret_cast<__half2*>(ct + row * N + col) = __floats2half2_rn(acc[m][n][0], acc[m][n][1]);
-      *reinterpret_cast<__half2*>(ct + (row + 8) * N + col) = __floats2half2_rn(acc[m][n][2], acc[m][n][3]);
+      for (uint32_t n = 0; n < 4; ++n) {
+        const uint32_t row = m0 + m * 16 + gq, col = n0 + n * 8 + 2 * tq;
+        PutPair(cs, row, col, acc[m][n][0], acc[m][n][1]);
+        PutPair(cs, row + 8, col, acc[m][n][2], acc[m][n][3]);
+      }
     }
-  }
+  });
 }
 
 // ---- wgmma ----
 //
 // A chunk in shared memory: 8x8 core matrices of 16-bit elements, each 128
-// contiguous bytes (8 rows of 16 bytes). A (K-major, rows = tokens): core
-// (m8, k8) at (k8 * 16 + m8) * 128, so 128 bytes between core matrices along
-// M and 2048 along K. B, MN-major (as the weights are stored, rows = k, 16
-// bytes = 8 channels): core (k8, n8) at (k8 * 16 + n8) * 128; B, K-major (the
-// weights transposed, rows = channels, 16 bytes = 8 k): core (n8, k8) at
-// (k8 * 16 + n8) * 128. Either way: 128 bytes along M or N, 2048 along K.
+// contiguous bytes (8 rows of 16 bytes), no swizzle. A (K-major, rows =
+// tokens): core (m8, k8) at (k8 * 16 + m8) * 128, so 128 bytes between core
+// matrices along M and 2048 along K. B, MN-major (as the weights are stored,
+// rows = k, 16 bytes = 8 channels): core (k8, n8) at (k8 * 16 + n8) * 128.
+// The first GPU run (2026-12-01) found which descriptor fields wgmma reads
+// this layout through: LBO = the K-direction stride for both A and B (B
+// through wgmma's transpose); SBO = the M/N-direction stride. (Putting the K
+// stride in B's SBO faulted; the variants that were not reached are gone.)
 constexpr uint32_t kCore = 128;
 constexpr uint32_t kMnStride = kCore;      // bytes between core matrices along M or N
 constexpr uint32_t kKStride = 16 * kCore;  // bytes between core matrices along K (16 of them along M or N)
-constexpr uint32_t kWgStage = 2 * KC * N * 2;  // A then B, 16 KB each
-
-// What a variant puts in the descriptors' two stride fields.
-struct Variant {
-  const char* name;
-  bool b_k_major;   // B transposed on the host (wgmma's trans-b 0) or as stored (trans-b 1)
-  bool a_lbo_is_k;  // A: LBO = the K-direction stride (else SBO)
-  bool b_lbo_is_k;
-};
 
 // A shared-memory matrix descriptor (no swizzle): start address, leading
 // and stride byte offsets, each >> 4.
@@ -164,111 +202,176 @@ __device__ __forceinline__ uint64_t MatrixDesc(uint32_t addr, uint32_t lbo, uint
          (uint64_t{(sbo & 0x3FFFF) >> 4} << 32);
 }
 
-__device__ __forceinline__ void WgFence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void WgCommit() {
-  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-}
-__device__ __forceinline__ void WgWaitAll() {
-  asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
-}
-// The generic proxy's shared-memory writes (cp.async, st.shared) made visible
-// to the async proxy that wgmma reads through.
-__device__ __forceinline__ void FenceProxyAsync() {
-  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-}
-// Keeps the compiler from moving accumulator accesses across the wgmma
-// fences and waits.
-__device__ __forceinline__ void FenceAcc(float (&d)[64]) {
-#pragma unroll
-  for (int i = 0; i < 64; ++i) asm volatile("" : "+f"(d[i])::"memory");
+// Shared memory of one stage: A's then B's chunk, kWc columns of K each.
+template <uint32_t kWc>
+__host__ __device__ constexpr uint32_t WgStageBytes() {
+  return 2 * kWc * (TM + N);
 }
 
-// D (64 x 128, float) += A (64 x 16) * B (16 x 128), both from shared memory.
-template <int kTransB>
-__device__ __forceinline__ void Wgmma(float (&d)[64], uint64_t da, uint64_t db) {
-  const uint32_t accumulate = 1;  // scale-d: D = A * B + D
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 "
-      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, "
-      "%22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, "
-      "%42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, "
-      "%62, %63}, %64, %65, p, 1, 1, 0, %67;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
-        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]),
-        "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]),
-        "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]),
-        "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]),
-        "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]),
-        "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]),
-        "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
-      : "l"(da), "l"(db), "r"(accumulate), "n"(kTransB));
-}
-
-// a: [tiles][TM][K]; b: [kGroups][K][N] (MN-major) or [kGroups][N][K]
-// (K-major, kBKMajor); c: [tiles][TM][N].
-template <bool kBKMajor>
-__global__ void __launch_bounds__(kThreads, 2)
-    WgmmaKernel(const __half* a, const __half* b, __half* c, bool a_lbo_is_k, bool b_lbo_is_k) {
+// a: [tiles][TM][K]; b: [kGroups][K][N]; c: [tiles][TM][N]. kWc columns of K
+// a chunk, kWs stages; chunk ci + kWs - 2 is issued while chunk ci's wgmmas
+// run, one wgmma group (chunk ci - 1's) left in flight behind them, so a
+// stage is refilled only after a barrier that follows its wgmmas' wait. The
+// copies' thread mapping gives each 8-thread phase of a 16-byte store the 8
+// rows of one core matrix: conflict-free shared-memory writes.
+template <uint32_t kWc, uint32_t kWs>
+__global__ void __launch_bounds__(kThreads, 2) WgmmaKernel(const __half* a, const __half* b, __half* c) {
+  static_assert(kWs >= 3 && K % kWc == 0 && kWc % 16 == 0, "stages, chunk width");
+  constexpr uint32_t kJ = kWc / 8;  // 16-byte units of K per row
+  constexpr uint32_t kN = K / kWc;  // chunks
+  constexpr uint32_t kAhead = kWs - 2;
   extern __shared__ __align__(128) unsigned char smem[];
-  const uint32_t tile = blockIdx.x, tid = threadIdx.x, wg = tid / 128, lane = tid % 32,
-                 warp = (tid % 128) / 32;
+  const uint32_t tile = blockIdx.x, tid = threadIdx.x, wg = tid / 128;
   const __half* at = a + uint64_t{tile} * TM * K;
-  const __half* bt = b + uint64_t{tile % kGroups} * K * N;
-  auto a_of = [&](uint32_t s) { return smem + s * kWgStage; };
-  auto b_of = [&](uint32_t s) { return a_of(s) + KC * N * 2; };
+  const __half* bt = b + uint64_t{(tile / 2) % kGroups} * K * N;
+  auto a_of = [&](uint32_t s) { return smem + s * WgStageBytes<kWc>(); };
+  auto b_of = [&](uint32_t s) { return a_of(s) + TM * kWc * 2; };
   auto issue = [&](uint32_t ci) {
-    const uint32_t st = ci % kStages, c0 = ci * KC;
+    if (ci < kN) {
+      const uint32_t st = ci % kWs, c0 = ci * kWc;
 #pragma unroll
-    for (uint32_t i = 0; i < 4; ++i) {
-      const uint32_t p = tid + i * kThreads;
-      {  // A: row r, columns j * 8 .. j * 8 + 7 of the chunk
-        const uint32_t r = p / 8, j = p % 8;
+      for (uint32_t i = 0; i < TM * kJ / kThreads; ++i) {  // A: row r, columns j * 8 .. j * 8 + 7
+        const uint32_t p = tid + i * kThreads, r = (p / (8 * kJ)) * 8 + p % 8, j = (p / 8) % kJ;
         CopyAsync16(a_of(st) + (j * 16 + r / 8) * kCore + (r % 8) * 16, at + uint64_t{r} * K + c0 + j * 8);
       }
-      if (kBKMajor) {  // channel n, k j * 8 .. j * 8 + 7 of the chunk
-        const uint32_t n = p / 8, j = p % 8;
-        CopyAsync16(b_of(st) + (j * 16 + n / 8) * kCore + (n % 8) * 16, bt + uint64_t{n} * K + c0 + j * 8);
-      } else {  // k row kr of the chunk, channels n8 * 8 .. n8 * 8 + 7
-        const uint32_t kr = p / 16, n8 = p % 16;
+#pragma unroll
+      for (uint32_t i = 0; i < kWc * 16 / kThreads; ++i) {  // B: k row kr, channels n8 * 8 .. n8 * 8 + 7
+        const uint32_t p = tid + i * kThreads, kr = (p / 128) * 8 + p % 8, n8 = (p / 8) % 16;
         CopyAsync16(b_of(st) + ((kr / 8) * 16 + n8) * kCore + (kr % 8) * 16,
                     bt + uint64_t{c0 + kr} * N + n8 * 8);
       }
     }
+    CopyCommit();  // an empty group past the last chunk keeps the wait counts uniform
+  };
+  float d[64] = {};
+  WgChunks<kAhead>(kN, d, issue, [&](uint32_t ci) {
+    const uint32_t as = SharedAddr(a_of(ci % kWs)) + wg * 8 * kMnStride;  // this warpgroup's 64 rows
+    const uint32_t bs = SharedAddr(b_of(ci % kWs));
+#pragma unroll
+    for (uint32_t s = 0; s < kWc / 16; ++s) {  // k16 steps: two core matrices along K each
+      WgmmaF16<1>(d, MatrixDesc(as + 2 * s * kKStride, kKStride, kMnStride),
+                  MatrixDesc(bs + 2 * s * kKStride, kKStride, kMnStride));
+    }
+  });
+  StoreAcc<TM, kThreads>(smem, c + uint64_t{tile} * TM * N, tid, d);
+}
+
+// ---- wgmma, swizzled ----
+//
+// The layouts wgmma kernels elsewhere use: K-major rows of kSw bytes (128,
+// 64 or 32: one swizzle atom wide, so a chunk is kSw / 2 columns of K), 8 rows
+// an atom of 8 * kSw bytes, the 16-byte unit j of row r stored at unit
+// j ^ ((r * kSw / 128) % (kSw / 16)) (the address bits 4.. XORed with bits
+// 7..). Both operands K-major: A as the tile is stored (rows = tokens), B
+// transposed on the host (rows = channels). Descriptor: the swizzle mode in
+// bits 62-63 (1: 128 bytes, 2: 64, 3: 32), SBO = 8 * kSw (8-row groups), LBO
+// unused (1); the k16 steps within a chunk advance the start address by 32
+// bytes (the hardware applies the XOR to the address it computes, so atoms
+// must be aligned to their size).
+// a: [tiles][TM][K]; bt: [kGroups][N][K] (the weights transposed); c:
+// [tiles][TM][N]; tiles 2 i and 2 i + 1 (a 256-token chunk) share a group.
+// kSw / 2 columns a chunk, kSs stages, the pipeline of WgmmaKernel; kWg
+// warpgroups of 64 rows each: 2 (a CTA a tile, two CTAs per SM) or 4 (a CTA
+// a chunk's two tiles, one CTA per SM: the weights copied once for both).
+// Timing controls (wrong products): !kLoad loads only the first stages'
+// chunks and reuses them; !kMath skips the wgmmas; !kLoadB loads no weights.
+template <uint32_t kSw, uint32_t kSs, uint32_t kWg = 2, bool kLoad = true, bool kMath = true,
+          bool kLoadB = true>
+__global__ void __launch_bounds__(128 * kWg, kWg == 2 ? 2 : 1)
+    WgmmaSwKernel(const __half* a, const __half* bt, __half* c) {
+  constexpr uint32_t kUnits = kSw / 16, kWc = kSw / 2, kN = K / kWc, kAhead = kSs - 2;
+  constexpr uint32_t kRows = 64 * kWg, kT = 128 * kWg;  // rows and threads of a CTA
+  extern __shared__ __align__(1024) unsigned char smem[];
+  const uint32_t tid = threadIdx.x, wg = tid / 128;
+  const uint32_t tile = blockIdx.x * (kWg / 2);  // the CTA's first tile
+  const __half* at = a + uint64_t{tile} * TM * K;
+  const __half* bg = bt + uint64_t{(tile / 2) % kGroups} * N * K;
+  auto a_of = [&](uint32_t s) { return smem + s * (kRows + N) * kSw; };
+  auto b_of = [&](uint32_t s) { return a_of(s) + kRows * kSw; };
+  auto issue = [&](uint32_t ci) {
+    if (ci < kN && (kLoad || ci < kAhead)) {
+      const uint32_t st = ci % kSs, c0 = ci * kWc;
+#pragma unroll
+      for (uint32_t i = 0; i < kRows * kUnits / kT; ++i) {  // row r (a token), unit j
+        const uint32_t p = tid + i * kT, r = p / kUnits, j = p % kUnits;
+        CopyAsync16(a_of(st) + SwizzledAt<kSw>(r, j), at + uint64_t{r} * K + c0 + j * 8);
+      }
+#pragma unroll
+      for (uint32_t i = 0; i < N * kUnits / kT && kLoadB; ++i) {  // row r (a channel), unit j
+        const uint32_t p = tid + i * kT, r = p / kUnits, j = p % kUnits;
+        CopyAsync16(b_of(st) + SwizzledAt<kSw>(r, j), bg + uint64_t{r} * K + c0 + j * 8);
+      }
+    }
     CopyCommit();
   };
-  const uint32_t a_lbo = a_lbo_is_k ? kKStride : kMnStride, a_sbo = a_lbo_is_k ? kMnStride : kKStride;
-  const uint32_t b_lbo = b_lbo_is_k ? kKStride : kMnStride, b_sbo = b_lbo_is_k ? kMnStride : kKStride;
-  float d[64];
+  float d[64] = {};
+  WgChunks<kAhead>(kN, d, issue, [&](uint32_t ci) {
+    const uint32_t as = SharedAddr(a_of(ci % kSs)) + wg * 64 * kSw;  // this warpgroup's 64 rows
+    const uint32_t bs = SharedAddr(b_of(ci % kSs));
 #pragma unroll
-  for (int i = 0; i < 64; ++i) d[i] = 0.0f;
-  ForEachChunk(issue, [&](uint32_t ci) {
-    FenceProxyAsync();
-    __syncthreads();
-    const uint32_t as = SmemAddr(a_of(ci % kStages)) + wg * 8 * kMnStride;  // this warpgroup's 64 rows
-    const uint32_t bs = SmemAddr(b_of(ci % kStages));
-    FenceAcc(d);
-    WgFence();
-#pragma unroll
-    for (uint32_t s = 0; s < KC / 16; ++s) {  // k16 steps: two core matrices along K each
-      Wgmma<kBKMajor ? 0 : 1>(d, MatrixDesc(as + 2 * s * kKStride, a_lbo, a_sbo),
-                              MatrixDesc(bs + 2 * s * kKStride, b_lbo, b_sbo));
+    for (uint32_t s = 0; s < kWc / 16 && kMath; ++s) {
+      WgmmaF16(d, SwizzledDesc<kSw>(as + 32 * s), SwizzledDesc<kSw>(bs + 32 * s));
     }
-    WgCommit();
-    WgWaitAll();
-    FenceAcc(d);
-    __syncthreads();  // every warpgroup done with this stage before it is refilled
   });
-  // The accumulators: warp w of the warpgroup holds rows 16 w .. 16 w + 15;
-  // d[4 j .. 4 j + 3] are channels 8 j + 2 (lane % 4) (+1), rows lane / 4 and +8.
-  __half* ct = c + uint64_t{tile} * TM * N;
-  const uint32_t row = wg * 64 + warp * 16 + lane / 4;
+  StoreAcc<kRows, kT>(smem, c + uint64_t{tile} * TM * N, tid, d);
+}
+
+template <uint32_t kSw, uint32_t kSs, uint32_t kWg>
+constexpr uint32_t SwSmem() {
+  return kSs * (64 * kWg + N) * kSw;
+}
+
+// The floor: A read and C written as plain streams (16 bytes a thread per
+// step, grid-stride), no shared memory.
+__global__ void StreamKernel(const uint4* a, uint64_t a_units, uint4* c, uint64_t c_units) {
+  uint4 x = make_uint4(0, 0, 0, 0);
+  for (uint64_t i = blockIdx.x * uint64_t{blockDim.x} + threadIdx.x; i < a_units;
+       i += uint64_t{gridDim.x} * blockDim.x) {
+    const uint4 v = __ldcs(a + i);
+    x.x ^= v.x, x.y ^= v.y, x.z ^= v.z, x.w ^= v.w;
+  }
+  for (uint64_t i = blockIdx.x * uint64_t{blockDim.x} + threadIdx.x; i < c_units;
+       i += uint64_t{gridDim.x} * blockDim.x) {
+    c[i] = x;
+  }
+}
+
+// A control of the copy path alone: a CTA per tile streams its A (6 chunks
+// of 128 rows x 64 columns, 16 KB each) through shared memory with cp.async,
+// kDepth chunks in flight, each thread reading one word of each chunk (so the
+// data is waited for), then (kStore) writes the tile's C with coalesced
+// 16-byte stores; no weights, no products.
+template <uint32_t kDepth, bool kStore>
+__global__ void __launch_bounds__(kThreads) TileLoadKernel(const __half* a, __half* c) {
+  constexpr uint32_t kRing = kDepth + 1, kBytes = TM * 128;
+  extern __shared__ __align__(1024) unsigned char smem[];
+  const uint32_t tile = blockIdx.x, tid = threadIdx.x;
+  const __half* at = a + uint64_t{tile} * TM * K;
+  auto issue = [&](uint32_t ci) {
+    if (ci < kChunks) {
+      unsigned char* st = smem + (ci % kRing) * kBytes;
 #pragma unroll
-  for (uint32_t j = 0; j < 16; ++j) {
-    const uint32_t col = 8 * j + 2 * (lane % 4);
-    *reinterpret_cast<__half2*>(ct + row * N + col) = __floats2half2_rn(d[4 * j], d[4 * j + 1]);
-    *reinterpret_cast<__half2*>(ct + (row + 8) * N + col) = __floats2half2_rn(d[4 * j + 2], d[4 * j + 3]);
+      for (uint32_t i = 0; i < 4; ++i) {
+        const uint32_t p = tid + i * kThreads, r = p / 8, j = p % 8;
+        CopyAsync16(st + SwizzledAt<128>(r, j), at + uint64_t{r} * K + ci * KC + j * 8);
+      }
+    }
+    CopyCommit();
+  };
+  uint32_t x = 0;
+  for (uint32_t ci = 0; ci < kDepth; ++ci) issue(ci);
+  for (uint32_t ci = 0; ci < kChunks; ++ci) {
+    CopyWait<kDepth - 1>();
+    __syncthreads();
+    issue(ci + kDepth);  // into the stage read before the barrier above
+    x ^= reinterpret_cast<const uint32_t*>(smem + (ci % kRing) * kBytes)[tid * 16];
+  }
+  if (kStore) {
+    uint4* ct = reinterpret_cast<uint4*>(c + uint64_t{tile} * TM * N);
+#pragma unroll
+    for (uint32_t i = 0; i < TM * N * 2 / 16 / kThreads; ++i) ct[tid + i * kThreads] = make_uint4(x, x, x, x);
+  } else if (x == 0x12345678u) {
+    c[tid] = __float2half(1.0f);  // keeps the loads
   }
 }
 
@@ -287,7 +390,7 @@ double CheckTiles(const Device& dev, uint32_t tiles, const std::vector<__half>& 
   uint64_t n = 0;
   std::vector<float> ref(N);
   for (uint32_t t = 0; t < tiles; ++t) {
-    const __half* bg = b.data() + uint64_t{t % kGroups} * K * N;
+    const __half* bg = b.data() + uint64_t{(t / 2) % kGroups} * K * N;
     for (uint32_t r = 0; r < TM; ++r) {
       std::fill(ref.begin(), ref.end(), 0.0f);
       const __half* ar = a.data() + (uint64_t{t} * TM + r) * K;
@@ -365,12 +468,8 @@ int main(int argc, char** argv) {
   CHECK_CUDA(cudaMemcpy(dev.b, b.data(), b.size() * sizeof(__half), cudaMemcpyHostToDevice));
   CHECK_CUDA(cudaMemcpy(dev.bt, bt.data(), bt.size() * sizeof(__half), cudaMemcpyHostToDevice));
 
-  const size_t mma_smem = kStages * kMmaStage, wg_smem = kStages * kWgStage;
+  const size_t mma_smem = kStages * kMmaStage;
   CHECK_CUDA(cudaFuncSetAttribute(MmaKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(mma_smem)));
-  CHECK_CUDA(
-      cudaFuncSetAttribute(WgmmaKernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(wg_smem)));
-  CHECK_CUDA(
-      cudaFuncSetAttribute(WgmmaKernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(wg_smem)));
   const double flop = 2.0 * kTiles * TM * N * K * layers;
   auto report = [&](const char* name, double ms, double base_ms) {
     std::printf("%-44s %9.3f ms %8.2f us/layer %7.1f TFLOP/s %6.2fx\n", name, ms, ms * 1e3 / layers,
@@ -389,49 +488,85 @@ int main(int argc, char** argv) {
       },
       5);
 
-  const Variant variants[] = {
-      {"wgmma, B MN-major, LBO = K stride (A, B)", false, true, true},
-      {"wgmma, B MN-major, A LBO = K, B SBO = K", false, true, false},
-      {"wgmma, B MN-major, A SBO = K, B LBO = K", false, false, true},
-      {"wgmma, B MN-major, SBO = K stride (A, B)", false, false, false},
-      {"wgmma, B K-major, LBO = K stride (A, B)", true, true, true},
-      {"wgmma, B K-major, A LBO = K, B SBO = K", true, true, false},
-      {"wgmma, B K-major, A SBO = K, B LBO = K", true, false, true},
-      {"wgmma, B K-major, SBO = K stride (A, B)", true, false, false},
-  };
   std::printf("\n%-44s %12s %11s %15s %7s\n", "kernel (1024 tiles x layers)", "total", "per layer", "",
               "speed-up");
   report("mma.sync m16n8k16 (the current mainloop)", mma_ms, 0);
-  for (const Variant& v : variants) {
-    auto launch = [&](uint32_t tiles) {
-      if (v.b_k_major) {
-        WgmmaKernel<true><<<tiles, kThreads, wg_smem>>>(dev.a, dev.bt, dev.c, v.a_lbo_is_k, v.b_lbo_is_k);
-      } else {
-        WgmmaKernel<false><<<tiles, kThreads, wg_smem>>>(dev.a, dev.b, dev.c, v.a_lbo_is_k, v.b_lbo_is_k);
-      }
-    };
+  // Each wgmma shape: checked against the reference on a few tiles, then timed.
+  auto variant = [&](const char* name, auto kernel, uint32_t smem, const __half* bmat, bool check = true,
+                     uint32_t threads = kThreads, uint32_t tiles_per_cta = 1) {
+    CHECK_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    int per_sm = 0;
+    CHECK_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem));
     CHECK_CUDA(cudaMemset(dev.c, 0, uint64_t{kTiles} * TM * N * sizeof(__half)));
-    launch(kCheckTiles);
+    kernel<<<kCheckTiles / tiles_per_cta, threads, smem>>>(dev.a, bmat, dev.c);
     const cudaError_t e = cudaDeviceSynchronize();
     if (e != cudaSuccess) {  // a fault ends the context: report and stop
-      std::printf("%-44s kernel failed: %s\n", v.name, cudaGetErrorString(e));
-      return 1;
+      std::printf("%-44s kernel failed: %s\n", name, cudaGetErrorString(e));
+      std::exit(1);
     }
     const double err = CheckTiles(dev, kCheckTiles, a, b);
-    if (err >= 1e-2) {
-      std::printf("%-44s does not match the reference (max |GPU - CPU| / rms %.2e): not timed\n", v.name,
-                  err);
-      continue;
+    if (check && err >= 1e-2) {
+      std::printf("%-44s does not match the reference (max |GPU - CPU| / rms %.2e): not timed\n", name, err);
+      return;
     }
     const double ms = MedianMs(
         [&] {
-          for (int l = 0; l < layers; ++l) launch(kTiles);
+          for (int l = 0; l < layers; ++l)
+            kernel<<<kTiles / tiles_per_cta, threads, smem>>>(dev.a, bmat, dev.c);
         },
         5);
-    char name[96];
-    std::snprintf(name, sizeof(name), "%s (err %.1e)", v.name, err);
-    report(name, ms, mma_ms);
+    char label[96];
+    std::snprintf(label, sizeof(label), "%s, %d CTA/SM (err %.1e)", name, per_sm, err);
+    report(label, ms, mma_ms);
+  };
+  variant("wgmma, 64-col chunks, 3 stages", WgmmaKernel<64, 3>, 3 * WgStageBytes<64>(), dev.b);
+  variant("wgmma, 128B swizzle, 3 stages", WgmmaSwKernel<128, 3>, SwSmem<128, 3, 2>(), dev.bt);
+  variant("wgmma, 64B swizzle, 6 stages", WgmmaSwKernel<64, 6>, SwSmem<64, 6, 2>(), dev.bt);
+  variant("wgmma, 128B, 256-row CTA, 4 stages", WgmmaSwKernel<128, 4, 4>, SwSmem<128, 4, 4>(), dev.bt, true,
+          512, 2);
+  std::printf("timing controls (products wrong, not checked):\n");
+  variant("  128B, 3 stages: loads only", WgmmaSwKernel<128, 3, 2, true, false>, SwSmem<128, 3, 2>(), dev.bt,
+          false);
+  variant("  128B, 3 stages: A loads only", WgmmaSwKernel<128, 3, 2, true, false, false>, SwSmem<128, 3, 2>(),
+          dev.bt, false);
+  variant("  128B, 3 stages: wgmma only", WgmmaSwKernel<128, 3, 2, false, true>, SwSmem<128, 3, 2>(), dev.bt,
+          false);
+  variant("  128B, 256-row, 4 stages: loads only", WgmmaSwKernel<128, 4, 4, true, false>, SwSmem<128, 4, 4>(),
+          dev.bt, false, 512, 2);
+  variant("  128B, 256-row, 4 stages: wgmma only", WgmmaSwKernel<128, 4, 4, false, true>, SwSmem<128, 4, 4>(),
+          dev.bt, false, 512, 2);
+  {
+    const uint64_t a_units = uint64_t{kTiles} * TM * K * 2 / 16, c_units = uint64_t{kTiles} * TM * N * 2 / 16;
+    const int blocks = prop.multiProcessorCount * 8;
+    const double ms = MedianMs(
+        [&] {
+          for (int l = 0; l < layers; ++l) {
+            StreamKernel<<<blocks, 256>>>(reinterpret_cast<const uint4*>(dev.a), a_units,
+                                          reinterpret_cast<uint4*>(dev.c), c_units);
+          }
+        },
+        5);
+    report("stream: A read, C written (no products)", ms, mma_ms);
   }
+  auto loads = [&](const char* name, auto kernel, uint32_t smem) {
+    CHECK_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    int per_sm = 0;
+    CHECK_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem));
+    const double ms = MedianMs(
+        [&] {
+          for (int l = 0; l < layers; ++l) kernel<<<kTiles, kThreads, smem>>>(dev.a, dev.c);
+        },
+        5);
+    char label[96];
+    std::snprintf(label, sizeof(label), "%s, %d CTA/SM", name, per_sm);
+    report(label, ms, mma_ms);
+  };
+  loads("copy path: 1 chunk in flight, C stored", TileLoadKernel<1, true>, 2 * TM * 128);
+  loads("copy path: 2 chunks in flight, C stored", TileLoadKernel<2, true>, 3 * TM * 128);
+  loads("copy path: 4 chunks in flight, C stored", TileLoadKernel<4, true>, 5 * TM * 128);
+  loads("copy path: 2 chunks in flight, no C", TileLoadKernel<2, false>, 3 * TM * 128);
+  std::printf("(memory floor per layer: A and C, %.1f MB, at 4.25 TB/s: %.1f us)\n",
+              (double(kTiles) * TM * (K + N) * 2) / 1e6, double(kTiles) * TM * (K + N) * 2 / 4.25e12 * 1e6);
   CHECK_CUDA(cudaFree(dev.a));
   CHECK_CUDA(cudaFree(dev.b));
   CHECK_CUDA(cudaFree(dev.bt));

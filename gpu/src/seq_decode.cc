@@ -142,6 +142,10 @@ struct SeqDecodeGpu::Impl {
   // made by the first such decode (half_status: why they could not be).
   uint16_t* predictor_h = nullptr;
   uint16_t* basis_h = nullptr;
+  // On a compute capability 9.0 device, at head size 128: the same weights
+  // transposed for the wgmma kernel (SdLaunch::predictor_ht, basis_ht).
+  uint16_t* predictor_ht = nullptr;
+  uint16_t* basis_ht = nullptr;
   std::optional<Status> half_status;
   // arith=int12: the profile's fixed-point operands (SeqFixedGroups), made by
   // the first such decode; kCuda: their int8 halves (SdLaunch::w_i8, v_i8,
@@ -167,6 +171,8 @@ struct SeqDecodeGpu::Impl {
     BackendFree(backend, lane_cum);
     BackendFree(backend, predictor_h);
     BackendFree(backend, basis_h);
+    BackendFree(backend, predictor_ht);
+    BackendFree(backend, basis_ht);
     BackendFree(backend, signed_search);
     BackendFree(backend, lane_scale);
   }
@@ -198,8 +204,37 @@ struct SeqDecodeGpu::Impl {
     }
     SEQKV_ASSIGN_OR_RETURN(predictor_h, internal::Upload(backend, w));
     SEQKV_ASSIGN_OR_RETURN(basis_h, internal::Upload(backend, u));
+    if (profile->head_dim == 128 && WgmmaDevice()) {
+      // wt[g][n][f] = w[g][f][n] for the F - 1 feature rows; ut[g][n][k] = u[g][k][n].
+      const uint32_t d = profile->head_dim, nf = profile->features() - 1, groups = profile->groups();
+      std::vector<uint16_t> wt(size_t{groups} * d * nf), ut(size_t{groups} * d * d);
+      for (uint32_t g = 0; g < groups; ++g) {
+        for (uint32_t n = 0; n < d; ++n) {
+          for (uint32_t f = 0; f < nf; ++f) {
+            wt[(size_t{g} * d + n) * nf + f] = w[(size_t{g} * (nf + 1) + f) * d + n];
+          }
+          for (uint32_t k = 0; k < d; ++k) ut[(size_t{g} * d + n) * d + k] = u[(size_t{g} * d + k) * d + n];
+        }
+      }
+      SEQKV_ASSIGN_OR_RETURN(predictor_ht, internal::Upload(backend, wt));
+      SEQKV_ASSIGN_OR_RETURN(basis_ht, internal::Upload(backend, ut));
+    }
     half_status = Status::Ok();
     return *half_status;
+  }
+
+  // Whether this device runs the FP16 dense stage's wgmma kernel: compute
+  // capability 9.0 (the library's sm_90a code).
+  bool WgmmaDevice() const {
+#ifdef SEQKV_WITH_CUDA
+    int dev = 0, major = 0, minor = 0;
+    return backend == Backend::kCuda && cudaGetDevice(&dev) == cudaSuccess &&
+           cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
+           cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) == cudaSuccess &&
+           major == 9 && minor == 0;
+#else
+    return false;
+#endif
   }
 
   std::vector<SeqEntropyItem> EntropyItems(const SeqDecodeArgs& args, const std::vector<Status>* statuses,
@@ -615,6 +650,12 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
   launch.step_scale = impl_->step_scale;
   launch.predictor_h = impl_->predictor_h;
   launch.basis_h = impl_->basis_h;
+  // The wgmma kernel where its weights exist (SEQKV_DENSE_WGMMA=0: mma.sync,
+  // a measuring switch).
+  if (const char* e = std::getenv("SEQKV_DENSE_WGMMA"); e == nullptr || std::strcmp(e, "0") != 0) {
+    launch.predictor_ht = impl_->predictor_ht;
+    launch.basis_ht = impl_->basis_ht;
+  }
   launch.rope_style = rope != nullptr && rope->style == RopeStyle::kRotateHalf ? 1 : 2;
   launch.rotary_dim = impl_->rope.rotary_dim();
   launch.rope_cos = impl_->rope.cos();

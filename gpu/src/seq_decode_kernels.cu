@@ -682,6 +682,32 @@ __device__ __forceinline__ uint32_t PackHalf2(float a, float b, bool& bad) {
   return bits;
 }
 
+// The FP16 kernels' end, the tile's float rows in row_s ([TM][D + 8]): the
+// rows' destinations, the next layer's features as FP16 rows (eight channels
+// a store; an element outside FP16's range sets kSdHalfRange on the item, as
+// does `bad` from the operands), then the output stage.
+template <uint32_t D>
+__device__ __forceinline__ void HalfRowsOut(const SdLaunch& L, const SdDesc& desc, uint32_t layer,
+                                            const dense::Tile& tl, uint16_t* cur, uint64_t* dst_s,
+                                            const float* row_s, uint32_t tid, bool bad) {
+  constexpr uint32_t NT = 2 * D, BS = D + 8;
+  const uint32_t t0 = tl.t0, nt = tl.nt;
+  OutRowOffsets(L, desc, layer, tl.kv, tl.h, t0, nt, dst_s, tid, NT);
+  __syncthreads();
+  uint16_t* cur_rows = cur + ((uint64_t{tl.kv} * L.heads + tl.h) * desc.tokens + t0) * D;
+  const bool keep = KeepsRows(L, layer);
+  for (uint32_t u = tid; keep && u < nt * (D / 8); u += NT) {
+    const uint32_t k = u / (D / 8), c = (u % (D / 8)) * 8;
+    const float4 x = *reinterpret_cast<const float4*>(&row_s[k * BS + c]);
+    const float4 y = *reinterpret_cast<const float4*>(&row_s[k * BS + c + 4]);
+    const uint4 out = make_uint4(PackHalf2(x.x, x.y, bad), PackHalf2(x.z, x.w, bad), PackHalf2(y.x, y.y, bad),
+                                 PackHalf2(y.z, y.w, bad));
+    *reinterpret_cast<uint4*>(cur_rows + uint64_t{k} * D + c) = out;
+  }
+  if (bad) atomicCAS(&L.statuses[desc.status_index], 0, kSdHalfRange);
+  OutWriteRows<true>(L, desc, layer, tl.kv, t0, nt, dst_s, row_s, BS, tid, NT);
+}
+
 // kHalfSym (SdLaunch::half_symbols): the symbols are already the FP16
 // operands q * step (the lane kernel stored them, SlLaunch::half_symbols,
 // with this conversion's operations and range check), copied as the
@@ -705,7 +731,7 @@ __global__ void __launch_bounds__(2 * D, 2) SdLayerH16Kernel(SdLaunch L, uint32_
   const SdDesc& desc =
       dense::TileItem<TM, true>(L.descs, L.count, H, layer, &tl);  // 2 * D threads: whole warps
   const uint32_t T = desc.tokens;
-  const uint32_t kv = tl.kv, h = tl.h, g = tl.g, t0 = tl.t0, nt = tl.nt;
+  const uint32_t h = tl.h, g = tl.g, t0 = tl.t0, nt = tl.nt;
   const uint32_t tid = threadIdx.x;
 
   const uint16_t* W = L.predictor_h + uint64_t{g} * F * D;
@@ -819,21 +845,133 @@ __global__ void __launch_bounds__(2 * D, 2) SdLayerH16Kernel(SdLaunch L, uint32_
     __syncthreads();  // this stage consumed before the next issue overwrites it
   }
   AccToRows(acc, row_s, BS, m0, n0, lane);
-  OutRowOffsets(L, desc, layer, kv, h, t0, nt, dst_s, tid, NT);
-  __syncthreads();
-  // The next layer's features: the rows as FP16, eight channels a store.
-  uint16_t* cur_rows = cur + ((uint64_t{kv} * H + h) * T + t0) * D;
-  const bool keep = KeepsRows(L, layer);
-  for (uint32_t u = tid; keep && u < nt * (D / 8); u += NT) {
-    const uint32_t k = u / (D / 8), c = (u % (D / 8)) * 8;
-    const float4 x = *reinterpret_cast<const float4*>(&row_s[k * BS + c]);
-    const float4 y = *reinterpret_cast<const float4*>(&row_s[k * BS + c + 4]);
-    const uint4 out = make_uint4(PackHalf2(x.x, x.y, bad), PackHalf2(x.z, x.w, bad), PackHalf2(y.x, y.y, bad),
-                                 PackHalf2(y.z, y.w, bad));
-    *reinterpret_cast<uint4*>(cur_rows + uint64_t{k} * D + c) = out;
+  HalfRowsOut<D>(L, desc, layer, tl, cur, dst_s, row_s, tid, bad);
+}
+
+// ---- FP16 products on Hopper's wgmma (SdLaunch::predictor_ht) ----
+//
+// SdLayerH16Kernel<128, true> with its mainloop on wgmma: the same operands
+// (FP16 features and FP16 symbols, FP16 weights, float32 sums from the bias
+// row), the same output stage; only the order of the float32 additions
+// inside the tensor cores may differ, within the FP16 tolerance. Two
+// warpgroups of 64 tokens x 128 channels (wgmma m64n128k16, both operands
+// from shared memory); 32-column chunks in 64-byte swizzled rows, the
+// weights K-major (SdLaunch::predictor_ht, basis_ht: transposed once per
+// profile on the host), six stages: four chunks in flight while a chunk's
+// wgmmas run, one wgmma group left in flight behind them. Measured first in
+// bench/gpu/wgmma_proto.cu (the products alone: 1.2x mma.sync, at the
+// copies' bound). Compute capability 9.0 only (dense::SEQKV_WGMMA).
+constexpr uint32_t kWgSw = 64;  // bytes a swizzled row: 32 columns a chunk
+constexpr uint32_t kWgStages = 6;
+constexpr uint32_t kWgStageBytes = (TM + 128) * kWgSw;  // A (tokens) then B (channels)
+__host__ __device__ constexpr uint32_t SdWgSharedBytes() {
+  const uint32_t stages = kWgStages * kWgStageBytes, rows = TM * (128 + 8) * 4;
+  return stages > rows ? stages : rows;
+}
+static_assert(2 * (SdWgSharedBytes() + 2048) <= 227 * 1024, "two CTAs per SM");
+
+__global__ void __launch_bounds__(256, 2) SdLayerWgKernel(SdLaunch L, uint32_t layer) {
+#if SEQKV_WGMMA
+  constexpr uint32_t D = 128, NT = 256, BS = D + 8;
+  constexpr uint32_t kWgChunk = kWgSw / 2;        // columns a chunk
+  constexpr uint32_t kUnits = kWgSw / 16;         // 16-byte units a row
+  constexpr uint32_t kCopies = TM * kUnits / NT;  // A (and B) copies a thread issues per chunk
+  constexpr uint32_t kAhead = kWgStages - 2;
+  static_assert(D * kUnits / NT == kCopies, "as many B rows as A rows");
+  extern __shared__ __align__(1024) unsigned char smem[];
+  __shared__ uint64_t dst_s[TM];  // the rows' destinations (OutRowOffsets)
+  const uint32_t H = L.heads, F = L.features;
+  float* row_s = reinterpret_cast<float*>(smem);        // after the loop: [TM][BS]
+  if ((dense::SharedAddr(smem) & 1023) != 0) __trap();  // the swizzle atoms need their alignment
+
+  dense::Tile tl;
+  const SdDesc& desc = dense::TileItem<TM, true>(L.descs, L.count, H, layer, &tl);
+  const uint32_t T = desc.tokens;
+  const uint32_t h = tl.h, g = tl.g, t0 = tl.t0, nt = tl.nt;
+  const uint32_t tid = threadIdx.x, wg = tid / 128, warp = (tid % 128) / 32, lane = tid % 32;
+
+  const uint16_t* WT = L.predictor_ht + uint64_t{g} * D * (F - 1);  // [D][F - 1]
+  const uint16_t* UT = L.basis_ht + uint64_t{g} * D * D;            // [D][D]
+  const uint16_t* prev = reinterpret_cast<const uint16_t*>(desc.xhat[(layer + 1) % 2]);
+  uint16_t* cur = reinterpret_cast<uint16_t*>(desc.xhat[layer % 2]);
+  const uint16_t* qh = reinterpret_cast<const uint16_t*>(desc.q + uint64_t{g} * T * D) + uint64_t{t0} * D;
+  const bool feats = layer > 0 && L.inputs != 0;
+  const uint32_t nf = feats ? F - 1 : 0;
+  const uint32_t chunks = (nf + D) / kWgChunk;
+  auto a_of = [&](uint32_t s) { return smem + s * kWgStageBytes; };
+  auto b_of = [&](uint32_t s) { return a_of(s) + TM * kWgSw; };
+
+  // A thread's copies: row r (a token of A, a channel of B), unit j, the
+  // same places in every chunk.
+  uint32_t at[kCopies], src_at[kCopies], w_at[kCopies], u_at[kCopies];
+  bool live[kCopies];
+#pragma unroll
+  for (uint32_t i = 0; i < kCopies; ++i) {
+    const uint32_t p = tid + i * NT, r = p / kUnits, j = p % kUnits;
+    at[i] = dense::SwizzledAt<kWgSw>(r, j);
+    src_at[i] = r * D + j * 8;
+    w_at[i] = r * (F - 1) + j * 8;
+    u_at[i] = r * D + j * 8;
+    live[i] = r < nt;
   }
-  if (bad) atomicCAS(&L.statuses[desc.status_index], 0, kSdHalfRange);
-  OutWriteRows<true>(L, desc, layer, kv, t0, nt, dst_s, row_s, BS, tid, NT);
+  auto issue = [&](uint32_t ci) {
+    if (ci < chunks) {
+      const uint32_t c0 = ci * kWgChunk, st = ci % kWgStages;
+      const uint16_t* src = c0 < nf ? prev + FeatureAt(L, c0, H, h, T, t0, D) : qh + (c0 - nf);
+      const uint16_t* w = c0 < nf ? WT + c0 : UT + (c0 - nf);
+      unsigned char* a = a_of(st);
+      unsigned char* b = b_of(st);
+#pragma unroll
+      for (uint32_t i = 0; i < kCopies; ++i) {
+        if (live[i]) {
+          CopyAsync16(a + at[i], src + src_at[i]);
+        } else {
+          *reinterpret_cast<uint4*>(a + at[i]) = make_uint4(0, 0, 0, 0);
+        }
+        CopyAsync16(b + at[i], w + (c0 < nf ? w_at[i] : u_at[i]));
+      }
+    }
+    CopyCommit();  // an empty group past the last chunk keeps the wait counts uniform
+  };
+
+  // The sums start at the bias row's value of their column.
+  float d[64];
+  {
+    const float* bias = L.predictor + uint64_t{g} * F * D + uint64_t{F - 1} * D;
+#pragma unroll
+    for (uint32_t j = 0; j < 16; ++j) {
+      const uint32_t col = 8 * j + 2 * (lane % 4);
+      d[4 * j] = d[4 * j + 2] = bias[col];
+      d[4 * j + 1] = d[4 * j + 3] = bias[col + 1];
+    }
+  }
+  // Above: only what was in place before the lane stage; the previous
+  // layer's rows and this layer's writes come after the previous grid.
+  dense::GridDependencyWait();
+  dense::AllowDependents();
+  dense::WgChunks<kAhead>(chunks, d, issue, [&](uint32_t ci) {
+    const uint32_t as = dense::SharedAddr(a_of(ci % kWgStages)) + wg * 64 * kWgSw;  // this warpgroup's tokens
+    const uint32_t bs = dense::SharedAddr(b_of(ci % kWgStages));
+#pragma unroll
+    for (uint32_t k = 0; k < kWgChunk / 16; ++k) {
+      dense::WgmmaF16(d, dense::SwizzledDesc<kWgSw>(as + 32 * k), dense::SwizzledDesc<kWgSw>(bs + 32 * k));
+    }
+  });
+  __syncthreads();  // every warpgroup's wgmmas done: the rows overlay the stages
+  {
+    const uint32_t r = wg * 64 + warp * 16 + lane / 4;
+#pragma unroll
+    for (uint32_t j = 0; j < 16; ++j) {
+      const uint32_t col = 8 * j + 2 * (lane % 4);
+      *reinterpret_cast<float2*>(&row_s[r * BS + col]) = make_float2(d[4 * j], d[4 * j + 1]);
+      *reinterpret_cast<float2*>(&row_s[(r + 8) * BS + col]) = make_float2(d[4 * j + 2], d[4 * j + 3]);
+    }
+  }
+  HalfRowsOut<D>(L, desc, layer, tl, cur, dst_s, row_s, tid, false);
+#else
+  (void)L, (void)layer;
+  __trap();  // the compute_90 PTX pass: never launched (LaunchSdLayer checks the device)
+#endif
 }
 
 // ---- arith=int12 on int8 tensor cores (SdLaunch::math kSdMathInt12) ----
@@ -910,18 +1048,17 @@ cudaError_t LaunchSdLayerI12D(const SdLaunch& launch, uint32_t layer, cudaStream
   return cudaGetLastError();
 }
 
-template <uint32_t D, bool kHalfSym>
-cudaError_t LaunchSdLayerH16D(const SdLaunch& launch, uint32_t layer, cudaStream_t stream) {
-  const size_t smem = SdHSharedBytes(D, kHalfSym);
+// The FP16 kernels' launch, with programmatic stream serialization: layer
+// l's CTAs start their prologue while layer l - 1's last CTAs finish (the
+// kernels wait for that grid before they read its rows). SEQKV_DENSE_PDL=0
+// launches plainly (a measuring switch).
+cudaError_t LaunchDense(void (*kernel)(SdLaunch, uint32_t), uint32_t threads, size_t smem,
+                        const SdLaunch& launch, uint32_t layer, cudaStream_t stream) {
   if (smem > 48 * 1024) {
-    const cudaError_t e = cudaFuncSetAttribute(SdLayerH16Kernel<D, kHalfSym>,
-                                               cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+    const cudaError_t e =
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
     if (e != cudaSuccess) return e;
   }
-  // Programmatic stream serialization: layer l's CTAs start their prologue
-  // while layer l - 1's last CTAs finish (the kernel waits for that grid
-  // before it reads its rows). SEQKV_DENSE_PDL=0 launches plainly (a
-  // measuring switch).
   static const bool pdl = [] {
     const char* e = std::getenv("SEQKV_DENSE_PDL");
     return e == nullptr || std::strcmp(e, "0") != 0;
@@ -931,12 +1068,22 @@ cudaError_t LaunchSdLayerH16D(const SdLaunch& launch, uint32_t layer, cudaStream
   attr.val.programmaticStreamSerializationAllowed = 1;
   cudaLaunchConfig_t config{};
   config.gridDim = dim3(launch.total_ctas);
-  config.blockDim = dim3(2 * D);
+  config.blockDim = dim3(threads);
   config.dynamicSmemBytes = smem;
   config.stream = stream;
   config.attrs = &attr;
   config.numAttrs = pdl ? 1 : 0;
-  return cudaLaunchKernelEx(&config, SdLayerH16Kernel<D, kHalfSym>, launch, layer);
+  return cudaLaunchKernelEx(&config, kernel, launch, layer);
+}
+
+template <uint32_t D, bool kHalfSym>
+cudaError_t LaunchSdLayerH16D(const SdLaunch& launch, uint32_t layer, cudaStream_t stream) {
+  return LaunchDense(SdLayerH16Kernel<D, kHalfSym>, 2 * D, SdHSharedBytes(D, kHalfSym), launch, layer,
+                     stream);
+}
+
+cudaError_t LaunchSdLayerWg(const SdLaunch& launch, uint32_t layer, cudaStream_t stream) {
+  return LaunchDense(SdLayerWgKernel, 256, SdWgSharedBytes(), launch, layer, stream);
 }
 
 template <int kPasses, uint32_t D>
@@ -977,6 +1124,9 @@ cudaError_t LaunchSdLayer(const SdLaunch& launch, uint32_t layer, cudaStream_t s
       if (launch.predictor_h == nullptr || launch.basis_h == nullptr) return cudaErrorInvalidValue;
       if (launch.half_symbols) {
         if ((launch.features - 1) % SdHChunk(launch.head_dim, true) != 0) return cudaErrorInvalidValue;
+        if (launch.head_dim == 128 && launch.predictor_ht != nullptr && launch.basis_ht != nullptr) {
+          return LaunchSdLayerWg(launch, layer, stream);
+        }
         return launch.head_dim == 64 ? LaunchSdLayerH16D<64, true>(launch, layer, stream)
                                      : LaunchSdLayerH16D<128, true>(launch, layer, stream);
       }

@@ -67,6 +67,13 @@ struct SdLaunch {
   // kSdMathF16: the predictor and basis rounded to FP16 (the same layout).
   const uint16_t* predictor_h;
   const uint16_t* basis_h;
+  // kSdMathF16 at head size 128 with half_symbols, on a compute capability
+  // 9.0 device: the FP16 predictor rows without the bias row and the basis,
+  // transposed ([G][D][F - 1], [G][D][D]: wgmma's K-major operands). When
+  // set, that decode's dense stage runs on wgmma (SdLayerWgKernel); null:
+  // on mma.sync.
+  const uint16_t* predictor_ht;
+  const uint16_t* basis_ht;
   // RoPE for the keys' output (chunks with rotate_keys): cos/sin
   // [positions][rotary_dim], one set of RoPE parameters per launch.
   uint32_t rope_style;  // 1 rotate_half, 2 interleaved

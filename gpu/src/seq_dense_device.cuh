@@ -295,4 +295,130 @@ __device__ __forceinline__ void PredictTile(const PredictArgs& a, float* feat_s,
   }
 }
 
+// ---- Hopper's wgmma (the sm_90a pass only; see SEQKV_WGMMA) ----
+//
+// wgmma and its fences exist only in the architecture-specific sm_90a
+// target. The library is built for sm_90a machine code and compute_90 PTX
+// (cmake/SeqkvCuda.cmake): in the PTX pass (what a newer GPU would compile)
+// these helpers trap, and the host never launches a kernel that uses them
+// on anything but a compute capability 9.0 device.
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define SEQKV_WGMMA 1
+#else
+#define SEQKV_WGMMA 0
+#endif
+
+__device__ __forceinline__ uint32_t SharedAddr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// A shared-memory matrix descriptor of a K-major operand stored in kSw-byte
+// swizzled rows (kSw 128, 64 or 32: the row is one swizzle atom wide, 8 rows
+// an atom of 8 kSw bytes, aligned to its size): the start address, LBO
+// unused (1), SBO = 8 kSw (one 8-row group to the next), the swizzle mode in
+// bits 62-63. A k16 step within the row advances the start by 32 bytes (the
+// hardware applies the XOR to the addresses it forms).
+template <uint32_t kSw>
+__device__ __forceinline__ uint64_t SwizzledDesc(uint32_t addr) {
+  static_assert(kSw == 128 || kSw == 64 || kSw == 32, "swizzle width");
+  constexpr uint64_t mode = kSw == 128 ? 1 : kSw == 64 ? 2 : 3;
+  return uint64_t{(addr & 0x3FFFF) >> 4} | (uint64_t{1} << 16) | (uint64_t{8 * kSw >> 4} << 32) |
+         (mode << 62);
+}
+// Where 16-byte unit j of row r lies in such rows, in bytes.
+template <uint32_t kSw>
+__host__ __device__ constexpr uint32_t SwizzledAt(uint32_t r, uint32_t j) {
+  return r * kSw + ((j ^ ((r * kSw / 128) % (kSw / 16))) * 16);
+}
+
+__device__ __forceinline__ void WgFence() {
+#if SEQKV_WGMMA
+  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#else
+  __trap();
+#endif
+}
+__device__ __forceinline__ void WgCommit() {
+#if SEQKV_WGMMA
+  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+#endif
+}
+template <int kPending>
+__device__ __forceinline__ void WgWait() {
+#if SEQKV_WGMMA
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(kPending) : "memory");
+#endif
+}
+// Shared memory written through the generic proxy (cp.async, ordinary
+// stores) made visible to wgmma's async proxy: each writing thread, before
+// the barrier that precedes the wgmma.
+__device__ __forceinline__ void FenceProxyAsync() {
+#if SEQKV_WGMMA
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#endif
+}
+// Keeps the compiler from moving accumulator accesses across wgmma's fences
+// and waits.
+__device__ __forceinline__ void FenceAcc(float (&d)[64]) {
+#pragma unroll
+  for (int i = 0; i < 64; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
+
+// D (64 x 128, float32) += A (64 x 16) * B (16 x 128), FP16 operands in
+// shared memory (descriptors da, db), issued by a warpgroup: A K-major; B
+// K-major (kTransB 0) or MN-major (1, wgmma transposes it). D's layout: warp
+// w of the warpgroup holds rows 16 w .. 16 w + 15; d[4 j .. 4 j + 3] are
+// columns 8 j + 2 (lane % 4) and + 1, at rows lane / 4 and lane / 4 + 8.
+template <int kTransB = 0>
+__device__ __forceinline__ void WgmmaF16(float (&d)[64], uint64_t da, uint64_t db) {
+#if SEQKV_WGMMA
+  asm volatile(
+      "{\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, "
+      "%22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, "
+      "%42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, "
+      "%62, %63}, %64, %65, 1, 1, 1, 0, %66;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]),
+        "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]),
+        "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]),
+        "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]),
+        "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]),
+        "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]),
+        "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "l"(da), "l"(db), "n"(kTransB));
+#else
+  (void)d, (void)da, (void)db;
+  __trap();
+#endif
+}
+
+// The wgmma kernels' chunk pipeline: kAhead chunks in flight (issue(ci):
+// chunk ci's cp.async copies into its stage and one commit, an empty one
+// past the last chunk); chunk ci's wgmmas (mma(ci)) once every thread's
+// copies of it are in and visible to the async proxy, one wgmma group left
+// in flight behind the next chunk's. issue(ci + kAhead) refills chunk
+// ci - 2's stage: at least kAhead + 2 stages. Returns with this warpgroup's
+// wgmmas done (the caller synchronizes the CTA before reusing the stages).
+template <uint32_t kAhead, typename Issue, typename Mma>
+__device__ __forceinline__ void WgChunks(uint32_t chunks, float (&d)[64], Issue&& issue, Mma&& mma) {
+  for (uint32_t ci = 0; ci < kAhead; ++ci) issue(ci);
+  for (uint32_t ci = 0; ci < chunks; ++ci) {
+    CopyWait<kAhead - 1>();  // this thread's copies of chunk ci are done
+    FenceProxyAsync();
+    __syncthreads();  // every thread's part of chunk ci; every warpgroup past chunk ci - 2's wgmmas
+    issue(ci + kAhead);
+    FenceAcc(d);
+    WgFence();
+    mma(ci);
+    WgCommit();
+    WgWait<1>();
+    FenceAcc(d);
+  }
+  WgWait<0>();
+  FenceAcc(d);
+}
+
 }  // namespace seqkv::gpu::internal::dense
