@@ -87,15 +87,20 @@ __device__ __forceinline__ const Desc& TileItem(const Desc* descs, uint32_t coun
   return desc;
 }
 
+// A shared-memory pointer as the 32-bit shared-window address PTX takes.
+__device__ __forceinline__ uint32_t SharedAddr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
 // Asynchronous copies global -> shared (cp.async), 4 bytes (through L1) or
 // 16 bytes (L2 only), committed as groups; CopyWait<N> waits until at most N
 // of this thread's groups are pending.
 __device__ __forceinline__ void CopyAsync4(void* dst, const void* src) {
-  const uint32_t d = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
+  const uint32_t d = SharedAddr(dst);
   asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(d), "l"(src));
 }
 __device__ __forceinline__ void CopyAsync16(void* dst, const void* src) {
-  const uint32_t d = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
+  const uint32_t d = SharedAddr(dst);
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(src));
 }
 __device__ __forceinline__ void CopyCommit() { asm volatile("cp.async.commit_group;\n" ::); }
@@ -119,13 +124,13 @@ __device__ __forceinline__ void AllowDependents() {
 // Four 8x8 matrices of 16-bit elements (or 8x16 bytes) from shared memory,
 // lane l giving the address of row l % 8 of matrix l / 8 (ldmatrix).
 __device__ __forceinline__ void LdMatrixX4(uint32_t (&r)[4], const void* p) {
-  const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(p));
+  const uint32_t a = SharedAddr(p);
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(a));
 }
 __device__ __forceinline__ void LdMatrixX4Trans(uint32_t (&r)[4], const void* p) {
-  const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(p));
+  const uint32_t a = SharedAddr(p);
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(a));
@@ -307,10 +312,6 @@ __device__ __forceinline__ void PredictTile(const PredictArgs& a, float* feat_s,
 #else
 #define SEQKV_WGMMA 0
 #endif
-
-__device__ __forceinline__ uint32_t SharedAddr(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
 
 // A shared-memory matrix descriptor of a K-major operand stored in kSw-byte
 // swizzled rows (kSw 128, 64 or 32: the row is one swizzle atom wide, 8 rows
