@@ -22,6 +22,7 @@
 // SdLaunch::math), SdLayerH16Kernel with FP16 operands, within the
 // tolerances docs/gpu.md documents; the kernels share the output stage
 // (OutRowOffsets, OutWriteRows).
+#include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -168,28 +169,41 @@ __device__ __forceinline__ void OutWriteRowsVec(const SdLaunch& L, uint16_t* bas
   }
 }
 
-// One unit of OutWriteRowsVec, in two steps so that a caller can issue two
-// units' loads before either's arithmetic (OutWriteRowsVecPaired): its values,
-// and for a rotated unit its RoPE partners and cos/sin; then the unit
-// rotated, rounded and stored, with OutWriteRowsVec's operations.
-// (OutWriteRowsVec keeps its one-pass loop: written through these two, the
-// exact kernel took 72 registers instead of 64.)
+// The FP16 kernels' output stage in one pass (HalfRowsOut): a unit's eight
+// values are read from the rows once for both of its writes, the next
+// layer's FP16 row (keep) and the RoPE'd bf16 output, two units a pass with
+// both units' loads issued before either's arithmetic (the cos/sin loads,
+// global memory, were the stage's longest wait: ncu, 2026-12-01). The
+// roundings are the hardware's conversions, two values an instruction:
+// cvt.rn.f16x2 with the range check as a max over |h| (an element outside
+// FP16's range, |x| >= 65520 or NaN, is exactly one that rounds to an
+// infinity or a NaN), and cvt.rn.bf16x2, which is ToBf16's round to nearest
+// even for every value but a NaN; a NaN (which finite FP16 operands and
+// checked weights cannot make) is caught as a NaN in the max over the bf16
+// pairs, and the caller then writes the thread's units again with kExact
+// (ToBf16). (The former stage, a pass for the FP16 rows and another for the
+// output, each element rounded and range-checked by integer and compare
+// operations, was 49 % of the wgmma kernel's instructions and 55 % of its
+// stall samples: ncu, 2026-12-01.)
 struct OutUnit {
   float v[8], p[8], c[8], s[8];
   uint64_t off;  // destination of the row's first element
+  uint32_t k;    // the row
   uint32_t j0;   // the unit's first channel
   bool rot;
 };
+template <uint32_t D>
 __device__ __forceinline__ bool OutLoadUnit(const SdLaunch& L, bool rotate, uint64_t pos0,
-                                            const uint64_t* dst_s, const float* row_s, uint32_t stride,
-                                            uint32_t u, OutUnit& x) {
-  const uint32_t rd = L.rotary_dim, cpr = L.head_dim / 8, half = rd / 2;
-  const uint32_t k = u / cpr, j0 = (u - k * cpr) * 8;
+                                            const uint64_t* dst_s, const float* row_s, uint32_t u,
+                                            OutUnit& x) {
+  const uint32_t rd = L.rotary_dim, half = rd / 2;
+  const uint32_t k = u / (D / 8), j0 = (u % (D / 8)) * 8;
   x.off = dst_s[k];
+  x.k = k;
   x.j0 = j0;
   x.rot = false;
-  if (x.off == kNoRow) return false;
-  const float* row = row_s + k * stride;
+  if (x.off == kNoRow) return false;  // the item has failed (kSdBlockOutOfRange)
+  const float* row = row_s + k * (D + 8);
   Load8(row + j0, x.v);
   if (!rotate || j0 >= rd) return true;
   x.rot = true;
@@ -210,41 +224,69 @@ __device__ __forceinline__ bool OutLoadUnit(const SdLaunch& L, bool rotate, uint
   Load8(L.rope_sin + at, x.s);
   return true;
 }
-__device__ __forceinline__ void OutStoreUnit(uint16_t* base, OutUnit& x) {
+__device__ __forceinline__ uint32_t Bits(__half2 h) {
+  uint32_t b;
+  memcpy(&b, &h, sizeof(b));
+  return b;
+}
+__device__ __forceinline__ uint32_t Bits(__nv_bfloat162 h) {
+  uint32_t b;
+  memcpy(&b, &h, sizeof(b));
+  return b;
+}
+template <uint32_t D, bool kExact>
+__device__ __forceinline__ void OutStoreUnit(uint16_t* base, uint16_t* cur_rows, bool keep, OutUnit& x,
+                                             __half2& hmax, __nv_bfloat162& bmax) {
+  if (keep) {
+    __half2 h[4];
+#pragma unroll
+    for (uint32_t e = 0; e < 4; ++e) {
+      h[e] = __floats2half2_rn(x.v[2 * e], x.v[2 * e + 1]);
+      hmax = __hmax2_nan(hmax, __habs2(h[e]));
+    }
+    *reinterpret_cast<uint4*>(cur_rows + uint64_t{x.k} * D + x.j0) =
+        make_uint4(Bits(h[0]), Bits(h[1]), Bits(h[2]), Bits(h[3]));
+  }
   if (x.rot) {
 #pragma unroll
     for (uint32_t e = 0; e < 8; ++e) x.v[e] = __fadd_rn(__fmul_rn(x.v[e], x.c[e]), __fmul_rn(x.p[e], x.s[e]));
   }
-  uint32_t bits[8];
+  uint32_t w[4];
 #pragma unroll
-  for (uint32_t e = 0; e < 8; ++e) bits[e] = dense::ToBf16(x.v[e]);
-  *reinterpret_cast<uint4*>(base + x.off + x.j0) =
-      make_uint4(bits[0] | (bits[1] << 16), bits[2] | (bits[3] << 16), bits[4] | (bits[5] << 16),
-                 bits[6] | (bits[7] << 16));
-}
-
-// OutWriteRowsVec two units a pass, both units' loads issued before either's
-// arithmetic (the FP16 kernel's output stage). The cos/sin loads (global
-// memory) were that kernel's longest wait there (ncu, 2026-12-01), and the
-// store between two units keeps the compiler from moving the next unit's
-// loads up. (Not for the other kernels: the exact kernel would go from 64 to
-// 100 registers.)
-__device__ __forceinline__ void OutWriteRowsVecPaired(const SdLaunch& L, uint16_t* base, bool rotate,
-                                                      uint64_t pos0, const uint64_t* dst_s,
-                                                      const float* row_s, uint32_t stride, uint32_t nt,
-                                                      uint32_t tid, uint32_t nthreads) {
-  const uint32_t units = nt * (L.head_dim / 8);
-  for (uint32_t u = tid; u < units; u += 2 * nthreads) {
-    OutUnit a, b;
-    const bool has_a = OutLoadUnit(L, rotate, pos0, dst_s, row_s, stride, u, a);
-    const bool has_b =
-        u + nthreads < units && OutLoadUnit(L, rotate, pos0, dst_s, row_s, stride, u + nthreads, b);
-    if (has_a) OutStoreUnit(base, a);
-    if (has_b) OutStoreUnit(base, b);
+  for (uint32_t e = 0; e < 4; ++e) {
+    if constexpr (kExact) {
+      w[e] = dense::ToBf16(x.v[2 * e]) | (uint32_t{dense::ToBf16(x.v[2 * e + 1])} << 16);
+    } else {
+      const __nv_bfloat162 b = __floats2bfloat162_rn(x.v[2 * e], x.v[2 * e + 1]);  // .x in the low half
+      bmax = __hmax2_nan(bmax, b);
+      w[e] = Bits(b);
+    }
   }
+  *reinterpret_cast<uint4*>(base + x.off + x.j0) = make_uint4(w[0], w[1], w[2], w[3]);
+}
+// The thread's units; returns whether a bf16 rounding met a NaN (never with
+// kExact). *bad is set when a kept FP16 element is outside FP16's range.
+template <uint32_t D, bool kExact>
+__device__ __forceinline__ bool OutWriteHalfAndRows(const SdLaunch& L, uint16_t* base, uint16_t* cur_rows,
+                                                    bool keep, bool rotate, uint64_t pos0,
+                                                    const uint64_t* dst_s, const float* row_s, uint32_t nt,
+                                                    uint32_t tid, bool* bad) {
+  constexpr uint32_t NT = 2 * D;
+  const uint32_t units = nt * (D / 8);
+  __half2 hmax = __float2half2_rn(0.0f);
+  __nv_bfloat162 bmax = __float2bfloat162_rn(0.0f);
+  for (uint32_t u = tid; u < units; u += 2 * NT) {
+    OutUnit a, b;
+    const bool has_a = OutLoadUnit<D>(L, rotate, pos0, dst_s, row_s, u, a);
+    const bool has_b = u + NT < units && OutLoadUnit<D>(L, rotate, pos0, dst_s, row_s, u + NT, b);
+    if (has_a) OutStoreUnit<D, kExact>(base, cur_rows, keep, a, hmax, bmax);
+    if (has_b) OutStoreUnit<D, kExact>(base, cur_rows, keep, b, hmax, bmax);
+  }
+  // Both halves of hmax at most 65504 (a NaN compares false).
+  if (!__hble2(hmax, __float2half2_rn(65504.0f))) *bad = true;
+  return !kExact && (__hisnan(bmax.x) || __hisnan(bmax.y));
 }
 
-template <bool kPaired = false>
 __device__ __forceinline__ void OutWriteRows(const SdLaunch& L, const SdDesc& desc, uint32_t layer,
                                              uint32_t kv, uint32_t t0, uint32_t nt, const uint64_t* dst_s,
                                              const float* row_s, uint32_t stride, uint32_t tid,
@@ -254,11 +296,7 @@ __device__ __forceinline__ void OutWriteRows(const SdLaunch& L, const SdDesc& de
   const uint64_t pos0 = desc.first_position + t0;
   if (L.head_dim % 8 == 0 && reinterpret_cast<uintptr_t>(base) % 16 == 0) {
     if (stride % 4 == 0 && L.rotary_dim % 16 == 0) {
-      if constexpr (kPaired) {
-        OutWriteRowsVecPaired(L, base, rotate, pos0, dst_s, row_s, stride, nt, tid, nthreads);
-      } else {
-        OutWriteRowsVec(L, base, rotate, pos0, dst_s, row_s, stride, nt, tid, nthreads);
-      }
+      OutWriteRowsVec(L, base, rotate, pos0, dst_s, row_s, stride, nt, tid, nthreads);
     } else {
       OutWriteRowsW<8>(L, base, rotate, pos0, dst_s, row_s, stride, nt, tid, nthreads);
     }
@@ -683,9 +721,10 @@ __device__ __forceinline__ uint32_t PackHalf2(float a, float b, bool& bad) {
 }
 
 // The FP16 kernels' end, the tile's float rows in row_s ([TM][D + 8]): the
-// rows' destinations, the next layer's features as FP16 rows (eight channels
-// a store; an element outside FP16's range sets kSdHalfRange on the item, as
-// does `bad` from the operands), then the output stage.
+// rows' destinations, then the next layer's features as FP16 rows (eight
+// channels a store; an element outside FP16's range sets kSdHalfRange on the
+// item, as does `bad` from the operands) and the output, in one pass
+// (OutWriteHalfAndRows) where the destination takes 16-byte stores.
 template <uint32_t D>
 __device__ __forceinline__ void HalfRowsOut(const SdLaunch& L, const SdDesc& desc, uint32_t layer,
                                             const dense::Tile& tl, uint16_t* cur, uint64_t* dst_s,
@@ -696,6 +735,17 @@ __device__ __forceinline__ void HalfRowsOut(const SdLaunch& L, const SdDesc& des
   __syncthreads();
   uint16_t* cur_rows = cur + ((uint64_t{tl.kv} * L.heads + tl.h) * desc.tokens + t0) * D;
   const bool keep = KeepsRows(L, layer);
+  uint16_t* base = OutBase(L, desc, layer, tl.kv);
+  if (reinterpret_cast<uintptr_t>(base) % 16 == 0 && L.rotary_dim % 16 == 0) {
+    const bool rotate = tl.kv == 0 && desc.rotate_keys && L.rotary_dim > 0;
+    const uint64_t pos0 = desc.first_position + t0;
+    if (OutWriteHalfAndRows<D, false>(L, base, cur_rows, keep, rotate, pos0, dst_s, row_s, nt, tid, &bad)) {
+      OutWriteHalfAndRows<D, true>(L, base, cur_rows, keep, rotate, pos0, dst_s, row_s, nt, tid, &bad);
+    }
+    if (bad) atomicCAS(&L.statuses[desc.status_index], 0, kSdHalfRange);
+    return;
+  }
+  // A destination the 16-byte stores cannot take: two passes.
   for (uint32_t u = tid; keep && u < nt * (D / 8); u += NT) {
     const uint32_t k = u / (D / 8), c = (u % (D / 8)) * 8;
     const float4 x = *reinterpret_cast<const float4*>(&row_s[k * BS + c]);
@@ -705,7 +755,7 @@ __device__ __forceinline__ void HalfRowsOut(const SdLaunch& L, const SdDesc& des
     *reinterpret_cast<uint4*>(cur_rows + uint64_t{k} * D + c) = out;
   }
   if (bad) atomicCAS(&L.statuses[desc.status_index], 0, kSdHalfRange);
-  OutWriteRows<true>(L, desc, layer, tl.kv, t0, nt, dst_s, row_s, BS, tid, NT);
+  OutWriteRows(L, desc, layer, tl.kv, t0, nt, dst_s, row_s, BS, tid, NT);
 }
 
 // kHalfSym (SdLaunch::half_symbols): the symbols are already the FP16
