@@ -122,6 +122,24 @@ __device__ __forceinline__ void Load8(const float* p, float (&v)[8]) {
   v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
 }
 
+// (lo, hi) as bf16, lo in the low half: ToBf16's roundings. kExact: ToBf16
+// itself; else cvt.rn.bf16x2, the same round to nearest even for every value
+// but a NaN (ToBf16 keeps a NaN's sign and payload, the hardware makes it the
+// canonical NaN), with `nan_max` a max over the pairs that turns NaN when
+// one was met: the caller then writes its units again with kExact.
+template <bool kExact>
+__device__ __forceinline__ uint32_t PackBf16(float lo, float hi, __nv_bfloat162& nan_max) {
+  if constexpr (kExact) {
+    return dense::ToBf16(lo) | (uint32_t{dense::ToBf16(hi)} << 16);
+  } else {
+    const __nv_bfloat162 b = __floats2bfloat162_rn(lo, hi);  // .x = lo in the low half
+    nan_max = __hmax2_nan(nan_max, b);
+    uint32_t bits;
+    memcpy(&bits, &b, sizeof(bits));
+    return bits;
+  }
+}
+
 // OutWriteRowsW<8> with every operand read as 16-byte vectors: the unit's
 // values, their RoPE partners and the cos/sin of the unit. For row strides
 // that are multiples of 4 and rotary sizes that are multiples of 16 (a unit is
@@ -130,10 +148,12 @@ __device__ __forceinline__ void Load8(const float* p, float (&v)[8]) {
 // with p = -x[partner] for the pair's first element, x[partner] for its
 // second. (The scalar loads of the unit above were most of the tensor-core
 // kernels' instructions: ncu, 2026-11-29.)
-__device__ __forceinline__ void OutWriteRowsVec(const SdLaunch& L, uint16_t* base, bool rotate, uint64_t pos0,
+template <bool kExact>
+__device__ __forceinline__ bool OutWriteRowsVec(const SdLaunch& L, uint16_t* base, bool rotate, uint64_t pos0,
                                                 const uint64_t* dst_s, const float* row_s, uint32_t stride,
                                                 uint32_t nt, uint32_t tid, uint32_t nthreads) {
   const uint32_t d = L.head_dim, rd = L.rotary_dim, cpr = d / 8, half = rd / 2;
+  __nv_bfloat162 bmax = __float2bfloat162_rn(0.0f);
   for (uint32_t u = tid; u < nt * cpr; u += nthreads) {
     const uint32_t k = u / cpr, j0 = (u - k * cpr) * 8;
     const uint64_t off = dst_s[k];
@@ -161,12 +181,12 @@ __device__ __forceinline__ void OutWriteRowsVec(const SdLaunch& L, uint16_t* bas
 #pragma unroll
       for (uint32_t e = 0; e < 8; ++e) v[e] = __fadd_rn(__fmul_rn(v[e], c[e]), __fmul_rn(p[e], sn[e]));
     }
-    uint32_t bits[8];
+    uint32_t w[4];
 #pragma unroll
-    for (uint32_t e = 0; e < 8; ++e) bits[e] = dense::ToBf16(v[e]);
-    *reinterpret_cast<uint4*>(base + off + j0) = make_uint4(bits[0] | (bits[1] << 16), bits[2] | (bits[3] << 16),
-                                                            bits[4] | (bits[5] << 16), bits[6] | (bits[7] << 16));
+    for (uint32_t e = 0; e < 4; ++e) w[e] = PackBf16<kExact>(v[2 * e], v[2 * e + 1], bmax);
+    *reinterpret_cast<uint4*>(base + off + j0) = make_uint4(w[0], w[1], w[2], w[3]);
   }
+  return !kExact && (__hisnan(bmax.x) || __hisnan(bmax.y));
 }
 
 // The FP16 kernels' output stage in one pass (HalfRowsOut): a unit's eight
@@ -229,11 +249,6 @@ __device__ __forceinline__ uint32_t Bits(__half2 h) {
   memcpy(&b, &h, sizeof(b));
   return b;
 }
-__device__ __forceinline__ uint32_t Bits(__nv_bfloat162 h) {
-  uint32_t b;
-  memcpy(&b, &h, sizeof(b));
-  return b;
-}
 template <uint32_t D, bool kExact>
 __device__ __forceinline__ void OutStoreUnit(uint16_t* base, uint16_t* cur_rows, bool keep, OutUnit& x,
                                              __half2& hmax, __nv_bfloat162& bmax) {
@@ -253,15 +268,7 @@ __device__ __forceinline__ void OutStoreUnit(uint16_t* base, uint16_t* cur_rows,
   }
   uint32_t w[4];
 #pragma unroll
-  for (uint32_t e = 0; e < 4; ++e) {
-    if constexpr (kExact) {
-      w[e] = dense::ToBf16(x.v[2 * e]) | (uint32_t{dense::ToBf16(x.v[2 * e + 1])} << 16);
-    } else {
-      const __nv_bfloat162 b = __floats2bfloat162_rn(x.v[2 * e], x.v[2 * e + 1]);  // .x in the low half
-      bmax = __hmax2_nan(bmax, b);
-      w[e] = Bits(b);
-    }
-  }
+  for (uint32_t e = 0; e < 4; ++e) w[e] = PackBf16<kExact>(x.v[2 * e], x.v[2 * e + 1], bmax);
   *reinterpret_cast<uint4*>(base + x.off + x.j0) = make_uint4(w[0], w[1], w[2], w[3]);
 }
 // The thread's units; returns whether a bf16 rounding met a NaN (never with
@@ -296,7 +303,9 @@ __device__ __forceinline__ void OutWriteRows(const SdLaunch& L, const SdDesc& de
   const uint64_t pos0 = desc.first_position + t0;
   if (L.head_dim % 8 == 0 && reinterpret_cast<uintptr_t>(base) % 16 == 0) {
     if (stride % 4 == 0 && L.rotary_dim % 16 == 0) {
-      OutWriteRowsVec(L, base, rotate, pos0, dst_s, row_s, stride, nt, tid, nthreads);
+      if (OutWriteRowsVec<false>(L, base, rotate, pos0, dst_s, row_s, stride, nt, tid, nthreads)) {
+        OutWriteRowsVec<true>(L, base, rotate, pos0, dst_s, row_s, stride, nt, tid, nthreads);
+      }
     } else {
       OutWriteRowsW<8>(L, base, rotate, pos0, dst_s, row_s, stride, nt, tid, nthreads);
     }
