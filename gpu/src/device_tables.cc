@@ -1,6 +1,7 @@
 #include "device_tables.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include "engine_rope.h"
 #include "seq_lossy_core.h"
@@ -38,6 +39,12 @@ Status DeviceRope::Ensure(const RopeParams& rope, uint32_t head_dim, uint32_t po
   const seqkv::internal::RopeTable t = seqkv::internal::MakeRopeTable(rope, head_dim, 0, n);
   Release();
   rotary_dim_ = t.rotary_dim;
+  mirrored_ = t.rotary_dim % 2 == 0;
+  const uint32_t half = t.rotary_dim / 2;
+  for (size_t at = 0; mirrored_ && at + t.rotary_dim <= t.cos.size(); at += t.rotary_dim) {
+    mirrored_ = std::memcmp(&t.cos[at], &t.cos[at + half], half * sizeof(float)) == 0 &&
+                std::memcmp(&t.sin[at], &t.sin[at + half], half * sizeof(float)) == 0;
+  }
   if (t.rotary_dim > 0) {
     SEQKV_ASSIGN_OR_RETURN(cos_, UploadFloats(backend_, t.cos));
     SEQKV_ASSIGN_OR_RETURN(sin_, UploadFloats(backend_, t.sin));

@@ -94,6 +94,9 @@ class DeviceRope {
   uint32_t rotary_dim() const { return rotary_dim_; }
   const float* cos() const { return cos_; }
   const float* sin() const { return sin_; }
+  // Whether cos and sin hold the same bits at channels j and j + rotary_dim / 2
+  // of every position (checked when the table is made).
+  bool mirrored() const { return mirrored_; }
 
  private:
   void Release();
@@ -103,6 +106,7 @@ class DeviceRope {
   uint32_t rotary_dim_ = 0;
   float* cos_ = nullptr;
   float* sin_ = nullptr;
+  bool mirrored_ = false;
 };
 
 }  // namespace seqkv::gpu::internal

@@ -175,7 +175,7 @@ __device__ __forceinline__ bool OutWriteRowsVec(const SdLaunch& L, uint16_t* bas
           p[e + 1] = v[e];
         }
       }
-      const uint64_t at = (pos0 + k) * rd + j0;
+      const uint64_t at = (pos0 + k) * rd + (L.rope_mirrored && j0 >= half ? j0 - half : j0);
       Load8(L.rope_cos + at, c);
       Load8(L.rope_sin + at, sn);
 #pragma unroll
@@ -239,7 +239,7 @@ __device__ __forceinline__ bool OutLoadUnit(const SdLaunch& L, bool rotate, uint
       x.p[e + 1] = x.v[e];
     }
   }
-  const uint64_t at = (pos0 + k) * rd + j0;
+  const uint64_t at = (pos0 + k) * rd + (L.rope_mirrored && j0 >= half ? j0 - half : j0);
   Load8(L.rope_cos + at, x.c);
   Load8(L.rope_sin + at, x.s);
   return true;

@@ -9,8 +9,6 @@
 // corrupt group stream is DATA_LOSS and a bad block table entry OUT_OF_RANGE.
 // The tensor-core maths (SeqDenseMath) stay within the tolerance docs/gpu.md
 // documents, on dev-dump chunks and on fresh random KV; kCpu ignores them.
-#include "seqkv/gpu/seq_decode.h"
-
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -27,16 +25,18 @@
 #include <utility>
 #include <vector>
 
+#include "../../codec/src/engine_rope.h"
+#include "../../codec/src/seq_lossy_core.h"
+#include "../../gpu/src/device_tables.h"
+#include "gpu/backend_buffer.h"
+#include "gpu/seq_fixture.h"
 #include "seqkv/codec/codec.h"
 #include "seqkv/codec/dtype.h"
 #include "seqkv/codec/format.h"
 #include "seqkv/codec/safetensors.h"
 #include "seqkv/codec/seq_profile.h"
 #include "seqkv/gpu/device.h"
-#include "gpu/backend_buffer.h"
-#include "gpu/seq_fixture.h"
-#include "../../codec/src/seq_lossy_core.h"
-#include "../../gpu/src/device_tables.h"
+#include "seqkv/gpu/seq_decode.h"
 #include "util/test_util.h"
 
 namespace seqkv::gpu {
@@ -891,6 +891,26 @@ TEST_P(SeqDecodeGpuTest, SplitLanesAnyHeadSizeKernelDecodesTheSameBytes) {
       }
     }
     for (size_t i = 0; i < outputs[0].size(); ++i) EXPECT_TRUE(outputs[0][i] == outputs[1][i]) << i;
+  }
+}
+
+// The RoPE table the output stage reads: MakeRopeTable's cos/sin, and
+// `mirrored` (the output stage then reads a rotate_half unit's cos/sin from
+// the first half) exactly when both halves of every position hold the same
+// bits: so for rotate_half tables, never for interleaved ones.
+TEST_P(SeqDecodeGpuTest, RopeTableIsTheReferencesAndMirroredOnlyForRotateHalf) {
+  for (const RopeStyle style : {RopeStyle::kRotateHalf, RopeStyle::kInterleaved}) {
+    const RopeParams rope{style, 10000.0, 64};
+    internal::DeviceRope table(backend());
+    ASSERT_TRUE(table.Ensure(rope, 128, 300).ok());
+    const seqkv::internal::RopeTable ref = seqkv::internal::MakeRopeTable(rope, 128, 0, 300);
+    ASSERT_EQ(table.rotary_dim(), ref.rotary_dim);
+    std::vector<float> cos(ref.cos.size()), sin(ref.sin.size());
+    ASSERT_TRUE(BackendCopyOut(backend(), cos.data(), table.cos(), cos.size() * 4).ok());
+    ASSERT_TRUE(BackendCopyOut(backend(), sin.data(), table.sin(), sin.size() * 4).ok());
+    EXPECT_EQ(0, std::memcmp(cos.data(), ref.cos.data(), cos.size() * 4));
+    EXPECT_EQ(0, std::memcmp(sin.data(), ref.sin.data(), sin.size() * 4));
+    EXPECT_EQ(table.mirrored(), style == RopeStyle::kRotateHalf) << static_cast<int>(style);
   }
 }
 
