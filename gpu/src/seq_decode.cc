@@ -660,7 +660,7 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
   launch.rotary_dim = impl_->rope.rotary_dim();
   launch.rope_cos = impl_->rope.cos();
   launch.rope_sin = impl_->rope.sin();
-  launch.rope_mirrored = launch.rope_style == 1 && impl_->rope.mirrored();
+  launch.rope_mirrored = impl_->rope.mirrored();
   launch.paged = args.destination == KvDestination::kPaged;
   launch.block_size = args.block_size;
   launch.num_blocks = args.num_blocks;

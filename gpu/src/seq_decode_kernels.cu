@@ -83,6 +83,27 @@ __device__ __forceinline__ uint16_t* OutBase(const SdLaunch& L, const SdDesc& de
   return static_cast<uint16_t*>(L.paged ? desc.layer_caches[layer] : desc.out[kv]);
 }
 
+// Whether the tile's rows take RoPE (the keys of a chunk that rotates them).
+__device__ __forceinline__ bool OutRotates(const SdLaunch& L, const SdDesc& desc, uint32_t kv) {
+  return kv == 0 && desc.rotate_keys && L.rotary_dim > 0;
+}
+
+// Whether the output stage's 16-byte units fit (OutWriteRowsVec,
+// OutWriteHalfAndRows): rows of whole units, a 16-byte aligned destination,
+// row strides of whole float4s, and rotary sizes of whole 16-channel halves.
+__device__ __forceinline__ bool OutTakesUnits(const SdLaunch& L, const uint16_t* base, uint32_t stride) {
+  return L.head_dim % 8 == 0 && reinterpret_cast<uintptr_t>(base) % 16 == 0 && stride % 4 == 0 &&
+         L.rotary_dim % 16 == 0;
+}
+
+// Offset of the cos/sin of position pos, channel j0 (a unit's first): in the
+// table's first half when both halves hold the same bits (rope_mirrored), so
+// that a row's two halves load the same sectors.
+__device__ __forceinline__ uint64_t RopeAt(const SdLaunch& L, uint64_t pos, uint32_t j0) {
+  const uint32_t half = L.rotary_dim / 2;
+  return pos * L.rotary_dim + (L.rope_mirrored && j0 >= half ? j0 - half : j0);
+}
+
 // Units of W channels of a row; row k's RoPE position is pos0 + k. Each
 // element's arithmetic is the reference's (RopeChannel, ToBf16).
 template <uint32_t W>
@@ -175,7 +196,7 @@ __device__ __forceinline__ bool OutWriteRowsVec(const SdLaunch& L, uint16_t* bas
           p[e + 1] = v[e];
         }
       }
-      const uint64_t at = (pos0 + k) * rd + (L.rope_mirrored && j0 >= half ? j0 - half : j0);
+      const uint64_t at = RopeAt(L, pos0 + k, j0);
       Load8(L.rope_cos + at, c);
       Load8(L.rope_sin + at, sn);
 #pragma unroll
@@ -239,7 +260,7 @@ __device__ __forceinline__ bool OutLoadUnit(const SdLaunch& L, bool rotate, uint
       x.p[e + 1] = x.v[e];
     }
   }
-  const uint64_t at = (pos0 + k) * rd + (L.rope_mirrored && j0 >= half ? j0 - half : j0);
+  const uint64_t at = RopeAt(L, pos0 + k, j0);
   Load8(L.rope_cos + at, x.c);
   Load8(L.rope_sin + at, x.s);
   return true;
@@ -299,16 +320,14 @@ __device__ __forceinline__ void OutWriteRows(const SdLaunch& L, const SdDesc& de
                                              const float* row_s, uint32_t stride, uint32_t tid,
                                              uint32_t nthreads) {
   uint16_t* base = OutBase(L, desc, layer, kv);
-  const bool rotate = kv == 0 && desc.rotate_keys && L.rotary_dim > 0;
+  const bool rotate = OutRotates(L, desc, kv);
   const uint64_t pos0 = desc.first_position + t0;
-  if (L.head_dim % 8 == 0 && reinterpret_cast<uintptr_t>(base) % 16 == 0) {
-    if (stride % 4 == 0 && L.rotary_dim % 16 == 0) {
-      if (OutWriteRowsVec<false>(L, base, rotate, pos0, dst_s, row_s, stride, nt, tid, nthreads)) {
-        OutWriteRowsVec<true>(L, base, rotate, pos0, dst_s, row_s, stride, nt, tid, nthreads);
-      }
-    } else {
-      OutWriteRowsW<8>(L, base, rotate, pos0, dst_s, row_s, stride, nt, tid, nthreads);
+  if (OutTakesUnits(L, base, stride)) {
+    if (OutWriteRowsVec<false>(L, base, rotate, pos0, dst_s, row_s, stride, nt, tid, nthreads)) {
+      OutWriteRowsVec<true>(L, base, rotate, pos0, dst_s, row_s, stride, nt, tid, nthreads);
     }
+  } else if (L.head_dim % 8 == 0 && reinterpret_cast<uintptr_t>(base) % 16 == 0) {
+    OutWriteRowsW<8>(L, base, rotate, pos0, dst_s, row_s, stride, nt, tid, nthreads);
   } else {
     OutWriteRowsW<1>(L, base, rotate, pos0, dst_s, row_s, stride, nt, tid, nthreads);
   }
@@ -745,8 +764,8 @@ __device__ __forceinline__ void HalfRowsOut(const SdLaunch& L, const SdDesc& des
   uint16_t* cur_rows = cur + ((uint64_t{tl.kv} * L.heads + tl.h) * desc.tokens + t0) * D;
   const bool keep = KeepsRows(L, layer);
   uint16_t* base = OutBase(L, desc, layer, tl.kv);
-  if (reinterpret_cast<uintptr_t>(base) % 16 == 0 && L.rotary_dim % 16 == 0) {
-    const bool rotate = tl.kv == 0 && desc.rotate_keys && L.rotary_dim > 0;
+  if (OutTakesUnits(L, base, BS)) {
+    const bool rotate = OutRotates(L, desc, tl.kv);
     const uint64_t pos0 = desc.first_position + t0;
     if (OutWriteHalfAndRows<D, false>(L, base, cur_rows, keep, rotate, pos0, dst_s, row_s, nt, tid, &bad)) {
       OutWriteHalfAndRows<D, true>(L, base, cur_rows, keep, rotate, pos0, dst_s, row_s, nt, tid, &bad);

@@ -80,8 +80,8 @@ struct SdLaunch {
   uint32_t rotary_dim;
   const float* rope_cos;
   const float* rope_sin;
-  // rotate_half with cos/sin equal at channels j and j + rotary_dim / 2 for
-  // every position (DeviceRope::mirrored: the usual tables): the output stage
+  // cos/sin equal at channels j and j + rotary_dim / 2 for every position
+  // (DeviceRope::mirrored: the usual rotate_half tables): the output stage
   // reads a unit's cos/sin from the first half, so the two halves' units of
   // a row share their loads' sectors.
   bool rope_mirrored;
