@@ -9,6 +9,8 @@
 // corrupt group stream is DATA_LOSS and a bad block table entry OUT_OF_RANGE.
 // The tensor-core maths (SeqDenseMath) stay within the tolerance docs/gpu.md
 // documents, on dev-dump chunks and on fresh random KV; kCpu ignores them.
+#include "seqkv/gpu/seq_decode.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -25,18 +27,17 @@
 #include <utility>
 #include <vector>
 
-#include "../../codec/src/engine_rope.h"
-#include "../../codec/src/seq_lossy_core.h"
-#include "../../gpu/src/device_tables.h"
-#include "gpu/backend_buffer.h"
-#include "gpu/seq_fixture.h"
 #include "seqkv/codec/codec.h"
 #include "seqkv/codec/dtype.h"
 #include "seqkv/codec/format.h"
 #include "seqkv/codec/safetensors.h"
 #include "seqkv/codec/seq_profile.h"
 #include "seqkv/gpu/device.h"
-#include "seqkv/gpu/seq_decode.h"
+#include "gpu/backend_buffer.h"
+#include "gpu/seq_fixture.h"
+#include "../../codec/src/engine_rope.h"
+#include "../../codec/src/seq_lossy_core.h"
+#include "../../gpu/src/device_tables.h"
 #include "util/test_util.h"
 
 namespace seqkv::gpu {
