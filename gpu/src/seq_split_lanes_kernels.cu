@@ -1,17 +1,33 @@
 // The seq codec's split lane streams (`streams=lanes3`; codec/src/seq_lanes.h,
 // docs/format.md "Split lane streams") on the GPU (CUDA C++17, sm_90): a
 // half-warp per group stream, a thread per lane, and since every lane has its
-// own words, each thread decodes its lane from start to end with
-// SeqSplitLaneSymbol, the CPU reference's function: no ballot, shuffle or
-// barrier per symbol. Lane j owns components j, j + 16, ..., so the 16 lanes
-// of a group store 16 consecutive symbols of a token together, every symbol
-// (an uncoded component's is 0): nothing is cleared beforehand. Integer
-// arithmetic: q is SeqDecodeLaneGroup's bit for bit, and a stream is refused
-// exactly when the reference refuses it. With half_symbols the stored value
-// is the f16 dense stage's FP16 operand q * step, as the lanes2 kernel's.
+// own words, each thread decodes its lane from start to end: no ballot,
+// shuffle or barrier per symbol. Lane j owns components j, j + 16, ..., so the
+// 16 lanes of a group store 16 consecutive symbols of a token together, every
+// symbol (an uncoded component's is 0): nothing is cleared beforehand.
+// Integer arithmetic: q is SeqDecodeLaneGroup's bit for bit, and a stream is
+// refused exactly when the reference refuses it. With half_symbols the stored
+// value is the f16 dense stage's FP16 operand q * step, as the lanes2 kernel's.
 //
-// Shared memory per block: the signed model's search tables (30 KiB), and for
-// head sizes other than 64 and 128 each group's table per component.
+// SplitSymbol runs SeqSplitLaneSymbol's operations (the signed model's
+// bucket search, SeqSignedFindBucket) with fewer instructions per symbol:
+//   * a word is taken without checking the lane's word count: the count is
+//     checked once at the lane's end (a lane that took more words than its
+//     own ends with a count that is not zero, the reference's refusal; the
+//     reads past a lane's words stay inside the stream, WordReader::Load);
+//   * an escape that the reference refuses marks the lane (WordReader::
+//     Refuse) instead of a flag tested at every symbol;
+//   * the escape's loops stay rolled: unrolled (once the reference's early
+//     returns were gone, the compiler unrolled them in each of the eight
+//     copies a token), they made the kernel twice as large and its lane
+//     stage 1.6-1.7x slower (docs/BENCHMARKS.md, 2026-12-02).
+// A binary search of the row in five steps, the same for every lane, was
+// measured against the bucket search (same run, 17-word padded rows against
+// bank conflicts): 1.62 against 1.49 ms for an 8K context; not kept.
+//
+// Shared memory per block: the signed model's search tables (30 KiB), and
+// for head sizes other than 64 and 128 each group's table per component; for
+// FP16 operands each component's step.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -31,79 +47,139 @@ namespace {
 using seqkv::internal::kSeqLaneMax;
 using seqkv::internal::kSeqLaneMaxShift;
 using seqkv::internal::kSeqLaneRansLow;
-using seqkv::internal::kSeqSplitCorrupt;
+using seqkv::internal::kSeqLaneScaleBits;
+using seqkv::internal::kSeqSignedZero;
 
 static_assert(kSeqLaneMax == 16, "a half-warp per group");
 constexpr uint32_t kUncoded = 0xFFu;  // a component's table: no symbols
 
 // Reads one lane's 16-bit words from an arbitrarily aligned place through
-// aligned 32-bit loads, the next one loaded ahead. No load passes the
-// stream's end: the unit that holds its last byte is read once at the start,
-// a byte at a time up to that byte, and later units read as 0 (a unit's
-// bytes before the stream's start are the chunk's, in the same buffer). A
-// lane that would read past its own words is told so (a corrupt stream).
+// aligned 32-bit loads, the next one loaded ahead; at least 16 bits are in
+// buf between words. No load passes the stream's end: the unit that holds
+// its last byte is read once at the start, a byte at a time up to that byte,
+// and later units read as 0 (a unit's bytes before the stream's start are the
+// chunk's, in the same buffer). `left` counts the lane's words down: it goes
+// below 0 for a lane that reads past its own, and Refuse() puts it where it
+// never comes back to 0 (a corrupt stream either way, found at the lane's end).
 struct WordReader {
-  const uint32_t* units;
-  uint32_t last;        // index of the unit with the stream's last byte
-  uint32_t last_value;  // its bytes up to the stream's end
-  uint32_t next;   // the unit to load next
-  uint32_t left;   // words of the lane not yet read
-  uint32_t ahead;  // unit next - 1, loaded
-  uint32_t bits;   // valid bits in buf
+  static constexpr int32_t kRefused = INT32_MIN / 2;
+  const uint32_t* unit;  // the unit to load next
+  int32_t rest;          // units to load before the one with the stream's last byte
+  uint32_t last_value;   // that unit's bytes up to the stream's end
+  int32_t left;          // words of the lane not yet read
+  uint32_t ahead;        // the unit before `unit`, loaded
+  uint32_t bits;         // valid bits in buf, >= 16 between words
   uint64_t buf;
 
-  __device__ __forceinline__ uint32_t Load(uint32_t u) const {
-    return u < last ? __ldg(units + u) : (u == last ? last_value : 0u);
+  __device__ __forceinline__ uint32_t Load() {
+    const uint32_t v = rest > 0 ? __ldg(unit) : (rest == 0 ? last_value : 0u);
+    ++unit;
+    --rest;
+    return v;
   }
+
+  __device__ __forceinline__ void Refill() {
+    buf |= uint64_t{ahead} << bits;
+    bits += 32;
+    ahead = Load();
+  }
+
+  __device__ __forceinline__ void Refuse() { left = kRefused; }
 
   __device__ __forceinline__ void Start(const uint8_t* at, uint32_t words, const uint8_t* stream_end) {
     const uintptr_t a = reinterpret_cast<uintptr_t>(at), base = a & ~uintptr_t{3};
-    units = reinterpret_cast<const uint32_t*>(base);
+    unit = reinterpret_cast<const uint32_t*>(base);
     const uintptr_t end = reinterpret_cast<uintptr_t>(stream_end);
-    left = words;
+    left = static_cast<int32_t>(words);
     if (words == 0 || end <= base) {  // nothing to read (then no load at all)
       left = 0;
-      last = 0;
+      rest = -1;
       last_value = 0;
       buf = 0;
       bits = 32;
       ahead = 0;
-      next = 2;
       return;
     }
-    last = static_cast<uint32_t>((end - 1 - base) / 4);
+    const uint32_t last = static_cast<uint32_t>((end - 1 - base) / 4);
     const uint32_t tail = static_cast<uint32_t>(end - base) - 4 * last;  // 1 .. 4
-    const auto* b = reinterpret_cast<const uint8_t*>(units + last);
+    const auto* b = reinterpret_cast<const uint8_t*>(unit + last);
     last_value = 0;
     for (uint32_t k = 0; k < tail; ++k) last_value |= uint32_t{__ldg(b + k)} << (8 * k);
+    rest = static_cast<int32_t>(last);
     const uint32_t skip = static_cast<uint32_t>(a & 3) * 8;
-    buf = Load(0) >> skip;
+    buf = Load() >> skip;
     bits = 32 - skip;
-    ahead = Load(1);
-    next = 2;
+    ahead = Load();
+    if (bits < 16) Refill();
   }
 
-  __device__ __forceinline__ bool Take(uint32_t* word) {
-    if (left == 0) return false;
-    --left;
-    if (bits < 16) {
-      buf |= uint64_t{ahead} << bits;
-      bits += 32;
-      ahead = Load(next++);
+  // SeqSplitRenorm without the word count's check (`left`).
+  __device__ __forceinline__ void Renorm(uint32_t& x) {
+    if (x < kSeqLaneRansLow) {
+      x = (x << 16) | (static_cast<uint32_t>(buf) & 0xFFFFu);
+      buf >>= 16;
+      bits -= 16;
+      --left;
+      if (bits < 16) Refill();
     }
-    *word = static_cast<uint32_t>(buf) & 0xFFFFu;
-    buf >>= 16;
-    bits -= 16;
-    return true;
   }
 };
 
-// Shared memory per group after the search tables: each component's table
+// An escape's Exp-Golomb-0 bits after its symbol s (SeqSplitLaneSymbol's):
+// q, or 0 with the lane refused (the reference's kSeqSplitCorrupt).
+__device__ __forceinline__ int32_t SplitEscape(uint32_t s, uint32_t* x, WordReader* r) {
+  using namespace seqkv::internal;
+  uint32_t zeros = 0;
+  // Rolled loops: escapes are rare, and the kernel's code (eight symbols a
+  // token, each with its own copy of this) must stay small.
+#pragma unroll 1
+  for (;;) {  // at most kSeqLaneMaxEscapeZeros + 1 operations
+    const uint32_t bit = SeqUniformBit(x);
+    r->Renorm(*x);
+    if (bit) break;
+    if (++zeros > static_cast<uint32_t>(kSeqLaneMaxEscapeZeros)) {
+      r->Refuse();
+      return 0;
+    }
+  }
+  uint32_t e = 1;
+#pragma unroll 1
+  for (; zeros > 0; --zeros) {
+    e = (e << 1) | SeqUniformBit(x);
+    r->Renorm(*x);
+  }
+  const uint32_t mag = e + (kSeqLaneSymbols - 2);  // |q| = e + 14
+  if (mag > kSeqLaneMaxMagnitude) {
+    r->Refuse();
+    return 0;
+  }
+  return s == kSeqSignedEscapeNeg ? -static_cast<int32_t>(mag) : static_cast<int32_t>(mag);
+}
+
+// One symbol of a split lane (SeqSplitLaneSymbol's operations; find(slot,
+// &lo, &hi) returns the symbol of `slot` and its interval): q, or 0 with the
+// lane refused (WordReader::Refuse).
+template <typename Find>
+__device__ __forceinline__ int32_t SplitSymbol(Find&& find, uint32_t* x, WordReader* r) {
+  constexpr uint32_t kMask = (1u << kSeqLaneScaleBits) - 1;
+  const uint32_t slot = *x & kMask;
+  uint32_t lo, hi;
+  const uint32_t s = find(slot, &lo, &hi);
+  *x = (hi - lo) * (*x >> kSeqLaneScaleBits) + slot - lo;
+  r->Renorm(*x);
+  if (s == seqkv::internal::kSeqSignedEscapeNeg || s == seqkv::internal::kSeqSignedEscapePos) {
+    return SplitEscape(s, x, r);
+  }
+  return static_cast<int32_t>(s) - kSeqSignedZero;
+}
+
+// Shared memory per group after the search rows: each component's table
 // (kPer == 0) and, for FP16 operands, each component's step (the lane's
-// own scratch: only the thread that writes a component reads it back).
+// own scratch: only the thread that writes a component reads it back), then
+// 64 bytes, so the two groups of a warp read their steps from different banks.
 template <uint32_t kPer, bool kHalf>
 __host__ __device__ constexpr uint32_t GroupBytes(uint32_t dim) {
-  return (kPer > 0 ? 0u : (dim + 15) / 16 * 16) + (kHalf ? 4u * dim : 0u);
+  return (kPer > 0 ? 0u : (dim + 15) / 16 * 16) + (kHalf ? 4u * dim + 64u : 0u);
 }
 
 // kPer: components per lane (head_dim / 16) with the lane's tables in
@@ -213,14 +289,14 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks > 0 ? kMinBlocks : 1) Spl
   }
   WordReader r;
   r.Start(s + words_at + 2ull * start, bad ? 0u : count, s + bytes);
-  [[maybe_unused]] auto* qh = reinterpret_cast<uint16_t*>(desc.q);
+  if (bad) r.Refuse();  // (its tables are all kUncoded: it decodes zeros)
+  // Component p of the lane at token t, decoded and stored at out[16 p] (out:
+  // the token's symbols from this lane's first component on).
   [[maybe_unused]] uint32_t over = 0;
   uint32_t nonzero = 0;
-  // Component p of the lane at token t: decoded (a coded one of a lane
-  // still valid), then stored.
-  auto symbol = [&](uint32_t t, uint32_t p) {
+  auto symbol = [&](auto* out, uint32_t p) {
     const uint32_t c = p * kSeqLaneMax + j;
-    if (c >= d) return;
+    if (kPer == 0 && c >= d) return;
     uint32_t table;
     if constexpr (kPer > 0) {
       table = (tabs[p / 4] >> (8 * (p % 4))) & 0xFFu;
@@ -228,35 +304,43 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks > 0 ? kMinBlocks : 1) Spl
       table = group_tabs[c];
     }
     int32_t v = 0;
-    if (!bad && table != kUncoded) {
-      v = seqkv::internal::SeqSplitLaneSymbol(
-          &x,
-          [&](uint32_t at, uint32_t* st, uint32_t* freq) { return search(table, at, st, freq); },
-          [&](uint32_t* word) { return r.Take(word); });
-      if (v == kSeqSplitCorrupt) {
-        bad = 1;
-        v = 0;
-      }
-      nonzero |= v != 0 ? 1u << p : 0u;
+    if (table != kUncoded) {
+      v = SplitSymbol(
+          [&](uint32_t at, uint32_t* lo, uint32_t* hi) {
+            uint32_t freq;
+            const int sym = search(table, at, lo, &freq);
+            *hi = *lo + freq;
+            return static_cast<uint32_t>(sym);
+          },
+          &x, &r);
     }
+    nonzero |= v != 0 ? 1u << p : 0u;
     if constexpr (kHalf) {
-      qh[uint64_t{t} * d + c] = v != 0 ? HalfOperand(v, steps[c], &over) : uint16_t{0};
+      out[p * kSeqLaneMax] = v != 0 ? HalfOperand(v, steps[c], &over) : uint16_t{0};
     } else {
-      desc.q[uint64_t{t} * d + c] = v;
+      out[p * kSeqLaneMax] = v;
     }
   };
   const uint32_t tokens = valid ? desc.tokens : 0;
-  for (uint32_t t = 0; t < tokens; ++t) {
-    if constexpr (kPer > 0) {
+  auto run = [&](auto* out) {
+    for (uint32_t t = 0; t < tokens; ++t, out += d) {
+      if constexpr (kPer > 0) {
 #pragma unroll
-      for (uint32_t p = 0; p < kPer; ++p) symbol(t, p);
-    } else {
-      for (uint32_t p = 0; p < per; ++p) symbol(t, p);
+        for (uint32_t p = 0; p < kPer; ++p) symbol(out, p);
+      } else {
+        for (uint32_t p = 0; p < per; ++p) symbol(out, p);
+      }
     }
+  };
+  if constexpr (kHalf) {
+    run(reinterpret_cast<uint16_t*>(desc.q) + j);
+  } else {
+    run(desc.q + j);
   }
   if (!valid) return;
-  if (!bad && (x != kSeqLaneRansLow || r.left != 0)) bad = 1;
-  if (!bad && nonzero != coded) bad = 1;  // every coded component non-zero somewhere
+  // A valid header, every word taken and none past the lane's, the final
+  // state, every coded component non-zero somewhere.
+  bad = r.left != 0 || x != kSeqLaneRansLow || nonzero != coded ? 1u : 0u;
   if (bad) {
     atomicCAS(&L.statuses[desc.status_index], 0, kSlCorrupt);
     if (kHalf) atomicCAS(&L.statuses[desc.status_index], kSlHalfRange, kSlCorrupt);  // corrupt wins
@@ -269,14 +353,15 @@ template <uint32_t kPer, bool kHalf, uint32_t kMinBlocks = 3>
 cudaError_t Launch(const SlLaunch& launch, cudaStream_t stream) {
   constexpr uint32_t kThreads = 512;
   constexpr uint32_t kGroups = kThreads / kSeqLaneMax;
+  auto* kernel = SplitDecodeKernel<kPer, kThreads, kHalf, kMinBlocks>;
   const uint32_t smem = kSignedSearchBytes + kGroups * GroupBytes<kPer, kHalf>(launch.dim);
   if (smem > 48 * 1024) {
-    const cudaError_t e = cudaFuncSetAttribute(SplitDecodeKernel<kPer, kThreads, kHalf, kMinBlocks>,
-                                               cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+    const cudaError_t e =
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
     if (e != cudaSuccess) return e;
   }
   const uint32_t blocks = (launch.count + kGroups - 1) / kGroups;
-  SplitDecodeKernel<kPer, kThreads, kHalf, kMinBlocks><<<blocks, kThreads, smem, stream>>>(launch);
+  kernel<<<blocks, kThreads, smem, stream>>>(launch);
   return cudaGetLastError();
 }
 
