@@ -173,7 +173,7 @@ __device__ __forceinline__ int32_t SplitSymbol(Find&& find, uint32_t* x, WordRea
   return static_cast<int32_t>(s) - kSeqSignedZero;
 }
 
-// Shared memory per group after the search rows: each component's table
+// Shared memory per group after the search tables: each component's table
 // (kPer == 0) and, for FP16 operands, each component's step (the lane's
 // own scratch: only the thread that writes a component reads it back), then
 // 64 bytes, so the two groups of a warp read their steps from different banks.
