@@ -143,6 +143,15 @@ __device__ __forceinline__ void Load8(const float* p, float (&v)[8]) {
   v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
 }
 
+// The 32 bits of a pair of 16-bit values (__half2, __nv_bfloat162).
+template <typename Pair>
+__device__ __forceinline__ uint32_t Bits(Pair h) {
+  static_assert(sizeof(Pair) == 4, "a pair of 16-bit values");
+  uint32_t b;
+  memcpy(&b, &h, sizeof(b));
+  return b;
+}
+
 // (lo, hi) as bf16, lo in the low half: ToBf16's roundings. kExact: ToBf16
 // itself; else cvt.rn.bf16x2, the same round to nearest even for every value
 // but a NaN (ToBf16 keeps a NaN's sign and payload, the hardware makes it the
@@ -155,9 +164,7 @@ __device__ __forceinline__ uint32_t PackBf16(float lo, float hi, __nv_bfloat162&
   } else {
     const __nv_bfloat162 b = __floats2bfloat162_rn(lo, hi);  // .x = lo in the low half
     nan_max = __hmax2_nan(nan_max, b);
-    uint32_t bits;
-    memcpy(&bits, &b, sizeof(bits));
-    return bits;
+    return Bits(b);
   }
 }
 
@@ -264,11 +271,6 @@ __device__ __forceinline__ bool OutLoadUnit(const SdLaunch& L, bool rotate, uint
   Load8(L.rope_cos + at, x.c);
   Load8(L.rope_sin + at, x.s);
   return true;
-}
-__device__ __forceinline__ uint32_t Bits(__half2 h) {
-  uint32_t b;
-  memcpy(&b, &h, sizeof(b));
-  return b;
 }
 template <uint32_t D, bool kExact>
 __device__ __forceinline__ void OutStoreUnit(uint16_t* base, uint16_t* cur_rows, bool keep, OutUnit& x,

@@ -156,21 +156,20 @@ __device__ __forceinline__ int32_t SplitEscape(uint32_t s, uint32_t* x, WordRead
   return s == kSeqSignedEscapeNeg ? -static_cast<int32_t>(mag) : static_cast<int32_t>(mag);
 }
 
-// One symbol of a split lane (SeqSplitLaneSymbol's operations; find(slot,
-// &lo, &hi) returns the symbol of `slot` and its interval): q, or 0 with the
-// lane refused (WordReader::Refuse).
-template <typename Find>
-__device__ __forceinline__ int32_t SplitSymbol(Find&& find, uint32_t* x, WordReader* r) {
+// One symbol of a split lane from its table's search (SeqSplitLaneSymbol's
+// operations): q, or 0 with the lane refused (WordReader::Refuse).
+__device__ __forceinline__ int32_t SplitSymbol(const SignedSearch& search, uint32_t table, uint32_t* x,
+                                               WordReader* r) {
   constexpr uint32_t kMask = (1u << kSeqLaneScaleBits) - 1;
   const uint32_t slot = *x & kMask;
-  uint32_t lo, hi;
-  const uint32_t s = find(slot, &lo, &hi);
-  *x = (hi - lo) * (*x >> kSeqLaneScaleBits) + slot - lo;
+  uint32_t start, freq;
+  const int s = search(table, slot, &start, &freq);
+  *x = freq * (*x >> kSeqLaneScaleBits) + slot - start;
   r->Renorm(*x);
   if (s == seqkv::internal::kSeqSignedEscapeNeg || s == seqkv::internal::kSeqSignedEscapePos) {
-    return SplitEscape(s, x, r);
+    return SplitEscape(static_cast<uint32_t>(s), x, r);
   }
-  return static_cast<int32_t>(s) - kSeqSignedZero;
+  return s - kSeqSignedZero;
 }
 
 // Shared memory per group after the search tables: each component's table
@@ -304,16 +303,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks > 0 ? kMinBlocks : 1) Spl
       table = group_tabs[c];
     }
     int32_t v = 0;
-    if (table != kUncoded) {
-      v = SplitSymbol(
-          [&](uint32_t at, uint32_t* lo, uint32_t* hi) {
-            uint32_t freq;
-            const int sym = search(table, at, lo, &freq);
-            *hi = *lo + freq;
-            return static_cast<uint32_t>(sym);
-          },
-          &x, &r);
-    }
+    if (table != kUncoded) v = SplitSymbol(search, table, &x, &r);
     nonzero |= v != 0 ? 1u << p : 0u;
     if constexpr (kHalf) {
       out[p * kSeqLaneMax] = v != 0 ? HalfOperand(v, steps[c], &over) : uint16_t{0};
