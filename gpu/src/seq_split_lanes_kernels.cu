@@ -21,11 +21,20 @@
 //     returns were gone, the compiler unrolled them in each of the eight
 //     copies a token), they made the kernel twice as large and its lane
 //     stage 1.6-1.7x slower (docs/BENCHMARKS.md, 2026-12-02).
+//   * uncoded components decode with an identity table (kIdentity), so no
+//     branch goes around them;
+//   * the search loads the row's two bounds at once and walks behind one
+//     rarely taken branch (SplitSearch);
+//   * the word reader tops up at each token's start (WordReader::TopUp):
+//     its refill runs about once a token per warp, not at most symbols.
+//   The last three cut the lane stage from 1.49 to 1.32 ms for an 8K
+//   context (ncu: 81 to 67 warp instructions per symbol).
 // A binary search of the row in five steps, the same for every lane, was
 // measured against the bucket search (same run, 17-word padded rows against
 // bank conflicts): 1.62 against 1.49 ms for an 8K context; not kept.
 //
-// Shared memory per block: the signed model's search tables (30 KiB), and
+// Shared memory per block: the signed model's search tables with the
+// identity table (30.4 KiB), and
 // for head sizes other than 64 and 128 each group's table per component; for
 // FP16 operands each component's step.
 #include <cuda_fp16.h>
@@ -51,7 +60,6 @@ using seqkv::internal::kSeqLaneScaleBits;
 using seqkv::internal::kSeqSignedZero;
 
 static_assert(kSeqLaneMax == 16, "a half-warp per group");
-constexpr uint32_t kUncoded = 0xFFu;  // a component's table: no symbols
 
 // Reads one lane's 16-bit words from an arbitrarily aligned place through
 // aligned 32-bit loads, the next one loaded ahead; at least 16 bits are in
@@ -85,6 +93,12 @@ struct WordReader {
   }
 
   __device__ __forceinline__ void Refuse() { left = kRefused; }
+
+  // At a token's start: at least 33 bits in buf (two words), so Renorm's own
+  // refill is taken about once a token per warp instead of at most symbols.
+  __device__ __forceinline__ void TopUp() {
+    if (bits <= 32) Refill();
+  }
 
   __device__ __forceinline__ void Start(const uint8_t* at, uint32_t words, const uint8_t* stream_end) {
     const uintptr_t a = reinterpret_cast<uintptr_t>(at), base = a & ~uintptr_t{3};
@@ -125,6 +139,51 @@ struct WordReader {
   }
 };
 
+// The signed model's tables as the split kernel keeps them in shared memory:
+// the model's rows and buckets (SeqSignedSearchBytes) with one more table,
+// kIdentity, for uncoded components: all of its 2^15 slots are the zero
+// symbol's, so a step with it decodes q = 0 and leaves the state as it was
+// (x = 2^15 (x >> 15) + slot), with no word taken. Every component then takes
+// the same instructions, without a branch around the uncoded ones.
+constexpr uint32_t kIdentity = seqkv::internal::kSeqStaticClasses;
+constexpr uint32_t kSplitTables = kIdentity + 1;
+constexpr uint32_t kSplitRowBytes = 2u * kSplitTables * seqkv::internal::kSeqSignedRowStride;
+constexpr uint32_t kSplitSearchBytes = kSplitRowBytes + kSplitTables * seqkv::internal::kSeqSignedBuckets;
+static_assert(kSignedRowBytes % 16 == 0 && kSplitRowBytes % 16 == 0 && kSplitSearchBytes % 16 == 0,
+              "copied in 16-byte units");
+static_assert(kIdentity < 0xFFu, "a table fits a byte");
+
+// SeqSignedFindBucket's search with the row's two bounds loaded at once and
+// the walk behind one rarely taken branch (~1 % of symbols; rolled loops).
+struct SplitSearch {
+  const uint16_t* rows;
+  const uint8_t* buckets;
+  __device__ explicit SplitSearch(const unsigned char* smem)
+      : rows(reinterpret_cast<const uint16_t*>(smem)), buckets(smem + kSplitRowBytes) {}
+  __device__ __forceinline__ uint32_t operator()(uint32_t table, uint32_t slot, uint32_t* start,
+                                                 uint32_t* freq) const {
+    using namespace seqkv::internal;
+    const uint16_t* row = rows + table * kSeqSignedRowStride;
+    uint32_t s = buckets[table * kSeqSignedBuckets + (slot >> (kSeqLaneScaleBits - kSeqSignedBucketBits))];
+    uint32_t lo = row[s], hi = row[s + 1];
+    if (__builtin_expect(slot < lo || hi <= slot, 0)) {
+#pragma unroll 1
+      while (slot < lo) {  // ends: cum[0] = 0 <= slot
+        hi = lo;
+        lo = row[--s];
+      }
+#pragma unroll 1
+      while (hi <= slot) {  // ends: cum[31] = 2^15 > slot
+        lo = hi;
+        hi = row[++s + 1];
+      }
+    }
+    *start = lo;
+    *freq = hi - lo;
+    return s;
+  }
+};
+
 // An escape's Exp-Golomb-0 bits after its symbol s (SeqSplitLaneSymbol's):
 // q, or 0 with the lane refused (the reference's kSeqSplitCorrupt).
 __device__ __forceinline__ int32_t SplitEscape(uint32_t s, uint32_t* x, WordReader* r) {
@@ -158,7 +217,7 @@ __device__ __forceinline__ int32_t SplitEscape(uint32_t s, uint32_t* x, WordRead
 
 // One symbol of a split lane from its table's search (SeqSplitLaneSymbol's
 // operations): q, or 0 with the lane refused (WordReader::Refuse).
-__device__ __forceinline__ int32_t SplitSymbol(const SignedSearch& search, uint32_t table, uint32_t* x,
+__device__ __forceinline__ int32_t SplitSymbol(const SplitSearch& search, uint32_t table, uint32_t* x,
                                                WordReader* r) {
   constexpr uint32_t kMask = (1u << kSeqLaneScaleBits) - 1;
   const uint32_t slot = *x & kMask;
@@ -190,11 +249,26 @@ template <uint32_t kPer, uint32_t kThreads, bool kHalf, uint32_t kMinBlocks>
 __global__ void __launch_bounds__(kThreads, kMinBlocks > 0 ? kMinBlocks : 1) SplitDecodeKernel(SlLaunch L) {
   constexpr uint32_t kGroups = kThreads / kSeqLaneMax;
   extern __shared__ __align__(16) unsigned char smem[];
-  for (uint32_t i = threadIdx.x; i < kSignedSearchBytes / 16; i += kThreads) {
-    reinterpret_cast<uint4*>(smem)[i] = reinterpret_cast<const uint4*>(L.signed_search)[i];
+  {  // The model's rows and buckets, each after its identity table's place.
+    const auto* from = reinterpret_cast<const uint4*>(L.signed_search);
+    for (uint32_t i = threadIdx.x; i < kSignedSearchBytes / 16; i += kThreads) {
+      const uint32_t at = i < kSignedRowBytes / 16 ? i : i + (kSplitRowBytes - kSignedRowBytes) / 16;
+      reinterpret_cast<uint4*>(smem)[at] = from[i];
+    }
+    using seqkv::internal::kSeqSignedBuckets;
+    using seqkv::internal::kSeqSignedRowStride;
+    static_assert(kThreads >= kSeqSignedBuckets, "one thread per identity bucket");
+    if (threadIdx.x < kSeqSignedRowStride) {  // cum: 0 up to the zero symbol, then 2^15
+      reinterpret_cast<uint16_t*>(smem)[kIdentity * kSeqSignedRowStride + threadIdx.x] =
+          threadIdx.x <= kSeqSignedZero ? 0 : uint16_t{1u << kSeqLaneScaleBits};
+    }
+    if (threadIdx.x < kSeqSignedBuckets) {
+      smem[kSplitRowBytes + kIdentity * kSeqSignedBuckets + threadIdx.x] =
+          static_cast<uint8_t>(kSeqSignedZero);
+    }
   }
   __syncthreads();
-  const SignedSearch search(smem);
+  const SplitSearch search(smem);
 
   // kPer > 0: head_dim is 16 kPer (the launcher's choice), a constant here.
   const uint32_t d = kPer > 0 ? kPer * kSeqLaneMax : L.dim;
@@ -266,13 +340,13 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks > 0 ? kMinBlocks : 1) Spl
   bad = (__ballot_sync(0xFFFFFFFFu, bad) & (0xFFFFu << (threadIdx.x & 16u))) != 0 ? 1u : 0u;
   // The lane's tables: four per register (kPer > 0), else in shared memory.
   uint32_t tabs[kPer > 0 ? (kPer + 3) / 4 : 1] = {};
-  uint8_t* group_smem = smem + kSignedSearchBytes + slot * GroupBytes<kPer, kHalf>(d);
+  uint8_t* group_smem = smem + kSplitSearchBytes + slot * GroupBytes<kPer, kHalf>(d);
   [[maybe_unused]] uint8_t* group_tabs = group_smem;
   [[maybe_unused]] auto* steps = reinterpret_cast<float*>(group_smem + GroupBytes<kPer, false>(d));
   const int16_t* scale = L.scale + uint64_t{desc.group} * d;
   for (uint32_t p = 0; p < per; ++p) {
     const uint32_t c = p * kSeqLaneMax + j;
-    uint32_t t = kUncoded;
+    uint32_t t = kIdentity;
     if (!bad && ((coded >> p) & 1u)) {
       t = static_cast<uint32_t>(seqkv::internal::SeqLaneTable(
           seqkv::internal::SeqLaneClass(scale[c], desc.step_class, desc.code), shift));
@@ -283,12 +357,13 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks > 0 ? kMinBlocks : 1) Spl
       group_tabs[c] = static_cast<uint8_t>(t);
     }
     if constexpr (kHalf) {
-      if (c < d && t != kUncoded) steps[c] = SeqStep(desc.step_base, L.step_scale[uint64_t{desc.group} * d + c]);
+      if (c < d && t != kIdentity)
+        steps[c] = SeqStep(desc.step_base, L.step_scale[uint64_t{desc.group} * d + c]);
     }
   }
   WordReader r;
   r.Start(s + words_at + 2ull * start, bad ? 0u : count, s + bytes);
-  if (bad) r.Refuse();  // (its tables are all kUncoded: it decodes zeros)
+  if (bad) r.Refuse();  // (its tables are all kIdentity: it decodes zeros)
   // Component p of the lane at token t, decoded and stored at out[16 p] (out:
   // the token's symbols from this lane's first component on).
   [[maybe_unused]] uint32_t over = 0;
@@ -302,8 +377,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks > 0 ? kMinBlocks : 1) Spl
     } else {
       table = group_tabs[c];
     }
-    int32_t v = 0;
-    if (table != kUncoded) v = SplitSymbol(search, table, &x, &r);
+    const int32_t v = SplitSymbol(search, table, &x, &r);
     nonzero |= v != 0 ? 1u << p : 0u;
     if constexpr (kHalf) {
       out[p * kSeqLaneMax] = v != 0 ? HalfOperand(v, steps[c], &over) : uint16_t{0};
@@ -314,6 +388,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks > 0 ? kMinBlocks : 1) Spl
   const uint32_t tokens = valid ? desc.tokens : 0;
   auto run = [&](auto* out) {
     for (uint32_t t = 0; t < tokens; ++t, out += d) {
+      r.TopUp();
       if constexpr (kPer > 0) {
 #pragma unroll
         for (uint32_t p = 0; p < kPer; ++p) symbol(out, p);
@@ -344,7 +419,7 @@ cudaError_t Launch(const SlLaunch& launch, cudaStream_t stream) {
   constexpr uint32_t kThreads = 512;
   constexpr uint32_t kGroups = kThreads / kSeqLaneMax;
   auto* kernel = SplitDecodeKernel<kPer, kThreads, kHalf, kMinBlocks>;
-  const uint32_t smem = kSignedSearchBytes + kGroups * GroupBytes<kPer, kHalf>(launch.dim);
+  const uint32_t smem = kSplitSearchBytes + kGroups * GroupBytes<kPer, kHalf>(launch.dim);
   if (smem > 48 * 1024) {
     const cudaError_t e =
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
