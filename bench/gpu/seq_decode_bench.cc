@@ -395,12 +395,13 @@ void RunShape(const char* name, uint32_t L, uint32_t H, uint32_t d, SeqInputs in
       if (!signed_lanes) CHECK_CUDA(cudaMemsetAsync(q, 0, q_bytes, stream));
       CHECK_CUDA(split ? gpu::internal::LaunchSplitLaneDecode(sl, stream) : gpu::internal::LaunchSlDecode(sl, stream));
     }, kTiming);
-    if (split) {  // the register bounds SEQKV_SPLIT_BLOCKS selects (SeqDecodeGpu's default: 3 blocks per SM)
+    if (split) {  // the register bounds SEQKV_SPLIT_BLOCKS selects (SeqDecodeGpu's default: 4 blocks per SM
+                  // at head size 128, else 3)
       const char* before = std::getenv("SEQKV_SPLIT_BLOCKS");
       const std::string saved = before != nullptr ? before : "";
       double ms[2];
       for (int b = 0; b < 2; ++b) {
-        ::setenv("SEQKV_SPLIT_BLOCKS", b == 0 ? "0" : "4", 1);
+        ::setenv("SEQKV_SPLIT_BLOCKS", b == 0 ? "0" : "3", 1);
         ms[b] = seqkv::bench::MedianMs(stream, [&] {
           CHECK_CUDA(gpu::internal::LaunchSplitLaneDecode(sl, stream));
         }, kTiming);
@@ -423,9 +424,9 @@ void RunShape(const char* name, uint32_t L, uint32_t H, uint32_t d, SeqInputs in
       }, kTiming);
       CHECK_CUDA(cudaFree(step_scale));
       std::printf(
-          "%s: split lane stage %.3f ms (SEQKV_SPLIT_BLOCKS %s; default 3 blocks per SM, <= 40 "
-          "registers), %.3f ms without a register bound, %.3f ms with 4 blocks (<= 32); into FP16 "
-          "operands %.3f ms\n",
+          "%s: split lane stage %.3f ms (SEQKV_SPLIT_BLOCKS %s; default 4 blocks per SM at head size "
+          "128, <= 32 registers, else 3), %.3f ms without a register bound, %.3f ms with 3 blocks "
+          "(<= 40); into FP16 operands %.3f ms\n",
           name, entropy_ms, before != nullptr ? before : "unset", ms[0], ms[1], half_ms);
     } else if (signed_lanes) {  // the block size SeqDecodeGpu uses (256) against 128 threads
       gpu::internal::SlLaunch small = sl;

@@ -243,8 +243,9 @@ __host__ __device__ constexpr uint32_t GroupBytes(uint32_t dim) {
 // kPer: components per lane (head_dim / 16) with the lane's tables in
 // registers, 4 and 8; 0: any head size, the tables in shared memory.
 // kHalf: FP16 operands (SlLaunch::half_symbols). kMinBlocks: blocks per SM
-// for __launch_bounds__ (3, the default: at most 40 registers, no spills,
-// 48 warps per SM; 4: 32 registers, which spill; 0: no bound, ~60 registers).
+// for __launch_bounds__ (3: at most 40 registers, no spills, 48 warps per SM;
+// 4: 32 registers, which spill, 64 warps per SM; 0: no bound, ~60 registers;
+// LaunchFor picks).
 template <uint32_t kPer, uint32_t kThreads, bool kHalf, uint32_t kMinBlocks>
 __global__ void __launch_bounds__(kThreads, kMinBlocks > 0 ? kMinBlocks : 1) SplitDecodeKernel(SlLaunch L) {
   constexpr uint32_t kGroups = kThreads / kSeqLaneMax;
@@ -437,14 +438,19 @@ cudaError_t LaunchPer(const SlLaunch& launch, cudaStream_t stream, uint32_t min_
   return Launch<kPer, kHalf>(launch, stream);
 }
 
-// SEQKV_SPLIT_GENERIC=1 takes the any-head-size kernel for 64 and 128 too
-// (a test switch: the test profiles have head_dim 64). SEQKV_SPLIT_BLOCKS=0
-// or 4 sets the 64 and 128 kernels' register bound (a measuring switch).
+// The register bound: 4 blocks per SM for head size 128 (32 registers, with
+// spills: the lane stage 8 % faster with int32 symbols, 1.5 % into FP16
+// operands than at 3, docs/BENCHMARKS.md 2026-12-02), 3 for 64 (not
+// measured at 4). SEQKV_SPLIT_GENERIC=1 takes the any-head-size kernel for
+// 64 and 128 too (a test switch: the test profiles have head_dim 64).
+// SEQKV_SPLIT_BLOCKS=0, 3 or 4 sets the 64 and 128 kernels' bound (a
+// measuring switch).
 template <bool kHalf>
 cudaError_t LaunchFor(const SlLaunch& launch, cudaStream_t stream) {
   const char* generic = std::getenv("SEQKV_SPLIT_GENERIC");
   const char* blocks = std::getenv("SEQKV_SPLIT_BLOCKS");
-  const uint32_t min_blocks = blocks != nullptr ? static_cast<uint32_t>(std::atoi(blocks)) : 3;
+  const uint32_t min_blocks =
+      blocks != nullptr ? static_cast<uint32_t>(std::atoi(blocks)) : (launch.dim == 128 ? 4u : 3u);
   if (generic == nullptr || std::strcmp(generic, "1") != 0) {
     if (launch.dim == 128) return LaunchPer<8, kHalf>(launch, stream, min_blocks);
     if (launch.dim == 64) return LaunchPer<4, kHalf>(launch, stream, min_blocks);
