@@ -440,9 +440,9 @@ cudaError_t LaunchPer(const SlLaunch& launch, cudaStream_t stream, uint32_t min_
 
 // The register bound: 4 blocks per SM for head size 128 (32 registers, with
 // spills: the lane stage 8 % faster with int32 symbols, 1.5 % into FP16
-// operands than at 3, docs/BENCHMARKS.md 2026-12-02), 3 for 64 (not
-// measured at 4). SEQKV_SPLIT_GENERIC=1 takes the any-head-size kernel for
-// 64 and 128 too (a test switch: the test profiles have head_dim 64).
+// operands than at 3, docs/BENCHMARKS.md 2026-12-02), 3 for 64 (where 4
+// gained nothing with int32 symbols and was 3 % slower into FP16 operands). SEQKV_SPLIT_GENERIC=1 takes the
+// any-head-size kernel for 64 and 128 too (a test switch: the test profiles have head_dim 64).
 // SEQKV_SPLIT_BLOCKS=0, 3 or 4 sets the 64 and 128 kernels' bound (a
 // measuring switch).
 template <bool kHalf>
