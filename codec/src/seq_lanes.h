@@ -282,18 +282,29 @@ SEQKV_LANES_HD inline int SeqSignedFind(const uint16_t* row, uint32_t slot, uint
 // conflicts.)
 inline constexpr uint32_t kSeqSignedBucketBits = 7, kSeqSignedBuckets = 1u << kSeqSignedBucketBits;
 
+// The walk from symbol s, *lo = row[s] and *hi = row[s + 1], to the symbol of
+// `slot`, its interval left in [*lo, *hi).
+SEQKV_LANES_HD inline uint32_t SeqSignedWalk(const uint16_t* row, uint32_t slot, uint32_t s, uint32_t* lo,
+                                             uint32_t* hi) {
+  uint32_t l = *lo, h = *hi;
+  while (slot < l) {  // ends: cum[0] = 0 <= slot
+    h = l;
+    l = row[--s];
+  }
+  while (h <= slot) {  // ends: cum[31] = 2^15 > slot
+    l = h;
+    h = row[++s + 1];
+  }
+  *lo = l;
+  *hi = h;
+  return s;
+}
+
 SEQKV_LANES_HD inline int SeqSignedFindBucket(const uint8_t* buckets, const uint16_t* row, uint32_t slot,
                                               uint32_t* start, uint32_t* freq) {
   uint32_t s = buckets[slot >> (kSeqLaneScaleBits - kSeqSignedBucketBits)];
   uint32_t lo = row[s], hi = row[s + 1];
-  while (slot < lo) {  // ends: cum[0] = 0 <= slot
-    hi = lo;
-    lo = row[--s];
-  }
-  while (hi <= slot) {  // ends: cum[31] = 2^15 > slot
-    lo = hi;
-    hi = row[++s + 1];
-  }
+  s = SeqSignedWalk(row, slot, s, &lo, &hi);
   *start = lo;
   *freq = hi - lo;
   return static_cast<int>(s);

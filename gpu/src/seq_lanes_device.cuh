@@ -1,7 +1,8 @@
 // Private to gpu/: what the lane decode kernels share (seq_lanes_kernels.cu:
 // lanes and lanes2; seq_split_lanes_kernels.cu: lanes3): the signed model's
-// search tables as a block copies them into shared memory and the search
-// over them, and a 4-byte little-endian load at any alignment.
+// search tables as a block copies them into shared memory (lanes3 adds its
+// identity table, and searches with its own SplitSearch), the search over
+// them, and a 4-byte little-endian load at any alignment.
 #pragma once
 
 #include <cuda_runtime.h>

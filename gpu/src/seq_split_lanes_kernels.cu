@@ -154,7 +154,7 @@ static_assert(kSignedRowBytes % 16 == 0 && kSplitRowBytes % 16 == 0 && kSplitSea
 static_assert(kIdentity < 0xFFu, "a table fits a byte");
 
 // SeqSignedFindBucket's search with the row's two bounds loaded at once and
-// the walk behind one rarely taken branch (~1 % of symbols; rolled loops).
+// its walk (SeqSignedWalk) behind one rarely taken branch (~1 % of symbols).
 struct SplitSearch {
   const uint16_t* rows;
   const uint8_t* buckets;
@@ -166,18 +166,7 @@ struct SplitSearch {
     const uint16_t* row = rows + table * kSeqSignedRowStride;
     uint32_t s = buckets[table * kSeqSignedBuckets + (slot >> (kSeqLaneScaleBits - kSeqSignedBucketBits))];
     uint32_t lo = row[s], hi = row[s + 1];
-    if (__builtin_expect(slot < lo || hi <= slot, 0)) {
-#pragma unroll 1
-      while (slot < lo) {  // ends: cum[0] = 0 <= slot
-        hi = lo;
-        lo = row[--s];
-      }
-#pragma unroll 1
-      while (hi <= slot) {  // ends: cum[31] = 2^15 > slot
-        lo = hi;
-        hi = row[++s + 1];
-      }
-    }
+    if (__builtin_expect(slot < lo || hi <= slot, 0)) s = SeqSignedWalk(row, slot, s, &lo, &hi);
     *start = lo;
     *freq = hi - lo;
     return s;
@@ -222,13 +211,13 @@ __device__ __forceinline__ int32_t SplitSymbol(const SplitSearch& search, uint32
   constexpr uint32_t kMask = (1u << kSeqLaneScaleBits) - 1;
   const uint32_t slot = *x & kMask;
   uint32_t start, freq;
-  const int s = search(table, slot, &start, &freq);
+  const uint32_t s = search(table, slot, &start, &freq);
   *x = freq * (*x >> kSeqLaneScaleBits) + slot - start;
   r->Renorm(*x);
   if (s == seqkv::internal::kSeqSignedEscapeNeg || s == seqkv::internal::kSeqSignedEscapePos) {
-    return SplitEscape(static_cast<uint32_t>(s), x, r);
+    return SplitEscape(s, x, r);
   }
-  return s - kSeqSignedZero;
+  return static_cast<int32_t>(s) - kSeqSignedZero;
 }
 
 // Shared memory per group after the search tables: each component's table
@@ -441,10 +430,10 @@ cudaError_t LaunchPer(const SlLaunch& launch, cudaStream_t stream, uint32_t min_
 // The register bound: 4 blocks per SM for head size 128 (32 registers, with
 // spills: the lane stage 8 % faster with int32 symbols, 1.5 % into FP16
 // operands than at 3, docs/BENCHMARKS.md 2026-12-02), 3 for 64 (where 4
-// gained nothing with int32 symbols and was 3 % slower into FP16 operands). SEQKV_SPLIT_GENERIC=1 takes the
-// any-head-size kernel for 64 and 128 too (a test switch: the test profiles have head_dim 64).
-// SEQKV_SPLIT_BLOCKS=0, 3 or 4 sets the 64 and 128 kernels' bound (a
-// measuring switch).
+// gained nothing with int32 symbols and was 3 % slower into FP16 operands).
+// SEQKV_SPLIT_GENERIC=1 takes the any-head-size kernel for 64 and 128 too (a
+// test switch: the test profiles have head_dim 64). SEQKV_SPLIT_BLOCKS=0, 3
+// or 4 sets the 64 and 128 kernels' bound (a measuring switch).
 template <bool kHalf>
 cudaError_t LaunchFor(const SlLaunch& launch, cudaStream_t stream) {
   const char* generic = std::getenv("SEQKV_SPLIT_GENERIC");
