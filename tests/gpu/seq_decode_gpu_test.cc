@@ -183,17 +183,18 @@ class SeqDecodeGpuTest : public test::SeqGpuTestBase {
   // An item per case decoding into its own poisoned K and V buffers
   // ([layers, kv_heads, tokens, head_dim]): (*keep)[3i] holds case i's chunk,
   // [3i + 1] its K, [3i + 2] its V.
+  // `shift`: the rows start that many bytes into their buffers.
   void ItemsInto(const std::vector<Coded>& cases, std::vector<std::unique_ptr<Buffer>>* keep,
-                 std::vector<SeqDecodeItem>* items) {
+                 std::vector<SeqDecodeItem>* items, uint32_t shift = 0) {
     for (const Coded& c : cases) {
       keep->push_back(std::make_unique<Buffer>(backend(), c.bytes));
       auto item = MakeSeqDecodeItem(c.header, c.bytes, keep->back()->get(), *profile_);
       ASSERT_TRUE(item.ok()) << item.status().ToString();
-      const uint64_t bytes = c.header.shape.elements() * 2;
+      const uint64_t bytes = c.header.shape.elements() * 2 + shift;
       keep->push_back(std::make_unique<Buffer>(backend(), std::vector<uint8_t>(bytes, kPoison)));
-      item->k_out = keep->back()->get();
+      item->k_out = static_cast<uint8_t*>(keep->back()->get()) + shift;
       keep->push_back(std::make_unique<Buffer>(backend(), std::vector<uint8_t>(bytes, kPoison)));
-      item->v_out = keep->back()->get();
+      item->v_out = static_cast<uint8_t*>(keep->back()->get()) + shift;
       item->out_tokens = c.header.shape.tokens;
       items->push_back(std::move(*item));
     }
@@ -201,10 +202,11 @@ class SeqDecodeGpuTest : public test::SeqGpuTestBase {
 
   // The cases in one batch with `math`, each into its own poisoned buffers
   // (ItemsInto, kept in *keep): *statuses, one per case.
-  void RunCases(const std::vector<Coded>& cases, SeqDenseMath math, std::vector<std::unique_ptr<Buffer>>* keep,
-                std::vector<Status>* statuses) {
+  void RunCases(const std::vector<Coded>& cases, SeqDenseMath math,
+                std::vector<std::unique_ptr<Buffer>>* keep, std::vector<Status>* statuses,
+                uint32_t shift = 0) {
     std::vector<SeqDecodeItem> items;
-    ASSERT_NO_FATAL_FAILURE(ItemsInto(cases, keep, &items));
+    ASSERT_NO_FATAL_FAILURE(ItemsInto(cases, keep, &items, shift));
     SeqDecodeArgs args;
     args.math = math;
     args.items = items;
@@ -231,6 +233,8 @@ class SeqDecodeGpuTest : public test::SeqGpuTestBase {
 
   void ContiguousCase(uint32_t shift);
   void PagedCase(const std::string& spec);
+  void PagedInto(const Coded& c, SeqDenseMath math, const std::vector<uint8_t>& k,
+                 const std::vector<uint8_t>& v);
   void ExpectWithin(const Tolerance& tol, const Coded& c, const Buffer& k, const Buffer& v,
                     const std::string& label);
   void CorruptCase(const std::string& spec, uint32_t header_byte, uint8_t value);
@@ -300,7 +304,16 @@ TEST_P(SeqDecodeGpuTest, PagedEqualsDecodeChunk) {
 }
 
 void SeqDecodeGpuTest::PagedCase(const std::string& spec) {
-  Coded c = Code(Slice(*test_, 100, 256), spec);
+  const Coded c = Code(Slice(*test_, 100, 256), spec);
+  PagedInto(c, SeqDenseMath::kExact, c.reference.k, c.reference.v);
+}
+
+// Chunk c with `math` into vLLM-style paged caches (a shuffled block table,
+// the chunk 9 tokens into its first block): each layer's cache is k and v
+// (contiguous [layers, kv_heads, tokens, head_dim] bf16) at their pages, the
+// rest poison. Then a block-table entry out of range: OUT_OF_RANGE.
+void SeqDecodeGpuTest::PagedInto(const Coded& c, SeqDenseMath math, const std::vector<uint8_t>& k,
+                                 const std::vector<uint8_t>& v) {
   const KvShape& s = c.header.shape;
   const uint32_t bs = 16;
   const uint64_t offset = 9;
@@ -331,6 +344,7 @@ void SeqDecodeGpuTest::PagedCase(const std::string& spec) {
   item->block_table_entries = table.size();
   SeqDecodeArgs args;
   args.destination = KvDestination::kPaged;
+  args.math = math;
   args.block_size = bs;
   args.num_blocks = num_blocks;
   args.items = std::span<const SeqDecodeItem>(&*item, 1);
@@ -338,7 +352,7 @@ void SeqDecodeGpuTest::PagedCase(const std::string& spec) {
   ASSERT_TRUE(statuses[0].ok()) << statuses[0].ToString();
   for (uint32_t l = 0; l < s.layers; ++l) {
     const std::vector<uint8_t> want =
-        test::PagedLayerImage(s, l, c.reference.k, c.reference.v, offset, table, bs, num_blocks, kPoison);
+        test::PagedLayerImage(s, l, k, v, offset, table, bs, num_blocks, kPoison);
     EXPECT_TRUE(caches[l]->Download() == want) << "layer " << l;
   }
   // A block table entry past num_blocks: OUT_OF_RANGE.
@@ -814,11 +828,12 @@ Chunk PairHeads(const Chunk& c) {
 // Head size 128 (the dev dumps' two kv heads side by side, a profile
 // calibrated on them): the FP16 dense stage there runs on wgmma on a compute
 // capability 9.0 GPU (SdLayerWgKernel; docs/gpu.md) and on mma.sync
-// elsewhere and with SEQKV_DENSE_WGMMA=0. Both stay within the f16
-// tolerance of DecodeChunk and decode the same bytes: both signed lane
-// streams, whole tiles, partial ones and escapes. (kCpu: the reference, one
+// elsewhere and with SEQKV_DENSE_WGMMA=0. Every kernel and schedule stays
+// within the f16 tolerance of DecodeChunk and decodes the same bytes, into
+// contiguous rows, unaligned rows and paged caches: both signed lane streams,
+// whole tiles, partial ones and escapes. (kCpu: the reference, one
 // short case.)
-TEST_P(SeqDecodeGpuTest, HeadSize128HalfMathIsWithinTheToleranceOnEitherKernel) {
+TEST_P(SeqDecodeGpuTest, HeadSize128HalfMathIsWithinTheToleranceOnEitherKernelAndEveryLayout) {
   ASSERT_EQ(test_->shape.kv_heads % 2, 0u);
   SeqCalibrateOptions o;
   o.inputs = *ParseSeqInputs(std::get<1>(GetParam()));
@@ -842,26 +857,58 @@ TEST_P(SeqDecodeGpuTest, HeadSize128HalfMathIsWithinTheToleranceOnEitherKernel) 
   if (all) cases.push_back(Code(test, "seq:delta=1,streams=lanes3"));
   const Tolerance& f16 = kTolerances[2];
   ASSERT_EQ(f16.math, SeqDenseMath::kTensorF16);
-  std::vector<std::vector<uint8_t>> outputs[2];
-  for (const bool wgmma : {true, false}) {
-    if (!wgmma) ::setenv("SEQKV_DENSE_WGMMA", "0", 1);
+  // The kernels: wgmma (the default on the H200), mma.sync; then the default
+  // into rows two bytes off 16-byte alignment (the output stage's one-channel
+  // stores instead of 16-byte units).
+  struct Variant {
+    const char* label;
+    const char* var;
+    const char* value;
+    uint32_t shift;
+  };
+  const Variant variants[] = {
+      {"wgmma where the GPU has it", nullptr, nullptr, 0},
+      {"mma.sync", "SEQKV_DENSE_WGMMA", "0", 0},
+      {"wgmma where the GPU has it, rows 2 bytes off alignment", nullptr, nullptr, 2}};
+  std::vector<std::vector<uint8_t>> first;  // the first variant's K and V, per case
+  for (const Variant& x : variants) {
+    SCOPED_TRACE(x.label);
+    if (x.var != nullptr) ::setenv(x.var, x.value, 1);
     std::vector<std::unique_ptr<Buffer>> keep;
     std::vector<Status> statuses;
-    ASSERT_NO_FATAL_FAILURE(RunCases(cases, f16.math, &keep, &statuses));
-    ::unsetenv("SEQKV_DENSE_WGMMA");
+    RunCases(cases, f16.math, &keep, &statuses, x.shift);
+    if (x.var != nullptr) ::unsetenv(x.var);
+    ASSERT_FALSE(HasFatalFailure());
     for (size_t i = 0; i < cases.size(); ++i) {
       ASSERT_TRUE(statuses[i].ok()) << i << ": " << statuses[i].ToString();
-      ExpectWithin(
-          f16, cases[i], *keep[3 * i + 1], *keep[3 * i + 2],
-          std::to_string(i) + (wgmma ? " (d=128, wgmma where the GPU has it)" : " (d=128, mma.sync)"));
-      outputs[wgmma].push_back(keep[3 * i + 1]->Download());
-      outputs[wgmma].push_back(keep[3 * i + 2]->Download());
+      if (x.shift == 0) {
+        ExpectWithin(f16, cases[i], *keep[3 * i + 1], *keep[3 * i + 2],
+                     std::to_string(i) + " (d=128, " + x.label + ")");
+      }
+      for (int kv = 0; kv < 2; ++kv) {
+        std::vector<uint8_t> got = keep[3 * i + 1 + kv]->Download();
+        ASSERT_GE(got.size(), x.shift);
+        for (uint32_t b = 0; b < x.shift; ++b) EXPECT_EQ(got[b], kPoison) << "case " << i << " byte " << b;
+        got.erase(got.begin(), got.begin() + x.shift);
+        if (first.size() < 2 * cases.size()) {
+          first.push_back(std::move(got));
+        } else {
+          // The same bytes: the same FP16 products, summed in float32 by the
+          // same tensor cores in the same k order (measured on the H200,
+          // 2026-12-01: not one of 1.2 million keys differed between wgmma
+          // and mma.sync), and the same output arithmetic however it stores.
+          EXPECT_TRUE(got == first[2 * i + kv]) << "case " << i << " tensor " << kv;
+        }
+      }
     }
   }
-  // The two kernels' bytes are the same: the same FP16 products, summed in
-  // float32 by the same tensor cores in the same k order (measured on the
-  // H200, 2026-12-01: not one of 1.2 million keys differed).
-  for (size_t i = 0; i < outputs[0].size(); ++i) EXPECT_TRUE(outputs[0][i] == outputs[1][i]) << i / 2;
+  // Into paged caches: the same bytes at their pages (and a block-table
+  // entry out of range is OUT_OF_RANGE).
+  for (size_t i = 0; i < std::min<size_t>(cases.size(), 2); ++i) {
+    SCOPED_TRACE("paged, case " + std::to_string(i));
+    PagedInto(cases[i], f16.math, first[2 * i], first[2 * i + 1]);
+    if (HasFatalFailure()) return;
+  }
 }
 
 // The split lane kernel for any head size (SEQKV_SPLIT_GENERIC=1: its
