@@ -388,9 +388,40 @@ SEQKV_LANES_HD inline bool SeqSplitRenorm(uint32_t* x, Take&& take) {
   return true;
 }
 
+// An escape's value after its symbol s (kSeqSignedEscapeNeg or
+// kSeqSignedEscapePos): the Exp-Golomb-0 bits of |q| - 15, each a uniform-bit
+// operation followed by renorm(x) (false: past the lane's words). Returns q,
+// or corrupt()'s value (the reference's: kSeqSplitCorrupt). On the GPU the
+// loops stay rolled: escapes are rare, and a lane kernel inlines a copy per
+// component.
+template <typename Renorm, typename Corrupt>
+SEQKV_LANES_HD inline int32_t SeqSplitEscape(int s, uint32_t* x, Renorm&& renorm, Corrupt&& corrupt) {
+  uint32_t zeros = 0;
+#ifdef __CUDA_ARCH__
+#pragma unroll 1
+#endif
+  for (;;) {  // at most kSeqLaneMaxEscapeZeros + 1 operations
+    const uint32_t bit = SeqUniformBit(x);
+    if (!renorm(x)) return corrupt();
+    if (bit) break;
+    if (++zeros > static_cast<uint32_t>(kSeqLaneMaxEscapeZeros)) return corrupt();
+  }
+  uint32_t e = 1;
+#ifdef __CUDA_ARCH__
+#pragma unroll 1
+#endif
+  for (; zeros > 0; --zeros) {
+    e = (e << 1) | SeqUniformBit(x);
+    if (!renorm(x)) return corrupt();
+  }
+  const uint32_t mag = e + (kSeqLaneSymbols - 2);  // |q| = e + 14
+  if (mag > kSeqLaneMaxMagnitude) return corrupt();
+  return s == kSeqSignedEscapeNeg ? -static_cast<int32_t>(mag) : static_cast<int32_t>(mag);
+}
+
 // One symbol of a split lane: its signed-model operation (find(slot, &start,
 // &freq) returns the symbol of `slot` in the component's row), then for an
-// escape the Exp-Golomb-0 bits of |q| - 15. Returns q, or kSeqSplitCorrupt.
+// escape SeqSplitEscape. Returns q, or kSeqSplitCorrupt.
 template <typename Find, typename Take>
 SEQKV_LANES_HD inline int32_t SeqSplitLaneSymbol(uint32_t* x, Find&& find, Take&& take) {
   const uint32_t slot = *x & ((1u << kSeqLaneScaleBits) - 1);
@@ -399,21 +430,8 @@ SEQKV_LANES_HD inline int32_t SeqSplitLaneSymbol(uint32_t* x, Find&& find, Take&
   *x = freq * (*x >> kSeqLaneScaleBits) + slot - start;
   if (!SeqSplitRenorm(x, take)) return kSeqSplitCorrupt;
   if (s != kSeqSignedEscapeNeg && s != kSeqSignedEscapePos) return s - kSeqSignedZero;
-  uint32_t zeros = 0;
-  for (;;) {  // at most kSeqLaneMaxEscapeZeros + 1 operations
-    const uint32_t bit = SeqUniformBit(x);
-    if (!SeqSplitRenorm(x, take)) return kSeqSplitCorrupt;
-    if (bit) break;
-    if (++zeros > static_cast<uint32_t>(kSeqLaneMaxEscapeZeros)) return kSeqSplitCorrupt;
-  }
-  uint32_t e = 1;
-  for (; zeros > 0; --zeros) {
-    e = (e << 1) | SeqUniformBit(x);
-    if (!SeqSplitRenorm(x, take)) return kSeqSplitCorrupt;
-  }
-  const uint32_t mag = e + (kSeqLaneSymbols - 2);  // |q| = e + 14
-  if (mag > kSeqLaneMaxMagnitude) return kSeqSplitCorrupt;
-  return s == kSeqSignedEscapeNeg ? -static_cast<int32_t>(mag) : static_cast<int32_t>(mag);
+  return SeqSplitEscape(
+      s, x, [&take](uint32_t* y) { return SeqSplitRenorm(y, take); }, [] { return kSeqSplitCorrupt; });
 }
 
 }  // namespace seqkv::internal

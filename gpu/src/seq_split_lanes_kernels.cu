@@ -173,35 +173,20 @@ struct SplitSearch {
   }
 };
 
-// An escape's Exp-Golomb-0 bits after its symbol s (SeqSplitLaneSymbol's):
-// q, or 0 with the lane refused (the reference's kSeqSplitCorrupt).
+// An escape's Exp-Golomb-0 bits after its symbol s (SeqSplitEscape, the
+// reference's; Renorm takes no word past the lane's, Refuse marks that): q, or
+// 0 with the lane refused (the reference's kSeqSplitCorrupt).
 __device__ __forceinline__ int32_t SplitEscape(uint32_t s, uint32_t* x, WordReader* r) {
-  using namespace seqkv::internal;
-  uint32_t zeros = 0;
-  // Rolled loops: escapes are rare, and the kernel's code (eight symbols a
-  // token, each with its own copy of this) must stay small.
-#pragma unroll 1
-  for (;;) {  // at most kSeqLaneMaxEscapeZeros + 1 operations
-    const uint32_t bit = SeqUniformBit(x);
-    r->Renorm(*x);
-    if (bit) break;
-    if (++zeros > static_cast<uint32_t>(kSeqLaneMaxEscapeZeros)) {
-      r->Refuse();
-      return 0;
-    }
-  }
-  uint32_t e = 1;
-#pragma unroll 1
-  for (; zeros > 0; --zeros) {
-    e = (e << 1) | SeqUniformBit(x);
-    r->Renorm(*x);
-  }
-  const uint32_t mag = e + (kSeqLaneSymbols - 2);  // |q| = e + 14
-  if (mag > kSeqLaneMaxMagnitude) {
-    r->Refuse();
-    return 0;
-  }
-  return s == kSeqSignedEscapeNeg ? -static_cast<int32_t>(mag) : static_cast<int32_t>(mag);
+  return seqkv::internal::SeqSplitEscape(
+      static_cast<int>(s), x,
+      [r](uint32_t* y) {
+        r->Renorm(*y);
+        return true;
+      },
+      [r] {
+        r->Refuse();
+        return int32_t{0};
+      });
 }
 
 // One symbol of a split lane from its table's search (SeqSplitLaneSymbol's
