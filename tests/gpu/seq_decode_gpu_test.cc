@@ -828,9 +828,9 @@ Chunk PairHeads(const Chunk& c) {
 // Head size 128 (the dev dumps' two kv heads side by side, a profile
 // calibrated on them): the FP16 dense stage there runs on wgmma on a compute
 // capability 9.0 GPU (SdLayerWgKernel; docs/gpu.md) and on mma.sync
-// elsewhere and with SEQKV_DENSE_WGMMA=0. Every kernel and schedule stays
-// within the f16 tolerance of DecodeChunk and decodes the same bytes, into
-// contiguous rows, unaligned rows and paged caches: both signed lane streams,
+// elsewhere and with SEQKV_DENSE_WGMMA=0. Both stay within the f16
+// tolerance of DecodeChunk and decode the same bytes, into contiguous rows,
+// unaligned rows and paged caches: both signed lane streams,
 // whole tiles, partial ones and escapes. (kCpu: the reference, one
 // short case.)
 TEST_P(SeqDecodeGpuTest, HeadSize128HalfMathIsWithinTheToleranceOnEitherKernelAndEveryLayout) {
