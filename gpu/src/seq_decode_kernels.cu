@@ -1094,6 +1094,11 @@ __global__ void __launch_bounds__(2 * D, 2) SdLayerI12Kernel(SdLaunch L, uint32_
   const int8_t* vrows = L.v_i8 + uint64_t{g} * 2 * D * D;
   // The feature blocks' D columns, each block's sums flushed into the double sums.
   const uint32_t* prev_max = feats ? desc.max_bits + (layer - 1) * 2 * H : nullptr;
+  // Above: only what was in place before the lane stage; the previous
+  // layer's rows and largest |x|, and this layer's writes, come after the
+  // previous grid (programmatic dependent launch, LaunchDense).
+  dense::GridDependencyWait();
+  dense::AllowDependents();
   cta.PredictBlocks(desc.xhat[(layer + 1) % 2], prev_max, block_of, nblk, T, t0, nt,
                     L.w_i8 + uint64_t{g} * blocks * 2 * D * D, ew, exp_s);
 
@@ -1118,17 +1123,7 @@ __global__ void __launch_bounds__(2 * D, 2) SdLayerI12Kernel(SdLaunch L, uint32_
   OutWriteRows(L, desc, layer, kv, t0, nt, dst_s, row_s, RS, tid, NT);
 }
 
-template <uint32_t D>
-cudaError_t LaunchSdLayerI12D(const SdLaunch& launch, uint32_t layer, cudaStream_t stream) {
-  const size_t smem = i12::SharedBytes(D);
-  const cudaError_t e =
-      cudaFuncSetAttribute(SdLayerI12Kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
-  if (e != cudaSuccess) return e;
-  SdLayerI12Kernel<D><<<launch.total_ctas, 2 * D, smem, stream>>>(launch, layer);
-  return cudaGetLastError();
-}
-
-// The FP16 kernels' launch, with programmatic stream serialization: layer
+// The FP16 and int12 kernels' launch, with programmatic stream serialization: layer
 // l's CTAs start their prologue while layer l - 1's last CTAs finish (the
 // kernels wait for that grid before they read its rows). SEQKV_DENSE_PDL=0
 // launches plainly (a measuring switch).
@@ -1160,6 +1155,11 @@ template <uint32_t D, bool kHalfSym>
 cudaError_t LaunchSdLayerH16D(const SdLaunch& launch, uint32_t layer, cudaStream_t stream) {
   return LaunchDense(SdLayerH16Kernel<D, kHalfSym>, 2 * D, SdHSharedBytes(D, kHalfSym), launch, layer,
                      stream);
+}
+
+template <uint32_t D>
+cudaError_t LaunchSdLayerI12D(const SdLaunch& launch, uint32_t layer, cudaStream_t stream) {
+  return LaunchDense(SdLayerI12Kernel<D>, 2 * D, i12::SharedBytes(D), launch, layer, stream);
 }
 
 cudaError_t LaunchSdLayerWg(const SdLaunch& launch, uint32_t layer, cudaStream_t stream) {
