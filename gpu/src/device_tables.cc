@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "engine_rope.h"
 #include "seq_lossy_core.h"
+#include "seqkv/codec/dtype.h"
 
 namespace seqkv::gpu::internal {
 
@@ -27,7 +29,9 @@ DeviceRope::~DeviceRope() { Release(); }
 void DeviceRope::Release() {
   BackendFree(backend_, cos_);
   BackendFree(backend_, sin_);
+  BackendFree(backend_, cs_half_);
   cos_ = sin_ = nullptr;
+  cs_half_ = nullptr;
   positions_ = 0;
 }
 
@@ -48,6 +52,15 @@ Status DeviceRope::Ensure(const RopeParams& rope, uint32_t head_dim, uint32_t po
   if (t.rotary_dim > 0) {
     SEQKV_ASSIGN_OR_RETURN(cos_, UploadFloats(backend_, t.cos));
     SEQKV_ASSIGN_OR_RETURN(sin_, UploadFloats(backend_, t.sin));
+    const uint32_t cols = half_cols();
+    std::vector<uint32_t> cs(size_t{n} * cols);
+    for (size_t pos = 0; pos < n; ++pos) {
+      for (uint32_t j = 0; j < cols; ++j) {
+        const size_t at = pos * t.rotary_dim + j;
+        cs[pos * cols + j] = uint32_t{FloatToHalf(t.cos[at])} | uint32_t{FloatToHalf(t.sin[at])} << 16;
+      }
+    }
+    SEQKV_ASSIGN_OR_RETURN(cs_half_, Upload<uint32_t>(backend_, cs));
   }
   params_ = rope;
   positions_ = n;

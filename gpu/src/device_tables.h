@@ -97,6 +97,12 @@ class DeviceRope {
   // Whether cos and sin hold the same bits at channels j and j + rotary_dim / 2
   // of every position (checked when the table is made).
   bool mirrored() const { return mirrored_; }
+  // The same angles as FP16 pairs for the FP16 dense kernels' output stage
+  // (cos in the low half, sin in the high, each rounded to nearest even):
+  // [positions][half_cols()], half_cols() = rotary_dim / 2 when mirrored()
+  // (only the first half's channels), else rotary_dim.
+  const uint32_t* cs_half() const { return cs_half_; }
+  uint32_t half_cols() const { return mirrored_ ? rotary_dim_ / 2 : rotary_dim_; }
 
  private:
   void Release();
@@ -106,6 +112,7 @@ class DeviceRope {
   uint32_t rotary_dim_ = 0;
   float* cos_ = nullptr;
   float* sin_ = nullptr;
+  uint32_t* cs_half_ = nullptr;
   bool mirrored_ = false;
 };
 

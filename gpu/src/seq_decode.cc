@@ -661,6 +661,8 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
   launch.rope_cos = impl_->rope.cos();
   launch.rope_sin = impl_->rope.sin();
   launch.rope_mirrored = impl_->rope.mirrored();
+  launch.rope_cs_h = impl_->rope.cs_half();
+  launch.rope_half_cols = impl_->rope.half_cols();
   launch.paged = args.destination == KvDestination::kPaged;
   launch.block_size = args.block_size;
   launch.num_blocks = args.num_blocks;

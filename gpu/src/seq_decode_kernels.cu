@@ -104,12 +104,23 @@ __device__ __forceinline__ uint64_t RopeAt(const SdLaunch& L, uint64_t pos, uint
   return pos * L.rotary_dim + (L.rope_mirrored && j0 >= half ? j0 - half : j0);
 }
 
+// An FP16 (cos, sin) pair (SdLaunch::rope_cs_h) as floats (exact).
+__device__ __forceinline__ float2 HalfPair(uint32_t bits) {
+  __half2 h;
+  memcpy(&h, &bits, sizeof(h));
+  return __half22float2(h);
+}
+
 // Units of W channels of a row; row k's RoPE position is pos0 + k. Each
-// element's arithmetic is the reference's (RopeChannel, ToBf16).
+// element's arithmetic is the reference's (RopeChannel, ToBf16); with
+// half_angles (the FP16 kernels) cos and sin are the FP16 pairs the FP16
+// output stage reads (SdLaunch::rope_cs_h), so every destination gets the
+// same bytes.
 template <uint32_t W>
 __device__ __forceinline__ void OutWriteRowsW(const SdLaunch& L, uint16_t* base, bool rotate, uint64_t pos0,
                                               const uint64_t* dst_s, const float* row_s, uint32_t stride,
-                                              uint32_t nt, uint32_t tid, uint32_t nthreads) {
+                                              uint32_t nt, uint32_t tid, uint32_t nthreads,
+                                              bool half_angles) {
   const uint32_t d = L.head_dim, rd = L.rotary_dim, cpr = d / W;
   for (uint32_t u = tid; u < nt * cpr; u += nthreads) {
     const uint32_t k = u / cpr, j0 = (u - k * cpr) * W;
@@ -122,8 +133,17 @@ __device__ __forceinline__ void OutWriteRowsW(const SdLaunch& L, uint16_t* base,
       const uint32_t j = j0 + e;
       float val = row[j];
       if (rotate && j < rd) {
-        const uint64_t at = (pos0 + k) * rd + j;
-        val = dense::RopeChannel(row, j, rd, L.rope_style, L.rope_cos[at], L.rope_sin[at], false);
+        float c, sn;
+        if (half_angles) {
+          const uint32_t half = rd / 2;
+          const float2 cs = HalfPair(
+              L.rope_cs_h[(pos0 + k) * L.rope_half_cols + (L.rope_mirrored && j >= half ? j - half : j)]);
+          c = cs.x, sn = cs.y;
+        } else {
+          const uint64_t at = (pos0 + k) * rd + j;
+          c = L.rope_cos[at], sn = L.rope_sin[at];
+        }
+        val = dense::RopeChannel(row, j, rd, L.rope_style, c, sn, false);
       }
       bits[e] = dense::ToBf16(val);
     }
@@ -221,7 +241,11 @@ __device__ __forceinline__ bool OutWriteRowsVec(const SdLaunch& L, uint16_t* bas
 // values are read from the rows once for both of its writes, the next
 // layer's FP16 row (keep) and the RoPE'd bf16 output, two units a pass with
 // both units' loads issued before either's arithmetic (the cos/sin loads,
-// global memory, were the stage's longest wait: ncu, 2026-12-01). The
+// global memory, were the stage's longest wait: ncu, 2026-12-01). cos and
+// sin come as FP16 pairs (SdLaunch::rope_cs_h): 32 bytes a unit instead of
+// float32's 64, within the FP16 math's tolerance (each angle's relative
+// error <= 2^-11, under the bf16 output's own rounding); the 8K f16 decode
+// was 1.4-2.0 % faster per call (docs/BENCHMARKS.md, 2026-12-02). The
 // roundings are the hardware's conversions, two values an instruction:
 // cvt.rn.f16x2 with the range check as a max over |h| (an element outside
 // FP16's range, |x| >= 65520 or NaN, is exactly one that rounds to an
@@ -234,7 +258,8 @@ __device__ __forceinline__ bool OutWriteRowsVec(const SdLaunch& L, uint16_t* bas
 // operations, was 49 % of the wgmma kernel's instructions and 55 % of its
 // stall samples: ncu, 2026-12-01.)
 struct OutUnit {
-  float v[8], p[8], c[8], s[8];
+  float v[8], p[8];
+  uint32_t cs[8];  // FP16 (cos, sin) pairs (SdLaunch::rope_cs_h)
   uint64_t off;  // destination of the row's first element
   uint32_t k;    // the row
   uint32_t j0;   // the unit's first channel
@@ -267,9 +292,11 @@ __device__ __forceinline__ bool OutLoadUnit(const SdLaunch& L, bool rotate, uint
       x.p[e + 1] = x.v[e];
     }
   }
-  const uint64_t at = RopeAt(L, pos0 + k, j0);
-  Load8(L.rope_cos + at, x.c);
-  Load8(L.rope_sin + at, x.s);
+  const uint32_t* at =
+      L.rope_cs_h + (pos0 + k) * L.rope_half_cols + (L.rope_mirrored && j0 >= half ? j0 - half : j0);
+  const uint4 a = *reinterpret_cast<const uint4*>(at), b = *reinterpret_cast<const uint4*>(at + 4);
+  x.cs[0] = a.x, x.cs[1] = a.y, x.cs[2] = a.z, x.cs[3] = a.w, x.cs[4] = b.x, x.cs[5] = b.y, x.cs[6] = b.z,
+  x.cs[7] = b.w;
   return true;
 }
 template <uint32_t D, bool kExact>
@@ -287,7 +314,10 @@ __device__ __forceinline__ void OutStoreUnit(uint16_t* base, uint16_t* cur_rows,
   }
   if (x.rot) {
 #pragma unroll
-    for (uint32_t e = 0; e < 8; ++e) x.v[e] = __fadd_rn(__fmul_rn(x.v[e], x.c[e]), __fmul_rn(x.p[e], x.s[e]));
+    for (uint32_t e = 0; e < 8; ++e) {
+      const float2 cs = HalfPair(x.cs[e]);
+      x.v[e] = __fadd_rn(__fmul_rn(x.v[e], cs.x), __fmul_rn(x.p[e], cs.y));
+    }
   }
   uint32_t w[4];
 #pragma unroll
@@ -317,10 +347,11 @@ __device__ __forceinline__ bool OutWriteHalfAndRows(const SdLaunch& L, uint16_t*
   return !kExact && (__hisnan(bmax.x) || __hisnan(bmax.y));
 }
 
+// half_angles: see OutWriteRowsW (only where the 16-byte units do not apply).
 __device__ __forceinline__ void OutWriteRows(const SdLaunch& L, const SdDesc& desc, uint32_t layer,
                                              uint32_t kv, uint32_t t0, uint32_t nt, const uint64_t* dst_s,
                                              const float* row_s, uint32_t stride, uint32_t tid,
-                                             uint32_t nthreads) {
+                                             uint32_t nthreads, bool half_angles = false) {
   uint16_t* base = OutBase(L, desc, layer, kv);
   const bool rotate = OutRotates(L, desc, kv);
   const uint64_t pos0 = desc.first_position + t0;
@@ -329,9 +360,9 @@ __device__ __forceinline__ void OutWriteRows(const SdLaunch& L, const SdDesc& de
       OutWriteRowsVec<true>(L, base, rotate, pos0, dst_s, row_s, stride, nt, tid, nthreads);
     }
   } else if (L.head_dim % 8 == 0 && reinterpret_cast<uintptr_t>(base) % 16 == 0) {
-    OutWriteRowsW<8>(L, base, rotate, pos0, dst_s, row_s, stride, nt, tid, nthreads);
+    OutWriteRowsW<8>(L, base, rotate, pos0, dst_s, row_s, stride, nt, tid, nthreads, half_angles);
   } else {
-    OutWriteRowsW<1>(L, base, rotate, pos0, dst_s, row_s, stride, nt, tid, nthreads);
+    OutWriteRowsW<1>(L, base, rotate, pos0, dst_s, row_s, stride, nt, tid, nthreads, half_angles);
   }
 }
 
@@ -785,7 +816,7 @@ __device__ __forceinline__ void HalfRowsOut(const SdLaunch& L, const SdDesc& des
     *reinterpret_cast<uint4*>(cur_rows + uint64_t{k} * D + c) = out;
   }
   if (bad) atomicCAS(&L.statuses[desc.status_index], 0, kSdHalfRange);
-  OutWriteRows(L, desc, layer, tl.kv, t0, nt, dst_s, row_s, BS, tid, NT);
+  OutWriteRows(L, desc, layer, tl.kv, t0, nt, dst_s, row_s, BS, tid, NT, true);
 }
 
 // kHalfSym (SdLaunch::half_symbols): the symbols are already the FP16

@@ -85,6 +85,11 @@ struct SdLaunch {
   // reads a unit's cos/sin from the first half, so the two halves' units of
   // a row share their loads' sectors.
   bool rope_mirrored;
+  // The FP16 kernels' output stage (kSdMathF16): the angles as FP16 (cos, sin)
+  // pairs [positions][rope_half_cols] (DeviceRope::cs_half); null: rope_cos
+  // and rope_sin.
+  const uint32_t* rope_cs_h;
+  uint32_t rope_half_cols;
   bool paged;
   uint32_t block_size, num_blocks;
   int32_t* statuses;

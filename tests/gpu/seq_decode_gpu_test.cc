@@ -959,6 +959,21 @@ TEST_P(SeqDecodeGpuTest, RopeTableIsTheReferencesAndMirroredOnlyForRotateHalf) {
     EXPECT_EQ(0, std::memcmp(cos.data(), ref.cos.data(), cos.size() * 4));
     EXPECT_EQ(0, std::memcmp(sin.data(), ref.sin.data(), sin.size() * 4));
     EXPECT_EQ(table.mirrored(), style == RopeStyle::kRotateHalf) << static_cast<int>(style);
+    // The FP16 output stage's pairs: cos and sin of the same channels, each
+    // rounded to nearest even; the first half's channels only when mirrored.
+    const uint32_t cols = table.half_cols();
+    EXPECT_EQ(cols, table.mirrored() ? ref.rotary_dim / 2 : ref.rotary_dim);
+    std::vector<uint32_t> cs(size_t{300} * cols);
+    ASSERT_TRUE(BackendCopyOut(backend(), cs.data(), table.cs_half(), cs.size() * 4).ok());
+    uint64_t bad = 0;
+    for (size_t pos = 0; pos < 300; ++pos) {
+      for (uint32_t j = 0; j < cols; ++j) {
+        const size_t at = pos * ref.rotary_dim + j;
+        const uint32_t want = uint32_t{FloatToHalf(ref.cos[at])} | uint32_t{FloatToHalf(ref.sin[at])} << 16;
+        bad += cs[pos * cols + j] != want;
+      }
+    }
+    EXPECT_EQ(bad, 0u) << static_cast<int>(style);
   }
 }
 
