@@ -389,8 +389,16 @@ void RunShape(const char* name, uint32_t L, uint32_t H, uint32_t d, SeqInputs in
     CHECK_CUDA(cudaMemset(status, 0, 4));
     CHECK_CUDA(cudaMemcpy(descs, lane_descs.data(), lane_descs.size() * sizeof(gpu::internal::SlDesc),
                           cudaMemcpyHostToDevice));
-    gpu::internal::SlLaunch sl{descs, static_cast<uint32_t>(lane_descs.size()), d, cum, scale, status, signed_lanes,
-                               search, /*threads=*/0, /*half_symbols=*/false, /*step_scale=*/nullptr};
+    gpu::internal::SlLaunch sl{descs,
+                               static_cast<uint32_t>(lane_descs.size()),
+                               d,
+                               cum,
+                               scale,
+                               status,
+                               signed_lanes,
+                               search,
+                               /*threads=*/0,
+                               /*half_symbols=*/false};
     // As SeqDecodeGpu runs it: the symbols cleared (the magnitude model; the
     // signed kernel clears them itself), then the kernel.
     const uint64_t q_bytes = uint64_t{chunks} * G * kTokens * d * 4;
@@ -414,18 +422,11 @@ void RunShape(const char* name, uint32_t L, uint32_t H, uint32_t d, SeqInputs in
       } else {
         ::unsetenv("SEQKV_SPLIT_BLOCKS");
       }
-      // Into FP16 operands (the f16 maths' lane stage), the profile's step scales uploaded here.
-      float* step_scale = nullptr;
-      CHECK_CUDA(cudaMalloc(&step_scale, profile->step_scale.size() * 4));
-      CHECK_CUDA(cudaMemcpy(step_scale, profile->step_scale.data(), profile->step_scale.size() * 4,
-                            cudaMemcpyHostToDevice));
+      // Into FP16 operands (the f16 maths' lane stage).
       gpu::internal::SlLaunch half = sl;
       half.half_symbols = true;
-      half.step_scale = step_scale;
-      const double half_ms = seqkv::bench::MedianMs(stream, [&] {
-        CHECK_CUDA(gpu::internal::LaunchSplitLaneDecode(half, stream));
-      }, kTiming);
-      CHECK_CUDA(cudaFree(step_scale));
+      const double half_ms = seqkv::bench::MedianMs(
+          stream, [&] { CHECK_CUDA(gpu::internal::LaunchSplitLaneDecode(half, stream)); }, kTiming);
       std::printf(
           "%s: split lane stage %.3f ms (SEQKV_SPLIT_BLOCKS %s; default 4 blocks per SM at head size "
           "128, <= 32 registers, else 3), %.3f ms without a register bound, %.3f ms with 3 blocks "

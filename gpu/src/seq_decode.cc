@@ -138,8 +138,9 @@ struct SeqDecodeGpu::Impl {
   float* predictor = nullptr;
   float* basis = nullptr;
   float* step_scale = nullptr;
-  // kCuda, SeqDenseMath::kTensorF16: the predictor and basis rounded to FP16,
-  // made by the first such decode (half_status: why they could not be).
+  // kCuda, SeqDenseMath::kTensorF16: the predictor and the step-scaled basis
+  // rounded to FP16 (EnsureHalfWeights), made by the first such decode
+  // (half_status: why they could not be).
   uint16_t* predictor_h = nullptr;
   uint16_t* basis_h = nullptr;
   // On a compute capability 9.0 device, at head size 128: the same weights
@@ -184,8 +185,11 @@ struct SeqDecodeGpu::Impl {
     return *fixed_groups;
   }
 
-  // The FP16 copies of the predictor and basis, once; FAILED_PRECONDITION
-  // (every later call too) when a weight is outside FP16's range.
+  // The FP16 copies of the predictor and of the basis rows times their step
+  // scales (float(step_scale[g][k] * basis[g][k][n]): the FP16 kernels'
+  // symbol operands are q * float(step_base), HalfOperand), once;
+  // FAILED_PRECONDITION (every later call too) when a weight is outside
+  // FP16's range.
   Status EnsureHalfWeights() {
     if (half_status.has_value()) return *half_status;
     auto convert = [](const std::vector<float>& src, std::vector<uint16_t>* dst) {
@@ -197,7 +201,10 @@ struct SeqDecodeGpu::Impl {
       return true;
     };
     std::vector<uint16_t> w, u;
-    if (!convert(profile->predictor, &w) || !convert(profile->basis, &u)) {
+    std::vector<float> scaled = profile->basis;
+    const size_t d = profile->head_dim;
+    for (size_t at = 0; at < scaled.size(); ++at) scaled[at] *= profile->step_scale[at / d];
+    if (!convert(profile->predictor, &w) || !convert(scaled, &u)) {
       half_status = FailedPrecondition(
           "seq gpu: the profile has a weight outside FP16's range; use SeqDenseMath::kTensorTf32 or kExact");
       return *half_status;
@@ -206,7 +213,7 @@ struct SeqDecodeGpu::Impl {
     SEQKV_ASSIGN_OR_RETURN(basis_h, internal::Upload(backend, u));
     if (profile->head_dim == 128 && WgmmaDevice()) {
       // wt[g][n][f] = w[g][f][n] for the F - 1 feature rows; ut[g][n][k] = u[g][k][n].
-      const uint32_t d = profile->head_dim, nf = profile->features() - 1, groups = profile->groups();
+      const uint32_t nf = profile->features() - 1, groups = profile->groups();
       std::vector<uint16_t> wt(size_t{groups} * d * nf), ut(size_t{groups} * d * d);
       for (uint32_t g = 0; g < groups; ++g) {
         for (uint32_t n = 0; n < d; ++n) {
@@ -629,7 +636,6 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
     sl.scale = impl_->lane_scale;
     sl.statuses = static_cast<int32_t*>(workspace);
     sl.half_symbols = kind == 2 || kind == 4;
-    sl.step_scale = impl_->step_scale;
     if (sl.count > 0) {
       SEQKV_CUDA_RETURN(kind >= 3 ? internal::LaunchSplitLaneDecode(sl, s) : internal::LaunchSlDecode(sl, s),
                         "lane kernel launch");

@@ -730,12 +730,17 @@ __global__ void __launch_bounds__(2 * D, 2) SdLayerTcKernel(SdLaunch L, uint32_t
 // below 2^-24 flush to zero). The operands:
 //   * features: the previous layer's rows, which this kernel stores as FP16
 //     (half the bytes of the float32 rows), copied as they are;
-//   * symbols: q_i * step_i (the step on the symbol side, so the basis needs
-//     no per-chunk scaling), rounded to FP16 by the thread that copied the
-//     raw int32 symbols, in its own copies, before the chunk's barrier;
-//   * weights: the predictor without its bias row and the basis, rounded to
-//     FP16 once per profile on the host (SdLaunch::predictor_h, basis_h),
-//     copied as they are. The bias row starts the float32 sums, as above.
+//   * symbols: q_i * float(step_base), the chunk's and group's step base,
+//     one for every component (HalfOperand; so the basis needs no per-chunk
+//     scaling), rounded to FP16 by the thread that copied the raw int32
+//     symbols, in its own copies, before the chunk's barrier;
+//   * weights: the predictor without its bias row, and the basis rows times
+//     their components' step scales (step_scale_i * U_i), rounded to FP16
+//     once per profile on the host (SdLaunch::predictor_h, basis_h), copied
+//     as they are. The bias row starts the float32 sums, as above.
+// (Until 2026-12-03 the symbol operand was q_i * step_i, step_i =
+// float(step_base * step_scale_i), with the basis unscaled: a step per
+// component to compute and load in the lane kernels.)
 // A row or symbol term outside FP16's range sets kSdHalfRange on the item
 // (FAILED_PRECONDITION: decode it with another math); the profile's weights
 // are checked on the host. Same tiles and warps as the TF32 kernel; shared
@@ -761,13 +766,10 @@ __host__ __device__ constexpr uint32_t SdHStageBytes(uint32_t d, bool half_symbo
   const uint32_t kc = SdHChunk(d, half_symbols);
   return TM * SdHAStride(d, half_symbols) * 2 + kc * (d + 8) * 2 + (half_symbols ? 0 : TM * kc * 4);
 }
-// In bytes: the tile's rows [TM][D + 8] floats overlay the stages.
-__host__ __device__ constexpr uint32_t SdHStepsAt(uint32_t d, bool half_symbols) {
+// In bytes: the stages, which the tile's rows [TM][D + 8] floats overlay.
+__host__ __device__ constexpr uint32_t SdHSharedBytes(uint32_t d, bool half_symbols) {
   const uint32_t stages = kTcStages * SdHStageBytes(d, half_symbols), rows = TM * (d + 8) * 4;
   return stages > rows ? stages : rows;
-}
-__host__ __device__ constexpr uint32_t SdHSharedBytes(uint32_t d, bool half_symbols) {
-  return SdHStepsAt(d, half_symbols) + 4 * d;
 }
 static_assert(2 * (SdHSharedBytes(128, true) + 1024) <= 227 * 1024, "two CTAs per SM");
 
@@ -820,7 +822,7 @@ __device__ __forceinline__ void HalfRowsOut(const SdLaunch& L, const SdDesc& des
 }
 
 // kHalfSym (SdLaunch::half_symbols): the symbols are already the FP16
-// operands q * step (the lane kernel stored them, SlLaunch::half_symbols,
+// operands q * float(step_base) (the lane kernel stored them, SlLaunch::half_symbols,
 // with this conversion's operations and range check), copied as the
 // features are.
 template <uint32_t D, bool kHalfSym>
@@ -836,7 +838,6 @@ __global__ void __launch_bounds__(2 * D, 2) SdLayerH16Kernel(SdLaunch L, uint32_
   __shared__ uint64_t dst_s[TM];  // the rows' destinations (OutRowOffsets)
   const uint32_t H = L.heads, F = L.features;
   float* row_s = reinterpret_cast<float*>(smem);  // after the loop: [TM][BS]
-  float* step_s = reinterpret_cast<float*>(smem + SdHStepsAt(D, kHalfSym));
 
   dense::Tile tl;
   const SdDesc& desc =
@@ -853,10 +854,7 @@ __global__ void __launch_bounds__(2 * D, 2) SdLayerH16Kernel(SdLaunch L, uint32_
   // FP16 operands: group g's in the first half of its int32 symbols' place.
   const uint16_t* qh = reinterpret_cast<const uint16_t*>(desc.q + uint64_t{g} * T * D) + uint64_t{t0} * D;
 
-  if (!kHalfSym) {
-    StepsToShared(L, desc, g, D, step_s, tid, NT);
-    __syncthreads();  // step_s, read by the symbol conversions below
-  }
+  const float step = __double2float_rn(desc.step_base[g]);  // the symbol operands' (HalfOperand)
   const bool feats = layer > 0 && L.inputs != 0;
   const uint32_t nf = feats ? F - 1 : 0;
   const uint32_t K = nf + D;
@@ -917,8 +915,8 @@ __global__ void __launch_bounds__(2 * D, 2) SdLayerH16Kernel(SdLaunch L, uint32_
   AccFromBias(L.predictor + uint64_t{g} * F * D + uint64_t{F - 1} * D, n0, tq, acc);
 
   bool bad = false;  // an operand outside FP16's range
-  // Above: only what was in place before the lane stage (descriptors, steps,
-  // the bias). The previous layer's rows and this layer's writes come after
+  // Above: only what was in place before the lane stage (descriptors, the
+  // step, the bias). The previous layer's rows and this layer's writes come after
   // the previous grid (LaunchSdLayerH16D's programmatic launch).
   dense::GridDependencyWait();
   dense::AllowDependents();
@@ -934,16 +932,17 @@ __global__ void __launch_bounds__(2 * D, 2) SdLayerH16Kernel(SdLaunch L, uint32_
     else CopyCommit();
     CopyWait<kTcStages - 1>();  // this thread's copies of chunk ci are done
     if (!kHalfSym && c0 >= nf) {
-      // Symbols: the raw int32 this thread copied, times their steps, to FP16.
+      // Symbols: the raw int32 this thread copied, times the step, to FP16.
 #pragma unroll
       for (uint32_t i = 0; i < kSymCopies; ++i) {
         const uint32_t v = tid + i * NT, k = v / (KC / 4), c = (v % (KC / 4)) * 4;
         uint2 out = make_uint2(0, 0);
         if (k < nt) {
           const int4 x = *reinterpret_cast<const int4*>(q_of(st) + k * KC + c);
-          const float* sp = step_s + (c0 - nf) + c;
-          out.x = PackHalf2(__fmul_rn(static_cast<float>(x.x), sp[0]), __fmul_rn(static_cast<float>(x.y), sp[1]), bad);
-          out.y = PackHalf2(__fmul_rn(static_cast<float>(x.z), sp[2]), __fmul_rn(static_cast<float>(x.w), sp[3]), bad);
+          out.x = PackHalf2(__fmul_rn(static_cast<float>(x.x), step),
+                            __fmul_rn(static_cast<float>(x.y), step), bad);
+          out.y = PackHalf2(__fmul_rn(static_cast<float>(x.z), step),
+                            __fmul_rn(static_cast<float>(x.w), step), bad);
         }
         *reinterpret_cast<uint2*>(a_of(st) + k * AS + c) = out;
       }

@@ -156,10 +156,10 @@ __global__ void __launch_bounds__(kThreads, kHalf ? 5 : 1) SlDecodeKernel(SlLaun
     }
   }
   const SeqLaneGroupView view{cum, info, prev, nonzero, kHalf ? nullptr : desc.q, ok ? h.n : 0, lanes, desc.tokens, d};
-  // kHalf: the group's FP16 operands, its steps' profile scales; `over` is
-  // set by a term outside FP16's range.
+  // kHalf: the group's FP16 operands, q * float(step_base); `over` is set
+  // by a term outside FP16's range.
   [[maybe_unused]] auto* qh = reinterpret_cast<uint16_t*>(desc.q);
-  [[maybe_unused]] const float* scale_g = kHalf ? L.step_scale + uint64_t{desc.group} * d : nullptr;
+  [[maybe_unused]] const float step = kHalf ? __double2float_rn(desc.step_base) : 0.0f;
   [[maybe_unused]] uint32_t over = 0;
   const uint8_t* words = s + (ok ? h.words_at : 0);
   const uint32_t nwords = ok ? h.words : 0;
@@ -223,13 +223,11 @@ __global__ void __launch_bounds__(kThreads, kHalf ? 5 : 1) SlDecodeKernel(SlLaun
     if (active) {
       int rc;
       if constexpr (kHalf) {
-        // The step's scale, loaded ahead of the step (the symbol a step
-        // completes is its starting component's); the store hook writes
-        // each non-zero symbol's FP16 operand.
-        const float scale = __ldg(scale_g + (info[cur.idx] & 0xFFFFu));
+        // The store hook writes each non-zero symbol's FP16 operand.
         rc = seqkv::internal::SeqSignedLaneStep(
-            &cur, view, j, search, [&](const SeqLaneGroupView&, uint32_t t, uint32_t component, int32_t value) {
-              qh[uint64_t{t} * d + component] = HalfOperand(value, SeqStep(desc.step_base, scale), &over);
+            &cur, view, j, search,
+            [&](const SeqLaneGroupView&, uint32_t t, uint32_t component, int32_t value) {
+              qh[uint64_t{t} * d + component] = HalfOperand(value, step, &over);
             });
       } else if constexpr (kSigned) {
         rc = seqkv::internal::SeqSignedLaneStep(&cur, view, j, search);

@@ -45,13 +45,12 @@ struct SlLaunch {
   uint32_t threads;       // signed model: threads per block, 128 or 256 (0: 256); the magnitude model: 128
   // Signed model only: q holds FP16 operands of the f16 dense stage instead
   // of int32 symbols, [tokens][dim] uint16 at each group's q (the first half
-  // of its int32 symbols' place): the bits of
-  // round-to-nearest-even FP16 of float(q) * step, step = float(step_base *
-  // double(step_scale[group][i])) (SdLayerH16Kernel's conversion, moved
-  // here: half the bytes written and read, and no conversion in the dense
-  // stage).
+  // of its int32 symbols' place): the bits of round-to-nearest-even FP16
+  // of float(q) * float(step_base) (HalfOperand: SdLayerH16Kernel's
+  // conversion, moved here: half the bytes written and read, and no
+  // conversion in the dense stage). The components' step scales are in the
+  // FP16 basis (SdLaunch::basis_h), not in the operand.
   bool half_symbols;
-  const float* step_scale;  // half_symbols: device, the profile's [G][dim]
 };
 
 // Split lane streams (streams=lanes3; seq_split_lanes_kernels.cu): every

@@ -7,7 +7,8 @@
 // symbol (an uncoded component's is 0): nothing is cleared beforehand.
 // Integer arithmetic: q is SeqDecodeLaneGroup's bit for bit, and a stream is
 // refused exactly when the reference refuses it. With half_symbols the stored
-// value is the f16 dense stage's FP16 operand q * step, as the lanes2 kernel's.
+// value is the f16 dense stage's FP16 operand q * float(step_base), as the
+// lanes2 kernel's (HalfOperand).
 //
 // SplitSymbol runs SeqSplitLaneSymbol's operations (the signed model's
 // bucket search, SeqSignedFindBucket) with fewer instructions per symbol:
@@ -35,8 +36,7 @@
 //
 // Shared memory per block: the signed model's search tables with the
 // identity table (30.4 KiB), and
-// for head sizes other than 64 and 128 each group's table per component; for
-// FP16 operands each component's step.
+// for head sizes other than 64 and 128 each group's table per component.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -206,12 +206,11 @@ __device__ __forceinline__ int32_t SplitSymbol(const SplitSearch& search, uint32
 }
 
 // Shared memory per group after the search tables: each component's table
-// (kPer == 0) and, for FP16 operands, each component's step (the lane's
-// own scratch: only the thread that writes a component reads it back), then
-// 64 bytes, so the two groups of a warp read their steps from different banks.
-template <uint32_t kPer, bool kHalf>
+// (kPer == 0; kPer > 0 keeps them in registers). (Until 2026-12-03 FP16
+// operands also kept each component's step here: q * step_base * scale_i.)
+template <uint32_t kPer>
 __host__ __device__ constexpr uint32_t GroupBytes(uint32_t dim) {
-  return (kPer > 0 ? 0u : (dim + 15) / 16 * 16) + (kHalf ? 4u * dim + 64u : 0u);
+  return kPer > 0 ? 0u : (dim + 15) / 16 * 16;
 }
 
 // kPer: components per lane (head_dim / 16) with the lane's tables in
@@ -315,9 +314,9 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks > 0 ? kMinBlocks : 1) Spl
   bad = (__ballot_sync(0xFFFFFFFFu, bad) & (0xFFFFu << (threadIdx.x & 16u))) != 0 ? 1u : 0u;
   // The lane's tables: four per register (kPer > 0), else in shared memory.
   uint32_t tabs[kPer > 0 ? (kPer + 3) / 4 : 1] = {};
-  uint8_t* group_smem = smem + kSplitSearchBytes + slot * GroupBytes<kPer, kHalf>(d);
+  uint8_t* group_smem = smem + kSplitSearchBytes + slot * GroupBytes<kPer>(d);
   [[maybe_unused]] uint8_t* group_tabs = group_smem;
-  [[maybe_unused]] auto* steps = reinterpret_cast<float*>(group_smem + GroupBytes<kPer, false>(d));
+  [[maybe_unused]] const float step = kHalf ? __double2float_rn(desc.step_base) : 0.0f;
   const int16_t* scale = L.scale + uint64_t{desc.group} * d;
   for (uint32_t p = 0; p < per; ++p) {
     const uint32_t c = p * kSeqLaneMax + j;
@@ -330,10 +329,6 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks > 0 ? kMinBlocks : 1) Spl
       tabs[p / 4] |= t << (8 * (p % 4));
     } else if (c < d) {
       group_tabs[c] = static_cast<uint8_t>(t);
-    }
-    if constexpr (kHalf) {
-      if (c < d && t != kIdentity)
-        steps[c] = SeqStep(desc.step_base, L.step_scale[uint64_t{desc.group} * d + c]);
     }
   }
   WordReader r;
@@ -355,7 +350,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks > 0 ? kMinBlocks : 1) Spl
     const int32_t v = SplitSymbol(search, table, &x, &r);
     nonzero |= v != 0 ? 1u << p : 0u;
     if constexpr (kHalf) {
-      out[p * kSeqLaneMax] = v != 0 ? HalfOperand(v, steps[c], &over) : uint16_t{0};
+      out[p * kSeqLaneMax] = HalfOperand(v, step, &over);  // 0 for v == 0
     } else {
       out[p * kSeqLaneMax] = v;
     }
@@ -394,7 +389,7 @@ cudaError_t Launch(const SlLaunch& launch, cudaStream_t stream) {
   constexpr uint32_t kThreads = 512;
   constexpr uint32_t kGroups = kThreads / kSeqLaneMax;
   auto* kernel = SplitDecodeKernel<kPer, kThreads, kHalf, kMinBlocks>;
-  const uint32_t smem = kSplitSearchBytes + kGroups * GroupBytes<kPer, kHalf>(launch.dim);
+  const uint32_t smem = kSplitSearchBytes + kGroups * GroupBytes<kPer>(launch.dim);
   if (smem > 48 * 1024) {
     const cudaError_t e =
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));

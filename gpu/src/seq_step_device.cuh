@@ -22,8 +22,11 @@ __device__ __forceinline__ float SeqStep(double base, float scale) {
 __device__ __forceinline__ bool OutsideHalfRange(float x) { return !(fabsf(x) < 65520.0f); }
 
 // The f16 dense stage's FP16 operand of symbol q as the lane kernels store it
-// (SlLaunch::half_symbols): the bits of float(q) * step rounded to nearest
-// even; *over is set when the product is outside FP16's range.
+// (SlLaunch::half_symbols) and SdLayerH16Kernel converts it: the bits of
+// float(q) * step rounded to nearest even, step = float(step_base) (the
+// chunk's and group's, the same for every component: the components' step
+// scales are in the FP16 basis, SdLaunch::basis_h); *over is set when the
+// product is outside FP16's range.
 __device__ __forceinline__ uint16_t HalfOperand(int32_t q, float step, uint32_t* over) {
   const float v = __fmul_rn(static_cast<float>(q), step);
   *over |= OutsideHalfRange(v) ? 1u : 0u;

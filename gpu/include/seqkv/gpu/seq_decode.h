@@ -94,8 +94,9 @@ enum class SeqDenseMath {
   // Tensor cores, one TF32 product per term: its documented tolerance is
   // wider; the same head sizes.
   kTensorTf32,
-  // Tensor cores with FP16 operands (features, q * step, weights; float32
-  // sums): TF32's significand, half the operand bytes, the fastest. FP16's
+  // Tensor cores with FP16 operands (features, q * the chunk's step base,
+  // weights with the basis times its step scales; float32 sums): TF32's
+  // significand, half the operand bytes, the fastest. FP16's
   // range bounds it: a chunk with a value of magnitude >= 65520 on the way
   // gets FAILED_PRECONDITION (decode it with another math), and a profile
   // with such a weight refuses the call. The same head sizes.
