@@ -19,7 +19,8 @@
 // on the CPU backend too (the codec's reference functions) and compared:
 // byte for byte for exact rows; for tensor-core rows the differing elements
 // and the largest difference are printed (a difference over half the rms
-// value fails the bench). CUDA events around the whole API call, 2 warm-ups,
+// value fails the bench; SEQKV_BENCH_PROBE=1 only prints it, for timing
+// probes that skip work on purpose). CUDA events around the whole API call, 2 warm-ups,
 // median of 5. SEQKV_BENCH_LARGE=32,256 runs only Llama-shape lane batches of
 // those chunk counts (docs/BENCHMARKS.md: throughput against batch size).
 #include <cuda_runtime.h>
