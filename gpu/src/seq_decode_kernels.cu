@@ -854,7 +854,7 @@ __global__ void __launch_bounds__(2 * D, 2) SdLayerH16Kernel(SdLaunch L, uint32_
   // FP16 operands: group g's in the first half of its int32 symbols' place.
   const uint16_t* qh = reinterpret_cast<const uint16_t*>(desc.q + uint64_t{g} * T * D) + uint64_t{t0} * D;
 
-  const float step = __double2float_rn(desc.step_base[g]);  // the symbol operands' (HalfOperand)
+  const float step = HalfOperandStep(desc.step_base[g]);  // the symbol operands' (HalfOperand)
   const bool feats = layer > 0 && L.inputs != 0;
   const uint32_t nf = feats ? F - 1 : 0;
   const uint32_t K = nf + D;

@@ -159,7 +159,7 @@ __global__ void __launch_bounds__(kThreads, kHalf ? 5 : 1) SlDecodeKernel(SlLaun
   // kHalf: the group's FP16 operands, q * float(step_base); `over` is set
   // by a term outside FP16's range.
   [[maybe_unused]] auto* qh = reinterpret_cast<uint16_t*>(desc.q);
-  [[maybe_unused]] const float step = kHalf ? __double2float_rn(desc.step_base) : 0.0f;
+  [[maybe_unused]] const float step = kHalf ? HalfOperandStep(desc.step_base) : 0.0f;
   [[maybe_unused]] uint32_t over = 0;
   const uint8_t* words = s + (ok ? h.words_at : 0);
   const uint32_t nwords = ok ? h.words : 0;

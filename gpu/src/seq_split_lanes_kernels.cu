@@ -316,7 +316,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks > 0 ? kMinBlocks : 1) Spl
   uint32_t tabs[kPer > 0 ? (kPer + 3) / 4 : 1] = {};
   uint8_t* group_smem = smem + kSplitSearchBytes + slot * GroupBytes<kPer>(d);
   [[maybe_unused]] uint8_t* group_tabs = group_smem;
-  [[maybe_unused]] const float step = kHalf ? __double2float_rn(desc.step_base) : 0.0f;
+  [[maybe_unused]] const float step = kHalf ? HalfOperandStep(desc.step_base) : 0.0f;
   const int16_t* scale = L.scale + uint64_t{desc.group} * d;
   for (uint32_t p = 0; p < per; ++p) {
     const uint32_t c = p * kSeqLaneMax + j;

@@ -21,12 +21,16 @@ __device__ __forceinline__ float SeqStep(double base, float scale) {
 // infinity) or not a number.
 __device__ __forceinline__ bool OutsideHalfRange(float x) { return !(fabsf(x) < 65520.0f); }
 
+// The step of HalfOperand: float(step_base), the chunk's and group's step
+// base, the same for every component (the components' step scales are in
+// the FP16 basis, SdLaunch::basis_h). One definition for the lane kernels
+// and SdLayerH16Kernel, so FP16 and int32 symbols give the same operands.
+__device__ __forceinline__ float HalfOperandStep(double step_base) { return __double2float_rn(step_base); }
+
 // The f16 dense stage's FP16 operand of symbol q as the lane kernels store it
 // (SlLaunch::half_symbols) and SdLayerH16Kernel converts it: the bits of
-// float(q) * step rounded to nearest even, step = float(step_base) (the
-// chunk's and group's, the same for every component: the components' step
-// scales are in the FP16 basis, SdLaunch::basis_h); *over is set when the
-// product is outside FP16's range.
+// float(q) * step rounded to nearest even, step = HalfOperandStep(step_base);
+// *over is set when the product is outside FP16's range.
 __device__ __forceinline__ uint16_t HalfOperand(int32_t q, float step, uint32_t* over) {
   const float v = __fmul_rn(static_cast<float>(q), step);
   *over |= OutsideHalfRange(v) ? 1u : 0u;
