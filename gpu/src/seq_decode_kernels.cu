@@ -188,6 +188,25 @@ __device__ __forceinline__ uint32_t PackBf16(float lo, float hi, __nv_bfloat162&
   }
 }
 
+// Eight values as FP16 to dst (16-byte aligned), |h| into hmax.
+__device__ __forceinline__ void StoreHalf8(uint16_t* dst, const float (&v)[8], __half2& hmax) {
+  __half2 h[4];
+#pragma unroll
+  for (uint32_t e = 0; e < 4; ++e) {
+    h[e] = __floats2half2_rn(v[2 * e], v[2 * e + 1]);
+    hmax = __hmax2_nan(hmax, __habs2(h[e]));
+  }
+  *reinterpret_cast<uint4*>(dst) = make_uint4(Bits(h[0]), Bits(h[1]), Bits(h[2]), Bits(h[3]));
+}
+// Eight values as bf16 to dst (16-byte aligned): PackBf16's roundings.
+template <bool kExact>
+__device__ __forceinline__ void StoreBf16x8(uint16_t* dst, const float (&v)[8], __nv_bfloat162& bmax) {
+  uint32_t w[4];
+#pragma unroll
+  for (uint32_t e = 0; e < 4; ++e) w[e] = PackBf16<kExact>(v[2 * e], v[2 * e + 1], bmax);
+  *reinterpret_cast<uint4*>(dst) = make_uint4(w[0], w[1], w[2], w[3]);
+}
+
 // OutWriteRowsW<8> with every operand read as 16-byte vectors: the unit's
 // values, their RoPE partners and the cos/sin of the unit. For row strides
 // that are multiples of 4 and rotary sizes that are multiples of 16 (a unit is
@@ -202,6 +221,31 @@ __device__ __forceinline__ bool OutWriteRowsVec(const SdLaunch& L, uint16_t* bas
                                                 uint32_t nt, uint32_t tid, uint32_t nthreads) {
   const uint32_t d = L.head_dim, rd = L.rotary_dim, cpr = d / 8, half = rd / 2;
   __nv_bfloat162 bmax = __float2bfloat162_rn(0.0f);
+  if (rotate && L.rope_style == 1 && rd == d && L.rope_mirrored) {
+    // Llama's RoPE: a unit j0 < d / 2 with its partner j0 + d / 2 a thread, as
+    // OutWriteHalfPairs (one load of the pair's cos and sin for both).
+    const uint32_t hp = d / 16;
+    for (uint32_t u = tid; u < nt * hp; u += nthreads) {
+      const uint32_t k = u / hp, j0 = (u - k * hp) * 8;
+      const uint64_t off = dst_s[k];
+      if (off == kNoRow) continue;
+      const float* row = row_s + k * stride;
+      float x[8], y[8], c[8], sn[8], a[8], b[8];
+      Load8(row + j0, x);
+      Load8(row + j0 + half, y);
+      const uint64_t at = RopeAt(L, pos0 + k, j0);
+      Load8(L.rope_cos + at, c);
+      Load8(L.rope_sin + at, sn);
+#pragma unroll
+      for (uint32_t e = 0; e < 8; ++e) {
+        a[e] = __fadd_rn(__fmul_rn(x[e], c[e]), __fmul_rn(-y[e], sn[e]));
+        b[e] = __fadd_rn(__fmul_rn(y[e], c[e]), __fmul_rn(x[e], sn[e]));
+      }
+      StoreBf16x8<kExact>(base + off + j0, a, bmax);
+      StoreBf16x8<kExact>(base + off + j0 + half, b, bmax);
+    }
+    return !kExact && (__hisnan(bmax.x) || __hisnan(bmax.y));
+  }
   for (uint32_t u = tid; u < nt * cpr; u += nthreads) {
     const uint32_t k = u / cpr, j0 = (u - k * cpr) * 8;
     const uint64_t off = dst_s[k];
@@ -302,16 +346,7 @@ __device__ __forceinline__ bool OutLoadUnit(const SdLaunch& L, bool rotate, uint
 template <uint32_t D, bool kExact>
 __device__ __forceinline__ void OutStoreUnit(uint16_t* base, uint16_t* cur_rows, bool keep, OutUnit& x,
                                              __half2& hmax, __nv_bfloat162& bmax) {
-  if (keep) {
-    __half2 h[4];
-#pragma unroll
-    for (uint32_t e = 0; e < 4; ++e) {
-      h[e] = __floats2half2_rn(x.v[2 * e], x.v[2 * e + 1]);
-      hmax = __hmax2_nan(hmax, __habs2(h[e]));
-    }
-    *reinterpret_cast<uint4*>(cur_rows + uint64_t{x.k} * D + x.j0) =
-        make_uint4(Bits(h[0]), Bits(h[1]), Bits(h[2]), Bits(h[3]));
-  }
+  if (keep) StoreHalf8(cur_rows + uint64_t{x.k} * D + x.j0, x.v, hmax);
   if (x.rot) {
 #pragma unroll
     for (uint32_t e = 0; e < 8; ++e) {
@@ -319,13 +354,94 @@ __device__ __forceinline__ void OutStoreUnit(uint16_t* base, uint16_t* cur_rows,
       x.v[e] = __fadd_rn(__fmul_rn(x.v[e], cs.x), __fmul_rn(x.p[e], cs.y));
     }
   }
-  uint32_t w[4];
-#pragma unroll
-  for (uint32_t e = 0; e < 4; ++e) w[e] = PackBf16<kExact>(x.v[2 * e], x.v[2 * e + 1], bmax);
-  *reinterpret_cast<uint4*>(base + x.off + x.j0) = make_uint4(w[0], w[1], w[2], w[3]);
+  StoreBf16x8<kExact>(base + x.off + x.j0, x.v, bmax);
 }
+
+// Rows that take no RoPE (the values, and keys left unrotated): a unit
+// needs its eight values alone, so four units a pass, all four loads issued
+// before any store.
+template <uint32_t D, bool kExact>
+__device__ __forceinline__ void OutWriteHalfPlain(uint16_t* base, uint16_t* cur_rows, bool keep,
+                                                  const uint64_t* dst_s, const float* row_s, uint32_t nt,
+                                                  uint32_t tid, __half2& hmax, __nv_bfloat162& bmax) {
+  constexpr uint32_t NT = 2 * D, kPer = 4;
+  const uint32_t units = nt * (D / 8);
+  for (uint32_t u = tid; u < units; u += kPer * NT) {
+    float v[kPer][8];
+    uint64_t off[kPer];
+#pragma unroll
+    for (uint32_t i = 0; i < kPer; ++i) {
+      const uint32_t x = u + i * NT, k = x / (D / 8);
+      off[i] = x < units ? dst_s[k] : kNoRow;
+      if (off[i] != kNoRow) Load8(row_s + k * (D + 8) + (x % (D / 8)) * 8, v[i]);
+    }
+#pragma unroll
+    for (uint32_t i = 0; i < kPer; ++i) {
+      if (off[i] == kNoRow) continue;
+      const uint32_t x = u + i * NT, k = x / (D / 8), j0 = (x % (D / 8)) * 8;
+      if (keep) StoreHalf8(cur_rows + uint64_t{k} * D + j0, v[i], hmax);
+      StoreBf16x8<kExact>(base + off[i] + j0, v[i], bmax);
+    }
+  }
+}
+
+// rotate_half over the whole head with mirrored cos/sin (Llama's RoPE): a
+// thread takes unit j0 < D / 2 of a row with its partner unit j0 + D / 2, so
+// that each is the other's RoPE operand and one load of the unit's cos/sin
+// serves both: half the loads of OutLoadUnit's units, and half the passes.
+// Element j's operations are still RopeChannel's (x[j] * cos + (-x[j + D/2])
+// * sin for the first half, x[j] * cos + x[j - D/2] * sin for the second),
+// so the bytes are OutStoreUnit's.
+template <uint32_t D, bool kExact>
+__device__ __forceinline__ void OutWriteHalfPairs(const SdLaunch& L, uint16_t* base, uint16_t* cur_rows,
+                                                  bool keep, uint64_t pos0, const uint64_t* dst_s,
+                                                  const float* row_s, uint32_t nt, uint32_t tid,
+                                                  __half2& hmax, __nv_bfloat162& bmax) {
+  constexpr uint32_t NT = 2 * D, kPairs = D / 16, kPer = 2;  // pairs a row, pairs a pass
+  const uint32_t pairs = nt * kPairs;
+  for (uint32_t u = tid; u < pairs; u += kPer * NT) {
+    float x[kPer][8], y[kPer][8];
+    uint32_t cs[kPer][8];
+    uint64_t off[kPer];
+#pragma unroll
+    for (uint32_t i = 0; i < kPer; ++i) {
+      const uint32_t p = u + i * NT, k = p / kPairs, j0 = (p % kPairs) * 8;
+      off[i] = p < pairs ? dst_s[k] : kNoRow;
+      if (off[i] == kNoRow) continue;
+      const float* row = row_s + k * (D + 8);
+      Load8(row + j0, x[i]);
+      Load8(row + j0 + D / 2, y[i]);
+      const uint32_t* at = L.rope_cs_h + (pos0 + k) * L.rope_half_cols + j0;
+      const uint4 a = *reinterpret_cast<const uint4*>(at), b = *reinterpret_cast<const uint4*>(at + 4);
+      cs[i][0] = a.x, cs[i][1] = a.y, cs[i][2] = a.z, cs[i][3] = a.w;
+      cs[i][4] = b.x, cs[i][5] = b.y, cs[i][6] = b.z, cs[i][7] = b.w;
+    }
+#pragma unroll
+    for (uint32_t i = 0; i < kPer; ++i) {
+      if (off[i] == kNoRow) continue;
+      const uint32_t p = u + i * NT, k = p / kPairs, j0 = (p % kPairs) * 8;
+      if (keep) {
+        StoreHalf8(cur_rows + uint64_t{k} * D + j0, x[i], hmax);
+        StoreHalf8(cur_rows + uint64_t{k} * D + j0 + D / 2, y[i], hmax);
+      }
+      float a[8], b[8];
+#pragma unroll
+      for (uint32_t e = 0; e < 8; ++e) {
+        const float2 c = HalfPair(cs[i][e]);
+        a[e] = __fadd_rn(__fmul_rn(x[i][e], c.x), __fmul_rn(-y[i][e], c.y));
+        b[e] = __fadd_rn(__fmul_rn(y[i][e], c.x), __fmul_rn(x[i][e], c.y));
+      }
+      StoreBf16x8<kExact>(base + off[i] + j0, a, bmax);
+      StoreBf16x8<kExact>(base + off[i] + j0 + D / 2, b, bmax);
+    }
+  }
+}
+
 // The thread's units; returns whether a bf16 rounding met a NaN (never with
 // kExact). *bad is set when a kept FP16 element is outside FP16's range.
+// Unrotated rows take OutWriteHalfPlain, Llama's RoPE OutWriteHalfPairs
+// (the 8K f16 decode: docs/BENCHMARKS.md, 2026-12-03), any other RoPE the
+// units below.
 template <uint32_t D, bool kExact>
 __device__ __forceinline__ bool OutWriteHalfAndRows(const SdLaunch& L, uint16_t* base, uint16_t* cur_rows,
                                                     bool keep, bool rotate, uint64_t pos0,
@@ -335,12 +451,18 @@ __device__ __forceinline__ bool OutWriteHalfAndRows(const SdLaunch& L, uint16_t*
   const uint32_t units = nt * (D / 8);
   __half2 hmax = __float2half2_rn(0.0f);
   __nv_bfloat162 bmax = __float2bfloat162_rn(0.0f);
-  for (uint32_t u = tid; u < units; u += 2 * NT) {
-    OutUnit a, b;
-    const bool has_a = OutLoadUnit<D>(L, rotate, pos0, dst_s, row_s, u, a);
-    const bool has_b = u + NT < units && OutLoadUnit<D>(L, rotate, pos0, dst_s, row_s, u + NT, b);
-    if (has_a) OutStoreUnit<D, kExact>(base, cur_rows, keep, a, hmax, bmax);
-    if (has_b) OutStoreUnit<D, kExact>(base, cur_rows, keep, b, hmax, bmax);
+  if (!rotate) {
+    OutWriteHalfPlain<D, kExact>(base, cur_rows, keep, dst_s, row_s, nt, tid, hmax, bmax);
+  } else if (L.rope_style == 1 && L.rotary_dim == D && L.rope_mirrored) {
+    OutWriteHalfPairs<D, kExact>(L, base, cur_rows, keep, pos0, dst_s, row_s, nt, tid, hmax, bmax);
+  } else {
+    for (uint32_t u = tid; u < units; u += 2 * NT) {
+      OutUnit a, b;
+      const bool has_a = OutLoadUnit<D>(L, rotate, pos0, dst_s, row_s, u, a);
+      const bool has_b = u + NT < units && OutLoadUnit<D>(L, rotate, pos0, dst_s, row_s, u + NT, b);
+      if (has_a) OutStoreUnit<D, kExact>(base, cur_rows, keep, a, hmax, bmax);
+      if (has_b) OutStoreUnit<D, kExact>(base, cur_rows, keep, b, hmax, bmax);
+    }
   }
   // Both halves of hmax at most 65504 (a NaN compares false).
   if (!__hble2(hmax, __float2half2_rn(65504.0f))) *bad = true;
