@@ -214,7 +214,9 @@ __device__ __forceinline__ void StoreBf16x8(uint16_t* dst, const float (&v)[8], 
 // unit too). Element j's operations are RopeChannel's: x[j] * cos + p * sin
 // with p = -x[partner] for the pair's first element, x[partner] for its
 // second. (The scalar loads of the unit above were most of the tensor-core
-// kernels' instructions: ncu, 2026-11-29.)
+// kernels' instructions: ncu, 2026-11-29.) Llama's RoPE and unrotated rows
+// take the FP16 stage's arrangements (OutWriteHalfPairs, OutWriteHalfPlain):
+// the 8K int12 decode 2.4 % faster per call (docs/BENCHMARKS.md, 2026-12-03).
 template <bool kExact>
 __device__ __forceinline__ bool OutWriteRowsVec(const SdLaunch& L, uint16_t* base, bool rotate, uint64_t pos0,
                                                 const uint64_t* dst_s, const float* row_s, uint32_t stride,
@@ -243,6 +245,26 @@ __device__ __forceinline__ bool OutWriteRowsVec(const SdLaunch& L, uint16_t* bas
       }
       StoreBf16x8<kExact>(base + off + j0, a, bmax);
       StoreBf16x8<kExact>(base + off + j0 + half, b, bmax);
+    }
+    return !kExact && (__hisnan(bmax.x) || __hisnan(bmax.y));
+  }
+  if (!rotate) {  // four units a pass, their loads before any store (as OutWriteHalfPlain)
+    constexpr uint32_t kPer = 4;
+    const uint32_t units = nt * cpr;
+    for (uint32_t u = tid; u < units; u += kPer * nthreads) {
+      float v[kPer][8];
+      uint64_t off[kPer];
+#pragma unroll
+      for (uint32_t i = 0; i < kPer; ++i) {
+        const uint32_t x = u + i * nthreads, k = x / cpr;
+        off[i] = x < units ? dst_s[k] : kNoRow;
+        if (off[i] != kNoRow) Load8(row_s + k * stride + (x - k * cpr) * 8, v[i]);
+      }
+#pragma unroll
+      for (uint32_t i = 0; i < kPer; ++i) {
+        const uint32_t x = u + i * nthreads, k = x / cpr;
+        if (off[i] != kNoRow) StoreBf16x8<kExact>(base + off[i] + (x - k * cpr) * 8, v[i], bmax);
+      }
     }
     return !kExact && (__hisnan(bmax.x) || __hisnan(bmax.y));
   }
@@ -359,7 +381,8 @@ __device__ __forceinline__ void OutStoreUnit(uint16_t* base, uint16_t* cur_rows,
 
 // Rows that take no RoPE (the values, and keys left unrotated): a unit
 // needs its eight values alone, so four units a pass, all four loads issued
-// before any store.
+// before any store. (Eight a pass, a whole tile's units at once in the wgmma
+// kernel, was 1.7 % slower per 8K f16 decode: docs/BENCHMARKS.md, 2026-12-03.)
 template <uint32_t D, bool kExact>
 __device__ __forceinline__ void OutWriteHalfPlain(uint16_t* base, uint16_t* cur_rows, bool keep,
                                                   const uint64_t* dst_s, const float* row_s, uint32_t nt,
