@@ -215,9 +215,11 @@ __device__ __forceinline__ void StoreBf16x8(uint16_t* dst, const float (&v)[8], 
 // with p = -x[partner] for the pair's first element, x[partner] for its
 // second. (The scalar loads of the unit above were most of the tensor-core
 // kernels' instructions: ncu, 2026-11-29.) Llama's RoPE and unrotated rows
-// take the FP16 stage's arrangements (OutWriteHalfPairs, OutWriteHalfPlain):
-// the 8K int12 decode 2.4 % faster per call (docs/BENCHMARKS.md, 2026-12-03).
-template <bool kExact>
+// take the FP16 stage's arrangements (OutWriteHalfPairs; OutWriteHalfPlain
+// with kBatchPlain, the int12 kernel's): the 8K int12 decode 2.4 % faster per
+// call. (The exact float kernel was 4.5 % slower with the batched unrotated
+// rows, so it keeps one unit a pass: docs/BENCHMARKS.md, 2026-12-03.)
+template <bool kExact, bool kBatchPlain>
 __device__ __forceinline__ bool OutWriteRowsVec(const SdLaunch& L, uint16_t* base, bool rotate, uint64_t pos0,
                                                 const uint64_t* dst_s, const float* row_s, uint32_t stride,
                                                 uint32_t nt, uint32_t tid, uint32_t nthreads) {
@@ -248,7 +250,7 @@ __device__ __forceinline__ bool OutWriteRowsVec(const SdLaunch& L, uint16_t* bas
     }
     return !kExact && (__hisnan(bmax.x) || __hisnan(bmax.y));
   }
-  if (!rotate) {  // four units a pass, their loads before any store (as OutWriteHalfPlain)
+  if (kBatchPlain && !rotate) {  // four units a pass, their loads before any store (as OutWriteHalfPlain)
     constexpr uint32_t kPer = 4;
     const uint32_t units = nt * cpr;
     for (uint32_t u = tid; u < units; u += kPer * nthreads) {
@@ -493,6 +495,8 @@ __device__ __forceinline__ bool OutWriteHalfAndRows(const SdLaunch& L, uint16_t*
 }
 
 // half_angles: see OutWriteRowsW (only where the 16-byte units do not apply).
+// kBatchPlain: see OutWriteRowsVec.
+template <bool kBatchPlain = false>
 __device__ __forceinline__ void OutWriteRows(const SdLaunch& L, const SdDesc& desc, uint32_t layer,
                                              uint32_t kv, uint32_t t0, uint32_t nt, const uint64_t* dst_s,
                                              const float* row_s, uint32_t stride, uint32_t tid,
@@ -501,8 +505,8 @@ __device__ __forceinline__ void OutWriteRows(const SdLaunch& L, const SdDesc& de
   const bool rotate = OutRotates(L, desc, kv);
   const uint64_t pos0 = desc.first_position + t0;
   if (OutTakesUnits(L, base, stride)) {
-    if (OutWriteRowsVec<false>(L, base, rotate, pos0, dst_s, row_s, stride, nt, tid, nthreads)) {
-      OutWriteRowsVec<true>(L, base, rotate, pos0, dst_s, row_s, stride, nt, tid, nthreads);
+    if (OutWriteRowsVec<false, kBatchPlain>(L, base, rotate, pos0, dst_s, row_s, stride, nt, tid, nthreads)) {
+      OutWriteRowsVec<true, kBatchPlain>(L, base, rotate, pos0, dst_s, row_s, stride, nt, tid, nthreads);
     }
   } else if (L.head_dim % 8 == 0 && reinterpret_cast<uintptr_t>(base) % 16 == 0) {
     OutWriteRowsW<8>(L, base, rotate, pos0, dst_s, row_s, stride, nt, tid, nthreads, half_angles);
@@ -1295,7 +1299,7 @@ __global__ void __launch_bounds__(2 * D, 2) SdLayerI12Kernel(SdLaunch L, uint32_
     cta.StoreRows(nt, desc.xhat[layer % 2] + ((uint64_t{kv} * H + h) * T + t0) * D,
                   &desc.max_bits[layer * 2 * H + kv * H + h]);
   }
-  OutWriteRows(L, desc, layer, kv, t0, nt, dst_s, row_s, RS, tid, NT);
+  OutWriteRows<true>(L, desc, layer, kv, t0, nt, dst_s, row_s, RS, tid, NT);
 }
 
 // The FP16 and int12 kernels' launch, with programmatic stream serialization: layer
