@@ -911,6 +911,71 @@ TEST_P(SeqDecodeGpuTest, HeadSize128HalfMathIsWithinTheToleranceOnEitherKernelAn
   }
 }
 
+// Llama's RoPE over the whole head (rotate_half, rotary size = head size =
+// 128: a mirrored table). The output stage then takes a key unit together
+// with its partner 64 channels away (OutWriteHalfPairs in the FP16 kernels,
+// OutWriteRowsVec's pair branch in the exact and int12 ones). The exact and
+// int12 decodes must be DecodeChunk's bytes; the FP16 decode's bytes must be
+// those of the one-channel output path (rows two bytes off 16-byte
+// alignment), which rotates element by element. (The dev dumps' RoPE is 64
+// channels; declared over the pair of heads it is simply another transform
+// of the coding domain, the same for the encoder and every decoder.)
+TEST_P(SeqDecodeGpuTest, HeadSize128FullRotaryDecodesTheReferenceAndTheOneChannelPathsBytes) {
+  ASSERT_EQ(test_->shape.kv_heads % 2, 0u);
+  ASSERT_EQ(test_->rope.style, RopeStyle::kRotateHalf);
+  const auto full = [](const Chunk& c) {
+    Chunk w = PairHeads(c);
+    w.rope.dim = w.shape.head_dim;
+    return w;
+  };
+  SeqCalibrateOptions o;
+  o.inputs = *ParseSeqInputs(std::get<1>(GetParam()));
+  auto wide = CalibrateSeqProfile({full(*calibration_)}, o, nullptr);
+  ASSERT_TRUE(wide.ok()) << wide.status().ToString();
+  ASSERT_EQ(wide->head_dim, 128u);
+  profile_ = std::make_shared<const SeqProfile>(std::move(*wide));
+  SeqResources::Default().Clear();
+  SeqResources::Default().AddProfile(profile_);
+  auto dec = SeqDecodeGpu::CreateFor(backend(), profile_);
+  ASSERT_TRUE(dec.ok()) << dec.status().ToString();
+  decoder_.emplace(std::move(*dec));
+
+  const Chunk test = full(*test_);
+  ASSERT_EQ(test.rope.dim, 128u);
+  const bool all = backend() == Backend::kCuda;
+  std::vector<Coded> cases;
+  cases.push_back(Code(Slice(test, 650, 37), "seq:delta=2,streams=lanes3"));  // a partial tile
+  cases.push_back(Code(Slice(test, 60, 100), "seq:delta=1,streams=lanes3,arith=int12"));
+  if (all) cases.push_back(Code(Slice(test, 0, 256), "seq:delta=1,streams=lanes2"));
+  if (all) cases.push_back(Code(Slice(test, 450, 64), "seq:delta=0.15,streams=lanes3"));  // escapes
+  ASSERT_FALSE(HasFailure());
+  ASSERT_NO_FATAL_FAILURE(DecodeEachExactly(cases));
+
+  std::vector<std::vector<uint8_t>> aligned;  // the 16-byte path's K and V, per case
+  for (const uint32_t shift : {0u, 2u}) {
+    SCOPED_TRACE("f16, rows " + std::to_string(shift) + " bytes off alignment");
+    std::vector<std::unique_ptr<Buffer>> keep;
+    std::vector<Status> statuses;
+    ASSERT_NO_FATAL_FAILURE(RunCases(cases, SeqDenseMath::kTensorF16, &keep, &statuses, shift));
+    for (size_t i = 0; i < cases.size(); ++i) {
+      ASSERT_TRUE(statuses[i].ok()) << i << ": " << statuses[i].ToString();
+      for (int kv = 0; kv < 2; ++kv) {
+        std::vector<uint8_t> got = keep[3 * i + 1 + kv]->Download();
+        ASSERT_GE(got.size(), shift);
+        got.erase(got.begin(), got.begin() + shift);
+        if (cases[i].header.codec_spec.find("arith=int12") != std::string::npos) {  // exact on every path
+          EXPECT_TRUE(got == (kv == 0 ? cases[i].reference.k : cases[i].reference.v)) << i << " " << kv;
+        }
+        if (shift == 0) {
+          aligned.push_back(std::move(got));
+        } else {
+          EXPECT_TRUE(got == aligned[2 * i + kv]) << "case " << i << " tensor " << kv;
+        }
+      }
+    }
+  }
+}
+
 // The split lane kernel for any head size (SEQKV_SPLIT_GENERIC=1: its
 // tables in shared memory, a loop over a lane's components) decodes what the
 // head-size-64 kernel decodes, int32 and FP16 symbols, escapes included: the
