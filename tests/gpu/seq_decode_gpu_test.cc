@@ -214,6 +214,22 @@ class SeqDecodeGpuTest : public test::SeqGpuTestBase {
     ASSERT_EQ(statuses->size(), cases.size());
   }
 
+  // A profile calibrated on `calibration` (head size 128: PairHeads), this
+  // test's inputs, in place of the fixture's; the decoder made for it.
+  void UseHeadSize128Profile(const Chunk& calibration) {
+    SeqCalibrateOptions o;
+    o.inputs = *ParseSeqInputs(std::get<1>(GetParam()));
+    auto wide = CalibrateSeqProfile({calibration}, o, nullptr);
+    ASSERT_TRUE(wide.ok()) << wide.status().ToString();
+    ASSERT_EQ(wide->head_dim, 128u);
+    profile_ = std::make_shared<const SeqProfile>(std::move(*wide));
+    SeqResources::Default().Clear();
+    SeqResources::Default().AddProfile(profile_);
+    auto dec = SeqDecodeGpu::CreateFor(backend(), profile_);
+    ASSERT_TRUE(dec.ok()) << dec.status().ToString();
+    decoder_.emplace(std::move(*dec));
+  }
+
   // The cases in one batch, each into its own buffers (ItemsInto): every
   // chunk decodes, byte for byte DecodeChunk's.
   void DecodeEachExactly(const std::vector<Coded>& cases) {
@@ -835,17 +851,7 @@ Chunk PairHeads(const Chunk& c) {
 // short case.)
 TEST_P(SeqDecodeGpuTest, HeadSize128HalfMathIsWithinTheToleranceOnEitherKernelAndEveryLayout) {
   ASSERT_EQ(test_->shape.kv_heads % 2, 0u);
-  SeqCalibrateOptions o;
-  o.inputs = *ParseSeqInputs(std::get<1>(GetParam()));
-  auto wide = CalibrateSeqProfile({PairHeads(*calibration_)}, o, nullptr);
-  ASSERT_TRUE(wide.ok()) << wide.status().ToString();
-  ASSERT_EQ(wide->head_dim, 128u);
-  profile_ = std::make_shared<const SeqProfile>(std::move(*wide));
-  SeqResources::Default().Clear();
-  SeqResources::Default().AddProfile(profile_);
-  auto dec = SeqDecodeGpu::CreateFor(backend(), profile_);
-  ASSERT_TRUE(dec.ok()) << dec.status().ToString();
-  decoder_.emplace(std::move(*dec));
+  ASSERT_NO_FATAL_FAILURE(UseHeadSize128Profile(PairHeads(*calibration_)));
 
   const Chunk test = PairHeads(*test_);
   const bool all = backend() == Backend::kCuda;
@@ -928,17 +934,7 @@ TEST_P(SeqDecodeGpuTest, HeadSize128FullRotaryDecodesTheReferenceAndTheOneChanne
     w.rope.dim = w.shape.head_dim;
     return w;
   };
-  SeqCalibrateOptions o;
-  o.inputs = *ParseSeqInputs(std::get<1>(GetParam()));
-  auto wide = CalibrateSeqProfile({full(*calibration_)}, o, nullptr);
-  ASSERT_TRUE(wide.ok()) << wide.status().ToString();
-  ASSERT_EQ(wide->head_dim, 128u);
-  profile_ = std::make_shared<const SeqProfile>(std::move(*wide));
-  SeqResources::Default().Clear();
-  SeqResources::Default().AddProfile(profile_);
-  auto dec = SeqDecodeGpu::CreateFor(backend(), profile_);
-  ASSERT_TRUE(dec.ok()) << dec.status().ToString();
-  decoder_.emplace(std::move(*dec));
+  ASSERT_NO_FATAL_FAILURE(UseHeadSize128Profile(full(*calibration_)));
 
   const Chunk test = full(*test_);
   ASSERT_EQ(test.rope.dim, 128u);
