@@ -96,6 +96,14 @@ __device__ __forceinline__ bool OutTakesUnits(const SdLaunch& L, const uint16_t*
          L.rotary_dim % 16 == 0;
 }
 
+// Whether a key row's units go in RoPE pairs (OutWriteHalfPairs and
+// OutWriteRowsVec): rotate_half over the whole head of d channels with a
+// mirrored table (Llama's RoPE), so unit j0 < d / 2 and unit j0 + d / 2 are
+// each other's operands and share their cos/sin.
+__device__ __forceinline__ bool OutRopePairs(const SdLaunch& L, uint32_t d) {
+  return L.rope_style == 1 && L.rotary_dim == d && L.rope_mirrored;
+}
+
 // Offset of the cos/sin of position pos, channel j0 (a unit's first): in the
 // table's first half when both halves hold the same bits (rope_mirrored), so
 // that a row's two halves load the same sectors.
@@ -216,8 +224,8 @@ __device__ __forceinline__ void StoreBf16x8(uint16_t* dst, const float (&v)[8], 
 // second. (The scalar loads of the unit above were most of the tensor-core
 // kernels' instructions: ncu, 2026-11-29.) Llama's RoPE and unrotated rows
 // take the FP16 stage's arrangements (OutWriteHalfPairs; OutWriteHalfPlain
-// with kBatchPlain, the int12 kernel's): the 8K int12 decode 2.4 % faster per
-// call. (The exact float kernel was 4.5 % slower with the batched unrotated
+// with kBatchPlain, the int12 kernel's): the 8K int12 decode 1.4 % and 1.1 %
+// faster per call in two same-run A/Bs. (The exact float kernel was 4.5 % slower with the batched unrotated
 // rows, so it keeps one unit a pass: docs/BENCHMARKS.md, 2026-12-03.)
 template <bool kExact, bool kBatchPlain>
 __device__ __forceinline__ bool OutWriteRowsVec(const SdLaunch& L, uint16_t* base, bool rotate, uint64_t pos0,
@@ -225,7 +233,7 @@ __device__ __forceinline__ bool OutWriteRowsVec(const SdLaunch& L, uint16_t* bas
                                                 uint32_t nt, uint32_t tid, uint32_t nthreads) {
   const uint32_t d = L.head_dim, rd = L.rotary_dim, cpr = d / 8, half = rd / 2;
   __nv_bfloat162 bmax = __float2bfloat162_rn(0.0f);
-  if (rotate && L.rope_style == 1 && rd == d && L.rope_mirrored) {
+  if (rotate && OutRopePairs(L, d)) {
     // Llama's RoPE: a unit j0 < d / 2 with its partner j0 + d / 2 a thread, as
     // OutWriteHalfPairs (one load of the pair's cos and sin for both).
     const uint32_t hp = d / 16;
@@ -478,7 +486,7 @@ __device__ __forceinline__ bool OutWriteHalfAndRows(const SdLaunch& L, uint16_t*
   __nv_bfloat162 bmax = __float2bfloat162_rn(0.0f);
   if (!rotate) {
     OutWriteHalfPlain<D, kExact>(base, cur_rows, keep, dst_s, row_s, nt, tid, hmax, bmax);
-  } else if (L.rope_style == 1 && L.rotary_dim == D && L.rope_mirrored) {
+  } else if (OutRopePairs(L, D)) {
     OutWriteHalfPairs<D, kExact>(L, base, cur_rows, keep, pos0, dst_s, row_s, nt, tid, hmax, bmax);
   } else {
     for (uint32_t u = tid; u < units; u += 2 * NT) {
