@@ -215,6 +215,40 @@ __device__ __forceinline__ void StoreBf16x8(uint16_t* dst, const float (&v)[8], 
   *reinterpret_cast<uint4*>(dst) = make_uint4(w[0], w[1], w[2], w[3]);
 }
 
+// Rows that take no RoPE (the values, and keys left unrotated): a unit
+// needs its eight values alone, so four units a pass, all four loads issued
+// before any store. Rows of cpr units, `stride` floats apart in row_s; with
+// keep, each unit also goes to keep_rows as FP16 (the FP16 kernels' next
+// layer's rows, cpr * 8 halves a row). (Eight a pass, a whole tile's units at
+// once in the wgmma kernel, was 1.7 % slower per 8K f16 decode:
+// docs/BENCHMARKS.md, 2026-12-03.)
+template <bool kExact>
+__device__ __forceinline__ void OutWritePlainUnits(uint16_t* base, uint16_t* keep_rows, bool keep,
+                                                   const uint64_t* dst_s, const float* row_s, uint32_t stride,
+                                                   uint32_t cpr, uint32_t nt, uint32_t tid, uint32_t nthreads,
+                                                   __half2& hmax, __nv_bfloat162& bmax) {
+  constexpr uint32_t kPer = 4;
+  const uint32_t units = nt * cpr;
+  for (uint32_t u = tid; u < units; u += kPer * nthreads) {
+    float v[kPer][8];
+    uint64_t off[kPer];
+#pragma unroll
+    for (uint32_t i = 0; i < kPer; ++i) {
+      const uint32_t x = u + i * nthreads, k = x / cpr;
+      off[i] = x < units ? dst_s[k] : kNoRow;
+      if (off[i] != kNoRow) Load8(row_s + k * stride + (x - k * cpr) * 8, v[i]);
+    }
+#pragma unroll
+    for (uint32_t i = 0; i < kPer; ++i) {
+      const uint32_t x = u + i * nthreads, k = x / cpr, j0 = (x - k * cpr) * 8;
+      if (off[i] != kNoRow) {
+        if (keep) StoreHalf8(keep_rows + uint64_t{k} * (cpr * 8) + j0, v[i], hmax);
+        StoreBf16x8<kExact>(base + off[i] + j0, v[i], bmax);
+      }
+    }
+  }
+}
+
 // OutWriteRowsW<8> with every operand read as 16-byte vectors: the unit's
 // values, their RoPE partners and the cos/sin of the unit. For row strides
 // that are multiples of 4 and rotary sizes that are multiples of 16 (a unit is
@@ -223,7 +257,7 @@ __device__ __forceinline__ void StoreBf16x8(uint16_t* dst, const float (&v)[8], 
 // with p = -x[partner] for the pair's first element, x[partner] for its
 // second. (The scalar loads of the unit above were most of the tensor-core
 // kernels' instructions: ncu, 2026-11-29.) Llama's RoPE and unrotated rows
-// take the FP16 stage's arrangements (OutWriteHalfPairs; OutWriteHalfPlain
+// take the FP16 stage's arrangements (OutWriteHalfPairs; OutWritePlainUnits
 // with kBatchPlain, the int12 kernel's): the 8K int12 decode 1.4 % and 1.1 %
 // faster per call in two same-run A/Bs. (The exact float kernel was 4.5 % slower with the batched unrotated
 // rows, so it keeps one unit a pass: docs/BENCHMARKS.md, 2026-12-03.)
@@ -258,24 +292,10 @@ __device__ __forceinline__ bool OutWriteRowsVec(const SdLaunch& L, uint16_t* bas
     }
     return !kExact && (__hisnan(bmax.x) || __hisnan(bmax.y));
   }
-  if (kBatchPlain && !rotate) {  // four units a pass, their loads before any store (as OutWriteHalfPlain)
-    constexpr uint32_t kPer = 4;
-    const uint32_t units = nt * cpr;
-    for (uint32_t u = tid; u < units; u += kPer * nthreads) {
-      float v[kPer][8];
-      uint64_t off[kPer];
-#pragma unroll
-      for (uint32_t i = 0; i < kPer; ++i) {
-        const uint32_t x = u + i * nthreads, k = x / cpr;
-        off[i] = x < units ? dst_s[k] : kNoRow;
-        if (off[i] != kNoRow) Load8(row_s + k * stride + (x - k * cpr) * 8, v[i]);
-      }
-#pragma unroll
-      for (uint32_t i = 0; i < kPer; ++i) {
-        const uint32_t x = u + i * nthreads, k = x / cpr;
-        if (off[i] != kNoRow) StoreBf16x8<kExact>(base + off[i] + (x - k * cpr) * 8, v[i], bmax);
-      }
-    }
+  if (kBatchPlain && !rotate) {
+    __half2 hmax = __float2half2_rn(0.0f);  // unused: no FP16 rows
+    OutWritePlainUnits<kExact>(base, nullptr, false, dst_s, row_s, stride, cpr, nt, tid, nthreads, hmax,
+                               bmax);
     return !kExact && (__hisnan(bmax.x) || __hisnan(bmax.y));
   }
   for (uint32_t u = tid; u < nt * cpr; u += nthreads) {
@@ -389,35 +409,6 @@ __device__ __forceinline__ void OutStoreUnit(uint16_t* base, uint16_t* cur_rows,
   StoreBf16x8<kExact>(base + x.off + x.j0, x.v, bmax);
 }
 
-// Rows that take no RoPE (the values, and keys left unrotated): a unit
-// needs its eight values alone, so four units a pass, all four loads issued
-// before any store. (Eight a pass, a whole tile's units at once in the wgmma
-// kernel, was 1.7 % slower per 8K f16 decode: docs/BENCHMARKS.md, 2026-12-03.)
-template <uint32_t D, bool kExact>
-__device__ __forceinline__ void OutWriteHalfPlain(uint16_t* base, uint16_t* cur_rows, bool keep,
-                                                  const uint64_t* dst_s, const float* row_s, uint32_t nt,
-                                                  uint32_t tid, __half2& hmax, __nv_bfloat162& bmax) {
-  constexpr uint32_t NT = 2 * D, kPer = 4;
-  const uint32_t units = nt * (D / 8);
-  for (uint32_t u = tid; u < units; u += kPer * NT) {
-    float v[kPer][8];
-    uint64_t off[kPer];
-#pragma unroll
-    for (uint32_t i = 0; i < kPer; ++i) {
-      const uint32_t x = u + i * NT, k = x / (D / 8);
-      off[i] = x < units ? dst_s[k] : kNoRow;
-      if (off[i] != kNoRow) Load8(row_s + k * (D + 8) + (x % (D / 8)) * 8, v[i]);
-    }
-#pragma unroll
-    for (uint32_t i = 0; i < kPer; ++i) {
-      if (off[i] == kNoRow) continue;
-      const uint32_t x = u + i * NT, k = x / (D / 8), j0 = (x % (D / 8)) * 8;
-      if (keep) StoreHalf8(cur_rows + uint64_t{k} * D + j0, v[i], hmax);
-      StoreBf16x8<kExact>(base + off[i] + j0, v[i], bmax);
-    }
-  }
-}
-
 // rotate_half over the whole head with mirrored cos/sin (Llama's RoPE): a
 // thread takes unit j0 < D / 2 of a row with its partner unit j0 + D / 2, so
 // that each is the other's RoPE operand and one load of the unit's cos/sin
@@ -472,7 +463,7 @@ __device__ __forceinline__ void OutWriteHalfPairs(const SdLaunch& L, uint16_t* b
 
 // The thread's units; returns whether a bf16 rounding met a NaN (never with
 // kExact). *bad is set when a kept FP16 element is outside FP16's range.
-// Unrotated rows take OutWriteHalfPlain, Llama's RoPE OutWriteHalfPairs
+// Unrotated rows take OutWritePlainUnits, Llama's RoPE OutWriteHalfPairs
 // (the 8K f16 decode: docs/BENCHMARKS.md, 2026-12-03), any other RoPE the
 // units below.
 template <uint32_t D, bool kExact>
@@ -485,7 +476,7 @@ __device__ __forceinline__ bool OutWriteHalfAndRows(const SdLaunch& L, uint16_t*
   __half2 hmax = __float2half2_rn(0.0f);
   __nv_bfloat162 bmax = __float2bfloat162_rn(0.0f);
   if (!rotate) {
-    OutWriteHalfPlain<D, kExact>(base, cur_rows, keep, dst_s, row_s, nt, tid, hmax, bmax);
+    OutWritePlainUnits<kExact>(base, cur_rows, keep, dst_s, row_s, D + 8, D / 8, nt, tid, NT, hmax, bmax);
   } else if (OutRopePairs(L, D)) {
     OutWriteHalfPairs<D, kExact>(L, base, cur_rows, keep, pos0, dst_s, row_s, nt, tid, hmax, bmax);
   } else {
