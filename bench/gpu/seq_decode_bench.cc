@@ -75,6 +75,7 @@ struct Row {
   uint32_t chunks;
   double ms, entropy_ms, out_gb, bits;
   double steady_ms, host_ms;  // back-to-back calls' time per call; the call's own host time
+  double two_ms;              // per call, two streams decoding at once (TimeMaths)
 };
 std::vector<Row> rows;
 
@@ -164,6 +165,16 @@ struct Batch {
 // differ; tensor cores: a difference over half the rms value is a bug.
 void TimeMaths(const Batch& b, std::span<const Math> maths, SeqDecodeGpu& gpu, SeqDecodeArgs args, void* ws,
                uint64_t ws_bytes, cudaStream_t stream) {
+  // Two decodes at once: a second stream with its own workspace, decoding the
+  // same batch into the same cache (the same bytes), so that one call's
+  // entropy stage may run beside the other's dense stage.
+  cudaStream_t stream2;
+  CHECK_CUDA(cudaStreamCreateWithFlags(&stream2, cudaStreamNonBlocking));
+  cudaEvent_t fork, join;
+  CHECK_CUDA(cudaEventCreateWithFlags(&fork, cudaEventDisableTiming));
+  CHECK_CUDA(cudaEventCreateWithFlags(&join, cudaEventDisableTiming));
+  void* ws2 = nullptr;
+  CHECK_CUDA(cudaMalloc(&ws2, ws_bytes));
   for (const Math& m : maths) {
     args.math = m.math;
     std::vector<Status> statuses;
@@ -174,6 +185,25 @@ void TimeMaths(const Batch& b, std::span<const Math> maths, SeqDecodeGpu& gpu, S
     const double steady_ms = seqkv::bench::MedianMs(
         stream, [&] { CHECK_OK(gpu.Decode(args, ws, ws_bytes, stream, &statuses)); },
         seqkv::bench::Timing{1, 3, 4});
+    // Two streams, four calls each, interleaved as a server would enqueue
+    // them: the time per call.
+    std::vector<Status> statuses2;
+    const double two_ms = seqkv::bench::MedianMs(
+                              stream,
+                              [&] {
+                                CHECK_CUDA(cudaEventRecord(fork, stream));
+                                CHECK_CUDA(cudaStreamWaitEvent(stream2, fork));
+                                for (int c = 0; c < 4; ++c) {
+                                  CHECK_OK(gpu.Decode(args, ws, ws_bytes, stream, &statuses));
+                                  CHECK_OK(gpu.Decode(args, ws2, ws_bytes, stream2, &statuses2));
+                                }
+                                CHECK_CUDA(cudaEventRecord(join, stream2));
+                                CHECK_CUDA(cudaStreamWaitEvent(stream, join));
+                              },
+                              seqkv::bench::Timing{1, 3, 1}) /
+                          8.0;
+    CHECK_OK(gpu.CollectStatuses(ws2, stream2, &statuses2));
+    for (const Status& st : statuses2) CHECK_OK(st);
     // The call's own host time: from an idle stream to Decode's return.
     std::vector<double> host;
     for (int i = 0; i < 5; ++i) {
@@ -197,8 +227,13 @@ void TimeMaths(const Batch& b, std::span<const Math> maths, SeqDecodeGpu& gpu, S
         std::getenv("SEQKV_BENCH_PROBE") == nullptr) {
       std::exit(1);
     }
-    rows.push_back({row, b.chunks, ms, b.entropy_ms, b.out_gb, b.bits, steady_ms, host[host.size() / 2]});
+    rows.push_back(
+        {row, b.chunks, ms, b.entropy_ms, b.out_gb, b.bits, steady_ms, host[host.size() / 2], two_ms});
   }
+  CHECK_CUDA(cudaFree(ws2));
+  CHECK_CUDA(cudaEventDestroy(fork));
+  CHECK_CUDA(cudaEventDestroy(join));
+  CHECK_CUDA(cudaStreamDestroy(stream2));
 }
 
 
@@ -638,19 +673,22 @@ int main(int argc, char** argv) {
                  stream);
     RunRealDumps("tinyllama real lanes3 d=1", "seq:delta=1,streams=lanes3", 32, kAllMaths, stream);
   }
-  std::printf("\n%-32s %7s %6s %10s %11s %10s %9s %9s %10s %8s\n", "seq decode -> vLLM paged", "chunks",
-              "bits", "total ms", "entropy ms", "dense ms", "out GB/s", "GB", "steady ms", "host ms");
+  std::printf("\n%-32s %7s %6s %10s %11s %10s %9s %9s %10s %8s %10s %9s\n", "seq decode -> vLLM paged",
+              "chunks", "bits", "total ms", "entropy ms", "dense ms", "out GB/s", "GB", "steady ms",
+              "host ms", "2-strm ms", "2-str GB/s");
   for (const Row& r : rows) {
-    std::printf("%-32s %7u %6.2f %10.3f %11.3f %10.3f %9.1f %9.3f %10.3f %8.3f\n", r.name.c_str(), r.chunks,
-                r.bits, r.ms, r.entropy_ms, r.ms - r.entropy_ms, r.out_gb / (r.ms / 1e3), r.out_gb,
-                r.steady_ms, r.host_ms);
+    std::printf("%-32s %7u %6.2f %10.3f %11.3f %10.3f %9.1f %9.3f %10.3f %8.3f %10.3f %9.1f\n",
+                r.name.c_str(), r.chunks, r.bits, r.ms, r.entropy_ms, r.ms - r.entropy_ms,
+                r.out_gb / (r.ms / 1e3), r.out_gb, r.steady_ms, r.host_ms, r.two_ms,
+                r.out_gb / (r.two_ms / 1e3));
   }
   std::printf(
       "total: SeqDecodeGpu::Decode (entropy + dense), one call on an idle stream (its host work included);\n"
       "entropy: SeqEntropyGpu alone on the same streams; dense = total - entropy (prediction,\n"
       "reconstruction, RoPE, bf16 into the cache); steady: per call of four back to back (host work\n"
       "overlapping the previous call's kernels); host: the call's own time on the host (parse, uploads, "
-      "launches)\n");
+      "launches);\n2-strm: per call of eight, four on each of two streams at once (own workspaces), and its\n"
+      "output GB/s: the throughput of two contexts decoding together\n");
   if (std::getenv("SEQKV_BENCH_LARGE") == nullptr) {  // the end-to-end lines of bench/gpu/run.sh
     // (the bench's row, the E2E line's name)
     const std::pair<const char*, const char*> e2e[] = {
