@@ -46,10 +46,12 @@ use() {  # use after|before: the working tree's files or BASE's
 }
 status=0
 n=0
+side_is_built=none
 for side in ${AB_ORDER:-after before}; do
   n=$((n + 1))
   use "$side"
   log="$out/ab-$n-$side.log"
+  side_is_built=$side
   if ! codec_only_build "$build" "$target" >"$log" 2>&1; then  # never the other side's binary
     echo "== $n: $side: build failed"
     tail -20 "$log"
@@ -63,4 +65,13 @@ for side in ${AB_ORDER:-after before}; do
   tail -12 "$log"
 done
 use after
+# A later call on this (warm) machine builds in the same directory, from a
+# fresh copy of the working tree that keeps its files' own modification
+# times, older than the objects built here from BASE's files: make would
+# then keep BASE's objects. So when BASE's side was built last, build the
+# working tree's again now (2026-12-03: one such stale run).
+if [ "$side_is_built" = before ]; then
+  echo "== rebuilding $target from the working tree (the build directory held BASE's objects)"
+  codec_only_build "$build" "$target" >"$out/ab-rebuild.log" 2>&1 || { tail -20 "$out/ab-rebuild.log"; status=1; }
+fi
 exit $status
