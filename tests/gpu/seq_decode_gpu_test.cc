@@ -797,6 +797,69 @@ TEST_P(SeqDecodeGpuTest, HalfSymbolsDecodeTheSameBytesAsInt32Symbols) {
 // than a warp probes at once, so the FP16 kernel's warp-wide item search
 // (dense::FindItemWarp) takes two rounds; one- and two-tile chunks, lanes2 and
 // lanes3. (kCpu: the reference both times.)
+// Every stream coding and both arithmetics in one batch, with an item the
+// host refuses in the middle. SeqDecodeGpu::Decode counts the lane
+// descriptors of each lane launch (magnitude, signed, signed into FP16
+// operands, split, split into FP16 operands) before it writes each in its
+// place, skipping refused items; a batch mixing them must decode every chunk
+// as it decodes alone. Exact math: byte for byte DecodeChunk's, the refused
+// item DATA_LOSS with its buffers untouched. f16 math (the signed and split
+// streams' FP16 operands for float chunks, int32 symbols for int12 ones):
+// each chunk's bytes alone.
+TEST_P(SeqDecodeGpuTest, EveryStreamCodingAndArithInOneBatchDecodesAsEachAlone) {
+  const std::vector<std::string> specs = {
+      "seq:delta=0.7,streams=adaptive",           "seq:delta=0.7,streams=lanes",
+      "seq:delta=0.7,streams=lanes2",             "seq:delta=0.7,streams=lanes3",
+      "seq:delta=0.7,streams=lanes2,arith=int12", "seq:delta=0.7,streams=lanes3,arith=int12"};
+  std::vector<Coded> cases;
+  for (uint32_t i = 0; i < 2 * specs.size(); ++i) {
+    cases.push_back(Code(Slice(*test_, 29 * i, 16 + 7 * i), specs[i % specs.size()]));
+  }
+  {
+    std::vector<std::unique_ptr<Buffer>> keep;
+    std::vector<SeqDecodeItem> items;
+    ASSERT_NO_FATAL_FAILURE(ItemsInto(cases, &keep, &items));
+    const size_t refused = 5;
+    items[refused].delta0 = -1.0f;
+    SeqDecodeArgs args;
+    args.items = items;
+    const std::vector<Status> statuses = Run(args);
+    ASSERT_EQ(statuses.size(), cases.size());
+    for (size_t i = 0; i < cases.size(); ++i) {
+      if (i == refused) {
+        EXPECT_EQ(statuses[i].code(), StatusCode::kDataLoss) << statuses[i].ToString();
+        const std::vector<uint8_t> poison(cases[i].header.shape.elements() * 2, kPoison);
+        EXPECT_TRUE(keep[3 * i + 1]->Download() == poison);
+        EXPECT_TRUE(keep[3 * i + 2]->Download() == poison);
+        continue;
+      }
+      ASSERT_TRUE(statuses[i].ok()) << i << ": " << statuses[i].ToString();
+      EXPECT_TRUE(keep[3 * i + 1]->Download() == cases[i].reference.k) << i << " " << specs[i % specs.size()];
+      EXPECT_TRUE(keep[3 * i + 2]->Download() == cases[i].reference.v) << i << " " << specs[i % specs.size()];
+    }
+  }
+  std::vector<Coded> signed_cases;
+  for (size_t i = 0; i < cases.size(); ++i) {
+    if (specs[i % specs.size()].find("streams=lanes2") != std::string::npos ||
+        specs[i % specs.size()].find("streams=lanes3") != std::string::npos) {
+      signed_cases.push_back(cases[i]);
+    }
+  }
+  ASSERT_EQ(signed_cases.size(), 8u);
+  std::vector<std::unique_ptr<Buffer>> keep;
+  std::vector<Status> statuses;
+  ASSERT_NO_FATAL_FAILURE(RunCases(signed_cases, SeqDenseMath::kTensorF16, &keep, &statuses));
+  for (size_t i = 0; i < signed_cases.size(); ++i) {
+    ASSERT_TRUE(statuses[i].ok()) << i << ": " << statuses[i].ToString();
+    std::vector<std::unique_ptr<Buffer>> alone;
+    std::vector<Status> alone_statuses;
+    ASSERT_NO_FATAL_FAILURE(RunCases({signed_cases[i]}, SeqDenseMath::kTensorF16, &alone, &alone_statuses));
+    ASSERT_TRUE(alone_statuses[0].ok()) << i << ": " << alone_statuses[0].ToString();
+    EXPECT_TRUE(keep[3 * i + 1]->Download() == alone[1]->Download()) << i;
+    EXPECT_TRUE(keep[3 * i + 2]->Download() == alone[2]->Download()) << i;
+  }
+}
+
 TEST_P(SeqDecodeGpuTest, ManyChunksDecodeWithHalfMathAsEachAlone) {
   std::vector<Coded> cases;
   for (uint32_t i = 0; i < 40; ++i) {
