@@ -214,6 +214,23 @@ class SeqDecodeGpuTest : public test::SeqGpuTestBase {
     ASSERT_EQ(statuses->size(), cases.size());
   }
 
+  // The cases in one batch with f16 math (RunCases): every chunk decodes,
+  // each into bytes equal to its own batch's alone.
+  void HalfBatchDecodesAsEachAlone(const std::vector<Coded>& cases) {
+    std::vector<std::unique_ptr<Buffer>> keep;
+    std::vector<Status> statuses;
+    ASSERT_NO_FATAL_FAILURE(RunCases(cases, SeqDenseMath::kTensorF16, &keep, &statuses));
+    for (size_t i = 0; i < cases.size(); ++i) {
+      ASSERT_TRUE(statuses[i].ok()) << i << ": " << statuses[i].ToString();
+      std::vector<std::unique_ptr<Buffer>> alone;
+      std::vector<Status> alone_statuses;
+      ASSERT_NO_FATAL_FAILURE(RunCases({cases[i]}, SeqDenseMath::kTensorF16, &alone, &alone_statuses));
+      ASSERT_TRUE(alone_statuses[0].ok()) << i << ": " << alone_statuses[0].ToString();
+      EXPECT_TRUE(keep[3 * i + 1]->Download() == alone[1]->Download()) << i;
+      EXPECT_TRUE(keep[3 * i + 2]->Download() == alone[2]->Download()) << i;
+    }
+  }
+
   // A profile calibrated on `calibration` (head size 128: PairHeads), this
   // test's inputs, in place of the fixture's; the decoder made for it.
   void UseHeadSize128Profile(const Chunk& calibration) {
@@ -807,10 +824,12 @@ TEST_P(SeqDecodeGpuTest, HalfSymbolsDecodeTheSameBytesAsInt32Symbols) {
 // streams' FP16 operands for float chunks, int32 symbols for int12 ones):
 // each chunk's bytes alone.
 TEST_P(SeqDecodeGpuTest, EveryStreamCodingAndArithInOneBatchDecodesAsEachAlone) {
-  const std::vector<std::string> specs = {
-      "seq:delta=0.7,streams=adaptive",           "seq:delta=0.7,streams=lanes",
-      "seq:delta=0.7,streams=lanes2",             "seq:delta=0.7,streams=lanes3",
-      "seq:delta=0.7,streams=lanes2,arith=int12", "seq:delta=0.7,streams=lanes3,arith=int12"};
+  const std::vector<std::string> specs = {"seq:delta=0.7,streams=adaptive",
+                                          "seq:delta=0.7,streams=lanes",
+                                          "seq:delta=0.7,streams=lanes2",
+                                          "seq:delta=0.7,streams=lanes3",
+                                          "seq:delta=0.7,streams=lanes2,arith=int12",
+                                          "seq:delta=0.7,streams=lanes3,arith=int12"};
   std::vector<Coded> cases;
   for (uint32_t i = 0; i < 2 * specs.size(); ++i) {
     cases.push_back(Code(Slice(*test_, 29 * i, 16 + 7 * i), specs[i % specs.size()]));
@@ -846,18 +865,7 @@ TEST_P(SeqDecodeGpuTest, EveryStreamCodingAndArithInOneBatchDecodesAsEachAlone) 
     }
   }
   ASSERT_EQ(signed_cases.size(), 8u);
-  std::vector<std::unique_ptr<Buffer>> keep;
-  std::vector<Status> statuses;
-  ASSERT_NO_FATAL_FAILURE(RunCases(signed_cases, SeqDenseMath::kTensorF16, &keep, &statuses));
-  for (size_t i = 0; i < signed_cases.size(); ++i) {
-    ASSERT_TRUE(statuses[i].ok()) << i << ": " << statuses[i].ToString();
-    std::vector<std::unique_ptr<Buffer>> alone;
-    std::vector<Status> alone_statuses;
-    ASSERT_NO_FATAL_FAILURE(RunCases({signed_cases[i]}, SeqDenseMath::kTensorF16, &alone, &alone_statuses));
-    ASSERT_TRUE(alone_statuses[0].ok()) << i << ": " << alone_statuses[0].ToString();
-    EXPECT_TRUE(keep[3 * i + 1]->Download() == alone[1]->Download()) << i;
-    EXPECT_TRUE(keep[3 * i + 2]->Download() == alone[2]->Download()) << i;
-  }
+  HalfBatchDecodesAsEachAlone(signed_cases);
 }
 
 TEST_P(SeqDecodeGpuTest, ManyChunksDecodeWithHalfMathAsEachAlone) {
@@ -866,18 +874,7 @@ TEST_P(SeqDecodeGpuTest, ManyChunksDecodeWithHalfMathAsEachAlone) {
     cases.push_back(Code(Slice(*test_, (23 * i) % 800, 1 + (37 * i) % 199),
                          i % 2 ? "seq:delta=0.7,streams=lanes3" : "seq:delta=0.7,streams=lanes2"));
   }
-  std::vector<std::unique_ptr<Buffer>> keep;
-  std::vector<Status> statuses;
-  ASSERT_NO_FATAL_FAILURE(RunCases(cases, SeqDenseMath::kTensorF16, &keep, &statuses));
-  for (size_t i = 0; i < cases.size(); ++i) {
-    ASSERT_TRUE(statuses[i].ok()) << i << ": " << statuses[i].ToString();
-    std::vector<std::unique_ptr<Buffer>> alone;
-    std::vector<Status> alone_statuses;
-    ASSERT_NO_FATAL_FAILURE(RunCases({cases[i]}, SeqDenseMath::kTensorF16, &alone, &alone_statuses));
-    ASSERT_TRUE(alone_statuses[0].ok()) << i << ": " << alone_statuses[0].ToString();
-    EXPECT_TRUE(keep[3 * i + 1]->Download() == alone[1]->Download()) << i;
-    EXPECT_TRUE(keep[3 * i + 2]->Download() == alone[2]->Download()) << i;
-  }
+  HalfBatchDecodesAsEachAlone(cases);
 }
 
 // A chunk of head size 128: its kv heads side by side in pairs (K and V
