@@ -1,6 +1,7 @@
 #include "seq_lossy_core.h"
 
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <cmath>
 #include <cstdio>
@@ -820,14 +821,24 @@ Status SeqDecodeLaneGroup(std::span<const uint8_t> stream, uint32_t tokens, uint
 // ============================================================ closed loop
 
 double SeqMultiplier(uint8_t code) {
-  // 2^((code - 128) / 16) from + and * only.
-  static const double kRoot = std::sqrt(std::sqrt(std::sqrt(std::sqrt(2.0))));
-  const int e = static_cast<int>(code) - 128;
-  const int whole = e >= 0 ? e / 16 : -((-e + 15) / 16);
-  const int frac = e - 16 * whole;  // 0..15
-  double m = 1;
-  for (int i = 0; i < frac; ++i) m *= kRoot;
-  return std::ldexp(m, whole);
+  // 2^((code - 128) / 16) from + and * only, made once for each of the 256
+  // codes: the GPU decoder takes one per group stream of every call (16 384
+  // for an 8K-token Llama-3-8B context), where the loop below per call was a
+  // measurable part of its host time (docs/BENCHMARKS.md, 2026-12-03).
+  static const std::array<double, 256> kTable = [] {
+    const double root = std::sqrt(std::sqrt(std::sqrt(std::sqrt(2.0))));
+    std::array<double, 256> t{};
+    for (int c = 0; c < 256; ++c) {
+      const int e = c - 128;
+      const int whole = e >= 0 ? e / 16 : -((-e + 15) / 16);
+      const int frac = e - 16 * whole;  // 0..15
+      double m = 1;
+      for (int i = 0; i < frac; ++i) m *= root;
+      t[c] = std::ldexp(m, whole);
+    }
+    return t;
+  }();
+  return kTable[code];
 }
 
 uint8_t SeqRateCode(double bits) {

@@ -4,7 +4,6 @@
 #include "seqkv/gpu/seq_decode.h"
 
 #include <algorithm>
-#include <array>
 #include <cmath>
 #include <cstring>
 #include <new>
@@ -34,19 +33,6 @@
 namespace seqkv::gpu {
 
 namespace {
-
-#ifdef SEQKV_WITH_CUDA
-// SeqMultiplier of every step code, made once: the same doubles, without its
-// loop of multiplications per group of every call.
-const std::array<double, 256>& SeqMultipliers() {
-  static const std::array<double, 256> table = [] {
-    std::array<double, 256> t{};
-    for (int c = 0; c < 256; ++c) t[c] = seqkv::internal::SeqMultiplier(static_cast<uint8_t>(c));
-    return t;
-  }();
-  return table;
-}
-#endif
 
 constexpr char kWho[] = "seq gpu";
 constexpr uint32_t kParamsSection = 1;
@@ -526,7 +512,8 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
   // kind's); launch k takes [bounds[k], bounds[k + 1]). Counted first, so
   // that the loop below writes each descriptor in its place once (it was
   // half of a call's host time with growing vectors per kind and a
-  // multiplier computed per group: 0.49 of 0.94 ms for the 8K context).
+  // multiplier computed per group, now a table in SeqMultiplier: 0.49 of
+  // 0.94 ms for the 8K context).
   auto lane_kind = [&](const SeqDecodeItem& item) {
     const bool half = half_symbols && item.arith != SeqArith::kInt12;
     return item.coding == SeqStreamCoding::kLanes        ? 0
@@ -545,7 +532,6 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
   std::vector<internal::SlDesc> lane_descs(bounds[5]);
   size_t lane_next[5] = {bounds[0], bounds[1], bounds[2], bounds[3], bounds[4]};
   step_base.reserve(groups_ok);
-  const std::array<double, 256>& multiplier = SeqMultipliers();
   uint64_t q_at = 0, layer_at = 0, max_at = 0;
   uint32_t ctas = 0, int_ctas = 0, item_at = 0;
   uint64_t clear_begin = 0, clear_end = 0;  // symbols [begin, end) still to clear
@@ -588,7 +574,7 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
     const bool lanes = IsLaneCoding(item.coding);
     size_t& lane_at = lane_next[lane_kind(item)];
     for (uint32_t g = 0; g < p.groups(); ++g) {
-      step_base.push_back(double{item.delta0} * multiplier[item.mult_code[g]]);
+      step_base.push_back(double{item.delta0} * seqkv::internal::SeqMultiplier(item.mult_code[g]));
       if (lanes) {
         internal::SlDesc& ld = lane_descs[lane_at++];
         ld.stream = item.streams[g];

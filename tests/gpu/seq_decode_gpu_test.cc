@@ -808,12 +808,6 @@ TEST_P(SeqDecodeGpuTest, HalfSymbolsDecodeTheSameBytesAsInt32Symbols) {
   for (size_t i = 0; i < outputs[0].size(); ++i) EXPECT_TRUE(outputs[0][i] == outputs[1][i]) << i;
 }
 
-// A batch of 40 chunks of 1 to 199 tokens decoded with FP16 tensor cores:
-// each chunk's output equals its own decode alone, byte for byte (the same
-// operations on the same operands, whatever else is in the batch). More items
-// than a warp probes at once, so the FP16 kernel's warp-wide item search
-// (dense::FindItemWarp) takes two rounds; one- and two-tile chunks, lanes2 and
-// lanes3. (kCpu: the reference both times.)
 // Every stream coding and both arithmetics in one batch, with an item the
 // host refuses in the middle. SeqDecodeGpu::Decode counts the lane
 // descriptors of each lane launch (magnitude, signed, signed into FP16
@@ -868,6 +862,12 @@ TEST_P(SeqDecodeGpuTest, EveryStreamCodingAndArithInOneBatchDecodesAsEachAlone) 
   HalfBatchDecodesAsEachAlone(signed_cases);
 }
 
+// A batch of 40 chunks of 1 to 199 tokens decoded with FP16 tensor cores:
+// each chunk's output equals its own decode alone, byte for byte (the same
+// operations on the same operands, whatever else is in the batch). More items
+// than a warp probes at once, so the FP16 kernel's warp-wide item search
+// (dense::FindItemWarp) takes two rounds; one- and two-tile chunks, lanes2 and
+// lanes3. (kCpu: the reference both times.)
 TEST_P(SeqDecodeGpuTest, ManyChunksDecodeWithHalfMathAsEachAlone) {
   std::vector<Coded> cases;
   for (uint32_t i = 0; i < 40; ++i) {
