@@ -259,8 +259,9 @@ __device__ __forceinline__ void OutWritePlainUnits(uint16_t* base, uint16_t* kee
 // kernels' instructions: ncu, 2026-11-29.) Llama's RoPE and unrotated rows
 // take the FP16 stage's arrangements (OutWriteHalfPairs; OutWritePlainUnits
 // with kBatchPlain, the int12 kernel's): the 8K int12 decode 1.4 % and 1.1 %
-// faster per call in two same-run A/Bs. (The exact float kernel was 4.5 % slower with the batched unrotated
-// rows, so it keeps one unit a pass: docs/BENCHMARKS.md, 2026-12-03.)
+// faster per call in two same-run A/Bs. (The exact float kernel was 4.5 %
+// slower with the batched unrotated rows, so it keeps one unit a pass:
+// docs/BENCHMARKS.md, 2026-12-03.)
 template <bool kExact, bool kBatchPlain>
 __device__ __forceinline__ bool OutWriteRowsVec(const SdLaunch& L, uint16_t* base, bool rotate, uint64_t pos0,
                                                 const uint64_t* dst_s, const float* row_s, uint32_t stride,
