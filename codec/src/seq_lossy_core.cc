@@ -823,8 +823,9 @@ Status SeqDecodeLaneGroup(std::span<const uint8_t> stream, uint32_t tokens, uint
 double SeqMultiplier(uint8_t code) {
   // 2^((code - 128) / 16) from + and * only, made once for each of the 256
   // codes: the GPU decoder takes one per group stream of every call (16 384
-  // for an 8K-token Llama-3-8B context), where the loop below per call was a
-  // measurable part of its host time (docs/BENCHMARKS.md, 2026-12-03).
+  // for an 8K-token Llama-3-8B context), and the loop below per group was
+  // part of the descriptor loop that was half of that call's host time
+  // (docs/BENCHMARKS.md, 2026-12-03; its share was not measured apart).
   static const std::array<double, 256> kTable = [] {
     const double root = std::sqrt(std::sqrt(std::sqrt(std::sqrt(2.0))));
     std::array<double, 256> t{};
