@@ -394,16 +394,20 @@ void RunShape(const char* name, uint32_t L, uint32_t H, uint32_t d, SeqInputs in
   CHECK_CUDA(cudaMalloc(&q, uint64_t{chunks} * G * kTokens * d * 4));
   std::vector<SeqEntropyItem> eitems;
   std::vector<gpu::internal::SlDesc> lane_descs;
+  std::vector<gpu::internal::SlItem> lane_items;  // step base 1.0: delta0 1, code 128 (2^0)
   for (uint32_t c = 0; c < chunks; ++c) {
+    lane_items.push_back({q + uint64_t{c} * G * kTokens * d, kTokens, 0, 1.0f, 0, 0});
     for (uint32_t g = 0; g < G; ++g) {
       int32_t* out = q + (uint64_t{c} * G + g) * kTokens * d;
       eitems.push_back({items[c].streams[g], items[c].stream_bytes[g], kTokens, d, out});
-      lane_descs.push_back({items[c].streams[g], items[c].stream_bytes[g], out, kTokens, g, 0, 0, 128, 0, 1.0});
+      lane_descs.push_back({items[c].streams[g], static_cast<uint32_t>(items[c].stream_bytes[g]), 128, {}});
     }
   }
   SeqEntropyDecodeArgs eargs;
   eargs.items = eitems;
-  const uint64_t ews_bytes = lanes ? 256 + lane_descs.size() * sizeof(gpu::internal::SlDesc) : se->WorkspaceBytes(eargs);
+  const uint64_t lane_bytes = lane_descs.size() * sizeof(gpu::internal::SlDesc) +
+                              lane_items.size() * sizeof(gpu::internal::SlItem) + 256 * sizeof(double);
+  const uint64_t ews_bytes = lanes ? 256 + lane_bytes : se->WorkspaceBytes(eargs);
   void* ews = nullptr;
   CHECK_CUDA(cudaMalloc(&ews, std::max<uint64_t>(ews_bytes, 1)));
   double entropy_ms = 0;
@@ -425,9 +429,19 @@ void RunShape(const char* name, uint32_t L, uint32_t H, uint32_t d, SeqInputs in
     CHECK_CUDA(cudaMemset(status, 0, 4));
     CHECK_CUDA(cudaMemcpy(descs, lane_descs.data(), lane_descs.size() * sizeof(gpu::internal::SlDesc),
                           cudaMemcpyHostToDevice));
+    auto* litems = reinterpret_cast<gpu::internal::SlItem*>(descs + lane_descs.size());
+    CHECK_CUDA(cudaMemcpy(litems, lane_items.data(), lane_items.size() * sizeof(gpu::internal::SlItem),
+                          cudaMemcpyHostToDevice));
+    std::vector<double> mults(256);
+    for (uint32_t c = 0; c < 256; ++c) mults[c] = seqkv::internal::SeqMultiplier(static_cast<uint8_t>(c));
+    auto* device_mults = reinterpret_cast<double*>(litems + lane_items.size());
+    CHECK_CUDA(cudaMemcpy(device_mults, mults.data(), 256 * sizeof(double), cudaMemcpyHostToDevice));
     gpu::internal::SlLaunch sl{descs,
                                static_cast<uint32_t>(lane_descs.size()),
                                d,
+                               litems,
+                               G,
+                               device_mults,
                                cum,
                                scale,
                                status,

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <new>
 #include <optional>
@@ -117,11 +118,13 @@ Status CpuDecodeItem(const SeqDecodeArgs& args, const SeqDecodeItem& item, const
 
 #endif  // SEQKV_WITH_CUDA
 
-// Workspace: [int32 status per item][descriptors][step bases][symbols]
+// Workspace: [int32 status per item][descriptors][step codes per item and
+// group][lane descriptors][lane items][symbols]
 // [two layers of reconstruction][arith=int12 items' largest |x| per layer and
 // block][the entropy stage's workspace]. On kCpu only the statuses.
 struct Layout {
-  uint64_t descs = 0, steps = 0, lane_descs = 0, q = 0, xhat = 0, max_bits = 0, entropy = 0, total = 0;
+  uint64_t descs = 0, codes = 0, lane_descs = 0, lane_items = 0, q = 0, xhat = 0, max_bits = 0, entropy = 0,
+           total = 0;
   uint64_t max_words = 0;  // the max_bits words
   uint64_t layer_elements = 0;  // one layer's K and V of every item: each xhat buffer's floats
 };
@@ -138,6 +141,7 @@ struct SeqDecodeGpu::Impl {
   float* predictor = nullptr;
   float* basis = nullptr;
   float* step_scale = nullptr;
+  double* multipliers = nullptr;  // SeqMultiplier of every code (SdLaunch, SlLaunch::multipliers)
   // kCuda, SeqDenseMath::kTensorF16: the predictor and the step-scaled basis
   // rounded to FP16 (EnsureHalfWeights), made by the first such decode
   // (half_status: why they could not be).
@@ -170,6 +174,7 @@ struct SeqDecodeGpu::Impl {
   ~Impl() {
     for (float* p : {predictor, basis, step_scale}) BackendFree(backend, p);
     BackendFree(backend, lane_cum);
+    BackendFree(backend, multipliers);
     BackendFree(backend, predictor_h);
     BackendFree(backend, basis_h);
     BackendFree(backend, predictor_ht);
@@ -284,9 +289,10 @@ struct SeqDecodeGpu::Impl {
       l.layer_elements += 2ull * profile->kv_heads * args.items[i].shape.tokens * profile->head_dim;
       if (args.items[i].arith == SeqArith::kInt12) l.max_words += 2ull * profile->layers * profile->kv_heads;
     }
-    l.steps = l.descs + internal::AlignUp(n * sizeof(internal::SdDesc));
-    l.lane_descs = l.steps + internal::AlignUp(n * uint64_t{profile->groups()} * sizeof(double));
-    l.q = l.lane_descs + internal::AlignUp(lane_groups * sizeof(internal::SlDesc));
+    l.codes = l.descs + internal::AlignUp(n * sizeof(internal::SdDesc));
+    l.lane_descs = l.codes + internal::AlignUp(n * uint64_t{profile->groups()});
+    l.lane_items = l.lane_descs + internal::AlignUp(lane_groups * sizeof(internal::SlDesc));
+    l.q = l.lane_items + internal::AlignUp(n * sizeof(internal::SlItem));
     l.xhat = l.q + internal::AlignUp(2 * elements * sizeof(int32_t));  // K and V symbols
     l.max_bits = l.xhat + internal::AlignUp(2 * l.layer_elements * sizeof(float));
     l.entropy = l.max_bits + internal::AlignUp(l.max_words * sizeof(uint32_t));
@@ -390,6 +396,10 @@ Result<SeqDecodeGpu> SeqDecodeGpu::CreateFor(Backend backend, std::shared_ptr<co
     SEQKV_ASSIGN_OR_RETURN(impl->predictor, internal::UploadFloats(backend, impl->profile->predictor));
     SEQKV_ASSIGN_OR_RETURN(impl->basis, internal::UploadFloats(backend, impl->profile->basis));
     SEQKV_ASSIGN_OR_RETURN(impl->step_scale, internal::UploadFloats(backend, impl->profile->step_scale));
+    std::vector<double> multipliers(256);
+    for (uint32_t c = 0; c < 256; ++c)
+      multipliers[c] = seqkv::internal::SeqMultiplier(static_cast<uint8_t>(c));
+    SEQKV_ASSIGN_OR_RETURN(impl->multipliers, internal::Upload(backend, multipliers));
     if (impl->profile->has_static_model()) {
       SEQKV_ASSIGN_OR_RETURN(impl->lane_cum, internal::Upload(backend, impl->tables.cum));
       SEQKV_ASSIGN_OR_RETURN(impl->lane_scale, internal::Upload(backend, impl->profile->static_scale));
@@ -431,6 +441,15 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
         args.items[i].coding == SeqStreamCoding::kSplitLanes && p.head_dim > internal::kSplitMaxDim) {
       (*statuses)[i] = FailedPrecondition("seq gpu: streams=lanes3 decodes on the GPU up to head_dim " +
                                           std::to_string(internal::kSplitMaxDim) + " (the CPU backend has no limit)");
+    }
+    // (SlDesc holds a lane stream's length in 32 bits.)
+    if (impl_->backend == Backend::kCuda && (*statuses)[i].ok() && IsLaneCoding(args.items[i].coding)) {
+      for (const uint64_t bytes : args.items[i].stream_bytes) {
+        if (bytes > UINT32_MAX) {
+          (*statuses)[i] = InvalidArgument("seq gpu: a lane group stream of 4 GiB or more");
+          break;
+        }
+      }
     }
   }
 #endif
@@ -481,13 +500,14 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
   const Layout layout = impl_->MakeLayout(args, statuses);
   auto* base = static_cast<uint8_t*>(workspace);
   auto* device_descs = reinterpret_cast<internal::SdDesc*>(base + layout.descs);
-  auto* steps = reinterpret_cast<double*>(base + layout.steps);
+  auto* device_codes = base + layout.codes;
   auto* device_lane_descs = reinterpret_cast<internal::SlDesc*>(base + layout.lane_descs);
+  auto* device_lane_items = reinterpret_cast<internal::SlItem*>(base + layout.lane_items);
   auto* q = reinterpret_cast<int32_t*>(base + layout.q);
   auto* xhat = reinterpret_cast<float*>(base + layout.xhat);
   auto* max_bits = reinterpret_cast<uint32_t*>(base + layout.max_bits);
   std::vector<internal::SdDesc> descs, int_descs;  // float chunks, arith=int12 chunks
-  std::vector<double> step_base;
+  std::vector<uint8_t> codes;                      // [item][G], the dense stage's step codes (SdDesc::codes)
   const uint32_t math = !internal::SdTensorCoreFits(p.head_dim)       ? internal::kSdMathExact
                         : args.math == SeqDenseMath::kTensorTf32x3 ? internal::kSdMathTf32x3
                         : args.math == SeqDenseMath::kTensorTf32   ? internal::kSdMathTf32
@@ -509,11 +529,14 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
   }
   // The lane descriptors in one array, by launch: magnitude, signed, signed
   // into FP16, split, split into FP16 (an item's groups all take its
-  // kind's); launch k takes [bounds[k], bounds[k + 1]). Counted first, so
-  // that the loop below writes each descriptor in its place once (it was
-  // half of a call's host time with growing vectors per kind and a
-  // multiplier computed per group, now a table in SeqMultiplier: 0.49 of
-  // 0.94 ms for the 8K context).
+  // kind's); launch k takes [bounds[k], bounds[k + 1]), and its items
+  // (SlItem) [bounds[k] / G, bounds[k + 1] / G). Counted first, so that the
+  // loop below writes each descriptor in its place once (it was half of a
+  // call's host time with growing vectors per kind and a multiplier computed
+  // per group: 0.49 of 0.94 ms for the 8K context). A descriptor is 16
+  // bytes, the rest is its item's, and the step bases are made on the GPU
+  // from the codes (a call uploaded 0.92 MB for that context with 48-byte
+  // descriptors and the step bases as doubles).
   auto lane_kind = [&](const SeqDecodeItem& item) {
     const bool half = half_symbols && item.arith != SeqArith::kInt12;
     return item.coding == SeqStreamCoding::kLanes        ? 0
@@ -530,8 +553,9 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
   }
   for (int k = 1; k < 6; ++k) bounds[k] += bounds[k - 1];
   std::vector<internal::SlDesc> lane_descs(bounds[5]);
+  std::vector<internal::SlItem> lane_items(bounds[5] / p.groups());
   size_t lane_next[5] = {bounds[0], bounds[1], bounds[2], bounds[3], bounds[4]};
-  step_base.reserve(groups_ok);
+  codes.resize(groups_ok);
   uint64_t q_at = 0, layer_at = 0, max_at = 0;
   uint32_t ctas = 0, int_ctas = 0, item_at = 0;
   uint64_t clear_begin = 0, clear_end = 0;  // symbols [begin, end) still to clear
@@ -551,7 +575,9 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
     d.xhat[0] = xhat + layer_at;
     d.xhat[1] = xhat + layout.layer_elements + layer_at;
     const bool fixed = item.arith == SeqArith::kInt12;
-    d.step_base = steps + uint64_t{item_at++} * p.groups();
+    d.codes = device_codes + uint64_t{item_at} * p.groups();
+    d.delta0 = item.delta0;
+    std::memcpy(codes.data() + uint64_t{item_at++} * p.groups(), item.mult_code.data(), p.groups());
     d.out[0] = item.k_out;
     d.out[1] = item.v_out;
     d.layer_caches = item.layer_caches;
@@ -571,21 +597,19 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
       d.first_cta = ctas;
       ctas += internal::SdCtasOf(p.kv_heads, item.shape.tokens, math);
     }
-    const bool lanes = IsLaneCoding(item.coding);
-    size_t& lane_at = lane_next[lane_kind(item)];
-    for (uint32_t g = 0; g < p.groups(); ++g) {
-      step_base.push_back(double{item.delta0} * seqkv::internal::SeqMultiplier(item.mult_code[g]));
-      if (lanes) {
+    if (IsLaneCoding(item.coding)) {
+      size_t& lane_at = lane_next[lane_kind(item)];
+      internal::SlItem& li = lane_items[lane_at / p.groups()];
+      li.q = q + q_at;
+      li.tokens = item.shape.tokens;
+      li.status_index = static_cast<uint32_t>(i);
+      li.delta0 = item.delta0;
+      li.step_class = item.step_class;
+      for (uint32_t g = 0; g < p.groups(); ++g) {
         internal::SlDesc& ld = lane_descs[lane_at++];
         ld.stream = item.streams[g];
-        ld.stream_bytes = item.stream_bytes[g];
-        ld.q = q + q_at + uint64_t{g} * item.shape.tokens * p.head_dim;
-        ld.tokens = item.shape.tokens;
-        ld.group = g;
-        ld.status_index = static_cast<uint32_t>(i);
-        ld.step_class = item.step_class;
+        ld.stream_bytes = static_cast<uint32_t>(item.stream_bytes[g]);
         ld.code = item.mult_code[g];
-        ld.step_base = step_base.back();
       }
     }
     // The magnitude lane kernel stores only non-zero symbols: one clear per
@@ -608,14 +632,17 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
     SEQKV_CUDA_RETURN(cudaMemcpyAsync(device_descs, descs.data(), descs.size() * sizeof(internal::SdDesc),
                                       cudaMemcpyHostToDevice, s),
                       "descriptor upload");
-    SEQKV_CUDA_RETURN(cudaMemcpyAsync(steps, step_base.data(), step_base.size() * sizeof(double),
-                                      cudaMemcpyHostToDevice, s),
-                      "step upload");
+    SEQKV_CUDA_RETURN(cudaMemcpyAsync(device_codes, codes.data(), codes.size(), cudaMemcpyHostToDevice, s),
+                      "step code upload");
   }
   if (!lane_descs.empty()) {
     SEQKV_CUDA_RETURN(cudaMemcpyAsync(device_lane_descs, lane_descs.data(), lane_descs.size() * sizeof(internal::SlDesc),
                                       cudaMemcpyHostToDevice, s),
                       "lane descriptor upload");
+    SEQKV_CUDA_RETURN(
+        cudaMemcpyAsync(device_lane_items, lane_items.data(), lane_items.size() * sizeof(internal::SlItem),
+                        cudaMemcpyHostToDevice, s),
+        "lane item upload");
   }
   SEQKV_CUDA_RETURN(cudaMemsetAsync(workspace, 0, StatusBytes(args.items.size()), s), "status reset");
   if (layout.max_words > 0) {
@@ -641,6 +668,9 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
     sl.descs = device_lane_descs + bounds[kind];
     sl.count = static_cast<uint32_t>(bounds[kind + 1] - bounds[kind]);
     sl.dim = p.head_dim;
+    sl.items = device_lane_items + bounds[kind] / p.groups();
+    sl.groups = p.groups();
+    sl.multipliers = impl_->multipliers;
     sl.cum = impl_->lane_cum;
     sl.signed_model = kind != 0;
     sl.signed_search = impl_->signed_search;
@@ -665,6 +695,7 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
   launch.predictor = impl_->predictor;
   launch.basis = impl_->basis;
   launch.step_scale = impl_->step_scale;
+  launch.multipliers = impl_->multipliers;
   launch.predictor_h = impl_->predictor_h;
   launch.basis_h = impl_->basis_h;
   // The wgmma kernel where its weights exist (SEQKV_DENSE_WGMMA=0: mma.sync,

@@ -520,12 +520,19 @@ __device__ __forceinline__ bool KeepsRows(const SdLaunch& L, uint32_t layer) {
   return layer + 1 < L.layers && L.inputs != 0;
 }
 
+// Group g's step base, double(delta0) * multiplier(code): the CPU's
+// SeqStepBase, the same double (one IEEE product).
+__device__ __forceinline__ double SdStepBase(const SdLaunch& L, const SdDesc& desc, uint32_t g) {
+  return static_cast<double>(desc.delta0) * L.multipliers[desc.codes[g]];
+}
+
 // The group's steps float(step_base * step_scale[i]) (the reference's) into
 // step_s, i = tid, tid + n, ... < d.
 __device__ __forceinline__ void StepsToShared(const SdLaunch& L, const SdDesc& desc, uint32_t g, uint32_t d,
                                               float* step_s, uint32_t tid, uint32_t n) {
+  const double base = SdStepBase(L, desc, g);
   for (uint32_t i = tid; i < d; i += n) {
-    step_s[i] = SeqStep(desc.step_base[g], L.step_scale[uint64_t{g} * d + i]);
+    step_s[i] = SeqStep(base, L.step_scale[uint64_t{g} * d + i]);
   }
 }
 
@@ -1003,7 +1010,7 @@ __global__ void __launch_bounds__(2 * D, 2) SdLayerH16Kernel(SdLaunch L, uint32_
   // FP16 operands: group g's in the first half of its int32 symbols' place.
   const uint16_t* qh = reinterpret_cast<const uint16_t*>(desc.q + uint64_t{g} * T * D) + uint64_t{t0} * D;
 
-  const float step = HalfOperandStep(desc.step_base[g]);  // the symbol operands' (HalfOperand)
+  const float step = HalfOperandStep(SdStepBase(L, desc, g));  // the symbol operands' (HalfOperand)
   const bool feats = layer > 0 && L.inputs != 0;
   const uint32_t nf = feats ? F - 1 : 0;
   const uint32_t K = nf + D;
@@ -1284,7 +1291,7 @@ __global__ void __launch_bounds__(2 * D, 2) SdLayerI12Kernel(SdLaunch L, uint32_
   // The symbols times the reconstruction weights, then xhat = pred + ... per element.
   float* const row_s = cta.Rows();
   const float* bias = L.predictor + (uint64_t{g} * F + (F - 1)) * D;
-  const double base = desc.step_base[g];
+  const double base = SdStepBase(L, desc, g);
   const double vscale = ldexp(1.0, ev);
   auto pred_of = [&](uint32_t k, uint32_t j) {
     return i12::PredOf(feats, feats ? cta.dsum[i12::DsumAt(D, k, j)] : 0.0, bias[j]);

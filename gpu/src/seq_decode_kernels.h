@@ -38,7 +38,8 @@ enum SdDeviceStatus : int32_t {
 struct SdDesc {
   const int32_t* q;         // [G][T][d] symbols (workspace); SdLaunch::half_symbols: FP16 operands (uint16)
   float* xhat[2];           // two layers of reconstruction, each [2][H][T][d] (workspace)
-  const double* step_base;  // [G] double(delta0) * multiplier (workspace)
+  const uint8_t* codes;     // [G] step-multiplier codes (workspace); a group's step base is
+                            // double(delta0) * SdLaunch::multipliers[code] (SdStepBase)
   void* out[2];             // kContiguous: K, V [layers, H, outer_tokens, d] bf16
   void* const* layer_caches;  // kPaged
   const int32_t* block_table;
@@ -49,6 +50,7 @@ struct SdDesc {
   uint32_t rotate_keys;  // 1: apply RoPE to this chunk's keys on output
   uint32_t status_index;
   uint32_t first_cta;  // prefix over items of CTAs per layer launch
+  float delta0;        // the chunk's global step
   // kSdMathInt12: per layer and block (kv, head), the largest finite |x| of
   // the layer's reconstruction as float bits, [layers][2][H], zeroed before
   // the launches (each layer's CTAs raise it; the next layer's exponents).
@@ -64,6 +66,7 @@ struct SdLaunch {
   const float* predictor;   // device: the profile's arrays
   const float* basis;
   const float* step_scale;
+  const double* multipliers;  // device: SeqMultiplier of every code, [256]
   // kSdMathF16: the predictor and basis rounded to FP16 (the same layout).
   const uint16_t* predictor_h;
   const uint16_t* basis_h;

@@ -83,8 +83,8 @@ __global__ void __launch_bounds__(kThreads, kHalf ? 5 : 1) SlDecodeKernel(SlLaun
   SlotHeader& h = headers[slot];
   const unsigned half = 0xFFFFu << (16 * (slot % 2));
 
-  SlDesc desc{};
-  if (valid) desc = L.descs[item];
+  SlGroup desc{};
+  if (valid) desc = LoadSlGroup(L, item);
   const uint8_t* s = desc.stream;
   const uint64_t bytes = desc.stream_bytes;
   const uint32_t bitmap = (d + 7) / 8;

@@ -18,24 +18,34 @@ inline constexpr int32_t kSlCorrupt = 3;
 // kSlCorrupt replaces it.
 inline constexpr int32_t kSlHalfRange = 4;
 
-// One group stream of a batch. Built on the host.
+// One group stream of a batch, 16 bytes (what is the same for every group
+// of a chunk is its SlItem's: a third of the bytes uploaded per call of
+// the old 48-byte descriptor). Built on the host.
 struct SlDesc {
   const uint8_t* stream;
-  uint64_t stream_bytes;
-  int32_t* q;             // [tokens][dim] (workspace); magnitude model: zero beforehand
-  uint32_t tokens;
-  uint32_t group;         // g, for the profile's scales
-  uint32_t status_index;  // the item's entry of the status array
-  int16_t step_class;     // the chunk's
+  uint32_t stream_bytes;  // SeqDecodeGpu takes streams under 4 GiB
   uint8_t code;           // the group's step code
-  uint8_t pad;
-  double step_base;       // half_symbols: double(delta0) * multiplier(code), as SdDesc::step_base[group]
+  uint8_t pad[3];
+};
+
+// One chunk of a launch: the launch's descs [k G, (k + 1) G) are chunk k's
+// groups 0..G-1 in order (G = SlLaunch::groups).
+struct SlItem {
+  int32_t* q;  // [G][tokens][dim] (workspace); magnitude model: zero beforehand
+  uint32_t tokens;
+  uint32_t status_index;  // the item's entry of the status array
+  float delta0;           // the chunk's global step
+  int16_t step_class;     // the chunk's
+  uint16_t pad;
 };
 
 struct SlLaunch {
   const SlDesc* descs;  // device
-  uint32_t count;
+  uint32_t count;       // descs: a multiple of groups
   uint32_t dim;
+  const SlItem* items;        // device: count / groups of them
+  uint32_t groups;            // G, the profile's groups (for the profile's scales: group g's)
+  const double* multipliers;  // device: SeqMultiplier of every code, [256]
   const uint16_t* cum;    // device: [kSeqStaticClasses][3][kSeqLaneRowStride] cumulative frequencies, or
                           // with signed_model [kSeqStaticClasses][kSeqSignedRowStride]
   const int16_t* scale;   // device: the profile's static_scale [G][dim]
@@ -46,7 +56,8 @@ struct SlLaunch {
   // Signed model only: q holds FP16 operands of the f16 dense stage instead
   // of int32 symbols, [tokens][dim] uint16 at each group's q (the first half
   // of its int32 symbols' place): the bits of round-to-nearest-even FP16
-  // of float(q) * float(step_base) (HalfOperand: SdLayerH16Kernel's
+  // of float(q) * float(step_base), step_base = double(delta0) *
+  // multipliers[code] as the CPU's SeqStepBase (HalfOperand: SdLayerH16Kernel's
   // conversion, moved here: half the bytes written and read, and no
   // conversion in the dense stage). The components' step scales are in the
   // FP16 basis (SdLaunch::basis_h), not in the operand.

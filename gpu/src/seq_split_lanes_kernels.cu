@@ -251,8 +251,8 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks > 0 ? kMinBlocks : 1) Spl
   // A half-warp past the batch's end takes part in the warp's shuffles and
   // decodes nothing.
   const bool valid = item < L.count;
-  SlDesc desc{};
-  if (valid) desc = L.descs[item];
+  SlGroup desc{};
+  if (valid) desc = LoadSlGroup(L, item);
   const uint8_t* s = desc.stream;
   const uint64_t bytes = desc.stream_bytes;
   const uint32_t lanes = seqkv::internal::SeqSplitLanes(d);
@@ -376,11 +376,16 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks > 0 ? kMinBlocks : 1) Spl
   // A valid header, every word taken and none past the lane's, the final
   // state, every coded component non-zero somewhere.
   bad = r.left != 0 || x != kSeqLaneRansLow || nonzero != coded ? 1u : 0u;
-  if (bad) {
-    atomicCAS(&L.statuses[desc.status_index], 0, kSlCorrupt);
-    if (kHalf) atomicCAS(&L.statuses[desc.status_index], kSlHalfRange, kSlCorrupt);  // corrupt wins
-  } else if (kHalf && over) {
-    atomicCAS(&L.statuses[desc.status_index], 0, kSlHalfRange);
+  if (bad || (kHalf && over)) {
+    // The item's status index read here, not held through the loop (fewer
+    // spill loads at 32 registers).
+    int32_t* status = &L.statuses[L.items[item / L.groups].status_index];
+    if (bad) {
+      atomicCAS(status, 0, kSlCorrupt);
+      if (kHalf) atomicCAS(status, kSlHalfRange, kSlCorrupt);  // corrupt wins
+    } else {
+      atomicCAS(status, 0, kSlHalfRange);
+    }
   }
 }
 
