@@ -21,7 +21,8 @@
 // and the largest difference are printed (a difference over half the rms
 // value fails the bench; SEQKV_BENCH_PROBE=1 only prints it, for timing
 // probes that skip work on purpose). CUDA events around the whole API call, 2 warm-ups,
-// median of 5. SEQKV_BENCH_LARGE=32,256 runs only Llama-shape lane batches of
+// median of 5. SEQKV_BENCH_MATHS=f16 (or a comma list of exact, tc3, tc1,
+// f16) times only those maths' rows. SEQKV_BENCH_LARGE=32,256 runs only Llama-shape lane batches of
 // those chunk counts (docs/BENCHMARKS.md: throughput against batch size).
 #include <cuda_runtime.h>
 
@@ -114,6 +115,20 @@ constexpr Math kAllMaths[] = {{SeqDenseMath::kExact, ""},
                               {SeqDenseMath::kTensorTf32, " tc1"},
                               {SeqDenseMath::kTensorF16, " f16"}};
 
+// SEQKV_BENCH_MATHS (e.g. "f16" or "exact,tc1"): only these maths' rows of a
+// batch (its suffix without the space; "exact" for the row without one, as
+// the int12 batches' only row), to
+// time or profile one math without the others (a row filter matches a
+// batch's name, not its maths' suffixes). Unset: every math.
+bool MathWanted(const Math& m) {
+  const char* e = std::getenv("SEQKV_BENCH_MATHS");
+  if (e == nullptr || *e == '\0') return true;
+  std::string list = ",", name = ",";
+  list.append(e).append(",");
+  name.append(*m.suffix == '\0' ? "exact" : m.suffix + 1).append(",");
+  return list.find(name) != std::string::npos;
+}
+
 // How a chunk decoded into the cache compares with the reference's bf16 K
 // and V ([layers][heads][kTokens][d]).
 struct Agreement {
@@ -176,6 +191,7 @@ void TimeMaths(const Batch& b, std::span<const Math> maths, SeqDecodeGpu& gpu, S
   void* ws2 = nullptr;
   CHECK_CUDA(cudaMalloc(&ws2, ws_bytes));
   for (const Math& m : maths) {
+    if (!MathWanted(m)) continue;
     args.math = m.math;
     std::vector<Status> statuses;
     const double ms =

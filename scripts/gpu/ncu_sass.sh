@@ -9,7 +9,9 @@
 # KERNEL is a regex on the mangled name (template arguments included, e.g.
 # ILb1ELj256 for <true, 256>); NCU_SKIP=N profiles the launch after the
 # first N matching ones (e.g. 1: a per-layer kernel's layer 1); BENCH_ARG is
-# passed to the target (a bench's row filter). Writes $OUT/kernel.ncu-rep, $OUT/sass.csv and
+# passed to the target (a bench's row filter: seq_decode_bench matches a
+# batch's name, e.g. 'e2e-8k seq same-head lanes3', and takes its maths from
+# SEQKV_BENCH_MATHS, e.g. SEQKV_BENCH_MATHS=f16 after the kernel regex). Writes $OUT/kernel.ncu-rep, $OUT/sass.csv and
 # $OUT/details.txt, and prints the headline metrics.
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
