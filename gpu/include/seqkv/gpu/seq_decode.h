@@ -57,7 +57,9 @@ struct SeqDecodeItem {
   uint64_t first_position = 0;
   float delta0 = 0;                 // the chunk's global step
   std::vector<uint8_t> mult_code;   // [G] step-multiplier codes
-  // The group streams, [layer][kv][head], in backend memory.
+  // The group streams, [layer][kv][head], in backend memory. On kCuda a lane
+  // stream (streams=lanes, lanes2, lanes3) is under 4 GiB (its length is 32
+  // bits on the device; a longer one makes the item INVALID_ARGUMENT).
   std::vector<const uint8_t*> streams;
   std::vector<uint64_t> stream_bytes;
   // How the streams are coded: lane streams (streams=lanes, lanes2: the
