@@ -463,31 +463,20 @@ void SeqDecodeGpuTest::CorruptCase(const std::string& spec, uint32_t header_byte
 // stream as given, so this case is kCuda's.)
 TEST_P(SeqDecodeGpuTest, LaneStreamOf4GiBOrMoreIsRefusedAndOthersStillDecode) {
   if (backend() != Backend::kCuda) GTEST_SKIP() << "a limit of the GPU's lane descriptors only";
-  Coded c = Code(Slice(*test_, 0, 128), "seq:delta=1,streams=lanes3");
-  Buffer dev(backend(), c.bytes);
-  const KvShape& s = c.header.shape;
-  const uint64_t bytes = s.elements() * 2;
-  std::vector<std::unique_ptr<Buffer>> outs;
+  const Coded c = Code(Slice(*test_, 0, 128), "seq:delta=1,streams=lanes3");
+  std::vector<std::unique_ptr<Buffer>> keep;  // per item: chunk, K, V
   std::vector<SeqDecodeItem> items;
-  for (int i = 0; i < 2; ++i) {
-    auto item = MakeSeqDecodeItem(c.header, c.bytes, dev.get(), *profile_);
-    ASSERT_TRUE(item.ok()) << item.status().ToString();
-    outs.push_back(std::make_unique<Buffer>(backend(), std::vector<uint8_t>(bytes, kPoison)));
-    item->k_out = outs.back()->get();
-    outs.push_back(std::make_unique<Buffer>(backend(), std::vector<uint8_t>(bytes, kPoison)));
-    item->v_out = outs.back()->get();
-    item->out_tokens = s.tokens;
-    items.push_back(std::move(*item));
-  }
+  ItemsInto({c, c}, &keep, &items);
+  ASSERT_EQ(items.size(), 2u);
   items[0].stream_bytes[1] = uint64_t{1} << 32;
   SeqDecodeArgs args;
   args.items = items;
   std::vector<Status> statuses = Run(args);
   EXPECT_EQ(statuses[0].code(), StatusCode::kInvalidArgument) << statuses[0].ToString();
   ASSERT_TRUE(statuses[1].ok()) << statuses[1].ToString();
-  EXPECT_TRUE(outs[0]->Download() == std::vector<uint8_t>(bytes, kPoison));
-  EXPECT_TRUE(outs[2]->Download() == c.reference.k);
-  EXPECT_TRUE(outs[3]->Download() == c.reference.v);
+  EXPECT_TRUE(keep[1]->Download() == std::vector<uint8_t>(c.header.shape.elements() * 2, kPoison));
+  EXPECT_TRUE(keep[4]->Download() == c.reference.k);
+  EXPECT_TRUE(keep[5]->Download() == c.reference.v);
 }
 
 TEST_P(SeqDecodeGpuTest, ChunksTheGpuPathDoesNotTakeAreRefusedClearly) {
