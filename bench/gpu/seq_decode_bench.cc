@@ -27,6 +27,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -422,7 +423,8 @@ void RunShape(const char* name, uint32_t L, uint32_t H, uint32_t d, SeqInputs in
   SeqEntropyDecodeArgs eargs;
   eargs.items = eitems;
   const uint64_t lane_bytes = lane_descs.size() * sizeof(gpu::internal::SlDesc) +
-                              lane_items.size() * sizeof(gpu::internal::SlItem) + 256 * sizeof(double);
+                              lane_items.size() * sizeof(gpu::internal::SlItem) +
+                              sizeof(seqkv::internal::SeqMultipliers());
   const uint64_t ews_bytes = lanes ? 256 + lane_bytes : se->WorkspaceBytes(eargs);
   void* ews = nullptr;
   CHECK_CUDA(cudaMalloc(&ews, std::max<uint64_t>(ews_bytes, 1)));
@@ -448,10 +450,9 @@ void RunShape(const char* name, uint32_t L, uint32_t H, uint32_t d, SeqInputs in
     auto* litems = reinterpret_cast<gpu::internal::SlItem*>(descs + lane_descs.size());
     CHECK_CUDA(cudaMemcpy(litems, lane_items.data(), lane_items.size() * sizeof(gpu::internal::SlItem),
                           cudaMemcpyHostToDevice));
-    std::vector<double> mults(256);
-    for (uint32_t c = 0; c < 256; ++c) mults[c] = seqkv::internal::SeqMultiplier(static_cast<uint8_t>(c));
+    const std::array<double, 256>& mults = seqkv::internal::SeqMultipliers();
     auto* device_mults = reinterpret_cast<double*>(litems + lane_items.size());
-    CHECK_CUDA(cudaMemcpy(device_mults, mults.data(), 256 * sizeof(double), cudaMemcpyHostToDevice));
+    CHECK_CUDA(cudaMemcpy(device_mults, mults.data(), sizeof(mults), cudaMemcpyHostToDevice));
     gpu::internal::SlLaunch sl{descs,
                                static_cast<uint32_t>(lane_descs.size()),
                                d,

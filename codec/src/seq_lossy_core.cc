@@ -820,11 +820,9 @@ Status SeqDecodeLaneGroup(std::span<const uint8_t> stream, uint32_t tokens, uint
 
 // ============================================================ closed loop
 
-double SeqMultiplier(uint8_t code) {
-  // 2^((code - 128) / 16) from + and * only, made once for each of the 256
-  // codes: the GPU decoder takes one per group stream of every call (16 384
-  // for an 8K-token Llama-3-8B context), and the loop below per group was
-  // part of the descriptor loop that was half of that call's host time
+const std::array<double, 256>& SeqMultipliers() {
+  // Made once for the 256 codes: the loop below per group stream was part of
+  // the GPU decoder's descriptor loop that was half of its call's host time
   // (docs/BENCHMARKS.md, 2026-12-03; its share was not measured apart).
   static const std::array<double, 256> kTable = [] {
     const double root = std::sqrt(std::sqrt(std::sqrt(std::sqrt(2.0))));
@@ -839,8 +837,10 @@ double SeqMultiplier(uint8_t code) {
     }
     return t;
   }();
-  return kTable[code];
+  return kTable;
 }
+
+double SeqMultiplier(uint8_t code) { return SeqMultipliers()[code]; }
 
 uint8_t SeqRateCode(double bits) {
   const double c = std::nearbyint(128.0 - 16.0 * bits);

@@ -227,8 +227,12 @@ int SeqToFixed(const float* v, size_t rows, size_t stride, size_t cols, int16_t*
 // (SeqLoopParams::feature_bits, tests/codec/seq_gpu_variants_test.cc).
 void SeqRoundFixedPoint(float* v, size_t rows, size_t stride, size_t cols, int bits);
 
-// Step multiplier of a code, deterministic.
+// Step multiplier of a code, deterministic: 2^((code - 128) / 16) from + and
+// * only, SeqMultipliers()[code].
 double SeqMultiplier(uint8_t code);
+// The multipliers of all 256 codes, made once (the GPU decoder uploads them
+// and makes its step bases from them).
+const std::array<double, 256>& SeqMultipliers();
 // The code of 2^-bits (extra bits of rate): clamp(round(128 - 16 bits), 0, 255).
 uint8_t SeqRateCode(double bits);
 // The step codes [G] of the spec keys krate=, vrate= and lrate= (one value per

@@ -4,6 +4,7 @@
 #include "seqkv/gpu/seq_decode.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -396,10 +397,9 @@ Result<SeqDecodeGpu> SeqDecodeGpu::CreateFor(Backend backend, std::shared_ptr<co
     SEQKV_ASSIGN_OR_RETURN(impl->predictor, internal::UploadFloats(backend, impl->profile->predictor));
     SEQKV_ASSIGN_OR_RETURN(impl->basis, internal::UploadFloats(backend, impl->profile->basis));
     SEQKV_ASSIGN_OR_RETURN(impl->step_scale, internal::UploadFloats(backend, impl->profile->step_scale));
-    std::vector<double> multipliers(256);
-    for (uint32_t c = 0; c < 256; ++c)
-      multipliers[c] = seqkv::internal::SeqMultiplier(static_cast<uint8_t>(c));
-    SEQKV_ASSIGN_OR_RETURN(impl->multipliers, internal::Upload(backend, multipliers));
+    const std::array<double, 256>& multipliers = seqkv::internal::SeqMultipliers();
+    SEQKV_ASSIGN_OR_RETURN(void* m, internal::UploadBytes(backend, multipliers.data(), sizeof(multipliers)));
+    impl->multipliers = static_cast<double*>(m);
     if (impl->profile->has_static_model()) {
       SEQKV_ASSIGN_OR_RETURN(impl->lane_cum, internal::Upload(backend, impl->tables.cum));
       SEQKV_ASSIGN_OR_RETURN(impl->lane_scale, internal::Upload(backend, impl->profile->static_scale));

@@ -466,8 +466,7 @@ TEST_P(SeqDecodeGpuTest, LaneStreamOf4GiBOrMoreIsRefusedAndOthersStillDecode) {
   const Coded c = Code(Slice(*test_, 0, 128), "seq:delta=1,streams=lanes3");
   std::vector<std::unique_ptr<Buffer>> keep;  // per item: chunk, K, V
   std::vector<SeqDecodeItem> items;
-  ItemsInto({c, c}, &keep, &items);
-  ASSERT_EQ(items.size(), 2u);
+  ASSERT_NO_FATAL_FAILURE(ItemsInto({c, c}, &keep, &items));
   items[0].stream_bytes[1] = uint64_t{1} << 32;
   SeqDecodeArgs args;
   args.items = items;
