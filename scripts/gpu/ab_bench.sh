@@ -36,8 +36,7 @@ use() {  # use after|before: the working tree's files or BASE's
   [ "$1" = "$side_is" ] && return 0
   local f
   if [ "$1" = before ]; then
-    cp -r "$root/.ab/base/." "$root/"
-    while IFS= read -r f; do [ -n "$f" ] && rm -f "$root/$f"; done <"$root/.ab/added"
+    ab_base_into "$root"
   else
     cp -r "$saved/." "$root/"
     while IFS= read -r f; do [ -n "$f" ] && rm -f "$root/$f"; done <"$saved.absent"

@@ -43,3 +43,13 @@ codec_only_ncu() {
   bin="$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)"
   [ -n "$bin" ] && echo "$bin"
 }
+
+# ab_base_into DIR: BASE's side of a same-run A/B (scripts/gpu/ab_prepare.sh)
+# over the tree in DIR: $root/.ab/base's files copied in, the files BASE
+# does not have (.ab/added) removed. For ab_bench.sh (DIR = the checkout)
+# and sweep.sh (a copy of it).
+ab_base_into() {
+  local dir=$1 f
+  cp -r "$root/.ab/base/." "$dir/"
+  while IFS= read -r f; do [ -n "$f" ] && rm -f "$dir/$f"; done <"$root/.ab/added"
+}

@@ -37,8 +37,7 @@ if [ "$need_before" = 1 ]; then
   tree=/tmp/seqkv-sweep-base
   rm -rf "$tree" && mkdir -p "$tree"
   (cd "$root" && for f in * .debs; do cp -r "$f" "$tree/"; done)
-  cp -r "$root/.ab/base/." "$tree/"
-  while IFS= read -r f; do [ -n "$f" ] && rm -f "$tree/$f"; done <"$root/.ab/added"
+  ab_base_into "$tree"
   (root=$tree; codec_only_build /tmp/seqkv-sweep-base-build "$target" >"$out/build-before.log" 2>&1) &
   before_pid=$!
 fi
