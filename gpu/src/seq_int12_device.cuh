@@ -121,6 +121,78 @@ __device__ __forceinline__ int64_t SumRow(const int32_t* q, const int8_t* vh_row
   return a;
 }
 
+// ---- the split-value products on wgmma (Hopper, sm_90a; head size 128) ----
+//
+// Cta::ValuesWg: two warpgroups, each 64 tokens x 64 output columns (wgmma
+// m64n64k32 s8, both operands from shared memory, 32-byte swizzled rows: one
+// k32 step a row). The int12 values' halves give three exact int32 sums a
+// block, hh = sum(hi*hi), mid = sum(hi*lo + lo*hi) and ll = sum(lo*lo), and
+// S = 4096 hh + 64 mid + ll (|S| < 2^31 as above). Each thread loads its raw
+// values of the next chunk into registers while the tensor cores run the
+// current one, so shared memory holds only the int8 operands: a stage is A's
+// hi and lo rows [TMI][32] then B's [128][32], three stages.
+namespace wg {
+constexpr uint32_t kSw = 32;
+constexpr uint32_t kStages = 3;
+constexpr uint32_t kAPart = TMI * kSw;  // A's hi (or lo) rows of a stage, bytes
+constexpr uint32_t kBPart = 128 * kSw;  // B's
+constexpr uint32_t kStage = 2 * kAPart + 2 * kBPart;
+// The stages, aligned to their swizzle atoms (256 bytes), fit in the area.
+static_assert(kStages * kStage + 255 <= AreaBytes(128), "wgmma stages in the area");
+}  // namespace wg
+
+// D (64 x 64, int32) = A (64 x 32) * B (32 x 64) (+ D with `accumulate`),
+// int8 operands in shared memory (descriptors da, db, both K-major), issued
+// by a warpgroup. D's
+// layout as WgmmaF16's: warp w of the warpgroup holds rows 16 w .. 16 w + 15;
+// d[4 j .. 4 j + 3] are columns 8 j + 2 (lane % 4) and + 1, at rows lane / 4
+// and lane / 4 + 8.
+__device__ __forceinline__ void WgmmaS8(int32_t (&d)[32], uint64_t da, uint64_t db, bool accumulate) {
+#if SEQKV_WGMMA
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k32.s32.s8.s8 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, "
+      "%22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p;\n}\n"
+      : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3]), "+r"(d[4]), "+r"(d[5]), "+r"(d[6]), "+r"(d[7]),
+        "+r"(d[8]), "+r"(d[9]), "+r"(d[10]), "+r"(d[11]), "+r"(d[12]), "+r"(d[13]), "+r"(d[14]), "+r"(d[15]),
+        "+r"(d[16]), "+r"(d[17]), "+r"(d[18]), "+r"(d[19]), "+r"(d[20]), "+r"(d[21]), "+r"(d[22]),
+        "+r"(d[23]), "+r"(d[24]), "+r"(d[25]), "+r"(d[26]), "+r"(d[27]), "+r"(d[28]), "+r"(d[29]),
+        "+r"(d[30]), "+r"(d[31])
+      : "l"(da), "l"(db), "r"(accumulate ? 1 : 0));
+#else
+  (void)d, (void)da, (void)db;
+  __trap();
+#endif
+}
+__device__ __forceinline__ void FenceAcc(int32_t (&d)[32]) {
+#pragma unroll
+  for (int i = 0; i < 32; ++i) asm volatile("" : "+r"(d[i])::"memory");
+}
+
+// Four values of a row as int12 (ToFixed with a normal `scale`), split into
+// hi and lo bytes (SplitInto) of one word each. fma(x, scale, 1.5 2^23 + 32)
+// rounds x 2^-e (exact, or below 2^-126: 0) to the nearest integer n, ties to
+// even, as __float2int_rn does, leaving b = 0x4B400020 + n in the bits for
+// |n| <= 2047; then hi = floor((n + 32) / 64) is the low byte of b >> 6 and
+// lo = n - 64 hi = (b mod 64) - 32, formed four bytes at a time. The values
+// must be finite (the caller checks).
+__device__ __forceinline__ void SplitFour(float4 x, float scale, uint32_t& hi, uint32_t& lo) {
+  constexpr float kMagic = 12582944.0f;  // 1.5 2^23 + 32
+  const uint32_t b0 = __float_as_uint(__fmaf_rn(x.x, scale, kMagic));
+  const uint32_t b1 = __float_as_uint(__fmaf_rn(x.y, scale, kMagic));
+  const uint32_t b2 = __float_as_uint(__fmaf_rn(x.z, scale, kMagic));
+  const uint32_t b3 = __float_as_uint(__fmaf_rn(x.w, scale, kMagic));
+  hi = __byte_perm(__byte_perm(b0 >> 6, b1 >> 6, 0x0040), __byte_perm(b2 >> 6, b3 >> 6, 0x0040), 0x5410);
+  const uint32_t l = __byte_perm(__byte_perm(b0, b1, 0x0040), __byte_perm(b2, b3, 0x0040), 0x5410);
+  // Per byte v = b mod 64 in [0, 63]: (v + 128 - 32) ^ 128 = v - 32 mod 256, no borrow between bytes.
+  lo = (((l & 0x3F3F3F3Fu) | 0x80808080u) - 0x20202020u) ^ 0x80808080u;
+}
+__device__ __forceinline__ bool AllFinite(float4 x) {
+  return fabsf(x.x) <= 3.402823466e38f && fabsf(x.y) <= 3.402823466e38f && fabsf(x.z) <= 3.402823466e38f &&
+         fabsf(x.w) <= 3.402823466e38f;
+}
+
 // One CTA's view: its shared memory, its warp's place and its accumulators.
 template <uint32_t D>
 struct Cta {
@@ -413,6 +485,27 @@ struct Cta {
                                                 uint32_t nblk, uint32_t T, uint32_t t0, uint32_t nt,
                                                 const int8_t* w_group, int ew, int* exp_s) {
     for (uint32_t b = tid; b < nblk; b += NT) exp_s[b] = ExponentOfBits(prev_max[block_of(b)]);
+#if SEQKV_WGMMA
+    if constexpr (D == 128) {
+      ValuesWg(
+          nblk, nt, exp_s, [&](uint32_t b) { return prev + (uint64_t{block_of(b)} * T + t0) * D; },
+          [&](uint32_t b) { return w_group + uint64_t{b} * 2 * D * D; },
+          [](uint32_t, uint32_t, float x) { return x; },
+          [&](uint32_t b) {
+            const double scale = ldexp(1.0, exp_s[b] + ew);  // S * scale is exact (a power of two)
+            double* const sums = dsum;
+            const bool first = b == 0;
+            return [=](uint32_t k, uint32_t j, int32_t s0, int32_t s1) {
+              double2* at = reinterpret_cast<double2*>(sums + DsumAt(D, k, j));
+              const double u0 = __dmul_rn(static_cast<double>(s0), scale);
+              const double u1 = __dmul_rn(static_cast<double>(s1), scale);
+              const double2 old = first ? make_double2(0.0, 0.0) : *at;
+              *at = make_double2(__dadd_rn(old.x, u0), __dadd_rn(old.y, u1));
+            };
+          });
+      return;
+    }
+#endif
     Run(
         nblk * kChunksPer,
         [&](uint32_t ci, uint32_t s) {
@@ -429,6 +522,124 @@ struct Cta {
           const uint32_t b = ci / kChunksPer;
           if (ci % kChunksPer == kChunksPer - 1) FlushBlock(b == 0, exp_s[b] + ew);
         });
+  }
+
+  // The split-value products on wgmma (D = 128, sm_90a; see wg above): for
+  // blocks b < nblk, the first nt rows of src_of(b) (the tile's rows: floats,
+  // row stride D) through value(k, j, x) (row k, block column j) as int12
+  // with exponent exp_s[b] (in shared memory before the call), times the
+  // weights' int8 halves w_of(b) (rows = output columns, hi then lo D * D
+  // bytes later); after block b, f = flush(b), then f(k, j, s0, s1) with the
+  // exact sums of columns j and j + 1 of row k (every row of the tile, zeros
+  // past nt). Every
+  // thread calls it; it synchronizes, first and last.
+  template <typename SrcFn, typename WFn, typename ValueFn, typename FlushFn>
+  __device__ __forceinline__ void ValuesWg(uint32_t nblk, uint32_t nt, const int* exp_s, SrcFn src_of,
+                                           WFn w_of, ValueFn value, FlushFn flush) {
+    static_assert(D == 128, "two warpgroups of 64 output columns");
+    using namespace wg;
+    const uint32_t chunks = nblk * kChunksPer;
+    __syncthreads();  // the caller's exponents; the area free
+    if (chunks == 0) return;
+    unsigned char* const base = area + ((256u - (dense::SharedAddr(area) & 255u)) & 255u);
+    const uint32_t grp = tid / 128, wl = (tid % 128) / 32;
+    constexpr uint32_t kA = TMI * (KCI / 4) / NT;  // raw four-value loads a thread per chunk (2)
+    static_assert(kA * NT == TMI * (KCI / 4) && 2 * D * (KCI / 16) == 2 * NT, "copies per thread");
+    auto issue_b = [&](uint32_t ci) {
+      if (ci < chunks) {
+        const int8_t* w = w_of(ci / kChunksPer) + (ci % kChunksPer) * KCI;
+        unsigned char* bs = base + (ci % kStages) * kStage + 2 * kAPart;
+#pragma unroll
+        for (uint32_t part = 0; part < 2; ++part) {
+          const uint32_t r = tid / 2, u = tid % 2;
+          dense::CopyAsync16(bs + part * kBPart + dense::SwizzledAt<kSw>(r, u),
+                             w + part * D * D + uint64_t{r} * D + u * 16);
+        }
+      }
+      dense::CopyCommit();  // an empty group past the last chunk keeps the wait counts uniform
+    };
+    float4 ra[kA];
+    auto load_a = [&](uint32_t ci) {
+      const float* src = src_of(ci / kChunksPer) + (ci % kChunksPer) * KCI;
+#pragma unroll
+      for (uint32_t i = 0; i < kA; ++i) {
+        const uint32_t v = tid + i * NT, k = v / (KCI / 4), c = (v % (KCI / 4)) * 4;
+        if (k < nt) ra[i] = *reinterpret_cast<const float4*>(src + uint64_t{k} * D + c);
+      }
+    };
+    int32_t hh[32], mid[32], ll[32];
+#pragma unroll
+    for (uint32_t i = 0; i < 32; ++i) hh[i] = mid[i] = ll[i] = 0;
+    // Block b's sums to flush (its wgmmas done).
+    auto flush_sums = [&](uint32_t b) {
+      auto f = flush(b);
+#pragma unroll
+      for (uint32_t j = 0; j < 8; ++j) {
+#pragma unroll
+        for (uint32_t h = 0; h < 2; ++h) {
+          const uint32_t i = 4 * j + 2 * h;
+          const int32_t s0 = hh[i] * 4096 + mid[i] * 64 + ll[i];
+          const int32_t s1 = hh[i + 1] * 4096 + mid[i + 1] * 64 + ll[i + 1];
+          f(wl * 16 + lane / 4 + 8 * h, grp * 64 + 8 * j + 2 * (lane % 4), s0, s1);
+        }
+      }
+    };
+    issue_b(0);
+    issue_b(1);
+    load_a(0);
+    for (uint32_t ci = 0; ci < chunks; ++ci) {
+      const uint32_t b = ci / kChunksPer, j0 = (ci % kChunksPer) * KCI;
+      unsigned char* const as = base + (ci % kStages) * kStage;
+      {
+        const int e = exp_s[b];
+        const float scale = FixedScale(e);
+#pragma unroll
+        for (uint32_t i = 0; i < kA; ++i) {
+          const uint32_t v = tid + i * NT, k = v / (KCI / 4), c = (v % (KCI / 4)) * 4;
+          uint32_t hi = 0, lo = 0;
+          if (k < nt) {
+            float4 x = ra[i];
+            x.x = value(k, j0 + c, x.x), x.y = value(k, j0 + c + 1, x.y);
+            x.z = value(k, j0 + c + 2, x.z), x.w = value(k, j0 + c + 3, x.w);
+            if (scale != 0.0f && AllFinite(x)) {
+              SplitFour(x, scale, hi, lo);
+            } else {
+              SplitInto(ToFixed(x.x, scale, e), 0, hi, lo);
+              SplitInto(ToFixed(x.y, scale, e), 1, hi, lo);
+              SplitInto(ToFixed(x.z, scale, e), 2, hi, lo);
+              SplitInto(ToFixed(x.w, scale, e), 3, hi, lo);
+            }
+          }
+          const uint32_t at = dense::SwizzledAt<kSw>(k, c / 16) + c % 16;
+          *reinterpret_cast<uint32_t*>(as + at) = hi;
+          *reinterpret_cast<uint32_t*>(as + kAPart + at) = lo;
+        }
+      }
+      if (ci + 1 < chunks) load_a(ci + 1);  // in flight under the barrier and the wgmmas
+      dense::WgWait<0>();                   // chunk ci - 1's wgmmas: its stage is refilled below
+      FenceAcc(hh), FenceAcc(mid), FenceAcc(ll);
+      if (ci != 0 && ci % kChunksPer == 0) flush_sums(b - 1);  // before chunk ci's wgmmas start new sums
+      dense::CopyWait<1>();                                    // this thread's weight copies of chunk ci
+      dense::FenceProxyAsync();
+      __syncthreads();  // every thread's operands of chunk ci; every warpgroup past chunk ci - 1
+      issue_b(ci + 2);
+      dense::WgFence();
+      {
+        const uint32_t a = dense::SharedAddr(as), bw = a + 2 * kAPart + grp * 64 * kSw;
+        const uint64_t ah = dense::SwizzledDesc<kSw>(a), al = dense::SwizzledDesc<kSw>(a + kAPart);
+        const uint64_t bh = dense::SwizzledDesc<kSw>(bw), bl = dense::SwizzledDesc<kSw>(bw + kBPart);
+        const bool acc = ci % kChunksPer != 0;  // a block's first chunk starts its sums
+        WgmmaS8(hh, ah, bh, acc);
+        WgmmaS8(mid, ah, bl, acc);
+        WgmmaS8(mid, al, bh, true);
+        WgmmaS8(ll, al, bl, acc);
+      }
+      dense::WgCommit();
+    }
+    dense::WgWait<0>();
+    FenceAcc(hh), FenceAcc(mid), FenceAcc(ll);
+    flush_sums(nblk - 1);
+    __syncthreads();  // every warpgroup's wgmmas done and every flush in place
   }
 
   // The block's exact sums S, times 2^(e), added in double to the sums
