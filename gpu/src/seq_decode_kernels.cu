@@ -1299,9 +1299,10 @@ __global__ void __launch_bounds__(2 * D, 2) SdLayerI12Kernel(SdLaunch L, uint32_
   auto pred_of = [&](uint32_t k, uint32_t j) {
     return i12::PredOf(feats, feats ? cta.dsum[i12::DsumAt(D, k, j)] : 0.0, bias[j]);
   };
-  cta.Symbols(qrows, vrows, nt, huge_s, pred_of, [&](uint32_t k, uint32_t j, int64_t a, float pred) {
-    row_s[k * RS + j] = __fadd_rn(pred, i12::RecOf(static_cast<double>(a), vscale, base));
-  });
+  cta.template Symbols<false>(
+      qrows, vrows, nt, huge_s, pred_of, [&](uint32_t k, uint32_t j, int64_t a, float pred) {
+        row_s[k * RS + j] = __fadd_rn(pred, i12::RecOf(static_cast<double>(a), vscale, base));
+      });
   OutRowOffsets(L, desc, layer, kv, h, t0, nt, dst_s, tid, NT);
   __syncthreads();
   // The next layer's features (float rows) and their blocks' largest |x|.

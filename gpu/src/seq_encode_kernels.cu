@@ -448,9 +448,10 @@ __global__ void __launch_bounds__(2 * D, 2) SqI12QuantKernel(SqLaunch L, uint32_
   const double base = desc.step_base[g];
   const double vscale = ldexp(1.0, ev);
   auto pred_of = [&](uint32_t k, uint32_t j) { return k < nt ? pred_s[2 * i12::DsumAt(D, k, j)] : 0.0f; };
-  cta.Symbols(qrows, vrows, nt, huge_s, pred_of, [&](uint32_t k, uint32_t j, int64_t a, float pred) {
-    if (k < nt) row_s[k * RS + j] = __fadd_rn(pred, i12::RecOf(static_cast<double>(a), vscale, base));
-  });
+  cta.template Symbols<true>(
+      qrows, vrows, nt, huge_s, pred_of, [&](uint32_t k, uint32_t j, int64_t a, float pred) {
+        if (k < nt) row_s[k * RS + j] = __fadd_rn(pred, i12::RecOf(static_cast<double>(a), vscale, base));
+      });
   __syncthreads();  // row_s complete
   // The next layer's features and their blocks' largest |x|.
   if (layer + 1 < L.layers && L.inputs != 0) {

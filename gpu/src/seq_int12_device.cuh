@@ -413,10 +413,17 @@ struct Cta {
   // element's pred and A_low wait in its 8 bytes of dsum (read by pred
   // first). A row with a symbol outside even that (marked in huge_s, zeroed
   // by the caller before) is summed again in int64 (SumRow) and emitted again.
-  // The caller synchronizes before it reads what emit wrote.
-  template <typename PredFn, typename EmitFn>
-  __device__ __forceinline__ void Symbols(const int32_t* qrows, const int8_t* vrows, uint32_t nt, uint32_t* huge_s,
-                                          PredFn pred, EmitFn emit) {
+  // The caller synchronizes before it reads what emit wrote. kWg: the low
+  // bytes' pass on wgmma first (SymbolsWg; D = 128, sm_90a) — a kernel
+  // at its register cap may lose more to spills than it gains.
+  template <bool kWg, typename PredFn, typename EmitFn>
+  __device__ __forceinline__ void Symbols(const int32_t* qrows, const int8_t* vrows, uint32_t nt,
+                                          uint32_t* huge_s, PredFn pred, EmitFn emit) {
+#if SEQKV_WGMMA
+    if constexpr (kWg && D == 128) {
+      if (SymbolsWg(qrows, vrows, nt, pred, emit)) return;
+    }
+#endif
     auto issue = [&](uint32_t ci, uint32_t s) {
       Issue(reinterpret_cast<const uint32_t*>(qrows), vrows, ci * KCI, nt, s);
     };
@@ -524,30 +531,28 @@ struct Cta {
         });
   }
 
-  // The split-value products on wgmma (D = 128, sm_90a; see wg above): for
-  // blocks b < nblk, the first nt rows of src_of(b) (the tile's rows: floats,
-  // row stride D) through value(k, j, x) (row k, block column j) as int12
-  // with exponent exp_s[b] (in shared memory before the call), times the
-  // weights' int8 halves w_of(b) (rows = output columns, hi then lo D * D
-  // bytes later); after block b, f = flush(b), then f(k, j, s0, s1) with the
-  // exact sums of columns j and j + 1 of row k (every row of the tile, zeros
-  // past nt). Every
-  // thread calls it; it synchronizes, first and last.
-  template <typename SrcFn, typename WFn, typename ValueFn, typename FlushFn>
-  __device__ __forceinline__ void ValuesWg(uint32_t nblk, uint32_t nt, const int* exp_s, SrcFn src_of,
-                                           WFn w_of, ValueFn value, FlushFn flush) {
+  // The wgmma chunk pipeline (D = 128, sm_90a; see wg above) over chunks
+  // [0, chunks): load(ci) loads this thread's raw values of chunk ci into
+  // registers (a chunk ahead of their conversion); convert(ci, as) writes them
+  // as int8 operands into A's rows at `as` (hi, then lo kAPart bytes later);
+  // w_of(ci): chunk ci's KCI weight columns (rows = output columns, row
+  // stride D; hi, then lo D * D bytes later), copied into the stage's B;
+  // ready(ci) runs once chunk ci - 1's wgmmas are done (the accumulators
+  // readable: fenced there) and before chunk ci's start; mma(ci, a, b)
+  // issues chunk ci's wgmmas, a the shared address of A's rows, b of this
+  // warpgroup's B rows. Returns with every wgmma done and read (ready(chunks)
+  // last), without synchronizing. Every thread calls it.
+  template <typename WFn, typename LoadFn, typename ConvertFn, typename ReadyFn, typename MmaFn>
+  __device__ __forceinline__ void WgRun(uint32_t chunks, WFn w_of, LoadFn load, ConvertFn convert,
+                                        ReadyFn ready, MmaFn mma) {
     static_assert(D == 128, "two warpgroups of 64 output columns");
     using namespace wg;
-    const uint32_t chunks = nblk * kChunksPer;
-    __syncthreads();  // the caller's exponents; the area free
-    if (chunks == 0) return;
+    static_assert(2 * D * (KCI / 16) == 2 * NT, "one weight copy per part and thread");
     unsigned char* const base = area + ((256u - (dense::SharedAddr(area) & 255u)) & 255u);
-    const uint32_t grp = tid / 128, wl = (tid % 128) / 32;
-    constexpr uint32_t kA = TMI * (KCI / 4) / NT;  // raw four-value loads a thread per chunk (2)
-    static_assert(kA * NT == TMI * (KCI / 4) && 2 * D * (KCI / 16) == 2 * NT, "copies per thread");
+    const uint32_t grp = tid / 128;
     auto issue_b = [&](uint32_t ci) {
       if (ci < chunks) {
-        const int8_t* w = w_of(ci / kChunksPer) + (ci % kChunksPer) * KCI;
+        const int8_t* w = w_of(ci);
         unsigned char* bs = base + (ci % kStages) * kStage + 2 * kAPart;
 #pragma unroll
         for (uint32_t part = 0; part < 2; ++part) {
@@ -558,88 +563,171 @@ struct Cta {
       }
       dense::CopyCommit();  // an empty group past the last chunk keeps the wait counts uniform
     };
-    float4 ra[kA];
-    auto load_a = [&](uint32_t ci) {
-      const float* src = src_of(ci / kChunksPer) + (ci % kChunksPer) * KCI;
-#pragma unroll
-      for (uint32_t i = 0; i < kA; ++i) {
-        const uint32_t v = tid + i * NT, k = v / (KCI / 4), c = (v % (KCI / 4)) * 4;
-        if (k < nt) ra[i] = *reinterpret_cast<const float4*>(src + uint64_t{k} * D + c);
-      }
-    };
-    int32_t hh[32], mid[32], ll[32];
-#pragma unroll
-    for (uint32_t i = 0; i < 32; ++i) hh[i] = mid[i] = ll[i] = 0;
-    // Block b's sums to flush (its wgmmas done).
-    auto flush_sums = [&](uint32_t b) {
-      auto f = flush(b);
-#pragma unroll
-      for (uint32_t j = 0; j < 8; ++j) {
-#pragma unroll
-        for (uint32_t h = 0; h < 2; ++h) {
-          const uint32_t i = 4 * j + 2 * h;
-          const int32_t s0 = hh[i] * 4096 + mid[i] * 64 + ll[i];
-          const int32_t s1 = hh[i + 1] * 4096 + mid[i + 1] * 64 + ll[i + 1];
-          f(wl * 16 + lane / 4 + 8 * h, grp * 64 + 8 * j + 2 * (lane % 4), s0, s1);
-        }
-      }
-    };
     issue_b(0);
     issue_b(1);
-    load_a(0);
+    load(0u);
     for (uint32_t ci = 0; ci < chunks; ++ci) {
-      const uint32_t b = ci / kChunksPer, j0 = (ci % kChunksPer) * KCI;
       unsigned char* const as = base + (ci % kStages) * kStage;
-      {
-        const int e = exp_s[b];
-        const float scale = FixedScale(e);
-#pragma unroll
-        for (uint32_t i = 0; i < kA; ++i) {
-          const uint32_t v = tid + i * NT, k = v / (KCI / 4), c = (v % (KCI / 4)) * 4;
-          uint32_t hi = 0, lo = 0;
-          if (k < nt) {
-            float4 x = ra[i];
-            x.x = value(k, j0 + c, x.x), x.y = value(k, j0 + c + 1, x.y);
-            x.z = value(k, j0 + c + 2, x.z), x.w = value(k, j0 + c + 3, x.w);
-            if (scale != 0.0f && AllFinite(x)) {
-              SplitFour(x, scale, hi, lo);
-            } else {
-              SplitInto(ToFixed(x.x, scale, e), 0, hi, lo);
-              SplitInto(ToFixed(x.y, scale, e), 1, hi, lo);
-              SplitInto(ToFixed(x.z, scale, e), 2, hi, lo);
-              SplitInto(ToFixed(x.w, scale, e), 3, hi, lo);
-            }
-          }
-          const uint32_t at = dense::SwizzledAt<kSw>(k, c / 16) + c % 16;
-          *reinterpret_cast<uint32_t*>(as + at) = hi;
-          *reinterpret_cast<uint32_t*>(as + kAPart + at) = lo;
-        }
-      }
-      if (ci + 1 < chunks) load_a(ci + 1);  // in flight under the barrier and the wgmmas
-      dense::WgWait<0>();                   // chunk ci - 1's wgmmas: its stage is refilled below
-      FenceAcc(hh), FenceAcc(mid), FenceAcc(ll);
-      if (ci != 0 && ci % kChunksPer == 0) flush_sums(b - 1);  // before chunk ci's wgmmas start new sums
-      dense::CopyWait<1>();                                    // this thread's weight copies of chunk ci
+      convert(ci, as);
+      if (ci + 1 < chunks) load(ci + 1);  // in flight under the barrier and the wgmmas
+      dense::WgWait<0>();                 // chunk ci - 1's wgmmas: its stage is refilled below
+      ready(ci);
+      dense::CopyWait<1>();  // this thread's weight copies of chunk ci
       dense::FenceProxyAsync();
       __syncthreads();  // every thread's operands of chunk ci; every warpgroup past chunk ci - 1
       issue_b(ci + 2);
       dense::WgFence();
-      {
-        const uint32_t a = dense::SharedAddr(as), bw = a + 2 * kAPart + grp * 64 * kSw;
-        const uint64_t ah = dense::SwizzledDesc<kSw>(a), al = dense::SwizzledDesc<kSw>(a + kAPart);
-        const uint64_t bh = dense::SwizzledDesc<kSw>(bw), bl = dense::SwizzledDesc<kSw>(bw + kBPart);
-        const bool acc = ci % kChunksPer != 0;  // a block's first chunk starts its sums
-        WgmmaS8(hh, ah, bh, acc);
-        WgmmaS8(mid, ah, bl, acc);
-        WgmmaS8(mid, al, bh, true);
-        WgmmaS8(ll, al, bl, acc);
-      }
+      const uint32_t a = dense::SharedAddr(as);
+      mma(ci, a, a + 2 * kAPart + grp * 64 * kSw);
       dense::WgCommit();
     }
     dense::WgWait<0>();
-    FenceAcc(hh), FenceAcc(mid), FenceAcc(ll);
-    flush_sums(nblk - 1);
+    ready(chunks);
+  }
+
+  // Row k and column c (the first of four) of this thread's raw load i of a chunk.
+  __device__ __forceinline__ void WgSlot(uint32_t i, uint32_t& k, uint32_t& c) const { CopySlot(i, k, c); }
+
+  // The split-value products on wgmma (D = 128, sm_90a; see wg above): for
+  // blocks b < nblk, the first nt rows of src_of(b) (the tile's rows: floats,
+  // row stride D) through value(k, j, x) (row k, block column j) as int12
+  // with exponent exp_s[b] (in shared memory before the call), times the
+  // weights' int8 halves w_of(b) (rows = output columns, hi then lo D * D
+  // bytes later); after block b, f = flush(b), then f(k, j, s0, s1) with the
+  // exact sums of columns j and j + 1 of row k (every row of the tile, zeros
+  // past nt). Every thread calls it; it synchronizes, first and last.
+  template <typename SrcFn, typename WFn, typename ValueFn, typename FlushFn>
+  __device__ __forceinline__ void ValuesWg(uint32_t nblk, uint32_t nt, const int* exp_s, SrcFn src_of,
+                                           WFn w_of, ValueFn value, FlushFn flush) {
+    using namespace wg;
+    const uint32_t chunks = nblk * kChunksPer;
+    __syncthreads();  // the caller's exponents; the area free
+    if (chunks == 0) return;
+    const uint32_t grp = tid / 128, wl = (tid % 128) / 32;
+    float4 ra[kRawCopies];
+    int32_t hh[32], mid[32], ll[32];
+#pragma unroll
+    for (uint32_t i = 0; i < 32; ++i) hh[i] = mid[i] = ll[i] = 0;
+    WgRun(
+        chunks, [&](uint32_t ci) { return w_of(ci / kChunksPer) + (ci % kChunksPer) * KCI; },
+        [&](uint32_t ci) {
+          const float* src = src_of(ci / kChunksPer) + (ci % kChunksPer) * KCI;
+#pragma unroll
+          for (uint32_t i = 0; i < kRawCopies; ++i) {
+            uint32_t k, c;
+            WgSlot(i, k, c);
+            if (k < nt) ra[i] = *reinterpret_cast<const float4*>(src + uint64_t{k} * D + c);
+          }
+        },
+        [&](uint32_t ci, unsigned char* as) {
+          const uint32_t b = ci / kChunksPer, j0 = (ci % kChunksPer) * KCI;
+          const int e = exp_s[b];
+          const float scale = FixedScale(e);
+#pragma unroll
+          for (uint32_t i = 0; i < kRawCopies; ++i) {
+            uint32_t k, c;
+            WgSlot(i, k, c);
+            uint32_t hi = 0, lo = 0;
+            if (k < nt) {
+              float4 x = ra[i];
+              x.x = value(k, j0 + c, x.x), x.y = value(k, j0 + c + 1, x.y);
+              x.z = value(k, j0 + c + 2, x.z), x.w = value(k, j0 + c + 3, x.w);
+              if (scale != 0.0f && AllFinite(x)) {
+                SplitFour(x, scale, hi, lo);
+              } else {
+                SplitInto(ToFixed(x.x, scale, e), 0, hi, lo);
+                SplitInto(ToFixed(x.y, scale, e), 1, hi, lo);
+                SplitInto(ToFixed(x.z, scale, e), 2, hi, lo);
+                SplitInto(ToFixed(x.w, scale, e), 3, hi, lo);
+              }
+            }
+            const uint32_t at = dense::SwizzledAt<kSw>(k, c / 16) + c % 16;
+            *reinterpret_cast<uint32_t*>(as + at) = hi;
+            *reinterpret_cast<uint32_t*>(as + kAPart + at) = lo;
+          }
+        },
+        [&](uint32_t ci) {
+          FenceAcc(hh), FenceAcc(mid), FenceAcc(ll);
+          if (ci == 0 || ci % kChunksPer != 0) return;  // block ci / kChunksPer - 1's sums are done
+          auto f = flush(ci / kChunksPer - 1);
+#pragma unroll
+          for (uint32_t j = 0; j < 8; ++j) {
+#pragma unroll
+            for (uint32_t h = 0; h < 2; ++h) {
+              const uint32_t i = 4 * j + 2 * h;
+              const int32_t s0 = hh[i] * 4096 + mid[i] * 64 + ll[i];
+              const int32_t s1 = hh[i + 1] * 4096 + mid[i + 1] * 64 + ll[i + 1];
+              f(wl * 16 + lane / 4 + 8 * h, grp * 64 + 8 * j + 2 * (lane % 4), s0, s1);
+            }
+          }
+        },
+        [&](uint32_t ci, uint32_t a, uint32_t bw) {
+          const uint64_t ah = dense::SwizzledDesc<kSw>(a), al = dense::SwizzledDesc<kSw>(a + kAPart);
+          const uint64_t bh = dense::SwizzledDesc<kSw>(bw), bl = dense::SwizzledDesc<kSw>(bw + kBPart);
+          const bool acc = ci % kChunksPer != 0;  // a block's first chunk starts its sums
+          WgmmaS8(hh, ah, bh, acc);
+          WgmmaS8(mid, ah, bl, acc);
+          WgmmaS8(mid, al, bh, true);
+          WgmmaS8(ll, al, bl, acc);
+        });
     __syncthreads();  // every warpgroup's wgmmas done and every flush in place
+  }
+
+  // Cta::Symbols' pass over the symbols' low bytes on wgmma (D = 128,
+  // sm_90a): when every symbol of the tile is within int8, emits each
+  // element as Symbols does and returns true; else false, having emitted
+  // nothing (the caller runs Symbols). Every thread calls it; it
+  // synchronizes, first and last.
+  template <typename PredFn, typename EmitFn>
+  __device__ __forceinline__ bool SymbolsWg(const int32_t* qrows, const int8_t* vrows, uint32_t nt,
+                                            PredFn pred, EmitFn emit) {
+    using namespace wg;
+    __syncthreads();  // the area free
+    const uint32_t grp = tid / 128, wl = (tid % 128) / 32;
+    int4 ra[kRawCopies];
+    int32_t sh[32], sl[32];
+#pragma unroll
+    for (uint32_t i = 0; i < 32; ++i) sh[i] = sl[i] = 0;
+    bool out = false;
+    WgRun(
+        kChunksPer, [&](uint32_t ci) { return vrows + ci * KCI; },
+        [&](uint32_t ci) {
+#pragma unroll
+          for (uint32_t i = 0; i < kRawCopies; ++i) {
+            uint32_t k, c;
+            WgSlot(i, k, c);
+            if (k < nt) ra[i] = *reinterpret_cast<const int4*>(qrows + uint64_t{k} * D + ci * KCI + c);
+          }
+        },
+        [&](uint32_t, unsigned char* as) {
+#pragma unroll
+          for (uint32_t i = 0; i < kRawCopies; ++i) {
+            uint32_t k, c;
+            WgSlot(i, k, c);
+            uint32_t packed = 0;
+            if (k < nt) {
+              const int4 q = ra[i];
+              out |= static_cast<uint32_t>(q.x + 128) > 255u || static_cast<uint32_t>(q.y + 128) > 255u ||
+                     static_cast<uint32_t>(q.z + 128) > 255u || static_cast<uint32_t>(q.w + 128) > 255u;
+              packed = __byte_perm(__byte_perm(q.x, q.y, 0x0040), __byte_perm(q.z, q.w, 0x0040), 0x5410);
+            }
+            *reinterpret_cast<uint32_t*>(as + dense::SwizzledAt<kSw>(k, c / 16) + c % 16) = packed;
+          }
+        },
+        [&](uint32_t) { FenceAcc(sh), FenceAcc(sl); },
+        [&](uint32_t ci, uint32_t a, uint32_t bw) {
+          const uint64_t aq = dense::SwizzledDesc<kSw>(a);
+          WgmmaS8(sh, aq, dense::SwizzledDesc<kSw>(bw), ci != 0);
+          WgmmaS8(sl, aq, dense::SwizzledDesc<kSw>(bw + kBPart), ci != 0);
+        });
+    if (__syncthreads_or(out)) return false;  // every warpgroup's wgmmas done: the area free
+#pragma unroll
+    for (uint32_t i = 0; i < 32; ++i) {
+      const uint32_t k = wl * 16 + lane / 4 + 8 * ((i / 2) % 2),
+                     j = grp * 64 + 8 * (i / 4) + 2 * (lane % 4) + i % 2;
+      emit(k, j, int64_t{sh[i] * 64 + sl[i]}, pred(k, j));
+    }
+    return true;
   }
 
   // The block's exact sums S, times 2^(e), added in double to the sums
