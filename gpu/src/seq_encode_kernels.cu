@@ -414,32 +414,54 @@ __global__ void __launch_bounds__(2 * D, 2) SqI12QuantKernel(SqLaunch L, uint32_
   dense::CopyCommit();
 
   // c = U r: the residual (one exponent for the group) times the basis rows;
-  // r = x - pred as the predict kernel formed it, from the staged x chunk
-  // and the predictions in shared memory (the copies above are complete at
-  // the first chunk's wait and barrier).
-  cta.Run(
-      Cta::kChunksPer,
-      [&](uint32_t ci, uint32_t s) {
-        cta.Issue(reinterpret_cast<const uint32_t*>(desc.xin + at0), L.u_i8 + uint64_t{g} * 2 * D * D,
-                  ci * i12::KCI, nt, s);
-      },
-      [&](uint32_t ci, uint32_t s) {
-        cta.ConvertValues(s, nt, er, i12::FixedScale(er), [&](uint32_t k, uint32_t c, float x) {
-          return __fsub_rn(x, pred_s[2 * i12::DsumAt(D, k, ci * i12::KCI + c)]);
-        });
-        return true;
-      },
-      [](uint32_t) {});
-  // The symbols (SeqQuantize), component i = the column.
+  // r = x - pred as the predict kernel formed it, from the x chunk and the
+  // predictions in shared memory. Then the symbols (SeqQuantize), component
+  // i = the column.
   const double cscale = ldexp(1.0, er + eu);  // S * cscale is exact (a power of two)
-  cta.ForEach([&](uint32_t m, uint32_t n, uint32_t r) {
-    const uint32_t k = cta.RowOf(m, r), i = cta.ColOf(n) + r % 2;
-    if (k >= nt) return;
-    const float c = __double2float_rn(__dmul_rn(static_cast<double>(cta.Sum(m, n, r)), cscale));
+  auto symbol_of = [&](uint32_t i, int32_t sum) {
+    const float c = __double2float_rn(__dmul_rn(static_cast<double>(sum), cscale));
     const float a = __fadd_rn(__fdiv_rn(fabsf(c), step_s[i]), desc.rho);
     const int32_t v = static_cast<int32_t>(a < kMaxMagnitude ? floorf(a) : kMaxMagnitude);
-    qrows[uint64_t{k} * D + i] = c < 0.0f ? -v : v;
-  });
+    return c < 0.0f ? -v : v;
+  };
+#if SEQKV_WGMMA
+  if constexpr (D == 128) {
+    __shared__ int er_s;
+    if (tid == 0) er_s = er;
+    dense::CopyWait<0>();  // this thread's prediction copies (the barrier in ValuesWg publishes them)
+    cta.ValuesWg(
+        1, nt, &er_s, [&](uint32_t) { return desc.xin + at0; },
+        [&](uint32_t) { return L.u_i8 + uint64_t{g} * 2 * D * D; },
+        [&](uint32_t k, uint32_t j, float x) { return __fsub_rn(x, pred_s[2 * i12::DsumAt(D, k, j)]); },
+        [&](uint32_t) {
+          return [&](uint32_t k, uint32_t i, int32_t s0, int32_t s1) {
+            if (k < nt)
+              *reinterpret_cast<int2*>(qrows + uint64_t{k} * D + i) =
+                  make_int2(symbol_of(i, s0), symbol_of(i + 1, s1));
+          };
+        });
+  } else
+#endif
+  {
+    // The copies above are complete at the first chunk's wait and barrier.
+    cta.Run(
+        Cta::kChunksPer,
+        [&](uint32_t ci, uint32_t s) {
+          cta.Issue(reinterpret_cast<const uint32_t*>(desc.xin + at0), L.u_i8 + uint64_t{g} * 2 * D * D,
+                    ci * i12::KCI, nt, s);
+        },
+        [&](uint32_t ci, uint32_t s) {
+          cta.ConvertValues(s, nt, er, i12::FixedScale(er), [&](uint32_t k, uint32_t c, float x) {
+            return __fsub_rn(x, pred_s[2 * i12::DsumAt(D, k, ci * i12::KCI + c)]);
+          });
+          return true;
+        },
+        [](uint32_t) {});
+    cta.ForEach([&](uint32_t m, uint32_t n, uint32_t r) {
+      const uint32_t k = cta.RowOf(m, r), i = cta.ColOf(n) + r % 2;
+      if (k < nt) qrows[uint64_t{k} * D + i] = symbol_of(i, cta.Sum(m, n, r));
+    });
+  }
   cta.Zero();
   __syncthreads();  // every thread's symbols written before the copies below read them
 
