@@ -105,6 +105,15 @@ __device__ __forceinline__ void SplitInto(int32_t n, uint32_t at, uint32_t& hi, 
   lo |= (static_cast<uint32_t>(n - h * 64) & 0xFFu) << (8 * at);
 }
 
+// Four values of a row as int12 (ToFixed, any value and scale), split into
+// bytes 0..3 of hi and lo (SplitInto).
+__device__ __forceinline__ void SplitEach(float4 x, float scale, int e, uint32_t& hi, uint32_t& lo) {
+  SplitInto(ToFixed(x.x, scale, e), 0, hi, lo);
+  SplitInto(ToFixed(x.y, scale, e), 1, hi, lo);
+  SplitInto(ToFixed(x.z, scale, e), 2, hi, lo);
+  SplitInto(ToFixed(x.w, scale, e), 3, hi, lo);
+}
+
 // Element (k, j) of the double sums [TMI][d]: pairs of channels, pair p of
 // row k stored at p ^ (k % 8), so a warp's 16-byte accesses to its fragments
 // are free of bank conflicts.
@@ -298,11 +307,9 @@ struct Cta {
       CopySlot(i, k, c);
       uint32_t hi = 0, lo = 0;
       if (k < nt) {
-        const uint4 x = *reinterpret_cast<const uint4*>(Raw(s) + k * KCI + c);
-        SplitInto(ToFixed(value(k, c, __uint_as_float(x.x)), scale, e), 0, hi, lo);
-        SplitInto(ToFixed(value(k, c + 1, __uint_as_float(x.y)), scale, e), 1, hi, lo);
-        SplitInto(ToFixed(value(k, c + 2, __uint_as_float(x.z)), scale, e), 2, hi, lo);
-        SplitInto(ToFixed(value(k, c + 3, __uint_as_float(x.w)), scale, e), 3, hi, lo);
+        const float4 x = *reinterpret_cast<const float4*>(Raw(s) + k * KCI + c);
+        SplitEach(make_float4(value(k, c, x.x), value(k, c + 1, x.y), value(k, c + 2, x.z), value(k, c + 3, x.w)),
+                  scale, e, hi, lo);
       }
       *reinterpret_cast<uint32_t*>(xh + k * AS + c) = hi;
       *reinterpret_cast<uint32_t*>(xl + k * AS + c) = lo;
@@ -585,9 +592,6 @@ struct Cta {
     ready(chunks);
   }
 
-  // Row k and column c (the first of four) of this thread's raw load i of a chunk.
-  __device__ __forceinline__ void WgSlot(uint32_t i, uint32_t& k, uint32_t& c) const { CopySlot(i, k, c); }
-
   // The split-value products on wgmma (D = 128, sm_90a; see wg above): for
   // blocks b < nblk, the first nt rows of src_of(b) (the tile's rows: floats,
   // row stride D) through value(k, j, x) (row k, block column j) as int12
@@ -615,7 +619,7 @@ struct Cta {
 #pragma unroll
           for (uint32_t i = 0; i < kRawCopies; ++i) {
             uint32_t k, c;
-            WgSlot(i, k, c);
+            CopySlot(i, k, c);
             if (k < nt) ra[i] = *reinterpret_cast<const float4*>(src + uint64_t{k} * D + c);
           }
         },
@@ -626,7 +630,7 @@ struct Cta {
 #pragma unroll
           for (uint32_t i = 0; i < kRawCopies; ++i) {
             uint32_t k, c;
-            WgSlot(i, k, c);
+            CopySlot(i, k, c);
             uint32_t hi = 0, lo = 0;
             if (k < nt) {
               float4 x = ra[i];
@@ -635,10 +639,7 @@ struct Cta {
               if (scale != 0.0f && AllFinite(x)) {
                 SplitFour(x, scale, hi, lo);
               } else {
-                SplitInto(ToFixed(x.x, scale, e), 0, hi, lo);
-                SplitInto(ToFixed(x.y, scale, e), 1, hi, lo);
-                SplitInto(ToFixed(x.z, scale, e), 2, hi, lo);
-                SplitInto(ToFixed(x.w, scale, e), 3, hi, lo);
+                SplitEach(x, scale, e, hi, lo);
               }
             }
             const uint32_t at = dense::SwizzledAt<kSw>(k, c / 16) + c % 16;
@@ -695,7 +696,7 @@ struct Cta {
 #pragma unroll
           for (uint32_t i = 0; i < kRawCopies; ++i) {
             uint32_t k, c;
-            WgSlot(i, k, c);
+            CopySlot(i, k, c);
             if (k < nt) ra[i] = *reinterpret_cast<const int4*>(qrows + uint64_t{k} * D + ci * KCI + c);
           }
         },
@@ -703,7 +704,7 @@ struct Cta {
 #pragma unroll
           for (uint32_t i = 0; i < kRawCopies; ++i) {
             uint32_t k, c;
-            WgSlot(i, k, c);
+            CopySlot(i, k, c);
             uint32_t packed = 0;
             if (k < nt) {
               const int4 q = ra[i];
