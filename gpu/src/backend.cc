@@ -6,6 +6,7 @@
 #include <string>
 
 #include "gpu_util.h"
+#include "seqkv/gpu/device.h"
 
 namespace seqkv::gpu {
 
@@ -16,6 +17,15 @@ constexpr char kWho[] = "gpu";
 [[maybe_unused]] Status NoCuda() { return Internal(std::string(kWho) + ": built without CUDA"); }
 
 }  // namespace
+
+Backend DefaultBackend() { return ProbeDevices().available ? Backend::kCuda : Backend::kCpu; }
+
+Status RequireBackend(Backend backend, std::string_view api) {
+  if (backend == Backend::kCpu) return Status::Ok();
+  const DeviceInfo info = ProbeDevices();
+  if (info.available) return Status::Ok();
+  return FailedPrecondition(std::string(api) + ": no CUDA device: " + info.reason);
+}
 
 Result<void*> BackendAllocate(Backend backend, uint64_t bytes) {
   if (backend == Backend::kCpu) {

@@ -11,7 +11,6 @@
 #include "kv_layout.h"
 #include "lossless_rans.h"
 #include "seqkv/codec/codec.h"
-#include "seqkv/gpu/device.h"
 
 #ifdef SEQKV_WITH_CUDA
 #include <cuda_runtime.h>
@@ -243,13 +242,10 @@ Result<LosslessDecodeItem> MakeLosslessDecodeItem(const ChunkHeader& header, con
   return item;
 }
 
-LosslessGpu LosslessGpu::Create() { return LosslessGpu(ProbeDevices().available ? Backend::kCuda : Backend::kCpu); }
+LosslessGpu LosslessGpu::Create() { return LosslessGpu(DefaultBackend()); }
 
 Result<LosslessGpu> LosslessGpu::CreateFor(Backend backend) {
-  if (backend == Backend::kCuda) {
-    const DeviceInfo info = ProbeDevices();
-    if (!info.available) return FailedPrecondition("lossless gpu: no CUDA device: " + info.reason);
-  }
+  SEQKV_RETURN_IF_ERROR(RequireBackend(backend, "lossless gpu"));
   return LosslessGpu(backend);
 }
 

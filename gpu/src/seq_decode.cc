@@ -22,7 +22,6 @@
 #include "seq_lossy_core.h"
 #include "seqkv/codec/codec.h"
 #include "seqkv/codec/dtype.h"
-#include "seqkv/gpu/device.h"
 #include "seqkv/gpu/seq_entropy.h"
 
 #ifdef SEQKV_WITH_CUDA
@@ -383,7 +382,7 @@ void SeqDecodeGpu::SetHostThreads(uint32_t threads) {
 uint32_t SeqDecodeGpu::host_threads() const { return impl_->host_threads; }
 
 Result<SeqDecodeGpu> SeqDecodeGpu::Create(std::shared_ptr<const SeqProfile> profile) {
-  return CreateFor(ProbeDevices().available ? Backend::kCuda : Backend::kCpu, std::move(profile));
+  return CreateFor(DefaultBackend(), std::move(profile));
 }
 
 Result<SeqDecodeGpu> SeqDecodeGpu::CreateFor(Backend backend, std::shared_ptr<const SeqProfile> profile) {

@@ -20,7 +20,6 @@
 #include "seq_lossy_core.h"
 #include "seqkv/codec/format.h"
 #include "seqkv/codec/seq_profile.h"
-#include "seqkv/gpu/device.h"
 
 #ifdef SEQKV_WITH_CUDA
 #include <cuda_runtime.h>
@@ -359,7 +358,7 @@ void SeqEncodeGpu::SetHostThreads(uint32_t threads) {
 uint32_t SeqEncodeGpu::host_threads() const { return impl_->host_threads; }
 
 Result<SeqEncodeGpu> SeqEncodeGpu::Create(std::shared_ptr<const Codec> codec) {
-  return CreateFor(ProbeDevices().available ? Backend::kCuda : Backend::kCpu, std::move(codec));
+  return CreateFor(DefaultBackend(), std::move(codec));
 }
 
 Result<SeqEncodeGpu> SeqEncodeGpu::CreateFor(Backend backend, std::shared_ptr<const Codec> codec) {

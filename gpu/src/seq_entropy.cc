@@ -7,7 +7,6 @@
 #include <string>
 
 #include "gpu_util.h"
-#include "seqkv/gpu/device.h"
 // The codec's reference decoder: codec/src is a private include path of gpu/
 // (gpu/CMakeLists.txt).
 #include "seq_lossy_core.h"
@@ -113,14 +112,11 @@ int32_t* StatusArray(void* workspace, size_t items) {
 }  // namespace
 
 SeqEntropyGpu SeqEntropyGpu::Create() {
-  return SeqEntropyGpu(ProbeDevices().available ? Backend::kCuda : Backend::kCpu);
+  return SeqEntropyGpu(DefaultBackend());
 }
 
 Result<SeqEntropyGpu> SeqEntropyGpu::CreateFor(Backend backend) {
-  if (backend == Backend::kCuda) {
-    const DeviceInfo info = ProbeDevices();
-    if (!info.available) return FailedPrecondition("seq entropy gpu: no CUDA device: " + info.reason);
-  }
+  SEQKV_RETURN_IF_ERROR(RequireBackend(backend, "seq entropy gpu"));
   return SeqEntropyGpu(backend);
 }
 

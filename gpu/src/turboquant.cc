@@ -12,7 +12,6 @@
 #include <utility>
 
 #include "seqkv/codec/codec.h"
-#include "seqkv/gpu/device.h"
 #include "gpu_util.h"
 #include "kv_layout.h"
 #include "turboquant_cpu.h"
@@ -323,14 +322,11 @@ Result<TurboQuantDecodeItem> MakeDecodeItem(const ChunkHeader& header, const uin
 }
 
 TurboQuantGpu TurboQuantGpu::Create() {
-  return TurboQuantGpu(ProbeDevices().available ? Backend::kCuda : Backend::kCpu);
+  return TurboQuantGpu(DefaultBackend());
 }
 
 Result<TurboQuantGpu> TurboQuantGpu::CreateFor(Backend backend) {
-  if (backend == Backend::kCuda) {
-    const DeviceInfo info = ProbeDevices();
-    if (!info.available) return FailedPrecondition("turboquant gpu: no CUDA device: " + info.reason);
-  }
+  SEQKV_RETURN_IF_ERROR(RequireBackend(backend, "turboquant gpu"));
   return TurboQuantGpu(backend);
 }
 

@@ -7,12 +7,22 @@
 #pragma once
 
 #include <cstdint>
+#include <string_view>
 
 #include "seqkv/codec/status.h"
 
 namespace seqkv::gpu {
 
 enum class Backend { kCpu, kCuda };
+
+// What the APIs' Create() picks: kCuda when ProbeDevices() finds a device
+// in a CUDA build, else kCpu.
+Backend DefaultBackend();
+
+// For the APIs' CreateFor(backend): OK for kCpu; for kCuda, when
+// ProbeDevices() finds no device, FAILED_PRECONDITION "<api>: no CUDA
+// device: <why>".
+Status RequireBackend(Backend backend, std::string_view api);
 
 enum class KvDestination {
   // Per chunk: K and V each [layers, kv_heads, out_tokens, head_dim] bf16;
