@@ -344,27 +344,33 @@ __global__ void __launch_bounds__(2 * D, 2) SqI12PredictKernel(SqLaunch L, uint3
     rotated = UndoRopeRows(L, desc, t0, nt, in_s, Cta::kRowStride);
     __syncthreads();
   }
-  // x and pred of the thread's elements, two channels at a time, and the
-  // largest |r| (the quant kernel forms r again).
+  // x and pred by rows: a thread per pair of channels (the same pair in
+  // every row it takes, so its bias is loaded once), a warp's stores 256
+  // contiguous bytes and its reads of the sums conflict-free (DsumAt keeps a
+  // row's pairs within aligned groups of eight); the largest |r| too (the
+  // quant kernel forms r again).
+  constexpr uint32_t kPairs = D / 2, kRowsPer = Cta::NT / kPairs;
+  const uint32_t j = 2 * (cta.tid % kPairs);
   const float* bias = L.predictor + (uint64_t{g} * F + (F - 1)) * D;
+  const float2 b2 = __ldg(reinterpret_cast<const float2*>(bias + j));
   const uint64_t at0 = ((uint64_t{kv} * H + h) * T + t0) * D;
   uint32_t most = 0;
-  cta.template ForEach<2>([&](uint32_t m, uint32_t n, uint32_t r) {
-    const uint32_t k = cta.RowOf(m, r), j = cta.ColOf(n);
-    if (k >= nt) return;
-    float x[2], p[2], e[2];
-#pragma unroll
-    for (uint32_t c = 0; c < 2; ++c) {
-      const float* row = in_s + k * Cta::kRowStride;
-      x[c] = rotated ? row[j + c] : InputOf(L, desc, kv, row, t0 + k, j + c);
-      p[c] = i12::PredOf(feats, feats ? cta.dsum[i12::DsumAt(D, k, j + c)] : 0.0, bias[j + c]);
-      e[c] = __fsub_rn(x[c], p[c]);
-      most = max(most, i12::FiniteAbsBits(e[c]));
+#pragma unroll 4
+  for (uint32_t k = cta.tid / kPairs; k < nt; k += kRowsPer) {
+    const float* row = in_s + k * Cta::kRowStride;
+    float2 x;
+    if (rotated) {
+      x = *reinterpret_cast<const float2*>(row + j);
+    } else {
+      x = make_float2(InputOf(L, desc, kv, row, t0 + k, j), InputOf(L, desc, kv, row, t0 + k, j + 1));
     }
+    const double2 s = feats ? *reinterpret_cast<const double2*>(cta.dsum + i12::DsumAt(D, k, j)) : double2{};
+    const float2 p = make_float2(i12::PredOf(feats, s.x, b2.x), i12::PredOf(feats, s.y, b2.y));
+    most = max(most, max(i12::FiniteAbsBits(__fsub_rn(x.x, p.x)), i12::FiniteAbsBits(__fsub_rn(x.y, p.y))));
     const uint64_t at = at0 + uint64_t{k} * D + j;
-    *reinterpret_cast<float2*>(desc.xin + at) = make_float2(x[0], x[1]);
-    *reinterpret_cast<float2*>(desc.pred + at) = make_float2(p[0], p[1]);
-  });
+    *reinterpret_cast<float2*>(desc.xin + at) = x;
+    *reinterpret_cast<float2*>(desc.pred + at) = p;
+  }
   i12::WarpMaxInto(most, cta.lane, &desc.rmax[layer * 2 * H + kv * H + h]);
 }
 
