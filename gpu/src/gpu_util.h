@@ -17,6 +17,24 @@ namespace seqkv::gpu::internal {
 // n rounded up to a multiple of `a`: workspace regions start 256-byte aligned.
 inline uint64_t AlignUp(uint64_t n, uint64_t a = 256) { return (n + a - 1) / a * a; }
 
+// A dense launch's item_ctas: Add each item's CTA count in order; Get is that
+// count when every item has the same (so a CTA's item is blockIdx.x / count,
+// no search), else 0 (also for no items).
+class EqualCtas {
+ public:
+  void Add(uint32_t n) {
+    equal_ = equal_ && (items_ == 0 || n == each_);
+    each_ = n;
+    ++items_;
+  }
+  uint32_t Get() const { return equal_ && items_ > 0 ? each_ : 0; }
+
+ private:
+  uint32_t each_ = 0;
+  uint64_t items_ = 0;
+  bool equal_ = true;
+};
+
 #ifdef SEQKV_WITH_CUDA
 // INTERNAL "<who>: <what>: <CUDA's message>" for a failed CUDA call.
 inline Status FromCuda(cudaError_t err, std::string_view who, const char* what) {

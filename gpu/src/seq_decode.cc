@@ -557,6 +557,7 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
   codes.resize(groups_ok);
   uint64_t q_at = 0, layer_at = 0, max_at = 0;
   uint32_t ctas = 0, int_ctas = 0, item_at = 0;
+  internal::EqualCtas equal, int_equal;     // the launches' item_ctas
   uint64_t clear_begin = 0, clear_end = 0;  // symbols [begin, end) still to clear
   auto clear = [&]() -> Status {
     if (clear_end > clear_begin) {
@@ -591,10 +592,14 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
       d.max_bits = max_bits + max_at;
       max_at += 2ull * p.layers * p.kv_heads;
       d.first_cta = int_ctas;
-      int_ctas += internal::SdCtasOf(p.kv_heads, item.shape.tokens, internal::kSdMathInt12);
+      const uint32_t n = internal::SdCtasOf(p.kv_heads, item.shape.tokens, internal::kSdMathInt12);
+      int_equal.Add(n);
+      int_ctas += n;
     } else {
       d.first_cta = ctas;
-      ctas += internal::SdCtasOf(p.kv_heads, item.shape.tokens, math);
+      const uint32_t n = internal::SdCtasOf(p.kv_heads, item.shape.tokens, math);
+      equal.Add(n);
+      ctas += n;
     }
     if (IsLaneCoding(item.coding)) {
       size_t& lane_at = lane_next[lane_kind(item)];
@@ -686,6 +691,7 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
   launch.descs = device_descs;
   launch.count = static_cast<uint32_t>(float_descs);
   launch.total_ctas = ctas;
+  launch.item_ctas = equal.Get();
   launch.layers = p.layers;
   launch.heads = p.kv_heads;
   launch.head_dim = p.head_dim;
@@ -720,6 +726,7 @@ Status SeqDecodeGpu::Decode(const SeqDecodeArgs& args, void* workspace, uint64_t
   int_launch.descs = device_descs + float_descs;
   int_launch.count = static_cast<uint32_t>(int_descs.size());
   int_launch.total_ctas = int_ctas;
+  int_launch.item_ctas = int_equal.Get();
   int_launch.math = internal::kSdMathInt12;
   int_launch.half_symbols = false;
   int_launch.w_i8 = impl_->int12.w;

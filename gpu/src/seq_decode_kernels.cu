@@ -549,7 +549,7 @@ __global__ void SdLayerKernel(SdLaunch L, uint32_t layer) {
   float* step_s = row_s + TT * d;                   // [d]
 
   dense::Tile tl;
-  const SdDesc& desc = dense::TileItem<TT>(L.descs, L.count, H, layer, &tl);
+  const SdDesc& desc = dense::TileItem<TT>(L.descs, L.count, L.item_ctas, H, layer, &tl);
   const uint32_t T = desc.tokens;
   const uint32_t kv = tl.kv, h = tl.h, g = tl.g, t0 = tl.t0, nt = tl.nt;
   const uint32_t j = threadIdx.x;
@@ -724,7 +724,7 @@ __global__ void __launch_bounds__(2 * D, 2) SdLayerTcKernel(SdLaunch L, uint32_t
   float* step_s = reinterpret_cast<float*>(smem) + SdTcStepsAt(D);
 
   dense::Tile tl;
-  const SdDesc& desc = dense::TileItem<TM>(L.descs, L.count, H, layer, &tl);
+  const SdDesc& desc = dense::TileItem<TM>(L.descs, L.count, L.item_ctas, H, layer, &tl);
   const uint32_t T = desc.tokens;
   const uint32_t kv = tl.kv, h = tl.h, g = tl.g, t0 = tl.t0, nt = tl.nt;
   const uint32_t tid = threadIdx.x;
@@ -1000,7 +1000,7 @@ __global__ void __launch_bounds__(2 * D, 2) SdLayerH16Kernel(SdLaunch L, uint32_
 
   dense::Tile tl;
   const SdDesc& desc =
-      dense::TileItem<TM, true>(L.descs, L.count, H, layer, &tl);  // 2 * D threads: whole warps
+      dense::TileItem<TM, true>(L.descs, L.count, L.item_ctas, H, layer, &tl);  // 2 * D threads: whole warps
   const uint32_t T = desc.tokens;
   const uint32_t h = tl.h, g = tl.g, t0 = tl.t0, nt = tl.nt;
   const uint32_t tid = threadIdx.x;
@@ -1154,7 +1154,7 @@ __global__ void __launch_bounds__(256, 2) SdLayerWgKernel(SdLaunch L, uint32_t l
   if ((dense::SharedAddr(smem) & 1023) != 0) __trap();  // the swizzle atoms need their alignment
 
   dense::Tile tl;
-  const SdDesc& desc = dense::TileItem<TM, true>(L.descs, L.count, H, layer, &tl);
+  const SdDesc& desc = dense::TileItem<TM, true>(L.descs, L.count, L.item_ctas, H, layer, &tl);
   const uint32_t T = desc.tokens;
   const uint32_t h = tl.h, g = tl.g, t0 = tl.t0, nt = tl.nt;
   const uint32_t tid = threadIdx.x, wg = tid / 128, warp = (tid % 128) / 32, lane = tid % 32;
@@ -1268,7 +1268,7 @@ __global__ void __launch_bounds__(2 * D, 2) SdLayerI12Kernel(SdLaunch L, uint32_
   Cta cta(smem);
 
   dense::Tile tl;
-  const SdDesc& desc = dense::TileItem<TMI>(L.descs, L.count, L.heads, layer, &tl);
+  const SdDesc& desc = dense::TileItem<TMI>(L.descs, L.count, L.item_ctas, L.heads, layer, &tl);
   const uint32_t H = L.heads, F = L.features, T = desc.tokens;
   const uint32_t kv = tl.kv, h = tl.h, g = tl.g, t0 = tl.t0, nt = tl.nt;
   const uint32_t tid = cta.tid;

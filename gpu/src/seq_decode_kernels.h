@@ -61,6 +61,7 @@ struct SdLaunch {
   const SdDesc* descs;  // device
   uint32_t count;
   uint32_t total_ctas;
+  uint32_t item_ctas;  // each item's CTAs when all items have the same (no search for a CTA's item), else 0
   uint32_t layers, heads, head_dim, features;
   uint32_t inputs;  // 0 mean, 1 same head, 2 all heads (SeqInputs)
   const float* predictor;   // device: the profile's arrays

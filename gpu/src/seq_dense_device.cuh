@@ -74,14 +74,19 @@ __device__ __forceinline__ uint32_t FindItemWarp(const Desc* descs, uint32_t cou
 
 // This CTA's item (the last whose first_cta <= blockIdx.x) and its tile, in
 // a per-layer dense launch (the decode's SdDesc, the encode's SqDesc).
-// kWarpSearch: through FindItemWarp, for kernels whose every thread calls it,
-// in whole warps, before any divergence.
+// item_ctas: every item's CTA count when they are all the same (the launch's
+// item_ctas), so the item is blockIdx.x / item_ctas without a search (its
+// chain of dependent loads was ~5 % of the int12 predict kernel's stall
+// samples: ncu, 2026-12-04); 0 otherwise. kWarpSearch: the search through
+// FindItemWarp, for kernels whose every thread calls it, in whole warps,
+// before any divergence.
 template <uint32_t TT, bool kWarpSearch = false, typename Desc>
-__device__ __forceinline__ const Desc& TileItem(const Desc* descs, uint32_t count, uint32_t heads,
-                                                uint32_t layer, Tile* tile) {
+__device__ __forceinline__ const Desc& TileItem(const Desc* descs, uint32_t count, uint32_t item_ctas,
+                                                uint32_t heads, uint32_t layer, Tile* tile) {
   const uint32_t cta = blockIdx.x;
-  const uint32_t item = kWarpSearch ? FindItemWarp(descs, count, cta, &Desc::first_cta)
-                                    : FindItem(descs, count, cta, &Desc::first_cta);
+  const uint32_t item = item_ctas != 0 ? min(cta / item_ctas, count - 1)
+                        : kWarpSearch  ? FindItemWarp(descs, count, cta, &Desc::first_cta)
+                                       : FindItem(descs, count, cta, &Desc::first_cta);
   const Desc& desc = descs[item];
   *tile = TileOf<TT>(cta - desc.first_cta, desc.tokens, heads, layer);
   return desc;

@@ -577,13 +577,16 @@ Status SeqEncodeGpu::Encode(const SeqEncodeArgs& args, void* workspace, uint64_t
     std::vector<internal::SqDesc> descs;
     std::vector<double> step_base;
     uint32_t ctas = 0, groups = 0;
+    internal::EqualCtas equal;  // launch.item_ctas
     for (size_t k : which) {
       internal::SqDesc e = all[k];
       e.step_base = steps + descs.size() * G;
       e.step_class = seqkv::internal::SeqStepClass(delta0[k]);
       e.first_cta = ctas;
       e.first_group = groups;
-      ctas += internal::SqCtasOf(p.kv_heads, e.tokens, launch.int12);
+      const uint32_t n = internal::SqCtasOf(p.kv_heads, e.tokens, launch.int12);
+      equal.Add(n);
+      ctas += n;
       groups += G;
       for (uint32_t g = 0; g < G; ++g) step_base.push_back(double{delta0[k]} * impl_->multiplier[g]);
       descs.push_back(e);
@@ -596,6 +599,7 @@ Status SeqEncodeGpu::Encode(const SeqEncodeArgs& args, void* workspace, uint64_t
                       "step upload");
     launch.count = static_cast<uint32_t>(descs.size());
     launch.total_ctas = ctas;
+    launch.item_ctas = equal.Get();
     launch.total_groups = groups;
     return Status::Ok();
   };

@@ -54,7 +54,7 @@ __global__ void SqLayerKernel(SqLaunch L, uint32_t layer) {
   float* step_s = r_s + TT * d;                     // [d]
 
   dense::Tile tl;
-  const SqDesc& desc = dense::TileItem<TT>(L.descs, L.count, H, layer, &tl);
+  const SqDesc& desc = dense::TileItem<TT>(L.descs, L.count, L.item_ctas, H, layer, &tl);
   const uint32_t T = desc.tokens;
   const uint32_t kv = tl.kv, h = tl.h, g = tl.g, t0 = tl.t0, nt = tl.nt;
   const uint32_t j = threadIdx.x;
@@ -325,7 +325,7 @@ __global__ void __launch_bounds__(2 * D, 2) SqI12PredictKernel(SqLaunch L, uint3
   __shared__ int exp_s[kInt12MaxBlocks];  // the feature blocks' exponents
   Cta cta(smem);
   dense::Tile tl;
-  const SqDesc& desc = dense::TileItem<TMI>(L.descs, L.count, L.heads, layer, &tl);
+  const SqDesc& desc = dense::TileItem<TMI>(L.descs, L.count, L.item_ctas, L.heads, layer, &tl);
   const uint32_t H = L.heads, F = L.features, T = desc.tokens;
   const uint32_t kv = tl.kv, h = tl.h, g = tl.g, t0 = tl.t0, nt = tl.nt;
   const bool feats = layer > 0 && L.inputs != 0;
@@ -383,7 +383,7 @@ __global__ void __launch_bounds__(2 * D, 2) SqI12QuantKernel(SqLaunch L, uint32_
   __shared__ float step_s[D];
   Cta cta(smem);
   dense::Tile tl;
-  const SqDesc& desc = dense::TileItem<TMI>(L.descs, L.count, L.heads, layer, &tl);
+  const SqDesc& desc = dense::TileItem<TMI>(L.descs, L.count, L.item_ctas, L.heads, layer, &tl);
   const uint32_t H = L.heads, T = desc.tokens;
   const uint32_t kv = tl.kv, h = tl.h, g = tl.g, t0 = tl.t0, nt = tl.nt;
   const uint32_t tid = cta.tid;

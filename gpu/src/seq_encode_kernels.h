@@ -107,6 +107,7 @@ struct SqLaunch {
   const SqDesc* descs;  // device
   uint32_t count;
   uint32_t total_ctas;   // per layer launch
+  uint32_t item_ctas;    // each item's CTAs per layer launch when all items have the same, else 0
   uint32_t total_groups;
   uint32_t layers, heads, head_dim, features;
   uint32_t inputs;  // 0 mean, 1 same head, 2 all heads (SeqInputs)
