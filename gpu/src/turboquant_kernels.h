@@ -12,6 +12,9 @@ namespace seqkv::gpu::internal {
 inline constexpr int kTqMaxPadded = 1024;
 inline constexpr int kTqMaxSignWords = kTqMaxPadded / 64;
 inline constexpr int kTqThreadsPerBlock = 128;
+// Passes (of 32 / G vectors) per warp per tile: amortizes the block's set-up
+// (item search, codebook) over enough work.
+inline constexpr int kTqPasses = 8;
 // Coordinates of one vector that one lane holds (d' <= this: one lane per
 // vector, no shuffles). Overridable at build time for experiments
 // (-DSEQKV_TQ_LANE_COORDS=64); 128 is what docs/gpu.md measured.
@@ -85,5 +88,14 @@ cudaError_t LaunchTqDecodeContiguous(const TqLaunchGroup& group, int32_t* status
 cudaError_t LaunchTqDecodePaged(const TqLaunchGroup& group, uint32_t block_size, uint32_t num_blocks,
                                 int32_t* statuses, cudaStream_t stream);
 cudaError_t LaunchTqEncode(const TqLaunchGroup& group, int32_t* statuses, cudaStream_t stream);
+
+// The launchers of one padded size d' = P, bits 1..4 (turboquant_device.cuh),
+// each size in its own translation unit (turboquant_kernels_p<P>.cu) so that
+// they compile in parallel; the three above dispatch to them.
+template <int P>
+cudaError_t LaunchTqDecodeP(const TqLaunchGroup& group, bool paged, uint32_t block_size, uint32_t num_blocks,
+                            int32_t* statuses, cudaStream_t stream);
+template <int P>
+cudaError_t LaunchTqEncodeP(const TqLaunchGroup& group, int32_t* statuses, cudaStream_t stream);
 
 }  // namespace seqkv::gpu::internal

@@ -1,0 +1,4 @@
+// TurboQuant's kernels for the padded size d' = 512 (turboquant_device.cuh).
+#include "turboquant_device.cuh"
+
+SEQKV_TQ_INSTANTIATE(512)
