@@ -8,24 +8,8 @@
 
 namespace seqkv::gpu::internal {
 
-extern template cudaError_t LaunchTqDecodeP<32>(const TqLaunchGroup&, bool, uint32_t, uint32_t, int32_t*,
-                                                cudaStream_t);
-extern template cudaError_t LaunchTqDecodeP<64>(const TqLaunchGroup&, bool, uint32_t, uint32_t, int32_t*,
-                                                cudaStream_t);
-extern template cudaError_t LaunchTqDecodeP<128>(const TqLaunchGroup&, bool, uint32_t, uint32_t, int32_t*,
-                                                 cudaStream_t);
-extern template cudaError_t LaunchTqDecodeP<256>(const TqLaunchGroup&, bool, uint32_t, uint32_t, int32_t*,
-                                                 cudaStream_t);
-extern template cudaError_t LaunchTqDecodeP<512>(const TqLaunchGroup&, bool, uint32_t, uint32_t, int32_t*,
-                                                 cudaStream_t);
-extern template cudaError_t LaunchTqDecodeP<1024>(const TqLaunchGroup&, bool, uint32_t, uint32_t, int32_t*,
-                                                  cudaStream_t);
-extern template cudaError_t LaunchTqEncodeP<32>(const TqLaunchGroup&, int32_t*, cudaStream_t);
-extern template cudaError_t LaunchTqEncodeP<64>(const TqLaunchGroup&, int32_t*, cudaStream_t);
-extern template cudaError_t LaunchTqEncodeP<128>(const TqLaunchGroup&, int32_t*, cudaStream_t);
-extern template cudaError_t LaunchTqEncodeP<256>(const TqLaunchGroup&, int32_t*, cudaStream_t);
-extern template cudaError_t LaunchTqEncodeP<512>(const TqLaunchGroup&, int32_t*, cudaStream_t);
-extern template cudaError_t LaunchTqEncodeP<1024>(const TqLaunchGroup&, int32_t*, cudaStream_t);
+// LaunchTqDecodeP / LaunchTqEncodeP are only declared here: each size's are
+// instantiated in its own translation unit and found by the linker.
 
 int TqVectorsPerTile(int elems_per_lane) {
   const int padded = 32 * elems_per_lane;
